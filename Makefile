@@ -1,0 +1,57 @@
+# edgeproxy — `make help` lists the targets.
+
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+BIN      := bin/edgeproxy
+LDFLAGS  := -X main.version=$(VERSION)
+# Kernel tests need root; CI sets EDGEPROXY_REQUIRE_PRIVILEGES=1 so that they
+# fail instead of skipping.
+TESTFLAGS ?= -count=1 -timeout 15m
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build bin/edgeproxy
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/edgeproxy
+
+.PHONY: run
+run: build ## run edgeproxy on its embedded demo configuration (needs root)
+	./$(BIN) run
+
+.PHONY: test
+test: ## run every test (kernel tests need root, CAP_BPF and iproute2)
+	$(GO) test $(TESTFLAGS) ./...
+
+.PHONY: bench
+bench: ## run the benchmarks, system under test on CPU 0 (results in bench/results/)
+	@mkdir -p bench/results
+	$(GO) test -c -o bin/dispatch.test ./dispatch
+	cd dispatch && GOMAXPROCS=1 taskset -c 0 ../bin/dispatch.test -test.run '^$$' -test.bench 'Lookup' -test.benchtime 200000x -test.count 5 | tee ../bench/results/lookup.txt
+	cd dispatch && GOMAXPROCS=1 taskset -c 0 ../bin/dispatch.test -test.run '^$$' -test.bench 'Replace' -test.benchtime 3x | tee ../bench/results/replace.txt
+	cd dispatch && GOMAXPROCS=1 taskset -c 0 ../bin/dispatch.test -test.run '^$$' -test.bench 'ConnRate' -test.benchtime 20000x -test.count 5 | tee ../bench/results/connrate.txt
+
+.PHONY: generate
+generate: ## regenerate the BPF objects from bpf/dispatch.c (needs clang, llvm, libbpf-dev)
+	cd bpf && $(GO) generate
+
+.PHONY: check-bpf
+check-bpf: ## check that the committed BPF objects match bpf/dispatch.c
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	cp -r bpf go.mod go.sum $$tmp/ && \
+	(cd $$tmp/bpf && $(GO) generate >/dev/null) && \
+	for f in dispatch_bpfel.o dispatch_bpfel.go; do \
+		cmp -s bpf/$$f $$tmp/bpf/$$f || { echo "bpf/$$f is out of date with bpf/dispatch.c: run make generate"; exit 1; }; \
+	done && echo "bpf objects match bpf/dispatch.c"
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+.PHONY: clean
+clean: ## remove build output
+	rm -rf bin

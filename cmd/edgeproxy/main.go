@@ -1,0 +1,87 @@
+// Command edgeproxy is the edge server: the sk_lookup dispatcher and the
+// services whose sockets it steers to. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	var ue usageError
+	switch {
+	case err == nil:
+	case errors.As(err, &ue):
+		fmt.Fprintln(os.Stderr, "edgeproxy:", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "edgeproxy:", err)
+		os.Exit(1)
+	}
+}
+
+// usageError is a mistake in the command line: exit code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+const usage = `usage: edgeproxy COMMAND [flags] [args]
+
+commands:
+  run [--config FILE]   run the edge server (no --config: the embedded demo)
+  unload [--pin-dir D]  remove pinned dispatcher state (default /sys/fs/bpf/edgeproxy)
+  version               print the version
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usagef("no command")
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "run":
+		return cmdRun(ctx, rest, stdout, stderr)
+	case "unload":
+		return cmdUnload(rest, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "edgeproxy", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return usagef("unknown command %q", cmd)
+	}
+}
+
+// newFlags returns a flag set that reports errors as usage errors.
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return usagef("%s: help requested", fs.Name())
+		}
+		return usagef("%s: %v", fs.Name(), err)
+	}
+	return nil
+}

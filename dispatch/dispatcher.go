@@ -1,0 +1,465 @@
+// Package dispatch owns edgeproxy's sk_lookup program: it loads and attaches
+// it to the network namespace the calling thread runs in, pins it, registers
+// the services' sockets under labels, writes the steering Table into the
+// program's maps atomically, and reads the program's counters.
+//
+// The package knows no service names. Its tables speak of owners (numbers
+// with a Policy), labels (names of registered sockets) and verdicts; package
+// bindings fills them. It never logs: errors carry what went wrong.
+package dispatch
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/edgeproxy/edgeproxy/bpf"
+)
+
+// DefaultPinDir is where pinned state lives unless configured otherwise.
+const DefaultPinDir = "/sys/fs/bpf/edgeproxy"
+
+// metaMagic marks pinned maps as edgeproxy's ("edgeprox").
+const metaMagic = 0x786f727065676465
+
+// linkPin is the name of the pinned link in the pin directory.
+const linkPin = "link"
+
+// programName is the name of our program. The kernel keeps 15 bytes of it,
+// or all of it when the program carries BTF.
+const programName = "edgeproxy_dispatch"
+
+var (
+	// ErrStale reports pinned state of another schema version.
+	ErrStale = errors.New("pinned dispatcher state has another schema version")
+	// ErrForeign reports pinned state or an attached program that is not
+	// edgeproxy's.
+	ErrForeign = errors.New("pinned dispatcher state is not edgeproxy's")
+	// ErrClosed is returned by methods of a closed Dispatcher.
+	ErrClosed = errors.New("dispatcher is closed")
+)
+
+// Options configure a Dispatcher.
+type Options struct {
+	// PinDir is a directory on a bpf filesystem where the program's link and
+	// maps are pinned, so that they outlive the process: bound prefixes stay
+	// closed while no process serves them, and the next process takes the
+	// state over. The bpf filesystem is mounted on /sys/fs/bpf if PinDir is
+	// below it and nothing is mounted there. Empty means unpinned: Close
+	// detaches the program and the kernel's normal lookup decides again.
+	PinDir string
+}
+
+// Dispatcher is a loaded sk_lookup program with its maps.
+type Dispatcher struct {
+	pinDir string
+	schema uint32
+	limits limits
+
+	// life is held for reading while objs is in use; Close takes it for
+	// writing. Readers (Probe, Counters) need nothing else, so they never
+	// wait for a long Replace.
+	life sync.RWMutex
+	objs *bpf.DispatchObjects // nil once closed
+
+	// labels maps label names to indices, copy-on-write under mu.
+	labels atomic.Pointer[map[string]uint32]
+
+	mu       sync.Mutex      // serializes changes; guards the fields below
+	link     *link.NetNsLink // nil until attached or taken over
+	active   uint32          // the generation the program reads
+	written  [2]*entries     // what each generation holds in the kernel
+	dirty    [2]bool         // a write to the generation failed half-way
+	quiesced chan struct{}
+	table    *Table // the last table applied, nil before the first
+}
+
+// limits are the capacities of the maps for one generation.
+type limits struct {
+	bind, apps, ports int
+}
+
+// Open loads the program and its maps. With Options.PinDir it takes over
+// pinned state when there is some: the maps keep steering as before, and
+// Attach swaps the program in the pinned link. It does not attach a new
+// program: write a Table with Replace first, then Attach.
+func Open(opts Options) (_ *Dispatcher, err error) {
+	spec, err := bpf.LoadDispatch()
+	if err != nil {
+		return nil, fmt.Errorf("load dispatch spec: %w", err)
+	}
+	d := &Dispatcher{pinDir: opts.PinDir}
+	d.labels.Store(&map[string]uint32{})
+	if v, ok := spec.Variables["schema_version"]; !ok {
+		return nil, errors.New("dispatch object has no schema_version")
+	} else if err := v.Get(&d.schema); err != nil {
+		return nil, fmt.Errorf("read schema_version: %w", err)
+	}
+	d.limits = limits{
+		bind:  int(spec.Maps[bpf.DispatchMapBind4].MaxEntries / 2),
+		apps:  int(spec.Maps[bpf.DispatchMapApp4].MaxEntries / 2),
+		ports: int(spec.Maps[bpf.DispatchMapPorts].MaxEntries / 2),
+	}
+
+	var copts ebpf.CollectionOptions
+	if d.pinDir != "" {
+		if err := ensureBPFFS(d.pinDir); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(d.pinDir, 0o700); err != nil {
+			return nil, fmt.Errorf("create pin dir: %w", err)
+		}
+		if err := d.checkPinned(); err != nil {
+			return nil, err
+		}
+		for _, name := range pinnedMaps {
+			spec.Maps[name].Pinning = ebpf.PinByName
+		}
+		copts.Maps.PinPath = d.pinDir
+	}
+
+	objs := new(bpf.DispatchObjects)
+	if err := spec.LoadAndAssign(objs, &copts); err != nil {
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return nil, fmt.Errorf("%w: %s holds maps of another layout (run `edgeproxy unload`): %v", ErrForeign, d.pinDir, err)
+		}
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("load dispatch program: %+v", verr)
+		}
+		return nil, fmt.Errorf("load dispatch program: %w", err)
+	}
+	d.objs = objs
+	defer func() {
+		if err != nil {
+			d.closeLocked()
+		}
+	}()
+
+	var m bpf.DispatchMeta
+	if err := objs.Meta.Lookup(uint32(0), &m); err != nil {
+		return nil, fmt.Errorf("read meta: %w", err)
+	}
+	if m.Magic == 0 {
+		m = bpf.DispatchMeta{Magic: metaMagic, Schema: d.schema}
+		if err := objs.Meta.Put(uint32(0), &m); err != nil {
+			return nil, fmt.Errorf("write meta: %w", err)
+		}
+	}
+
+	if err := d.readLabels(); err != nil {
+		return nil, err
+	}
+	var st bpf.DispatchState
+	if err := objs.State.Lookup(uint32(0), &st); err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	d.active = st.Gen & 1
+	for gen := range d.written {
+		if d.written[gen], err = d.readGen(uint8(gen)); err != nil {
+			return nil, err
+		}
+	}
+
+	if d.pinDir != "" {
+		if err := d.loadPinnedLink(); err != nil {
+			return nil, err
+		}
+	}
+	// A previous process may have flipped generations a moment ago.
+	done := make(chan struct{})
+	d.quiesced = done
+	go func() {
+		waitForReaders()
+		close(done)
+	}()
+	return d, nil
+}
+
+// pinnedMaps are the maps that outlive the process with PinDir set.
+var pinnedMaps = []string{
+	bpf.DispatchMapBind4, bpf.DispatchMapBind6, bpf.DispatchMapApp4, bpf.DispatchMapApp6,
+	bpf.DispatchMapPorts, bpf.DispatchMapPortinfo, bpf.DispatchMapOwners, bpf.DispatchMapState,
+	bpf.DispatchMapMeta, bpf.DispatchMapLabels, bpf.DispatchMapSockets, bpf.DispatchMapCounters,
+	bpf.DispatchMapVerdicts,
+}
+
+// checkPinned inspects the pin directory before anything is loaded from it:
+// only our names may be there, and the meta map must carry our magic and
+// schema version.
+func (d *Dispatcher) checkPinned() error {
+	des, err := os.ReadDir(d.pinDir)
+	if err != nil {
+		return fmt.Errorf("read pin dir: %w", err)
+	}
+	if len(des) == 0 {
+		return nil
+	}
+	var unknown []string
+	for _, de := range des {
+		if de.Name() != linkPin && !slices.Contains(pinnedMaps, de.Name()) {
+			unknown = append(unknown, de.Name())
+		}
+	}
+	if len(unknown) > 0 {
+		return fmt.Errorf("%w: %s holds %s", ErrForeign, d.pinDir, strings.Join(unknown, ", "))
+	}
+	path := filepath.Join(d.pinDir, bpf.DispatchMapMeta)
+	mm, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%w: %s has pinned objects but no meta map (run `edgeproxy unload`)", ErrForeign, d.pinDir)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: open %s: %v", ErrForeign, path, err)
+	}
+	defer mm.Close()
+	var m bpf.DispatchMeta
+	if mm.ValueSize() != 16 {
+		return fmt.Errorf("%w: %s is not a meta map", ErrForeign, path)
+	}
+	if err := mm.Lookup(uint32(0), &m); err != nil {
+		return fmt.Errorf("%w: read %s: %v", ErrForeign, path, err)
+	}
+	switch {
+	case m.Magic == 0:
+		return nil // created but never written: ours, half-way through a first start
+	case m.Magic != metaMagic:
+		return fmt.Errorf("%w: %s has magic %#x", ErrForeign, path, m.Magic)
+	case m.Schema != d.schema:
+		return fmt.Errorf("%w: %s has schema %d, this binary speaks %d (run `edgeproxy unload`, which opens bound prefixes to the kernel until the next start)",
+			ErrStale, d.pinDir, m.Schema, d.schema)
+	}
+	return nil
+}
+
+// loadPinnedLink takes over a pinned link, after checking that it is ours and
+// attached to the namespace we run in.
+func (d *Dispatcher) loadPinnedLink() error {
+	path := filepath.Join(d.pinDir, linkPin)
+	l, err := link.LoadPinnedLink(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: load %s: %v", ErrForeign, path, err)
+	}
+	nl, ok := l.(*link.NetNsLink)
+	if !ok {
+		l.Close()
+		return fmt.Errorf("%w: %s is a %T, not a network namespace link", ErrForeign, path, l)
+	}
+	info, err := nl.Info()
+	if err != nil {
+		nl.Close()
+		return fmt.Errorf("link info of %s: %w", path, err)
+	}
+	if name, err := programNameByID(info.Program); err != nil {
+		nl.Close()
+		return err
+	} else if !strings.HasPrefix(programName, name) || len(name) < 15 {
+		nl.Close()
+		return fmt.Errorf("%w: %s runs program %q", ErrForeign, path, name)
+	}
+	ino, err := netnsInode()
+	if err != nil {
+		nl.Close()
+		return err
+	}
+	if ns := info.NetNs(); ns == nil || uint64(ns.NetnsInode) != ino {
+		nl.Close()
+		return fmt.Errorf("%s is attached to another network namespace than this thread's (inode %d): run in that namespace or `edgeproxy unload`", path, ino)
+	}
+	d.link = nl
+	return nil
+}
+
+func programNameByID(id ebpf.ProgramID) (string, error) {
+	p, err := ebpf.NewProgramFromID(id)
+	if err != nil {
+		return "", fmt.Errorf("open program %d: %w", id, err)
+	}
+	defer p.Close()
+	info, err := p.Info()
+	if err != nil {
+		return "", fmt.Errorf("program %d info: %w", id, err)
+	}
+	return info.Name, nil
+}
+
+// netnsPath is the network namespace of the calling thread.
+const netnsPath = "/proc/thread-self/ns/net"
+
+func netnsInode() (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(netnsPath, &st); err != nil {
+		return 0, fmt.Errorf("stat %s: %w", netnsPath, err)
+	}
+	return st.Ino, nil
+}
+
+// Attach attaches the program to the network namespace of the calling thread,
+// or, when pinned state was taken over, swaps it into the pinned link in one
+// step. It refuses when another sk_lookup program is attached there.
+func (d *Dispatcher) Attach() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	objs, done, err := d.use()
+	if err != nil {
+		return err
+	}
+	defer done()
+	if d.link != nil {
+		if err := d.link.Update(objs.EdgeproxyDispatch); err != nil {
+			return fmt.Errorf("swap program into pinned link: %w", err)
+		}
+		return nil
+	}
+	ns, err := os.Open(netnsPath)
+	if err != nil {
+		return fmt.Errorf("open network namespace: %w", err)
+	}
+	defer ns.Close()
+	if err := checkAttached(int(ns.Fd())); err != nil {
+		return err
+	}
+	l, err := link.AttachNetNs(int(ns.Fd()), objs.EdgeproxyDispatch)
+	if err != nil {
+		return fmt.Errorf("attach to network namespace: %w", err)
+	}
+	if d.pinDir != "" {
+		if err := l.Pin(filepath.Join(d.pinDir, linkPin)); err != nil {
+			l.Close()
+			return fmt.Errorf("pin link: %w", err)
+		}
+	}
+	d.link = l
+	return nil
+}
+
+// checkAttached refuses to attach beside another sk_lookup program: two
+// dispatchers in one namespace would fight over every lookup.
+func checkAttached(nsfd int) error {
+	res, err := link.QueryPrograms(link.QueryOptions{Target: nsfd, Attach: ebpf.AttachSkLookup})
+	if err != nil {
+		return nil // the query is an aid; attaching reports real problems
+	}
+	for _, p := range res.Programs {
+		name, err := programNameByID(p.ID)
+		if err != nil {
+			name = "?"
+		}
+		return fmt.Errorf("%w: sk_lookup program %d (%q) is already attached to this network namespace", ErrForeign, p.ID, name)
+	}
+	return nil
+}
+
+// Close releases the dispatcher. Unpinned, the program is detached and the
+// kernel's normal socket lookup decides again. Pinned, the program and maps
+// stay: bound prefixes stay closed until the next process registers sockets.
+func (d *Dispatcher) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.quiesced != nil {
+		<-d.quiesced
+	}
+	d.life.Lock()
+	defer d.life.Unlock()
+	return d.closeLocked()
+}
+
+// use returns the objects for use until done is called, or ErrClosed.
+func (d *Dispatcher) use() (objs *bpf.DispatchObjects, done func(), err error) {
+	d.life.RLock()
+	if d.objs == nil {
+		d.life.RUnlock()
+		return nil, nil, ErrClosed
+	}
+	return d.objs, d.life.RUnlock, nil
+}
+
+// closeLocked releases everything; the caller holds mu and life, or is Open.
+func (d *Dispatcher) closeLocked() error {
+	var errs []error
+	if d.link != nil {
+		errs = append(errs, d.link.Close())
+		d.link = nil
+	}
+	if d.objs != nil {
+		errs = append(errs, d.objs.Close())
+		d.objs = nil
+	}
+	return errors.Join(errs...)
+}
+
+// Unload removes pinned state from pinDir: the program is detached and the
+// kernel's normal lookup decides for every address again. Missing state is
+// not an error.
+func Unload(pinDir string) error {
+	if pinDir == "" {
+		return errors.New("unload: no pin dir")
+	}
+	var errs []error
+	path := filepath.Join(pinDir, linkPin)
+	if l, err := link.LoadPinnedLink(path, nil); err == nil {
+		errs = append(errs, l.Unpin(), l.Close())
+	} else if !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("load %s: %w", path, err))
+	}
+	for _, name := range pinnedMaps {
+		if err := os.Remove(filepath.Join(pinDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(pinDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// ensureBPFFS makes sure dir is, or will be, on a bpf filesystem, mounting
+// one on /sys/fs/bpf when dir is below it and nothing is mounted there.
+func ensureBPFFS(dir string) error {
+	dir = filepath.Clean(dir)
+	existing := dir
+	for {
+		if _, err := os.Stat(existing); err == nil {
+			break
+		}
+		parent := filepath.Dir(existing)
+		if parent == existing {
+			break
+		}
+		existing = parent
+	}
+	if isBPFFS(existing) {
+		return nil
+	}
+	const root = "/sys/fs/bpf"
+	if dir == root || strings.HasPrefix(dir, root+"/") {
+		if err := os.MkdirAll(root, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", root, err)
+		}
+		if isBPFFS(root) {
+			return nil
+		}
+		if err := unix.Mount("bpf", root, "bpf", 0, "mode=0700"); err != nil {
+			return fmt.Errorf("mount bpf filesystem on %s: %w", root, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("pin dir %s is not on a bpf filesystem: mount one (mount -t bpf bpf DIR) or use a directory below /sys/fs/bpf", dir)
+}
+
+func isBPFFS(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.BPF_FS_MAGIC
+}

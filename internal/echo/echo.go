@@ -1,0 +1,210 @@
+// Package echo has named echo servers and their client, so that a test can
+// tell which socket received a connection or datagram.
+//
+// A TCP server greets every connection with "NAME LOCALADDR\n" (the address
+// the client dialled, as sk_lookup keeps it) and then echoes what it reads.
+// A UDP server answers every datagram with "NAME ORIGDST\n" from exactly the
+// address and port the client sent to, through a socket bound there, so that
+// a connected client accepts it.
+package echo
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/edgeproxy/edgeproxy/internal/netns"
+)
+
+// ListenTCP returns a dual-stack, non-MPTCP TCP listener on addr (such as
+// "[::]:0"), ready to be registered with the dispatcher.
+func ListenTCP(addr string, reusePort bool) (*net.TCPListener, error) {
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	if reusePort {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return ln.(*net.TCPListener), nil
+}
+
+// ServeTCP serves ln under name until ln is closed.
+func ServeTCP(ln net.Listener, name string) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		go func() {
+			defer c.Close()
+			if _, err := fmt.Fprintf(c, "%s %s\n", name, c.LocalAddr()); err != nil {
+				return
+			}
+			io.Copy(c, c)
+		}()
+	}
+}
+
+// ListenUDP returns a dual-stack UDP socket on addr (such as "[::]:0") with
+// SO_REUSEADDR and the original destination of every datagram reported.
+func ListenUDP(addr string) (*net.UDPConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = errors.Join(
+				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1),
+				unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_RECVORIGDSTADDR, 1),
+				unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_RECVORIGDSTADDR, 1),
+			)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return pc.(*net.UDPConn), nil
+}
+
+// ServeUDP answers every datagram on pc under name, from the datagram's
+// original destination, until pc is closed. It runs on a thread in pc's
+// network namespace, where it creates its reply sockets.
+func ServeUDP(pc *net.UDPConn, name string) {
+	if err := netns.LockInto(pc); err != nil {
+		panic(fmt.Sprintf("echo: %v", err))
+	}
+	buf := make([]byte, 2048)
+	oob := make([]byte, 256)
+	for {
+		_, oobn, _, from, err := pc.ReadMsgUDPAddrPort(buf, oob)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		dst, err := OrigDst(oob[:oobn])
+		if err != nil {
+			continue
+		}
+		reply := fmt.Sprintf("%s %s\n", name, dst)
+		ReplyFrom(dst, from, []byte(reply))
+	}
+}
+
+// OrigDst parses the IP_ORIGDSTADDR or IPV6_ORIGDSTADDR control message.
+func OrigDst(oob []byte) (netip.AddrPort, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	for _, m := range msgs {
+		switch {
+		case m.Header.Level == unix.SOL_IP && m.Header.Type == unix.IP_ORIGDSTADDR && len(m.Data) >= 8:
+			port := uint16(m.Data[2])<<8 | uint16(m.Data[3])
+			return netip.AddrPortFrom(netip.AddrFrom4([4]byte(m.Data[4:8])), port), nil
+		case m.Header.Level == unix.SOL_IPV6 && m.Header.Type == unix.IPV6_ORIGDSTADDR && len(m.Data) >= 24:
+			port := uint16(m.Data[2])<<8 | uint16(m.Data[3])
+			return netip.AddrPortFrom(netip.AddrFrom16([16]byte(m.Data[8:24])), port), nil
+		}
+	}
+	return netip.AddrPort{}, errors.New("no original destination in control message")
+}
+
+// ReplyFrom sends b to dst from src, through a socket bound to src (with
+// SO_REUSEADDR and FREEBIND, so that it may share the port with a wildcard
+// socket and use an address that is only routed locally).
+func ReplyFrom(src, dst netip.AddrPort, b []byte) error {
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	family, network := unix.AF_INET6, "udp6"
+	if src.Addr().Is4() {
+		family, network = unix.AF_INET, "udp4"
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+			if family == unix.AF_INET {
+				serr = errors.Join(serr, unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1))
+			} else {
+				serr = errors.Join(serr, unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1))
+			}
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	pc, err := lc.ListenPacket(context.Background(), network, src.String())
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+	_, err = pc.(*net.UDPConn).WriteToUDPAddrPort(b, dst)
+	return err
+}
+
+// Outcomes that Ask reports besides a server's name.
+const (
+	Refused = "refuse"  // TCP reset or ICMP port unreachable
+	Timeout = "timeout" // no answer at all
+)
+
+// Ask connects to addr over network ("tcp" or "udp") and returns the name of
+// the server that answered, Refused, or Timeout; an error for anything else.
+// For UDP it checks that the answer came from addr itself.
+func Ask(network string, addr netip.AddrPort, timeout time.Duration) (string, error) {
+	c, err := net.DialTimeout(network, addr.String(), timeout)
+	if err != nil {
+		return classify(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	if network == "udp" {
+		if _, err := c.Write([]byte("hello\n")); err != nil {
+			return classify(err)
+		}
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return classify(err)
+	}
+	name, _, _ := strings.Cut(strings.TrimSpace(line), " ")
+	return name, nil
+}
+
+func classify(err error) (string, error) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, unix.ECONNREFUSED), errors.Is(err, unix.ECONNRESET):
+		return Refused, nil
+	case errors.As(err, &ne) && ne.Timeout():
+		return Timeout, nil
+	}
+	return "", err
+}

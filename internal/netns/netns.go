@@ -1,0 +1,221 @@
+// Package netns gives a test a fresh network namespace of its own, with lo up
+// and the documentation prefixes routed locally, so that traffic to them
+// stays inside it.
+//
+// A namespace belongs to an OS thread. New locks the test's goroutine to its
+// thread and moves that thread; sockets created on it live in the namespace
+// and may then be used from any goroutine. Code that must create sockets on
+// other goroutines (load generators) runs them through NS.Go.
+//
+// Privileged tests call New (or Require): without root and CAP_BPF the test
+// skips with a reason, unless EDGEPROXY_REQUIRE_PRIVILEGES=1, which CI sets:
+// then it fails.
+package netns
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// DocPrefixes are routed to lo in every namespace New creates.
+var DocPrefixes = []string{"192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"}
+
+// Require skips tb when the process lacks the privileges for kernel tests,
+// or fails it when EDGEPROXY_REQUIRE_PRIVILEGES=1.
+func Require(tb testing.TB) {
+	tb.Helper()
+	if reason := missingPrivileges(); reason != "" {
+		if os.Getenv("EDGEPROXY_REQUIRE_PRIVILEGES") == "1" {
+			tb.Fatalf("privileged test cannot run: %s (EDGEPROXY_REQUIRE_PRIVILEGES=1)", reason)
+		}
+		tb.Skipf("needs privileges: %s (set EDGEPROXY_REQUIRE_PRIVILEGES=1 to fail instead)", reason)
+	}
+}
+
+func missingPrivileges() string {
+	if os.Geteuid() != 0 {
+		return "not root"
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return "the ip command (iproute2) is not installed"
+	}
+	var hdr unix.CapUserHeader
+	var data [2]unix.CapUserData
+	hdr.Version = unix.LINUX_CAPABILITY_VERSION_3
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Sprintf("capget: %v", err)
+	}
+	for _, c := range []struct {
+		bit  uint
+		name string
+	}{{unix.CAP_SYS_ADMIN, "CAP_SYS_ADMIN"}, {unix.CAP_NET_ADMIN, "CAP_NET_ADMIN"}, {unix.CAP_BPF, "CAP_BPF"}} {
+		if data[c.bit/32].Effective&(1<<(c.bit%32)) == 0 {
+			return "missing " + c.name
+		}
+	}
+	return ""
+}
+
+// NS is a network namespace made for one test.
+type NS struct {
+	fd int // the namespace
+}
+
+// New moves the calling goroutine, locked to its OS thread, into a fresh
+// network namespace with lo up, DocPrefixes routed to lo, ICMP rate limits
+// off and tcp_tw_reuse on. The thread returns to its namespace when the test
+// ends. Call it on the test's goroutine, before creating any socket.
+func New(tb testing.TB) *NS {
+	tb.Helper()
+	Require(tb)
+
+	runtime.LockOSThread()
+	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		runtime.UnlockOSThread()
+		tb.Fatalf("open current netns: %v", err)
+	}
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		unix.Close(orig)
+		runtime.UnlockOSThread()
+		tb.Fatalf("unshare netns: %v", err)
+	}
+	fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		tb.Fatalf("open new netns: %v", err)
+	}
+	ns := &NS{fd: fd}
+	tb.Cleanup(func() {
+		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+			// The thread must not run anything else: leave it locked so
+			// the runtime ends it with the goroutine.
+			tb.Errorf("return to original netns: %v", err)
+			return
+		}
+		unix.Close(orig)
+		unix.Close(fd)
+		runtime.UnlockOSThread()
+	})
+
+	cmds := [][]string{{"link", "set", "lo", "up"}}
+	for _, p := range DocPrefixes {
+		cmds = append(cmds, []string{"route", "add", "local", p, "dev", "lo"})
+	}
+	for _, c := range cmds {
+		if out, err := exec.Command("ip", c...).CombinedOutput(); err != nil {
+			tb.Fatalf("ip %s: %v: %s", strings.Join(c, " "), err, out)
+		}
+	}
+	for k, v := range map[string]string{
+		"net/ipv4/icmp_ratelimit":    "0",
+		"net/ipv4/icmp_msgs_per_sec": "1000000",
+		"net/ipv6/icmp/ratelimit":    "0",
+		"net/ipv4/tcp_tw_reuse":      "1",
+	} {
+		if err := Sysctl(k, v); err != nil {
+			tb.Fatalf("%v", err)
+		}
+	}
+	return ns
+}
+
+// Sysctl writes a sysctl of the calling thread's network namespace, as in
+// Sysctl("net/ipv4/tcp_tw_reuse", "1").
+func Sysctl(key, value string) error {
+	if err := os.WriteFile("/proc/sys/"+key, []byte(value), 0o644); err != nil {
+		return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
+	}
+	return nil
+}
+
+// Do runs fn on a fresh OS thread that has entered ns, and waits for it.
+// Sockets fn creates live in ns.
+func (ns *NS) Do(fn func() error) error {
+	errc := make(chan error, 1)
+	ns.Go(func() { errc <- fn() })
+	return <-errc
+}
+
+// Go runs fn on a goroutine locked to an OS thread that has entered ns. The
+// thread is never reused: it ends with the goroutine.
+func (ns *NS) Go(fn func()) {
+	go func() {
+		runtime.LockOSThread()
+		// No UnlockOSThread: the runtime then ends the thread, which
+		// must not return to the pool in another namespace.
+		if err := unix.Setns(ns.fd, unix.CLONE_NEWNET); err != nil {
+			panic(fmt.Sprintf("netns: setns: %v", err))
+		}
+		fn()
+	}()
+}
+
+// Path returns a path naming the namespace while the test runs, usable with
+// nsenter --net=PATH or as dispatch.netns.
+func (ns *NS) Path() string {
+	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), ns.fd)
+}
+
+// siocgskns is the ioctl that opens the network namespace of a socket.
+const siocgskns = 0x894C
+
+// LockInto locks the calling goroutine to its OS thread and moves the thread
+// into the network namespace of conn, so that sockets the goroutine creates
+// live beside conn. When the thread is already there it only locks. A moved
+// thread is never unlocked: it ends with the goroutine.
+func LockInto(conn syscall.Conn) error {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var nsfd int
+	var ierr error
+	if err := raw.Control(func(fd uintptr) {
+		nsfd, ierr = unix.IoctlRetInt(int(fd), siocgskns)
+	}); err != nil {
+		return err
+	}
+	if ierr != nil {
+		return fmt.Errorf("SIOCGSKNS: %w", ierr)
+	}
+	defer unix.Close(nsfd)
+	runtime.LockOSThread()
+	var want, have unix.Stat_t
+	if err := unix.Fstat(nsfd, &want); err != nil {
+		return err
+	}
+	if err := unix.Stat("/proc/thread-self/ns/net", &have); err != nil {
+		return err
+	}
+	if want.Ino == have.Ino && want.Dev == have.Dev {
+		return nil
+	}
+	if err := unix.Setns(nsfd, unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("setns: %w", err)
+	}
+	return nil
+}
+
+// BPFFS mounts a fresh bpf filesystem on a temporary directory, for pinned
+// state that no other test sees, and unmounts it when the test ends.
+func BPFFS(tb testing.TB) string {
+	tb.Helper()
+	Require(tb)
+	dir := tb.TempDir()
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		tb.Fatalf("mount bpffs on %s: %v", dir, err)
+	}
+	tb.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			tb.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
