@@ -8,4 +8,6 @@ require (
 	golang.org/x/sys v0.50.0
 )
 
+require github.com/google/go-cmp v0.7.0
+
 tool github.com/cilium/ebpf/cmd/bpf2go

@@ -43,6 +43,7 @@ const usage = `usage: edgeproxy COMMAND [flags] [args]
 
 commands:
   run [--config FILE]   run the edge server (no --config: the embedded demo)
+  check --config FILE   validate a configuration file
   unload [--pin-dir D]  remove pinned dispatcher state (default /sys/fs/bpf/edgeproxy)
   version               print the version
 `
@@ -55,6 +56,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "run":
 		return cmdRun(ctx, rest, stdout, stderr)
+	case "check":
+		return cmdCheck(rest, stdout, stderr)
 	case "unload":
 		return cmdUnload(rest, stdout, stderr)
 	case "version":

@@ -2,88 +2,113 @@ package main
 
 import (
 	"context"
+	_ "embed"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
-	"net/netip"
+	"os"
+	"runtime"
+	"syscall"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/dispatch"
+	"golang.org/x/sys/unix"
+
+	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/server"
 )
+
+//go:embed demo.yaml
+var demoConfig []byte
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("run", stderr)
-	config := fs.String("config", "", "configuration `file` (empty: the embedded demo)")
+	path := fs.String("config", "", "configuration `file` (empty: the embedded demo)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("run: unexpected argument %q", fs.Arg(0))
 	}
-	if *config != "" {
-		return fmt.Errorf("run: --config is not supported yet")
+	var cfg *config.Config
+	var err error
+	if *path == "" {
+		cfg, err = config.Parse(demoConfig)
+	} else {
+		cfg, err = config.Load(*path)
 	}
-	return runDemo(ctx, stdout)
-}
-
-// runDemo steers 127.1.0.0/16 tcp/8080 to a built-in responder, through an
-// unpinned dispatcher: stopping leaves the machine as it was.
-func runDemo(ctx context.Context, stdout io.Writer) error {
-	d, err := dispatch.Open(dispatch.Options{})
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-
-	var lc net.ListenConfig
-	lc.SetMultipathTCP(false) // the sockmap refuses MPTCP sockets
-	ln, err := lc.Listen(ctx, "tcp", "[::]:0")
-	if err != nil {
-		return err
-	}
-	defer ln.Close()
-	go serveDemo(ln)
-	if err := d.Register("demo/tcp", ln.(*net.TCPListener)); err != nil {
-		return err
-	}
-	table := &dispatch.Table{
-		Owners: map[dispatch.Owner]dispatch.Policy{1: {Kind: dispatch.KindPorts, Ports: map[dispatch.ProtoPort]string{
-			{Protocol: dispatch.TCP, Port: 8080}: "demo/tcp",
-		}}},
-		Bindings: []dispatch.Binding{{Prefix: netip.MustParsePrefix("127.1.0.0/16"), Owner: 1}},
-	}
-	if err := d.Replace(table); err != nil {
-		return err
-	}
-	if err := d.Attach(); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, `edgeproxy %s demo: sk_lookup steers 127.1.0.0/16 tcp/8080 to one listener (%s)
-try:   curl http://127.1.2.3:8080/   (any address of 127.1.0.0/16 answers)
-       curl http://127.1.2.3:8081/   (refused: the owner does not serve that port)
-stop with Ctrl-C; the program detaches and the machine is as it was
-`, version, ln.Addr())
-
-	tick := time.NewTicker(10 * time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			reportCounters(stdout, d)
-			return nil
-		case <-tick.C:
-			reportCounters(stdout, d)
+	if cfg.Dispatch.Netns != "" {
+		if err := enterNetns(cfg.Dispatch.Netns); err != nil {
+			return err
 		}
 	}
+	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	if cfg.Node != "" {
+		log = log.With("node", cfg.Node)
+	}
+
+	opts := server.Options{Config: cfg, Logger: log}
+	var demo net.Listener
+	if *path == "" {
+		// Until the cdn proxy exists, a built-in responder takes the
+		// cdn's TCP label, so that the demo answers.
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(false) // the sockmap refuses MPTCP sockets
+		if demo, err = lc.Listen(ctx, "tcp", "[::]:0"); err != nil {
+			return err
+		}
+		defer demo.Close()
+		go serveDemo(demo)
+		opts.Sockets = map[string]syscall.Conn{"cdn/tcp": demo.(*net.TCPListener)}
+	}
+	s, err := server.Start(opts)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if demo != nil {
+		fmt.Fprintf(stdout, `edgeproxy %s demo: 127.1.1.0/24 is onboarded to the cdn, which serves tcp/8080 (a built-in responder for now)
+try:   curl http://127.1.1.7:8080/   (any address of 127.1.1.0/24 answers)
+       curl http://127.1.1.7:8081/   (refused: the cdn does not serve that port)
+stop with Ctrl-C; the program detaches (the demo is unpinned) and the machine is as it was
+`, version)
+	}
+	<-ctx.Done()
+	v, err := s.Dispatcher().Verdicts()
+	if err == nil {
+		log.Info("stopping", "steered", v.Steer, "refused", v.Refuse, "failed", v.Fail, "kernel", v.NoMatch+v.Pass)
+	}
+	return nil
 }
 
-func reportCounters(w io.Writer, d *dispatch.Dispatcher) {
-	v, err := d.Verdicts()
-	if err != nil {
-		fmt.Fprintln(w, "counters:", err)
-		return
+// netnsEnv marks a process that re-executed itself inside dispatch.netns.
+const netnsEnv = "EDGEPROXY_NETNS"
+
+// enterNetns moves the whole process into the network namespace at path
+// before any socket exists: a thread enters it, and the process re-executes
+// itself from that thread, so that every thread of the new image starts
+// there (setns moves one thread only).
+func enterNetns(path string) error {
+	if os.Getenv(netnsEnv) == path {
+		return nil // already re-executed inside it
 	}
-	fmt.Fprintf(w, "lookups: %d steered, %d refused, %d failed, %d to the kernel\n", v.Steer, v.Refuse, v.Fail, v.NoMatch+v.Pass)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("dispatch.netns: %w", err)
+	}
+	runtime.LockOSThread()
+	if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("dispatch.netns: enter %s: %w", path, err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	env := append(os.Environ(), netnsEnv+"="+path)
+	return fmt.Errorf("dispatch.netns: re-execute inside %s: %w", path, syscall.Exec(exe, os.Args, env))
 }
 
 func serveDemo(ln net.Listener) {

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	_ "embed"
 	"fmt"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -80,3 +81,42 @@ var CDNPorts = []struct {
 	Protocol string
 	Port     uint16
 }{{"tcp", 80}, {"tcp", 443}, {"udp", 443}}
+
+// ConfigYAML returns an edgeproxy configuration file declaring the case's
+// prefixes, bindings and spectrum apps, with the cdn on its default ports, an
+// unpinned dispatcher, and extra appended verbatim.
+func (c Case) ConfigYAML(extra string) string {
+	var b strings.Builder
+	b.WriteString("dispatch:\n  pin_dir: \"\"\nstore:\n  path: \"\"\n")
+	b.WriteString("cdn:\n  http_ports: [80]\n  https_ports: [443]\n  http3: true\n  http3_port: 443\n")
+	writeItems(&b, "prefixes", c.Prefixes)
+	writeItems(&b, "bindings", c.Bindings)
+	if len(c.SpectrumApps) > 0 {
+		b.WriteString("spectrum:\n  apps:\n")
+		for _, a := range c.SpectrumApps {
+			fmt.Fprintf(&b, "    - {name: %q, protocol: %s, edge: %q, ports: %q, origins: [\"127.0.0.1:9\"]}\n", a.Name, a.Protocol, a.Edge, a.Ports)
+		}
+	}
+	b.WriteString(extra)
+	return b.String()
+}
+
+func writeItems(b *strings.Builder, key string, items []Item) {
+	if len(items) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "%s:\n", key)
+	for _, it := range items {
+		fmt.Fprintf(b, "  - {cidr: %q, service: %q", it.CIDR, it.Service)
+		if it.Protocol != "" {
+			fmt.Fprintf(b, ", protocol: %s, port: %d", it.Protocol, it.Port)
+		}
+		b.WriteString("}\n")
+	}
+}
+
+// ConfigYAML returns a configuration file declaring the invalid state.
+func (v Invalid) ConfigYAML() string {
+	c := Case{Prefixes: v.Prefixes, Bindings: v.Bindings}
+	return c.ConfigYAML("")
+}

@@ -1,0 +1,106 @@
+package bindings
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+
+	"github.com/edgeproxy/edgeproxy/dispatch"
+)
+
+// Outcome is what happens to a connection or datagram.
+type Outcome string
+
+// The outcomes.
+const (
+	OutcomeCDN      Outcome = "cdn"      // the cdn's socket receives it
+	OutcomeSpectrum Outcome = "spectrum" // spectrum's socket receives it
+	OutcomeRefuse   Outcome = "refuse"   // TCP reset / ICMP unreachable
+	OutcomeKernel   Outcome = "kernel"   // not steered: the kernel's normal lookup decides
+)
+
+// Resolution is the outcome for one destination and why.
+type Resolution struct {
+	Outcome Outcome
+	Service Service  // the service that owns the address; empty outside every prefix
+	Binding *Binding // the binding that decided the owner; nil outside every prefix
+	App     *App     // the spectrum app that serves it, for OutcomeSpectrum
+	Reason  string   // one sentence
+}
+
+// Resolve says what happens to a packet of protocol proto to addr and port,
+// under state st and what the services serve. It follows DESIGN.md's rules
+// literally and is the service-level model that the data plane must agree
+// with.
+func Resolve(st *State, svc Services, proto dispatch.Protocol, addr netip.Addr, port uint16) Resolution {
+	addr = addr.Unmap()
+	var owner *Binding
+	for _, b := range st.AllBindings() {
+		if !b.CIDR.Contains(addr) || (b.PortScoped() && (b.Protocol != proto || b.Port != port)) {
+			continue
+		}
+		if owner == nil || b.CIDR.Bits() > owner.CIDR.Bits() || (b.CIDR.Bits() == owner.CIDR.Bits() && b.PortScoped()) {
+			owner = &b
+		}
+	}
+	if owner == nil {
+		return Resolution{Outcome: OutcomeKernel, Reason: fmt.Sprintf("%s is outside every onboarded prefix, so the kernel's normal socket lookup decides.", addr)}
+	}
+	by := "the default binding of its prefix"
+	switch {
+	case owner.PortScoped():
+		by = fmt.Sprintf("the port-scoped binding %s %s/%d", owner.CIDR, owner.Protocol, owner.Port)
+	case !owner.Default:
+		by = fmt.Sprintf("the binding %s", owner.CIDR)
+	}
+	r := Resolution{Service: owner.Service, Binding: owner}
+	switch owner.Service {
+	case MagicTransit:
+		r.Outcome = OutcomeKernel
+		r.Reason = fmt.Sprintf("%s belongs to magic-transit by %s, which passes every port to the kernel's normal lookup.", addr, by)
+	case CDN:
+		if svc.CDN.Serves(proto, port) {
+			r.Outcome = OutcomeCDN
+			r.Reason = fmt.Sprintf("%s belongs to cdn by %s, and cdn serves %s/%d.", addr, by, proto, port)
+		} else {
+			r.Outcome = OutcomeRefuse
+			r.Reason = fmt.Sprintf("%s belongs to cdn by %s, and cdn does not serve %s/%d (it serves %s).", addr, by, proto, port, svc.CDN)
+		}
+	case Spectrum:
+		if a := appFor(svc.Apps, proto, addr, port); a != nil {
+			r.Outcome = OutcomeSpectrum
+			r.App = a
+			r.Reason = fmt.Sprintf("%s belongs to spectrum by %s, and %s serves %s/%d there.", addr, by, a, proto, port)
+		} else {
+			r.Outcome = OutcomeRefuse
+			r.Reason = fmt.Sprintf("%s belongs to spectrum by %s, and no spectrum app serves %s/%d there.", addr, by, proto, port)
+		}
+	}
+	return r
+}
+
+// appFor returns the app that serves proto to addr and port: the most
+// specific edge, then a single port over a range over any port.
+func appFor(apps []App, proto dispatch.Protocol, addr netip.Addr, port uint16) *App {
+	var best *App
+	for i := range apps {
+		a := &apps[i]
+		if !a.Serves(proto, addr, port) {
+			continue
+		}
+		if best == nil || cmp.Or(cmp.Compare(a.Edge.Bits(), best.Edge.Bits()), cmp.Compare(specificity(a.Ports), specificity(best.Ports))) > 0 {
+			best = a
+		}
+	}
+	return best
+}
+
+func specificity(r dispatch.PortRange) int {
+	switch {
+	case r.Single():
+		return 2
+	case r.Any():
+		return 0
+	}
+	return 1
+}

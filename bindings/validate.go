@@ -1,0 +1,370 @@
+package bindings
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/edgeproxy/edgeproxy/dispatch"
+)
+
+// Error is one rule a candidate state breaks: the item, the field of it that
+// is wrong, and why.
+type Error struct {
+	Item   string // e.g. "binding 192.0.2.0/25 -> cdn (config)"
+	Field  string // e.g. "cidr", "service_id", "port"
+	Reason string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s: %s: %s", e.Item, e.Field, e.Reason)
+}
+
+// Errors is every rule a candidate state breaks.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	s := make([]string, len(es))
+	for i, e := range es {
+		s[i] = e.Error()
+	}
+	return strings.Join(s, "; ")
+}
+
+// AsErrors returns the validation errors in err, if any.
+func AsErrors(err error) Errors {
+	var es Errors
+	if errors.As(err, &es) {
+		return es
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return Errors{e}
+	}
+	return nil
+}
+
+// Guard is an address that no prefix may contain, with what it is: an
+// operator must not be able to steer the admin API or an origin away.
+type Guard struct {
+	Addr netip.Addr
+	What string // e.g. "the admin listen address 127.0.0.1:9180"
+}
+
+// Longest prefixes that may be onboarded.
+const (
+	MaxPrefixBits4 = 24
+	MaxPrefixBits6 = 48
+)
+
+// Validate checks a whole candidate state against what the services serve
+// and the guarded addresses. It is a pure function: the configuration
+// loader, reload and the admin API share it. It returns Errors, naming every
+// offending item and the rule it breaks, or nil.
+func Validate(st *State, svc Services, guards []Guard) error {
+	var errs Errors
+	// Items are described only when they are wrong: describing costs more
+	// than checking.
+	add := func(item fmt.Stringer, field, format string, args ...any) {
+		errs = append(errs, &Error{Item: item.String(), Field: field, Reason: fmt.Sprintf(format, args...)})
+	}
+
+	errs = append(errs, validateServices(svc)...)
+
+	idx := newIndex(st)
+	for i, p := range st.Prefixes {
+		item := prefixItem(p)
+		if err := checkCIDR(p.CIDR); err != nil {
+			add(item, "cidr", "%v", err)
+			continue
+		}
+		switch {
+		case p.CIDR.Addr().Is4() && p.CIDR.Bits() > MaxPrefixBits4:
+			add(item, "cidr", "an IPv4 prefix may be at most /%d long", MaxPrefixBits4)
+		case p.CIDR.Addr().Is6() && p.CIDR.Bits() > MaxPrefixBits6:
+			add(item, "cidr", "an IPv6 prefix may be at most /%d long", MaxPrefixBits6)
+		}
+		if !p.Service.Known() {
+			add(item, "service_id", "%q is not a service (want cdn, spectrum or magic-transit)", p.Service)
+		}
+		if j := idx.prefixAt[p.CIDR]; j != i {
+			add(item, "cidr", "duplicate of %s", describePrefix(st.Prefixes[j]))
+		} else if q, ok := idx.containing(p.CIDR, p.CIDR.Bits()-1); ok {
+			add(item, "cidr", "overlaps %s, which contains it", describePrefix(q))
+		}
+		for _, g := range guards {
+			if p.CIDR.Contains(g.Addr.Unmap()) {
+				add(item, "cidr", "contains %s (%s): steering it would cut edgeproxy off", g.Addr, g.What)
+			}
+		}
+	}
+
+	type bkey struct {
+		cidr  netip.Prefix
+		proto dispatch.Protocol
+		port  uint16
+	}
+	seen := make(map[bkey]int, len(st.Bindings))
+	for i, b := range st.Bindings {
+		item := bindingItem(b)
+		if err := checkCIDR(b.CIDR); err != nil {
+			add(item, "cidr", "%v", err)
+			continue
+		}
+		switch {
+		case !b.Service.Known():
+			add(item, "service_id", "%q is not a service (want cdn, spectrum or magic-transit)", b.Service)
+		case b.Service == MagicTransit:
+			add(item, "service_id", "magic-transit can only be the default service of a prefix, not a binding inside one")
+		}
+		p, ok := idx.containing(b.CIDR, b.CIDR.Bits())
+		switch {
+		case !ok:
+			add(item, "cidr", "is not inside any onboarded prefix")
+		case b.PrefixID != "" && b.PrefixID != p.ID:
+			add(item, "prefix_id", "is inside %s, not prefix %s", describePrefix(p), b.PrefixID)
+		case p.CIDR == b.CIDR && !b.PortScoped():
+			add(item, "cidr", "duplicate of the default binding of %s (change the prefix's service instead)", describePrefix(p))
+		}
+		k := bkey{b.CIDR, b.Protocol, b.Port}
+		if j, dup := seen[k]; dup {
+			add(item, "cidr", "duplicate of %s", describeBinding(st.Bindings[j]))
+		} else {
+			seen[k] = i
+		}
+		if b.Protocol != 0 || b.Port != 0 {
+			if b.Protocol != dispatch.TCP && b.Protocol != dispatch.UDP {
+				add(item, "protocol", "%s is neither tcp nor udp", b.Protocol)
+				continue
+			}
+			if b.Port == 0 {
+				add(item, "port", "a port-scoped binding needs a port from 1 to 65535")
+				continue
+			}
+			switch b.Service {
+			case CDN:
+				if !svc.CDN.Serves(b.Protocol, b.Port) {
+					add(item, "port", "cdn does not serve %s/%d (it serves %s)", b.Protocol, b.Port, svc.CDN)
+				}
+			case Spectrum:
+				if !appsCover(svc.Apps, b.Protocol, b.Port, b.CIDR) {
+					add(item, "port", "no spectrum app serves %s/%d on the whole of %s", b.Protocol, b.Port, b.CIDR)
+				}
+			}
+		}
+	}
+
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// validateServices checks the cdn's ports and the spectrum apps.
+func validateServices(svc Services) Errors {
+	var errs Errors
+	add := func(item, field, format string, args ...any) {
+		errs = append(errs, &Error{Item: item, Field: field, Reason: fmt.Sprintf(format, args...)})
+	}
+	seen := map[uint16]string{}
+	for _, ps := range []struct {
+		field string
+		ports []uint16
+	}{{"http_ports", svc.CDN.HTTP}, {"https_ports", svc.CDN.HTTPS}} {
+		for _, p := range ps.ports {
+			if p == 0 {
+				add("cdn", ps.field, "0 is not a port")
+			} else if other, dup := seen[p]; dup {
+				add("cdn", ps.field, "port %d is already in %s", p, other)
+			}
+			seen[p] = ps.field
+		}
+	}
+	if svc.CDN.HTTP3 && !slices.Contains(svc.CDN.HTTPS, svc.CDN.HTTP3Port) {
+		add("cdn", "http3_port", "%d is not one of https_ports %v", svc.CDN.HTTP3Port, svc.CDN.HTTPS)
+	}
+
+	names := map[string]bool{}
+	for i, a := range svc.Apps {
+		item := describeApp(a)
+		switch {
+		case a.Name == "":
+			add(item, "name", "an app needs a name")
+		case names[a.Name]:
+			add(item, "name", "another app is named %q", a.Name)
+		}
+		names[a.Name] = true
+		if err := checkCIDR(a.Edge); err != nil {
+			add(item, "edge", "%v", err)
+			continue
+		}
+		if a.Protocol != dispatch.TCP && a.Protocol != dispatch.UDP {
+			add(item, "protocol", "%s is neither tcp nor udp", a.Protocol)
+			continue
+		}
+		if r := a.Ports; r.First > r.Last || (r.First == 0 && !r.Any()) {
+			add(item, "ports", "%d-%d is not a port range", r.First, r.Last)
+			continue
+		}
+		for _, o := range svc.Apps[:i] {
+			if o.Protocol == a.Protocol && o.Edge == a.Edge && sameClass(o.Ports, a.Ports) && o.Ports.Overlaps(a.Ports) {
+				add(item, "ports", "overlap those of %s on the same edge: which app serves a port must be clear", describeApp(o))
+			}
+		}
+	}
+	return errs
+}
+
+func sameClass(a, b dispatch.PortRange) bool { return specificity(a) == specificity(b) }
+
+// appsCover reports whether apps serve proto/port on every address of cidr.
+func appsCover(apps []App, proto dispatch.Protocol, port uint16, cidr netip.Prefix) bool {
+	var edges []netip.Prefix
+	for _, a := range apps {
+		if a.Protocol == proto && a.Ports.Contains(port) && a.Edge.Addr().Is4() == cidr.Addr().Is4() && a.Edge.Overlaps(cidr) {
+			edges = append(edges, a.Edge)
+		}
+	}
+	return covered(cidr, edges)
+}
+
+// covered reports whether the union of edges covers c.
+func covered(c netip.Prefix, edges []netip.Prefix) bool {
+	inside := false
+	for _, e := range edges {
+		if e.Bits() <= c.Bits() && e.Contains(c.Addr()) {
+			return true
+		}
+		if e.Bits() > c.Bits() && c.Contains(e.Addr()) {
+			inside = true
+		}
+	}
+	if !inside || c.Bits() == c.Addr().BitLen() {
+		return false
+	}
+	lo, hi := halves(c)
+	return covered(lo, edges) && covered(hi, edges)
+}
+
+// halves splits c into its two halves.
+func halves(c netip.Prefix) (netip.Prefix, netip.Prefix) {
+	bits := c.Bits() + 1
+	lo := netip.PrefixFrom(c.Addr(), bits)
+	b := c.Addr().AsSlice()
+	b[c.Bits()/8] |= 1 << (7 - c.Bits()%8)
+	a, _ := netip.AddrFromSlice(b)
+	return lo, netip.PrefixFrom(a, bits)
+}
+
+func checkCIDR(p netip.Prefix) error {
+	switch {
+	case !p.IsValid():
+		return errors.New("no CIDR")
+	case p.Addr().Zone() != "":
+		return fmt.Errorf("%s has a zone", p)
+	case p.Addr().Is4In6():
+		return fmt.Errorf("%s is an IPv4-mapped IPv6 prefix: write it as IPv4", p)
+	case p.Masked() != p:
+		return fmt.Errorf("%s has host bits set (did you mean %s?)", p, p.Masked())
+	}
+	return nil
+}
+
+type prefixItem Prefix
+
+func (p prefixItem) String() string { return describePrefix(Prefix(p)) }
+
+type bindingItem Binding
+
+func (b bindingItem) String() string { return describeBinding(Binding(b)) }
+
+func describePrefix(p Prefix) string {
+	return fmt.Sprintf("prefix %s (%s, from %s)", p.CIDR, p.Service, sourceOr(p.Source))
+}
+
+func describeBinding(b Binding) string {
+	if b.PortScoped() {
+		return fmt.Sprintf("binding %s %s/%d -> %s (from %s)", b.CIDR, b.Protocol, b.Port, b.Service, sourceOr(b.Source))
+	}
+	return fmt.Sprintf("binding %s -> %s (from %s)", b.CIDR, b.Service, sourceOr(b.Source))
+}
+
+func describeApp(a App) string { return fmt.Sprintf("spectrum app %q", a.Name) }
+
+func sourceOr(s Source) string {
+	if s == "" {
+		return "?"
+	}
+	return string(s)
+}
+
+func (c CDNPorts) String() string {
+	var parts []string
+	for _, p := range c.HTTP {
+		parts = append(parts, fmt.Sprintf("tcp/%d", p))
+	}
+	for _, p := range c.HTTPS {
+		parts = append(parts, fmt.Sprintf("tcp/%d", p))
+	}
+	if c.HTTP3 {
+		parts = append(parts, fmt.Sprintf("udp/%d", c.HTTP3Port))
+	}
+	if len(parts) == 0 {
+		return "no ports"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// index finds prefixes by CIDR and by containment.
+type index struct {
+	byCIDR   map[netip.Prefix]Prefix
+	prefixAt map[netip.Prefix]int // the first prefix with that CIDR
+	lens4    []int                // the prefix lengths present, longest first
+	lens6    []int
+}
+
+func newIndex(st *State) *index {
+	idx := &index{byCIDR: make(map[netip.Prefix]Prefix, len(st.Prefixes)), prefixAt: make(map[netip.Prefix]int, len(st.Prefixes))}
+	has4, has6 := map[int]bool{}, map[int]bool{}
+	for i, p := range st.Prefixes {
+		if _, ok := idx.byCIDR[p.CIDR]; !ok {
+			idx.byCIDR[p.CIDR] = p
+			idx.prefixAt[p.CIDR] = i
+		}
+		if p.CIDR.Addr().Is4() {
+			has4[p.CIDR.Bits()] = true
+		} else {
+			has6[p.CIDR.Bits()] = true
+		}
+	}
+	for n := range has4 {
+		idx.lens4 = append(idx.lens4, n)
+	}
+	for n := range has6 {
+		idx.lens6 = append(idx.lens6, n)
+	}
+	slices.Sort(idx.lens4)
+	slices.Reverse(idx.lens4)
+	slices.Sort(idx.lens6)
+	slices.Reverse(idx.lens6)
+	return idx
+}
+
+// containing returns the longest prefix at most maxBits long that contains c.
+func (idx *index) containing(c netip.Prefix, maxBits int) (Prefix, bool) {
+	lens := idx.lens6
+	if c.Addr().Is4() {
+		lens = idx.lens4
+	}
+	for _, bits := range lens {
+		if bits > maxBits || bits > c.Bits() {
+			continue
+		}
+		if p, ok := idx.byCIDR[netip.PrefixFrom(c.Addr(), bits).Masked()]; ok {
+			return p, true
+		}
+	}
+	return Prefix{}, false
+}

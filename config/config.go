@@ -1,0 +1,475 @@
+// Package config decodes and validates edgeproxy's YAML configuration. The
+// decoding is strict: an unknown key is an error. Every error names the item
+// (`spectrum.apps[2].ports: "70000" is not a port`). docs/config.md documents
+// every key.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/edgeproxy/edgeproxy/bindings"
+	"github.com/edgeproxy/edgeproxy/dispatch"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// Node names this instance in logs and metrics. Empty: the host name.
+	Node string `yaml:"node"`
+	// ShutdownGrace bounds how long SIGTERM waits for connections to drain.
+	ShutdownGrace Duration `yaml:"shutdown_grace"`
+	Admin         Admin    `yaml:"admin"`
+	Dispatch      Dispatch `yaml:"dispatch"`
+	Store         Store    `yaml:"store"`
+	// Prefixes are onboarded with their default service.
+	Prefixes []Prefix `yaml:"prefixes"`
+	// Bindings move parts of prefixes (or one protocol and port of them) to
+	// another service.
+	Bindings []Binding `yaml:"bindings"`
+	CDN      CDN       `yaml:"cdn"`
+	Spectrum Spectrum  `yaml:"spectrum"`
+}
+
+// Admin configures the admin API.
+type Admin struct {
+	// Listen is the address of the admin API, /metrics, /healthz and
+	// /readyz.
+	Listen string `yaml:"listen"`
+	// TokenFile holds the bearer token that mutating API calls need. Empty:
+	// no token is needed.
+	TokenFile string `yaml:"token_file"`
+}
+
+// Dispatch configures the data plane.
+type Dispatch struct {
+	// Netns is the path of a network namespace to run in, entered before
+	// any socket is created. Empty: the namespace edgeproxy starts in.
+	Netns string `yaml:"netns"`
+	// PinDir is where the program, link and maps are pinned, on a bpf
+	// filesystem. Nil (absent): /sys/fs/bpf/edgeproxy. Empty string:
+	// unpinned, so that stopping detaches the program (bound prefixes open
+	// to the kernel's normal lookup).
+	PinDir *string `yaml:"pin_dir"`
+}
+
+// Store configures where API-made prefixes and bindings persist.
+type Store struct {
+	// Path of the store file. Empty: API-made changes are not persisted.
+	Path string `yaml:"path"`
+}
+
+// Prefix is an onboarded prefix.
+type Prefix struct {
+	CIDR    string `yaml:"cidr"`
+	Service string `yaml:"service"`
+}
+
+// Binding is a binding inside a prefix; protocol and port make it
+// port-scoped.
+type Binding struct {
+	CIDR     string `yaml:"cidr"`
+	Service  string `yaml:"service"`
+	Protocol string `yaml:"protocol"`
+	Port     int    `yaml:"port"`
+}
+
+// CDN configures the HTTP ingress proxy.
+type CDN struct {
+	// HTTPPorts are the TCP ports served in cleartext.
+	HTTPPorts []int `yaml:"http_ports"`
+	// HTTPSPorts are the TCP ports served with TLS.
+	HTTPSPorts []int `yaml:"https_ports"`
+	// HTTP3 serves HTTP/3 on UDP HTTP3Port.
+	HTTP3 bool `yaml:"http3"`
+	// HTTP3Port is the UDP port of HTTP/3; one of HTTPSPorts.
+	HTTP3Port    int           `yaml:"http3_port"`
+	Certificates []Certificate `yaml:"certificates"`
+	Sites        []Site        `yaml:"sites"`
+}
+
+// Certificate is a TLS certificate chain and its key, PEM files.
+type Certificate struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Site is a customer's site on the cdn.
+type Site struct {
+	// Hosts are exact names or "*." wildcards.
+	Hosts []string `yaml:"hosts"`
+	// EdgeIPs restrict the site to these addresses. Empty: every cdn
+	// address.
+	EdgeIPs []string `yaml:"edge_ips"`
+	// Origins are URLs ("http://127.0.0.1:8080").
+	Origins []Origin `yaml:"origins"`
+}
+
+// Origin is an origin of a site: a URL string, or {url, weight}.
+type Origin struct {
+	URL    string `yaml:"url"`
+	Weight int    `yaml:"weight"`
+}
+
+// UnmarshalYAML accepts a plain string or the object form.
+func (o *Origin) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		o.URL, o.Weight = n.Value, 0
+		return nil
+	}
+	type plain Origin
+	var p plain
+	if err := decodeStrict(n, &p); err != nil {
+		return err
+	}
+	*o = Origin(p)
+	return nil
+}
+
+// Spectrum configures the L4 proxy.
+type Spectrum struct {
+	Apps []App `yaml:"apps"`
+}
+
+// App is a spectrum application.
+type App struct {
+	Name string `yaml:"name"`
+	// Protocol is tcp or udp.
+	Protocol string `yaml:"protocol"`
+	// Edge is the address range the app answers on.
+	Edge string `yaml:"edge"`
+	// Ports: "22", "1000-2000" or "*".
+	Ports string `yaml:"ports"`
+	// Origins are host:port (a range maps by offset from that port) or a
+	// bare host (keeps the port the client dialled).
+	Origins []string `yaml:"origins"`
+	// ProxyProtocol: off, v1, v2, or simple (udp).
+	ProxyProtocol string `yaml:"proxy_protocol"`
+}
+
+// Duration is a time.Duration written as "30s".
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v < 0 {
+		return fmt.Errorf("line %d: %q is not a duration (e.g. 30s)", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Defaults of the keys a file leaves out.
+const (
+	DefaultAdminListen   = "127.0.0.1:9180"
+	DefaultStorePath     = "/var/lib/edgeproxy/bindings.json"
+	DefaultShutdownGrace = 30 * time.Second
+)
+
+// Default returns a configuration with every default set.
+func Default() *Config {
+	return &Config{
+		ShutdownGrace: Duration(DefaultShutdownGrace),
+		Admin:         Admin{Listen: DefaultAdminListen},
+		Store:         Store{Path: DefaultStorePath},
+		CDN:           CDN{HTTPPorts: []int{80}, HTTPSPorts: []int{443}, HTTP3: true, HTTP3Port: 443},
+	}
+}
+
+// PinDir returns the pin directory: the default when the key is absent.
+func (c *Config) PinDir() string {
+	if c.Dispatch.PinDir == nil {
+		return dispatch.DefaultPinDir
+	}
+	return *c.Dispatch.PinDir
+}
+
+// Load reads, decodes and validates a configuration file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes and validates a configuration.
+func Parse(b []byte) (*Config, error) {
+	c := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, errors.New("decode: more than one YAML document")
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func decodeStrict(n *yaml.Node, v any) error {
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	return dec.Decode(v)
+}
+
+// Validate checks every key and the binding state the file declares.
+func (c *Config) Validate() error {
+	st, serr := c.BindingState()
+	svc, verr := c.Services()
+	errs := []error{serr, verr}
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if _, err := netip.ParseAddrPort(c.Admin.Listen); err != nil {
+		if _, _, herr := net.SplitHostPort(c.Admin.Listen); herr != nil {
+			fail("admin.listen: %q is not host:port", c.Admin.Listen)
+		}
+	}
+	for i, cert := range c.CDN.Certificates {
+		if cert.CertFile == "" || cert.KeyFile == "" {
+			fail("cdn.certificates[%d]: cert_file and key_file are both needed", i)
+		}
+	}
+	for i, s := range c.CDN.Sites {
+		if len(s.Hosts) == 0 {
+			fail("cdn.sites[%d].hosts: a site needs at least one host", i)
+		}
+		for j, h := range s.Hosts {
+			if err := checkHost(h); err != nil {
+				fail("cdn.sites[%d].hosts[%d]: %v", i, j, err)
+			}
+		}
+		for j, e := range s.EdgeIPs {
+			if _, err := parseEdgeIP(e); err != nil {
+				fail("cdn.sites[%d].edge_ips[%d]: %v", i, j, err)
+			}
+		}
+		if len(s.Origins) == 0 {
+			fail("cdn.sites[%d].origins: a site needs at least one origin", i)
+		}
+		for j, o := range s.Origins {
+			if _, err := parseOriginURL(o.URL); err != nil {
+				fail("cdn.sites[%d].origins[%d]: %v", i, j, err)
+			}
+			if o.Weight < 0 {
+				fail("cdn.sites[%d].origins[%d].weight: %d is negative", i, j, o.Weight)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return bindings.Validate(st, svc, c.Guards())
+}
+
+// BindingState returns the binding state the file declares.
+func (c *Config) BindingState() (*bindings.State, error) {
+	var errs []error
+	st := &bindings.State{}
+	for i, p := range c.Prefixes {
+		cidr, err := bindings.ParseCIDR(p.CIDR)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("prefixes[%d].cidr: %v", i, err))
+			continue
+		}
+		svc, err := bindings.ParseService(p.Service)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("prefixes[%d] %s: service: %v", i, p.CIDR, err))
+			continue
+		}
+		st.Prefixes = append(st.Prefixes, bindings.NewPrefix(cidr, svc, bindings.FromConfig))
+	}
+	for i, b := range c.Bindings {
+		cidr, err := bindings.ParseCIDR(b.CIDR)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bindings[%d].cidr: %v", i, err))
+			continue
+		}
+		svc, err := bindings.ParseService(b.Service)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bindings[%d] %s: service: %v", i, b.CIDR, err))
+			continue
+		}
+		var proto dispatch.Protocol
+		switch {
+		case b.Protocol == "" && b.Port == 0:
+		case b.Protocol == "" || b.Port == 0:
+			errs = append(errs, fmt.Errorf("bindings[%d] %s: protocol and port go together (a port-scoped binding needs both)", i, b.CIDR))
+			continue
+		default:
+			if proto, err = dispatch.ParseProtocol(b.Protocol); err != nil {
+				errs = append(errs, fmt.Errorf("bindings[%d] %s: protocol: %v", i, b.CIDR, err))
+				continue
+			}
+			if b.Port < 1 || b.Port > 65535 {
+				errs = append(errs, fmt.Errorf("bindings[%d] %s: port: %d is not a port (want 1-65535)", i, b.CIDR, b.Port))
+				continue
+			}
+		}
+		st.Bindings = append(st.Bindings, bindings.NewBinding(cidr, proto, uint16(b.Port), svc, bindings.FromConfig))
+	}
+	st.AssignPrefixes()
+	return st, errors.Join(errs...)
+}
+
+// Services returns what the services serve: the cdn's ports and the
+// spectrum apps.
+func (c *Config) Services() (bindings.Services, error) {
+	var errs []error
+	var svc bindings.Services
+	ports := func(field string, in []int) []uint16 {
+		out := make([]uint16, 0, len(in))
+		for i, p := range in {
+			if p < 1 || p > 65535 {
+				errs = append(errs, fmt.Errorf("cdn.%s[%d]: %d is not a port (want 1-65535)", field, i, p))
+				continue
+			}
+			out = append(out, uint16(p))
+		}
+		return out
+	}
+	svc.CDN.HTTP = ports("http_ports", c.CDN.HTTPPorts)
+	svc.CDN.HTTPS = ports("https_ports", c.CDN.HTTPSPorts)
+	svc.CDN.HTTP3 = c.CDN.HTTP3
+	if c.CDN.HTTP3 {
+		if c.CDN.HTTP3Port < 1 || c.CDN.HTTP3Port > 65535 {
+			errs = append(errs, fmt.Errorf("cdn.http3_port: %d is not a port (want 1-65535)", c.CDN.HTTP3Port))
+		}
+		svc.CDN.HTTP3Port = uint16(c.CDN.HTTP3Port)
+	}
+	for i, a := range c.Spectrum.Apps {
+		at := func(field string) string { return fmt.Sprintf("spectrum.apps[%d].%s", i, field) }
+		proto, err := dispatch.ParseProtocol(a.Protocol)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %v", at("protocol"), err))
+			continue
+		}
+		edge, err := bindings.ParseCIDR(a.Edge)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %v", at("edge"), err))
+			continue
+		}
+		pr, err := bindings.ParsePorts(a.Ports)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %v", at("ports"), err))
+			continue
+		}
+		if len(a.Origins) == 0 {
+			errs = append(errs, fmt.Errorf("%s: an app needs at least one origin", at("origins")))
+		}
+		for j, o := range a.Origins {
+			if _, _, err := ParseAppOrigin(o); err != nil {
+				errs = append(errs, fmt.Errorf("%s[%d]: %v", at("origins"), j, err))
+			}
+		}
+		switch a.ProxyProtocol {
+		case "", "off", "v1", "v2":
+			if a.ProxyProtocol == "v1" && proto == dispatch.UDP {
+				errs = append(errs, fmt.Errorf("%s: v1 is for tcp; udp takes v2 or simple", at("proxy_protocol")))
+			}
+		case "simple":
+			if proto != dispatch.UDP {
+				errs = append(errs, fmt.Errorf("%s: simple (Simple Proxy Protocol) is for udp apps", at("proxy_protocol")))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("%s: %q is not one of off, v1, v2, simple", at("proxy_protocol"), a.ProxyProtocol))
+		}
+		svc.Apps = append(svc.Apps, bindings.App{Name: a.Name, Protocol: proto, Edge: edge, Ports: pr})
+	}
+	return svc, errors.Join(errs...)
+}
+
+// ParseAppOrigin parses a spectrum origin: "host:port" or a bare host. The
+// port is 0 for a bare host.
+func ParseAppOrigin(s string) (host string, port uint16, err error) {
+	if s == "" {
+		return "", 0, errors.New("empty origin")
+	}
+	if h, p, err := net.SplitHostPort(s); err == nil {
+		n, err := bindings.ParsePort(p)
+		if err != nil {
+			return "", 0, fmt.Errorf("origin %q: %v", s, err)
+		}
+		if h == "" {
+			return "", 0, fmt.Errorf("origin %q has no host", s)
+		}
+		return h, n, nil
+	}
+	if strings.ContainsAny(s, "/ ") {
+		return "", 0, fmt.Errorf("origin %q is not host:port or a host", s)
+	}
+	return strings.Trim(s, "[]"), 0, nil
+}
+
+func parseOriginURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%q is not an http:// or https:// URL", s)
+	}
+	return u, nil
+}
+
+func parseEdgeIP(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	return bindings.ParseCIDR(s)
+}
+
+func checkHost(h string) error {
+	name := strings.TrimPrefix(h, "*.")
+	if name == "" || strings.ContainsAny(name, "*/: ") || strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".") {
+		return fmt.Errorf("%q is not a host name or a *. wildcard", h)
+	}
+	return nil
+}
+
+// Guards returns the addresses no prefix may contain: the admin listen
+// address and the literal addresses of origins.
+func (c *Config) Guards() []bindings.Guard {
+	var gs []bindings.Guard
+	if ap, err := netip.ParseAddrPort(c.Admin.Listen); err == nil && !ap.Addr().IsUnspecified() {
+		gs = append(gs, bindings.Guard{Addr: ap.Addr().Unmap(), What: "the admin listen address " + c.Admin.Listen})
+	}
+	for i, s := range c.CDN.Sites {
+		for j, o := range s.Origins {
+			if u, err := parseOriginURL(o.URL); err == nil {
+				if a, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil {
+					gs = append(gs, bindings.Guard{Addr: a.Unmap(), What: fmt.Sprintf("origin %s of cdn.sites[%d].origins[%d]", o.URL, i, j)})
+				}
+			}
+		}
+	}
+	for i, a := range c.Spectrum.Apps {
+		for j, o := range a.Origins {
+			if h, _, err := ParseAppOrigin(o); err == nil {
+				if addr, err := netip.ParseAddr(h); err == nil {
+					gs = append(gs, bindings.Guard{Addr: addr.Unmap(), What: fmt.Sprintf("origin %s of spectrum.apps[%d].origins[%d]", o, i, j)})
+				}
+			}
+		}
+	}
+	return gs
+}

@@ -1,0 +1,159 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/bindings"
+	"github.com/edgeproxy/edgeproxy/dispatch"
+)
+
+// designExample is the core shape of DESIGN.md's external contract.
+const designExample = `
+node: edge-1
+shutdown_grace: 30s
+admin:
+  listen: 127.0.0.1:9180
+  token_file: ""
+dispatch:
+  netns: ""
+  pin_dir: /sys/fs/bpf/edgeproxy
+store:
+  path: /var/lib/edgeproxy/bindings.json
+prefixes:
+  - cidr: 192.0.2.0/24
+    service: spectrum
+bindings:
+  - cidr: 192.0.2.0/25
+    service: cdn
+  - cidr: 192.0.2.200/32
+    service: cdn
+  - cidr: 192.0.2.201/32
+    service: cdn
+    protocol: tcp
+    port: 443
+cdn:
+  http_ports: [80]
+  https_ports: [443]
+  http3: true
+  http3_port: 443
+  certificates:
+    - cert_file: site.pem
+      key_file: site-key.pem
+  sites:
+    - hosts: ["www.example.com", "*.example.com"]
+      edge_ips: ["192.0.2.200/32"]
+      origins: ["http://127.0.0.1:8080", "http://127.0.0.1:8081"]
+spectrum:
+  apps:
+    - name: ssh
+      protocol: tcp
+      edge: 192.0.2.128/25
+      ports: "22"
+      origins: ["127.0.0.1:2222"]
+      proxy_protocol: "off"
+`
+
+func TestDesignExample(t *testing.T) {
+	c, err := Parse([]byte(designExample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Node != "edge-1" || time.Duration(c.ShutdownGrace) != 30*time.Second || c.PinDir() != "/sys/fs/bpf/edgeproxy" {
+		t.Errorf("decoded %+v", c)
+	}
+	st, _ := c.BindingState()
+	if len(st.Prefixes) != 1 || len(st.Bindings) != 3 || st.Bindings[2].Protocol != dispatch.TCP || st.Bindings[2].PrefixID != st.Prefixes[0].ID {
+		t.Errorf("state %+v", st)
+	}
+	svc, _ := c.Services()
+	if len(svc.Apps) != 1 || svc.Apps[0].Ports.First != 22 || !svc.CDN.Serves(dispatch.UDP, 443) {
+		t.Errorf("services %+v", svc)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse([]byte("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Admin.Listen != DefaultAdminListen || c.PinDir() != dispatch.DefaultPinDir || c.Store.Path != DefaultStorePath || !c.CDN.HTTP3 {
+		t.Errorf("defaults %+v", c)
+	}
+	empty := ""
+	c.Dispatch.PinDir = &empty
+	if c.PinDir() != "" {
+		t.Error("pin_dir: \"\" is not unpinned")
+	}
+}
+
+// TestErrorsNameTheItem: every error names the key path and the reason.
+func TestErrorsNameTheItem(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"nodes: x", "field nodes not found"},
+		{"admin: {listen: nowhere}", "admin.listen"},
+		{"shutdown_grace: soon", "not a duration"},
+		{"spectrum: {apps: [{name: a, protocol: tcp, edge: 192.0.2.0/24, ports: \"70000\", origins: [\"127.0.0.1:1\"]}]}", `spectrum.apps[0].ports: "70000" is not a port`},
+		{"spectrum: {apps: [{name: a, protocol: sctp, edge: 192.0.2.0/24, ports: \"1\", origins: [\"127.0.0.1:1\"]}]}", "spectrum.apps[0].protocol"},
+		{"spectrum: {apps: [{name: a, protocol: tcp, edge: 192.0.2.1/24, ports: \"1\", origins: [\"127.0.0.1:1\"]}]}", "spectrum.apps[0].edge"},
+		{"spectrum: {apps: [{name: a, protocol: tcp, edge: 192.0.2.0/24, ports: \"1\"}]}", "spectrum.apps[0].origins"},
+		{"spectrum: {apps: [{name: a, protocol: tcp, edge: 192.0.2.0/24, ports: \"1\", origins: [\"127.0.0.1:1\"], proxy_protocol: simple}]}", "simple (Simple Proxy Protocol) is for udp"},
+		{"spectrum: {apps: [{name: a, protocol: tcp, edge: 192.0.2.0/24, ports: \"1-10\", origins: [x]}, {name: b, protocol: tcp, edge: 192.0.2.0/24, ports: \"5-20\", origins: [x]}]}", `spectrum app "b": ports: overlap`},
+		{"cdn: {http_ports: [0]}", "cdn.http_ports[0]"},
+		{"cdn: {http_ports: [443]}", "port 443 is already in"},
+		{"cdn: {http3_port: 8443}", "http3_port: 8443 is not one of https_ports"},
+		{"cdn: {sites: [{hosts: [a.example], origins: [\"ftp://x\"]}]}", "cdn.sites[0].origins[0]"},
+		{"cdn: {sites: [{hosts: [\"*\"], origins: [\"http://x\"]}]}", "cdn.sites[0].hosts[0]"},
+		{"bindings: [{cidr: 192.0.2.0/25, service: cdn, port: 443}]", "protocol and port go together"},
+		{"prefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n---\nnode: x", "more than one YAML document"},
+	} {
+		_, err := Parse([]byte(tc.yaml))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s:\n got %v\nwant an error containing %q", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+func TestOriginForms(t *testing.T) {
+	c, err := Parse([]byte(`cdn: {sites: [{hosts: [a.example], origins: ["http://o1:80", {url: "http://o2:80", weight: 3}]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.CDN.Sites[0].Origins
+	if o[0].URL != "http://o1:80" || o[1].URL != "http://o2:80" || o[1].Weight != 3 {
+		t.Errorf("origins %+v", o)
+	}
+	if _, err := Parse([]byte(`cdn: {sites: [{hosts: [a.example], origins: [{url: "http://o2:80", wieght: 3}]}]}`)); err == nil {
+		t.Error("unknown key in an origin object accepted")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(designExample))
+	f.Add([]byte("{}"))
+	f.Add([]byte("prefixes: [{cidr: 192.0.2.0/24, service: cdn}]\nbindings: [{cidr: 192.0.2.0/25, service: spectrum, protocol: tcp, port: 22}]"))
+	f.Add([]byte("spectrum: {apps: [{name: a, protocol: udp, edge: \"2001:db8::/64\", ports: \"*\", origins: [\"[::1]\"], proxy_protocol: simple}]}"))
+	f.Add([]byte("cdn: {sites: [{hosts: [a.example], origins: [{url: \"http://o\"}]}]}"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error")
+			}
+			return
+		}
+		// A valid configuration yields a valid state and table.
+		st, err := c.BindingState()
+		if err != nil {
+			t.Fatalf("valid config, invalid state: %v", err)
+		}
+		svc, err := c.Services()
+		if err != nil {
+			t.Fatalf("valid config, invalid services: %v", err)
+		}
+		if err := bindings.Table(st, svc).Validate(); err != nil {
+			t.Fatalf("valid config, invalid dispatch table: %v", err)
+		}
+	})
+}

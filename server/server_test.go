@@ -1,0 +1,145 @@
+package server
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/bindings"
+	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/cases"
+	"github.com/edgeproxy/edgeproxy/internal/echo"
+	"github.com/edgeproxy/edgeproxy/internal/netns"
+)
+
+// echoSockets starts named echo servers for every service label: the cdn's
+// answer "cdn", spectrum's "spectrum".
+func echoSockets(t *testing.T) map[string]syscall.Conn {
+	t.Helper()
+	socks := map[string]syscall.Conn{}
+	for _, label := range bindings.Labels {
+		name, proto, _ := strings.Cut(label, "/")
+		if proto == "tcp" {
+			ln, err := echo.ListenTCP("[::]:0", false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			go echo.ServeTCP(ln, name)
+			socks[label] = ln
+		} else {
+			pc, err := echo.ListenUDP("[::]:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { pc.Close() })
+			go echo.ServeUDP(pc, name)
+			socks[label] = pc
+		}
+	}
+	return socks
+}
+
+func writeConfig(t *testing.T, yaml string) *config.Config {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "edgeproxy.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// TestSharedCasesThroughConfig drives every shared case from a configuration
+// file through the run wiring, with named echo sockets under the service
+// labels and host services on the wildcard address of every probed port:
+// real TCP and UDP traffic must reach what the case wants.
+func TestSharedCasesThroughConfig(t *testing.T) {
+	f, err := cases.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range f.Cases {
+		t.Run(c.Name, func(t *testing.T) {
+			netns.New(t)
+			cfg := writeConfig(t, c.ConfigYAML(""))
+			s, err := Start(Options{Config: cfg, Sockets: echoSockets(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			served := map[string]bool{}
+			for _, p := range c.Probes {
+				dst := netip.MustParseAddrPort(p.Dst)
+				if key := fmt.Sprintf("%s/%d", p.Protocol, dst.Port()); !served[key] {
+					served[key] = true
+					serveHost(t, p.Protocol, dst.Port())
+				}
+			}
+			for _, p := range c.Probes {
+				dst := netip.MustParseAddrPort(p.Dst)
+				got, err := echo.Ask(p.Protocol, dst, 2*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got == "host" {
+					got = "kernel"
+				}
+				if got != p.Want {
+					t.Errorf("%s %s: %s answered, want %s", p.Protocol, dst, got, p.Want)
+				}
+			}
+		})
+	}
+}
+
+func serveHost(t *testing.T, proto string, port uint16) {
+	t.Helper()
+	addr := fmt.Sprintf("[::]:%d", port)
+	if proto == "tcp" {
+		ln, err := echo.ListenTCP(addr, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go echo.ServeTCP(ln, "host")
+		return
+	}
+	pc, err := echo.ListenUDP(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go echo.ServeUDP(pc, "host")
+}
+
+// TestStartWithoutSocketsFailsClosed: the services' labels without sockets
+// drop their traffic; nothing reaches a host listener.
+func TestStartWithoutSocketsFailsClosed(t *testing.T) {
+	netns.New(t)
+	cfg := writeConfig(t, "dispatch: {pin_dir: \"\"}\nprefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n")
+	s, err := Start(Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	serveHost(t, "tcp", 443)
+	if got, _ := echo.Ask("tcp", netip.MustParseAddrPort("192.0.2.1:443"), 2*time.Second); got != echo.Refused {
+		t.Fatalf("got %s, want refused", got)
+	}
+	c, err := s.Dispatcher().Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c["cdn/tcp"].Misses == 0 {
+		t.Fatalf("no miss counted: %+v", c)
+	}
+}
