@@ -1,9 +1,11 @@
 package dispatch
 
 import (
+	"errors"
 	"flag"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 )
 
@@ -277,5 +279,109 @@ func TestDifferential(t *testing.T) {
 			t.Errorf("the probes do not exercise every outcome: %d steered, %d refused, %d kernel", steered, refused, kernel)
 			break
 		}
+	}
+}
+
+// TestAmendDifferential: random sequences of Amend calls (mostly single
+// bindings, written in place; sometimes several, switched), the program
+// against the model of the amended table after each.
+func TestAmendDifferential(t *testing.T) {
+	_, d := setup(t)
+	for _, name := range []string{"a", "b", "c", "d"} {
+		serveNamed(t, d, name)
+	}
+	seed := *diffSeed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	t.Logf("seed %d (rerun with -diff.seed=%d)", seed, seed)
+	g := newGen(seed)
+	probes := 0
+	for range 20 {
+		table := g.table()
+		if err := d.Replace(table); err != nil {
+			t.Fatal(err)
+		}
+		for round := range 40 {
+			var remove, add []Binding
+			n := 1
+			if g.r.IntN(4) == 0 {
+				n = 2 + g.r.IntN(4)
+			}
+			candidates := slices.Clone(table.Bindings) // present before this round
+			for range n {
+				switch {
+				case len(candidates) > 0 && g.r.IntN(2) == 0:
+					// Remove one, or move it (remove and add the same key).
+					i := g.r.IntN(len(candidates))
+					b := candidates[i]
+					candidates = slices.Delete(candidates, i, i+1)
+					table.Bindings = slices.DeleteFunc(table.Bindings, func(o Binding) bool { return o == b })
+					remove = append(remove, b)
+					if g.r.IntN(2) == 0 {
+						b.Owner = rOwners[g.r.IntN(len(rOwners))]
+						add = append(add, b)
+						table.Bindings = append(table.Bindings, b)
+					}
+				default:
+					b := Binding{Prefix: g.prefix(), Owner: rOwners[g.r.IntN(len(rOwners))]}
+					if g.r.IntN(2) == 0 {
+						b.Protocol, b.Port = g.proto(), g.port()
+					}
+					dup := false
+					for _, o := range table.Bindings {
+						dup = dup || (o.Prefix == b.Prefix && o.Protocol == b.Protocol && o.Port == b.Port)
+					}
+					for _, o := range remove {
+						dup = dup || (o.Prefix == b.Prefix && o.Protocol == b.Protocol && o.Port == b.Port)
+					}
+					if !dup {
+						add = append(add, b)
+						table.Bindings = append(table.Bindings, b)
+					}
+				}
+			}
+			if err := d.Amend(remove, add); err != nil {
+				t.Fatalf("round %d: amend -%v +%v: %v", round, remove, add, err)
+			}
+			for range 100 {
+				p, dst := g.probe(table)
+				want := table.Decide(p, dst)
+				got, err := d.Probe(p, dst)
+				if err != nil {
+					t.Fatal(err)
+				}
+				probes++
+				if got != want {
+					t.Fatalf("round %d (amend -%v +%v), probe %s %s: program %v, model %v", round, remove, add, p, dst, got, want)
+				}
+			}
+		}
+	}
+	t.Logf("%d probes agree after amends", probes)
+}
+
+// TestAmendRefusesBadChanges: removing what is not there, adding what is,
+// or an owner without policy is refused and changes nothing.
+func TestAmendRefusesBadChanges(t *testing.T) {
+	_, d := setup(t)
+	p24 := netip.MustParsePrefix("192.0.2.0/24")
+	if err := d.Replace(&Table{Owners: basePolicies(), Bindings: []Binding{{Prefix: p24, Owner: ownerCDN}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		remove, add []Binding
+	}{
+		{remove: []Binding{{Prefix: netip.MustParsePrefix("192.0.2.0/25"), Owner: ownerCDN}}},
+		{add: []Binding{{Prefix: p24, Owner: ownerSpectrum}}},
+		{add: []Binding{{Prefix: netip.MustParsePrefix("192.0.2.0/25"), Owner: 99}}},
+		{add: []Binding{{Prefix: netip.MustParsePrefix("192.0.2.1/25"), Owner: ownerCDN}}},
+	} {
+		if err := d.Amend(tc.remove, tc.add); !errors.Is(err, ErrInvalidTable) {
+			t.Errorf("amend -%v +%v: %v, want ErrInvalidTable", tc.remove, tc.add, err)
+		}
+	}
+	if v, _ := d.Probe(TCP, netip.MustParseAddrPort("192.0.2.1:443")); v.Label != "cdn/tcp" {
+		t.Fatalf("after refused amends: %v", v)
 	}
 }

@@ -80,7 +80,6 @@ type Dispatcher struct {
 	written  [2]*entries     // what each generation holds in the kernel
 	dirty    [2]bool         // a write to the generation failed half-way
 	quiesced chan struct{}
-	table    *Table // the last table applied, nil before the first
 }
 
 // limits are the capacities of the maps for one generation.

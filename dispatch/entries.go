@@ -3,6 +3,7 @@ package dispatch
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -20,17 +21,32 @@ type entries struct {
 	ports    map[bpf.DispatchPortKey]uint32
 	portinfo map[uint32]uint32 // (udp<<16 | port) -> flags | class<<16
 	owners   map[uint32]uint32 // owner -> kind
+
+	// portScoped counts the port-scoped bindings per portinfo index, so
+	// that the flag can be cleared when the last one goes.
+	portScoped map[uint32]int
 }
 
 func newEntries() *entries {
 	return &entries{
-		bind4:    map[bpf.DispatchBind4Key]bpf.DispatchBindVal{},
-		bind6:    map[bpf.DispatchBind6Key]bpf.DispatchBindVal{},
-		app4:     map[bpf.DispatchApp4Key]bpf.DispatchAppVal{},
-		app6:     map[bpf.DispatchApp6Key]bpf.DispatchAppVal{},
-		ports:    map[bpf.DispatchPortKey]uint32{},
-		portinfo: map[uint32]uint32{},
-		owners:   map[uint32]uint32{},
+		bind4:      map[bpf.DispatchBind4Key]bpf.DispatchBindVal{},
+		bind6:      map[bpf.DispatchBind6Key]bpf.DispatchBindVal{},
+		app4:       map[bpf.DispatchApp4Key]bpf.DispatchAppVal{},
+		app6:       map[bpf.DispatchApp6Key]bpf.DispatchAppVal{},
+		ports:      map[bpf.DispatchPortKey]uint32{},
+		portinfo:   map[uint32]uint32{},
+		owners:     map[uint32]uint32{},
+		portScoped: map[uint32]int{},
+	}
+}
+
+// clone returns a deep copy of e.
+func (e *entries) clone() *entries {
+	return &entries{
+		bind4: maps.Clone(e.bind4), bind6: maps.Clone(e.bind6),
+		app4: maps.Clone(e.app4), app6: maps.Clone(e.app6),
+		ports: maps.Clone(e.ports), portinfo: maps.Clone(e.portinfo),
+		owners: maps.Clone(e.owners), portScoped: maps.Clone(e.portScoped),
 	}
 }
 
@@ -99,6 +115,7 @@ func compile(t *Table, label func(string) (uint32, error)) (*entries, error) {
 		v := bpf.DispatchBindVal{Owner: uint32(b.Owner), Plen: uint32(b.Prefix.Bits())}
 		if b.PortScoped() {
 			e.portinfo[portIndex(b.Protocol, b.Port)] |= piPortScoped
+			e.portScoped[portIndex(b.Protocol, b.Port)]++
 		}
 		if b.Prefix.Addr().Is4() {
 			e.bind4[bpf.DispatchBind4Key{

@@ -41,7 +41,12 @@ func (d *Dispatcher) Replace(t *Table) error {
 	if err := d.checkLimits(next); err != nil {
 		return err
 	}
+	return d.switchTo(objs, next)
+}
 
+// switchTo writes next into the generation the program does not read and
+// flips to it. The caller holds mu and uses objs.
+func (d *Dispatcher) switchTo(objs *bpf.DispatchObjects, next *entries) error {
 	// Programs that read the inactive generation before the last flip must
 	// be done before we write into it.
 	if d.quiesced != nil {
@@ -50,6 +55,7 @@ func (d *Dispatcher) Replace(t *Table) error {
 	}
 	gen := 1 - d.active
 	if d.dirty[gen] {
+		var err error
 		if d.written[gen], err = d.readGen(uint8(gen)); err != nil {
 			return err
 		}
@@ -66,7 +72,6 @@ func (d *Dispatcher) Replace(t *Table) error {
 		return fmt.Errorf("switch generation: %w", err)
 	}
 	d.active = gen
-	d.table = t
 
 	quiesced := make(chan struct{})
 	d.quiesced = quiesced
@@ -75,14 +80,6 @@ func (d *Dispatcher) Replace(t *Table) error {
 		close(quiesced)
 	}()
 	return nil
-}
-
-// Table returns the table the program steers by, or nil before the first
-// Replace of this process. Callers must not modify it.
-func (d *Dispatcher) Table() *Table {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.table
 }
 
 func (d *Dispatcher) checkLimits(e *entries) error {
@@ -312,6 +309,16 @@ func (d *Dispatcher) readGen(gen uint8) (*entries, error) {
 		}
 	}); err != nil {
 		return nil, fmt.Errorf("read ports: %w", err)
+	}
+	for k := range e.bind4 {
+		if k.Proto != 0 {
+			e.portScoped[portIndex(Protocol(k.Proto), k.Port)]++
+		}
+	}
+	for k := range e.bind6 {
+		if k.Proto != 0 {
+			e.portScoped[portIndex(Protocol(k.Proto), k.Port)]++
+		}
 	}
 	base, size := uint32(gen)<<17, uint32(1<<17)
 	if err := readMap(o.Portinfo, func(k, v uint32) {
