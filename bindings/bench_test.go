@@ -55,7 +55,7 @@ func BenchmarkApply100k(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			m := bindings.NewManager(d)
+			m := bindings.NewManager(d, nil)
 			b.StartTimer()
 			if err := m.Apply(st, svc, nil); err != nil {
 				b.Fatal(err)
@@ -72,7 +72,7 @@ func BenchmarkApply100k(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer d.Close()
-		m := bindings.NewManager(d)
+		m := bindings.NewManager(d, nil)
 		if err := m.Apply(st, svc, nil); err != nil {
 			b.Fatal(err)
 		}

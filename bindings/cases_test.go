@@ -138,7 +138,7 @@ func TestInvalidCases(t *testing.T) {
 
 			// Through the manager, over a valid state: nothing changes.
 			app := &recorder{}
-			m := bindings.NewManager(app)
+			m := bindings.NewManager(app, nil)
 			if err := m.Apply(base, baseSvc, nil); err != nil {
 				t.Fatal(err)
 			}
@@ -198,7 +198,7 @@ func TestApplyFailureChangesNothing(t *testing.T) {
 	f := loadCases(t)
 	st, svc := caseState(t, f.Cases[0])
 	fail := failing{}
-	m := bindings.NewManager(fail)
+	m := bindings.NewManager(fail, nil)
 	if err := m.Apply(st, svc, nil); err == nil {
 		t.Fatal("applied through a failing data plane")
 	}

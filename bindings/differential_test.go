@@ -244,7 +244,7 @@ func TestDifferentialDataPlane(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	m := bindings.NewManager(d)
+	m := bindings.NewManager(d, nil)
 	g := newGen(t)
 	counts := map[string]int{}
 	n := 0

@@ -51,13 +51,18 @@ func Table(st *State, svc Services) *dispatch.Table {
 		Apps:     make([]dispatch.App, 0, len(svc.Apps)),
 	}
 	for _, p := range st.Prefixes {
-		t.Bindings = append(t.Bindings, dispatch.Binding{Prefix: p.CIDR, Owner: owners[p.Service]})
+		t.Bindings = append(t.Bindings, dispatchBinding(p.DefaultBinding()))
 	}
 	for _, b := range st.Bindings {
-		t.Bindings = append(t.Bindings, dispatch.Binding{Prefix: b.CIDR, Protocol: b.Protocol, Port: b.Port, Owner: owners[b.Service]})
+		t.Bindings = append(t.Bindings, dispatchBinding(b))
 	}
 	for _, a := range svc.Apps {
 		t.Apps = append(t.Apps, dispatch.App{Owner: ownerSpectrum, Protocol: a.Protocol, Edge: a.Edge, Ports: a.Ports, Label: spectrumLabel(a.Protocol)})
 	}
 	return t
+}
+
+// dispatchBinding is the dispatch binding of b.
+func dispatchBinding(b Binding) dispatch.Binding {
+	return dispatch.Binding{Prefix: b.CIDR, Protocol: b.Protocol, Port: b.Port, Owner: owners[b.Service]}
 }

@@ -13,9 +13,10 @@ import (
 // Error is one rule a candidate state breaks: the item, the field of it that
 // is wrong, and why.
 type Error struct {
-	Item   string // e.g. "binding 192.0.2.0/25 -> cdn (config)"
-	Field  string // e.g. "cidr", "service_id", "port"
-	Reason string
+	Item     string // e.g. "binding 192.0.2.0/25 -> cdn (config)"
+	Field    string // e.g. "cidr", "service_id", "port"
+	Reason   string
+	Conflict bool // a duplicate or an overlap, rather than a broken rule
 }
 
 func (e *Error) Error() string {
@@ -64,41 +65,16 @@ const (
 // loader, reload and the admin API share it. It returns Errors, naming every
 // offending item and the rule it breaks, or nil.
 func Validate(st *State, svc Services, guards []Guard) error {
-	var errs Errors
-	// Items are described only when they are wrong: describing costs more
-	// than checking.
-	add := func(item fmt.Stringer, field, format string, args ...any) {
-		errs = append(errs, &Error{Item: item.String(), Field: field, Reason: fmt.Sprintf(format, args...)})
-	}
-
-	errs = append(errs, validateServices(svc)...)
+	var e errList
+	e.list = append(e.list, validateServices(svc)...)
 
 	idx := newIndex(st)
 	for i, p := range st.Prefixes {
-		item := prefixItem(p)
-		if err := checkCIDR(p.CIDR); err != nil {
-			add(item, "cidr", "%v", err)
+		if j := idx.prefixAt[p.CIDR]; j != i {
+			e.conflict(prefixItem(p), "cidr", "duplicate of %s", describePrefix(st.Prefixes[j]))
 			continue
 		}
-		switch {
-		case p.CIDR.Addr().Is4() && p.CIDR.Bits() > MaxPrefixBits4:
-			add(item, "cidr", "an IPv4 prefix may be at most /%d long", MaxPrefixBits4)
-		case p.CIDR.Addr().Is6() && p.CIDR.Bits() > MaxPrefixBits6:
-			add(item, "cidr", "an IPv6 prefix may be at most /%d long", MaxPrefixBits6)
-		}
-		if !p.Service.Known() {
-			add(item, "service_id", "%q is not a service (want cdn, spectrum or magic-transit)", p.Service)
-		}
-		if j := idx.prefixAt[p.CIDR]; j != i {
-			add(item, "cidr", "duplicate of %s", describePrefix(st.Prefixes[j]))
-		} else if q, ok := idx.containing(p.CIDR, p.CIDR.Bits()-1); ok {
-			add(item, "cidr", "overlaps %s, which contains it", describePrefix(q))
-		}
-		for _, g := range guards {
-			if p.CIDR.Contains(g.Addr.Unmap()) {
-				add(item, "cidr", "contains %s (%s): steering it would cut edgeproxy off", g.Addr, g.What)
-			}
-		}
+		checkPrefix(&e, p, idx, guards)
 	}
 
 	type bkey struct {
@@ -108,58 +84,110 @@ func Validate(st *State, svc Services, guards []Guard) error {
 	}
 	seen := make(map[bkey]int, len(st.Bindings))
 	for i, b := range st.Bindings {
-		item := bindingItem(b)
-		if err := checkCIDR(b.CIDR); err != nil {
-			add(item, "cidr", "%v", err)
-			continue
-		}
-		switch {
-		case !b.Service.Known():
-			add(item, "service_id", "%q is not a service (want cdn, spectrum or magic-transit)", b.Service)
-		case b.Service == MagicTransit:
-			add(item, "service_id", "magic-transit can only be the default service of a prefix, not a binding inside one")
-		}
-		p, ok := idx.containing(b.CIDR, b.CIDR.Bits())
-		switch {
-		case !ok:
-			add(item, "cidr", "is not inside any onboarded prefix")
-		case b.PrefixID != "" && b.PrefixID != p.ID:
-			add(item, "prefix_id", "is inside %s, not prefix %s", describePrefix(p), b.PrefixID)
-		case p.CIDR == b.CIDR && !b.PortScoped():
-			add(item, "cidr", "duplicate of the default binding of %s (change the prefix's service instead)", describePrefix(p))
-		}
 		k := bkey{b.CIDR, b.Protocol, b.Port}
 		if j, dup := seen[k]; dup {
-			add(item, "cidr", "duplicate of %s", describeBinding(st.Bindings[j]))
-		} else {
-			seen[k] = i
+			e.conflict(bindingItem(b), "cidr", "duplicate of %s", describeBinding(st.Bindings[j]))
+			continue
 		}
-		if b.Protocol != 0 || b.Port != 0 {
-			if b.Protocol != dispatch.TCP && b.Protocol != dispatch.UDP {
-				add(item, "protocol", "%s is neither tcp nor udp", b.Protocol)
-				continue
-			}
-			if b.Port == 0 {
-				add(item, "port", "a port-scoped binding needs a port from 1 to 65535")
-				continue
-			}
-			switch b.Service {
-			case CDN:
-				if !svc.CDN.Serves(b.Protocol, b.Port) {
-					add(item, "port", "cdn does not serve %s/%d (it serves %s)", b.Protocol, b.Port, svc.CDN)
-				}
-			case Spectrum:
-				if !appsCover(svc.Apps, b.Protocol, b.Port, b.CIDR) {
-					add(item, "port", "no spectrum app serves %s/%d on the whole of %s", b.Protocol, b.Port, b.CIDR)
-				}
-			}
-		}
+		seen[k] = i
+		checkBinding(&e, b, idx, svc)
 	}
+	return e.err()
+}
 
-	if len(errs) > 0 {
-		return errs
+// errList collects validation errors. Items are described only when they
+// are wrong: describing costs more than checking.
+type errList struct{ list Errors }
+
+func (e *errList) add(item fmt.Stringer, field, format string, args ...any) {
+	e.list = append(e.list, &Error{Item: item.String(), Field: field, Reason: fmt.Sprintf(format, args...)})
+}
+
+func (e *errList) conflict(item fmt.Stringer, field, format string, args ...any) {
+	e.add(item, field, format, args...)
+	e.list[len(e.list)-1].Conflict = true
+}
+
+func (e *errList) err() error {
+	if len(e.list) > 0 {
+		return e.list
 	}
 	return nil
+}
+
+// checkPrefix checks the rules of one prefix: its CIDR and length, its
+// service, that no other prefix of idx contains it, and the guards. (A
+// prefix that contains another is reported on the other.)
+func checkPrefix(e *errList, p Prefix, idx *index, guards []Guard) {
+	item := prefixItem(p)
+	if err := checkCIDR(p.CIDR); err != nil {
+		e.add(item, "cidr", "%v", err)
+		return
+	}
+	switch {
+	case p.CIDR.Addr().Is4() && p.CIDR.Bits() > MaxPrefixBits4:
+		e.add(item, "cidr", "an IPv4 prefix may be at most /%d long", MaxPrefixBits4)
+	case p.CIDR.Addr().Is6() && p.CIDR.Bits() > MaxPrefixBits6:
+		e.add(item, "cidr", "an IPv6 prefix may be at most /%d long", MaxPrefixBits6)
+	}
+	if !p.Service.Known() {
+		e.add(item, "service_id", "%q is not a service (want cdn, spectrum or magic-transit)", p.Service)
+	}
+	if q, ok := idx.containing(p.CIDR, p.CIDR.Bits()-1); ok {
+		e.conflict(item, "cidr", "overlaps %s, which contains it", describePrefix(q))
+	}
+	for _, g := range guards {
+		if p.CIDR.Contains(g.Addr.Unmap()) {
+			e.add(item, "cidr", "contains %s (%s): steering it would cut edgeproxy off", g.Addr, g.What)
+		}
+	}
+}
+
+// checkBinding checks the rules of one binding, but for duplicates: its
+// CIDR, its service, that it sits inside a prefix of idx without repeating
+// the prefix's default, and that its service serves its port.
+func checkBinding(e *errList, b Binding, idx *index, svc Services) {
+	item := bindingItem(b)
+	if err := checkCIDR(b.CIDR); err != nil {
+		e.add(item, "cidr", "%v", err)
+		return
+	}
+	switch {
+	case !b.Service.Known():
+		e.add(item, "service_id", "%q is not a service (want cdn, spectrum or magic-transit)", b.Service)
+	case b.Service == MagicTransit:
+		e.add(item, "service_id", "magic-transit can only be the default service of a prefix, not a binding inside one")
+	}
+	p, ok := idx.containing(b.CIDR, b.CIDR.Bits())
+	switch {
+	case !ok:
+		e.add(item, "cidr", "is not inside any onboarded prefix")
+	case b.PrefixID != "" && b.PrefixID != p.ID:
+		e.add(item, "prefix_id", "is inside %s, not prefix %s", describePrefix(p), b.PrefixID)
+	case p.CIDR == b.CIDR && !b.PortScoped():
+		e.conflict(item, "cidr", "duplicate of the default binding of %s (change the prefix's service instead)", describePrefix(p))
+	}
+	if b.Protocol == 0 && b.Port == 0 {
+		return
+	}
+	if b.Protocol != dispatch.TCP && b.Protocol != dispatch.UDP {
+		e.add(item, "protocol", "%s is neither tcp nor udp", b.Protocol)
+		return
+	}
+	if b.Port == 0 {
+		e.add(item, "port", "a port-scoped binding needs a port from 1 to 65535")
+		return
+	}
+	switch b.Service {
+	case CDN:
+		if !svc.CDN.Serves(b.Protocol, b.Port) {
+			e.add(item, "port", "cdn does not serve %s/%d (it serves %s)", b.Protocol, b.Port, svc.CDN)
+		}
+	case Spectrum:
+		if !appsCover(svc.Apps, b.Protocol, b.Port, b.CIDR) {
+			e.add(item, "port", "no spectrum app serves %s/%d on the whole of %s", b.Protocol, b.Port, b.CIDR)
+		}
+	}
 }
 
 // validateServices checks the cdn's ports and the spectrum apps.
@@ -321,45 +349,50 @@ func (c CDNPorts) String() string {
 type index struct {
 	byCIDR   map[netip.Prefix]Prefix
 	prefixAt map[netip.Prefix]int // the first prefix with that CIDR
-	lens4    []int                // the prefix lengths present, longest first
-	lens6    []int
+	count4   [33]int              // prefixes per length, so that containing
+	count6   [129]int             // looks only where there are some
 }
 
 func newIndex(st *State) *index {
 	idx := &index{byCIDR: make(map[netip.Prefix]Prefix, len(st.Prefixes)), prefixAt: make(map[netip.Prefix]int, len(st.Prefixes))}
-	has4, has6 := map[int]bool{}, map[int]bool{}
 	for i, p := range st.Prefixes {
-		if _, ok := idx.byCIDR[p.CIDR]; !ok {
-			idx.byCIDR[p.CIDR] = p
-			idx.prefixAt[p.CIDR] = i
-		}
-		if p.CIDR.Addr().Is4() {
-			has4[p.CIDR.Bits()] = true
-		} else {
-			has6[p.CIDR.Bits()] = true
-		}
+		idx.add(p, i)
 	}
-	for n := range has4 {
-		idx.lens4 = append(idx.lens4, n)
-	}
-	for n := range has6 {
-		idx.lens6 = append(idx.lens6, n)
-	}
-	slices.Sort(idx.lens4)
-	slices.Reverse(idx.lens4)
-	slices.Sort(idx.lens6)
-	slices.Reverse(idx.lens6)
 	return idx
+}
+
+// add indexes p, the i-th prefix; a second prefix with the same CIDR is
+// counted but not found.
+func (idx *index) add(p Prefix, i int) {
+	if !p.CIDR.IsValid() {
+		return
+	}
+	if _, ok := idx.byCIDR[p.CIDR]; !ok {
+		idx.byCIDR[p.CIDR] = p
+		idx.prefixAt[p.CIDR] = i
+	}
+	idx.counts(p.CIDR)[p.CIDR.Bits()]++
+}
+
+// remove forgets p.
+func (idx *index) remove(p Prefix) {
+	delete(idx.byCIDR, p.CIDR)
+	delete(idx.prefixAt, p.CIDR)
+	idx.counts(p.CIDR)[p.CIDR.Bits()]--
+}
+
+func (idx *index) counts(c netip.Prefix) []int {
+	if c.Addr().Is4() {
+		return idx.count4[:]
+	}
+	return idx.count6[:]
 }
 
 // containing returns the longest prefix at most maxBits long that contains c.
 func (idx *index) containing(c netip.Prefix, maxBits int) (Prefix, bool) {
-	lens := idx.lens6
-	if c.Addr().Is4() {
-		lens = idx.lens4
-	}
-	for _, bits := range lens {
-		if bits > maxBits || bits > c.Bits() {
+	counts := idx.counts(c)
+	for bits := min(maxBits, c.Bits(), len(counts)-1); bits >= 0; bits-- {
+		if counts[bits] == 0 {
 			continue
 		}
 		if p, ok := idx.byCIDR[netip.PrefixFrom(c.Addr(), bits).Masked()]; ok {

@@ -1,15 +1,25 @@
 // Package server wires edgeproxy together: the dispatcher, the binding state
-// from the configuration, and the sockets of the services. The binary runs
-// it; tests start it in process and hand it named sockets for the service
-// labels.
+// from the configuration and the store, the admin API, and the sockets of
+// the services. The binary runs it; tests start it in process and hand it
+// named sockets for the service labels.
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
 	"syscall"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/dispatch"
@@ -32,12 +42,19 @@ type Server struct {
 	log      *slog.Logger
 	disp     *dispatch.Dispatcher
 	Bindings *bindings.Manager
+	Registry *prometheus.Registry
+
+	adminLn  net.Listener
+	adminSrv *http.Server
+	required []string // labels that must have a socket for readiness
 }
 
 // Start opens the dispatcher (taking over pinned state), applies the binding
-// state of the configuration, registers the sockets, and attaches the
-// program: the maps are written before the program sees traffic. Start must
-// run on a thread in the network namespace to serve.
+// state of the configuration and the store, registers the sockets, attaches
+// the program (the maps are written before the program sees traffic), and
+// serves the admin API. Start must run on a thread in the network namespace
+// to serve. A corrupt store, or one that conflicts with the configuration,
+// stops the start with an error naming the items.
 func Start(opts Options) (_ *Server, err error) {
 	cfg := opts.Config
 	if cfg == nil {
@@ -47,11 +64,23 @@ func Start(opts Options) (_ *Server, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	st, err := cfg.BindingState()
+	fromConfig, err := cfg.BindingState()
 	if err != nil {
 		return nil, err
 	}
 	svc, err := cfg.Services()
+	if err != nil {
+		return nil, err
+	}
+	var store *bindings.Store
+	fromAPI := &bindings.State{}
+	if cfg.Store.Path != "" {
+		store = bindings.NewStore(cfg.Store.Path)
+		if fromAPI, err = store.Load(); err != nil {
+			return nil, err
+		}
+	}
+	token, err := readToken(cfg.Admin.TokenFile)
 	if err != nil {
 		return nil, err
 	}
@@ -60,26 +89,91 @@ func Start(opts Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("dispatcher: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, disp: d, Bindings: bindings.NewManager(d)}
+	s := &Server{cfg: cfg, log: log, disp: d, Registry: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
-			d.Close()
+			s.Close()
 		}
 	}()
-	if err := s.Bindings.Apply(st, svc, cfg.Guards()); err != nil {
+	s.Bindings = bindings.NewManager(d, store)
+	applySeconds := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "edgeproxy_bindings_apply_seconds",
+		Help:    "Time to write a changed binding table into the data plane.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 5, 10},
+	})
+	s.Bindings.OnApply = func(d time.Duration) { applySeconds.Observe(d.Seconds()) }
+	s.Registry.MustRegister(d.Collector(), s.Bindings.Collector(), applySeconds,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	if err := s.Bindings.Apply(bindings.Merge(fromConfig, fromAPI), svc, cfg.Guards()); err != nil {
+		if store != nil && len(fromAPI.Prefixes)+len(fromAPI.Bindings) > 0 {
+			return nil, fmt.Errorf("the configuration and the store %s do not fit together: %w", store.Path(), err)
+		}
 		return nil, err
 	}
 	for label, conn := range opts.Sockets {
 		if err := d.Register(label, conn); err != nil {
 			return nil, err
 		}
+		s.required = append(s.required, label)
 	}
 	if err := d.Attach(); err != nil {
 		return nil, err
 	}
-	log.Info("dispatcher attached", "pin_dir", cfg.PinDir(), "prefixes", len(st.Prefixes), "bindings", len(st.Bindings), "apps", len(svc.Apps))
+	log.Info("dispatcher attached", "pin_dir", cfg.PinDir(), "prefixes", len(fromConfig.Prefixes)+len(fromAPI.Prefixes),
+		"bindings", len(fromConfig.Bindings)+len(fromAPI.Bindings), "apps", len(svc.Apps))
+
+	if s.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+		return nil, fmt.Errorf("admin.listen: %w", err)
+	}
+	s.adminSrv = &http.Server{
+		Handler: admin.Handler(admin.Options{
+			Bindings: s.Bindings, Token: token, Ready: s.ready, Registry: s.Registry,
+			Logger: log.With("component", "admin"),
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	go s.adminSrv.Serve(s.adminLn)
+	log.Info("admin API listening", "addr", s.adminLn.Addr().String(), "token", token != "")
 	return s, nil
 }
+
+// readToken reads the admin token; an empty path means none.
+func readToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("admin.token_file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("admin.token_file: %s is empty", path)
+	}
+	return tok, nil
+}
+
+// ready reports whether every required label has a socket.
+func (s *Server) ready() error {
+	var missing []string
+	for _, l := range s.required {
+		if _, ok := s.disp.Cookie(l); !ok {
+			missing = append(missing, l)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("no socket registered for %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// AdminAddr returns the address the admin API listens on.
+func (s *Server) AdminAddr() net.Addr { return s.adminLn.Addr() }
 
 // Dispatcher returns the server's dispatcher.
 func (s *Server) Dispatcher() *dispatch.Dispatcher { return s.disp }
@@ -87,5 +181,14 @@ func (s *Server) Dispatcher() *dispatch.Dispatcher { return s.disp }
 // Close stops the server. Unpinned, the program detaches; pinned, bound
 // prefixes stay closed until the next process serves them.
 func (s *Server) Close() error {
-	return s.disp.Close()
+	var errs []error
+	if s.adminSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, s.adminSrv.Shutdown(ctx))
+		cancel()
+	} else if s.adminLn != nil {
+		s.adminLn.Close()
+	}
+	errs = append(errs, s.disp.Close())
+	return errors.Join(errs...)
 }

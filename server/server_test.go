@@ -45,7 +45,7 @@ func echoSockets(t *testing.T) map[string]syscall.Conn {
 	return socks
 }
 
-func writeConfig(t *testing.T, yaml string) *config.Config {
+func writeConfig(t testing.TB, yaml string) *config.Config {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "edgeproxy.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {

@@ -13,13 +13,17 @@
 package netns
 
 import (
+	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -218,4 +222,22 @@ func BPFFS(tb testing.TB) string {
 		}
 	})
 	return dir
+}
+
+// DialContext dials from inside ns, whatever thread calls it: for clients
+// such as net/http's Transport that dial on goroutines of their own.
+func (ns *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := ns.Do(func() error {
+		var d net.Dialer
+		var err error
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// HTTPClient returns an HTTP client whose connections are made inside ns.
+func (ns *NS) HTTPClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: ns.DialContext, MaxIdleConnsPerHost: 16}, Timeout: 60 * time.Second}
 }

@@ -1,0 +1,195 @@
+package bindings
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/edgeproxy/edgeproxy/dispatch"
+)
+
+// Store persists the prefixes and bindings made through the admin API in
+// one JSON file, rewritten atomically on every change: a temporary file in
+// the same directory, fsync, rename, fsync of the directory. A crash at any
+// point leaves the old file or the new one, never a mix, so a change that
+// was acknowledged after Save returned is never lost.
+type Store struct {
+	path string
+}
+
+// storeVersion is the version of the file format.
+const storeVersion = 1
+
+type storeFile struct {
+	Version  int             `json:"version"`
+	Prefixes []storedPrefix  `json:"prefixes"`
+	Bindings []storedBinding `json:"bindings"`
+}
+
+// The items carry no ids: ids derive from the CIDR (and protocol and port),
+// and a binding's prefix from containment. The file stays small, which
+// keeps its fsync short.
+
+type storedPrefix struct {
+	CIDR    string `json:"cidr"`
+	Service string `json:"service_id"`
+}
+
+type storedBinding struct {
+	CIDR     string `json:"cidr"`
+	Protocol string `json:"protocol,omitempty"`
+	Port     uint16 `json:"port,omitempty"`
+	Service  string `json:"service_id"`
+}
+
+// NewStore returns the store at path. Nothing is read or written yet.
+func NewStore(path string) *Store { return &Store{path: path} }
+
+// Path returns the file's path.
+func (s *Store) Path() string { return s.path }
+
+// Load reads the API-made prefixes and bindings. A missing file is an empty
+// store. A file that cannot be decoded, or whose items are malformed, is an
+// error naming the file and the item: it is never silently ignored.
+func (s *Store) Load() (*State, error) {
+	b, err := os.ReadFile(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &State{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", s.path, err)
+	}
+	var f storeFile
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("store %s is corrupt: %v", s.path, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("store %s is corrupt: data after the document", s.path)
+	}
+	if f.Version != storeVersion {
+		return nil, fmt.Errorf("store %s has version %d, this binary reads version %d", s.path, f.Version, storeVersion)
+	}
+	st := &State{}
+	for i, p := range f.Prefixes {
+		cidr, err := ParseCIDR(p.CIDR)
+		if err != nil {
+			return nil, fmt.Errorf("store %s: prefixes[%d]: cidr: %v", s.path, i, err)
+		}
+		svc, err := ParseService(p.Service)
+		if err != nil {
+			return nil, fmt.Errorf("store %s: prefixes[%d] %s: service_id: %v", s.path, i, cidr, err)
+		}
+		st.Prefixes = append(st.Prefixes, NewPrefix(cidr, svc, FromAPI))
+	}
+	for i, b := range f.Bindings {
+		cidr, err := ParseCIDR(b.CIDR)
+		if err != nil {
+			return nil, fmt.Errorf("store %s: bindings[%d]: cidr: %v", s.path, i, err)
+		}
+		svc, err := ParseService(b.Service)
+		if err != nil {
+			return nil, fmt.Errorf("store %s: bindings[%d] %s: service_id: %v", s.path, i, cidr, err)
+		}
+		var proto dispatch.Protocol
+		if b.Protocol != "" || b.Port != 0 {
+			if proto, err = dispatch.ParseProtocol(b.Protocol); err != nil || b.Port == 0 {
+				return nil, fmt.Errorf("store %s: bindings[%d] %s: protocol %q and port %d do not make a port scope", s.path, i, cidr, b.Protocol, b.Port)
+			}
+		}
+		st.Bindings = append(st.Bindings, NewBinding(cidr, proto, b.Port, svc, FromAPI))
+	}
+	return st, nil
+}
+
+// Save writes the API-made items of st (Source FromAPI), replacing the file
+// atomically. When Save returns nil the change is on disk. The encoding is
+// written by hand, an item per line: it costs about 100 ns an item, so the
+// file's fsync dominates.
+func (s *Store) Save(st *State) error {
+	b := make([]byte, 0, 64+48*(len(st.Prefixes)+len(st.Bindings)))
+	b = fmt.Appendf(b, "{\"version\":%d,\"prefixes\":[", storeVersion)
+	sep := byte('\n')
+	for _, p := range st.Prefixes {
+		if p.Source != FromAPI {
+			continue
+		}
+		b = append(b, sep)
+		sep = ','
+		b = append(b, `{"cidr":"`...)
+		b = p.CIDR.AppendTo(b)
+		b = append(b, `","service_id":"`...)
+		b = append(b, p.Service...)
+		b = append(b, `"}`...)
+	}
+	b = append(b, "\n],\"bindings\":["...)
+	sep = '\n'
+	for _, bd := range st.Bindings {
+		if bd.Source != FromAPI {
+			continue
+		}
+		b = append(b, sep)
+		sep = ','
+		b = append(b, `{"cidr":"`...)
+		b = bd.CIDR.AppendTo(b)
+		if bd.PortScoped() {
+			b = append(b, `","protocol":"`...)
+			b = append(b, bd.Protocol.String()...)
+			b = append(b, `","port":`...)
+			b = strconv.AppendUint(b, uint64(bd.Port), 10)
+			b = append(b, `,"service_id":"`...)
+		} else {
+			b = append(b, `","service_id":"`...)
+		}
+		b = append(b, bd.Service...)
+		b = append(b, `"}`...)
+	}
+	b = append(b, "\n]}\n"...)
+	return writeAtomic(s.path, b)
+}
+
+// writeAtomic replaces path with data: temporary file, fsync, rename, fsync
+// of the directory.
+func writeAtomic(path string, data []byte) (err error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := tmp.Write(data); err != nil {
+		return fmt.Errorf("store: write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("store: fsync %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("store: fsync %s: %w", dir, err)
+	}
+	return nil
+}
