@@ -46,6 +46,17 @@ commands:
   check --config FILE   validate a configuration file
   unload [--pin-dir D]  remove pinned dispatcher state (default /sys/fs/bpf/edgeproxy)
   version               print the version
+
+client commands (talk to a running instance's admin API):
+  bindings list
+  bindings add [--port tcp/443] CIDR SERVICE   (the prefix is found by containment)
+  bindings move ID SERVICE
+  bindings delete ID
+  lookup ADDR:PORT/PROTO                       (e.g. 192.0.2.1:443/tcp)
+  client flags, before the arguments: --admin URL (default $EDGEPROXY_ADMIN,
+  else http://127.0.0.1:9180), --token-file FILE, --json (print the result alone)
+
+exit codes: 0 done, 1 the API refused or failed, 2 usage
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -60,6 +71,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdCheck(rest, stdout, stderr)
 	case "unload":
 		return cmdUnload(rest, stdout, stderr)
+	case "bindings":
+		return cmdBindings(rest, stdout, stderr)
+	case "lookup":
+		return cmdLookup(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "edgeproxy", version)
 		return nil

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/internal/echo"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
 )
@@ -132,4 +134,249 @@ func serveHost(t *testing.T, port int) {
 	}
 	t.Cleanup(func() { ln.Close() })
 	go echo.ServeTCP(ln, "host")
+}
+
+// instance is an edgeproxy run by a test, in the test's namespace.
+type instance struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	admin  string
+	stderr *bytes.Buffer
+}
+
+// startInstance runs `edgeproxy run --config` with body plus an admin API on
+// 127.0.0.1:9180 and an unpinned dispatcher, from the test's thread (so in
+// its namespace), and waits for /healthz.
+func startInstance(t *testing.T, ns *netns.NS, body string) *instance {
+	t.Helper()
+	if !strings.Contains(body, "admin:") {
+		body = "admin: {listen: 127.0.0.1:9180}\n" + body
+	}
+	cfg := writeFile(t, "dispatch: {pin_dir: \"\"}\n"+body)
+	in := &instance{t: t, admin: "http://127.0.0.1:9180", stderr: new(bytes.Buffer)}
+	in.cmd = exec.Command(binary, "run", "--config", cfg)
+	in.cmd.Stderr = in.stderr
+	if err := in.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.cmd.Process.Kill(); in.cmd.Wait() })
+	hc := ns.HTTPClient()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := hc.Get(in.admin + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			return in
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("edgeproxy did not come up: %v\n%s", err, in.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// cli runs a client command against the instance (flags first, as the CLI
+// wants them) and returns stdout, stderr and the exit code.
+func (in *instance) cli(args ...string) (string, string, int) {
+	in.t.Helper()
+	return runBinary(in.t, args...)
+}
+
+func TestCLIAgainstRunningBinary(t *testing.T) {
+	ns := netns.New(t)
+	in := startInstance(t, ns, `store: {path: ""}
+prefixes: [{cidr: 192.0.2.0/24, service: spectrum}]
+spectrum:
+  apps: [{name: web, protocol: tcp, edge: 192.0.2.0/24, ports: "8000-8999", origins: ["127.0.0.1:9"]}]
+`)
+	os.Setenv("EDGEPROXY_ADMIN", in.admin)
+	defer os.Unsetenv("EDGEPROXY_ADMIN")
+
+	out, _, code := in.cli("bindings", "list")
+	if code != 0 || !strings.Contains(out, "192.0.2.0/24") || !strings.Contains(out, "prefix default") {
+		t.Fatalf("list: %d %q", code, out)
+	}
+	out, errOut, code := in.cli("bindings", "add", "--port", "tcp/443", "192.0.2.200/32", "cdn")
+	if code != 0 || !strings.Contains(out, "added 192.0.2.200/32 tcp/443 -> cdn") || !strings.Contains(out, "active") {
+		t.Fatalf("add: %d %q %q", code, out, errOut)
+	}
+	out, _, code = in.cli("bindings", "add", "--json", "192.0.2.128/25", "cdn")
+	var b struct {
+		ID        string `json:"id"`
+		ServiceID string `json:"service_id"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &b) != nil || b.ServiceID != "cdn" || len(b.ID) != 32 {
+		t.Fatalf("add --json: %d %q", code, out)
+	}
+	out, _, code = in.cli("lookup", "192.0.2.130:8080/tcp")
+	if code != 0 || !strings.Contains(out, "192.0.2.130:8080/tcp: refuse") || !strings.Contains(out, "cdn does not serve tcp/8080") {
+		t.Fatalf("lookup: %d %q", code, out)
+	}
+	out, _, code = in.cli("bindings", "move", b.ID, "spectrum")
+	if code != 0 || !strings.Contains(out, "from cdn to spectrum") {
+		t.Fatalf("move: %d %q", code, out)
+	}
+	out, _, code = in.cli("lookup", "--json", "192.0.2.130:8080/tcp")
+	var l struct {
+		Outcome string `json:"outcome"`
+		App     struct {
+			Name string `json:"name"`
+		} `json:"app"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &l) != nil || l.Outcome != "spectrum" || l.App.Name != "web" {
+		t.Fatalf("lookup --json: %d %q", code, out)
+	}
+	if got := askName(t, "tcp", "192.0.2.130:8080"); got != echo.Refused {
+		t.Fatalf("traffic: %s (spectrum has no socket yet: refused)", got)
+	}
+	out, _, code = in.cli("bindings", "delete", b.ID)
+	if code != 0 || !strings.Contains(out, "deleted 192.0.2.128/25") {
+		t.Fatalf("delete: %d %q", code, out)
+	}
+
+	// Refusals and usage.
+	_, errOut, code = in.cli("bindings", "add", "198.51.100.0/25", "cdn")
+	if code != 1 || !strings.Contains(errOut, "not inside any onboarded prefix") {
+		t.Errorf("add outside: %d %q", code, errOut)
+	}
+	_, errOut, code = in.cli("bindings", "add", "192.0.2.0/25", "magic-transit")
+	if code != 1 || !strings.Contains(errOut, "400 Bad Request") || !strings.Contains(errOut, "magic-transit can only be the default") {
+		t.Errorf("add magic-transit: %d %q", code, errOut)
+	}
+	_, errOut, code = in.cli("bindings", "move", "0123", "cdn")
+	if code != 1 || !strings.Contains(errOut, "no binding has id") {
+		t.Errorf("move unknown: %d %q", code, errOut)
+	}
+	for _, args := range [][]string{{"bindings"}, {"bindings", "add", "192.0.2.0/25"}, {"bindings", "add", "192.0.2.1/25", "cdn"}, {"lookup", "192.0.2.1/tcp"}, {"bindings", "list", "extra"}} {
+		if _, _, code := in.cli(args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+	_, errOut, code = in.cli("bindings", "list", "--admin", "http://127.0.0.1:1")
+	if code != 1 || !strings.Contains(errOut, "cannot reach the admin API at http://127.0.0.1:1") {
+		t.Errorf("unreachable: %d %q", code, errOut)
+	}
+}
+
+func TestCLIToken(t *testing.T) {
+	ns := netns.New(t)
+	token := writeFile(t, "s3cret\n")
+	wrong := writeFile(t, "nope\n")
+	in := startInstance(t, ns, fmt.Sprintf("admin: {listen: 127.0.0.1:9180, token_file: %q}\nstore: {path: \"\"}\nprefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n", token))
+	_, errOut, code := in.cli("bindings", "add", "--admin", in.admin, "192.0.2.0/25", "spectrum")
+	if code != 1 || !strings.Contains(errOut, "needs a token for this call: pass --token-file") {
+		t.Errorf("no token: %d %q", code, errOut)
+	}
+	_, errOut, code = in.cli("bindings", "add", "--admin", in.admin, "--token-file", wrong, "192.0.2.0/25", "spectrum")
+	if code != 1 || !strings.Contains(errOut, "refused the token in "+wrong) {
+		t.Errorf("wrong token: %d %q", code, errOut)
+	}
+	if _, errOut, code = in.cli("bindings", "add", "--admin", in.admin, "--token-file", token, "192.0.2.0/25", "spectrum"); code != 0 {
+		t.Errorf("right token: %d %q", code, errOut)
+	}
+	if out, _, code := in.cli("bindings", "list", "--admin", in.admin); code != 0 || !strings.Contains(out, "192.0.2.0/25") {
+		t.Errorf("reading needs no token: %d %q", code, out)
+	}
+	if strings.Contains(in.stderr.String(), "s3cret") {
+		t.Error("the token appears in the log")
+	}
+}
+
+// TestKill9LosesNoAcknowledgedChange: a burst of API writes from several
+// clients, edgeproxy killed with SIGKILL in the middle of it; after a
+// restart every change that was acknowledged is there.
+func TestKill9LosesNoAcknowledgedChange(t *testing.T) {
+	ns := netns.New(t)
+	store := filepath.Join(t.TempDir(), "bindings.json")
+	body := fmt.Sprintf("store: {path: %q}\n", store)
+	in := startInstance(t, ns, body)
+	hc := ns.HTTPClient()
+	post := func(path, body string) bool {
+		resp, err := hc.Post(in.admin+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}
+	if !post("/v1/prefixes", `{"cidr":"10.9.0.0/16","service_id":"spectrum"}`) {
+		t.Fatal("onboard the prefix")
+	}
+	pid := bindingsPrefixID("10.9.0.0/16")
+
+	acked := make(chan string, 100000)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	const writers = 8
+	for w := range writers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				cidr := fmt.Sprintf("10.9.%d.%d/32", w*16+i/256, i%256)
+				if post("/v1/prefixes/"+pid+"/bindings", `{"cidr":"`+cidr+`","service_id":"cdn"}`) {
+					acked <- cidr
+				}
+			}
+		}()
+	}
+	time.Sleep(700 * time.Millisecond)
+	in.cmd.Process.Signal(os.Kill)
+	in.cmd.Wait()
+	close(stop)
+	for range writers {
+		<-done
+	}
+	close(acked)
+	var want []string
+	for c := range acked {
+		want = append(want, c)
+	}
+	if len(want) < 20 {
+		t.Fatalf("only %d writes acknowledged before the kill", len(want))
+	}
+
+	in2 := startInstance(t, ns, body)
+	resp, err := hc.Get(in2.admin + "/v1/prefixes/" + pid + "/bindings")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env struct {
+		Result []struct {
+			CIDR string `json:"cidr"`
+		} `json:"result"`
+	}
+	json.NewDecoder(resp.Body).Decode(&env)
+	resp.Body.Close()
+	have := map[string]bool{}
+	for _, b := range env.Result {
+		have[b.CIDR] = true
+	}
+	var lost []string
+	for _, c := range want {
+		if !have[c] {
+			lost = append(lost, c)
+		}
+	}
+	t.Logf("%d writes acknowledged before SIGKILL, %d bindings after the restart", len(want), len(env.Result)-1)
+	if len(lost) > 0 {
+		t.Fatalf("%d acknowledged changes lost: %v", len(lost), lost)
+	}
+}
+
+func bindingsPrefixID(cidr string) string {
+	return bindings.PrefixID(netip.MustParsePrefix(cidr))
+}
+
+func askName(t *testing.T, proto, dst string) string {
+	t.Helper()
+	got, err := echo.Ask(proto, netip.MustParseAddrPort(dst), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }

@@ -71,10 +71,15 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer s.Close()
 	if demo != nil {
 		fmt.Fprintf(stdout, `edgeproxy %s demo: 127.1.1.0/24 is onboarded to the cdn, which serves tcp/8080 (a built-in responder for now)
-try:   curl http://127.1.1.7:8080/   (any address of 127.1.1.0/24 answers)
-       curl http://127.1.1.7:8081/   (refused: the cdn does not serve that port)
+admin API on http://%s
+try:   curl http://127.1.1.7:8080/                     (any address of 127.1.1.0/24 answers)
+       curl http://127.1.1.7:8081/                     (refused: the cdn does not serve that port)
+       edgeproxy bindings list
+       edgeproxy bindings add 127.1.1.128/25 spectrum  (spectrum has no app there: refused)
+       edgeproxy lookup 127.1.1.200:8080/tcp
+       edgeproxy bindings move ID cdn                  (ID from bindings add or list)
 stop with Ctrl-C; the program detaches (the demo is unpinned) and the machine is as it was
-`, version)
+`, version, s.AdminAddr())
 	}
 	<-ctx.Done()
 	v, err := s.Dispatcher().Verdicts()

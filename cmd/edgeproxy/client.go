@@ -1,0 +1,404 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/bindings"
+)
+
+// defaultAdmin is the admin API's address unless --admin or EDGEPROXY_ADMIN
+// say otherwise.
+const defaultAdmin = "http://127.0.0.1:9180"
+
+// client talks to a running instance's admin API.
+type client struct {
+	base      string
+	token     string
+	tokenFile string
+	json      bool
+	http      *http.Client
+	stdout    io.Writer
+}
+
+// clientFlags adds the flags every client command takes.
+func clientFlags(fs *flag.FlagSet) (admin, tokenFile *string, asJSON *bool) {
+	admin = fs.String("admin", "", "admin API `URL` (default $EDGEPROXY_ADMIN, else "+defaultAdmin+")")
+	tokenFile = fs.String("token-file", "", "`file` holding the bearer token for changes")
+	asJSON = fs.Bool("json", false, "print the API's result as JSON")
+	return
+}
+
+func newClient(admin, tokenFile string, asJSON bool, stdout io.Writer) (*client, error) {
+	if admin == "" {
+		admin = os.Getenv("EDGEPROXY_ADMIN")
+	}
+	if admin == "" {
+		admin = defaultAdmin
+	}
+	if !strings.Contains(admin, "://") {
+		admin = "http://" + admin
+	}
+	c := &client{base: strings.TrimRight(admin, "/"), tokenFile: tokenFile, json: asJSON, stdout: stdout,
+		http: &http.Client{Timeout: 30 * time.Second}}
+	if tokenFile != "" {
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("--token-file: %w", err)
+		}
+		c.token = strings.TrimSpace(string(b))
+	}
+	return c, nil
+}
+
+// apiResponse is the API's envelope.
+type apiResponse struct {
+	Success bool `json:"success"`
+	Errors  []struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	} `json:"errors"`
+	Result json.RawMessage `json:"result"`
+}
+
+// do calls the API and decodes the result into out (if not nil). Errors say
+// what the user can do about them.
+func (c *client) do(method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, c.base+path, rd)
+	if err != nil {
+		return fmt.Errorf("admin URL %q: %v", c.base, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("cannot reach the admin API at %s: %v (is edgeproxy running? set --admin or EDGEPROXY_ADMIN)", c.base, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("read the admin API's answer: %v", err)
+	}
+	var env apiResponse
+	if err := json.Unmarshal(raw, &env); err != nil {
+		return fmt.Errorf("the admin API at %s answered %s with something that is not its JSON envelope", c.base, resp.Status)
+	}
+	if !env.Success {
+		var msgs []string
+		for _, e := range env.Errors {
+			msgs = append(msgs, e.Message)
+		}
+		msg := strings.Join(msgs, "; ")
+		switch resp.StatusCode {
+		case http.StatusUnauthorized:
+			return fmt.Errorf("the admin API needs a token for this call: pass --token-file FILE (%s)", msg)
+		case http.StatusForbidden:
+			return fmt.Errorf("the admin API refused the token in %s (%s)", c.tokenFile, msg)
+		}
+		return fmt.Errorf("%s: %s", resp.Status, msg)
+	}
+	if out != nil {
+		if err := json.Unmarshal(env.Result, out); err != nil {
+			return fmt.Errorf("decode the admin API's result: %v", err)
+		}
+	}
+	return nil
+}
+
+// printJSON prints v indented.
+func (c *client) printJSON(v any) error {
+	enc := json.NewEncoder(c.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+type prefixResult struct {
+	ID        string `json:"id"`
+	CIDR      string `json:"cidr"`
+	ServiceID string `json:"service_id"`
+	Source    string `json:"source"`
+}
+
+type bindingResult struct {
+	ID           string `json:"id"`
+	PrefixID     string `json:"prefix_id"`
+	CIDR         string `json:"cidr"`
+	Protocol     string `json:"protocol,omitempty"`
+	Port         uint16 `json:"port,omitempty"`
+	ServiceID    string `json:"service_id"`
+	ServiceName  string `json:"service_name"`
+	Default      bool   `json:"default"`
+	Source       string `json:"source"`
+	Provisioning struct {
+		State string `json:"state"`
+	} `json:"provisioning"`
+}
+
+func (b bindingResult) scope() string {
+	if b.Protocol == "" {
+		return "*"
+	}
+	return fmt.Sprintf("%s/%d", b.Protocol, b.Port)
+}
+
+// allBindings lists every binding of every prefix.
+func (c *client) allBindings() ([]prefixResult, []bindingResult, error) {
+	var ps []prefixResult
+	if err := c.do("GET", "/v1/prefixes", nil, &ps); err != nil {
+		return nil, nil, err
+	}
+	var all []bindingResult
+	for _, p := range ps {
+		var bs []bindingResult
+		if err := c.do("GET", "/v1/prefixes/"+p.ID+"/bindings", nil, &bs); err != nil {
+			return nil, nil, err
+		}
+		all = append(all, bs...)
+	}
+	return ps, all, nil
+}
+
+func (c *client) findBinding(id string) (bindingResult, error) {
+	_, all, err := c.allBindings()
+	if err != nil {
+		return bindingResult{}, err
+	}
+	for _, b := range all {
+		if b.ID == id {
+			return b, nil
+		}
+	}
+	return bindingResult{}, fmt.Errorf("no binding has id %q (see edgeproxy bindings list)", id)
+}
+
+func cmdBindings(args []string, stdout, stderr io.Writer) error {
+	const usage = "usage: edgeproxy bindings list | add [--port tcp/443] CIDR SERVICE | move ID SERVICE | delete ID  (flags: --admin URL --token-file F --json)"
+	if len(args) == 0 {
+		return usagef("%s", usage)
+	}
+	sub, rest := args[0], args[1:]
+	fs := newFlags("bindings "+sub, stderr)
+	admin, tokenFile, asJSON := clientFlags(fs)
+	var port *string
+	if sub == "add" {
+		port = fs.String("port", "", "port scope as `PROTO/PORT` (e.g. tcp/443): only that protocol and port move")
+	}
+	if err := parseFlags(fs, rest); err != nil {
+		return err
+	}
+	c, err := newClient(*admin, *tokenFile, *asJSON, stdout)
+	if err != nil {
+		return err
+	}
+	args = fs.Args()
+	switch sub {
+	case "list":
+		if len(args) != 0 {
+			return usagef("bindings list takes no arguments")
+		}
+		return c.list()
+	case "add":
+		if len(args) != 2 {
+			return usagef("usage: edgeproxy bindings add [--port tcp/443] CIDR SERVICE")
+		}
+		return c.add(args[0], args[1], *port)
+	case "move":
+		if len(args) != 2 {
+			return usagef("usage: edgeproxy bindings move ID SERVICE")
+		}
+		return c.move(args[0], args[1])
+	case "delete":
+		if len(args) != 1 {
+			return usagef("usage: edgeproxy bindings delete ID")
+		}
+		return c.delete(args[0])
+	}
+	return usagef("unknown bindings command %q; %s", sub, usage)
+}
+
+func (c *client) list() error {
+	ps, all, err := c.allBindings()
+	if err != nil {
+		return err
+	}
+	if c.json {
+		if all == nil {
+			all = []bindingResult{}
+		}
+		return c.printJSON(all)
+	}
+	if len(ps) == 0 {
+		fmt.Fprintln(c.stdout, "no prefixes are onboarded")
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tCIDR\tPORT\tSERVICE\tSOURCE\tKIND")
+	for _, b := range all {
+		kind := "binding"
+		if b.Default {
+			kind = "prefix default"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, b.CIDR, b.scope(), b.ServiceID, b.Source, kind)
+	}
+	return tw.Flush()
+}
+
+func (c *client) add(cidrArg, svcArg, portArg string) error {
+	cidr, err := bindings.ParseCIDR(cidrArg)
+	if err != nil {
+		return usagef("CIDR: %v", err)
+	}
+	if _, err := bindings.ParseService(svcArg); err != nil {
+		return usagef("SERVICE: %v", err)
+	}
+	body := map[string]any{"cidr": cidr.String(), "service_id": svcArg}
+	if portArg != "" {
+		proto, port, err := bindings.ParseProtoPort(portArg)
+		if err != nil {
+			return usagef("--port: %v", err)
+		}
+		body["protocol"], body["port"] = proto.String(), port
+	}
+	var ps []prefixResult
+	if err := c.do("GET", "/v1/prefixes", nil, &ps); err != nil {
+		return err
+	}
+	var prefix *prefixResult
+	for i, p := range ps {
+		pc, err := netip.ParsePrefix(p.CIDR)
+		if err == nil && pc.Bits() <= cidr.Bits() && pc.Contains(cidr.Addr()) {
+			prefix = &ps[i]
+		}
+	}
+	if prefix == nil {
+		return fmt.Errorf("%s is not inside any onboarded prefix (see edgeproxy bindings list)", cidr)
+	}
+	var b bindingResult
+	if err := c.do("POST", "/v1/prefixes/"+prefix.ID+"/bindings", body, &b); err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(b)
+	}
+	fmt.Fprintf(c.stdout, "added %s %s -> %s (id %s, in prefix %s; %s)\n", b.CIDR, b.scope(), b.ServiceID, b.ID, prefix.CIDR, b.Provisioning.State)
+	return nil
+}
+
+func (c *client) move(id, svcArg string) error {
+	if _, err := bindings.ParseService(svcArg); err != nil {
+		return usagef("SERVICE: %v", err)
+	}
+	b, err := c.findBinding(id)
+	if err != nil {
+		return err
+	}
+	var moved bindingResult
+	if err := c.do("PATCH", "/v1/prefixes/"+b.PrefixID+"/bindings/"+id, map[string]string{"service_id": svcArg}, &moved); err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(moved)
+	}
+	fmt.Fprintf(c.stdout, "moved %s %s from %s to %s (id %s; %s)\n", moved.CIDR, moved.scope(), b.ServiceID, moved.ServiceID, moved.ID, moved.Provisioning.State)
+	return nil
+}
+
+func (c *client) delete(id string) error {
+	b, err := c.findBinding(id)
+	if err != nil {
+		return err
+	}
+	var deleted bindingResult
+	if err := c.do("DELETE", "/v1/prefixes/"+b.PrefixID+"/bindings/"+id, nil, &deleted); err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(deleted)
+	}
+	fmt.Fprintf(c.stdout, "deleted %s %s -> %s (id %s)\n", deleted.CIDR, deleted.scope(), deleted.ServiceID, deleted.ID)
+	return nil
+}
+
+type lookupResult struct {
+	Outcome string         `json:"outcome"`
+	Service *string        `json:"service"`
+	Binding *bindingResult `json:"binding"`
+	App     *struct {
+		Name     string `json:"name"`
+		Protocol string `json:"protocol"`
+		Edge     string `json:"edge"`
+		Ports    string `json:"ports"`
+	} `json:"app"`
+	Reason string `json:"reason"`
+}
+
+func cmdLookup(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("lookup", stderr)
+	admin, tokenFile, asJSON := clientFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("usage: edgeproxy lookup [--admin URL] [--json] ADDR:PORT/PROTO (e.g. 192.0.2.1:443/tcp)")
+	}
+	arg := fs.Arg(0)
+	addr, proto, ok := strings.Cut(arg, "/")
+	if !ok {
+		proto = "tcp"
+	}
+	if _, err := netip.ParseAddrPort(addr); err != nil {
+		return usagef("lookup: %q is not ADDR:PORT/PROTO (e.g. 192.0.2.1:443/tcp or [2001:db8::1]:443/udp)", arg)
+	}
+	c, err := newClient(*admin, *tokenFile, *asJSON, stdout)
+	if err != nil {
+		return err
+	}
+	var res lookupResult
+	q := url.Values{"addr": {addr}, "protocol": {proto}}
+	if err := c.do("GET", "/v1/lookup?"+q.Encode(), nil, &res); err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(res)
+	}
+	fmt.Fprintf(stdout, "%s/%s: %s\n", addr, proto, res.Outcome)
+	if res.Binding != nil {
+		kind := "binding"
+		if res.Binding.Default {
+			kind = "prefix default"
+		}
+		fmt.Fprintf(stdout, "  binding: %s %s %s -> %s (%s, %s)\n", res.Binding.ID, res.Binding.CIDR, res.Binding.scope(), res.Binding.ServiceID, kind, res.Binding.Source)
+	}
+	if res.App != nil {
+		fmt.Fprintf(stdout, "  app:     %s (%s %s ports %s)\n", res.App.Name, res.App.Protocol, res.App.Edge, res.App.Ports)
+	}
+	fmt.Fprintf(stdout, "  why:     %s\n", res.Reason)
+	return nil
+}
