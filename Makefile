@@ -35,6 +35,7 @@ bench: ## run the benchmarks, system under test on CPU 0 (results in bench/resul
 	cd dispatch && GOMAXPROCS=1 taskset -c 0 ../bin/dispatch.test -test.run '^$$' -test.bench 'ConnRate' -test.benchtime 20000x -test.count 5 | tee ../bench/results/connrate.txt
 	$(GO) test -run '^$$' -bench 'Apply100k' -benchtime 5x -count 3 ./bindings | tee bench/results/apply.txt
 	$(GO) test -run '^$$' -bench 'APIChange' -benchtime 100x -count 3 ./server | tee bench/results/api.txt
+	taskset -c 1 $(GO) test -run '^$$' -bench 'Spectrum' -benchtime 5x -count 3 ./cmd/edgeproxy | tee bench/results/spectrum.txt
 
 .PHONY: generate
 generate: ## regenerate the BPF objects from bpf/dispatch.c (needs clang, llvm, libbpf-dev)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/dispatch"
+	"github.com/edgeproxy/edgeproxy/spectrum"
 )
 
 // Config is the whole configuration file.
@@ -137,7 +138,15 @@ func (o *Origin) UnmarshalYAML(n *yaml.Node) error {
 
 // Spectrum configures the L4 proxy.
 type Spectrum struct {
-	Apps []App `yaml:"apps"`
+	// MaxConnections bounds concurrent TCP connections (two file
+	// descriptors each). Zero: half of the open-file limit after a reserve.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxUDPFlows bounds concurrent UDP flows (two file descriptors each).
+	// Zero: as max_connections.
+	MaxUDPFlows int `yaml:"max_udp_flows"`
+	// MaxDatagram is the largest UDP payload forwarded. Zero: 2048.
+	MaxDatagram int   `yaml:"max_datagram"`
+	Apps        []App `yaml:"apps"`
 }
 
 // App is a spectrum application.
@@ -154,6 +163,23 @@ type App struct {
 	Origins []string `yaml:"origins"`
 	// ProxyProtocol: off, v1, v2, or simple (udp).
 	ProxyProtocol string `yaml:"proxy_protocol"`
+	// IdleTimeout closes a connection or flow idle both ways this long.
+	// Zero: 10m for tcp, 60s for udp.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// ConnectTimeout bounds a TCP dial to an origin. Zero: 5s.
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// MaxConnections bounds the app's concurrent connections or flows.
+	// Zero: no limit of its own.
+	MaxConnections int `yaml:"max_connections"`
+	// IPFirewall allows or denies clients before the origin is dialled.
+	IPFirewall IPFirewall `yaml:"ip_firewall"`
+}
+
+// IPFirewall lists client ranges: deny wins; with allow set, a client must
+// be in it.
+type IPFirewall struct {
+	Allow []string `yaml:"allow"`
+	Deny  []string `yaml:"deny"`
 }
 
 // Duration is a time.Duration written as "30s".
@@ -380,9 +406,27 @@ func (c *Config) Services() (bindings.Services, error) {
 			errs = append(errs, fmt.Errorf("%s: an app needs at least one origin", at("origins")))
 		}
 		for j, o := range a.Origins {
-			if _, _, err := ParseAppOrigin(o); err != nil {
+			_, port, err := ParseAppOrigin(o)
+			if err != nil {
 				errs = append(errs, fmt.Errorf("%s[%d]: %v", at("origins"), j, err))
+				continue
 			}
+			if port != 0 && !pr.Any() && int(port)+int(pr.Last-pr.First) > 65535 {
+				errs = append(errs, fmt.Errorf("%s[%d]: %q: the range %s maps past port 65535 from there", at("origins"), j, o, pr))
+			}
+		}
+		for _, l := range []struct {
+			field string
+			list  []string
+		}{{"ip_firewall.allow", a.IPFirewall.Allow}, {"ip_firewall.deny", a.IPFirewall.Deny}} {
+			for j, e := range l.list {
+				if _, err := parseEdgeIP(e); err != nil {
+					errs = append(errs, fmt.Errorf("%s[%d]: %v", at(l.field), j, err))
+				}
+			}
+		}
+		if a.MaxConnections < 0 {
+			errs = append(errs, fmt.Errorf("%s: %d is negative", at("max_connections"), a.MaxConnections))
 		}
 		switch a.ProxyProtocol {
 		case "", "off", "v1", "v2":
@@ -398,7 +442,50 @@ func (c *Config) Services() (bindings.Services, error) {
 		}
 		svc.Apps = append(svc.Apps, bindings.App{Name: a.Name, Protocol: proto, Edge: edge, Ports: pr})
 	}
+	for _, l := range []struct {
+		field string
+		n     int
+	}{{"max_connections", c.Spectrum.MaxConnections}, {"max_udp_flows", c.Spectrum.MaxUDPFlows}} {
+		if l.n < 0 {
+			errs = append(errs, fmt.Errorf("spectrum.%s: %d is negative", l.field, l.n))
+		}
+	}
+	if d := c.Spectrum.MaxDatagram; d < 0 || d > 65535 {
+		errs = append(errs, fmt.Errorf("spectrum.max_datagram: %d is not a UDP payload size (0-65535)", d))
+	}
 	return svc, errors.Join(errs...)
+}
+
+// SpectrumApps returns the spectrum apps as the L4 proxy takes them. Call it
+// on a validated configuration.
+func (c *Config) SpectrumApps() []spectrum.App {
+	var out []spectrum.App
+	for _, a := range c.Spectrum.Apps {
+		edge, _ := bindings.ParseCIDR(a.Edge)
+		pr, _ := bindings.ParsePorts(a.Ports)
+		sa := spectrum.App{
+			Name: a.Name, Protocol: spectrum.Protocol(a.Protocol), Edge: edge,
+			Ports:          spectrum.Ports{First: pr.First, Last: pr.Last},
+			Proxy:          spectrum.ProxyProtocol(a.ProxyProtocol),
+			IdleTimeout:    time.Duration(a.IdleTimeout),
+			ConnectTimeout: time.Duration(a.ConnectTimeout),
+			MaxConnections: a.MaxConnections,
+		}
+		for _, o := range a.Origins {
+			host, port, _ := ParseAppOrigin(o)
+			sa.Origins = append(sa.Origins, spectrum.Origin{Host: host, Port: port})
+		}
+		for _, e := range a.IPFirewall.Allow {
+			p, _ := parseEdgeIP(e)
+			sa.Firewall.Allow = append(sa.Firewall.Allow, p)
+		}
+		for _, e := range a.IPFirewall.Deny {
+			p, _ := parseEdgeIP(e)
+			sa.Firewall.Deny = append(sa.Firewall.Deny, p)
+		}
+		out = append(out, sa)
+	}
+	return out
 }
 
 // ParseAppOrigin parses a spectrum origin: "host:port" or a bare host. The

@@ -100,6 +100,12 @@ func TestErrorsNameTheItem(t *testing.T) {
 		{"spectrum: {apps: [{name: a, protocol: tcp, edge: 192.0.2.0/24, ports: \"1\"}]}", "spectrum.apps[0].origins"},
 		{"spectrum: {apps: [{name: a, protocol: tcp, edge: 192.0.2.0/24, ports: \"1\", origins: [\"127.0.0.1:1\"], proxy_protocol: simple}]}", "simple (Simple Proxy Protocol) is for udp"},
 		{"spectrum: {apps: [{name: a, protocol: tcp, edge: 192.0.2.0/24, ports: \"1-10\", origins: [x]}, {name: b, protocol: tcp, edge: 192.0.2.0/24, ports: \"5-20\", origins: [x]}]}", `spectrum app "b": ports: overlap`},
+		{"spectrum: {apps: [{name: a, protocol: tcp, edge: 192.0.2.0/24, ports: \"60000-65000\", origins: [\"127.0.0.1:62000\"]}]}", "maps past port 65535"},
+		{"spectrum: {apps: [{name: a, protocol: tcp, edge: 192.0.2.0/24, ports: \"1\", origins: [x], ip_firewall: {deny: [nope]}}]}", "spectrum.apps[0].ip_firewall.deny[0]"},
+		{"spectrum: {apps: [{name: a, protocol: udp, edge: 192.0.2.0/24, ports: \"1\", origins: [x], proxy_protocol: v1}]}", "v1 is for tcp"},
+		{"spectrum: {apps: [{name: a, protocol: tcp, edge: 192.0.2.0/24, ports: \"1\", origins: [x], idle_timeout: -1s}]}", "not a duration"},
+		{"spectrum: {max_datagram: 70000}", "spectrum.max_datagram"},
+		{"spectrum: {max_udp_flows: -1}", "spectrum.max_udp_flows"},
 		{"cdn: {http_ports: [0]}", "cdn.http_ports[0]"},
 		{"cdn: {http_ports: [443]}", "port 443 is already in"},
 		{"cdn: {http3_port: 8443}", "http3_port: 8443 is not one of https_ports"},
@@ -112,6 +118,25 @@ func TestErrorsNameTheItem(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s:\n got %v\nwant an error containing %q", tc.yaml, err, tc.want)
 		}
+	}
+}
+
+func TestSpectrumApps(t *testing.T) {
+	c, err := Parse([]byte(`spectrum:
+  apps:
+    - {name: a, protocol: udp, edge: "2001:db8::/48", ports: "1000-2000", origins: ["[2001:db8:ff::1]:3000", "origin.example"], proxy_protocol: simple,
+       idle_timeout: 30s, connect_timeout: 2s, max_connections: 7, ip_firewall: {allow: [198.51.100.0/24], deny: [198.51.100.7]}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	apps := c.SpectrumApps()
+	a := apps[0]
+	if a.Protocol != "udp" || a.Ports.First != 1000 || a.Ports.Last != 2000 || a.Proxy != "simple" ||
+		a.IdleTimeout != 30*time.Second || a.ConnectTimeout != 2*time.Second || a.MaxConnections != 7 ||
+		len(a.Origins) != 2 || a.Origins[0].Host != "2001:db8:ff::1" || a.Origins[0].Port != 3000 || a.Origins[1].Port != 0 ||
+		len(a.Firewall.Allow) != 1 || a.Firewall.Deny[0].Bits() != 32 {
+		t.Errorf("app %+v", a)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +24,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/dispatch"
+	"github.com/edgeproxy/edgeproxy/spectrum"
 )
 
 // Options configure a Server.
@@ -43,6 +45,8 @@ type Server struct {
 	disp     *dispatch.Dispatcher
 	Bindings *bindings.Manager
 	Registry *prometheus.Registry
+
+	Spectrum *spectrum.Proxy // nil when the test gave spectrum's labels sockets
 
 	adminLn  net.Listener
 	adminSrv *http.Server
@@ -111,7 +115,29 @@ func Start(opts Options) (_ *Server, err error) {
 		}
 		return nil, err
 	}
-	for label, conn := range opts.Sockets {
+	sockets := maps.Clone(opts.Sockets)
+	if sockets == nil {
+		sockets = map[string]syscall.Conn{}
+	}
+	spectrumTCP, spectrumUDP := bindings.Label(bindings.Spectrum, dispatch.TCP), bindings.Label(bindings.Spectrum, dispatch.UDP)
+	if sockets[spectrumTCP] == nil || sockets[spectrumUDP] == nil {
+		s.Spectrum, err = spectrum.New(spectrum.Options{
+			Apps: cfg.SpectrumApps(), MaxConnections: cfg.Spectrum.MaxConnections,
+			MaxFlows: cfg.Spectrum.MaxUDPFlows, MaxDatagram: cfg.Spectrum.MaxDatagram,
+			Registerer: s.Registry, Logger: log.With("component", "spectrum"),
+		})
+		if err != nil {
+			return nil, err
+		}
+		if sockets[spectrumTCP] == nil {
+			sockets[spectrumTCP] = s.Spectrum.TCPListener()
+		}
+		if sockets[spectrumUDP] == nil {
+			sockets[spectrumUDP] = s.Spectrum.UDPConn()
+		}
+		s.Spectrum.Start()
+	}
+	for label, conn := range sockets {
 		if err := d.Register(label, conn); err != nil {
 			return nil, err
 		}
@@ -178,17 +204,29 @@ func (s *Server) AdminAddr() net.Addr { return s.adminLn.Addr() }
 // Dispatcher returns the server's dispatcher.
 func (s *Server) Dispatcher() *dispatch.Dispatcher { return s.disp }
 
-// Close stops the server. Unpinned, the program detaches; pinned, bound
-// prefixes stay closed until the next process serves them.
-func (s *Server) Close() error {
+// Shutdown stops the server: the services stop taking connections and
+// drain until ctx is done, the admin API stops, the dispatcher closes.
+// Unpinned, the program detaches; pinned, bound prefixes stay closed until
+// the next process serves them.
+func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
+	if s.Spectrum != nil {
+		errs = append(errs, s.Spectrum.Shutdown(ctx))
+	}
 	if s.adminSrv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		errs = append(errs, s.adminSrv.Shutdown(ctx))
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		errs = append(errs, s.adminSrv.Shutdown(actx))
 		cancel()
 	} else if s.adminLn != nil {
 		s.adminLn.Close()
 	}
 	errs = append(errs, s.disp.Close())
 	return errors.Join(errs...)
+}
+
+// Close is Shutdown with a grace period of a few seconds.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	return s.Shutdown(ctx)
 }

@@ -380,3 +380,42 @@ func askName(t *testing.T, proto, dst string) string {
 	}
 	return got
 }
+
+// TestSpectrumThroughBinary: TCP and UDP apps of the binary, IPv4 and IPv6,
+// forward to their origins; UDP answers come from the dialled address and
+// port (the client's socket is connected).
+func TestSpectrumThroughBinary(t *testing.T) {
+	ns := netns.New(t)
+	for _, addr := range []string{"127.0.0.1:7007", "[::1]:7008"} {
+		ln, err := echo.ListenTCP(addr, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc, err := echo.ListenUDP(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close(); pc.Close() })
+		go echo.ServeTCP(ln, "origin")
+		go echo.ServeUDP(pc, "origin")
+	}
+	startInstance(t, ns, `store: {path: ""}
+prefixes:
+  - {cidr: 192.0.2.0/24, service: spectrum}
+  - {cidr: "2001:db8:7::/48", service: spectrum}
+spectrum:
+  apps:
+    - {name: tcp4, protocol: tcp, edge: 192.0.2.0/24, ports: "7", origins: ["127.0.0.1:7007"]}
+    - {name: udp4, protocol: udp, edge: 192.0.2.0/24, ports: "7", origins: ["127.0.0.1:7007"]}
+    - {name: tcp6, protocol: tcp, edge: "2001:db8:7::/48", ports: "1-1000", origins: ["[::1]:7008"], proxy_protocol: "off"}
+    - {name: udp6, protocol: udp, edge: "2001:db8:7::/48", ports: "*", origins: ["[::1]:7008"]}
+`)
+	for _, tc := range []struct{ network, dst string }{
+		{"tcp", "192.0.2.1:7"}, {"udp", "192.0.2.1:7"},
+		{"tcp", "[2001:db8:7::1]:1"}, {"udp", "[2001:db8:7::1]:5353"},
+	} {
+		if got := askName(t, tc.network, tc.dst); got != "origin" {
+			t.Errorf("%s %s: %q, want the origin", tc.network, tc.dst, got)
+		}
+	}
+}

@@ -62,29 +62,43 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		defer demo.Close()
 		go serveDemo(demo)
+		origins, err := startDemoOrigins(ctx)
+		if err != nil {
+			return err
+		}
+		defer origins.Close()
 		opts.Sockets = map[string]syscall.Conn{"cdn/tcp": demo.(*net.TCPListener)}
 	}
 	s, err := server.Start(opts)
 	if err != nil {
 		return err
 	}
-	defer s.Close()
 	if demo != nil {
-		fmt.Fprintf(stdout, `edgeproxy %s demo: 127.1.1.0/24 is onboarded to the cdn, which serves tcp/8080 (a built-in responder for now)
-admin API on http://%s
-try:   curl http://127.1.1.7:8080/                     (any address of 127.1.1.0/24 answers)
-       curl http://127.1.1.7:8081/                     (refused: the cdn does not serve that port)
-       edgeproxy bindings list
-       edgeproxy bindings add 127.1.1.128/25 spectrum  (spectrum has no app there: refused)
-       edgeproxy lookup 127.1.1.200:8080/tcp
-       edgeproxy bindings move ID cdn                  (ID from bindings add or list)
+		fmt.Fprintf(stdout, `edgeproxy %s demo
+  cdn:      127.1.1.0/24, tcp/8080 (a built-in responder for now)
+  spectrum: 127.1.2.0/24, apps echo-tcp (tcp/7), echo-udp (udp/7), whoami-proxy-v1 (tcp/1000-1999, PROXY v1)
+  admin API on http://%s
+try:
+  curl http://127.1.1.7:8080/                        any address of 127.1.1.0/24 answers
+  curl http://127.1.1.7:8081/                        refused: the cdn does not serve that port
+  edgeproxy dial 127.1.2.3:7                         spectrum TCP echo
+  edgeproxy dial --udp 127.1.2.3:7                   spectrum UDP echo; the answer comes from 127.1.2.3:7
+  edgeproxy dial 127.1.2.3:1005                      the origin (port 17105) reads spectrum's PROXY v1 header
+  edgeproxy bindings list
+  edgeproxy bindings add 127.1.1.128/25 spectrum     spectrum has no app on tcp/8080 there: refused
+  edgeproxy lookup 127.1.1.200:8080/tcp
+  edgeproxy bindings move ID cdn                     ID from bindings add or list
 stop with Ctrl-C; the program detaches (the demo is unpinned) and the machine is as it was
 `, version, s.AdminAddr())
 	}
 	<-ctx.Done()
-	v, err := s.Dispatcher().Verdicts()
-	if err == nil {
-		log.Info("stopping", "steered", v.Steer, "refused", v.Refuse, "failed", v.Fail, "kernel", v.NoMatch+v.Pass)
+	if v, err := s.Dispatcher().Verdicts(); err == nil {
+		log.Info("stopping", "grace", time.Duration(cfg.ShutdownGrace).String(), "steered", v.Steer, "refused", v.Refuse, "failed", v.Fail, "kernel", v.NoMatch+v.Pass)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.ShutdownGrace))
+	defer cancel()
+	if err := s.Shutdown(sctx); err != nil {
+		log.Warn("shutdown", "error", err)
 	}
 	return nil
 }

@@ -71,14 +71,16 @@ func ServeTCP(ln net.Listener, name string) {
 // ListenUDP returns a dual-stack UDP socket on addr (such as "[::]:0") with
 // SO_REUSEADDR and the original destination of every datagram reported.
 func ListenUDP(addr string) (*net.UDPConn, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+	lc := net.ListenConfig{Control: func(network, _ string, c syscall.RawConn) error {
 		var serr error
 		if err := c.Control(func(fd uintptr) {
 			serr = errors.Join(
 				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1),
 				unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_RECVORIGDSTADDR, 1),
-				unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_RECVORIGDSTADDR, 1),
 			)
+			if network != "udp4" {
+				serr = errors.Join(serr, unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_RECVORIGDSTADDR, 1))
+			}
 		}); err != nil {
 			return err
 		}
@@ -207,4 +209,31 @@ func classify(err error) (string, error) {
 		return Timeout, nil
 	}
 	return "", err
+}
+
+// FreebindDialer returns a dialer from src, which may be an address that is
+// only routed locally (IPv6 needs IPV6_FREEBIND to bind one).
+func FreebindDialer(src netip.Addr, port int) *net.Dialer {
+	d := &net.Dialer{Timeout: 2 * time.Second, Control: func(network, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			if src.Is6() {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
+			} else {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
+			}
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	d.LocalAddr = &net.TCPAddr{IP: src.AsSlice(), Port: port}
+	return d
+}
+
+// FreebindUDPDialer is FreebindDialer for UDP.
+func FreebindUDPDialer(src netip.Addr, port int) *net.Dialer {
+	d := FreebindDialer(src, port)
+	d.LocalAddr = &net.UDPAddr{IP: src.AsSlice(), Port: port}
+	return d
 }

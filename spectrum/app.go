@@ -1,0 +1,246 @@
+package spectrum
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Protocol is tcp or udp.
+type Protocol string
+
+// The protocols of apps.
+const (
+	TCP Protocol = "tcp"
+	UDP Protocol = "udp"
+)
+
+// Ports is an inclusive port range; {0, 65535} is any port.
+type Ports struct{ First, Last uint16 }
+
+// Any reports whether p stands for every port.
+func (p Ports) Any() bool { return p.First == 0 && p.Last == 65535 }
+
+func (p Ports) contains(port uint16) bool { return port >= p.First && port <= p.Last }
+
+// specificity orders port specs: a single port over a range over any port.
+func (p Ports) specificity() int {
+	switch {
+	case p.Any():
+		return 0
+	case p.First == p.Last:
+		return 2
+	}
+	return 1
+}
+
+func (p Ports) String() string {
+	switch {
+	case p.Any():
+		return "*"
+	case p.First == p.Last:
+		return strconv.Itoa(int(p.First))
+	}
+	return fmt.Sprintf("%d-%d", p.First, p.Last)
+}
+
+// Origin is where an app forwards to: a host (name or address) and a port,
+// 0 to keep the port the client dialled.
+type Origin struct {
+	Host string
+	Port uint16
+}
+
+func (o Origin) String() string {
+	if o.Port == 0 {
+		return o.Host
+	}
+	return netJoin(o.Host, o.Port)
+}
+
+// ProxyProtocol says how the client's address reaches the origin.
+type ProxyProtocol string
+
+// The PROXY protocol modes.
+const (
+	ProxyOff    ProxyProtocol = "off"
+	ProxyV1     ProxyProtocol = "v1"     // tcp: a text header
+	ProxyV2     ProxyProtocol = "v2"     // tcp, or the first datagram of a udp flow
+	ProxySimple ProxyProtocol = "simple" // udp: Simple Proxy Protocol on every datagram
+)
+
+// Firewall allows or denies clients by address before the origin is dialled:
+// a client in Deny is refused; with Allow set, a client must be in it.
+type Firewall struct {
+	Allow, Deny []netip.Prefix
+}
+
+func (f Firewall) allows(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range f.Deny {
+		if p.Contains(a) {
+			return false
+		}
+	}
+	if len(f.Allow) == 0 {
+		return true
+	}
+	for _, p := range f.Allow {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// App is a spectrum application.
+type App struct {
+	Name     string
+	Protocol Protocol
+	Edge     netip.Prefix
+	Ports    Ports
+	Origins  []Origin
+	Proxy    ProxyProtocol
+	Firewall Firewall
+	// IdleTimeout closes a connection or flow without traffic either way
+	// for this long. Zero: DefaultTCPIdle or DefaultUDPIdle.
+	IdleTimeout time.Duration
+	// ConnectTimeout bounds a TCP dial to an origin. Zero:
+	// DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// MaxConnections bounds the app's concurrent TCP connections or UDP
+	// flows. Zero: no limit of its own (the proxy's limits still hold).
+	MaxConnections int
+}
+
+// Defaults of App's zero values.
+const (
+	DefaultTCPIdle        = 10 * time.Minute
+	DefaultUDPIdle        = 60 * time.Second
+	DefaultConnectTimeout = 5 * time.Second
+	// originDownFor is how long an origin that failed is skipped.
+	originDownFor = 10 * time.Second
+)
+
+// app is an App in service: its counters and the health of its origins.
+type app struct {
+	App
+	active  atomic.Int64 // connections or flows
+	next    atomic.Uint64
+	mu      sync.Mutex        // guards downTo
+	downTo  map[int]time.Time // origin index -> until when it is skipped
+	metrics *appMetrics
+}
+
+func newApp(a App, m *metrics) *app {
+	if a.IdleTimeout == 0 {
+		a.IdleTimeout = DefaultTCPIdle
+		if a.Protocol == UDP {
+			a.IdleTimeout = DefaultUDPIdle
+		}
+	}
+	if a.ConnectTimeout == 0 {
+		a.ConnectTimeout = DefaultConnectTimeout
+	}
+	if a.Proxy == "" {
+		a.Proxy = ProxyOff
+	}
+	return &app{App: a, downTo: map[int]time.Time{}, metrics: m.forApp(a.Name, a.Protocol)}
+}
+
+// acquire takes a connection slot of the app, or reports that it is full.
+func (a *app) acquire() bool {
+	if n := a.active.Add(1); a.MaxConnections > 0 && n > int64(a.MaxConnections) {
+		a.active.Add(-1)
+		return false
+	}
+	a.metrics.active.Inc()
+	return true
+}
+
+func (a *app) release() {
+	a.active.Add(-1)
+	a.metrics.active.Dec()
+}
+
+// originOrder returns the origins to try, round-robin, healthy ones first.
+func (a *app) originOrder() []int {
+	n := len(a.Origins)
+	start := int(a.next.Add(1)-1) % n
+	now := time.Now()
+	order := make([]int, 0, n)
+	var down []int
+	a.mu.Lock()
+	for i := range n {
+		j := (start + i) % n
+		if until, ok := a.downTo[j]; ok && now.Before(until) {
+			down = append(down, j)
+			continue
+		}
+		order = append(order, j)
+	}
+	a.mu.Unlock()
+	return append(order, down...) // all down: try them anyway
+}
+
+// markDown skips origin i for a while.
+func (a *app) markDown(i int) {
+	a.mu.Lock()
+	a.downTo[i] = time.Now().Add(originDownFor)
+	a.mu.Unlock()
+	a.metrics.originDown.Inc()
+}
+
+func (a *app) markUp(i int) {
+	a.mu.Lock()
+	delete(a.downTo, i)
+	a.mu.Unlock()
+}
+
+// originAddr returns where origin i takes a connection that dialled port:
+// the origin's port, moved by the offset into a range, or the dialled port
+// for a bare host.
+func (a *app) originAddr(i int, port uint16) string {
+	o := a.Origins[i]
+	p := o.Port
+	switch {
+	case p == 0:
+		p = port
+	case !a.Ports.Any() && a.Ports.First != a.Ports.Last:
+		p += port - a.Ports.First
+	}
+	return netJoin(o.Host, p)
+}
+
+func netJoin(host string, port uint16) string {
+	if a, err := netip.ParseAddr(host); err == nil && a.Is6() {
+		return "[" + host + "]:" + strconv.Itoa(int(port))
+	}
+	return host + ":" + strconv.Itoa(int(port))
+}
+
+// table finds the app of a destination.
+type table struct {
+	apps []*app
+}
+
+// match returns the app for a packet of proto to addr and port: the most
+// specific edge, then a single port over a range over any port. It must
+// agree with the data plane's choice (bindings.Resolve).
+func (t *table) match(proto Protocol, addr netip.Addr, port uint16) *app {
+	addr = addr.Unmap()
+	var best *app
+	for _, a := range t.apps {
+		if a.Protocol != proto || !a.Edge.Contains(addr) || !a.Ports.contains(port) {
+			continue
+		}
+		if best == nil || cmp.Or(cmp.Compare(a.Edge.Bits(), best.Edge.Bits()), cmp.Compare(a.Ports.specificity(), best.Ports.specificity())) > 0 {
+			best = a
+		}
+	}
+	return best
+}

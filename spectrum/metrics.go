@@ -1,0 +1,111 @@
+package spectrum
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the proxy's Prometheus metrics, named edgeproxy_spectrum_*.
+type metrics struct {
+	connections *prometheus.CounterVec
+	active      *prometheus.GaugeVec
+	bytes       *prometheus.CounterVec
+	datagrams   *prometheus.CounterVec
+	refused     *prometheus.CounterVec
+	dropped     *prometheus.CounterVec
+	originDown  *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		connections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_spectrum_connections_total",
+			Help: "TCP connections and UDP flows accepted, by app.",
+		}, []string{"app", "protocol"}),
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "edgeproxy_spectrum_active",
+			Help: "TCP connections and UDP flows open now, by app.",
+		}, []string{"app", "protocol"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_spectrum_bytes_total",
+			Help: "Payload bytes forwarded, by app and direction (to_origin, to_client).",
+		}, []string{"app", "protocol", "direction"}),
+		datagrams: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_spectrum_datagrams_total",
+			Help: "UDP datagrams forwarded, by app and direction (to_origin, to_client).",
+		}, []string{"app", "direction"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_spectrum_refused_total",
+			Help: "Connections and flows refused, by reason: firewall, limit, origin_down, no_app.",
+		}, []string{"app", "protocol", "reason"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_spectrum_dropped_total",
+			Help: "UDP datagrams dropped, by reason: spp_missing (a reply without its Simple Proxy Protocol header), too_big (larger than spectrum.max_datagram), write (the socket refused it).",
+		}, []string{"app", "reason"}),
+		originDown: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_spectrum_origin_failures_total",
+			Help: "Times an origin failed (TCP connect error, UDP ICMP error) and was skipped for a while.",
+		}, []string{"app"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.connections, m.active, m.bytes, m.datagrams, m.refused, m.dropped, m.originDown)
+	}
+	return m
+}
+
+// appMetrics are one app's metrics, looked up once.
+type appMetrics struct {
+	m                               *metrics
+	name                            string
+	proto                           Protocol
+	connections                     prometheus.Counter
+	active                          prometheus.Gauge
+	bytesToOrigin, bytesToClient    prometheus.Counter
+	datagramsToOrigin, datagramsToC prometheus.Counter
+	sppMissing, writeDrops, tooBig  prometheus.Counter
+	originDown                      prometheus.Counter
+}
+
+func (m *metrics) forApp(name string, proto Protocol) *appMetrics {
+	p := string(proto)
+	return &appMetrics{
+		m: m, name: name, proto: proto,
+		connections:       m.connections.WithLabelValues(name, p),
+		active:            m.active.WithLabelValues(name, p),
+		bytesToOrigin:     m.bytes.WithLabelValues(name, p, "to_origin"),
+		bytesToClient:     m.bytes.WithLabelValues(name, p, "to_client"),
+		datagramsToOrigin: m.datagrams.WithLabelValues(name, "to_origin"),
+		datagramsToC:      m.datagrams.WithLabelValues(name, "to_client"),
+		sppMissing:        m.dropped.WithLabelValues(name, "spp_missing"),
+		writeDrops:        m.dropped.WithLabelValues(name, "write"),
+		tooBig:            m.dropped.WithLabelValues(name, "too_big"),
+		originDown:        m.originDown.WithLabelValues(name),
+	}
+}
+
+func (am *appMetrics) refuse(reason string) {
+	am.m.refused.WithLabelValues(am.name, string(am.proto), reason).Inc()
+}
+
+// RefusedCounter returns the counter of an app's refusals for a reason
+// (firewall, limit, origin_down, no_app), for tests and diagnostics.
+func (p *Proxy) RefusedCounter(app, protocol, reason string) prometheus.Counter {
+	return p.m.refused.WithLabelValues(app, protocol, reason)
+}
+
+// ConnectionsCounter returns the counter of an app's connections or flows.
+func (p *Proxy) ConnectionsCounter(app, protocol string) prometheus.Counter {
+	return p.m.connections.WithLabelValues(app, protocol)
+}
+
+// DroppedCounter returns the counter of an app's dropped datagrams for a
+// reason (spp_missing, too_big, write).
+func (p *Proxy) DroppedCounter(app, reason string) prometheus.Counter {
+	return p.m.dropped.WithLabelValues(app, reason)
+}
+
+// Flows returns the number of open UDP flows.
+func (p *Proxy) Flows() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.flows)
+}

@@ -1,0 +1,254 @@
+// Package spectrum is edgeproxy's L4 proxy: TCP connections and UDP flows
+// to the edge addresses bound to spectrum are forwarded to the origins of the
+// application their original destination selects, optionally with PROXY
+// protocol v1/v2 or Simple Proxy Protocol.
+//
+// It owns one dual-stack TCP listener and one dual-stack UDP socket, which
+// the caller registers with the dispatcher under spectrum/tcp and
+// spectrum/udp; sk_lookup steers every port an app declares to them, keeping
+// the original destination. UDP replies leave through a per-flow socket
+// bound to exactly the address and port the client sent to and connected to
+// the client, so that they come from where the client expects, on any port.
+//
+// TCP forwarding keeps the kernel's zero-copy path: the PROXY header is
+// written first, then io.Copy runs between the two *net.TCPConn, which
+// splices. Idle time and bytes are read from TCP_INFO, not by wrapping the
+// connections.
+package spectrum
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+
+	"github.com/edgeproxy/edgeproxy/internal/sockns"
+)
+
+// Options configure a Proxy.
+type Options struct {
+	Apps []App
+	// MaxConnections bounds concurrent TCP connections, each holding two
+	// file descriptors. Zero: half of what the open-file limit leaves after
+	// a reserve of 1024.
+	MaxConnections int
+	// MaxFlows bounds concurrent UDP flows, each holding two file
+	// descriptors. Zero: as MaxConnections.
+	MaxFlows int
+	// MaxDatagram is the largest UDP payload forwarded; larger ones are
+	// dropped and counted. Every flow holds buffers of this size. Zero:
+	// DefaultMaxDatagram.
+	MaxDatagram int
+	// Registerer receives the metrics; nil: not registered.
+	Registerer prometheus.Registerer
+	// Logger receives a line per connection and flow; nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultMaxDatagram is the default largest UDP payload: above a 1500-byte
+// MTU, with room for tunnels, and small enough that ten thousand flows'
+// buffers take about 160 MB.
+const DefaultMaxDatagram = 2048
+
+// Proxy is the L4 proxy.
+type Proxy struct {
+	here *sockns.Here
+	tcp  *net.TCPListener
+	udp  *net.UDPConn
+	apps atomic.Pointer[table]
+	m    *metrics
+	log  *slog.Logger
+
+	maxConns, maxFlows int
+	maxDatagram        int
+	conns              atomic.Int64
+
+	mu    sync.Mutex // guards pairs and flows
+	pairs map[*tcpPair]struct{}
+	flows map[flowKey]*flow
+
+	closing chan struct{}
+	wg      sync.WaitGroup // the loops and the TCP connections
+	once    sync.Once
+}
+
+// New creates the proxy's sockets in the network namespace of the calling
+// thread, which must be the one the dispatcher steers in. Start serves them.
+func New(opts Options) (*Proxy, error) {
+	here, err := sockns.Capture()
+	if err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &Proxy{
+		here: here, m: newMetrics(opts.Registerer), log: log,
+		maxConns: opts.MaxConnections, maxFlows: opts.MaxFlows, maxDatagram: opts.MaxDatagram,
+		pairs: map[*tcpPair]struct{}{}, flows: map[flowKey]*flow{},
+		closing: make(chan struct{}),
+	}
+	if p.maxConns <= 0 {
+		p.maxConns = fdBudget()
+	}
+	if p.maxFlows <= 0 {
+		p.maxFlows = p.maxConns
+	}
+	if p.maxDatagram <= 0 {
+		p.maxDatagram = DefaultMaxDatagram
+	}
+	if err := p.SetApps(opts.Apps); err != nil {
+		return nil, err
+	}
+
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false) // the sockmap refuses MPTCP sockets
+	ln, err := lc.Listen(context.Background(), "tcp", "[::]:0")
+	if err != nil {
+		return nil, fmt.Errorf("spectrum: tcp socket: %w", err)
+	}
+	p.tcp = ln.(*net.TCPListener)
+	ulc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		return setsockopts(c,
+			opt{unix.SOL_IP, unix.IP_RECVORIGDSTADDR, 1},
+			opt{unix.SOL_IPV6, unix.IPV6_RECVORIGDSTADDR, 1})
+	}}
+	pc, err := ulc.ListenPacket(context.Background(), "udp", "[::]:0")
+	if err != nil {
+		p.tcp.Close()
+		return nil, fmt.Errorf("spectrum: udp socket: %w", err)
+	}
+	p.udp = pc.(*net.UDPConn)
+	return p, nil
+}
+
+// fdBudget is the number of two-descriptor connections the open-file limit
+// allows after a reserve.
+func fdBudget() int {
+	var r unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &r); err != nil || r.Cur > 1<<24 {
+		return 100_000
+	}
+	return max(int(r.Cur)-1024, 128) / 2
+}
+
+// SetApps replaces the applications. Connections and flows already open
+// keep the app they started with.
+func (p *Proxy) SetApps(apps []App) error {
+	t := &table{}
+	for i, a := range apps {
+		if len(a.Origins) == 0 {
+			return fmt.Errorf("spectrum: apps[%d] %q has no origin", i, a.Name)
+		}
+		if a.Protocol != TCP && a.Protocol != UDP {
+			return fmt.Errorf("spectrum: apps[%d] %q: protocol %q", i, a.Name, a.Protocol)
+		}
+		t.apps = append(t.apps, newApp(a, p.m))
+	}
+	p.apps.Store(t)
+	return nil
+}
+
+// TCPListener returns the TCP socket to register under spectrum/tcp.
+func (p *Proxy) TCPListener() *net.TCPListener { return p.tcp }
+
+// UDPConn returns the UDP socket to register under spectrum/udp.
+func (p *Proxy) UDPConn() *net.UDPConn { return p.udp }
+
+// Start serves the sockets until Shutdown.
+func (p *Proxy) Start() {
+	p.wg.Add(3)
+	go p.acceptLoop()
+	go p.udpLoop()
+	go p.sweepLoop()
+}
+
+// Shutdown stops taking connections and flows, then waits for open TCP
+// connections to finish until ctx is done, when it closes them. UDP flows
+// end at once (they have no end of their own).
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.once.Do(func() { close(p.closing) })
+	p.tcp.Close()
+	p.udp.Close()
+	p.mu.Lock()
+	for _, f := range p.flows {
+		go f.close("shutdown")
+	}
+	p.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	n := len(p.pairs)
+	for pair := range p.pairs {
+		pair.closeBoth("shutdown")
+	}
+	p.mu.Unlock()
+	<-done
+	return fmt.Errorf("spectrum: %d connections cut at the end of the grace period", n)
+}
+
+// sweepLoop closes idle connections and flows and brings the byte counters
+// of long connections up to date, once a second.
+func (p *Proxy) sweepLoop() {
+	defer p.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.closing:
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		pairs := make([]*tcpPair, 0, len(p.pairs))
+		for pair := range p.pairs {
+			pairs = append(pairs, pair)
+		}
+		var idle []*flow
+		now := time.Now()
+		for _, f := range p.flows {
+			if now.Sub(time.Unix(0, f.last.Load())) >= f.app.IdleTimeout {
+				idle = append(idle, f)
+			}
+		}
+		p.mu.Unlock()
+		for _, pair := range pairs {
+			pair.sweep(now)
+		}
+		for _, f := range idle {
+			f.close("idle")
+		}
+	}
+}
+
+type opt struct{ level, name, value int }
+
+// setsockopts sets options on a socket being created.
+func setsockopts(c syscall.RawConn, opts ...opt) error {
+	var errs []error
+	if err := c.Control(func(fd uintptr) {
+		for _, o := range opts {
+			if err := unix.SetsockoptInt(int(fd), o.level, o.name, o.value); err != nil {
+				errs = append(errs, fmt.Errorf("setsockopt(%d, %d): %w", o.level, o.name, err))
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	return errors.Join(errs...)
+}

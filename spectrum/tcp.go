@@ -1,0 +1,254 @@
+package spectrum
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+	"golang.org/x/sys/unix"
+)
+
+func (p *Proxy) acceptLoop() {
+	defer p.wg.Done()
+	for {
+		c, err := p.tcp.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of descriptors or the like: do not spin.
+			p.log.Warn("spectrum accept", "error", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.handleTCP(c)
+		}()
+	}
+}
+
+// addrPort returns a net.Addr as an AddrPort, IPv4 unmapped.
+func addrPort(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// reset closes c with a TCP reset: the client sees a refusal, not a clean
+// end.
+func reset(c *net.TCPConn) {
+	c.SetLinger(0)
+	c.Close()
+}
+
+func (p *Proxy) handleTCP(c *net.TCPConn) {
+	edge, client := addrPort(c.LocalAddr()), addrPort(c.RemoteAddr())
+	a := p.apps.Load().match(TCP, edge.Addr(), edge.Port())
+	if a == nil {
+		p.m.refused.WithLabelValues("", string(TCP), "no_app").Inc()
+		p.log.Info("spectrum refused", "protocol", "tcp", "client", client, "edge", edge, "reason", "no_app")
+		reset(c)
+		return
+	}
+	refuse := func(reason string) {
+		a.metrics.refuse(reason)
+		p.log.Info("spectrum refused", "app", a.Name, "protocol", "tcp", "client", client, "edge", edge, "reason", reason)
+		reset(c)
+	}
+	if !a.Firewall.allows(client.Addr()) {
+		refuse("firewall")
+		return
+	}
+	if p.conns.Add(1) > int64(p.maxConns) {
+		p.conns.Add(-1)
+		refuse("limit")
+		return
+	}
+	defer p.conns.Add(-1)
+	if !a.acquire() {
+		refuse("limit")
+		return
+	}
+	defer a.release()
+
+	origin, originAddr := p.dialOrigin(a, edge.Port())
+	if origin == nil {
+		refuse("origin_down")
+		return
+	}
+	if a.Proxy == ProxyV1 || a.Proxy == ProxyV2 {
+		version := byte(1)
+		if a.Proxy == ProxyV2 {
+			version = 2
+		}
+		h := proxyproto.HeaderProxyFromAddrs(version, net.TCPAddrFromAddrPort(client), net.TCPAddrFromAddrPort(edge))
+		if _, err := h.WriteTo(origin); err != nil {
+			origin.Close()
+			reset(c)
+			a.metrics.originDown.Inc()
+			return
+		}
+	}
+	a.metrics.connections.Inc()
+
+	pair := &tcpPair{client: c, origin: origin, app: a, start: time.Now()}
+	p.track(pair, true)
+	defer p.track(pair, false)
+
+	// Both directions, each closing its write side when its reader ends, so
+	// that a half-close reaches the other end. *net.TCPConn to
+	// *net.TCPConn: io.Copy splices.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n, _ := io.Copy(origin, c)
+		pair.toOrigin.Store(n)
+		origin.CloseWrite()
+	}()
+	n, _ := io.Copy(c, origin)
+	pair.toClient.Store(n)
+	c.CloseWrite()
+	wg.Wait()
+	c.Close()
+	origin.Close()
+	pair.account()
+
+	reason := pair.closedBy()
+	p.log.Info("spectrum connection", "app", a.Name, "protocol", "tcp", "client", client, "edge", edge,
+		"origin", originAddr, "bytes_to_origin", pair.toOrigin.Load(), "bytes_to_client", pair.toClient.Load(),
+		"duration", time.Since(pair.start).Round(time.Millisecond).String(), "end", reason)
+}
+
+// dialOrigin connects to the app's origins in round-robin order, skipping
+// those that failed lately, and fails over on connect errors.
+func (p *Proxy) dialOrigin(a *app, port uint16) (*net.TCPConn, string) {
+	for _, i := range a.originOrder() {
+		addr := a.originAddr(i, port)
+		var c net.Conn
+		var err error
+		p.here.Do(func() {
+			d := net.Dialer{Timeout: a.ConnectTimeout}
+			c, err = d.Dial("tcp", addr)
+		})
+		if err != nil {
+			a.markDown(i)
+			p.log.Warn("spectrum origin failed", "app", a.Name, "origin", addr, "error", err)
+			continue
+		}
+		a.markUp(i)
+		return c.(*net.TCPConn), addr
+	}
+	return nil, ""
+}
+
+// tcpPair is a proxied TCP connection: the client's and the origin's.
+type tcpPair struct {
+	client, origin *net.TCPConn
+	app            *app
+	start          time.Time
+
+	toOrigin, toClient atomic.Int64 // bytes, final once the copies end
+	mu                 sync.Mutex   // guards the fields below
+	counted            [2]int64     // bytes already in the metrics
+	end                string       // why the proxy ended it, if it did
+}
+
+func (p *Proxy) track(pair *tcpPair, on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if on {
+		p.pairs[pair] = struct{}{}
+	} else {
+		delete(p.pairs, pair)
+	}
+}
+
+// closeBoth ends the connection: idle, or at the end of a shutdown.
+func (pair *tcpPair) closeBoth(why string) {
+	pair.mu.Lock()
+	if pair.end == "" {
+		pair.end = why
+	}
+	pair.mu.Unlock()
+	pair.client.Close()
+	pair.origin.Close()
+}
+
+func (pair *tcpPair) closedBy() string {
+	pair.mu.Lock()
+	defer pair.mu.Unlock()
+	if pair.end == "" {
+		return "closed"
+	}
+	return pair.end
+}
+
+// sweep ends the connection when neither side moved data for the app's idle
+// timeout, and brings the byte counters up to date. Both come from TCP_INFO:
+// the copies run in the kernel.
+func (pair *tcpPair) sweep(now time.Time) {
+	ci, cerr := tcpInfo(pair.client)
+	oi, oerr := tcpInfo(pair.origin)
+	if cerr != nil || oerr != nil {
+		return // closing
+	}
+	idle := now.Sub(pair.start)
+	for _, ms := range []uint32{ci.Last_data_recv, ci.Last_data_sent, oi.Last_data_recv, oi.Last_data_sent} {
+		idle = min(idle, time.Duration(ms)*time.Millisecond)
+	}
+	if idle >= pair.app.IdleTimeout {
+		pair.closeBoth("idle")
+		return
+	}
+	pair.mu.Lock()
+	pair.addBytes(int64(oi.Bytes_acked), int64(ci.Bytes_acked))
+	pair.mu.Unlock()
+}
+
+// account adds the final byte counts.
+func (pair *tcpPair) account() {
+	pair.mu.Lock()
+	defer pair.mu.Unlock()
+	pair.addBytes(pair.toOrigin.Load(), pair.toClient.Load())
+}
+
+// addBytes raises the metrics to these totals. The caller holds pair.mu.
+func (pair *tcpPair) addBytes(toOrigin, toClient int64) {
+	m := pair.app.metrics
+	if d := toOrigin - pair.counted[0]; d > 0 {
+		m.bytesToOrigin.Add(float64(d))
+		pair.counted[0] = toOrigin
+	}
+	if d := toClient - pair.counted[1]; d > 0 {
+		m.bytesToClient.Add(float64(d))
+		pair.counted[1] = toClient
+	}
+}
+
+func tcpInfo(c *net.TCPConn) (*unix.TCPInfo, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var info *unix.TCPInfo
+	var ierr error
+	if err := raw.Control(func(fd uintptr) {
+		info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); err != nil {
+		return nil, err
+	}
+	return info, ierr
+}

@@ -1,0 +1,382 @@
+package spectrum
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
+)
+
+// How many datagrams one recvmmsg takes: more on the shared socket, which
+// sees the first datagram of every flow, fewer on each flow's sockets, whose
+// buffers live as long as the flow.
+const (
+	sharedBatch = 16
+	flowBatch   = 4
+)
+
+// flowKey is a client and the edge address and port it sent to.
+type flowKey struct {
+	client, edge netip.AddrPort
+}
+
+// flow is a proxied UDP flow: a socket bound to the edge address and port
+// and connected to the client (replies leave from where the client sent to;
+// the client's later datagrams arrive on it, as the kernel prefers connected
+// sockets), and a socket connected to the origin.
+type flow struct {
+	p    *Proxy
+	key  flowKey
+	app  *app
+	down *net.UDPConn
+	last atomic.Int64 // unix nanoseconds of the last datagram either way
+
+	mu        sync.Mutex // guards up, origin and v2Sent
+	up        *net.UDPConn
+	origin    int
+	v2Sent    bool
+	closeOnce sync.Once
+	start     time.Time
+
+	toOrigin, toClient, dgToOrigin, dgToClient atomic.Int64
+}
+
+// readBatcher reads datagrams in batches (recvmmsg).
+type readBatcher interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+func newBatcher(c *net.UDPConn) readBatcher {
+	if a, ok := c.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
+		return ipv4.NewPacketConn(c)
+	}
+	return ipv6.NewPacketConn(c)
+}
+
+func newMessages(n, size int, oob bool) []ipv4.Message {
+	ms := make([]ipv4.Message, n)
+	for i := range ms {
+		ms[i].Buffers = [][]byte{make([]byte, size)}
+		if oob {
+			ms[i].OOB = make([]byte, 128)
+		}
+	}
+	return ms
+}
+
+// truncated reports whether a datagram did not fit its buffer.
+func truncated(m *ipv4.Message) bool { return m.Flags&unix.MSG_TRUNC != 0 }
+
+// udpLoop reads the first datagrams of flows from the shared socket, on a
+// thread in the proxy's namespace, where it creates the flows' sockets.
+func (p *Proxy) udpLoop() {
+	defer p.wg.Done()
+	b := newBatcher(p.udp)
+	ms := newMessages(sharedBatch, p.maxDatagram, true)
+	for {
+		n, err := b.ReadBatch(ms, 0)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		for i := range ms[:n] {
+			m := &ms[i]
+			client := addrPort(m.Addr)
+			edge, err := origDst(m.OOB[:m.NN])
+			if err != nil {
+				continue
+			}
+			if truncated(m) {
+				p.m.dropped.WithLabelValues("", "too_big").Inc()
+				continue
+			}
+			p.datagram(client, edge, m.Buffers[0][:m.N])
+		}
+	}
+}
+
+// origDst parses IP_ORIGDSTADDR or IPV6_ORIGDSTADDR.
+func origDst(oob []byte) (netip.AddrPort, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	for _, m := range msgs {
+		switch {
+		case m.Header.Level == unix.SOL_IP && m.Header.Type == unix.IP_ORIGDSTADDR && len(m.Data) >= 8:
+			return netip.AddrPortFrom(netip.AddrFrom4([4]byte(m.Data[4:8])), uint16(m.Data[2])<<8|uint16(m.Data[3])), nil
+		case m.Header.Level == unix.SOL_IPV6 && m.Header.Type == unix.IPV6_ORIGDSTADDR && len(m.Data) >= 24:
+			a := netip.AddrFrom16([16]byte(m.Data[8:24])).Unmap()
+			return netip.AddrPortFrom(a, uint16(m.Data[2])<<8|uint16(m.Data[3])), nil
+		}
+	}
+	return netip.AddrPort{}, errors.New("no original destination")
+}
+
+// datagram handles a datagram that reached the shared socket: the first of
+// a flow (later ones arrive on the flow's connected socket), or one that
+// raced the flow's creation.
+func (p *Proxy) datagram(client, edge netip.AddrPort, payload []byte) {
+	key := flowKey{client, edge}
+	p.mu.Lock()
+	f := p.flows[key]
+	p.mu.Unlock()
+	if f == nil {
+		if f = p.newFlow(key); f == nil {
+			return
+		}
+	}
+	f.toOriginDatagram(payload)
+}
+
+func (p *Proxy) newFlow(key flowKey) *flow {
+	a := p.apps.Load().match(UDP, key.edge.Addr(), key.edge.Port())
+	if a == nil {
+		p.m.refused.WithLabelValues("", string(UDP), "no_app").Inc()
+		return nil
+	}
+	refuse := func(reason string) *flow {
+		a.metrics.refuse(reason)
+		p.log.Info("spectrum refused", "app", a.Name, "protocol", "udp", "client", key.client, "edge", key.edge, "reason", reason)
+		return nil
+	}
+	if !a.Firewall.allows(key.client.Addr()) {
+		return refuse("firewall")
+	}
+	p.mu.Lock()
+	full := len(p.flows) >= p.maxFlows
+	p.mu.Unlock()
+	if full || !a.acquire() {
+		return refuse("limit")
+	}
+	down, err := p.edgeSocket(key)
+	if err != nil {
+		a.release()
+		p.log.Warn("spectrum flow socket", "app", a.Name, "edge", key.edge, "client", key.client, "error", err)
+		return refuse("socket")
+	}
+	f := &flow{p: p, key: key, app: a, down: down, start: time.Now(), origin: -1}
+	f.last.Store(time.Now().UnixNano())
+	if !f.connectOrigin() {
+		down.Close()
+		a.release()
+		return refuse("origin_down")
+	}
+	p.mu.Lock()
+	p.flows[key] = f
+	p.mu.Unlock()
+	a.metrics.connections.Inc()
+	go f.downLoop()
+	return f
+}
+
+// edgeSocket returns a socket bound to the edge address and port and
+// connected to the client. FREEBIND lets it bind an address that is only
+// routed locally; SO_REUSEADDR lets it share the port with other flows'
+// sockets and with wildcard sockets on that port.
+func (p *Proxy) edgeSocket(key flowKey) (*net.UDPConn, error) {
+	network, freebind := "udp6", opt{unix.SOL_IPV6, unix.IPV6_FREEBIND, 1}
+	if key.edge.Addr().Is4() {
+		network, freebind = "udp4", opt{unix.SOL_IP, unix.IP_FREEBIND, 1}
+	}
+	d := net.Dialer{
+		LocalAddr: net.UDPAddrFromAddrPort(key.edge),
+		Control: func(_, _ string, c syscall.RawConn) error {
+			return setsockopts(c, opt{unix.SOL_SOCKET, unix.SO_REUSEADDR, 1}, freebind)
+		},
+	}
+	var c net.Conn
+	var err error
+	p.here.Do(func() { c, err = d.DialContext(context.Background(), network, key.client.String()) })
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.UDPConn), nil
+}
+
+// connectOrigin (re)connects the flow to the next origin that has not failed
+// lately. It reports false when none can be dialled.
+func (f *flow) connectOrigin() bool {
+	a := f.app
+	for _, i := range a.originOrder() {
+		addr := a.originAddr(i, f.key.edge.Port())
+		var c net.Conn
+		var err error
+		f.p.here.Do(func() { c, err = net.Dial("udp", addr) })
+		if err != nil {
+			a.markDown(i)
+			continue
+		}
+		up := c.(*net.UDPConn)
+		f.mu.Lock()
+		old := f.up
+		f.up, f.origin, f.v2Sent = up, i, false
+		f.mu.Unlock()
+		if old != nil {
+			old.Close()
+		}
+		go f.upLoop(up)
+		return true
+	}
+	return false
+}
+
+// toOriginDatagram forwards a client's datagram, with the PROXY v2 header
+// on the first of the flow or the SPP header on every one.
+func (f *flow) toOriginDatagram(payload []byte) {
+	f.last.Store(time.Now().UnixNano())
+	f.mu.Lock()
+	up := f.up
+	var d []byte
+	switch f.app.Proxy {
+	case ProxySimple:
+		d = appendSPP(make([]byte, 0, sppHeaderLen+len(payload)), f.key.client, f.key.edge)
+		d = append(d, payload...)
+	case ProxyV2:
+		if !f.v2Sent {
+			h := proxyproto.HeaderProxyFromAddrs(2, net.UDPAddrFromAddrPort(f.key.client), net.UDPAddrFromAddrPort(f.key.edge))
+			var err error
+			if d, err = h.FormatUDPDatagram(payload); err != nil {
+				d = nil
+			}
+			f.v2Sent = true
+		}
+	}
+	f.mu.Unlock()
+	if d == nil {
+		d = payload
+	}
+	if _, err := up.Write(d); err != nil {
+		f.app.metrics.writeDrops.Inc()
+		f.originFailed(up, err)
+		return
+	}
+	f.toOrigin.Add(int64(len(payload)))
+	f.dgToOrigin.Add(1)
+	f.app.metrics.bytesToOrigin.Add(float64(len(payload)))
+	f.app.metrics.datagramsToOrigin.Inc()
+}
+
+// originFailed marks the flow's origin down on an ICMP error (seen as
+// ECONNREFUSED on the connected socket) and moves the flow to the next one.
+func (f *flow) originFailed(up *net.UDPConn, err error) {
+	if !errors.Is(err, unix.ECONNREFUSED) && !errors.Is(err, unix.EHOSTUNREACH) && !errors.Is(err, unix.ENETUNREACH) {
+		return
+	}
+	f.mu.Lock()
+	current := f.up == up
+	i := f.origin
+	f.mu.Unlock()
+	if !current {
+		return
+	}
+	f.app.markDown(i)
+	f.p.log.Warn("spectrum origin failed", "app", f.app.Name, "origin", f.app.originAddr(i, f.key.edge.Port()), "error", err)
+	if len(f.app.Origins) > 1 {
+		f.connectOrigin()
+	}
+}
+
+// downLoop forwards the client's datagrams, which arrive on the flow's
+// connected edge socket, to the origin.
+func (f *flow) downLoop() {
+	b := newBatcher(f.down)
+	ms := newMessages(flowBatch, f.p.maxDatagram, false)
+	for {
+		n, err := b.ReadBatch(ms, 0)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if isTimeoutOrClosed(err) {
+				return
+			}
+			continue // an ICMP error from the client: keep the flow
+		}
+		for i := range ms[:n] {
+			if truncated(&ms[i]) {
+				f.app.metrics.tooBig.Inc()
+				continue
+			}
+			f.toOriginDatagram(ms[i].Buffers[0][:ms[i].N])
+		}
+	}
+}
+
+// upLoop forwards the origin's datagrams to the client, from the edge
+// address and port, stripping the SPP header where there must be one.
+func (f *flow) upLoop(up *net.UDPConn) {
+	b := newBatcher(up)
+	ms := newMessages(flowBatch, f.p.maxDatagram+sppHeaderLen, false)
+	for {
+		n, err := b.ReadBatch(ms, 0)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || isTimeoutOrClosed(err) {
+				return
+			}
+			f.originFailed(up, err)
+			continue
+		}
+		for i := range ms[:n] {
+			if truncated(&ms[i]) {
+				f.app.metrics.tooBig.Inc()
+				continue
+			}
+			d := ms[i].Buffers[0][:ms[i].N]
+			if f.app.Proxy == ProxySimple {
+				_, _, payload, err := parseSPP(d)
+				if err != nil {
+					f.app.metrics.sppMissing.Inc()
+					continue
+				}
+				d = payload
+			}
+			f.last.Store(time.Now().UnixNano())
+			if _, err := f.down.Write(d); err != nil {
+				f.app.metrics.writeDrops.Inc()
+				continue
+			}
+			f.toClient.Add(int64(len(d)))
+			f.dgToClient.Add(1)
+			f.app.metrics.bytesToClient.Add(float64(len(d)))
+			f.app.metrics.datagramsToC.Inc()
+		}
+	}
+}
+
+func isTimeoutOrClosed(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// close ends the flow.
+func (f *flow) close(why string) {
+	f.closeOnce.Do(func() {
+		f.p.mu.Lock()
+		if f.p.flows[f.key] == f {
+			delete(f.p.flows, f.key)
+		}
+		f.p.mu.Unlock()
+		f.down.Close()
+		f.mu.Lock()
+		up := f.up
+		f.mu.Unlock()
+		up.Close()
+		f.app.release()
+		f.p.log.Info("spectrum flow", "app", f.app.Name, "protocol", "udp", "client", f.key.client, "edge", f.key.edge,
+			"datagrams_to_origin", f.dgToOrigin.Load(), "datagrams_to_client", f.dgToClient.Load(),
+			"bytes_to_origin", f.toOrigin.Load(), "bytes_to_client", f.toClient.Load(),
+			"duration", time.Since(f.start).Round(time.Millisecond).String(), "end", why)
+	})
+}
