@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -417,5 +419,112 @@ spectrum:
 		if got := askName(t, tc.network, tc.dst); got != "origin" {
 			t.Errorf("%s %s: %q, want the origin", tc.network, tc.dst, got)
 		}
+	}
+}
+
+// TestSpectrumBehaviourThroughBinary: half-close, firewall deny, origin
+// failover and flow expiry, through the binary (the server package tests
+// the same in process, in more detail).
+func TestSpectrumBehaviourThroughBinary(t *testing.T) {
+	ns := netns.New(t)
+	// A TCP origin that answers after the client's EOF; a UDP echo.
+	ln, err := echo.ListenTCP("127.0.0.1:7010", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b, _ := io.ReadAll(c)
+				fmt.Fprintf(c, "got %d bytes after your EOF", len(b))
+			}()
+		}
+	}()
+	pc, err := echo.ListenUDP("127.0.0.1:7011")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go echo.ServeUDP(pc, "origin")
+	in := startInstance(t, ns, `store: {path: ""}
+prefixes: [{cidr: 192.0.2.0/24, service: spectrum}]
+spectrum:
+  apps:
+    - {name: half, protocol: tcp, edge: 192.0.2.0/24, ports: "10", origins: ["127.0.0.1:1", "127.0.0.1:7010"], ip_firewall: {deny: [198.51.100.66]}}
+    - {name: flows, protocol: udp, edge: 192.0.2.0/24, ports: "11", origins: ["127.0.0.1:1", "127.0.0.1:7011"], idle_timeout: 1s}
+`)
+	// Half-close, after failing over from the dead first origin.
+	for range 2 {
+		c, err := net.Dial("tcp", "192.0.2.1:10")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		c.Write([]byte("12345"))
+		c.(*net.TCPConn).CloseWrite()
+		got, _ := io.ReadAll(c)
+		c.Close()
+		if string(got) != "got 5 bytes after your EOF" {
+			t.Fatalf("half-close: %q", got)
+		}
+	}
+	// Firewall.
+	c, err := echo.FreebindDialer(netip.MustParseAddr("198.51.100.66"), 0).Dial("tcp", "192.0.2.1:10")
+	if err == nil {
+		c.SetDeadline(time.Now().Add(time.Second))
+		n, rerr := c.Read(make([]byte, 1))
+		c.Close()
+		if n > 0 || rerr == nil {
+			t.Fatal("a denied client got an answer")
+		}
+	}
+	// UDP failover on the ICMP error, then expiry.
+	u, err := net.Dial("udp", "192.0.2.1:11")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	answered := false
+	for range 10 {
+		u.Write([]byte("hi\n"))
+		u.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if n, err := u.Read(make([]byte, 64)); err == nil && n > 0 {
+			answered = true
+			break
+		}
+	}
+	if !answered {
+		t.Fatal("the udp flow never reached the live origin")
+	}
+	metric := func(name string) string {
+		resp, err := ns.HTTPClient().Get(in.admin + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, name+" ") {
+				return strings.TrimPrefix(line, name+" ")
+			}
+		}
+		return ""
+	}
+	active := `edgeproxy_spectrum_active{app="flows",protocol="udp"}`
+	if got := metric(active); got != "1" {
+		t.Fatalf("active flows %q, want 1", got)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	if got := metric(active); got != "0" {
+		t.Fatalf("after the idle timeout: active flows %q, want 0", got)
+	}
+	if got := metric(`edgeproxy_spectrum_refused_total{app="half",protocol="tcp",reason="firewall"}`); got != "1" {
+		t.Fatalf("firewall refusals %q, want 1", got)
 	}
 }
