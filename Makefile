@@ -27,7 +27,7 @@ test: ## run every test (kernel tests need root, CAP_BPF and iproute2)
 	$(GO) test $(TESTFLAGS) ./...
 
 .PHONY: bench
-bench: ## run the benchmarks, system under test on CPU 0 (results in bench/results/)
+bench: ## run the benchmarks, system under test on CPU 0 (results in bench/results/; needs nginx wrk haproxy)
 	@mkdir -p bench/results
 	$(GO) test -c -o bin/dispatch.test ./dispatch
 	cd dispatch && GOMAXPROCS=1 taskset -c 0 ../bin/dispatch.test -test.run '^$$' -test.bench 'Lookup' -test.benchtime 200000x -test.count 5 | tee ../bench/results/lookup.txt
@@ -36,6 +36,8 @@ bench: ## run the benchmarks, system under test on CPU 0 (results in bench/resul
 	$(GO) test -run '^$$' -bench 'Apply100k' -benchtime 5x -count 3 ./bindings | tee bench/results/apply.txt
 	$(GO) test -run '^$$' -bench 'APIChange' -benchtime 100x -count 3 ./server | tee bench/results/api.txt
 	taskset -c 1 $(GO) test -run '^$$' -bench 'Spectrum' -benchtime 5x -count 3 ./cmd/edgeproxy | tee bench/results/spectrum.txt
+	$(GO) test -run '^$$' -bench 'CDNHTTP1' -benchtime 5x -timeout 20m ./bench | tee bench/results/cdn.txt
+	$(GO) test -run '^$$' -bench 'ServeH1' -benchtime 200000x -count 5 ./proxy | tee bench/results/cdn-h1-inprocess.txt
 
 .PHONY: generate
 generate: ## regenerate the BPF objects from bpf/dispatch.c (needs clang, llvm, libbpf-dev)

@@ -35,13 +35,25 @@ type Resolution struct {
 func Resolve(st *State, svc Services, proto dispatch.Protocol, addr netip.Addr, port uint16) Resolution {
 	addr = addr.Unmap()
 	var owner *Binding
-	for _, b := range st.AllBindings() {
+	consider := func(b Binding) {
 		if !b.CIDR.Contains(addr) || (b.PortScoped() && (b.Protocol != proto || b.Port != port)) {
-			continue
+			return
 		}
 		if owner == nil || b.CIDR.Bits() > owner.CIDR.Bits() || (b.CIDR.Bits() == owner.CIDR.Bits() && b.PortScoped()) {
 			owner = &b
 		}
+	}
+	for _, p := range st.Prefixes {
+		if p.CIDR.Contains(addr) {
+			consider(p.DefaultBinding())
+		}
+	}
+	if owner == nil {
+		// Bindings sit inside prefixes: none applies.
+		return Resolution{Outcome: OutcomeKernel, Reason: fmt.Sprintf("%s is outside every onboarded prefix, so the kernel's normal socket lookup decides.", addr)}
+	}
+	for _, b := range st.Bindings {
+		consider(b)
 	}
 	if owner == nil {
 		return Resolution{Outcome: OutcomeKernel, Reason: fmt.Sprintf("%s is outside every onboarded prefix, so the kernel's normal socket lookup decides.", addr)}

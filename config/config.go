@@ -6,6 +6,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/dispatch"
+	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/spectrum"
 )
 
@@ -93,15 +96,48 @@ type CDN struct {
 	// HTTP3 serves HTTP/3 on UDP HTTP3Port.
 	HTTP3 bool `yaml:"http3"`
 	// HTTP3Port is the UDP port of HTTP/3; one of HTTPSPorts.
-	HTTP3Port    int           `yaml:"http3_port"`
+	HTTP3Port int `yaml:"http3_port"`
+	// LoopID is the CDN-Loop token (RFC 8586) added to forwarded requests;
+	// a request that carries it already is refused with 508. Empty:
+	// "edgeproxy".
+	LoopID       string        `yaml:"loop_id"`
 	Certificates []Certificate `yaml:"certificates"`
 	Sites        []Site        `yaml:"sites"`
+	Limits       CDNLimits     `yaml:"limits"`
+	Timeouts     CDNTimeouts   `yaml:"timeouts"`
+	// AccessLog is where request lines go: "stderr" (default, with the
+	// logs), "off", or a file path.
+	AccessLog string `yaml:"access_log"`
+}
+
+// CDNLimits bound what clients may send. Zero: the default.
+type CDNLimits struct {
+	// MaxHeaderBytes bounds a request's line and headers. Default 32768.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxBodyBytes bounds a request body. Default 104857600 (100 MiB).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxConnections bounds open client connections. Default: half the
+	// open-file limit after a reserve.
+	MaxConnections int `yaml:"max_connections"`
+}
+
+// CDNTimeouts bound how long the proxy waits. Zero: the default.
+type CDNTimeouts struct {
+	ReadHeader      Duration `yaml:"read_header"`      // a request's head; 10s
+	Body            Duration `yaml:"body"`             // between reads of a request body; 60s
+	Send            Duration `yaml:"send"`             // between writes of a response; 60s
+	Idle            Duration `yaml:"idle"`             // keep-alive wait; 75s
+	UpstreamConnect Duration `yaml:"upstream_connect"` // dial an origin; 5s
+	Upstream        Duration `yaml:"upstream"`         // each read from an origin; 60s
 }
 
 // Certificate is a TLS certificate chain and its key, PEM files.
 type Certificate struct {
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// Default marks the certificate presented when no site's name matches
+	// the client's SNI on the address it dialled. Default: the first.
+	Default bool `yaml:"default"`
 }
 
 // Site is a customer's site on the cdn.
@@ -111,7 +147,15 @@ type Site struct {
 	// EdgeIPs restrict the site to these addresses. Empty: every cdn
 	// address.
 	EdgeIPs []string `yaml:"edge_ips"`
-	// Origins are URLs ("http://127.0.0.1:8080").
+	// Origins are URLs ("http://127.0.0.1:8080"): the default route.
+	Origins []Origin `yaml:"origins"`
+	// Routes send path prefixes to other origins; the longest prefix wins.
+	Routes []Route `yaml:"routes"`
+}
+
+// Route sends a path prefix of a site to origins.
+type Route struct {
+	Path    string   `yaml:"path"`
 	Origins []Origin `yaml:"origins"`
 }
 
@@ -208,7 +252,7 @@ func Default() *Config {
 		ShutdownGrace: Duration(DefaultShutdownGrace),
 		Admin:         Admin{Listen: DefaultAdminListen},
 		Store:         Store{Path: DefaultStorePath},
-		CDN:           CDN{HTTPPorts: []int{80}, HTTPSPorts: []int{443}, HTTP3: true, HTTP3Port: 443},
+		CDN:           CDN{HTTPPorts: []int{80}, HTTPSPorts: []int{443}, HTTP3: true, HTTP3Port: 443, AccessLog: "stderr"},
 	}
 }
 
@@ -273,10 +317,26 @@ func (c *Config) Validate() error {
 			fail("admin.listen: %q is not host:port", c.Admin.Listen)
 		}
 	}
+	defaults := 0
 	for i, cert := range c.CDN.Certificates {
 		if cert.CertFile == "" || cert.KeyFile == "" {
 			fail("cdn.certificates[%d]: cert_file and key_file are both needed", i)
 		}
+		if cert.Default {
+			defaults++
+		}
+	}
+	if defaults > 1 {
+		fail("cdn.certificates: %d are marked default; at most one may be", defaults)
+	}
+	if c.CDN.Limits.MaxHeaderBytes < 0 || c.CDN.Limits.MaxBodyBytes < 0 || c.CDN.Limits.MaxConnections < 0 {
+		fail("cdn.limits: limits are not negative")
+	}
+	if c.CDN.LoopID != "" && strings.ContainsAny(c.CDN.LoopID, ",; \t") {
+		fail("cdn.loop_id: %q is not a token", c.CDN.LoopID)
+	}
+	if c.CDN.AccessLog == "" {
+		fail("cdn.access_log: empty (want stderr, off or a file path)")
 	}
 	for i, s := range c.CDN.Sites {
 		if len(s.Hosts) == 0 {
@@ -301,6 +361,30 @@ func (c *Config) Validate() error {
 			}
 			if o.Weight < 0 {
 				fail("cdn.sites[%d].origins[%d].weight: %d is negative", i, j, o.Weight)
+			}
+		}
+		for j, r := range s.Routes {
+			if !strings.HasPrefix(r.Path, "/") {
+				fail("cdn.sites[%d].routes[%d].path: %q does not start with /", i, j, r.Path)
+			}
+			if len(r.Origins) == 0 {
+				fail("cdn.sites[%d].routes[%d].origins: a route needs at least one origin", i, j)
+			}
+			for k, o := range r.Origins {
+				if _, err := parseOriginURL(o.URL); err != nil {
+					fail("cdn.sites[%d].routes[%d].origins[%d]: %v", i, j, k, err)
+				}
+			}
+		}
+	}
+	// A host must name one site on any address.
+	for i, a := range c.CDN.Sites {
+		for j := i + 1; j < len(c.CDN.Sites); j++ {
+			b := c.CDN.Sites[j]
+			for _, h := range a.Hosts {
+				if slices.ContainsFunc(b.Hosts, func(x string) bool { return strings.EqualFold(x, h) }) && edgesOverlap(a.EdgeIPs, b.EdgeIPs) {
+					fail("cdn.sites[%d].hosts: %q is also a host of cdn.sites[%d] on the same addresses", j, h, i)
+				}
 			}
 		}
 	}
@@ -526,6 +610,9 @@ func parseEdgeIP(s string) (netip.Prefix, error) {
 }
 
 func checkHost(h string) error {
+	if h == "*" {
+		return nil // the catch-all
+	}
 	name := strings.TrimPrefix(h, "*.")
 	if name == "" || strings.ContainsAny(name, "*/: ") || strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".") {
 		return fmt.Errorf("%q is not a host name or a *. wildcard", h)
@@ -559,4 +646,69 @@ func (c *Config) Guards() []bindings.Guard {
 		}
 	}
 	return gs
+}
+
+// edgesOverlap reports whether two edge_ips lists share an address (empty
+// means every address).
+func edgesOverlap(a, b []string) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return true
+	}
+	for _, x := range a {
+		px, err := parseEdgeIP(x)
+		if err != nil {
+			continue
+		}
+		for _, y := range b {
+			if py, err := parseEdgeIP(y); err == nil && px.Overlaps(py) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ProxyConfig returns the cdn's configuration as the proxy takes it,
+// loading the certificates. Call it on a validated configuration.
+func (c *Config) ProxyConfig() (proxy.Config, proxy.Limits, error) {
+	pc := proxy.Config{HTTP3: c.CDN.HTTP3, HTTP3Port: uint16(c.CDN.HTTP3Port), LoopID: c.CDN.LoopID}
+	for _, p := range c.CDN.HTTPPorts {
+		pc.HTTPPorts = append(pc.HTTPPorts, uint16(p))
+	}
+	for _, p := range c.CDN.HTTPSPorts {
+		pc.HTTPSPorts = append(pc.HTTPSPorts, uint16(p))
+	}
+	for i, cf := range c.CDN.Certificates {
+		cert, err := tls.LoadX509KeyPair(cf.CertFile, cf.KeyFile)
+		if err != nil {
+			return pc, proxy.Limits{}, fmt.Errorf("cdn.certificates[%d]: %w", i, err)
+		}
+		pc.Certificates = append(pc.Certificates, proxy.Certificate{Certificate: cert, Default: cf.Default, Source: cf.CertFile})
+	}
+	urls := func(os []Origin) []*url.URL {
+		var out []*url.URL
+		for _, o := range os {
+			u, _ := parseOriginURL(o.URL)
+			out = append(out, u)
+		}
+		return out
+	}
+	for _, s := range c.CDN.Sites {
+		ps := proxy.Site{Hosts: s.Hosts, Origins: urls(s.Origins)}
+		for _, e := range s.EdgeIPs {
+			p, _ := parseEdgeIP(e)
+			ps.EdgeIPs = append(ps.EdgeIPs, p)
+		}
+		for _, r := range s.Routes {
+			ps.Routes = append(ps.Routes, proxy.Route{Path: r.Path, Origins: urls(r.Origins)})
+		}
+		pc.Sites = append(pc.Sites, ps)
+	}
+	t := c.CDN.Timeouts
+	lim := proxy.Limits{
+		MaxHeaderBytes: c.CDN.Limits.MaxHeaderBytes, MaxBodyBytes: c.CDN.Limits.MaxBodyBytes, MaxConnections: c.CDN.Limits.MaxConnections,
+		ReadHeaderTimeout: time.Duration(t.ReadHeader), BodyTimeout: time.Duration(t.Body), SendTimeout: time.Duration(t.Send),
+		IdleTimeout: time.Duration(t.Idle), UpstreamConnectTimeout: time.Duration(t.UpstreamConnect), UpstreamTimeout: time.Duration(t.Upstream),
+	}
+	return pc, lim, nil
 }

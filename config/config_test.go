@@ -110,7 +110,10 @@ func TestErrorsNameTheItem(t *testing.T) {
 		{"cdn: {http_ports: [443]}", "port 443 is already in"},
 		{"cdn: {http3_port: 8443}", "http3_port: 8443 is not one of https_ports"},
 		{"cdn: {sites: [{hosts: [a.example], origins: [\"ftp://x\"]}]}", "cdn.sites[0].origins[0]"},
-		{"cdn: {sites: [{hosts: [\"*\"], origins: [\"http://x\"]}]}", "cdn.sites[0].hosts[0]"},
+		{"cdn: {sites: [{hosts: [\"*x\"], origins: [\"http://x\"]}]}", "cdn.sites[0].hosts[0]"},
+		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"]}, {hosts: [A.example], origins: [\"http://y\"]}]}", "is also a host of cdn.sites[0]"},
+		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], routes: [{path: api, origins: [\"http://y\"]}]}]}", "routes[0].path"},
+		{"cdn: {certificates: [{cert_file: a, key_file: b, default: true}, {cert_file: c, key_file: d, default: true}]}", "at most one may be"},
 		{"bindings: [{cidr: 192.0.2.0/25, service: cdn, port: 443}]", "protocol and port go together"},
 		{"prefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n---\nnode: x", "more than one YAML document"},
 	} {

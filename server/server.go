@@ -8,12 +8,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,6 +27,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/dispatch"
+	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/spectrum"
 )
 
@@ -31,8 +35,10 @@ import (
 type Options struct {
 	Config *config.Config
 	// Sockets are registered with the dispatcher under their labels
-	// (bindings.Labels), in place of the services' own sockets. A label
-	// without a socket drops its traffic: fail closed.
+	// (bindings.Labels), in place of the services' own sockets: a service
+	// whose labels all appear here does not start. A label that appears
+	// with a nil socket stays without one, and a label without a socket
+	// drops its traffic: fail closed.
 	Sockets map[string]syscall.Conn
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
@@ -47,6 +53,8 @@ type Server struct {
 	Registry *prometheus.Registry
 
 	Spectrum *spectrum.Proxy // nil when the test gave spectrum's labels sockets
+	CDN      *proxy.Proxy    // nil when the test gave the cdn's labels sockets
+	access   io.Closer       // the access log's buffer
 
 	adminLn  net.Listener
 	adminSrv *http.Server
@@ -119,8 +127,9 @@ func Start(opts Options) (_ *Server, err error) {
 	if sockets == nil {
 		sockets = map[string]syscall.Conn{}
 	}
+	given := func(label string) bool { _, ok := sockets[label]; return ok }
 	spectrumTCP, spectrumUDP := bindings.Label(bindings.Spectrum, dispatch.TCP), bindings.Label(bindings.Spectrum, dispatch.UDP)
-	if sockets[spectrumTCP] == nil || sockets[spectrumUDP] == nil {
+	if !given(spectrumTCP) || !given(spectrumUDP) {
 		s.Spectrum, err = spectrum.New(spectrum.Options{
 			Apps: cfg.SpectrumApps(), MaxConnections: cfg.Spectrum.MaxConnections,
 			MaxFlows: cfg.Spectrum.MaxUDPFlows, MaxDatagram: cfg.Spectrum.MaxDatagram,
@@ -129,15 +138,49 @@ func Start(opts Options) (_ *Server, err error) {
 		if err != nil {
 			return nil, err
 		}
-		if sockets[spectrumTCP] == nil {
+		if !given(spectrumTCP) {
 			sockets[spectrumTCP] = s.Spectrum.TCPListener()
 		}
-		if sockets[spectrumUDP] == nil {
+		if !given(spectrumUDP) {
 			sockets[spectrumUDP] = s.Spectrum.UDPConn()
 		}
 		s.Spectrum.Start()
 	}
+	cdnTCP, cdnUDP := bindings.Label(bindings.CDN, dispatch.TCP), bindings.Label(bindings.CDN, dispatch.UDP)
+	if !given(cdnTCP) || (cfg.CDN.HTTP3 && !given(cdnUDP)) {
+		pcfg, limits, err := cfg.ProxyConfig()
+		if err != nil {
+			return nil, err
+		}
+		accessLog, closer, err := openAccessLog(cfg.CDN.AccessLog, cfg.Node)
+		if err != nil {
+			return nil, err
+		}
+		s.access = closer
+		s.CDN, err = proxy.New(proxy.Options{
+			Config: pcfg, Limits: limits,
+			OwnsHTTP3: func(dst netip.AddrPort) bool {
+				return s.Bindings.Resolve(dispatch.UDP, dst.Addr(), dst.Port()).Outcome == bindings.OutcomeCDN
+			},
+			Registerer: s.Registry, Logger: log.With("component", "cdn"), AccessLog: accessLog,
+		})
+		if err != nil {
+			return nil, err
+		}
+		if !given(cdnTCP) {
+			sockets[cdnTCP] = s.CDN.TCPListener()
+		}
+		if !given(cdnUDP) && s.CDN.UDPConn() != nil {
+			sockets[cdnUDP] = s.CDN.UDPConn()
+		}
+		if err := s.CDN.Start(); err != nil {
+			return nil, err
+		}
+	}
 	for label, conn := range sockets {
+		if conn == nil {
+			continue
+		}
 		if err := d.Register(label, conn); err != nil {
 			return nil, err
 		}
@@ -210,8 +253,21 @@ func (s *Server) Dispatcher() *dispatch.Dispatcher { return s.disp }
 // the next process serves them.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
-	if s.Spectrum != nil {
-		errs = append(errs, s.Spectrum.Shutdown(ctx))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, stop := range []func(context.Context) error{s.spectrumShutdown, s.cdnShutdown} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := stop(ctx)
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if s.access != nil {
+		s.access.Close()
 	}
 	if s.adminSrv != nil {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -222,6 +278,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	errs = append(errs, s.disp.Close())
 	return errors.Join(errs...)
+}
+
+func (s *Server) spectrumShutdown(ctx context.Context) error {
+	if s.Spectrum == nil {
+		return nil
+	}
+	return s.Spectrum.Shutdown(ctx)
+}
+
+func (s *Server) cdnShutdown(ctx context.Context) error {
+	if s.CDN == nil {
+		return nil
+	}
+	return s.CDN.Shutdown(ctx)
 }
 
 // Close is Shutdown with a grace period of a few seconds.

@@ -121,12 +121,12 @@ func serveHost(t *testing.T, proto string, port uint16) {
 	go echo.ServeUDP(pc, "host")
 }
 
-// TestStartWithoutSocketsFailsClosed: the services' labels without sockets
-// drop their traffic; nothing reaches a host listener.
+// TestStartWithoutSocketsFailsClosed: a service label without a socket
+// drops its traffic; nothing reaches a host listener.
 func TestStartWithoutSocketsFailsClosed(t *testing.T) {
 	netns.New(t)
 	cfg := writeConfig(t, "dispatch: {pin_dir: \"\"}\nprefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n")
-	s, err := Start(Options{Config: cfg})
+	s, err := Start(Options{Config: cfg, Sockets: map[string]syscall.Conn{"cdn/tcp": nil, "cdn/udp": nil}})
 	if err != nil {
 		t.Fatal(err)
 	}

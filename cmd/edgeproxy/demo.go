@@ -3,14 +3,19 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"net/http"
+	"slices"
 	"strings"
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
+	"github.com/quic-go/quic-go/http3"
 )
 
 // demoOrigins are the built-in origins of the embedded demo, on loopback:
@@ -36,6 +41,23 @@ func startDemoOrigins(ctx context.Context) (*demoOrigins, error) {
 	}
 	d.closers = append(d.closers, pc)
 	go serveUDPEcho(pc)
+	// The cdn's demo site: two origins, the second for /api/.
+	for _, o := range []struct{ addr, name string }{{"127.0.0.1:17080", "main"}, {"127.0.0.1:17081", "api"}} {
+		ln, err := lc.Listen(ctx, "tcp", o.addr)
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("demo origin: %w", err)
+		}
+		d.closers = append(d.closers, ln)
+		name := o.name
+		go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			fmt.Fprintf(w, "hello from the demo origin %q: %s %s, Host %s\n", name, r.Method, r.URL.Path, r.Host)
+			for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "Forwarded", "X-Edge-Addr", "CDN-Loop", "X-Request-Id"} {
+				fmt.Fprintf(w, "  %s: %s\n", h, r.Header.Get(h))
+			}
+		}))
+	}
 	// The whoami app maps edge ports 1000-1999 onto 17100-17999; the demo
 	// listens on the first ten.
 	for port := 17100; port < 17110; port++ {
@@ -151,4 +173,42 @@ func cmdDial(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("no answer from %s: %v", fs.Arg(0), err)
 		}
 	}
+}
+
+// cmdGet fetches a URL and prints the response, for trying the cdn:
+// `edgeproxy get [--http3] [-k] URL`. Over HTTP/3 it uses quic-go's client.
+func cmdGet(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("get", stderr)
+	h3 := fs.Bool("http3", false, "use HTTP/3 (QUIC)")
+	insecure := fs.Bool("k", false, "do not verify the server's certificate")
+	head := fs.Bool("I", false, "print the status and headers only")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("usage: edgeproxy get [--http3] [-k] [-I] URL")
+	}
+	tlsConf := &tls.Config{InsecureSkipVerify: *insecure}
+	var rt http.RoundTripper = &http.Transport{TLSClientConfig: tlsConf, ForceAttemptHTTP2: true}
+	if *h3 {
+		t := &http3.Transport{TLSClientConfig: tlsConf}
+		defer t.Close()
+		rt = t
+	}
+	c := &http.Client{Transport: rt, Timeout: 10 * time.Second}
+	resp, err := c.Get(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	fmt.Fprintf(stdout, "%s %s\n", resp.Proto, resp.Status)
+	for _, k := range slices.Sorted(maps.Keys(resp.Header)) {
+		fmt.Fprintf(stdout, "%s: %s\n", k, strings.Join(resp.Header[k], ", "))
+	}
+	if *head {
+		return nil
+	}
+	fmt.Fprintln(stdout)
+	_, err = io.Copy(stdout, resp.Body)
+	return err
 }

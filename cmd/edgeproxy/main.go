@@ -54,6 +54,7 @@ client commands (talk to a running instance's admin API):
   bindings delete ID
   lookup ADDR:PORT/PROTO                       (e.g. 192.0.2.1:443/tcp)
   dial [--udp] ADDR:PORT [MESSAGE]             send a line, print the answer (try spectrum apps)
+  get [--http3] [-k] [-I] URL                  fetch a URL, print the response (try the cdn)
   client flags, before the arguments: --admin URL (default $EDGEPROXY_ADMIN,
   else http://127.0.0.1:9180), --token-file FILE, --json (print the result alone)
 
@@ -78,6 +79,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdLookup(rest, stdout, stderr)
 	case "dial":
 		return cmdDial(rest, stdout, stderr)
+	case "get":
+		return cmdGet(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "edgeproxy", version)
 		return nil

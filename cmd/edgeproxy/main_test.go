@@ -95,7 +95,7 @@ func TestCheck(t *testing.T) {
 // host service.
 func TestRunEntersNetns(t *testing.T) {
 	ns := netns.New(t)
-	serveHost(t, 443)
+	serveHost(t, 8443) // not a cdn port: refused on cdn addresses
 	cfg := writeFile(t, fmt.Sprintf("dispatch: {netns: %q, pin_dir: \"\"}\nstore: {path: \"\"}\nprefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n", ns.Path()))
 
 	// Start it from a goroutine off this thread: in the original namespace.
@@ -109,7 +109,7 @@ func TestRunEntersNetns(t *testing.T) {
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 
-	dst := netip.MustParseAddrPort("192.0.2.1:443")
+	dst := netip.MustParseAddrPort("192.0.2.1:8443")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		got, err := echo.Ask("tcp", dst, time.Second)
@@ -120,11 +120,11 @@ func TestRunEntersNetns(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("192.0.2.1:443 still answers %q: edgeproxy did not steer in this namespace\n%s", got, stderr.String())
+			t.Fatalf("192.0.2.1:8443 still answers %q: edgeproxy did not steer in this namespace\n%s", got, stderr.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if got, _ := echo.Ask("tcp", netip.MustParseAddrPort("198.51.100.1:443"), time.Second); got != "host" {
+	if got, _ := echo.Ask("tcp", netip.MustParseAddrPort("198.51.100.1:8443"), time.Second); got != "host" {
 		t.Errorf("unbound address: %q, want the host service", got)
 	}
 }

@@ -6,15 +6,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/selfsigned"
 	"github.com/edgeproxy/edgeproxy/server"
 )
 
@@ -32,8 +33,19 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	var cfg *config.Config
 	var err error
-	if *path == "" {
-		cfg, err = config.Parse(demoConfig)
+	demo := *path == ""
+	if demo {
+		dir, derr := os.MkdirTemp("", "edgeproxy-demo")
+		if derr != nil {
+			return derr
+		}
+		defer os.RemoveAll(dir)
+		certFile, keyFile, cerr := selfsigned.Write(dir, "demo", "demo.edgeproxy.test", "*.edgeproxy.test", "127.1.1.7")
+		if cerr != nil {
+			return cerr
+		}
+		yaml := strings.NewReplacer("{{cert}}", certFile, "{{key}}", keyFile).Replace(string(demoConfig))
+		cfg, err = config.Parse([]byte(yaml))
 	} else {
 		cfg, err = config.Load(*path)
 	}
@@ -51,35 +63,27 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	opts := server.Options{Config: cfg, Logger: log}
-	var demo net.Listener
-	if *path == "" {
-		// Until the cdn proxy exists, a built-in responder takes the
-		// cdn's TCP label, so that the demo answers.
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(false) // the sockmap refuses MPTCP sockets
-		if demo, err = lc.Listen(ctx, "tcp", "[::]:0"); err != nil {
-			return err
-		}
-		defer demo.Close()
-		go serveDemo(demo)
+	if demo {
 		origins, err := startDemoOrigins(ctx)
 		if err != nil {
 			return err
 		}
 		defer origins.Close()
-		opts.Sockets = map[string]syscall.Conn{"cdn/tcp": demo.(*net.TCPListener)}
 	}
 	s, err := server.Start(opts)
 	if err != nil {
 		return err
 	}
-	if demo != nil {
+	if demo {
 		fmt.Fprintf(stdout, `edgeproxy %s demo
-  cdn:      127.1.1.0/24, tcp/8080 (a built-in responder for now)
+  cdn:      127.1.1.0/24: HTTP on tcp/8080, HTTPS and HTTP/2 on tcp/8443, HTTP/3 on udp/8443 (self-signed certificate)
   spectrum: 127.1.2.0/24, apps echo-tcp (tcp/7), echo-udp (udp/7), whoami-proxy-v1 (tcp/1000-1999, PROXY v1)
   admin API on http://%s
 try:
-  curl http://127.1.1.7:8080/                        any address of 127.1.1.0/24 answers
+  curl http://127.1.1.7:8080/                        any address of 127.1.1.0/24 answers, through the cdn to the demo origin
+  curl -k https://127.1.1.7:8443/api/hello           HTTPS; /api/ goes to another origin
+  curl -k --http2 https://127.1.1.7:8443/ -I         HTTP/2, with Alt-Svc announcing HTTP/3
+  edgeproxy get --http3 -k https://127.1.1.7:8443/   HTTP/3 (quic-go's client)
   curl http://127.1.1.7:8081/                        refused: the cdn does not serve that port
   edgeproxy dial 127.1.2.3:7                         spectrum TCP echo
   edgeproxy dial --udp 127.1.2.3:7                   spectrum UDP echo; the answer comes from 127.1.2.3:7
@@ -128,21 +132,4 @@ func enterNetns(path string) error {
 	}
 	env := append(os.Environ(), netnsEnv+"="+path)
 	return fmt.Errorf("dispatch.netns: re-execute inside %s: %w", path, syscall.Exec(exe, os.Args, env))
-}
-
-func serveDemo(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			buf := make([]byte, 4096)
-			c.Read(buf)
-			body := fmt.Sprintf("hello from edgeproxy: you dialled %s, sk_lookup steered you to %s\n", c.LocalAddr(), ln.Addr())
-			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
-		}()
-	}
 }

@@ -1,0 +1,194 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// serveH1 is the HTTP/1.1 hot path, cleartext and TLS.
+func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx) {
+	st := p.state.Load()
+	req := &ctx.Request
+	rec := &record{
+		start: ctx.Time(), id: p.ids.next(), proto: "HTTP/1.1",
+		edge: addrOf(ctx.LocalAddr()), client: addrOf(ctx.RemoteAddr()),
+		method: string(req.Header.Method()), host: string(req.Host()), path: string(req.URI().Path()),
+	}
+	isTLS := ctx.IsTLS()
+
+	// Ambiguous framing is refused, never normalized: an origin might frame
+	// the request another way (request smuggling). fasthttp refuses
+	// duplicate Content-Length and unknown codings itself, and drops a
+	// Content-Length beside Transfer-Encoding, which must be refused.
+	if framingAmbiguous(req.Header.RawHeaders()) {
+		ctx.SetConnectionClose()
+		p.failH1(ctx, st, rec, 400, "the request has both Content-Length and Transfer-Encoding")
+		return
+	}
+	var sc h1Scan
+	scanRequest(&req.Header, &sc)
+	if loopIn(sc.loop, st.cfg.LoopID) {
+		p.failH1(ctx, st, rec, 508, "the request has been through this CDN already (CDN-Loop)")
+		return
+	}
+	s := st.router.lookup(rec.host, rec.edge.Addr())
+	if s == nil {
+		p.failH1(ctx, st, rec, 421, "no site "+rec.host+" on this address")
+		return
+	}
+	rec.site = s.name
+	if cl := req.Header.ContentLength(); int64(cl) > p.limits.MaxBodyBytes {
+		ctx.SetConnectionClose()
+		p.failH1(ctx, st, rec, 413, "the request body is larger than the limit")
+		return
+	}
+	o := s.route(rec.path).pick() // decoded and cleaned by fasthttp; the origin gets the raw path
+	rec.upstream = o.name
+
+	h := &req.Header
+	rewriteRequest(h, &sc, rec.client, rec.edge, req.Host(), isTLS, st.cfg.LoopID, rec.id)
+	if req.IsBodyStream() {
+		req.SetBodyStream(&requestBody{r: req.BodyStream(), conn: ctx.Conn(), timeout: p.limits.BodyTimeout, max: p.limits.MaxBodyBytes}, h.ContentLength())
+	}
+
+	// The client's scheme stays in X-Forwarded-Proto; the URI carries the
+	// origin's, which HostClient checks against its own.
+	req.URI().SetSchemeBytes(o.scheme)
+	up := fasthttp.AcquireResponse()
+	if err := o.hc.Do(req, up); err != nil {
+		fasthttp.ReleaseResponse(up)
+		status, msg := upstreamStatus(err), "the origin did not answer"
+		if errors.Is(err, errBodyTooLarge) {
+			status, msg = 413, "the request body is larger than the limit"
+			ctx.SetConnectionClose()
+		}
+		p.log.Info("cdn upstream error", "request_id", rec.id, "upstream", o.name, "error", err)
+		p.failH1(ctx, st, rec, status, msg)
+		return
+	}
+
+	resp := &ctx.Response
+	up.Header.CopyTo(&resp.Header)
+	rewriteResponse(&resp.Header, rec.id, st.altSvc)
+	rec.status = up.StatusCode()
+	if bs := up.BodyStream(); bs != nil {
+		resp.SetBodyStream(&responseBody{r: bs, up: up, conn: ctx.Conn(), timeout: p.limits.SendTimeout, rec: rec, p: p}, up.Header.ContentLength())
+		return
+	}
+	resp.SetBody(up.Body())
+	rec.bytes = int64(len(up.Body()))
+	fasthttp.ReleaseResponse(up)
+	p.done(rec)
+}
+
+// failH1 answers with an error page that carries the request id.
+func (p *Proxy) failH1(ctx *fasthttp.RequestCtx, st *state, rec *record, status int, msg string) {
+	rec.status = status
+	body := errorPage(status, rec.id, msg)
+	ctx.Response.Reset()
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("text/plain; charset=utf-8")
+	ctx.Response.Header.Set("X-Request-Id", rec.id)
+	if st.altSvc != "" && status != 421 {
+		ctx.Response.Header.Set("Alt-Svc", st.altSvc)
+	}
+	ctx.SetBody(body)
+	rec.bytes = int64(len(body))
+	p.done(rec)
+}
+
+// framingAmbiguous reports whether a raw header block has both
+// Content-Length and Transfer-Encoding.
+func framingAmbiguous(raw []byte) bool {
+	var cl, te bool
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		name, _, ok := bytes.Cut(line, []byte{':'})
+		if !ok {
+			continue
+		}
+		name = bytes.TrimSpace(name)
+		switch {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			cl = true
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			te = true
+		}
+	}
+	return cl && te
+}
+
+var errBodyTooLarge = errors.New("request body larger than the limit")
+
+// requestBody streams a request body to the origin, bounding each read by
+// the body timeout (a client that stops sending is cut) and the total by
+// the body limit.
+type requestBody struct {
+	r       io.Reader
+	conn    net.Conn
+	timeout time.Duration
+	due     time.Time
+	max, n  int64
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	if now := time.Now(); b.due.Sub(now) < b.timeout/2 {
+		b.due = now.Add(b.timeout)
+		b.conn.SetReadDeadline(b.due)
+	}
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	if b.n > b.max {
+		return n, errBodyTooLarge
+	}
+	return n, err
+}
+
+// responseBody streams an origin's body to the client, bounding each write
+// by the send timeout (a client that stops reading is cut), and ends the
+// request's record when fasthttp closes it.
+type responseBody struct {
+	r       io.Reader
+	up      *fasthttp.Response
+	conn    net.Conn
+	timeout time.Duration
+	rec     *record
+	p       *Proxy
+	closed  bool
+	due     time.Time
+}
+
+func (b *responseBody) Read(p []byte) (int, error) {
+	// fasthttp set a write deadline for the response; once the body goes
+	// past its first read, each further chunk gets the send timeout.
+	if b.rec.bytes > 0 {
+		if now := time.Now(); b.due.Sub(now) < b.timeout/2 {
+			b.due = now.Add(b.timeout)
+			b.conn.SetWriteDeadline(b.due)
+		}
+	}
+	n, err := b.r.Read(p)
+	b.rec.bytes += int64(n)
+	return n, err
+}
+
+func (b *responseBody) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	err := b.up.CloseBodyStream()
+	fasthttp.ReleaseResponse(b.up)
+	b.p.done(b.rec)
+	return err
+}

@@ -1,0 +1,474 @@
+// Package proxy is edgeproxy's CDN ingress proxy, the NGINX replacement: it
+// terminates every connection the dispatcher steers to the cdn service, over
+// HTTP/1.1, HTTP/2 and HTTP/3, and forwards requests to the sites' origins.
+//
+// It owns one dual-stack TCP socket and one UDP socket, registered under
+// cdn/tcp and cdn/udp. On the TCP socket the port the client dialled decides
+// cleartext or TLS. HTTP/1.1 runs on fasthttp (the hot path: the spike in
+// docs/cdn.md measured net/http with httputil.ReverseProxy at a third of
+// nginx's rate, fasthttp at 0.85×); HTTP/2 runs on x/net/http2 and HTTP/3
+// on quic-go, both through one net/http handler. Routing, the forwarding
+// policy, the origin pools, error pages, metrics and the access log are
+// shared by both engines.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http2"
+	"golang.org/x/sys/unix"
+
+	"github.com/edgeproxy/edgeproxy/internal/sockns"
+)
+
+// Config is what the proxy serves; SetConfig swaps it at run time.
+type Config struct {
+	HTTPPorts, HTTPSPorts []uint16
+	HTTP3                 bool
+	HTTP3Port             uint16
+	Certificates          []Certificate
+	Sites                 []Site
+	// LoopID is our CDN-Loop token (RFC 8586); a request that carries it
+	// already is refused with 508. Empty: "edgeproxy".
+	LoopID string
+}
+
+// Limits bound what a client may do. Zero values take the defaults.
+type Limits struct {
+	MaxHeaderBytes int   // request line and headers; default 32 KiB
+	MaxBodyBytes   int64 // request body; default 100 MiB
+	MaxConnections int   // concurrent client connections; default from the open-file limit
+
+	ReadHeaderTimeout time.Duration // to read a request's head; default 10s
+	BodyTimeout       time.Duration // between two reads of a request body; default 60s
+	SendTimeout       time.Duration // between two writes of a response; default 60s
+	IdleTimeout       time.Duration // keep-alive wait for the next request; default 75s
+
+	UpstreamConnectTimeout time.Duration // dial an origin; default 5s
+	UpstreamTimeout        time.Duration // each read from an origin; default 60s
+}
+
+func (l *Limits) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = 32 << 10
+	}
+	if l.MaxBodyBytes <= 0 {
+		l.MaxBodyBytes = 100 << 20
+	}
+	if l.MaxConnections <= 0 {
+		l.MaxConnections = fdBudget()
+	}
+	def(&l.ReadHeaderTimeout, 10*time.Second)
+	def(&l.BodyTimeout, 60*time.Second)
+	def(&l.SendTimeout, 60*time.Second)
+	def(&l.IdleTimeout, 75*time.Second)
+	def(&l.UpstreamConnectTimeout, 5*time.Second)
+	def(&l.UpstreamTimeout, 60*time.Second)
+}
+
+func fdBudget() int {
+	var r unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &r); err != nil || r.Cur > 1<<24 {
+		return 100_000
+	}
+	return max(int(r.Cur)-1024, 128) / 2
+}
+
+// Options configure a Proxy.
+type Options struct {
+	Config Config
+	Limits Limits
+	// OwnsHTTP3 reports whether a UDP destination is bound to the cdn. The
+	// QUIC socket is a wildcard on http3_port, so the kernel's normal lookup
+	// also brings it datagrams for addresses the cdn does not own; their
+	// handshakes are refused. Nil: every destination.
+	OwnsHTTP3 func(netip.AddrPort) bool
+	// Registerer receives the metrics; nil: not registered.
+	Registerer prometheus.Registerer
+	// Logger receives the proxy's own logs; nil discards.
+	Logger *slog.Logger
+	// AccessLog receives one line per request; nil: none.
+	AccessLog *slog.Logger
+}
+
+// state is the part of the proxy that SetConfig swaps.
+type state struct {
+	cfg    Config
+	router *router
+	certs  *certStore
+	ports  map[uint16]bool // port -> TLS
+	altSvc string          // Alt-Svc for TCP responses, "" without HTTP/3
+}
+
+// Proxy is the CDN ingress proxy.
+type Proxy struct {
+	here   *sockns.Here
+	limits Limits
+	owns   func(netip.AddrPort) bool
+	log    *slog.Logger
+	access *slog.Logger
+	m      *metrics
+	ids    *requestIDs
+	pools  *originPools
+	state  atomic.Pointer[state]
+
+	tcp *net.TCPListener
+	udp *net.UDPConn // nil without HTTP/3
+
+	plain, secure *chanListener
+	h1, h1TLS     *fasthttp.Server
+	h2            *http2.Server
+	h2base        *http.Server // holds h2's limits; its Shutdown sends GOAWAY
+	h3            *http3.Server
+	quic          *quic.Transport
+	tlsConf       *tls.Config // one for every TLS connection: session tickets work across them
+
+	conns   atomic.Int64
+	h2conns sync.WaitGroup
+	closing chan struct{}
+	once    sync.Once
+	wg      sync.WaitGroup
+}
+
+// New creates the proxy's sockets in the network namespace of the calling
+// thread. Start serves them.
+func New(opts Options) (*Proxy, error) {
+	here, err := sockns.Capture()
+	if err != nil {
+		return nil, err
+	}
+	opts.Limits.setDefaults()
+	p := &Proxy{
+		here: here, limits: opts.Limits, owns: opts.OwnsHTTP3,
+		log: opts.Logger, access: opts.AccessLog,
+		m: newMetrics(opts.Registerer), ids: newRequestIDs(),
+		closing: make(chan struct{}),
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	p.pools = &originPools{here: here, pools: map[string]*origin{}, t: upstreamTimeouts{
+		connect: p.limits.UpstreamConnectTimeout, read: p.limits.UpstreamTimeout, write: p.limits.UpstreamTimeout,
+	}}
+	if err := p.SetConfig(opts.Config); err != nil {
+		return nil, err
+	}
+	if c := opts.Config; len(c.HTTPSPorts) > 0 && len(c.Sites) > 0 && len(c.Certificates) == 0 {
+		p.log.Warn("cdn: https_ports serve TLS but no certificate is configured: every handshake fails", "https_ports", c.HTTPSPorts)
+	}
+
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false) // the sockmap refuses MPTCP sockets
+	ln, err := lc.Listen(context.Background(), "tcp", "[::]:0")
+	if err != nil {
+		return nil, fmt.Errorf("cdn: tcp socket: %w", err)
+	}
+	p.tcp = ln.(*net.TCPListener)
+	if opts.Config.HTTP3 {
+		if p.udp, err = listenQUIC(opts.Config.HTTP3Port); err != nil {
+			p.tcp.Close()
+			return nil, err
+		}
+	}
+	p.setupServers()
+	return p, nil
+}
+
+// listenQUIC opens the QUIC socket: the dual-stack wildcard on the HTTP/3
+// port (quic-go turns packet info on only for an unspecified local address,
+// and answers from the destination address it read), SO_REUSEADDR (so
+// spectrum's per-flow sockets and host services may bind specific addresses
+// on that port) and IPV6_FREEBIND (replies from an IPv6 address that is
+// only routed locally fail silently without it).
+func listenQUIC(port uint16) (*net.UDPConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var errs []error
+		err := c.Control(func(fd uintptr) {
+			errs = append(errs,
+				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1),
+				unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1))
+		})
+		return errors.Join(append(errs, err)...)
+	}}
+	pc, err := lc.ListenPacket(context.Background(), "udp", fmt.Sprintf("[::]:%d", port))
+	if err != nil {
+		return nil, fmt.Errorf("cdn: udp socket on [::]:%d: %w", port, err)
+	}
+	return pc.(*net.UDPConn), nil
+}
+
+// SetConfig replaces sites, certificates and ports. Connections keep
+// serving; new requests see the new configuration.
+func (p *Proxy) SetConfig(cfg Config) error {
+	if cfg.LoopID == "" {
+		cfg.LoopID = "edgeproxy"
+	}
+	r, err := newRouter(cfg.Sites, p.pools.get)
+	if err != nil {
+		return fmt.Errorf("cdn: %w", err)
+	}
+	certs, err := newCertStore(cfg.Certificates)
+	if err != nil {
+		return fmt.Errorf("cdn: certificates: %w", err)
+	}
+	st := &state{cfg: cfg, router: r, certs: certs, ports: map[uint16]bool{}}
+	for _, port := range cfg.HTTPPorts {
+		st.ports[port] = false
+	}
+	for _, port := range cfg.HTTPSPorts {
+		st.ports[port] = true
+	}
+	if cfg.HTTP3 && slices.Contains(cfg.HTTPSPorts, cfg.HTTP3Port) {
+		st.altSvc = fmt.Sprintf(`h3=":%d"; ma=86400`, cfg.HTTP3Port)
+	}
+	p.state.Store(st)
+	p.m.setCertificates(cfg.Certificates)
+	return nil
+}
+
+// TCPListener returns the socket to register under cdn/tcp.
+func (p *Proxy) TCPListener() *net.TCPListener { return p.tcp }
+
+// UDPConn returns the socket to register under cdn/udp, or nil.
+func (p *Proxy) UDPConn() *net.UDPConn { return p.udp }
+
+// tlsConfig is the TLS configuration of every TLS connection, TCP and QUIC.
+func (p *Proxy) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: p.getCertificate,
+		NextProtos:     []string{"h2", "http/1.1"},
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			p.m.handshake(cs.Version)
+			return nil
+		},
+	}
+}
+
+func (p *Proxy) setupServers() {
+	l := p.limits
+	p.tlsConf = p.tlsConfig()
+	p.plain, p.secure = newChanListener(p.tcp.Addr()), newChanListener(p.tcp.Addr())
+	mk := func() *fasthttp.Server {
+		return &fasthttp.Server{
+			Handler:                       p.serveH1,
+			Name:                          "edgeproxy",
+			ReadBufferSize:                l.MaxHeaderBytes,
+			ReadTimeout:                   l.ReadHeaderTimeout,
+			WriteTimeout:                  l.SendTimeout,
+			IdleTimeout:                   l.IdleTimeout,
+			MaxRequestBodySize:            int(l.MaxBodyBytes),
+			StreamRequestBody:             true,
+			DisableHeaderNamesNormalizing: true,
+			DisablePreParseMultipartForm:  true,
+			NoDefaultContentType:          true,
+			CloseOnShutdown:               true,
+			ConnState:                     p.connState,
+			Logger:                        debugLogger{p.log},
+		}
+	}
+	p.h1, p.h1TLS = mk(), mk()
+	p.h2base = &http.Server{
+		Handler:           p.stdHandler(),
+		ReadHeaderTimeout: l.ReadHeaderTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+	p.h2 = &http2.Server{
+		MaxConcurrentStreams: 250,
+		IdleTimeout:          l.IdleTimeout,
+		MaxReadFrameSize:     1 << 20,
+		// The rapid-reset and CONTINUATION-flood limits of x/net/http2
+		// (0.17 and 0.23 on) hold: handlers beyond MaxConcurrentStreams
+		// are queued and a connection that resets too many is closed;
+		// headers are bounded by MaxHeaderBytes across CONTINUATIONs.
+	}
+	http2.ConfigureServer(p.h2base, p.h2)
+	p.h1TLS.NextProto("h2", p.serveH2)
+	if p.udp != nil {
+		p.h3 = &http3.Server{
+			Handler:        p.stdHandler(),
+			IdleTimeout:    l.IdleTimeout,
+			MaxHeaderBytes: l.MaxHeaderBytes,
+			Port:           int(p.state.Load().cfg.HTTP3Port),
+			ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+				p.m.active.WithLabelValues("h3").Inc()
+				context.AfterFunc(c.Context(), func() { p.m.active.WithLabelValues("h3").Dec() })
+				return ctx
+			},
+		}
+	}
+}
+
+// Start serves the sockets until Shutdown.
+func (p *Proxy) Start() error {
+	p.wg.Add(3)
+	go func() { defer p.wg.Done(); p.h1.Serve(p.plain) }()
+	go func() { defer p.wg.Done(); p.h1TLS.Serve(p.secure) }()
+	go func() { defer p.wg.Done(); p.acceptLoop() }()
+	if p.udp != nil {
+		p.quic = &quic.Transport{Conn: p.udp}
+		tlsConf := http3.ConfigureTLSConfig(p.tlsConfig())
+		tlsConf.GetConfigForClient = p.quicConfigForClient(tlsConf)
+		ln, err := p.quic.ListenEarly(tlsConf, &quic.Config{
+			MaxIdleTimeout:        p.limits.IdleTimeout,
+			MaxIncomingStreams:    250,
+			MaxIncomingUniStreams: 16,
+			Allow0RTT:             false,
+		})
+		if err != nil {
+			return fmt.Errorf("cdn: http3: %w", err)
+		}
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); p.h3.ServeListener(ln) }()
+	}
+	return nil
+}
+
+// quicConfigForClient refuses handshakes to destinations the cdn does not
+// own: the QUIC socket's wildcard also takes unsteered datagrams.
+func (p *Proxy) quicConfigForClient(base *tls.Config) func(*tls.ClientHelloInfo) (*tls.Config, error) {
+	return func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if p.owns != nil && hello.Conn != nil && !p.owns(addrOf(hello.Conn.LocalAddr())) {
+			p.m.refusedH3.Inc()
+			return nil, errors.New("destination not bound to the cdn")
+		}
+		return nil, nil // base applies
+	}
+}
+
+// acceptLoop hands each connection to the cleartext or the TLS server, by
+// the port the client dialled; other ports are closed.
+func (p *Proxy) acceptLoop() {
+	for {
+		c, err := p.tcp.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				p.plain.Close()
+				p.secure.Close()
+				return
+			}
+			p.log.Warn("cdn accept", "error", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		if p.conns.Load() >= int64(p.limits.MaxConnections) {
+			p.m.refusedConns.Inc()
+			c.SetLinger(0)
+			c.Close()
+			continue
+		}
+		isTLS, ok := p.state.Load().ports[addrOf(c.LocalAddr()).Port()]
+		switch {
+		case !ok:
+			c.SetLinger(0)
+			c.Close()
+		case isTLS:
+			p.secure.deliver(tls.Server(c, p.tlsConf))
+		default:
+			p.plain.deliver(c)
+		}
+	}
+}
+
+// serveH2 serves a TLS connection that negotiated h2.
+func (p *Proxy) serveH2(c net.Conn) error {
+	p.h2conns.Add(1)
+	defer p.h2conns.Done()
+	p.m.active.WithLabelValues("h2").Inc()
+	defer p.m.active.WithLabelValues("h2").Dec()
+	p.h2.ServeConn(c, &http2.ServeConnOpts{BaseConfig: p.h2base, Handler: p.h2base.Handler})
+	return nil
+}
+
+func (p *Proxy) connState(c net.Conn, s fasthttp.ConnState) {
+	proto := "http/1.1"
+	if _, ok := c.(*tls.Conn); ok {
+		proto = "http/1.1+tls"
+	}
+	switch s {
+	case fasthttp.StateNew:
+		p.conns.Add(1)
+		p.m.active.WithLabelValues(proto).Inc()
+	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		p.conns.Add(-1)
+		p.m.active.WithLabelValues(proto).Dec()
+	}
+}
+
+// Shutdown stops taking connections, lets the open ones finish their
+// requests (HTTP/2 and HTTP/3 get GOAWAY) until ctx is done, then closes
+// them.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.once.Do(func() { close(p.closing) })
+	p.tcp.Close()
+	var mu sync.Mutex // guards errs
+	var errs []error
+	var wg sync.WaitGroup
+	run := func(f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := f()
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}()
+	}
+	run(func() error { return p.h1.ShutdownWithContext(ctx) })
+	run(func() error { return p.h1TLS.ShutdownWithContext(ctx) })
+	run(func() error {
+		p.h2base.Shutdown(ctx) // GOAWAY to every h2 connection
+		done := make(chan struct{})
+		go func() { p.h2conns.Wait(); close(done) }()
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	if p.h3 != nil {
+		run(func() error { return p.h3.Shutdown(ctx) })
+	}
+	wg.Wait()
+	if p.quic != nil {
+		p.quic.Close()
+	} else if p.udp != nil {
+		p.udp.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// debugLogger turns the servers' own complaints about clients (bad
+// prefaces, protocol errors, resets) into debug records: one per broken
+// client would flood the log at info.
+type debugLogger struct{ log *slog.Logger }
+
+func (d debugLogger) Printf(format string, args ...any) {
+	if d.log.Enabled(context.Background(), slog.LevelDebug) {
+		d.log.Debug(fmt.Sprintf(format, args...))
+	}
+}

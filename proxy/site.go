@@ -1,0 +1,181 @@
+package proxy
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"path"
+	"slices"
+	"strings"
+	"sync/atomic"
+)
+
+// Site is a customer's site.
+type Site struct {
+	// Hosts are exact names or "*." wildcards. A wildcard matches any name
+	// below it, as nginx's server_name does, but not the name itself. "*"
+	// alone makes the site the catch-all of its addresses, tried last.
+	Hosts []string
+	// EdgeIPs restrict the site to these addresses; empty: every cdn
+	// address. Elsewhere the site does not exist: no certificate for its
+	// names, 421 for its Host.
+	EdgeIPs []netip.Prefix
+	// Origins are the default route's origins.
+	Origins []*url.URL
+	// Routes send path prefixes to other origins; the longest prefix wins.
+	Routes []Route
+}
+
+// Route sends a path prefix to origins.
+type Route struct {
+	Path    string
+	Origins []*url.URL
+}
+
+// site is a Site ready to route.
+type site struct {
+	name   string // the first host, for logs and metrics
+	edges  []netip.Prefix
+	routes []*route // longest path first; the last is "/"
+}
+
+// route is a Route with its origin pools.
+type route struct {
+	path    string
+	origins []*origin
+	next    uint32 // round-robin cursor (atomic)
+}
+
+// router finds the site of a host on an edge address.
+type router struct {
+	exact    map[string][]*site // host -> sites (different edge_ips)
+	wild     []wildSite         // longest suffix first
+	catchAll []*site            // hosts: ["*"], tried last
+	sites    []*site
+}
+
+type wildSite struct {
+	suffix string // ".example.com"
+	site   *site
+}
+
+// normalizeHost lowercases a Host or SNI name and strips a port and a
+// trailing dot.
+func normalizeHost(h string) string {
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
+		h = h[:i]
+	}
+	h = strings.TrimSuffix(strings.Trim(h, "[]"), ".")
+	return strings.ToLower(h)
+}
+
+func (s *site) servesEdge(edge netip.Addr) bool {
+	if len(s.edges) == 0 {
+		return true
+	}
+	for _, p := range s.edges {
+		if p.Contains(edge) {
+			return true
+		}
+	}
+	return false
+}
+
+// lookup returns the site that serves host on edge, or nil.
+func (r *router) lookup(host string, edge netip.Addr) *site {
+	host = normalizeHost(host)
+	for _, s := range r.exact[host] {
+		if s.servesEdge(edge) {
+			return s
+		}
+	}
+	for _, w := range r.wild {
+		if strings.HasSuffix(host, w.suffix) && w.site.servesEdge(edge) {
+			return w.site
+		}
+	}
+	for _, s := range r.catchAll {
+		if s.servesEdge(edge) {
+			return s
+		}
+	}
+	return nil
+}
+
+// cleanPath is the path routes match: decoded (as net/http gives it) and
+// with dot segments and repeated slashes resolved, so that "/pub/../api/"
+// takes the /api/ route, as the origin will read it. A trailing slash
+// stays. The origin still gets the path as the client sent it.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	if !strings.HasPrefix(c, "/") {
+		c = "/" + c
+	}
+	return c
+}
+
+// route returns the route of a path, decoded and cleaned.
+func (s *site) route(path string) *route {
+	for _, rt := range s.routes {
+		if strings.HasPrefix(path, rt.path) {
+			return rt
+		}
+	}
+	return s.routes[len(s.routes)-1]
+}
+
+// newRouter builds the router; pools gives the shared pool of an origin.
+func newRouter(sites []Site, pools func(*url.URL) *origin) (*router, error) {
+	r := &router{exact: map[string][]*site{}}
+	for i, in := range sites {
+		if len(in.Hosts) == 0 || len(in.Origins) == 0 {
+			return nil, fmt.Errorf("sites[%d]: a site needs hosts and origins", i)
+		}
+		s := &site{name: normalizeHost(in.Hosts[0]), edges: in.EdgeIPs}
+		for _, rt := range in.Routes {
+			if !strings.HasPrefix(rt.Path, "/") || len(rt.Origins) == 0 {
+				return nil, fmt.Errorf("sites[%d]: route %q needs a path starting with / and origins", i, rt.Path)
+			}
+			s.routes = append(s.routes, &route{path: rt.Path, origins: poolsOf(rt.Origins, pools)})
+		}
+		slices.SortStableFunc(s.routes, func(a, b *route) int { return len(b.path) - len(a.path) })
+		s.routes = append(s.routes, &route{path: "/", origins: poolsOf(in.Origins, pools)})
+		for _, h := range in.Hosts {
+			if h == "*" {
+				r.catchAll = append(r.catchAll, s)
+				continue
+			}
+			if w, ok := strings.CutPrefix(h, "*."); ok {
+				r.wild = append(r.wild, wildSite{suffix: "." + normalizeHost(w), site: s})
+			} else {
+				h = normalizeHost(h)
+				r.exact[h] = append(r.exact[h], s)
+			}
+		}
+		r.sites = append(r.sites, s)
+	}
+	slices.SortStableFunc(r.wild, func(a, b wildSite) int { return len(b.suffix) - len(a.suffix) })
+	return r, nil
+}
+
+func poolsOf(us []*url.URL, pools func(*url.URL) *origin) []*origin {
+	out := make([]*origin, len(us))
+	for i, u := range us {
+		out[i] = pools(u)
+	}
+	return out
+}
+
+// pick returns the next origin, round-robin.
+func (rt *route) pick() *origin {
+	if len(rt.origins) == 1 {
+		return rt.origins[0]
+	}
+	return rt.origins[atomic.AddUint32(&rt.next, 1)%uint32(len(rt.origins))]
+}
