@@ -36,6 +36,9 @@ type Options struct {
 	Registry *prometheus.Registry
 	// Logger receives a line per failed request; nil discards.
 	Logger *slog.Logger
+	// Origins returns the cdn's origin pools and their health for
+	// GET /v1/origins; nil: the cdn does not run here.
+	Origins func() any
 }
 
 // maxBody bounds request bodies.
@@ -73,6 +76,7 @@ func Handler(opts Options) http.Handler {
 	mux.HandleFunc("PATCH /v1/prefixes/{prefix_id}/bindings/{binding_id}", a.moveBinding)
 	mux.HandleFunc("DELETE /v1/prefixes/{prefix_id}/bindings/{binding_id}", a.deleteBinding)
 	mux.HandleFunc("GET /v1/lookup", a.lookup)
+	mux.HandleFunc("GET /v1/origins", a.origins)
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, http.StatusNotFound, codeNotFound, "", fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})
@@ -555,6 +559,15 @@ func (a *api) lookup(w http.ResponseWriter, r *http.Request) {
 		out.App = &appJSON{Name: res.App.Name, Protocol: res.App.Protocol.String(), Edge: res.App.Edge.String(), Ports: res.App.Ports.String()}
 	}
 	a.ok(w, out)
+}
+
+// origins lists the cdn's origin pools: state, load and reuse.
+func (a *api) origins(w http.ResponseWriter, r *http.Request) {
+	if a.opts.Origins == nil {
+		a.fail(w, r, http.StatusNotFound, codeNotFound, "", "the cdn does not run on this node")
+		return
+	}
+	a.ok(w, a.opts.Origins())
 }
 
 func (a *api) readyz(w http.ResponseWriter, r *http.Request) {

@@ -129,6 +129,7 @@ type CDNTimeouts struct {
 	Idle            Duration `yaml:"idle"`             // keep-alive wait; 75s
 	UpstreamConnect Duration `yaml:"upstream_connect"` // dial an origin; 5s
 	Upstream        Duration `yaml:"upstream"`         // each read from an origin; 60s
+	TunnelIdle      Duration `yaml:"tunnel_idle"`      // an upgraded connection (WebSocket) without traffic; 10m
 }
 
 // Certificate is a TLS certificate chain and its key, PEM files.
@@ -151,6 +152,60 @@ type Site struct {
 	Origins []Origin `yaml:"origins"`
 	// Routes send path prefixes to other origins; the longest prefix wins.
 	Routes []Route `yaml:"routes"`
+	// Balance chooses among a route's origins: round_robin (default,
+	// weighted) or least_connections.
+	Balance string `yaml:"balance"`
+	// HealthCheck, when set, checks the site's origins actively.
+	HealthCheck *HealthCheck `yaml:"health_check"`
+	// PassiveHealth ejects origins that keep failing.
+	PassiveHealth PassiveHealth `yaml:"passive_health"`
+	// Retries bound the retries of the site's requests.
+	Retries Retries `yaml:"retries"`
+	// OriginTLS is how https origins are spoken to.
+	OriginTLS OriginTLS `yaml:"origin_tls"`
+}
+
+// HealthCheck is an active health check of a site's origins.
+type HealthCheck struct {
+	Path      string   `yaml:"path"`      // GET this; 2xx and 3xx are good
+	Interval  Duration `yaml:"interval"`  // 5s
+	Timeout   Duration `yaml:"timeout"`   // 2s
+	Healthy   int      `yaml:"healthy"`   // good checks in a row to be up again; 2
+	Unhealthy int      `yaml:"unhealthy"` // failed checks in a row to be down; 3
+}
+
+// PassiveHealth ejects an origin after failures in a row.
+type PassiveHealth struct {
+	MaxFailures int      `yaml:"max_failures"` // connection failures and timeouts in a row; 3
+	Ejection    Duration `yaml:"ejection"`     // 30s, doubling while it keeps failing
+}
+
+// Retries bound retries of idempotent requests.
+type Retries struct {
+	// Max is how many other origins a request may try; absent: 2; 0: no
+	// retries.
+	Max *int `yaml:"max"`
+	// Budget is the most retries may be as a share of the site's
+	// requests; 0.2.
+	Budget float64 `yaml:"budget"`
+	// MinPerSecond retries are allowed whatever the budget; 10.
+	MinPerSecond float64 `yaml:"min_per_second"`
+}
+
+// OriginTLS is how the proxy speaks TLS to https origins.
+type OriginTLS struct {
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"` // for private origins only
+	CAFile             string `yaml:"ca_file"`              // PEM CAs in place of the system's
+	ServerName         string `yaml:"server_name"`          // verified and sent as SNI; the URL's host
+}
+
+// allOrigins lists the site's origins, its routes' included.
+func (s *Site) allOrigins() []Origin {
+	out := slices.Clone(s.Origins)
+	for _, r := range s.Routes {
+		out = append(out, r.Origins...)
+	}
+	return out
 }
 
 // Route sends a path prefix of a site to origins.
@@ -363,6 +418,33 @@ func (c *Config) Validate() error {
 				fail("cdn.sites[%d].origins[%d].weight: %d is negative", i, j, o.Weight)
 			}
 		}
+		switch s.Balance {
+		case "", "round_robin", "least_connections":
+		default:
+			fail("cdn.sites[%d].balance: %q is not round_robin or least_connections", i, s.Balance)
+		}
+		if hc := s.HealthCheck; hc != nil {
+			if !strings.HasPrefix(hc.Path, "/") {
+				fail("cdn.sites[%d].health_check.path: %q does not start with /", i, hc.Path)
+			}
+			if hc.Healthy < 0 || hc.Unhealthy < 0 {
+				fail("cdn.sites[%d].health_check: healthy and unhealthy are not negative", i)
+			}
+			if hc.Timeout > hc.Interval && hc.Interval > 0 {
+				fail("cdn.sites[%d].health_check.timeout: %v is longer than the interval %v", i, time.Duration(hc.Timeout), time.Duration(hc.Interval))
+			}
+		}
+		if s.PassiveHealth.MaxFailures < 0 {
+			fail("cdn.sites[%d].passive_health.max_failures: %d is negative", i, s.PassiveHealth.MaxFailures)
+		}
+		if r := s.Retries; (r.Max != nil && (*r.Max < 0 || *r.Max > 10)) || r.Budget < 0 || r.Budget > 1 || r.MinPerSecond < 0 {
+			fail("cdn.sites[%d].retries: max is 0 to 10, budget 0 to 1, min_per_second not negative", i)
+		}
+		if f := s.OriginTLS.CAFile; f != "" {
+			if _, err := os.Stat(f); err != nil {
+				fail("cdn.sites[%d].origin_tls.ca_file: %v", i, err)
+			}
+		}
 		for j, r := range s.Routes {
 			if !strings.HasPrefix(r.Path, "/") {
 				fail("cdn.sites[%d].routes[%d].path: %q does not start with /", i, j, r.Path)
@@ -374,6 +456,20 @@ func (c *Config) Validate() error {
 				if _, err := parseOriginURL(o.URL); err != nil {
 					fail("cdn.sites[%d].routes[%d].origins[%d]: %v", i, j, k, err)
 				}
+			}
+		}
+	}
+	// An origin shared by sites has one health check.
+	checkOf := map[string]int{}
+	for i, s := range c.CDN.Sites {
+		if s.HealthCheck == nil {
+			continue
+		}
+		for _, o := range s.allOrigins() {
+			if j, ok := checkOf[o.URL]; ok && *c.CDN.Sites[j].HealthCheck != *s.HealthCheck {
+				fail("cdn.sites[%d].health_check: origin %s is also an origin of cdn.sites[%d], whose health check differs", i, o.URL, j)
+			} else if !ok {
+				checkOf[o.URL] = i
 			}
 		}
 	}
@@ -685,16 +781,35 @@ func (c *Config) ProxyConfig() (proxy.Config, proxy.Limits, error) {
 		}
 		pc.Certificates = append(pc.Certificates, proxy.Certificate{Certificate: cert, Default: cf.Default, Source: cf.CertFile})
 	}
-	urls := func(os []Origin) []*url.URL {
-		var out []*url.URL
+	urls := func(os []Origin) []proxy.Origin {
+		var out []proxy.Origin
 		for _, o := range os {
 			u, _ := parseOriginURL(o.URL)
-			out = append(out, u)
+			out = append(out, proxy.Origin{URL: u, Weight: o.Weight})
 		}
 		return out
 	}
 	for _, s := range c.CDN.Sites {
-		ps := proxy.Site{Hosts: s.Hosts, Origins: urls(s.Origins)}
+		ps := proxy.Site{
+			Hosts: s.Hosts, Origins: urls(s.Origins), Balance: proxy.Balance(s.Balance),
+			Passive: proxy.PassiveHealth{MaxFailures: s.PassiveHealth.MaxFailures, Ejection: time.Duration(s.PassiveHealth.Ejection)},
+			Retries: proxy.Retries{Budget: s.Retries.Budget, MinPerSecond: s.Retries.MinPerSecond},
+			OriginTLS: proxy.OriginTLS{
+				InsecureSkipVerify: s.OriginTLS.InsecureSkipVerify, CAFile: s.OriginTLS.CAFile, ServerName: s.OriginTLS.ServerName,
+			},
+		}
+		if s.Retries.Max != nil {
+			ps.Retries.Max = *s.Retries.Max
+			if ps.Retries.Max == 0 {
+				ps.Retries.Max = -1 // the proxy's "off"
+			}
+		}
+		if hc := s.HealthCheck; hc != nil {
+			ps.HealthCheck = &proxy.HealthCheck{
+				Path: hc.Path, Interval: time.Duration(hc.Interval), Timeout: time.Duration(hc.Timeout),
+				Healthy: hc.Healthy, Unhealthy: hc.Unhealthy,
+			}
+		}
 		for _, e := range s.EdgeIPs {
 			p, _ := parseEdgeIP(e)
 			ps.EdgeIPs = append(ps.EdgeIPs, p)
@@ -709,6 +824,7 @@ func (c *Config) ProxyConfig() (proxy.Config, proxy.Limits, error) {
 		MaxHeaderBytes: c.CDN.Limits.MaxHeaderBytes, MaxBodyBytes: c.CDN.Limits.MaxBodyBytes, MaxConnections: c.CDN.Limits.MaxConnections,
 		ReadHeaderTimeout: time.Duration(t.ReadHeader), BodyTimeout: time.Duration(t.Body), SendTimeout: time.Duration(t.Send),
 		IdleTimeout: time.Duration(t.Idle), UpstreamConnectTimeout: time.Duration(t.UpstreamConnect), UpstreamTimeout: time.Duration(t.Upstream),
+		TunnelIdleTimeout: time.Duration(t.TunnelIdle),
 	}
 	return pc, lim, nil
 }

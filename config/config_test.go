@@ -114,6 +114,13 @@ func TestErrorsNameTheItem(t *testing.T) {
 		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"]}, {hosts: [A.example], origins: [\"http://y\"]}]}", "is also a host of cdn.sites[0]"},
 		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], routes: [{path: api, origins: [\"http://y\"]}]}]}", "routes[0].path"},
 		{"cdn: {certificates: [{cert_file: a, key_file: b, default: true}, {cert_file: c, key_file: d, default: true}]}", "at most one may be"},
+		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], balance: random}]}", "cdn.sites[0].balance: \"random\""},
+		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], health_check: {path: health}}]}", "cdn.sites[0].health_check.path"},
+		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], health_check: {path: /h, interval: 1s, timeout: 2s}}]}", "cdn.sites[0].health_check.timeout"},
+		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], health_check: {path: /h, intervall: 1s}}]}", "field intervall not found"},
+		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], retries: {budget: 2}}]}", "cdn.sites[0].retries"},
+		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], origin_tls: {ca_file: /nonexistent/ca.pem}}]}", "cdn.sites[0].origin_tls.ca_file"},
+		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], health_check: {path: /a}}, {hosts: [b.example], origins: [\"http://x\"], health_check: {path: /b}}]}", "origin http://x is also an origin of cdn.sites[0]"},
 		{"bindings: [{cidr: 192.0.2.0/25, service: cdn, port: 443}]", "protocol and port go together"},
 		{"prefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n---\nnode: x", "more than one YAML document"},
 	} {

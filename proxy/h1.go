@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"time"
@@ -47,27 +48,34 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx) {
 		p.failH1(ctx, st, rec, 413, "the request body is larger than the limit")
 		return
 	}
-	o := s.route(rec.path).pick() // decoded and cleaned by fasthttp; the origin gets the raw path
-	rec.upstream = o.name
+	rt := s.route(rec.path) // decoded and cleaned by fasthttp; the origin gets the raw path
 
 	h := &req.Header
+	isUpgrade := len(sc.upgrade) > 0 && headerHasToken(sc.conn, "upgrade")
+	var upgrade []byte
+	if isUpgrade {
+		upgrade = bytes.Clone(sc.upgrade) // the rewrite drops it, with the other hop-by-hop headers
+	}
 	rewriteRequest(h, &sc, rec.client, rec.edge, req.Host(), isTLS, st.cfg.LoopID, rec.id)
-	if req.IsBodyStream() {
-		req.SetBodyStream(&requestBody{r: req.BodyStream(), conn: ctx.Conn(), timeout: p.limits.BodyTimeout, max: p.limits.MaxBodyBytes}, h.ContentLength())
+	if isUpgrade {
+		p.serveUpgrade(ctx, st, s, rt, rec, upgrade)
+		return
+	}
+	var bodyRead func() int64
+	if req.IsBodyStream() && hasBody(h) {
+		rb := &requestBody{r: req.BodyStream(), conn: ctx.Conn(), timeout: p.limits.BodyTimeout, max: p.limits.MaxBodyBytes}
+		req.SetBodyStream(rb, h.ContentLength())
+		bodyRead = func() int64 { return rb.n }
 	}
 
-	// The client's scheme stays in X-Forwarded-Proto; the URI carries the
-	// origin's, which HostClient checks against its own.
-	req.URI().SetSchemeBytes(o.scheme)
 	up := fasthttp.AcquireResponse()
-	if err := o.hc.Do(req, up); err != nil {
+	if err := p.forward(s, rt, req, up, rec, bodyRead); err != nil {
 		fasthttp.ReleaseResponse(up)
-		status, msg := upstreamStatus(err), "the origin did not answer"
-		if errors.Is(err, errBodyTooLarge) {
-			status, msg = 413, "the request body is larger than the limit"
-			ctx.SetConnectionClose()
+		status, msg := errorStatus(err)
+		if status == 413 || status == 400 || bodyRead != nil {
+			ctx.SetConnectionClose() // the rest of the body is unread
 		}
-		p.log.Info("cdn upstream error", "request_id", rec.id, "upstream", o.name, "error", err)
+		p.log.Info("cdn upstream error", "request_id", rec.id, "upstream", rec.upstream, "error", err)
 		p.failH1(ctx, st, rec, status, msg)
 		return
 	}
@@ -150,6 +158,9 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	b.n += int64(n)
 	if b.n > b.max {
 		return n, errBodyTooLarge
+	}
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%w: %w", errClientBody, err)
 	}
 	return n, err
 }

@@ -17,12 +17,12 @@ func BenchmarkServeH1(b *testing.B) {
 	go fasthttp.Serve(ln, func(ctx *fasthttp.RequestCtx) { ctx.WriteString("hello from the origin\n") })
 
 	u, _ := url.Parse("http://origin.test")
-	p, err := New(Options{Config: Config{HTTPPorts: []uint16{80}, Sites: []Site{{Hosts: []string{"*"}, Origins: []*url.URL{u}}}}})
+	p, err := New(Options{Config: Config{HTTPPorts: []uint16{80}, Sites: []Site{{Hosts: []string{"*"}, Origins: []Origin{{URL: u}}}}}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer p.tcp.Close()
-	o := p.pools.get(u)
+	o, _ := p.pools.get(u, OriginTLS{})
 	o.hc.Dial = func(string) (net.Conn, error) { return ln.Dial() }
 
 	var req fasthttp.Request

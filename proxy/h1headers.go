@@ -17,6 +17,7 @@ import (
 type h1Scan struct {
 	xff, fwd, loop [][]byte // values to extend
 	conn           [][]byte // Connection values: more headers to drop
+	upgrade        []byte   // the Upgrade value
 	drop           bool     // some header must go
 }
 
@@ -30,6 +31,7 @@ var (
 	hReqID    = []byte("X-Request-Id")
 	hConn     = []byte("Connection")
 	hAltSvc   = []byte("Alt-Svc")
+	hUpgrade  = []byte("Upgrade")
 	hopBytes  [][]byte
 	ourBytes  = [][]byte{hXFF, hFwd, hLoop, hProto, hHost, hEdge, hReqID}
 	scratches = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
@@ -67,6 +69,9 @@ func scanRequest(h *fasthttp.RequestHeader, sc *h1Scan) {
 			sc.drop = true
 		case len(k) == len(hConn) && bytes.EqualFold(k, hConn):
 			sc.conn = append(sc.conn, v)
+			sc.drop = true
+		case len(k) == len(hUpgrade) && bytes.EqualFold(k, hUpgrade):
+			sc.upgrade = v
 			sc.drop = true
 		case isOneOf(k, hopBytes), isOneOf(k, ourBytes):
 			sc.drop = true

@@ -23,6 +23,8 @@ type metrics struct {
 	certExpiry   *prometheus.GaugeVec
 	refusedConns prometheus.Counter
 	refusedH3    prometheus.Counter
+	retries      *prometheus.CounterVec
+	upgrades     prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -56,9 +58,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "edgeproxy_cdn_http3_foreign_handshakes_total",
 			Help: "QUIC handshakes refused because their destination is not bound to the cdn.",
 		}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_cdn_retries_total",
+			Help: "Requests sent again to another origin after a connection failure, by site.",
+		}, []string{"site"}),
+		upgrades: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "edgeproxy_cdn_upgraded_connections",
+			Help: "Open upgraded connections (WebSocket and other Upgrade protocols) relayed to origins.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.handshakes, m.active, m.certExpiry, m.refusedConns, m.refusedH3)
+		reg.MustRegister(m.requests, m.latency, m.handshakes, m.active, m.certExpiry, m.refusedConns, m.refusedH3, m.retries, m.upgrades)
 	}
 	return m
 }
@@ -105,4 +115,50 @@ func (m *metrics) request(site string, status int, proto string, d time.Duration
 	s := v.(*requestSeries)
 	s.count.Inc()
 	s.latency.Observe(d.Seconds())
+}
+
+// originCollector exports the origin pools' state and counters.
+type originCollector struct {
+	pools                                                      *originPools
+	up, active, requests, connects, reuse, failures, ejections *prometheus.Desc
+}
+
+func newOriginCollector(pools *originPools) *originCollector {
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc("edgeproxy_cdn_origin_"+name, help, []string{"origin"}, nil)
+	}
+	return &originCollector{
+		pools:     pools,
+		up:        d("up", "1 when the origin takes requests; 0 when its health check says down or it is ejected."),
+		active:    d("active_requests", "Requests in flight to the origin."),
+		requests:  d("requests_total", "Requests sent to the origin, retries included."),
+		connects:  d("connects_total", "Connections opened to the origin."),
+		reuse:     d("reuse_ratio", "Share of requests sent over a connection already open: 1 - connects/requests."),
+		failures:  d("failures_total", "Connection failures and timeouts with the origin."),
+		ejections: d("ejections_total", "Times the origin was ejected after failures in a row."),
+	}
+}
+
+func (c *originCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.up, c.active, c.requests, c.connects, c.reuse, c.failures, c.ejections} {
+		ch <- d
+	}
+}
+
+func (c *originCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	for _, o := range c.pools.all() {
+		up := 0.0
+		if o.health.usable(now) {
+			up = 1
+		}
+		req, conn := o.requests.Load(), o.connects.Load()
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up, o.name)
+		ch <- prometheus.MustNewConstMetric(c.active, prometheus.GaugeValue, float64(o.active.Load()), o.name)
+		ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue, float64(req), o.name)
+		ch <- prometheus.MustNewConstMetric(c.connects, prometheus.CounterValue, float64(conn), o.name)
+		ch <- prometheus.MustNewConstMetric(c.reuse, prometheus.GaugeValue, reuseRatio(req, conn), o.name)
+		ch <- prometheus.MustNewConstMetric(c.failures, prometheus.CounterValue, float64(o.failures.Load()), o.name)
+		ch <- prometheus.MustNewConstMetric(c.ejections, prometheus.CounterValue, float64(o.health.ejectedTotal.Load()), o.name)
+	}
 }

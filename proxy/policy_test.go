@@ -17,11 +17,19 @@ import (
 func testRouter(t *testing.T, sites []Site) *router {
 	t.Helper()
 	pools := &originPools{pools: map[string]*origin{}}
-	r, err := newRouter(sites, pools.get)
+	r, err := newRouter(sites, pools.get, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return r
+}
+
+func origins(us ...string) []Origin {
+	var out []Origin
+	for _, u := range us {
+		out = append(out, Origin{URL: mustURL(u)})
+	}
+	return out
 }
 
 func mustURL(s string) *url.URL {
@@ -36,13 +44,13 @@ func mustURL(s string) *url.URL {
 // longest wildcard first, edge_ips making a site absent elsewhere, and Host
 // spelled any way a client may spell it.
 func TestRouterLookup(t *testing.T) {
-	o := []*url.URL{mustURL("http://127.0.0.1:1")}
+	o := origins("http://127.0.0.1:1")
 	r := testRouter(t, []Site{
 		{Hosts: []string{"a.example"}, Origins: o},
 		{Hosts: []string{"*.b.example"}, Origins: o},
 		{Hosts: []string{"*.x.b.example"}, Origins: o},
 		{Hosts: []string{"static.example"}, EdgeIPs: []netip.Prefix{netip.MustParsePrefix("192.0.2.200/32")}, Origins: o},
-		{Hosts: []string{"static.example"}, EdgeIPs: []netip.Prefix{netip.MustParsePrefix("2001:db8::/64")}, Origins: []*url.URL{mustURL("http://127.0.0.1:2")}},
+		{Hosts: []string{"static.example"}, EdgeIPs: []netip.Prefix{netip.MustParsePrefix("2001:db8::/64")}, Origins: origins("http://127.0.0.1:2")},
 		{Hosts: []string{"*"}, EdgeIPs: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}, Origins: o},
 	})
 	v4, v6 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")
@@ -80,7 +88,7 @@ func TestRouterLookup(t *testing.T) {
 	}
 	// The two static.example sites are two customers' sites: each address
 	// reaches its own origin.
-	if n := r.lookup("static.example", v6).route("/").origins[0].name; n != "http://127.0.0.1:2" {
+	if n := r.lookup("static.example", v6).route("/").origins[0].o.name; n != "http://127.0.0.1:2" {
 		t.Errorf("static.example on %s reaches %s", v6, n)
 	}
 }
@@ -89,10 +97,10 @@ func TestRouterLookup(t *testing.T) {
 func TestRoutes(t *testing.T) {
 	r := testRouter(t, []Site{{
 		Hosts:   []string{"a.example"},
-		Origins: []*url.URL{mustURL("http://127.0.0.1:1")},
+		Origins: origins("http://127.0.0.1:1"),
 		Routes: []Route{
-			{Path: "/api/", Origins: []*url.URL{mustURL("http://127.0.0.1:2")}},
-			{Path: "/api/v2/", Origins: []*url.URL{mustURL("http://127.0.0.1:3")}},
+			{Path: "/api/", Origins: origins("http://127.0.0.1:2")},
+			{Path: "/api/v2/", Origins: origins("http://127.0.0.1:3")},
 		},
 	}})
 	s := r.lookup("a.example", netip.MustParseAddr("192.0.2.1"))
@@ -109,7 +117,7 @@ func TestRoutes(t *testing.T) {
 		"":                 "http://127.0.0.1:1",
 		"/../../api/v2/ok": "http://127.0.0.1:3",
 	} {
-		if got := s.route(cleanPath(path)).origins[0].name; got != want {
+		if got := s.route(cleanPath(path)).origins[0].o.name; got != want {
 			t.Errorf("path %q (clean %q): %s, want %s", path, cleanPath(path), got, want)
 		}
 	}

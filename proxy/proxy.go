@@ -62,6 +62,7 @@ type Limits struct {
 
 	UpstreamConnectTimeout time.Duration // dial an origin; default 5s
 	UpstreamTimeout        time.Duration // each read from an origin; default 60s
+	TunnelIdleTimeout      time.Duration // an upgraded connection without traffic either way; default 10m
 }
 
 func (l *Limits) setDefaults() {
@@ -85,6 +86,7 @@ func (l *Limits) setDefaults() {
 	def(&l.IdleTimeout, 75*time.Second)
 	def(&l.UpstreamConnectTimeout, 5*time.Second)
 	def(&l.UpstreamTimeout, 60*time.Second)
+	def(&l.TunnelIdleTimeout, 10*time.Minute)
 }
 
 func fdBudget() int {
@@ -123,15 +125,16 @@ type state struct {
 
 // Proxy is the CDN ingress proxy.
 type Proxy struct {
-	here   *sockns.Here
-	limits Limits
-	owns   func(netip.AddrPort) bool
-	log    *slog.Logger
-	access *slog.Logger
-	m      *metrics
-	ids    *requestIDs
-	pools  *originPools
-	state  atomic.Pointer[state]
+	here    *sockns.Here
+	limits  Limits
+	owns    func(netip.AddrPort) bool
+	log     *slog.Logger
+	access  *slog.Logger
+	m       *metrics
+	ids     *requestIDs
+	pools   *originPools
+	tunnels tunnels // upgraded connections
+	state   atomic.Pointer[state]
 
 	tcp *net.TCPListener
 	udp *net.UDPConn // nil without HTTP/3
@@ -168,9 +171,12 @@ func New(opts Options) (*Proxy, error) {
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
-	p.pools = &originPools{here: here, pools: map[string]*origin{}, t: upstreamTimeouts{
+	p.pools = &originPools{here: here, log: p.log, pools: map[string]*origin{}, t: upstreamTimeouts{
 		connect: p.limits.UpstreamConnectTimeout, read: p.limits.UpstreamTimeout, write: p.limits.UpstreamTimeout,
 	}}
+	if opts.Registerer != nil {
+		opts.Registerer.MustRegister(newOriginCollector(p.pools))
+	}
 	if err := p.SetConfig(opts.Config); err != nil {
 		return nil, err
 	}
@@ -224,9 +230,25 @@ func (p *Proxy) SetConfig(cfg Config) error {
 	if cfg.LoopID == "" {
 		cfg.LoopID = "edgeproxy"
 	}
-	r, err := newRouter(cfg.Sites, p.pools.get)
+	r, err := newRouter(cfg.Sites, p.pools.get, func(site string) prometheus.Counter { return p.m.retries.WithLabelValues(site) })
 	if err != nil {
 		return fmt.Errorf("cdn: %w", err)
+	}
+	checks := map[*origin]HealthCheck{}
+	for i, s := range cfg.Sites {
+		if s.HealthCheck == nil {
+			continue
+		}
+		hc := *s.HealthCheck
+		hc.setDefaults()
+		for _, rt := range r.sites[i].routes {
+			for _, w := range rt.origins {
+				if prev, ok := checks[w.o]; ok && prev != hc {
+					return fmt.Errorf("cdn: sites[%d]: origin %s has another site's health check with other settings", i, w.o.name)
+				}
+				checks[w.o] = hc
+			}
+		}
 	}
 	certs, err := newCertStore(cfg.Certificates)
 	if err != nil {
@@ -243,6 +265,7 @@ func (p *Proxy) SetConfig(cfg Config) error {
 		st.altSvc = fmt.Sprintf(`h3=":%d"; ma=86400`, cfg.HTTP3Port)
 	}
 	p.state.Store(st)
+	p.pools.reconcileCheckers(checks)
 	p.m.setCertificates(cfg.Certificates)
 	return nil
 }
@@ -453,7 +476,19 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	if p.h3 != nil {
 		run(func() error { return p.h3.Shutdown(ctx) })
 	}
+	run(func() error {
+		done := make(chan struct{})
+		go func() { p.tunnels.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			p.tunnels.closeAll()
+			return ctx.Err()
+		}
+	})
 	wg.Wait()
+	p.pools.stopCheckers()
 	if p.quic != nil {
 		p.quic.Close()
 	} else if p.udp != nil {

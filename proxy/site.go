@@ -7,7 +7,10 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Site is a customer's site.
@@ -21,29 +24,46 @@ type Site struct {
 	// names, 421 for its Host.
 	EdgeIPs []netip.Prefix
 	// Origins are the default route's origins.
-	Origins []*url.URL
+	Origins []Origin
 	// Routes send path prefixes to other origins; the longest prefix wins.
 	Routes []Route
+	// Balance chooses among a route's origins; empty: RoundRobin.
+	Balance Balance
+	// HealthCheck, when set, checks every origin of the site actively.
+	HealthCheck *HealthCheck
+	// Passive ejects origins that keep failing.
+	Passive PassiveHealth
+	// Retries bound the retries of the site's requests.
+	Retries Retries
+	// OriginTLS is how https origins are spoken to.
+	OriginTLS OriginTLS
 }
 
 // Route sends a path prefix to origins.
 type Route struct {
 	Path    string
-	Origins []*url.URL
+	Origins []Origin
 }
 
 // site is a Site ready to route.
 type site struct {
-	name   string // the first host, for logs and metrics
-	edges  []netip.Prefix
-	routes []*route // longest path first; the last is "/"
+	name    string // the first host, for logs and metrics
+	edges   []netip.Prefix
+	routes  []*route // longest path first; the last is "/"
+	passive PassiveHealth
+	retries Retries
+	budget  *retryBudget
+	retried prometheus.Counter
 }
 
 // route is a Route with its origin pools.
 type route struct {
-	path    string
-	origins []*origin
-	next    uint32 // round-robin cursor (atomic)
+	path         string
+	origins      []weighted
+	balance      Balance
+	equalWeights bool
+	next         atomic.Uint32 // rotation for round-robin and ties
+	mu           sync.Mutex    // guards the weighted round-robin state
 }
 
 // router finds the site of a host on an edge address.
@@ -130,22 +150,53 @@ func (s *site) route(path string) *route {
 	return s.routes[len(s.routes)-1]
 }
 
-// newRouter builds the router; pools gives the shared pool of an origin.
-func newRouter(sites []Site, pools func(*url.URL) *origin) (*router, error) {
+// newRouter builds the router; pools gives the shared pool of an origin,
+// retried the retry counter of a site.
+func newRouter(sites []Site, pools func(*url.URL, OriginTLS) (*origin, error), retried func(site string) prometheus.Counter) (*router, error) {
 	r := &router{exact: map[string][]*site{}}
 	for i, in := range sites {
 		if len(in.Hosts) == 0 || len(in.Origins) == 0 {
 			return nil, fmt.Errorf("sites[%d]: a site needs hosts and origins", i)
 		}
-		s := &site{name: normalizeHost(in.Hosts[0]), edges: in.EdgeIPs}
-		for _, rt := range in.Routes {
-			if !strings.HasPrefix(rt.Path, "/") || len(rt.Origins) == 0 {
-				return nil, fmt.Errorf("sites[%d]: route %q needs a path starting with / and origins", i, rt.Path)
+		in.Passive.setDefaults()
+		in.Retries.setDefaults()
+		s := &site{name: normalizeHost(in.Hosts[0]), edges: in.EdgeIPs, passive: in.Passive, retries: in.Retries, budget: newRetryBudget(in.Retries)}
+		if retried != nil {
+			s.retried = retried(s.name)
+		} else {
+			s.retried = prometheus.NewCounter(prometheus.CounterOpts{Name: "unregistered"})
+		}
+		mk := func(path string, os []Origin) (*route, error) {
+			rt := &route{path: path, balance: in.Balance, equalWeights: true}
+			for _, o := range os {
+				pool, err := pools(o.URL, in.OriginTLS)
+				if err != nil {
+					return nil, fmt.Errorf("sites[%d]: %w", i, err)
+				}
+				w := max(o.Weight, 1)
+				rt.origins = append(rt.origins, weighted{o: pool, weight: w})
+				if w != rt.origins[0].weight {
+					rt.equalWeights = false
+				}
 			}
-			s.routes = append(s.routes, &route{path: rt.Path, origins: poolsOf(rt.Origins, pools)})
+			return rt, nil
+		}
+		for _, in := range in.Routes {
+			if !strings.HasPrefix(in.Path, "/") || len(in.Origins) == 0 {
+				return nil, fmt.Errorf("sites[%d]: route %q needs a path starting with / and origins", i, in.Path)
+			}
+			rt, err := mk(in.Path, in.Origins)
+			if err != nil {
+				return nil, err
+			}
+			s.routes = append(s.routes, rt)
 		}
 		slices.SortStableFunc(s.routes, func(a, b *route) int { return len(b.path) - len(a.path) })
-		s.routes = append(s.routes, &route{path: "/", origins: poolsOf(in.Origins, pools)})
+		rt, err := mk("/", in.Origins)
+		if err != nil {
+			return nil, err
+		}
+		s.routes = append(s.routes, rt)
 		for _, h := range in.Hosts {
 			if h == "*" {
 				r.catchAll = append(r.catchAll, s)
@@ -162,20 +213,4 @@ func newRouter(sites []Site, pools func(*url.URL) *origin) (*router, error) {
 	}
 	slices.SortStableFunc(r.wild, func(a, b wildSite) int { return len(b.suffix) - len(a.suffix) })
 	return r, nil
-}
-
-func poolsOf(us []*url.URL, pools func(*url.URL) *origin) []*origin {
-	out := make([]*origin, len(us))
-	for i, u := range us {
-		out[i] = pools(u)
-	}
-	return out
-}
-
-// pick returns the next origin, round-robin.
-func (rt *route) pick() *origin {
-	if len(rt.origins) == 1 {
-		return rt.origins[0]
-	}
-	return rt.origins[atomic.AddUint32(&rt.next, 1)%uint32(len(rt.origins))]
 }

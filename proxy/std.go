@@ -1,7 +1,7 @@
 package proxy
 
 import (
-	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -61,8 +61,7 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 		fail(413, "the request body is larger than the limit")
 		return
 	}
-	o := s.route(cleanPath(r.URL.Path)).pick()
-	rec.upstream = o.name
+	rt := s.route(cleanPath(r.URL.Path))
 
 	fw := newForwarded(r.Header.Values("X-Forwarded-For"), r.Header.Values("Forwarded"),
 		r.Header.Values("CDN-Loop"), rec.client, rec.edge, r.Host, true, st.cfg.LoopID)
@@ -71,7 +70,6 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 	req.Header.DisableNormalizing()
 	req.Header.SetMethod(r.Method)
 	req.SetRequestURI(r.URL.RequestURI())
-	req.URI().SetSchemeBytes(o.scheme)
 	req.Header.SetHost(r.Host)
 	req.UseHostHeader = true // the URI has no host to take it from
 	skip := map[string]bool{}
@@ -96,19 +94,19 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 	req.Header.Set("CDN-Loop", fw.loop)
 	req.Header.Set("X-Edge-Addr", fw.edge)
 	req.Header.Set("X-Request-Id", rec.id)
+	var bodyRead func() int64
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		cl := int(r.ContentLength) // -1: unknown, sent chunked
-		req.SetBodyStream(&limitedBody{r: r.Body, max: p.limits.MaxBodyBytes}, cl)
+		lb := &limitedBody{r: r.Body, max: p.limits.MaxBodyBytes}
+		req.SetBodyStream(lb, cl)
+		bodyRead = func() int64 { return lb.n }
 	}
 
 	up := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(up)
-	if err := o.hc.Do(req, up); err != nil {
-		status, msg := upstreamStatus(err), "the origin did not answer"
-		if errors.Is(err, errBodyTooLarge) {
-			status, msg = 413, "the request body is larger than the limit"
-		}
-		p.log.Info("cdn upstream error", "request_id", rec.id, "upstream", o.name, "error", err)
+	if err := p.forward(s, rt, req, up, rec, bodyRead); err != nil {
+		status, msg := errorStatus(err)
+		p.log.Info("cdn upstream error", "request_id", rec.id, "upstream", rec.upstream, "error", err)
 		fail(status, msg)
 		return
 	}
@@ -179,6 +177,9 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	b.n += int64(n)
 	if b.n > b.max {
 		return n, errBodyTooLarge
+	}
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%w: %w", errClientBody, err)
 	}
 	return n, err
 }

@@ -2,11 +2,17 @@ package proxy
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -14,14 +20,24 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/sockns"
 )
 
-// origin is an origin server with its keep-alive connection pool. There is
-// one per origin URL for the whole process, shared by every site and
-// protocol that forwards to it, kept across reloads.
+// origin is an origin server with its keep-alive connection pool and its
+// health. There is one per origin URL (and TLS settings) for the whole
+// process, shared by every site, route and protocol that forwards to it,
+// kept across reloads.
 type origin struct {
 	url    *url.URL
 	name   string // scheme://host:port, for logs and metrics
 	scheme []byte // what the request URI must carry for hc
 	hc     *fasthttp.HostClient
+	health originHealth
+
+	active   atomic.Int64  // requests in flight
+	requests atomic.Uint64 // attempts sent
+	connects atomic.Uint64 // connections opened
+	failures atomic.Uint64 // connection failures and timeouts
+
+	checker *checker // the active health check, nil without one
+	h2      h2Origin // HTTP/2 to https origins that offer it
 }
 
 // upstreamTimeouts bound the work with an origin.
@@ -34,48 +50,102 @@ type upstreamTimeouts struct {
 // originPools keeps the shared pools.
 type originPools struct {
 	here *sockns.Here
+	log  *slog.Logger
 
 	mu    sync.Mutex // guards pools and t
 	pools map[string]*origin
 	t     upstreamTimeouts
+
+	checkMu sync.Mutex // guards every origin's checker
 }
 
-// get returns the pool of u, creating it.
-func (op *originPools) get(u *url.URL) *origin {
+// maxConnAge recycles origin connections, so that an origin whose DNS name
+// moves is followed within this time even under steady load.
+const maxConnAge = 5 * time.Minute
+
+// get returns the pool of u with the TLS settings ot, creating it.
+func (op *originPools) get(u *url.URL, ot OriginTLS) (*origin, error) {
 	op.mu.Lock()
 	defer op.mu.Unlock()
 	key := originKey(u)
+	if ot != (OriginTLS{}) && u.Scheme == "https" {
+		var opts []string
+		if ot.InsecureSkipVerify {
+			opts = append(opts, "insecure_skip_verify")
+		}
+		if ot.CAFile != "" {
+			opts = append(opts, "ca_file="+ot.CAFile)
+		}
+		if ot.ServerName != "" {
+			opts = append(opts, "server_name="+ot.ServerName)
+		}
+		key += " (" + strings.Join(opts, ", ") + ")"
+	}
 	if o := op.pools[key]; o != nil {
-		return o
+		return o, nil
 	}
 	isTLS := u.Scheme == "https"
+	tc := &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12, InsecureSkipVerify: ot.InsecureSkipVerify}
+	if ot.ServerName != "" {
+		tc.ServerName = ot.ServerName
+	}
+	if ot.CAFile != "" {
+		pem, err := os.ReadFile(ot.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("origin_tls.ca_file: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("origin_tls.ca_file %s: no PEM certificate in it", ot.CAFile)
+		}
+	}
 	o := &origin{url: u, name: key, scheme: []byte(u.Scheme)}
 	t := op.t
 	o.hc = &fasthttp.HostClient{
 		Addr:      hostPort(u),
 		IsTLS:     isTLS,
-		TLSConfig: &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12},
+		TLSConfig: tc,
+		// The name is resolved at every new connection: a DNS change is
+		// followed as connections are replaced (maxConnAge at the latest).
 		Dial: func(addr string) (net.Conn, error) {
 			var c net.Conn
 			var err error
 			op.here.Do(func() { c, err = (&net.Dialer{Timeout: t.connect}).Dial("tcp", addr) })
 			if err != nil {
-				return nil, err
+				return nil, &dialError{err}
 			}
+			o.connects.Add(1)
 			return &idleConn{Conn: c, read: t.read, write: t.write}, nil
 		},
 		MaxConns:                      4096,
 		MaxIdleConnDuration:           60 * time.Second,
+		MaxConnDuration:               maxConnAge,
 		MaxConnWaitTimeout:            t.connect,
 		StreamResponseBody:            true,
 		DisableHeaderNamesNormalizing: true,
 		DisablePathNormalizing:        true,
 		NoDefaultUserAgentHeader:      true,
-		// One attempt: retries come with the origin pools' budget.
+		// One attempt: forward retries, on another origin, within the
+		// site's budget.
 		MaxIdemponentCallAttempts: 1,
 	}
+	if isTLS {
+		op.setupH2(o)
+	}
 	op.pools[key] = o
-	return o
+	return o, nil
+}
+
+// all returns every pool, for metrics and the admin API.
+func (op *originPools) all() []*origin {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	out := make([]*origin, 0, len(op.pools))
+	for _, o := range op.pools {
+		out = append(out, o)
+	}
+	slices.SortFunc(out, func(a, b *origin) int { return strings.Compare(a.name, b.name) })
+	return out
 }
 
 func originKey(u *url.URL) string { return u.Scheme + "://" + hostPort(u) }
@@ -119,6 +189,20 @@ func (c *idleConn) Write(p []byte) (int, error) {
 		}
 	}
 	return c.Conn.Write(p)
+}
+
+// errorStatus is the status and sentence of the page for a failed
+// forward.
+func errorStatus(err error) (int, string) {
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		return 413, "the request body is larger than the limit"
+	case errors.Is(err, errClientBody):
+		return 400, "the request body could not be read"
+	case errors.Is(err, errNoHealthyOrigin):
+		return 503, "no origin of this site is up"
+	}
+	return upstreamStatus(err), "the origin did not answer"
 }
 
 // upstreamStatus is the status of a response the proxy makes for an

@@ -198,7 +198,7 @@ func Start(opts Options) (_ *Server, err error) {
 	s.adminSrv = &http.Server{
 		Handler: admin.Handler(admin.Options{
 			Bindings: s.Bindings, Token: token, Ready: s.ready, Registry: s.Registry,
-			Logger: log.With("component", "admin"),
+			Logger: log.With("component", "admin"), Origins: s.origins(),
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -278,6 +278,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	errs = append(errs, s.disp.Close())
 	return errors.Join(errs...)
+}
+
+// origins is the admin API's view of the cdn's origins, nil without the cdn.
+func (s *Server) origins() func() any {
+	if s.CDN == nil {
+		return nil
+	}
+	return func() any { return s.CDN.Origins() }
 }
 
 func (s *Server) spectrumShutdown(ctx context.Context) error {

@@ -85,6 +85,7 @@ try:
   curl -k --http2 https://127.1.1.7:8443/ -I         HTTP/2, with Alt-Svc announcing HTTP/3
   edgeproxy get --http3 -k https://127.1.1.7:8443/   HTTP/3 (quic-go's client)
   curl http://127.1.1.7:8081/                        refused: the cdn does not serve that port
+  curl http://%[2]s/v1/origins              the cdn's origins: health, connections, reuse
   edgeproxy dial 127.1.2.3:7                         spectrum TCP echo
   edgeproxy dial --udp 127.1.2.3:7                   spectrum UDP echo; the answer comes from 127.1.2.3:7
   edgeproxy dial 127.1.2.3:1005                      the origin (port 17105) reads spectrum's PROXY v1 header
