@@ -270,6 +270,9 @@ func (p *Proxy) SetConfig(cfg Config) error {
 	return nil
 }
 
+// Config returns the configuration SetConfig was given last.
+func (p *Proxy) Config() Config { return p.state.Load().cfg }
+
 // TCPListener returns the socket to register under cdn/tcp.
 func (p *Proxy) TCPListener() *net.TCPListener { return p.tcp }
 

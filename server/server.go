@@ -59,6 +59,10 @@ type Server struct {
 	adminLn  net.Listener
 	adminSrv *http.Server
 	required []string // labels that must have a socket for readiness
+
+	reloadMu   sync.Mutex // one reload at a time
+	reloads    *prometheus.CounterVec
+	lastReload prometheus.Gauge
 }
 
 // Start opens the dispatcher (taking over pinned state), applies the binding
@@ -114,7 +118,16 @@ func Start(opts Options) (_ *Server, err error) {
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 5, 10},
 	})
 	s.Bindings.OnApply = func(d time.Duration) { applySeconds.Observe(d.Seconds()) }
-	s.Registry.MustRegister(d.Collector(), s.Bindings.Collector(), applySeconds,
+	s.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "edgeproxy_config_reloads_total",
+		Help: "Configuration reloads (SIGHUP) by result: ok, or error (the running configuration stayed).",
+	}, []string{"result"})
+	s.lastReload = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "edgeproxy_config_last_reload_success_timestamp_seconds",
+		Help: "When the configuration was last loaded successfully (start or reload), Unix time.",
+	})
+	s.lastReload.SetToCurrentTime()
+	s.Registry.MustRegister(s.reloads, s.lastReload, d.Collector(), s.Bindings.Collector(), applySeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	if err := s.Bindings.Apply(bindings.Merge(fromConfig, fromAPI), svc, cfg.Guards()); err != nil {

@@ -226,6 +226,7 @@ func netJoin(host string, port uint16) string {
 // table finds the app of a destination.
 type table struct {
 	apps []*app
+	src  []App // as given to SetApps
 }
 
 // match returns the app for a packet of proto to addr and port: the most

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -154,9 +155,13 @@ func (p *Proxy) SetApps(apps []App) error {
 		}
 		t.apps = append(t.apps, newApp(a, p.m))
 	}
+	t.src = slices.Clone(apps)
 	p.apps.Store(t)
 	return nil
 }
+
+// Apps returns the applications SetApps was given last.
+func (p *Proxy) Apps() []App { return slices.Clone(p.apps.Load().src) }
 
 // TCPListener returns the TCP socket to register under spectrum/tcp.
 func (p *Proxy) TCPListener() *net.TCPListener { return p.tcp }

@@ -144,6 +144,7 @@ type instance struct {
 	cmd    *exec.Cmd
 	admin  string
 	stderr *bytes.Buffer
+	config string // the file it runs on
 }
 
 // startInstance runs `edgeproxy run --config` with body plus an admin API on
@@ -155,7 +156,7 @@ func startInstance(t *testing.T, ns *netns.NS, body string) *instance {
 		body = "admin: {listen: 127.0.0.1:9180}\n" + body
 	}
 	cfg := writeFile(t, "dispatch: {pin_dir: \"\"}\n"+body)
-	in := &instance{t: t, admin: "http://127.0.0.1:9180", stderr: new(bytes.Buffer)}
+	in := &instance{t: t, admin: "http://127.0.0.1:9180", stderr: new(bytes.Buffer), config: cfg}
 	in.cmd = exec.Command(binary, "run", "--config", cfg)
 	in.cmd.Stderr = in.stderr
 	if err := in.cmd.Start(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime"
 	"strings"
 	"syscall"
@@ -96,7 +97,16 @@ try:
 stop with Ctrl-C; the program detaches (the demo is unpinned) and the machine is as it was
 `, version, s.AdminAddr())
 	}
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-hup:
+			reload(s, *path, log)
+		}
+	}
 	if v, err := s.Dispatcher().Verdicts(); err == nil {
 		log.Info("stopping", "grace", time.Duration(cfg.ShutdownGrace).String(), "steered", v.Steer, "refused", v.Refuse, "failed", v.Fail, "kernel", v.NoMatch+v.Pass)
 	}
@@ -106,6 +116,20 @@ stop with Ctrl-C; the program detaches (the demo is unpinned) and the machine is
 		log.Warn("shutdown", "error", err)
 	}
 	return nil
+}
+
+// reload reads the configuration file again and applies it (SIGHUP). A
+// file that does not load or apply changes nothing; the log says why.
+func reload(s *server.Server, path string, log *slog.Logger) {
+	if path == "" {
+		log.Warn("reload: the embedded demo has no file to read again")
+		return
+	}
+	if err := s.ReloadFile(path); err != nil {
+		log.Error("reload refused; the running configuration stays", "config", path, "error", err)
+		return
+	}
+	log.Info("reloaded", "config", path)
 }
 
 // netnsEnv marks a process that re-executed itself inside dispatch.netns.

@@ -1,0 +1,123 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+
+	"github.com/edgeproxy/edgeproxy/config"
+)
+
+// Reload applies a new configuration to the running server, all or nothing:
+// the services take their new sites and apps first (so that traffic the
+// data plane starts steering finds them ready), then the binding state
+// changes in one atomic step. If any step fails, what was applied is put
+// back and the running configuration stays. Connections are never
+// dropped: established ones keep their socket and their app or site.
+// Keys that need new sockets or servers (listen addresses, ports of
+// HTTP/3, limits, timeouts, the store, the data plane's pinning) cannot
+// change by reload; a file that changes them is refused, naming them.
+func (s *Server) Reload(next *config.Config) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	return s.counted(next, s.reload(next))
+}
+
+// ReloadFile loads path and reloads it; a file that does not load counts
+// as a failed reload too.
+func (s *Server) ReloadFile(path string) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	next, err := config.Load(path)
+	if err == nil {
+		err = s.reload(next)
+	}
+	return s.counted(next, err)
+}
+
+func (s *Server) counted(next *config.Config, err error) error {
+	if err != nil {
+		s.reloads.WithLabelValues("error").Inc()
+		return err
+	}
+	s.reloads.WithLabelValues("ok").Inc()
+	s.lastReload.SetToCurrentTime()
+	s.cfg = next
+	return nil
+}
+
+func (s *Server) reload(next *config.Config) error {
+	if err := next.Validate(); err != nil {
+		return err
+	}
+	if err := restartOnly(s.cfg, next); err != nil {
+		return err
+	}
+	fromConfig, err := next.BindingState()
+	if err != nil {
+		return err
+	}
+	svc, err := next.Services()
+	if err != nil {
+		return err
+	}
+
+	var undo []func()
+	rollback := func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	if s.CDN != nil {
+		pcfg, _, err := next.ProxyConfig()
+		if err != nil {
+			return err
+		}
+		old := s.CDN.Config()
+		if err := s.CDN.SetConfig(pcfg); err != nil {
+			return err
+		}
+		undo = append(undo, func() { s.CDN.SetConfig(old) })
+	}
+	if s.Spectrum != nil {
+		old := s.Spectrum.Apps()
+		if err := s.Spectrum.SetApps(next.SpectrumApps()); err != nil {
+			rollback()
+			return err
+		}
+		undo = append(undo, func() { s.Spectrum.SetApps(old) })
+	}
+	if err := s.Bindings.Reconfigure(fromConfig, svc, next.Guards()); err != nil {
+		rollback()
+		return err
+	}
+	return nil
+}
+
+// restartOnly refuses changes to keys a reload cannot apply.
+func restartOnly(cur, next *config.Config) error {
+	var errs []error
+	for _, k := range []struct {
+		key       string
+		cur, next any
+	}{
+		{"node", cur.Node, next.Node},
+		{"shutdown_grace", cur.ShutdownGrace, next.ShutdownGrace},
+		{"admin", cur.Admin, next.Admin},
+		{"dispatch", cur.Dispatch, next.Dispatch},
+		{"store", cur.Store, next.Store},
+		{"cdn.http3", cur.CDN.HTTP3, next.CDN.HTTP3},
+		{"cdn.http3_port", cur.CDN.HTTP3Port, next.CDN.HTTP3Port},
+		{"cdn.limits", cur.CDN.Limits, next.CDN.Limits},
+		{"cdn.timeouts", cur.CDN.Timeouts, next.CDN.Timeouts},
+		{"cdn.access_log", cur.CDN.AccessLog, next.CDN.AccessLog},
+		{"spectrum.max_connections", cur.Spectrum.MaxConnections, next.Spectrum.MaxConnections},
+		{"spectrum.max_udp_flows", cur.Spectrum.MaxUDPFlows, next.Spectrum.MaxUDPFlows},
+		{"spectrum.max_datagram", cur.Spectrum.MaxDatagram, next.Spectrum.MaxDatagram},
+	} {
+		if !reflect.DeepEqual(k.cur, k.next) {
+			errs = append(errs, fmt.Errorf("%s: changing it needs a restart (a reload cannot apply it)", k.key))
+		}
+	}
+	return errors.Join(errs...)
+}
