@@ -29,13 +29,23 @@ func BenchmarkCDNHTTP1(b *testing.B) {
 	netns.New(b)
 	netns.RequireCommand(b, "taskset")
 	nginx(b, 1, `server { listen 127.0.0.1:18100; location / { return 200 "hello from the origin\n"; } }`)
+	// Access logs are off in both; BENCH_ACCESS_LOG=1 gives both a
+	// buffered access log file, to measure what a log line costs.
+	ngx := ""
+	if os.Getenv("BENCH_ACCESS_LOG") == "1" {
+		ngx = `access_log ` + filepath.Join(b.TempDir(), "nginx-access.log") + ` combined buffer=64k flush=100ms;`
+	}
 	nginxPID := nginx(b, 0, `upstream origin { server 127.0.0.1:18100; keepalive 256; }
-  server { listen 127.0.0.1:18101; location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; } }`)
+  server { listen 127.0.0.1:18101; `+ngx+` location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; } }`)
 	self, _ := os.Executable()
 	spike := onCPU(0, self)
 	spike.Env = append(spike.Env, "BENCH_SPIKE_PROXY=127.0.0.1:18102", "BENCH_SPIKE_ORIGIN=http://127.0.0.1:18100")
 	spikePID := started(b, spike).Process.Pid
 
+	accessLog := `"off"`
+	if os.Getenv("BENCH_ACCESS_LOG") == "1" {
+		accessLog = filepath.Join(b.TempDir(), "edgeproxy-access.log")
+	}
 	cfg := filepath.Join(b.TempDir(), "edgeproxy.yaml")
 	os.WriteFile(cfg, []byte(`admin: {listen: "127.0.0.1:19180"}
 dispatch: {pin_dir: ""}
@@ -45,7 +55,7 @@ cdn:
   http_ports: [80]
   https_ports: [443]
   http3: false
-  access_log: "off" # nginx runs with access_log off too
+  access_log: `+accessLog+`
   sites: [{hosts: ["*"], origins: ["http://127.0.0.1:18100"]}]
 `), 0o644)
 	epPID := started(b, onCPU(0, buildEdgeproxy(b), "run", "--config", cfg)).Process.Pid

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"testing"
@@ -12,12 +14,19 @@ import (
 // BenchmarkServeH1 measures the HTTP/1.1 path's own cost per request, with
 // an in-memory origin: no kernel, no network.
 func BenchmarkServeH1(b *testing.B) {
+	b.Run("access-log-off", func(b *testing.B) { benchServeH1(b, nil) })
+	b.Run("access-log-json", func(b *testing.B) {
+		benchServeH1(b, slog.New(slog.NewJSONHandler(io.Discard, nil)).With("log", "access", "node", "bench"))
+	})
+}
+
+func benchServeH1(b *testing.B, access *slog.Logger) {
 	ln := fasthttputil.NewInmemoryListener()
 	defer ln.Close()
 	go fasthttp.Serve(ln, func(ctx *fasthttp.RequestCtx) { ctx.WriteString("hello from the origin\n") })
 
 	u, _ := url.Parse("http://origin.test")
-	p, err := New(Options{Config: Config{HTTPPorts: []uint16{80}, Sites: []Site{{Hosts: []string{"*"}, Origins: []Origin{{URL: u}}}}}})
+	p, err := New(Options{AccessLog: access, Config: Config{HTTPPorts: []uint16{80}, Sites: []Site{{Hosts: []string{"*"}, Origins: []Origin{{URL: u}}}}}})
 	if err != nil {
 		b.Fatal(err)
 	}
