@@ -3,12 +3,13 @@ package proxy
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/edgeproxy/edgeproxy/internal/netaddr"
 )
 
 // serveH1 is the HTTP/1.1 hot path, cleartext and TLS.
@@ -17,7 +18,7 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx) {
 	req := &ctx.Request
 	rec := &record{
 		start: ctx.Time(), id: p.ids.next(), proto: "HTTP/1.1",
-		edge: addrOf(ctx.LocalAddr()), client: addrOf(ctx.RemoteAddr()),
+		edge: netaddr.AddrPort(ctx.LocalAddr()), client: netaddr.AddrPort(ctx.RemoteAddr()),
 		method: string(req.Header.Method()), host: string(req.Host()), path: string(req.URI().Path()),
 	}
 	isTLS := ctx.IsTLS()
@@ -63,7 +64,7 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx) {
 	}
 	var bodyRead func() int64
 	if req.IsBodyStream() && hasBody(h) {
-		rb := &requestBody{r: req.BodyStream(), conn: ctx.Conn(), timeout: p.limits.BodyTimeout, max: p.limits.MaxBodyBytes}
+		rb := &requestBody{limitedBody: limitedBody{r: req.BodyStream(), max: p.limits.MaxBodyBytes}, conn: ctx.Conn(), timeout: p.limits.BodyTimeout}
 		req.SetBodyStream(rb, h.ContentLength())
 		bodyRead = func() int64 { return rb.n }
 	}
@@ -142,11 +143,10 @@ var errBodyTooLarge = errors.New("request body larger than the limit")
 // the body timeout (a client that stops sending is cut) and the total by
 // the body limit.
 type requestBody struct {
-	r       io.Reader
+	limitedBody
 	conn    net.Conn
 	timeout time.Duration
 	due     time.Time
-	max, n  int64
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -154,15 +154,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		b.due = now.Add(b.timeout)
 		b.conn.SetReadDeadline(b.due)
 	}
-	n, err := b.r.Read(p)
-	b.n += int64(n)
-	if b.n > b.max {
-		return n, errBodyTooLarge
-	}
-	if err != nil && err != io.EOF {
-		err = fmt.Errorf("%w: %w", errClientBody, err)
-	}
-	return n, err
+	return b.limitedBody.Read(p)
 }
 
 // responseBody streams an origin's body to the client, bounding each write

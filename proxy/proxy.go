@@ -34,6 +34,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/sys/unix"
 
+	"github.com/edgeproxy/edgeproxy/internal/netaddr"
 	"github.com/edgeproxy/edgeproxy/internal/sockns"
 )
 
@@ -377,7 +378,7 @@ func (p *Proxy) Start() error {
 // own: the QUIC socket's wildcard also takes unsteered datagrams.
 func (p *Proxy) quicConfigForClient(base *tls.Config) func(*tls.ClientHelloInfo) (*tls.Config, error) {
 	return func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-		if p.owns != nil && hello.Conn != nil && !p.owns(addrOf(hello.Conn.LocalAddr())) {
+		if p.owns != nil && hello.Conn != nil && !p.owns(netaddr.AddrPort(hello.Conn.LocalAddr())) {
 			p.m.refusedH3.Inc()
 			return nil, errors.New("destination not bound to the cdn")
 		}
@@ -406,7 +407,7 @@ func (p *Proxy) acceptLoop() {
 			c.Close()
 			continue
 		}
-		isTLS, ok := p.state.Load().ports[addrOf(c.LocalAddr()).Port()]
+		isTLS, ok := p.state.Load().ports[netaddr.AddrPort(c.LocalAddr()).Port()]
 		switch {
 		case !ok:
 			c.SetLinger(0)

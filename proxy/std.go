@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/edgeproxy/edgeproxy/internal/netaddr"
 )
 
 // stdHandler is the net/http handler of HTTP/2 and HTTP/3: the same
@@ -24,7 +26,7 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 		method: r.Method, host: r.Host, path: r.URL.Path,
 	}
 	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		rec.edge = addrOf(la)
+		rec.edge = netaddr.AddrPort(la)
 	}
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		rec.client = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
@@ -166,7 +168,8 @@ func protoName(r *http.Request) string {
 	return r.Proto
 }
 
-// limitedBody bounds a request body of HTTP/2 or HTTP/3.
+// limitedBody bounds a request body, counts what was read, and marks the
+// client's read errors (errClientBody) apart from the origin's.
 type limitedBody struct {
 	r      io.Reader
 	max, n int64

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+
+	"github.com/edgeproxy/edgeproxy/internal/netaddr"
 )
 
 // Certificate is a certificate chain with its key. Default marks the one
@@ -103,16 +105,5 @@ func edgeOf(c net.Conn) netip.Addr {
 	if c == nil {
 		return netip.Addr{}
 	}
-	return addrOf(c.LocalAddr()).Addr()
-}
-
-func addrOf(a net.Addr) netip.AddrPort {
-	var ap netip.AddrPort
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		ap = a.AddrPort()
-	case *net.UDPAddr:
-		ap = a.AddrPort()
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	return netaddr.AddrPort(c.LocalAddr()).Addr()
 }

@@ -4,13 +4,14 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
 	"golang.org/x/sys/unix"
+
+	"github.com/edgeproxy/edgeproxy/internal/netaddr"
 )
 
 func (p *Proxy) acceptLoop() {
@@ -34,18 +35,6 @@ func (p *Proxy) acceptLoop() {
 	}
 }
 
-// addrPort returns a net.Addr as an AddrPort, IPv4 unmapped.
-func addrPort(a net.Addr) netip.AddrPort {
-	var ap netip.AddrPort
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		ap = a.AddrPort()
-	case *net.UDPAddr:
-		ap = a.AddrPort()
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-}
-
 // reset closes c with a TCP reset: the client sees a refusal, not a clean
 // end.
 func reset(c *net.TCPConn) {
@@ -54,7 +43,7 @@ func reset(c *net.TCPConn) {
 }
 
 func (p *Proxy) handleTCP(c *net.TCPConn) {
-	edge, client := addrPort(c.LocalAddr()), addrPort(c.RemoteAddr())
+	edge, client := netaddr.AddrPort(c.LocalAddr()), netaddr.AddrPort(c.RemoteAddr())
 	a := p.apps.Load().match(TCP, edge.Addr(), edge.Port())
 	if a == nil {
 		p.m.refused.WithLabelValues("", string(TCP), "no_app").Inc()

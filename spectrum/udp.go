@@ -14,6 +14,8 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
+
+	"github.com/edgeproxy/edgeproxy/internal/netaddr"
 )
 
 // How many datagrams one recvmmsg takes: more on the shared socket, which
@@ -92,7 +94,7 @@ func (p *Proxy) udpLoop() {
 		}
 		for i := range ms[:n] {
 			m := &ms[i]
-			client := addrPort(m.Addr)
+			client := netaddr.AddrPort(m.Addr)
 			edge, err := origDst(m.OOB[:m.NN])
 			if err != nil {
 				continue
