@@ -34,6 +34,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/sys/unix"
 
+	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
 	"github.com/edgeproxy/edgeproxy/internal/netaddr"
 	"github.com/edgeproxy/edgeproxy/internal/sockns"
 )
@@ -79,7 +80,7 @@ func (l *Limits) setDefaults() {
 		l.MaxBodyBytes = 100 << 20
 	}
 	if l.MaxConnections <= 0 {
-		l.MaxConnections = fdBudget()
+		l.MaxConnections = fdlimit.Pairs()
 	}
 	def(&l.ReadHeaderTimeout, 10*time.Second)
 	def(&l.BodyTimeout, 60*time.Second)
@@ -88,14 +89,6 @@ func (l *Limits) setDefaults() {
 	def(&l.UpstreamConnectTimeout, 5*time.Second)
 	def(&l.UpstreamTimeout, 60*time.Second)
 	def(&l.TunnelIdleTimeout, 10*time.Minute)
-}
-
-func fdBudget() int {
-	var r unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &r); err != nil || r.Cur > 1<<24 {
-		return 100_000
-	}
-	return max(int(r.Cur)-1024, 128) / 2
 }
 
 // Options configure a Proxy.

@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
+	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
 	"github.com/edgeproxy/edgeproxy/internal/sockns"
 )
 
@@ -99,7 +100,7 @@ func New(opts Options) (*Proxy, error) {
 		closing: make(chan struct{}),
 	}
 	if p.maxConns <= 0 {
-		p.maxConns = fdBudget()
+		p.maxConns = fdlimit.Pairs()
 	}
 	if p.maxFlows <= 0 {
 		p.maxFlows = p.maxConns
@@ -130,16 +131,6 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.udp = pc.(*net.UDPConn)
 	return p, nil
-}
-
-// fdBudget is the number of two-descriptor connections the open-file limit
-// allows after a reserve.
-func fdBudget() int {
-	var r unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &r); err != nil || r.Cur > 1<<24 {
-		return 100_000
-	}
-	return max(int(r.Cur)-1024, 128) / 2
 }
 
 // SetApps replaces the applications. Connections and flows already open
