@@ -146,14 +146,11 @@ type requestBody struct {
 	limitedBody
 	conn    net.Conn
 	timeout time.Duration
-	due     time.Time
+	due     lazyDeadline
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
-	if now := time.Now(); b.due.Sub(now) < b.timeout/2 {
-		b.due = now.Add(b.timeout)
-		b.conn.SetReadDeadline(b.due)
-	}
+	b.due.push(b.timeout, b.conn.SetReadDeadline)
 	return b.limitedBody.Read(p)
 }
 
@@ -168,17 +165,14 @@ type responseBody struct {
 	rec     *record
 	p       *Proxy
 	closed  bool
-	due     time.Time
+	due     lazyDeadline
 }
 
 func (b *responseBody) Read(p []byte) (int, error) {
 	// fasthttp set a write deadline for the response; once the body goes
 	// past its first read, each further chunk gets the send timeout.
 	if b.rec.bytes > 0 {
-		if now := time.Now(); b.due.Sub(now) < b.timeout/2 {
-			b.due = now.Add(b.timeout)
-			b.conn.SetWriteDeadline(b.due)
-		}
+		b.due.push(b.timeout, b.conn.SetWriteDeadline)
 	}
 	n, err := b.r.Read(p)
 	b.rec.bytes += int64(n)

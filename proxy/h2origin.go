@@ -58,11 +58,9 @@ func (op *originPools) setupH2(o *origin) {
 
 // dialTLS dials addr in the proxy's namespace and shakes hands.
 func (op *originPools) dialTLS(ctx context.Context, addr string, tc *tls.Config, timeout time.Duration) (*tls.Conn, error) {
-	var c net.Conn
-	var err error
-	op.here.Do(func() { c, err = (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr) })
+	c, err := op.dial(ctx, addr, timeout)
 	if err != nil {
-		return nil, &dialError{err}
+		return nil, err
 	}
 	tlsc := tls.Client(c, tc)
 	hctx, cancel := context.WithTimeout(ctx, timeout)

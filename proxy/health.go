@@ -21,11 +21,8 @@ func (op *originPools) startChecker(o *origin, cfg HealthCheck) *checker {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &checker{cfg: cfg, cancel: cancel, done: make(chan struct{})}
 	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var conn net.Conn
-			var err error
-			op.here.Do(func() { conn, err = (&net.Dialer{Timeout: cfg.Timeout}).DialContext(ctx, network, addr) })
-			return conn, err
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return op.dial(ctx, addr, cfg.Timeout)
 		},
 		TLSClientConfig:   o.hc.TLSConfig.Clone(),
 		DisableKeepAlives: true, // each check proves that a connection can be made

@@ -4,20 +4,22 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
 
 func testRouter(t *testing.T, sites []Site) *router {
 	t.Helper()
 	pools := &originPools{pools: map[string]*origin{}}
-	r, err := newRouter(sites, pools.get, nil)
+	r, err := newRouter(sites, pools.get, func(string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: "test_retries_total"})
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,55 +125,61 @@ func TestRoutes(t *testing.T) {
 	}
 }
 
-// TestForwardingPoliciesAgree: the HTTP/1.1 path's byte-level rewrite and
-// the HTTP/2 and HTTP/3 path's newForwarded give the origin the same
-// forwarding headers, drop the same hop-by-hop headers, and replace what a
-// client tried to set itself.
-func TestForwardingPoliciesAgree(t *testing.T) {
+// TestForwardingPolicy: the origin learns the client, the edge and the
+// scheme (appended to what earlier proxies said), hop-by-hop headers are
+// dropped, and what a client tried to set itself is replaced. Every client
+// protocol goes through this rewrite (HTTP/2 and HTTP/3 copy their requests
+// into fasthttp headers first; TestCDNCurl checks it end to end).
+func TestForwardingPolicy(t *testing.T) {
+	const id = "0123456789abcdef"
 	for _, tc := range []struct {
 		name   string
 		client string
 		tls    bool
 		in     [][2]string
+		want   map[string]string
 	}{
-		{"plain", "203.0.113.7:5000", false, nil},
-		{"v6 over tls", "[2001:db8::7]:5000", true, nil},
+		{"plain", "203.0.113.7:5000", false, nil, map[string]string{
+			"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "a.example",
+			"Forwarded": "for=203.0.113.7;by=192.0.2.10;proto=http;host=a.example",
+			"CDN-Loop":  "edgeproxy", "X-Edge-Addr": "192.0.2.10:443", "X-Request-Id": id,
+		}},
+		{"v6 over tls", "[2001:db8::7]:5000", true, nil, map[string]string{
+			"X-Forwarded-For": "2001:db8::7", "X-Forwarded-Proto": "https",
+			"Forwarded": `for="[2001:db8::7]";by=192.0.2.10;proto=https;host=a.example`,
+		}},
 		{"chain", "203.0.113.7:5000", true, [][2]string{
 			{"X-Forwarded-For", "198.51.100.1"}, {"X-Forwarded-For", "198.51.100.2, 198.51.100.3"},
 			{"Forwarded", "for=198.51.100.1;proto=https"}, {"CDN-Loop", "other-cdn"},
+		}, map[string]string{
+			"X-Forwarded-For": "198.51.100.1, 198.51.100.2, 198.51.100.3, 203.0.113.7",
+			"Forwarded":       "for=198.51.100.1;proto=https, for=203.0.113.7;by=192.0.2.10;proto=https;host=a.example",
+			"CDN-Loop":        "other-cdn, edgeproxy",
 		}},
 		{"spoofing and hop-by-hop", "203.0.113.7:5000", false, [][2]string{
 			{"X-Request-Id", "forged"}, {"X-Edge-Addr", "1.2.3.4:80"}, {"X-Forwarded-Proto", "https"},
 			{"X-Forwarded-Host", "evil.example"}, {"Connection", "keep-alive, X-Secret"}, {"X-Secret", "s"},
 			{"Keep-Alive", "timeout=5"}, {"TE", "trailers"}, {"Upgrade", "h2c"}, {"Proxy-Authorization", "Basic x"},
 			{"Accept", "*/*"},
+		}, map[string]string{
+			"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "a.example",
+			"X-Edge-Addr": "192.0.2.10:443", "X-Request-Id": id, "Accept": "*/*",
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			client := netip.MustParseAddrPort(tc.client)
-			edge := netip.MustParseAddrPort("192.0.2.10:443")
-			const host, loopID, id = "a.example", "edgeproxy", "0123456789abcdef"
-
 			var h fasthttp.RequestHeader
 			h.DisableNormalizing()
 			h.SetMethod("GET")
 			h.SetRequestURI("/")
-			h.SetHost(host)
-			std := http.Header{}
+			h.SetHost("a.example")
 			for _, kv := range tc.in {
 				h.Add(kv[0], kv[1])
-				std.Add(kv[0], kv[1])
 			}
 			var sc h1Scan
 			scanRequest(&h, &sc)
-			rewriteRequest(&h, &sc, client, edge, []byte(host), tc.tls, loopID, id)
-
-			fw := newForwarded(std.Values("X-Forwarded-For"), std.Values("Forwarded"), std.Values("CDN-Loop"), client, edge, host, tc.tls, loopID)
-			want := map[string]string{
-				"X-Forwarded-For": fw.xff, "X-Forwarded-Proto": fw.proto, "X-Forwarded-Host": fw.host,
-				"Forwarded": fw.elem, "CDN-Loop": fw.loop, "X-Edge-Addr": fw.edge, "X-Request-Id": id,
-			}
-			for name, v := range want {
+			rewriteRequest(&h, &sc, netip.MustParseAddrPort(tc.client), netip.MustParseAddrPort("192.0.2.10:443"),
+				[]byte("a.example"), tc.tls, "edgeproxy", id)
+			for name, v := range tc.want {
 				var got []string
 				for k, val := range h.All() {
 					if strings.EqualFold(string(k), name) {
@@ -179,7 +187,7 @@ func TestForwardingPoliciesAgree(t *testing.T) {
 					}
 				}
 				if len(got) != 1 || got[0] != v {
-					t.Errorf("%s: HTTP/1.1 path sends %q, the HTTP/2 path %q", name, got, v)
+					t.Errorf("%s: %q, want %q once", name, got, v)
 				}
 			}
 			for _, gone := range []string{"Connection", "X-Secret", "Keep-Alive", "TE", "Upgrade", "Proxy-Authorization"} {
@@ -187,17 +195,11 @@ func TestForwardingPoliciesAgree(t *testing.T) {
 					t.Errorf("%s: forwarded as %q", gone, v)
 				}
 			}
-			if tc.name == "spoofing and hop-by-hop" && string(h.Peek("Accept")) != "*/*" {
-				t.Errorf("an end-to-end header was lost")
-			}
-			if !strings.HasSuffix(fw.xff, client.Addr().String()) {
-				t.Errorf("X-Forwarded-For %q does not end with the client", fw.xff)
-			}
 		})
 	}
 }
 
-// TestLoopDetection: both paths find their id among CDN-Loop entries, with
+// TestLoopDetection: our id is found among CDN-Loop entries, with
 // parameters and any case, and only as a whole entry.
 func TestLoopDetection(t *testing.T) {
 	for _, tc := range []struct {
@@ -214,9 +216,6 @@ func TestLoopDetection(t *testing.T) {
 		var bs [][]byte
 		for _, v := range tc.values {
 			bs = append(bs, []byte(v))
-		}
-		if got := loopDetected(tc.values, "edgeproxy"); got != tc.want {
-			t.Errorf("loopDetected(%q) = %v", tc.values, got)
 		}
 		if got := loopIn(bs, "edgeproxy"); got != tc.want {
 			t.Errorf("loopIn(%q) = %v", tc.values, got)

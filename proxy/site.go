@@ -161,11 +161,7 @@ func newRouter(sites []Site, pools func(*url.URL, OriginTLS) (*origin, error), r
 		in.Passive.setDefaults()
 		in.Retries.setDefaults()
 		s := &site{name: normalizeHost(in.Hosts[0]), edges: in.EdgeIPs, passive: in.Passive, retries: in.Retries, budget: newRetryBudget(in.Retries)}
-		if retried != nil {
-			s.retried = retried(s.name)
-		} else {
-			s.retried = prometheus.NewCounter(prometheus.CounterOpts{Name: "unregistered"})
-		}
+		s.retried = retried(s.name)
 		mk := func(path string, os []Origin) (*route, error) {
 			rt := &route{path: path, balance: in.Balance, equalWeights: true}
 			for _, o := range os {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -49,7 +50,26 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 		p.done(rec)
 	}
 
-	if loopDetected(r.Header.Values("CDN-Loop"), st.cfg.LoopID) {
+	// The request for the origin, with the client's headers: the one
+	// forwarding policy of h1headers.go applies to it as to HTTP/1.1.
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	req.Header.DisableNormalizing()
+	req.Header.SetMethod(r.Method)
+	req.SetRequestURI(r.URL.RequestURI())
+	req.Header.SetHost(r.Host)
+	req.UseHostHeader = true // the URI has no host to take it from
+	for name, vs := range r.Header {
+		if name == "Host" || name == "Content-Length" {
+			continue
+		}
+		for _, v := range vs {
+			req.Header.Add(name, v)
+		}
+	}
+	var sc h1Scan
+	scanRequest(&req.Header, &sc)
+	if loopIn(sc.loop, st.cfg.LoopID) {
 		fail(508, "the request has been through this CDN already (CDN-Loop)")
 		return
 	}
@@ -64,38 +84,7 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt := s.route(cleanPath(r.URL.Path))
-
-	fw := newForwarded(r.Header.Values("X-Forwarded-For"), r.Header.Values("Forwarded"),
-		r.Header.Values("CDN-Loop"), rec.client, rec.edge, r.Host, true, st.cfg.LoopID)
-	req := fasthttp.AcquireRequest()
-	defer fasthttp.ReleaseRequest(req)
-	req.Header.DisableNormalizing()
-	req.Header.SetMethod(r.Method)
-	req.SetRequestURI(r.URL.RequestURI())
-	req.Header.SetHost(r.Host)
-	req.UseHostHeader = true // the URI has no host to take it from
-	skip := map[string]bool{}
-	for _, t := range connectionTokens(r.Header.Get("Connection")) {
-		skip[http.CanonicalHeaderKey(t)] = true
-	}
-	for _, name := range hopHeaders {
-		skip[name] = true
-	}
-	for name, vs := range r.Header {
-		if skip[name] || name == "Host" || name == "Content-Length" {
-			continue
-		}
-		for _, v := range vs {
-			req.Header.Add(name, v)
-		}
-	}
-	req.Header.Set("X-Forwarded-For", fw.xff)
-	req.Header.Set("X-Forwarded-Proto", fw.proto)
-	req.Header.Set("X-Forwarded-Host", fw.host)
-	req.Header.Set("Forwarded", fw.elem)
-	req.Header.Set("CDN-Loop", fw.loop)
-	req.Header.Set("X-Edge-Addr", fw.edge)
-	req.Header.Set("X-Request-Id", rec.id)
+	rewriteRequest(&req.Header, &sc, rec.client, rec.edge, []byte(r.Host), true, st.cfg.LoopID, rec.id)
 	var bodyRead func() int64
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		cl := int(r.ContentLength) // -1: unknown, sent chunked
@@ -114,23 +103,16 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 	}
 	defer up.CloseBodyStream()
 
+	altSvc := st.altSvc
+	if isH3 {
+		altSvc = "" // HTTP/3 responses do not announce it again
+	}
+	rewriteResponse(&up.Header, rec.id, altSvc)
 	h := w.Header()
-	skip = map[string]bool{}
-	for _, t := range connectionTokens(string(up.Header.Peek("Connection"))) {
-		skip[http.CanonicalHeaderKey(t)] = true
-	}
-	for _, name := range hopHeaders {
-		skip[name] = true
-	}
 	for k, v := range up.Header.All() {
-		name := http.CanonicalHeaderKey(string(k))
-		if !skip[name] {
-			h.Add(name, string(v))
+		if !bytes.EqualFold(k, hTE) { // net/http frames the body itself
+			h.Add(string(k), string(v))
 		}
-	}
-	h.Set("X-Request-Id", rec.id)
-	if st.altSvc != "" && !isH3 {
-		h.Set("Alt-Svc", st.altSvc)
 	}
 	rec.status = up.StatusCode()
 	w.WriteHeader(rec.status)

@@ -3,7 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"crypto/tls"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -193,24 +193,18 @@ func relay(dst, src net.Conn, idle time.Duration) <-chan int64 {
 
 // dialOrigin opens a connection of its own to o, with TLS for https.
 func (p *Proxy) dialOrigin(o *origin) (net.Conn, error) {
+	op := p.pools
 	var c net.Conn
 	var err error
-	p.here.Do(func() { c, err = (&net.Dialer{Timeout: p.limits.UpstreamConnectTimeout}).Dial("tcp", o.hc.Addr) })
-	if err != nil {
-		return nil, &dialError{err}
+	if o.hc.IsTLS {
+		c, err = op.dialTLS(context.Background(), o.hc.Addr, o.hc.TLSConfig.Clone(), op.t.connect)
+	} else {
+		c, err = op.dial(context.Background(), o.hc.Addr, op.t.connect)
 	}
-	o.connects.Add(1)
-	if !o.hc.IsTLS {
-		return c, nil
+	if err == nil {
+		o.connects.Add(1)
 	}
-	tc := tls.Client(c, o.hc.TLSConfig.Clone())
-	tc.SetDeadline(time.Now().Add(p.limits.UpstreamConnectTimeout))
-	if err := tc.Handshake(); err != nil {
-		c.Close()
-		return nil, err
-	}
-	tc.SetDeadline(time.Time{})
-	return tc, nil
+	return c, err
 }
 
 // headerHasToken reports whether comma-separated header values list tok.

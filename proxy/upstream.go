@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -108,11 +109,9 @@ func (op *originPools) get(u *url.URL, ot OriginTLS) (*origin, error) {
 		// The name is resolved at every new connection: a DNS change is
 		// followed as connections are replaced (maxConnAge at the latest).
 		Dial: func(addr string) (net.Conn, error) {
-			var c net.Conn
-			var err error
-			op.here.Do(func() { c, err = (&net.Dialer{Timeout: t.connect}).Dial("tcp", addr) })
+			c, err := op.dial(context.Background(), addr, t.connect)
 			if err != nil {
-				return nil, &dialError{err}
+				return nil, err
 			}
 			o.connects.Add(1)
 			return &idleConn{Conn: c, read: t.read, write: t.write}, nil
@@ -134,6 +133,18 @@ func (op *originPools) get(u *url.URL, ot OriginTLS) (*origin, error) {
 	}
 	op.pools[key] = o
 	return o, nil
+}
+
+// dial connects to addr from the proxy's network namespace; a failure is
+// a dialError (nothing was sent).
+func (op *originPools) dial(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	var err error
+	op.here.Do(func() { c, err = (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr) })
+	if err != nil {
+		return nil, &dialError{err}
+	}
+	return c, nil
 }
 
 // all returns every pool, for metrics and the admin API.
@@ -160,34 +171,38 @@ func hostPort(u *url.URL) string {
 	return net.JoinHostPort(u.Hostname(), "80")
 }
 
+// lazyDeadline is a deadline for gaps, moved only once half of it is used
+// up, which keeps the runtime's timer out of most reads and writes: a gap
+// is cut after between half the timeout and the timeout.
+type lazyDeadline struct{ due time.Time }
+
+// push moves the deadline d ahead through set, when it is due to.
+func (l *lazyDeadline) push(d time.Duration, set func(time.Time) error) {
+	if d <= 0 {
+		return
+	}
+	if now := time.Now(); l.due.Sub(now) < d/2 {
+		l.due = now.Add(d)
+		set(l.due)
+	}
+}
+
 // idleConn bounds each read and each write of an upstream connection, so
 // that a slow origin is cut after a gap rather than after a total that a
-// long download would exceed. A deadline is moved only once half of it is
-// used up, which keeps the runtime's timer out of most reads: a gap is cut
-// after between half the timeout and the timeout.
+// long download would exceed.
 type idleConn struct {
 	net.Conn
 	read, write       time.Duration
-	readDue, writeDue time.Time
+	readDue, writeDue lazyDeadline
 }
 
 func (c *idleConn) Read(p []byte) (int, error) {
-	if c.read > 0 {
-		if now := time.Now(); c.readDue.Sub(now) < c.read/2 {
-			c.readDue = now.Add(c.read)
-			c.Conn.SetReadDeadline(c.readDue)
-		}
-	}
+	c.readDue.push(c.read, c.Conn.SetReadDeadline)
 	return c.Conn.Read(p)
 }
 
 func (c *idleConn) Write(p []byte) (int, error) {
-	if c.write > 0 {
-		if now := time.Now(); c.writeDue.Sub(now) < c.write/2 {
-			c.writeDue = now.Add(c.write)
-			c.Conn.SetWriteDeadline(c.writeDue)
-		}
-	}
+	c.writeDue.push(c.write, c.Conn.SetWriteDeadline)
 	return c.Conn.Write(p)
 }
 
