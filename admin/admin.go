@@ -277,14 +277,17 @@ func jsonKind(goKind string) string {
 	return goKind
 }
 
-// JSON shapes of the results.
+// The JSON shapes of the API's results, shared with its CLI
+// (cmd/edgeproxy), which decodes them.
 
-type serviceJSON struct {
+// Service is a service of the catalogue.
+type Service struct {
 	ID   string `json:"id"`
 	Name string `json:"name"`
 }
 
-type prefixJSON struct {
+// Prefix is an onboarded prefix.
+type Prefix struct {
 	ID          string `json:"id"`
 	CIDR        string `json:"cidr"`
 	ServiceID   string `json:"service_id"`
@@ -292,49 +295,53 @@ type prefixJSON struct {
 	Source      string `json:"source"`
 }
 
-type provisioningJSON struct {
+// Provisioning is where a change stands on the node (fleet-wide later).
+type Provisioning struct {
 	State string `json:"state"`
 }
 
-type bindingJSON struct {
-	ID           string           `json:"id"`
-	PrefixID     string           `json:"prefix_id"`
-	CIDR         string           `json:"cidr"`
-	Protocol     string           `json:"protocol,omitempty"`
-	Port         uint16           `json:"port,omitempty"`
-	ServiceID    string           `json:"service_id"`
-	ServiceName  string           `json:"service_name"`
-	Default      bool             `json:"default"`
-	Source       string           `json:"source"`
-	Provisioning provisioningJSON `json:"provisioning"`
+// Binding is a binding, a prefix's default binding included.
+type Binding struct {
+	ID           string       `json:"id"`
+	PrefixID     string       `json:"prefix_id"`
+	CIDR         string       `json:"cidr"`
+	Protocol     string       `json:"protocol,omitempty"`
+	Port         uint16       `json:"port,omitempty"`
+	ServiceID    string       `json:"service_id"`
+	ServiceName  string       `json:"service_name"`
+	Default      bool         `json:"default"`
+	Source       string       `json:"source"`
+	Provisioning Provisioning `json:"provisioning"`
 }
 
-type appJSON struct {
+// App is the spectrum app a lookup found.
+type App struct {
 	Name     string `json:"name"`
 	Protocol string `json:"protocol"`
 	Edge     string `json:"edge"`
 	Ports    string `json:"ports"`
 }
 
-type lookupJSON struct {
-	Outcome string       `json:"outcome"`
-	Service *string      `json:"service"`
-	Binding *bindingJSON `json:"binding"`
-	App     *appJSON     `json:"app"`
-	Reason  string       `json:"reason"`
+// Lookup is the outcome of GET /v1/lookup and why.
+type Lookup struct {
+	Outcome string   `json:"outcome"`
+	Service *string  `json:"service"`
+	Binding *Binding `json:"binding"`
+	App     *App     `json:"app"`
+	Reason  string   `json:"reason"`
 }
 
-func toPrefix(p bindings.Prefix) prefixJSON {
-	return prefixJSON{ID: p.ID, CIDR: p.CIDR.String(), ServiceID: string(p.Service), ServiceName: p.Service.Name(), Source: string(p.Source)}
+func toPrefix(p bindings.Prefix) Prefix {
+	return Prefix{ID: p.ID, CIDR: p.CIDR.String(), ServiceID: string(p.Service), ServiceName: p.Service.Name(), Source: string(p.Source)}
 }
 
-func toBinding(b bindings.Binding) bindingJSON {
-	j := bindingJSON{
+func toBinding(b bindings.Binding) Binding {
+	j := Binding{
 		ID: b.ID, PrefixID: b.PrefixID, CIDR: b.CIDR.String(),
 		ServiceID: string(b.Service), ServiceName: b.Service.Name(),
 		Default: b.Default, Source: string(b.Source),
 		// On a single node a change returns once the data plane holds it.
-		Provisioning: provisioningJSON{State: "active"},
+		Provisioning: Provisioning{State: "active"},
 	}
 	if b.PortScoped() {
 		j.Protocol, j.Port = b.Protocol.String(), b.Port
@@ -345,16 +352,16 @@ func toBinding(b bindings.Binding) bindingJSON {
 // Handlers.
 
 func (a *api) services(w http.ResponseWriter, r *http.Request) {
-	out := make([]serviceJSON, len(bindings.Catalogue))
+	out := make([]Service, len(bindings.Catalogue))
 	for i, s := range bindings.Catalogue {
-		out[i] = serviceJSON{ID: string(s.ID), Name: s.Name}
+		out[i] = Service{ID: string(s.ID), Name: s.Name}
 	}
 	a.ok(w, out)
 }
 
 func (a *api) listPrefixes(w http.ResponseWriter, r *http.Request) {
 	ps := a.m.Prefixes()
-	out := make([]prefixJSON, len(ps))
+	out := make([]Prefix, len(ps))
 	for i, p := range ps {
 		out[i] = toPrefix(p)
 	}
@@ -424,7 +431,7 @@ func (a *api) listBindings(w http.ResponseWriter, r *http.Request) {
 		a.failOp(w, r, err)
 		return
 	}
-	out := make([]bindingJSON, len(bs))
+	out := make([]Binding, len(bs))
 	for i, b := range bs {
 		out[i] = toBinding(b)
 	}
@@ -546,7 +553,7 @@ func (a *api) lookup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res := a.m.Resolve(proto, ap.Addr(), ap.Port())
-	out := lookupJSON{Outcome: string(res.Outcome), Reason: res.Reason}
+	out := Lookup{Outcome: string(res.Outcome), Reason: res.Reason}
 	if res.Service != "" {
 		s := string(res.Service)
 		out.Service = &s
@@ -556,7 +563,7 @@ func (a *api) lookup(w http.ResponseWriter, r *http.Request) {
 		out.Binding = &b
 	}
 	if res.App != nil {
-		out.App = &appJSON{Name: res.App.Name, Protocol: res.App.Protocol.String(), Edge: res.App.Edge.String(), Ports: res.App.Ports.String()}
+		out.App = &App{Name: res.App.Name, Protocol: res.App.Protocol.String(), Edge: res.App.Edge.String(), Ports: res.App.Ports.String()}
 	}
 	a.ok(w, out)
 }

@@ -108,7 +108,7 @@ func TestPrefixLifecycle(t *testing.T) {
 	h, _ := newAPI(t, "")
 	r := call(t, h, "POST", "/v1/prefixes", `{"cidr":"192.0.2.0/24","service_id":"spectrum"}`)
 	r.want(t, 200, 0, "")
-	var p prefixJSON
+	var p Prefix
 	r.result(t, &p)
 	if p.CIDR != "192.0.2.0/24" || p.ServiceID != "spectrum" || p.ServiceName != "Spectrum" || p.Source != "api" || len(p.ID) != 32 {
 		t.Fatalf("prefix %+v", p)
@@ -121,7 +121,7 @@ func TestPrefixLifecycle(t *testing.T) {
 	// A binding inside blocks the delete, unless cascade.
 	r = call(t, h, "POST", "/v1/prefixes/"+p.ID+"/bindings", `{"cidr":"192.0.2.0/25","service_id":"cdn"}`)
 	r.want(t, 200, 0, "")
-	var b bindingJSON
+	var b Binding
 	r.result(t, &b)
 	if b.PrefixID != p.ID || b.Default || b.Provisioning.State != "active" || b.Protocol != "" {
 		t.Fatalf("binding %+v", b)
@@ -172,7 +172,7 @@ func TestMoveAndDeleteBindings(t *testing.T) {
 	r.want(t, 400, codeInvalidState, "no spectrum app serves tcp/443")
 	r = call(t, h, "POST", "/v1/prefixes/"+pid+"/bindings", `{"cidr":"198.51.100.200/32","service_id":"cdn","protocol":"tcp","port":443}`)
 	r.want(t, 200, 0, "")
-	var b bindingJSON
+	var b Binding
 	r.result(t, &b)
 	if b.Protocol != "tcp" || b.Port != 443 {
 		t.Fatalf("binding %+v", b)
@@ -182,11 +182,11 @@ func TestMoveAndDeleteBindings(t *testing.T) {
 
 	// A plain binding moves back and forth; the id does not change.
 	r = call(t, h, "POST", "/v1/prefixes/"+pid+"/bindings", `{"cidr":"198.51.100.192/26","service_id":"spectrum"}`)
-	var plain bindingJSON
+	var plain Binding
 	r.result(t, &plain)
 	r = call(t, h, "PATCH", "/v1/prefixes/"+pid+"/bindings/"+plain.ID, `{"service_id":"cdn"}`)
 	r.want(t, 200, 0, "")
-	var moved bindingJSON
+	var moved Binding
 	r.result(t, &moved)
 	if moved.ID != plain.ID || moved.ServiceID != "cdn" {
 		t.Fatalf("moved %+v", moved)
@@ -204,7 +204,7 @@ func TestMoveAndDeleteBindings(t *testing.T) {
 	call(t, h, "DELETE", "/v1/prefixes/"+pid+"/bindings/"+cfgB, "").want(t, 409, codeConfigOwned, "configuration file")
 
 	r = call(t, h, "GET", "/v1/prefixes/"+pid+"/bindings", "")
-	var list []bindingJSON
+	var list []Binding
 	r.result(t, &list)
 	if len(list) != 4 || !list[0].Default || list[0].Source != "config" {
 		t.Fatalf("list %+v", list)
@@ -217,7 +217,7 @@ func TestMoveAndDeleteBindings(t *testing.T) {
 func TestDefaultBindingMovesThePrefix(t *testing.T) {
 	h, m := newAPI(t, "")
 	r := call(t, h, "POST", "/v1/prefixes", `{"cidr":"2001:db8::/48","service_id":"cdn"}`)
-	var p prefixJSON
+	var p Prefix
 	r.result(t, &p)
 	def := bindings.BindingID(netip.MustParsePrefix("2001:db8::/48"), 0, 0)
 	call(t, h, "PATCH", "/v1/prefixes/"+p.ID+"/bindings/"+def, `{"service_id":"magic-transit"}`).want(t, 200, 0, "")
@@ -233,7 +233,7 @@ func TestDefaultBindingMovesThePrefix(t *testing.T) {
 func TestLookup(t *testing.T) {
 	h, _ := newAPI(t, "")
 	r := call(t, h, "GET", "/v1/lookup?addr=198.51.100.10:22&protocol=tcp", "")
-	var l lookupJSON
+	var l Lookup
 	r.result(t, &l)
 	if l.Outcome != "refuse" || l.Service == nil || *l.Service != "spectrum" || l.Binding == nil || l.Binding.CIDR != "198.51.100.0/25" || !strings.HasSuffix(l.Reason, ".") {
 		t.Fatalf("lookup %+v", l)

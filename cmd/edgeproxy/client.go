@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/bindings"
 )
 
@@ -139,29 +140,8 @@ func (c *client) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-type prefixResult struct {
-	ID        string `json:"id"`
-	CIDR      string `json:"cidr"`
-	ServiceID string `json:"service_id"`
-	Source    string `json:"source"`
-}
-
-type bindingResult struct {
-	ID           string `json:"id"`
-	PrefixID     string `json:"prefix_id"`
-	CIDR         string `json:"cidr"`
-	Protocol     string `json:"protocol,omitempty"`
-	Port         uint16 `json:"port,omitempty"`
-	ServiceID    string `json:"service_id"`
-	ServiceName  string `json:"service_name"`
-	Default      bool   `json:"default"`
-	Source       string `json:"source"`
-	Provisioning struct {
-		State string `json:"state"`
-	} `json:"provisioning"`
-}
-
-func (b bindingResult) scope() string {
+// scope is a binding's protocol and port, "*" for all.
+func scope(b admin.Binding) string {
 	if b.Protocol == "" {
 		return "*"
 	}
@@ -169,14 +149,14 @@ func (b bindingResult) scope() string {
 }
 
 // allBindings lists every binding of every prefix.
-func (c *client) allBindings() ([]prefixResult, []bindingResult, error) {
-	var ps []prefixResult
+func (c *client) allBindings() ([]admin.Prefix, []admin.Binding, error) {
+	var ps []admin.Prefix
 	if err := c.do("GET", "/v1/prefixes", nil, &ps); err != nil {
 		return nil, nil, err
 	}
-	var all []bindingResult
+	var all []admin.Binding
 	for _, p := range ps {
-		var bs []bindingResult
+		var bs []admin.Binding
 		if err := c.do("GET", "/v1/prefixes/"+p.ID+"/bindings", nil, &bs); err != nil {
 			return nil, nil, err
 		}
@@ -185,17 +165,17 @@ func (c *client) allBindings() ([]prefixResult, []bindingResult, error) {
 	return ps, all, nil
 }
 
-func (c *client) findBinding(id string) (bindingResult, error) {
+func (c *client) findBinding(id string) (admin.Binding, error) {
 	_, all, err := c.allBindings()
 	if err != nil {
-		return bindingResult{}, err
+		return admin.Binding{}, err
 	}
 	for _, b := range all {
 		if b.ID == id {
 			return b, nil
 		}
 	}
-	return bindingResult{}, fmt.Errorf("no binding has id %q (see edgeproxy bindings list)", id)
+	return admin.Binding{}, fmt.Errorf("no binding has id %q (see edgeproxy bindings list)", id)
 }
 
 func cmdBindings(args []string, stdout, stderr io.Writer) error {
@@ -205,7 +185,7 @@ func cmdBindings(args []string, stdout, stderr io.Writer) error {
 	}
 	sub, rest := args[0], args[1:]
 	fs := newFlags("bindings "+sub, stderr)
-	admin, tokenFile, asJSON := clientFlags(fs)
+	adminURL, tokenFile, asJSON := clientFlags(fs)
 	var port *string
 	if sub == "add" {
 		port = fs.String("port", "", "port scope as `PROTO/PORT` (e.g. tcp/443): only that protocol and port move")
@@ -213,7 +193,7 @@ func cmdBindings(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, rest); err != nil {
 		return err
 	}
-	c, err := newClient(*admin, *tokenFile, *asJSON, stdout)
+	c, err := newClient(*adminURL, *tokenFile, *asJSON, stdout)
 	if err != nil {
 		return err
 	}
@@ -250,7 +230,7 @@ func (c *client) list() error {
 	}
 	if c.json {
 		if all == nil {
-			all = []bindingResult{}
+			all = []admin.Binding{}
 		}
 		return c.printJSON(all)
 	}
@@ -265,7 +245,7 @@ func (c *client) list() error {
 		if b.Default {
 			kind = "prefix default"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, b.CIDR, b.scope(), b.ServiceID, b.Source, kind)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, b.CIDR, scope(b), b.ServiceID, b.Source, kind)
 	}
 	return tw.Flush()
 }
@@ -286,11 +266,11 @@ func (c *client) add(cidrArg, svcArg, portArg string) error {
 		}
 		body["protocol"], body["port"] = proto.String(), port
 	}
-	var ps []prefixResult
+	var ps []admin.Prefix
 	if err := c.do("GET", "/v1/prefixes", nil, &ps); err != nil {
 		return err
 	}
-	var prefix *prefixResult
+	var prefix *admin.Prefix
 	for i, p := range ps {
 		pc, err := netip.ParsePrefix(p.CIDR)
 		if err == nil && pc.Bits() <= cidr.Bits() && pc.Contains(cidr.Addr()) {
@@ -300,14 +280,14 @@ func (c *client) add(cidrArg, svcArg, portArg string) error {
 	if prefix == nil {
 		return fmt.Errorf("%s is not inside any onboarded prefix (see edgeproxy bindings list)", cidr)
 	}
-	var b bindingResult
+	var b admin.Binding
 	if err := c.do("POST", "/v1/prefixes/"+prefix.ID+"/bindings", body, &b); err != nil {
 		return err
 	}
 	if c.json {
 		return c.printJSON(b)
 	}
-	fmt.Fprintf(c.stdout, "added %s %s -> %s (id %s, in prefix %s; %s)\n", b.CIDR, b.scope(), b.ServiceID, b.ID, prefix.CIDR, b.Provisioning.State)
+	fmt.Fprintf(c.stdout, "added %s %s -> %s (id %s, in prefix %s; %s)\n", b.CIDR, scope(b), b.ServiceID, b.ID, prefix.CIDR, b.Provisioning.State)
 	return nil
 }
 
@@ -319,14 +299,14 @@ func (c *client) move(id, svcArg string) error {
 	if err != nil {
 		return err
 	}
-	var moved bindingResult
+	var moved admin.Binding
 	if err := c.do("PATCH", "/v1/prefixes/"+b.PrefixID+"/bindings/"+id, map[string]string{"service_id": svcArg}, &moved); err != nil {
 		return err
 	}
 	if c.json {
 		return c.printJSON(moved)
 	}
-	fmt.Fprintf(c.stdout, "moved %s %s from %s to %s (id %s; %s)\n", moved.CIDR, moved.scope(), b.ServiceID, moved.ServiceID, moved.ID, moved.Provisioning.State)
+	fmt.Fprintf(c.stdout, "moved %s %s from %s to %s (id %s; %s)\n", moved.CIDR, scope(moved), b.ServiceID, moved.ServiceID, moved.ID, moved.Provisioning.State)
 	return nil
 }
 
@@ -335,33 +315,20 @@ func (c *client) delete(id string) error {
 	if err != nil {
 		return err
 	}
-	var deleted bindingResult
+	var deleted admin.Binding
 	if err := c.do("DELETE", "/v1/prefixes/"+b.PrefixID+"/bindings/"+id, nil, &deleted); err != nil {
 		return err
 	}
 	if c.json {
 		return c.printJSON(deleted)
 	}
-	fmt.Fprintf(c.stdout, "deleted %s %s -> %s (id %s)\n", deleted.CIDR, deleted.scope(), deleted.ServiceID, deleted.ID)
+	fmt.Fprintf(c.stdout, "deleted %s %s -> %s (id %s)\n", deleted.CIDR, scope(deleted), deleted.ServiceID, deleted.ID)
 	return nil
-}
-
-type lookupResult struct {
-	Outcome string         `json:"outcome"`
-	Service *string        `json:"service"`
-	Binding *bindingResult `json:"binding"`
-	App     *struct {
-		Name     string `json:"name"`
-		Protocol string `json:"protocol"`
-		Edge     string `json:"edge"`
-		Ports    string `json:"ports"`
-	} `json:"app"`
-	Reason string `json:"reason"`
 }
 
 func cmdLookup(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("lookup", stderr)
-	admin, tokenFile, asJSON := clientFlags(fs)
+	adminURL, tokenFile, asJSON := clientFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -376,11 +343,11 @@ func cmdLookup(args []string, stdout, stderr io.Writer) error {
 	if _, err := netip.ParseAddrPort(addr); err != nil {
 		return usagef("lookup: %q is not ADDR:PORT/PROTO (e.g. 192.0.2.1:443/tcp or [2001:db8::1]:443/udp)", arg)
 	}
-	c, err := newClient(*admin, *tokenFile, *asJSON, stdout)
+	c, err := newClient(*adminURL, *tokenFile, *asJSON, stdout)
 	if err != nil {
 		return err
 	}
-	var res lookupResult
+	var res admin.Lookup
 	q := url.Values{"addr": {addr}, "protocol": {proto}}
 	if err := c.do("GET", "/v1/lookup?"+q.Encode(), nil, &res); err != nil {
 		return err
@@ -394,7 +361,7 @@ func cmdLookup(args []string, stdout, stderr io.Writer) error {
 		if res.Binding.Default {
 			kind = "prefix default"
 		}
-		fmt.Fprintf(stdout, "  binding: %s %s %s -> %s (%s, %s)\n", res.Binding.ID, res.Binding.CIDR, res.Binding.scope(), res.Binding.ServiceID, kind, res.Binding.Source)
+		fmt.Fprintf(stdout, "  binding: %s %s %s -> %s (%s, %s)\n", res.Binding.ID, res.Binding.CIDR, scope(*res.Binding), res.Binding.ServiceID, kind, res.Binding.Source)
 	}
 	if res.App != nil {
 		fmt.Fprintf(stdout, "  app:     %s (%s %s ports %s)\n", res.App.Name, res.App.Protocol, res.App.Edge, res.App.Ports)
