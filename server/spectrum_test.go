@@ -45,22 +45,6 @@ func spectrumServer(t *testing.T, yaml string) (*netns.NS, *Server) {
 	return ns, s
 }
 
-// origin starts named TCP and UDP echo servers on addr.
-func origin(t *testing.T, name, addr string) {
-	t.Helper()
-	ln, err := echo.ListenTCP(addr, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := echo.ListenUDP(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close(); pc.Close() })
-	go echo.ServeTCP(ln, name)
-	go echo.ServeUDP(pc, name)
-}
-
 // greeting connects and returns the origin's first line: its name and the
 // address it was reached on.
 func greeting(t *testing.T, network, dst string) string {
@@ -105,12 +89,12 @@ func TestSpectrumAppsForward(t *testing.T) {
     - {name: any6-udp, protocol: udp, edge: "2001:db8:5::/48", ports: "*", origins: ["[::1]:4000"]}
     - {name: keep, protocol: tcp, edge: 192.0.2.128/25, ports: "7000-7010", origins: ["127.0.0.2"]}
 `)
-	origin(t, "o2222", "127.0.0.1:2222")
-	origin(t, "o5353", "127.0.0.1:5353")
-	origin(t, "o3005", "127.0.0.1:3005")
-	origin(t, "o3000", "127.0.0.1:3000")
-	origin(t, "o4000", "[::1]:4000")
-	origin(t, "keep", "127.0.0.2:7005")
+	echo.Start(t, "o2222", "127.0.0.1:2222")
+	echo.Start(t, "o5353", "127.0.0.1:5353")
+	echo.Start(t, "o3005", "127.0.0.1:3005")
+	echo.Start(t, "o3000", "127.0.0.1:3000")
+	echo.Start(t, "o4000", "[::1]:4000")
+	echo.Start(t, "keep", "127.0.0.2:7005")
 	for _, tc := range []struct{ network, dst, want string }{
 		{"tcp", "192.0.2.10:22", "o2222 127.0.0.1:2222"},
 		{"udp", "192.0.2.10:53", "o5353 127.0.0.1:5353"},
@@ -181,8 +165,8 @@ func TestSpectrumFirewall(t *testing.T) {
     - {name: fw, protocol: tcp, edge: 192.0.2.0/24, ports: "22", origins: ["127.0.0.1:2222"], ip_firewall: {deny: [198.51.100.66]}}
     - {name: fw-udp, protocol: udp, edge: 192.0.2.0/24, ports: "53", origins: ["127.0.0.1:5353"], ip_firewall: {allow: [198.51.100.0/25], deny: [198.51.100.66/32]}}
 `)
-	origin(t, "o2222", "127.0.0.1:2222")
-	origin(t, "o5353", "127.0.0.1:5353")
+	echo.Start(t, "o2222", "127.0.0.1:2222")
+	echo.Start(t, "o5353", "127.0.0.1:5353")
 	from := func(network, src, dst string) string {
 		d := net.Dialer{Timeout: 2 * time.Second}
 		if network == "tcp" {
@@ -240,8 +224,8 @@ func TestSpectrumFailover(t *testing.T) {
     - {name: tcp2, protocol: tcp, edge: 192.0.2.0/24, ports: "22", origins: ["127.0.0.1:1", "127.0.0.1:2222"]}
     - {name: udp2, protocol: udp, edge: 192.0.2.0/24, ports: "53", origins: ["127.0.0.1:1", "127.0.0.1:5353"]}
 `)
-	origin(t, "live", "127.0.0.1:2222")
-	origin(t, "live", "127.0.0.1:5353")
+	echo.Start(t, "live", "127.0.0.1:2222")
+	echo.Start(t, "live", "127.0.0.1:5353")
 	for i := range 4 {
 		if got := greeting(t, "tcp", "192.0.2.10:22"); got != "live 127.0.0.1:2222" {
 			t.Fatalf("tcp connection %d: %q", i, got)
@@ -282,7 +266,7 @@ func TestSpectrumFlowExpiry(t *testing.T) {
 	_, s := spectrumServer(t, spectrumPrefixes+`spectrum:
   apps: [{name: short, protocol: udp, edge: 192.0.2.0/24, ports: "53", origins: ["127.0.0.1:5353"], idle_timeout: 1s}]
 `)
-	origin(t, "o", "127.0.0.1:5353")
+	echo.Start(t, "o", "127.0.0.1:5353")
 	c, err := net.Dial("udp", "192.0.2.10:53")
 	if err != nil {
 		t.Fatal(err)

@@ -389,19 +389,8 @@ func askName(t *testing.T, proto, dst string) string {
 // port (the client's socket is connected).
 func TestSpectrumThroughBinary(t *testing.T) {
 	ns := netns.New(t)
-	for _, addr := range []string{"127.0.0.1:7007", "[::1]:7008"} {
-		ln, err := echo.ListenTCP(addr, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pc, err := echo.ListenUDP(addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close(); pc.Close() })
-		go echo.ServeTCP(ln, "origin")
-		go echo.ServeUDP(pc, "origin")
-	}
+	echo.Start(t, "origin", "127.0.0.1:7007")
+	echo.Start(t, "origin", "[::1]:7008")
 	startInstance(t, ns, `store: {path: ""}
 prefixes:
   - {cidr: 192.0.2.0/24, service: spectrum}

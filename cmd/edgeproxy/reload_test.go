@@ -23,14 +23,8 @@ func TestReload(t *testing.T) {
 	ns := netns.New(t)
 	testOrigin(t, "origin-1", "127.0.0.1:18301")
 	testOrigin(t, "origin-2", "127.0.0.1:18302")
-	for name, addr := range map[string]string{"echo-a": "127.0.0.1:18307", "echo-b": "127.0.0.1:18308"} {
-		ln, err := echo.ListenTCP(addr, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go echo.ServeTCP(ln, name)
-	}
+	echo.Start(t, "echo-a", "127.0.0.1:18307")
+	echo.Start(t, "echo-b", "127.0.0.1:18308")
 	const head = `store: {path: ""}
 cdn:
   http_ports: [80]

@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -236,4 +237,21 @@ func FreebindUDPDialer(src netip.Addr, port int) *net.Dialer {
 	d := FreebindDialer(src, port)
 	d.LocalAddr = &net.UDPAddr{IP: src.AsSlice(), Port: port}
 	return d
+}
+
+// Start serves name over TCP and UDP on addr until the test ends.
+func Start(tb testing.TB, name, addr string) {
+	tb.Helper()
+	ln, err := ListenTCP(addr, false)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pc, err := ListenUDP(addr)
+	if err != nil {
+		ln.Close()
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close(); pc.Close() })
+	go ServeTCP(ln, name)
+	go ServeUDP(pc, name)
 }
