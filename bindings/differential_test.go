@@ -231,17 +231,18 @@ func TestDifferentialDataPlane(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer ln.Close()
-			err = d.Register(label, ln)
+			if err := d.Register(label, ln); err != nil {
+				t.Fatal(err)
+			}
 		} else {
 			pc, err := echo.ListenUDP("[::]:0")
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer pc.Close()
-			err = d.Register(label, pc)
-		}
-		if err != nil {
-			t.Fatal(err)
+			if err := d.Register(label, pc); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	m := bindings.NewManager(d, nil)

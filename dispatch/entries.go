@@ -81,20 +81,6 @@ func ip6(a netip.Addr) (out [4]uint32) {
 	return out
 }
 
-func addrOf4(v uint32) netip.Addr {
-	var b [4]byte
-	binary.NativeEndian.PutUint32(b[:], v)
-	return netip.AddrFrom4(b)
-}
-
-func addrOf6(v [4]uint32) netip.Addr {
-	var b [16]byte
-	for i := range v {
-		binary.NativeEndian.PutUint32(b[4*i:], v[i])
-	}
-	return netip.AddrFrom16(b)
-}
-
 // compile turns a validated table into map entries. label returns the index
 // of a label name.
 func compile(t *Table, label func(string) (uint32, error)) (*entries, error) {
@@ -228,9 +214,4 @@ func compileApps(e *entries, apps []App, p Protocol, label func(string) (uint32,
 		}
 	}
 	return nil
-}
-
-// size is the number of entries in the LPM and hash maps.
-func (e *entries) size() int {
-	return len(e.bind4) + len(e.bind6) + len(e.app4) + len(e.app6) + len(e.ports)
 }
