@@ -116,9 +116,26 @@ type CDNLimits struct {
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 	// MaxBodyBytes bounds a request body. Default 104857600 (100 MiB).
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
-	// MaxConnections bounds open client connections. Default: half the
-	// open-file limit after a reserve.
+	// MaxConnections bounds open client connections, TCP and QUIC.
+	// Default: half the open-file limit after a reserve.
 	MaxConnections int `yaml:"max_connections"`
+	// MaxStreams bounds HTTP/2 and HTTP/3 requests in flight in the whole
+	// process; more are answered 503. Default 8192.
+	MaxStreams int `yaml:"max_streams"`
+	// ConnectionResetBudget is how many streams a connection may reset
+	// (or cancel) in 10 s before it is closed. Default 200.
+	ConnectionResetBudget int `yaml:"connection_reset_budget"`
+	// ClientResetBudget is how many streams one client address (IPv6: its
+	// /64) may reset in 10 s, over all its connections, before its
+	// connections are refused for ResetBan. Default 1000.
+	ClientResetBudget int      `yaml:"client_reset_budget"`
+	ResetBan          Duration `yaml:"reset_ban"` // default 60s
+	// MaxQUICHandshakes bounds QUIC handshakes in flight. Default 1024.
+	MaxQUICHandshakes int `yaml:"max_quic_handshakes"`
+	// QUICRetryThreshold is the number of QUIC handshakes in flight from
+	// which new Initials must first prove their address with a Retry.
+	// Default 64.
+	QUICRetryThreshold int `yaml:"quic_retry_threshold"`
 }
 
 // CDNTimeouts bound how long the proxy waits. Zero: the default.
@@ -130,6 +147,7 @@ type CDNTimeouts struct {
 	UpstreamConnect Duration `yaml:"upstream_connect"` // dial an origin; 5s
 	Upstream        Duration `yaml:"upstream"`         // each read from an origin; 60s
 	TunnelIdle      Duration `yaml:"tunnel_idle"`      // an upgraded connection (WebSocket) without traffic; 10m
+	QUICHandshake   Duration `yaml:"quic_handshake"`   // a QUIC handshake without progress; 2s
 }
 
 // Certificate is a TLS certificate chain and its key, PEM files.
@@ -386,6 +404,24 @@ func (c *Config) Validate() error {
 	}
 	if c.CDN.Limits.MaxHeaderBytes < 0 || c.CDN.Limits.MaxBodyBytes < 0 || c.CDN.Limits.MaxConnections < 0 {
 		fail("cdn.limits: limits are not negative")
+	}
+	for _, l := range []struct {
+		key string
+		v   int
+	}{
+		{"max_streams", c.CDN.Limits.MaxStreams}, {"connection_reset_budget", c.CDN.Limits.ConnectionResetBudget},
+		{"client_reset_budget", c.CDN.Limits.ClientResetBudget}, {"max_quic_handshakes", c.CDN.Limits.MaxQUICHandshakes},
+		{"quic_retry_threshold", c.CDN.Limits.QUICRetryThreshold},
+	} {
+		if l.v < 0 {
+			fail("cdn.limits.%s: %d is negative (0: the default)", l.key, l.v)
+		}
+	}
+	if c.CDN.Limits.ResetBan < 0 {
+		fail("cdn.limits.reset_ban: negative")
+	}
+	if c.CDN.Timeouts.QUICHandshake < 0 {
+		fail("cdn.timeouts.quic_handshake: negative")
 	}
 	if c.CDN.LoopID != "" && strings.ContainsAny(c.CDN.LoopID, ",; \t") {
 		fail("cdn.loop_id: %q is not a token", c.CDN.LoopID)
@@ -825,6 +861,10 @@ func (c *Config) ProxyConfig() (proxy.Config, proxy.Limits, error) {
 		ReadHeaderTimeout: time.Duration(t.ReadHeader), BodyTimeout: time.Duration(t.Body), SendTimeout: time.Duration(t.Send),
 		IdleTimeout: time.Duration(t.Idle), UpstreamConnectTimeout: time.Duration(t.UpstreamConnect), UpstreamTimeout: time.Duration(t.Upstream),
 		TunnelIdleTimeout: time.Duration(t.TunnelIdle),
+		MaxStreams:        c.CDN.Limits.MaxStreams, ConnResetBudget: c.CDN.Limits.ConnectionResetBudget,
+		ClientResetBudget: c.CDN.Limits.ClientResetBudget, ResetBan: time.Duration(c.CDN.Limits.ResetBan),
+		MaxQUICHandshakes: c.CDN.Limits.MaxQUICHandshakes, QUICRetryThreshold: c.CDN.Limits.QUICRetryThreshold,
+		QUICHandshakeTimeout: time.Duration(c.CDN.Timeouts.QUICHandshake),
 	}
 	return pc, lim, nil
 }

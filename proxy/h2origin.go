@@ -107,12 +107,17 @@ func (op *originPools) speaksH2(o *origin) bool {
 
 // doH2 sends a fasthttp request to o over HTTP/2 and fills resp, whose
 // body streams from the origin.
-func (op *originPools) doH2(o *origin, req *fasthttp.Request, resp *fasthttp.Response) error {
+// A client that goes away (ctx ends; nil: none that can) resets the
+// origin's stream, not its connection.
+func (op *originPools) doH2(parent context.Context, o *origin, req *fasthttp.Request, resp *fasthttp.Response) error {
 	u, err := url.Parse("https://" + o.hc.Addr + string(req.Header.RequestURI()))
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, cancel := context.WithCancel(parent)
 	hr := &http.Request{
 		Method: string(req.Header.Method()), URL: u, Host: string(req.Header.Host()),
 		Proto: "HTTP/2.0", ProtoMajor: 2, Header: http.Header{},

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"math"
@@ -130,13 +131,17 @@ func (h *originHealth) usable(now time.Time) bool {
 	return !h.down.Load() && now.UnixNano() >= h.ejectedUntil.Load()
 }
 
-// succeeded clears the failure run after a good exchange.
+// succeeded clears the failure run after a good exchange, and ends an
+// ejection (a request sent in panic mode proved the origin back).
 func (h *originHealth) succeeded() {
 	if h.consecFails.Load() != 0 {
 		h.consecFails.Store(0)
 	}
 	if h.ejections.Load() != 0 {
 		h.ejections.Store(0)
+	}
+	if h.ejectedUntil.Load() != 0 {
+		h.ejectedUntil.Store(0)
 	}
 }
 
@@ -268,6 +273,32 @@ func (rt *route) pick(now time.Time, tried []*origin) *origin {
 	return best.o
 }
 
+// panicPick is panic mode, as Envoy and nginx have it: when every origin
+// of the route is ejected by passive health, a request is sent anyway to
+// the one whose ejection ends first, rather than refused. Without it the
+// only origin of a site that failed once stays out for the whole ejection
+// though it came back at once; its first good answer ends the ejection,
+// another failure extends it. Origins that the active check holds down
+// stay out: the check probes them and brings them back. nil when some
+// origin is usable (pick chooses) or none is merely ejected.
+func (rt *route) panicPick(now time.Time) *origin {
+	var best *origin
+	var bestUntil int64
+	for i := range rt.origins {
+		o := rt.origins[i].o
+		if o.health.usable(now) {
+			return nil
+		}
+		if o.health.down.Load() {
+			continue
+		}
+		if u := o.health.ejectedUntil.Load(); best == nil || u < bestUntil {
+			best, bestUntil = o, u
+		}
+	}
+	return best
+}
+
 // retryBudget lets retries be at most a ratio of requests, plus a floor
 // per second: tokens are thousandths of a retry.
 type retryBudget struct {
@@ -321,13 +352,29 @@ func (e *dialError) Unwrap() error { return e.err }
 // that is safe, and fills resp. bodyRead reports how much of a streamed
 // request body was consumed (nil: none).
 func (p *Proxy) forward(s *site, rt *route, req *fasthttp.Request, resp *fasthttp.Response, rec *record, bodyRead func() int64) error {
+	return p.forwardCtx(nil, s, rt, req, resp, rec, bodyRead)
+}
+
+// forwardCtx is forward for a client whose going away ends ctx (nil: one
+// that cannot tell): a request whose client has gone is not sent, and
+// errClientGone is no fault of the origin's.
+func (p *Proxy) forwardCtx(ctx context.Context, s *site, rt *route, req *fasthttp.Request, resp *fasthttp.Response, rec *record, bodyRead func() int64) error {
 	now := rec.start
 	s.budget.deposit()
 	var triedBuf [4]*origin
 	tried := triedBuf[:0]
 	var lastErr error
 	for attempt := 0; ; attempt++ {
+		if ctx != nil && ctx.Err() != nil {
+			p.fm.abandoned.WithLabelValues("before_send").Inc()
+			return errClientGone
+		}
 		o := rt.pick(now, tried)
+		if o == nil && attempt == 0 {
+			if o = rt.panicPick(now); o != nil {
+				p.fm.panicked.WithLabelValues(s.name).Inc()
+			}
+		}
 		if o == nil {
 			if lastErr != nil {
 				return lastErr
@@ -340,7 +387,7 @@ func (p *Proxy) forward(s *site, rt *route, req *fasthttp.Request, resp *fasthtt
 		o.requests.Add(1)
 		var err error
 		if o.h2.tr != nil && p.pools.speaksH2(o) {
-			err = p.pools.doH2(o, req, resp)
+			err = p.pools.doH2(ctx, o, req, resp)
 		} else {
 			err = o.hc.Do(req, resp)
 		}
@@ -348,6 +395,9 @@ func (p *Proxy) forward(s *site, rt *route, req *fasthttp.Request, resp *fasthtt
 		if err == nil {
 			o.health.succeeded()
 			return nil
+		}
+		if ctx != nil && ctx.Err() != nil {
+			return errClientGone
 		}
 		if !originFault(err) {
 			return err
@@ -369,7 +419,7 @@ func (p *Proxy) forward(s *site, rt *route, req *fasthttp.Request, resp *fasthtt
 // originFault reports whether an error is the origin's (refused, reset,
 // closed or timed out), which counts against its health.
 func originFault(err error) bool {
-	if errors.Is(err, errBodyTooLarge) || errors.Is(err, fasthttp.ErrNoFreeConns) || errors.Is(err, errClientBody) {
+	if errors.Is(err, errBodyTooLarge) || errors.Is(err, fasthttp.ErrNoFreeConns) || errors.Is(err, errClientBody) || errors.Is(err, errClientGone) {
 		return false
 	}
 	return true

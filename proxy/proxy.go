@@ -65,6 +65,15 @@ type Limits struct {
 	UpstreamConnectTimeout time.Duration // dial an origin; default 5s
 	UpstreamTimeout        time.Duration // each read from an origin; default 60s
 	TunnelIdleTimeout      time.Duration // an upgraded connection without traffic either way; default 10m
+
+	// Floods (floods.go).
+	MaxStreams           int           // HTTP/2 and HTTP/3 requests in flight, whole process; default 8192
+	ConnResetBudget      int           // resets a connection may make in 10s before it is closed; default 200
+	ClientResetBudget    int           // resets a client address (IPv6: /64) may make in 10s before it is banned; default 1000
+	ResetBan             time.Duration // how long a banned client's connections are refused; default 60s
+	MaxQUICHandshakes    int           // QUIC handshakes in flight; default 1024
+	QUICRetryThreshold   int           // handshakes in flight from which Initials get a Retry; default 64
+	QUICHandshakeTimeout time.Duration // a QUIC handshake without progress; default 2s
 }
 
 func (l *Limits) setDefaults() {
@@ -89,7 +98,23 @@ func (l *Limits) setDefaults() {
 	def(&l.UpstreamConnectTimeout, 5*time.Second)
 	def(&l.UpstreamTimeout, 60*time.Second)
 	def(&l.TunnelIdleTimeout, 10*time.Minute)
+	pos := func(n *int, v int) {
+		if *n <= 0 {
+			*n = v
+		}
+	}
+	pos(&l.MaxStreams, 8192)
+	pos(&l.ConnResetBudget, 200)
+	pos(&l.ClientResetBudget, 1000)
+	def(&l.ResetBan, time.Minute)
+	pos(&l.MaxQUICHandshakes, 1024)
+	pos(&l.QUICRetryThreshold, 64)
+	def(&l.QUICHandshakeTimeout, 2*time.Second)
 }
+
+// resetClients bounds the per-client reset table: 65536 entries of about
+// 100 bytes.
+const resetClients = 1 << 16
 
 // Options configure a Proxy.
 type Options struct {
@@ -125,6 +150,9 @@ type Proxy struct {
 	log     *slog.Logger
 	access  *slog.Logger
 	m       *metrics
+	fm      *floodMetrics
+	resets  *resetGuard
+	streams atomic.Int64 // HTTP/2 and HTTP/3 requests in flight
 	ids     *requestIDs
 	pools   *originPools
 	tunnels tunnels // upgraded connections
@@ -141,7 +169,8 @@ type Proxy struct {
 	quic          *quic.Transport
 	tlsConf       *tls.Config // one for every TLS connection: session tickets work across them
 
-	conns   atomic.Int64
+	conns   atomic.Int64 // client connections, TCP and QUIC
+	quicHS  atomic.Int64 // QUIC handshakes in flight
 	h2conns sync.WaitGroup
 	closing chan struct{}
 	once    sync.Once
@@ -159,15 +188,18 @@ func New(opts Options) (*Proxy, error) {
 	p := &Proxy{
 		here: here, limits: opts.Limits, owns: opts.OwnsHTTP3,
 		log: opts.Logger, access: opts.AccessLog,
-		m: newMetrics(opts.Registerer), ids: newRequestIDs(),
+		m: newMetrics(opts.Registerer), fm: newFloodMetrics(opts.Registerer), ids: newRequestIDs(),
 		closing: make(chan struct{}),
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
+	p.resets = newResetGuard(p.limits.ConnResetBudget, p.limits.ClientResetBudget, p.limits.ResetBan, resetClients)
 	p.pools = &originPools{here: here, log: p.log, pools: map[string]*origin{}, t: upstreamTimeouts{
 		connect: p.limits.UpstreamConnectTimeout, read: p.limits.UpstreamTimeout, write: p.limits.UpstreamTimeout,
 	}}
+	p.pools.exchanges.beforeSend = p.fm.abandoned.WithLabelValues("before_send")
+	p.pools.exchanges.inFlight = p.fm.abandoned.WithLabelValues("in_progress")
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(newOriginCollector(p.pools))
 	}
@@ -334,9 +366,14 @@ func (p *Proxy) setupServers() {
 			MaxHeaderBytes: l.MaxHeaderBytes,
 			Port:           int(p.state.Load().cfg.HTTP3Port),
 			ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+				p.quicHandshakeDone(ctx)
 				p.m.active.WithLabelValues("h3").Inc()
 				context.AfterFunc(c.Context(), func() { p.m.active.WithLabelValues("h3").Dec() })
-				return ctx
+				sc := &streamConn{client: netaddr.AddrPort(c.RemoteAddr()).Addr(), close: func() {
+					c.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeExcessiveLoad), "too many streams reset")
+				}}
+				context.AfterFunc(c.Context(), func() { sc.closed.Store(true) })
+				return context.WithValue(ctx, streamConnKey{}, sc)
 			},
 		}
 	}
@@ -349,10 +386,18 @@ func (p *Proxy) Start() error {
 	go func() { defer p.wg.Done(); p.h1TLS.Serve(p.secure) }()
 	go func() { defer p.wg.Done(); p.acceptLoop() }()
 	if p.udp != nil {
-		p.quic = &quic.Transport{Conn: p.udp}
+		p.quic = &quic.Transport{
+			Conn:                p.udp,
+			VerifySourceAddress: p.quicVerifySource,
+			ConnContext:         p.quicConnContext,
+		}
 		tlsConf := http3.ConfigureTLSConfig(p.tlsConfig())
 		tlsConf.GetConfigForClient = p.quicConfigForClient(tlsConf)
-		ln, err := p.quic.ListenEarly(tlsConf, &quic.Config{
+		// Listen, not ListenEarly: a connection is accepted (and its
+		// handshake stops counting as in flight) once the client has
+		// finished the handshake, which proves its address.
+		ln, err := p.quic.Listen(tlsConf, &quic.Config{
+			HandshakeIdleTimeout:  p.limits.QUICHandshakeTimeout,
 			MaxIdleTimeout:        p.limits.IdleTimeout,
 			MaxIncomingStreams:    250,
 			MaxIncomingUniStreams: 16,
@@ -400,6 +445,12 @@ func (p *Proxy) acceptLoop() {
 			c.Close()
 			continue
 		}
+		if p.resets.banned(netaddr.AddrPort(c.RemoteAddr()).Addr(), time.Now()) {
+			p.fm.bannedRefused.WithLabelValues("tcp").Inc()
+			c.SetLinger(0)
+			c.Close()
+			continue
+		}
 		isTLS, ok := p.state.Load().ports[netaddr.AddrPort(c.LocalAddr()).Port()]
 		switch {
 		case !ok:
@@ -419,7 +470,10 @@ func (p *Proxy) serveH2(c net.Conn) error {
 	defer p.h2conns.Done()
 	p.m.active.WithLabelValues("h2").Inc()
 	defer p.m.active.WithLabelValues("h2").Dec()
-	p.h2.ServeConn(c, &http2.ServeConnOpts{BaseConfig: p.h2base, Handler: p.h2base.Handler})
+	sc := &streamConn{client: netaddr.AddrPort(c.RemoteAddr()).Addr(), close: func() { c.Close() }}
+	ctx := context.WithValue(context.Background(), streamConnKey{}, sc)
+	p.h2.ServeConn(watchConn(c, sc), &http2.ServeConnOpts{Context: ctx, BaseConfig: p.h2base, Handler: p.h2base.Handler})
+	sc.closed.Store(true)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -18,7 +19,7 @@ import (
 // stdHandler is the net/http handler of HTTP/2 and HTTP/3: the same
 // routing and forwarding policy as the HTTP/1.1 path, through the same
 // origin pools.
-func (p *Proxy) stdHandler() http.Handler { return http.HandlerFunc(p.serveStd) }
+func (p *Proxy) stdHandler() http.Handler { return http.HandlerFunc(p.guardStd) }
 
 func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 	st := p.state.Load()
@@ -95,9 +96,14 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 
 	up := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(up)
-	if err := p.forward(s, rt, req, up, rec, bodyRead); err != nil {
+	// A stream reset or cancelled abandons its origin exchange.
+	x := p.pools.exchanges.start(r.Context(), rec.id)
+	defer p.pools.exchanges.finish(rec.id, x)
+	if err := p.forwardCtx(r.Context(), s, rt, req, up, rec, bodyRead); err != nil {
 		status, msg := errorStatus(err)
-		p.log.Info("cdn upstream error", "request_id", rec.id, "upstream", rec.upstream, "error", err)
+		if status != 499 {
+			p.log.Info("cdn upstream error", "request_id", rec.id, "upstream", rec.upstream, "error", err)
+		}
 		fail(status, msg)
 		return
 	}
@@ -118,7 +124,9 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(rec.status)
 	if bs := up.BodyStream(); bs != nil {
 		rc := http.NewResponseController(w)
-		buf := make([]byte, 32<<10)
+		bp := bodyBufs.Get().(*[]byte)
+		defer bodyBufs.Put(bp)
+		buf := *bp
 		for {
 			n, err := bs.Read(buf)
 			if n > 0 {
@@ -139,6 +147,10 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 	}
 	p.done(rec)
 }
+
+// bodyBufs are the buffers that copy response bodies to HTTP/2 and
+// HTTP/3 clients: a flood of requests does not allocate one each.
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 func protoName(r *http.Request) string {
 	switch r.ProtoMajor {

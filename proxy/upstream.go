@@ -58,6 +58,8 @@ type originPools struct {
 	t     upstreamTimeouts
 
 	checkMu sync.Mutex // guards every origin's checker
+
+	exchanges exchanges // requests in flight whose clients may go away
 }
 
 // maxConnAge recycles origin connections, so that an origin whose DNS name
@@ -114,7 +116,7 @@ func (op *originPools) get(u *url.URL, ot OriginTLS) (*origin, error) {
 				return nil, err
 			}
 			o.connects.Add(1)
-			return &idleConn{Conn: c, read: t.read, write: t.write}, nil
+			return &idleConn{Conn: c, read: t.read, write: t.write, xs: &op.exchanges, headNext: true}, nil
 		},
 		MaxConns:                      4096,
 		MaxIdleConnDuration:           60 * time.Second,
@@ -190,18 +192,42 @@ func (l *lazyDeadline) push(d time.Duration, set func(time.Time) error) {
 // idleConn bounds each read and each write of an upstream connection, so
 // that a slow origin is cut after a gap rather than after a total that a
 // long download would exceed.
+//
+// It also binds itself to the exchange whose request it carries (see
+// exchange), so that a request whose client went away is cut alone.
 type idleConn struct {
 	net.Conn
 	read, write       time.Duration
 	readDue, writeDue lazyDeadline
+
+	xs       *exchanges
+	headNext bool   // the next write begins a request head
+	carry    []byte // the tail of the head's last write, while looking for the id
+	aborted  atomic.Bool
+	mu       sync.Mutex // guards owner
+	owner    *exchange
 }
 
 func (c *idleConn) Read(p []byte) (int, error) {
+	if c.aborted.Load() {
+		return 0, errAborted
+	}
+	c.headNext = true // fasthttp writes a request in full before it reads
 	c.readDue.push(c.read, c.Conn.SetReadDeadline)
 	return c.Conn.Read(p)
 }
 
 func (c *idleConn) Write(p []byte) (int, error) {
+	if c.headNext && c.xs != nil {
+		over, err := c.bindHead(p)
+		if err != nil {
+			return 0, err
+		}
+		c.headNext = !over
+	}
+	if c.aborted.Load() {
+		return 0, errAborted
+	}
 	c.writeDue.push(c.write, c.Conn.SetWriteDeadline)
 	return c.Conn.Write(p)
 }
@@ -216,6 +242,8 @@ func errorStatus(err error) (int, string) {
 		return 400, "the request body could not be read"
 	case errors.Is(err, errNoHealthyOrigin):
 		return 503, "no origin of this site is up"
+	case errors.Is(err, errClientGone):
+		return 499, "the client went away" // nginx's code; nobody reads the page
 	}
 	return upstreamStatus(err), "the origin did not answer"
 }

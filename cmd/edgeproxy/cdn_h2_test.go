@@ -69,8 +69,9 @@ func headerBlock(fields ...string) []byte {
 
 // TestCDNH2Floods: a rapid-reset flood (HEADERS then RST_STREAM, over and
 // over, for a path the origin answers after 3 s) gets the connection closed
-// with ENHANCE_YOUR_CALM once 1000 streams wait behind the 250 running
-// ones, and the origin never sees more than 250 of the 5000 requests; a
+// (by the proxy's reset budget, or with ENHANCE_YOUR_CALM by x/net's once
+// 1000 streams wait behind the 250 running ones), and the origin never
+// sees more than 250 of the 5000 requests; a
 // CONTINUATION flood is cut once the header list passes max_header_bytes.
 // The proxy keeps serving.
 func TestCDNH2Floods(t *testing.T) {
@@ -93,9 +94,13 @@ func TestCDNH2Floods(t *testing.T) {
 		}
 		errc <- nil
 	}()
+	// x/net's own limit answers GOAWAY ENHANCE_YOUR_CALM; the proxy's reset
+	// budget (limits.connection_reset_budget) closes the connection first.
 	code, err := goAway(c, fr)
-	if err != nil || code != http2.ErrCodeEnhanceYourCalm {
-		t.Errorf("rapid reset: GOAWAY %v (%v), want ENHANCE_YOUR_CALM", code, err)
+	if err == nil && code != http2.ErrCodeEnhanceYourCalm {
+		t.Errorf("rapid reset: GOAWAY %v, want ENHANCE_YOUR_CALM or the connection closed", code)
+	} else if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("rapid reset: %v, want the connection closed", err)
 	}
 	c.Close()
 	<-errc

@@ -1,0 +1,466 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quic-go/quic-go"
+
+	"github.com/edgeproxy/edgeproxy/internal/netaddr"
+)
+
+// The defences against floods of requests that cost the client nothing:
+// HTTP/2 rapid reset (HEADERS then RST_STREAM, over and over, across
+// reconnecting connections), HTTP/3 streams cancelled as they open, and
+// QUIC Initials from spoofable sources.
+//
+//   - A request whose client has gone (its stream reset or cancelled) is
+//     not sent: the context is checked before an origin is picked, before
+//     a pooled connection is taken and as its head is written. One in
+//     progress is abandoned: its origin connection, and only that one, is
+//     cut (exchange below), so the pool is not churned for the others.
+//   - HTTP/2 and HTTP/3 requests in flight are bounded for the whole
+//     process (limits.max_streams), not only per connection: x/net's
+//     per-connection limit does not hold against many connections.
+//   - Resets are budgeted per connection and per client address
+//     (resetGuard): a connection over its budget is closed, a client over
+//     its budget has its connections refused for limits.reset_ban.
+
+// floodMetrics count what the defences refuse.
+type floodMetrics struct {
+	streamsRefused prometheus.Counter
+	abandoned      *prometheus.CounterVec // stage: before_send, in_progress
+	resetCutoffs   *prometheus.CounterVec // scope: connection, client
+	bannedRefused  *prometheus.CounterVec // protocol: tcp, quic
+	quicRefused    *prometheus.CounterVec // reason: connections, handshakes
+	quicRetries    prometheus.Counter
+	panicked       *prometheus.CounterVec // site
+}
+
+func newFloodMetrics(reg prometheus.Registerer) *floodMetrics {
+	m := &floodMetrics{
+		streamsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgeproxy_cdn_streams_refused_total",
+			Help: "HTTP/2 and HTTP/3 requests answered 503 because limits.max_streams were in flight.",
+		}),
+		abandoned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_cdn_requests_abandoned_total",
+			Help: "Requests whose client reset or cancelled them: before_send were never sent to an origin, in_progress had their origin exchange cut.",
+		}, []string{"stage"}),
+		resetCutoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_cdn_reset_cutoffs_total",
+			Help: "Clients cut off for resetting too many streams: connection (the connection was closed), client (the source address was banned for limits.reset_ban).",
+		}, []string{"scope"}),
+		bannedRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_cdn_banned_connections_refused_total",
+			Help: "Connections and QUIC handshakes refused because their source address is banned for resetting streams, by protocol.",
+		}, []string{"protocol"}),
+		quicRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_cdn_quic_refused_total",
+			Help: "QUIC connection attempts refused: connections (limits.max_connections open, shared with TCP), handshakes (limits.max_quic_handshakes in flight).",
+		}, []string{"reason"}),
+		quicRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgeproxy_cdn_quic_retries_total",
+			Help: "QUIC Initials answered with a Retry (source address validation) because limits.quic_retry_threshold handshakes were in flight.",
+		}),
+		panicked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_cdn_panic_requests_total",
+			Help: "Requests sent in panic mode: every origin of the route was ejected, so the one whose ejection ends first was tried anyway.",
+		}, []string{"site"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.streamsRefused, m.abandoned, m.resetCutoffs, m.bannedRefused, m.quicRefused, m.quicRetries, m.panicked)
+	}
+	return m
+}
+
+// errClientGone marks a request whose client reset or cancelled it: not
+// the origin's fault, and not answered.
+var errClientGone = errors.New("the client reset or cancelled the request")
+
+// streamConn is the state of one HTTP/2 or HTTP/3 connection that the
+// reset budget needs; requests find it in their context.
+type streamConn struct {
+	client netip.Addr
+	closed atomic.Bool // the connection ended: its requests' contexts end too
+	resets window
+	close  func() // cuts the connection
+	once   sync.Once
+}
+
+type streamConnKey struct{}
+
+func connOf(ctx context.Context) *streamConn {
+	sc, _ := ctx.Value(streamConnKey{}).(*streamConn)
+	return sc
+}
+
+// window counts events in fixed windows.
+type window struct {
+	mu    sync.Mutex
+	start int64 // Unix nanoseconds
+	n     int
+}
+
+// add counts one event at now and returns the count in its window.
+func (w *window) add(now time.Time, length time.Duration) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if t := now.UnixNano(); t-w.start >= int64(length) {
+		w.start, w.n = t, 0
+	}
+	w.n++
+	return w.n
+}
+
+// resetWindow is the length of the reset budgets' windows.
+const resetWindow = 10 * time.Second
+
+// resetGuard keeps the per-client reset budgets and bans in a table of
+// bounded size. IPv6 clients are counted by /64, which is what one
+// subscriber usually gets.
+type resetGuard struct {
+	perConn, perClient int           // resets per resetWindow
+	ban                time.Duration // how long a client over budget is refused
+	max                int           // entries in the table
+
+	mu      sync.Mutex
+	clients map[netip.Addr]*clientResets
+	swept   time.Time
+}
+
+type clientResets struct {
+	w           window
+	bannedUntil int64 // Unix nanoseconds, under resetGuard.mu
+}
+
+func newResetGuard(perConn, perClient int, ban time.Duration, max int) *resetGuard {
+	return &resetGuard{perConn: perConn, perClient: perClient, ban: ban, max: max, clients: map[netip.Addr]*clientResets{}}
+}
+
+func clientKey(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
+}
+
+// banned reports whether connections from a are refused now.
+func (g *resetGuard) banned(a netip.Addr, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	c := g.clients[clientKey(a)]
+	return c != nil && now.UnixNano() < c.bannedUntil
+}
+
+// reset counts a reset stream of sc and says what to do: cutConn closes
+// the connection, banned refuses its client from now on.
+func (g *resetGuard) reset(sc *streamConn, now time.Time) (cutConn, banned bool) {
+	cutConn = sc.resets.add(now, resetWindow) > g.perConn
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k := clientKey(sc.client)
+	c := g.clients[k]
+	if c == nil {
+		if len(g.clients) >= g.max {
+			g.sweep(now)
+		}
+		if len(g.clients) >= g.max {
+			// Full of clients that reset within the window: the
+			// per-connection budget still holds for this one.
+			return cutConn, false
+		}
+		c = &clientResets{}
+		g.clients[k] = c
+	}
+	if now.UnixNano() < c.bannedUntil {
+		return true, false
+	}
+	if c.w.add(now, resetWindow) > g.perClient {
+		c.bannedUntil = now.Add(g.ban).UnixNano()
+		return true, true
+	}
+	return cutConn, false
+}
+
+// sweep drops entries whose window and ban are over; under g.mu.
+func (g *resetGuard) sweep(now time.Time) {
+	if now.Sub(g.swept) < time.Second {
+		return
+	}
+	g.swept = now
+	t := now.UnixNano()
+	for k, c := range g.clients {
+		c.w.mu.Lock()
+		stale := t-c.w.start >= int64(resetWindow)
+		c.w.mu.Unlock()
+		if stale && t >= c.bannedUntil {
+			delete(g.clients, k)
+		}
+	}
+}
+
+// streamReset is called when a request of an HTTP/2 or HTTP/3
+// connection ended with its client gone while the connection lives: the
+// stream was reset or cancelled.
+func (p *Proxy) streamReset(sc *streamConn) {
+	cut, ban := p.resets.reset(sc, time.Now())
+	if ban {
+		p.fm.resetCutoffs.WithLabelValues("client").Inc()
+		p.log.Warn("cdn client banned for resetting streams", "client", sc.client, "for", p.resets.ban)
+	}
+	if cut {
+		sc.once.Do(func() {
+			if !ban {
+				p.fm.resetCutoffs.WithLabelValues("connection").Inc()
+			}
+			sc.close()
+		})
+	}
+}
+
+// exchange is a request in flight to an HTTP/1.1 origin, for a client
+// that may go away. The fasthttp client has no context, so the origin
+// connection that carries the request is found by the request id it
+// writes (X-Request-Id, the last header the forwarding policy adds): the
+// connection binds itself to the exchange as it writes the head. When the
+// client goes, the exchange cuts that connection's reads and writes with a
+// deadline in the past: fasthttp then closes it. A connection already
+// back in the pool (the response was read in full) is left alone: the next
+// exchange that writes on it takes it over and clears the deadline.
+type exchange struct {
+	ctx  context.Context
+	stop func() bool
+
+	mu   sync.Mutex
+	conn *idleConn // carrying the request, nil before the head is written
+	done bool
+}
+
+// exchanges maps request ids to their exchanges.
+type exchanges struct {
+	m                    sync.Map
+	beforeSend, inFlight prometheus.Counter // abandoned requests, by stage
+}
+
+// start registers the exchange of request id under ctx; its abort runs
+// when ctx ends before finish.
+func (xs *exchanges) start(ctx context.Context, id string) *exchange {
+	x := &exchange{ctx: ctx}
+	xs.m.Store(id, x)
+	x.stop = context.AfterFunc(ctx, func() {
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		if x.done || x.conn == nil {
+			return
+		}
+		if x.conn.abort(x) {
+			xs.inFlight.Inc()
+		}
+	})
+	return x
+}
+
+// finish ends the exchange: its connection belongs to the pool again.
+func (xs *exchanges) finish(id string, x *exchange) {
+	x.stop()
+	x.mu.Lock()
+	x.done = true
+	x.conn = nil
+	x.mu.Unlock()
+	xs.m.Delete(id)
+}
+
+var reqIDMarker = []byte("\r\nX-Request-Id: ")
+
+const reqIDLen = 16
+
+// bindHead looks for the request id in a write of a request head and binds
+// the connection to its exchange. It reports whether the head is over (the
+// id found or the end of the head written) and errClientGone when the
+// exchange's client has already gone: nothing is sent.
+func (c *idleConn) bindHead(p []byte) (bool, error) {
+	buf := p
+	if len(c.carry) > 0 {
+		buf = append(c.carry, p...)
+	}
+	i := bytes.Index(buf, reqIDMarker)
+	if i < 0 || len(buf) < i+len(reqIDMarker)+reqIDLen {
+		if bytes.Contains(buf, []byte("\r\n\r\n")) {
+			c.carry = c.carry[:0]
+			return true, nil
+		}
+		keep := min(len(buf), len(reqIDMarker)+reqIDLen)
+		if i >= 0 {
+			keep = len(buf) - i
+		}
+		c.carry = append(c.carry[:0], buf[len(buf)-keep:]...)
+		return false, nil
+	}
+	c.carry = c.carry[:0]
+	id := buf[i+len(reqIDMarker) : i+len(reqIDMarker)+reqIDLen]
+	v, ok := c.xs.m.Load(string(id))
+	if !ok {
+		return true, nil
+	}
+	x := v.(*exchange)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.done {
+		return true, nil
+	}
+	if x.ctx.Err() != nil {
+		c.xs.beforeSend.Inc()
+		return true, errClientGone
+	}
+	c.mu.Lock()
+	if c.aborted.Load() {
+		// An exchange that had this connection before was cut after its
+		// response was read in full: the connection is sound.
+		c.aborted.Store(false)
+		c.Conn.SetDeadline(time.Time{})
+		c.readDue, c.writeDue = lazyDeadline{}, lazyDeadline{}
+	}
+	c.owner = x
+	c.mu.Unlock()
+	x.conn = c
+	return true, nil
+}
+
+// abort cuts the connection's reads and writes if it still carries x.
+func (c *idleConn) abort(x *exchange) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.owner != x {
+		return false
+	}
+	c.aborted.Store(true)
+	c.Conn.SetDeadline(time.Unix(1, 0))
+	return true
+}
+
+// errAborted is what reads and writes of an aborted connection return.
+var errAborted = &net.OpError{Op: "read", Net: "tcp", Err: errClientGone}
+
+// guardStd bounds the HTTP/2 and HTTP/3 requests in flight in the whole
+// process and counts the streams reset against their connection's and
+// client's budgets.
+func (p *Proxy) guardStd(w http.ResponseWriter, r *http.Request) {
+	if p.streams.Add(1) > int64(p.limits.MaxStreams) {
+		p.streams.Add(-1)
+		p.fm.streamsRefused.Inc()
+		w.Header().Set("Retry-After", "1")
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		p.countReset(r)
+		return
+	}
+	defer p.streams.Add(-1)
+	p.serveStd(w, r)
+	p.countReset(r)
+}
+
+// countReset counts a request whose stream was reset or cancelled before
+// its handler finished, while its connection lives on (a request's context
+// ends with its connection too, which is not a reset).
+func (p *Proxy) countReset(r *http.Request) {
+	if r.Context().Err() == nil {
+		return
+	}
+	if sc := connOf(r.Context()); sc != nil && !sc.closed.Load() {
+		p.streamReset(sc)
+	}
+}
+
+// watchConn marks sc closed as soon as a read of c fails, before x/net
+// ends the contexts of the connection's requests.
+func watchConn(c net.Conn, sc *streamConn) net.Conn {
+	if tc, ok := c.(*tls.Conn); ok {
+		return &watchedTLS{watched{c, sc}, tc}
+	}
+	return &watched{c, sc}
+}
+
+type watched struct {
+	net.Conn
+	sc *streamConn
+}
+
+func (w *watched) Read(b []byte) (int, error) {
+	n, err := w.Conn.Read(b)
+	if err != nil {
+		w.sc.closed.Store(true)
+	}
+	return n, err
+}
+
+// watchedTLS keeps the TLS state visible to x/net/http2.
+type watchedTLS struct {
+	watched
+	tc *tls.Conn
+}
+
+func (w *watchedTLS) ConnectionState() tls.ConnectionState { return w.tc.ConnectionState() }
+
+// quicVerifySource asks for a Retry (the client must echo a token, which
+// proves it receives at its address) once limits.quic_retry_threshold
+// handshakes are in flight: a flood of Initials from spoofed sources then
+// costs the proxy a Retry packet each, smaller than the Initial, and no
+// state.
+func (p *Proxy) quicVerifySource(net.Addr) bool {
+	if p.quicHS.Load() < int64(p.limits.QUICRetryThreshold) {
+		return false
+	}
+	p.fm.quicRetries.Inc()
+	return true
+}
+
+type quicHSKey struct{}
+
+// quicConnContext admits a QUIC connection attempt: within
+// limits.max_connections (shared with TCP), limits.max_quic_handshakes
+// in flight, and not from a banned client. Refused ones get
+// CONNECTION_REFUSED and cost no state.
+func (p *Proxy) quicConnContext(ctx context.Context, ci *quic.ClientInfo) (context.Context, error) {
+	switch {
+	case p.conns.Load() >= int64(p.limits.MaxConnections):
+		p.m.refusedConns.Inc()
+		p.fm.quicRefused.WithLabelValues("connections").Inc()
+		return nil, errors.New("limits.max_connections reached")
+	case p.quicHS.Load() >= int64(p.limits.MaxQUICHandshakes):
+		p.fm.quicRefused.WithLabelValues("handshakes").Inc()
+		return nil, errors.New("limits.max_quic_handshakes reached")
+	case p.resets.banned(netaddr.AddrPort(ci.RemoteAddr).Addr(), time.Now()):
+		p.fm.bannedRefused.WithLabelValues("quic").Inc()
+		return nil, errors.New("client banned for resetting streams")
+	}
+	p.conns.Add(1)
+	p.quicHS.Add(1)
+	hs := new(atomic.Bool)
+	hs.Store(true)
+	context.AfterFunc(ctx, func() {
+		p.conns.Add(-1)
+		if hs.CompareAndSwap(true, false) {
+			p.quicHS.Add(-1)
+		}
+	})
+	return context.WithValue(ctx, quicHSKey{}, hs), nil
+}
+
+// quicHandshakeDone ends the count of a connection's handshake in flight.
+func (p *Proxy) quicHandshakeDone(ctx context.Context) {
+	if hs, ok := ctx.Value(quicHSKey{}).(*atomic.Bool); ok && hs.CompareAndSwap(true, false) {
+		p.quicHS.Add(-1)
+	}
+}
