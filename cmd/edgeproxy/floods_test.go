@@ -1,0 +1,307 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/edgeproxy/edgeproxy/internal/echo"
+	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/selfsigned"
+)
+
+// attack reports whether the full-size floods run (make attack).
+func attack() bool { return os.Getenv("EDGEPROXY_ATTACK") == "1" }
+
+// procStatus reads a /proc/PID/status field in kB, as MB.
+func procStatus(t *testing.T, pid int, field string) float64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, field+":"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 64)
+			return kb / 1024
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
+}
+
+// metricValue returns a sample of the instance's /metrics, summed over
+// every series whose name and labels start with prefix and that contain
+// every one of labels.
+func (in *instance) metricValue(hc *http.Client, prefix string, labels ...string) float64 {
+	resp, err := hc.Get(in.admin + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sum := 0.0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if !strings.HasPrefix(l, prefix) {
+			continue
+		}
+		ok := true
+		for _, lb := range labels {
+			ok = ok && strings.Contains(l, lb)
+		}
+		if !ok {
+			continue
+		}
+		if i := strings.LastIndexByte(l, ' '); i > 0 {
+			v, _ := strconv.ParseFloat(l[i+1:], 64)
+			sum += v
+		}
+	}
+	return sum
+}
+
+// floodCDN runs the binary with one https site on 192.0.2.10:443 (and
+// HTTP/3) whose origin counts the requests it gets.
+func floodCDN(t *testing.T, extra string) (*netns.NS, *instance, *originStats, *x509.CertPool) {
+	t.Helper()
+	ns := netns.New(t)
+	dir := t.TempDir()
+	cert, key, err := selfsigned.Write(dir, "a", "a.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := selfsigned.Pool(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin := testOrigin(t, "origin-a", "127.0.0.1:18080")
+	in := startInstance(t, ns, fmt.Sprintf(`store: {path: ""}
+prefixes: [{cidr: 192.0.2.0/24, service: cdn}]
+cdn:
+  https_ports: [443]
+  http3: true
+  http3_port: 443
+  access_log: "off"
+%s
+  certificates: [{cert_file: %q, key_file: %q}]
+  sites:
+    - hosts: [a.example]
+      origins: ["http://127.0.0.1:18080"]
+`, extra, cert, key))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("edgeproxy's log:\n%s", in.stderr)
+		}
+	})
+	return ns, in, origin, pool
+}
+
+// sampler records the proxy's peak RSS and goroutines while it runs.
+type sampler struct {
+	peakRSS, peakG atomic.Int64 // kB, count
+	stop           chan struct{}
+	done           chan struct{}
+}
+
+func sample(t *testing.T, in *instance, hc *http.Client) *sampler {
+	s := &sampler{stop: make(chan struct{}), done: make(chan struct{})}
+	pid := in.cmd.Process.Pid
+	go func() {
+		defer close(s.done)
+		tk := time.NewTicker(100 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			if rss := int64(procStatus(t, pid, "VmRSS") * 1024); rss > s.peakRSS.Load() {
+				s.peakRSS.Store(rss)
+			}
+			if g := int64(in.metricValue(hc, "go_goroutines")); g > s.peakG.Load() {
+				s.peakG.Store(g)
+			}
+			select {
+			case <-s.stop:
+				return
+			case <-tk.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *sampler) finish() (rssMB float64, goroutines int64) {
+	close(s.stop)
+	<-s.done
+	return float64(s.peakRSS.Load()) / 1024, s.peakG.Load()
+}
+
+// h2Client is an HTTP/2 client of the cdn from a source address.
+func h2Client(ns *netns.NS, pool *x509.CertPool, src string) *http.Client {
+	d := echo.FreebindDialer(netip.MustParseAddr(src), 0)
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http2.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "a.example"},
+		DialTLSContext: func(ctx context.Context, network, _ string, cfg *tls.Config) (net.Conn, error) {
+			var c net.Conn
+			err := ns.Do(func() (err error) {
+				c, err = (&tls.Dialer{NetDialer: d, Config: cfg}).DialContext(ctx, network, "192.0.2.10:443")
+				return err
+			})
+			return c, err
+		},
+	}}
+}
+
+// TestHostileRapidResetReconnecting: 8 clients from 203.0.113.1 open HTTP/2
+// connections and send HEADERS then RST_STREAM over and over, reconnecting
+// whenever the proxy closes the connection. Reset streams do not become
+// origin requests (at most 1 in 100), the proxy's memory and goroutines
+// stay bounded and return, and a client on another address (203.0.113.2) is
+// answered within a second throughout. Bounded: 2 s; EDGEPROXY_ATTACK=1:
+// 20 s, as in the issue.
+func TestHostileRapidResetReconnecting(t *testing.T) {
+	ns, in, origin, pool := floodCDN(t, "")
+	hc := ns.HTTPClient()
+	dur := 2 * time.Second
+	if attack() {
+		dur = 20 * time.Second
+	}
+	legit := h2Client(ns, pool, "203.0.113.2")
+	if resp, err := legit.Get("https://a.example/warm"); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	pid := in.cmd.Process.Pid
+	rssBefore := procStatus(t, pid, "VmRSS")
+	originBefore := origin.requests.Load()
+	s := sample(t, in, hc)
+
+	var resets, conns, refused atomic.Int64
+	block := headerBlock(":method", "GET", ":scheme", "https", ":authority", "a.example", ":path", "/")
+	deadline := time.Now().Add(dur)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		ns.Go(func() {
+			defer wg.Done()
+			d := echo.FreebindDialer(netip.MustParseAddr("203.0.113.1"), 0)
+			for time.Now().Before(deadline) {
+				c, err := tls.DialWithDialer(d, "tcp", "192.0.2.10:443",
+					&tls.Config{ServerName: "a.example", InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+				if err != nil {
+					refused.Add(1)
+					time.Sleep(5 * time.Millisecond) // be kind to the test machine's two cores
+					continue
+				}
+				conns.Add(1)
+				go io.Copy(io.Discard, c)
+				c.SetWriteDeadline(deadline)
+				bw := bufio.NewWriterSize(c, 64<<10)
+				fr := http2.NewFramer(bw, c)
+				io.WriteString(bw, http2.ClientPreface)
+				fr.WriteSettings()
+				for id := uint32(1); time.Now().Before(deadline) && id < 1<<30; id += 2 {
+					if fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndStream: true, EndHeaders: true}) != nil ||
+						fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+						break
+					}
+					if id%64 == 63 && bw.Flush() != nil {
+						break
+					}
+					resets.Add(1)
+				}
+				c.Close()
+			}
+		})
+	}
+
+	// The legitimate client, during the flood.
+	var worst time.Duration
+	var legitN, legitBad int
+	for time.Now().Before(deadline) {
+		start := time.Now()
+		resp, err := legit.Get("https://a.example/legit")
+		d := time.Since(start)
+		worst = max(worst, d)
+		legitN++
+		if err != nil {
+			legitBad++
+			t.Errorf("legitimate request during the flood: %v after %v", err, d)
+		} else {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				legitBad++
+				t.Errorf("legitimate request during the flood: %d", resp.StatusCode)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	wg.Wait()
+	peakRSS, peakG := s.finish()
+	originReqs := origin.requests.Load() - originBefore - int64(legitN)
+
+	// Memory comes back on its own (the scavenger), within 30 s.
+	var after float64
+	back := time.Now().Add(30 * time.Second)
+	for {
+		after = procStatus(t, pid, "VmRSS")
+		if after <= rssBefore+64 || time.Now().After(back) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	ratio := float64(originReqs) / float64(max(resets.Load(), 1))
+	t.Logf("attack: rapid reset, 8 reconnecting clients for %v: %d HEADERS+RST sent on %d connections (%d connection attempts refused); %d origin requests started (%.5f per reset stream)",
+		dur, resets.Load(), conns.Load(), refused.Load(), originReqs, ratio)
+	t.Logf("attack: RSS %.1f MB before, peak %.1f MB (VmHWM %.1f MB), %.1f MB after; peak goroutines %d",
+		rssBefore, peakRSS, procStatus(t, pid, "VmHWM"), after, peakG)
+	t.Logf("attack: legitimate requests from 203.0.113.2: %d, %d failed, slowest %v", legitN, legitBad, worst.Round(time.Millisecond))
+	// The streams that reached the proxy's handler (x/net drops most reset
+	// streams before): every request counted, less the legitimate ones.
+	handled := in.metricValue(hc, `edgeproxy_cdn_requests_total{`, `protocol="HTTP/2"`) - float64(legitN) - 1
+	perHandled := float64(originReqs) / max(handled, 1)
+	t.Logf("attack: %.0f reset streams reached the proxy's handler: %.5f origin requests per such stream", handled, perHandled)
+	t.Logf("attack: metrics: reset cut-offs %v (connection) %v (client), banned connections refused %v, requests abandoned %v before send / %v in progress, streams refused %v",
+		in.metricValue(hc, `edgeproxy_cdn_reset_cutoffs_total{scope="connection"}`), in.metricValue(hc, `edgeproxy_cdn_reset_cutoffs_total{scope="client"}`),
+		in.metricValue(hc, "edgeproxy_cdn_banned_connections_refused_total"),
+		in.metricValue(hc, `edgeproxy_cdn_requests_abandoned_total{stage="before_send"}`), in.metricValue(hc, `edgeproxy_cdn_requests_abandoned_total{stage="in_progress"}`),
+		in.metricValue(hc, "edgeproxy_cdn_streams_refused_total"))
+
+	if resets.Load() < 1000 {
+		t.Fatalf("the flood sent only %d resets", resets.Load())
+	}
+	if ratio > 0.01 {
+		t.Errorf("%.4f origin requests per reset stream sent, want at most 0.01", ratio)
+	}
+	if perHandled > 0.01 {
+		t.Errorf("%.4f origin requests per reset stream handled, want at most 0.01", perHandled)
+	}
+	if peakRSS > 256 {
+		t.Errorf("peak RSS %.1f MB, want under 256 MB", peakRSS)
+	}
+	if after > rssBefore+64 {
+		t.Errorf("RSS %.1f MB 30 s after the flood, want within 64 MB of %.1f MB", after, rssBefore)
+	}
+	if worst > time.Second {
+		t.Errorf("the slowest legitimate request took %v, want within 1 s", worst)
+	}
+	if in.metricValue(hc, `edgeproxy_cdn_reset_cutoffs_total`) < 1 {
+		t.Error("no reset cut-off counted")
+	}
+}
