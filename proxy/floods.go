@@ -464,3 +464,4 @@ func (p *Proxy) quicHandshakeDone(ctx context.Context) {
 		p.quicHS.Add(-1)
 	}
 }
+
