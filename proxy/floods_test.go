@@ -1,11 +1,14 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,4 +97,130 @@ func TestHostilePanicModeOnlyOrigin(t *testing.T) {
 		t.Errorf("the next request: %d, %v", code, err)
 	}
 	t.Logf("attack: the only origin, ejected after 3 failures, answered %v after it came back", time.Since(start).Round(time.Millisecond))
+}
+
+// TestHostileResetAbandonsOriginExchange: a client that resets its stream
+// while its request waits for the origin gets that origin connection cut
+// at once (the origin sees its request end), not after the upstream
+// timeout; a request whose client is gone before it is sent never reaches
+// the origin; and exchanges that end normally leave their connections in
+// the pool (no churn).
+func TestHostileResetAbandonsOriginExchange(t *testing.T) {
+	netns.New(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, cut atomic.Int64
+	hang := make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Add(1)
+		if r.URL.Path == "/hang" {
+			hang <- struct{}{}
+			select {
+			case <-r.Context().Done(): // the proxy closed the connection
+				cut.Add(1)
+			case <-time.After(5 * time.Second):
+			}
+			return
+		}
+		fmt.Fprint(w, "ok")
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	p, err := New(Options{
+		Config: Config{Sites: []Site{{Hosts: []string{"a.example"}, Origins: origins("http://" + ln.Addr().String())}}},
+		Limits: Limits{UpstreamTimeout: 10 * time.Second},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.tcp.Close()
+	st := p.state.Load()
+	s := st.router.lookup("a.example", netip.Addr{})
+	rt := s.route("/")
+	o := rt.origins[0].o
+	do := func(ctx context.Context, path string) error {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		rec := &record{start: time.Now(), id: p.ids.next()}
+		req.SetRequestURI(path)
+		req.Header.SetHost("a.example")
+		req.Header.Set("X-Request-Id", rec.id) // as the forwarding policy adds it
+		x := p.pools.exchanges.start(ctx, rec.id)
+		defer p.pools.exchanges.finish(rec.id, x)
+		if err := p.forwardCtx(ctx, s, rt, req, resp, rec, nil); err != nil {
+			return err
+		}
+		if bs := resp.BodyStream(); bs != nil {
+			io.Copy(io.Discard, bs)
+		}
+		return resp.CloseBodyStream()
+	}
+
+	for range 3 {
+		if err := do(context.Background(), "/"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := o.connects.Load(); n != 1 {
+		t.Fatalf("%d connections for 3 requests in a row, want 1", n)
+	}
+
+	// Reset while the origin works on it.
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- do(ctx, "/hang") }()
+	<-hang
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, errClientGone) {
+			t.Errorf("reset request: %v, want errClientGone", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the reset request still waits for the origin after 2 s")
+	}
+	abandonedIn := time.Since(start)
+	deadline := time.Now().Add(2 * time.Second)
+	for cut.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if cut.Load() != 1 {
+		t.Error("the origin never saw the abandoned request end")
+	}
+	if n := testutil.ToFloat64(p.pools.exchanges.inFlight); n != 1 {
+		t.Errorf("in_progress abandoned %v, want 1", n)
+	}
+	if o.health.state(time.Now()) != "up" || o.failures.Load() != 0 {
+		t.Errorf("a client's reset counted against the origin: %s, %d failures", o.health.state(time.Now()), o.failures.Load())
+	}
+
+	// Gone before it is sent: not sent.
+	before := got.Load()
+	gone, cancelGone := context.WithCancel(context.Background())
+	cancelGone()
+	if err := do(gone, "/"); !errors.Is(err, errClientGone) {
+		t.Errorf("request of a client already gone: %v", err)
+	}
+	if got.Load() != before {
+		t.Error("a request whose client was gone reached the origin")
+	}
+
+	// Normal exchanges whose clients go afterwards keep their connection.
+	conns := o.connects.Load()
+	for range 5 {
+		ctx, cancel := context.WithCancel(context.Background())
+		if err := do(ctx, "/"); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	if n := o.connects.Load() - conns; n > 1 {
+		t.Errorf("%d new connections for 5 requests in a row whose clients left after the answer, want at most 1", n)
+	}
+	t.Logf("attack: a reset exchange was abandoned after %v; %d origin connections for %d requests", abandonedIn.Round(time.Microsecond), o.connects.Load(), o.requests.Load())
 }
