@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"sync/atomic"
 	"testing"
@@ -223,4 +224,81 @@ func TestHostileResetAbandonsOriginExchange(t *testing.T) {
 		t.Errorf("%d new connections for 5 requests in a row whose clients left after the answer, want at most 1", n)
 	}
 	t.Logf("attack: a reset exchange was abandoned after %v; %d origin connections for %d requests", abandonedIn.Round(time.Microsecond), o.connects.Load(), o.requests.Load())
+}
+
+// TestHostileStreamLimit: past limits.max_streams HTTP/2 and HTTP/3
+// requests in flight in the process, a new one is answered 503 at once and
+// counted, whatever connection it comes on.
+func TestHostileStreamLimit(t *testing.T) {
+	netns.New(t)
+	p, err := New(Options{Limits: Limits{MaxStreams: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.tcp.Close()
+	p.streams.Store(3) // three in flight on other connections
+	w := httptest.NewRecorder()
+	p.guardStd(w, httptest.NewRequest("GET", "https://a.example/", nil))
+	if w.Code != 503 || w.Header().Get("Retry-After") == "" {
+		t.Errorf("over the limit: %d %v, want 503 with Retry-After", w.Code, w.Header())
+	}
+	if n := testutil.ToFloat64(p.fm.streamsRefused); n != 1 {
+		t.Errorf("edgeproxy_cdn_streams_refused_total = %v, want 1", n)
+	}
+	if p.streams.Load() != 3 {
+		t.Errorf("%d in flight after the refusal, want 3", p.streams.Load())
+	}
+	p.streams.Store(2)
+	w = httptest.NewRecorder()
+	p.guardStd(w, httptest.NewRequest("GET", "https://a.example/", nil))
+	if w.Code == 503 || p.streams.Load() != 2 {
+		t.Errorf("under the limit: %d, %d in flight after", w.Code, p.streams.Load())
+	}
+}
+
+// TestHostileResetBudgets: a connection over its reset budget is cut; a
+// client over its own, across connections, is banned for the ban time
+// (IPv6 by /64); the table of clients never grows past its bound.
+func TestHostileResetBudgets(t *testing.T) {
+	g := newResetGuard(5, 12, time.Minute, 100)
+	now := time.Now()
+	a := netip.MustParseAddr("198.51.100.7")
+	c1 := &streamConn{client: a}
+	for i := range 5 {
+		if cut, ban := g.reset(c1, now); cut || ban {
+			t.Fatalf("reset %d within the budget: cut %v ban %v", i+1, cut, ban)
+		}
+	}
+	if cut, _ := g.reset(c1, now); !cut {
+		t.Error("the 6th reset on a connection with a budget of 5 did not cut it")
+	}
+	c2 := &streamConn{client: a}
+	var banned bool
+	for range 7 {
+		_, b := g.reset(c2, now)
+		banned = banned || b
+	}
+	if !banned || !g.banned(a, now) || g.banned(a, now.Add(61*time.Second)) {
+		t.Errorf("13 resets over two connections: banned %v, now %v, after the ban %v", banned, g.banned(a, now), g.banned(a, now.Add(61*time.Second)))
+	}
+	if cut, _ := g.reset(&streamConn{client: a}, now); !cut {
+		t.Error("a banned client's new connection was not cut at its first reset")
+	}
+	v6 := &streamConn{client: netip.MustParseAddr("2001:db8:1:2::1")}
+	for range 13 {
+		g.reset(v6, now)
+	}
+	if !g.banned(netip.MustParseAddr("2001:db8:1:2:ffff::9"), now) {
+		t.Error("an IPv6 client's /64 is not banned with it")
+	}
+	for i := range 1000 {
+		g.reset(&streamConn{client: netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)})}, now)
+	}
+	if n := len(g.clients); n > 100 {
+		t.Errorf("%d clients in a table bounded at 100", n)
+	}
+	g.reset(&streamConn{client: netip.MustParseAddr("203.0.113.250")}, now.Add(resetWindow+time.Second))
+	if n := len(g.clients); n > 100 {
+		t.Errorf("%d clients after a sweep", n)
+	}
 }
