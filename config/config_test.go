@@ -121,6 +121,10 @@ func TestErrorsNameTheItem(t *testing.T) {
 		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], retries: {budget: 2}}]}", "cdn.sites[0].retries"},
 		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], origin_tls: {ca_file: /nonexistent/ca.pem}}]}", "cdn.sites[0].origin_tls.ca_file"},
 		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], health_check: {path: /a}}, {hosts: [b.example], origins: [\"http://x\"], health_check: {path: /b}}]}", "origin http://x is also an origin of cdn.sites[0]"},
+		{"cdn: {limits: {max_streams: -1}}", "cdn.limits.max_streams: -1 is negative"},
+		{"cdn: {limits: {quic_retry_threshold: -5}}", "cdn.limits.quic_retry_threshold"},
+		{"cdn: {limits: {client_reset_budget: -1}}", "cdn.limits.client_reset_budget"},
+		{"cdn: {limits: {reset_ban: soon}}", "not a duration"},
 		{"bindings: [{cidr: 192.0.2.0/25, service: cdn, port: 443}]", "protocol and port go together"},
 		{"prefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n---\nnode: x", "more than one YAML document"},
 	} {
@@ -191,4 +195,23 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("valid config, invalid dispatch table: %v", err)
 		}
 	})
+}
+
+// TestFloodLimits: the flood limits reach the proxy's Limits.
+func TestFloodLimits(t *testing.T) {
+	c, err := Parse([]byte(`cdn:
+  limits: {max_streams: 100, connection_reset_budget: 7, client_reset_budget: 70, reset_ban: 5m, max_quic_handshakes: 50, quic_retry_threshold: 5}
+  timeouts: {quic_handshake: 1s}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, l, err := c.ProxyConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.MaxStreams != 100 || l.ConnResetBudget != 7 || l.ClientResetBudget != 70 || l.ResetBan != 5*time.Minute ||
+		l.MaxQUICHandshakes != 50 || l.QUICRetryThreshold != 5 || l.QUICHandshakeTimeout != time.Second {
+		t.Errorf("limits %+v", l)
+	}
 }

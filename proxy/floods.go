@@ -464,4 +464,3 @@ func (p *Proxy) quicHandshakeDone(ctx context.Context) {
 		p.quicHS.Add(-1)
 	}
 }
-
