@@ -251,6 +251,7 @@ type exchange struct {
 // exchanges maps request ids to their exchanges.
 type exchanges struct {
 	m                    sync.Map
+	n                    atomic.Int64       // entries in m: none, no head to look through
 	beforeSend, inFlight prometheus.Counter // abandoned requests, by stage
 }
 
@@ -258,6 +259,7 @@ type exchanges struct {
 // when ctx ends before finish.
 func (xs *exchanges) start(ctx context.Context, id string) *exchange {
 	x := &exchange{ctx: ctx}
+	xs.n.Add(1)
 	xs.m.Store(id, x)
 	x.stop = context.AfterFunc(ctx, func() {
 		x.mu.Lock()
@@ -280,6 +282,7 @@ func (xs *exchanges) finish(id string, x *exchange) {
 	x.conn = nil
 	x.mu.Unlock()
 	xs.m.Delete(id)
+	xs.n.Add(-1)
 }
 
 var reqIDMarker = []byte("\r\nX-Request-Id: ")
@@ -291,6 +294,9 @@ const reqIDLen = 16
 // id found or the end of the head written) and errClientGone when the
 // exchange's client has already gone: nothing is sent.
 func (c *idleConn) bindHead(p []byte) (bool, error) {
+	if c.xs.n.Load() == 0 && len(c.carry) == 0 {
+		return true, nil // HTTP/1.1 clients only: nothing to bind
+	}
 	buf := p
 	if len(c.carry) > 0 {
 		buf = append(c.carry, p...)
@@ -325,24 +331,36 @@ func (c *idleConn) bindHead(p []byte) (bool, error) {
 		return true, errClientGone
 	}
 	c.mu.Lock()
+	c.owner.Store(x)
+	c.mu.Unlock()
+	x.conn = c
+	return true, nil
+}
+
+// claim starts a new request on the connection: an exchange that had it
+// before loses it (its client may still go, after fasthttp put the
+// connection back in the pool), and a cut that came after the response
+// was read in full is undone: fasthttp reuses only connections whose
+// response was read in full.
+func (c *idleConn) claim() {
+	if c.owner.Load() == nil && !c.aborted.Load() {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.owner.Store(nil)
 	if c.aborted.Load() {
-		// An exchange that had this connection before was cut after its
-		// response was read in full: the connection is sound.
 		c.aborted.Store(false)
 		c.Conn.SetDeadline(time.Time{})
 		c.readDue, c.writeDue = lazyDeadline{}, lazyDeadline{}
 	}
-	c.owner = x
-	c.mu.Unlock()
-	x.conn = c
-	return true, nil
 }
 
 // abort cuts the connection's reads and writes if it still carries x.
 func (c *idleConn) abort(x *exchange) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.owner != x {
+	if c.owner.Load() != x {
 		return false
 	}
 	c.aborted.Store(true)

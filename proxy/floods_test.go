@@ -223,6 +223,49 @@ func TestHostileResetAbandonsOriginExchange(t *testing.T) {
 	if n := o.connects.Load() - conns; n > 1 {
 		t.Errorf("%d new connections for 5 requests in a row whose clients left after the answer, want at most 1", n)
 	}
+	// A client that goes after its response was read in full, before its
+	// exchange ends: the connection is back in the pool and the next
+	// request on it (an HTTP/1.1 client's, with no exchange) is sound.
+	conns = o.connects.Load()
+	{
+		ctx, cancel := context.WithCancel(context.Background())
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		rec := &record{start: time.Now(), id: p.ids.next()}
+		req.SetRequestURI("/")
+		req.Header.SetHost("a.example")
+		req.Header.Set("X-Request-Id", rec.id)
+		x := p.pools.exchanges.start(ctx, rec.id)
+		if err := p.forwardCtx(ctx, s, rt, req, resp, rec, nil); err != nil {
+			t.Fatal(err)
+		}
+		if bs := resp.BodyStream(); bs != nil {
+			io.Copy(io.Discard, bs)
+		}
+		resp.CloseBodyStream() // the connection goes back to the pool
+		cancel()               // the client goes before the exchange ends
+		time.Sleep(10 * time.Millisecond)
+		p.pools.exchanges.finish(rec.id, x)
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(resp)
+	}
+	for i := range 3 {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		req.SetRequestURI("/")
+		req.Header.SetHost("a.example")
+		req.Header.Set("X-Request-Id", p.ids.next())
+		if err := p.forward(s, rt, req, resp, &record{start: time.Now()}, nil); err != nil {
+			t.Errorf("HTTP/1.1 request %d after a late reset on its connection: %v", i, err)
+		}
+		if bs := resp.BodyStream(); bs != nil {
+			io.Copy(io.Discard, bs)
+		}
+		resp.CloseBodyStream()
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(resp)
+	}
+	if n := o.connects.Load() - conns; n != 0 {
+		t.Errorf("%d new connections after a late reset, want 0 (the pooled one is sound)", n)
+	}
 	t.Logf("attack: a reset exchange was abandoned after %v; %d origin connections for %d requests", abandonedIn.Round(time.Microsecond), o.connects.Load(), o.requests.Load())
 }
 

@@ -201,34 +201,42 @@ type idleConn struct {
 	readDue, writeDue lazyDeadline
 
 	xs       *exchanges
-	headNext bool   // the next write begins a request head
+	headNext bool   // the next write is (part of) a request head
+	inHead   bool   // a head's first write is done
 	carry    []byte // the tail of the head's last write, while looking for the id
 	aborted  atomic.Bool
-	mu       sync.Mutex // guards owner
-	owner    *exchange
+	mu       sync.Mutex // serializes owner changes with abort
+	owner    atomic.Pointer[exchange]
 }
 
 func (c *idleConn) Read(p []byte) (int, error) {
+	c.headNext = true // fasthttp writes a request in full before it reads
+	c.readDue.push(c.read, c.Conn.SetReadDeadline)
+	// After the push: an abort that came before it would be undone by it.
 	if c.aborted.Load() {
 		return 0, errAborted
 	}
-	c.headNext = true // fasthttp writes a request in full before it reads
-	c.readDue.push(c.read, c.Conn.SetReadDeadline)
 	return c.Conn.Read(p)
 }
 
 func (c *idleConn) Write(p []byte) (int, error) {
-	if c.headNext && c.xs != nil {
+	if c.headNext {
+		if !c.inHead {
+			c.claim()
+			c.inHead = true
+		}
 		over, err := c.bindHead(p)
 		if err != nil {
 			return 0, err
 		}
-		c.headNext = !over
+		if over {
+			c.headNext, c.inHead = false, false
+		}
 	}
+	c.writeDue.push(c.write, c.Conn.SetWriteDeadline)
 	if c.aborted.Load() {
 		return 0, errAborted
 	}
-	c.writeDue.push(c.write, c.Conn.SetWriteDeadline)
 	return c.Conn.Write(p)
 }
 
