@@ -544,3 +544,56 @@ func TestHostileQUICInitialFlood(t *testing.T) {
 		t.Error("no Retry counted")
 	}
 }
+
+// TestHostileQUICConnectionCap: QUIC connections count toward
+// limits.max_connections with TCP ones: with the limit taken by HTTP/3
+// connections, another QUIC handshake gets CONNECTION_REFUSED and a TCP
+// connection is closed at accept, each counted; once they close, both are
+// served again.
+func TestHostileQUICConnectionCap(t *testing.T) {
+	ns, in, _, pool := floodCDN(t, "  limits: {max_connections: 2}")
+	hc := ns.HTTPClient()
+	dst := net.UDPAddrFromAddrPort(netip.MustParseAddrPort("192.0.2.10:443"))
+	var held []*quic.Conn
+	for i := range 2 {
+		pc, err := net.ListenPacket("udp4", "127.0.0.2:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		c, err := quic.Dial(ctx, pc, dst, &tls.Config{RootCAs: pool, ServerName: "a.example", NextProtos: []string{"h3"}}, &quic.Config{})
+		cancel()
+		if err != nil {
+			t.Fatalf("QUIC connection %d within the limit: %v", i, err)
+		}
+		held = append(held, c)
+	}
+	if _, err := h3From(pool, "127.0.0.3", "https://a.example/over"); err == nil {
+		t.Error("a third QUIC connection was served with max_connections: 2")
+	}
+	if c, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", "192.0.2.10:443",
+		&tls.Config{RootCAs: pool, ServerName: "a.example"}); err == nil {
+		c.Close()
+		t.Error("a TCP connection was served with max_connections taken by QUIC")
+	}
+	if n := in.metricValue(hc, `edgeproxy_cdn_quic_refused_total{reason="connections"}`); n < 1 {
+		t.Errorf("QUIC refusals counted: %v", n)
+	}
+	for _, c := range held {
+		c.CloseWithError(0, "")
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		code, err := h3From(pool, "127.0.0.3", "https://a.example/after")
+		if err == nil && code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("HTTP/3 after the connections closed: %d %v", code, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("attack: max_connections 2 held by QUIC: refused %v QUIC and %v connections in all",
+		in.metricValue(hc, `edgeproxy_cdn_quic_refused_total{reason="connections"}`), in.metricValue(hc, "edgeproxy_cdn_connections_refused_total"))
+}
