@@ -597,3 +597,65 @@ func TestHostileQUICConnectionCap(t *testing.T) {
 	t.Logf("attack: max_connections 2 held by QUIC: refused %v QUIC and %v connections in all",
 		in.metricValue(hc, `edgeproxy_cdn_quic_refused_total{reason="connections"}`), in.metricValue(hc, "edgeproxy_cdn_connections_refused_total"))
 }
+
+// TestHostileHTTP3CancelledStreams: an HTTP/3 client cancels each request
+// while the origin works on it, over and over on one connection. Each
+// cancel abandons its origin exchange (the proxy does not wait for the
+// origin's 3 s), and past limits.connection_reset_budget (200) the proxy
+// closes the connection.
+func TestHostileHTTP3CancelledStreams(t *testing.T) {
+	ns, in, origin, pool := floodCDN(t, "")
+	hc := ns.HTTPClient()
+	pc, err := net.ListenPacket("udp4", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	qc, err := quic.Dial(ctx, pc, net.UDPAddrFromAddrPort(netip.MustParseAddrPort("192.0.2.10:443")),
+		&tls.Config{RootCAs: pool, ServerName: "a.example", NextProtos: []string{"h3"}}, &quic.Config{MaxIncomingStreams: 1000})
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qc.CloseWithError(0, "")
+	cc := (&http3.Transport{}).NewClientConn(qc)
+	start := time.Now()
+	cancelled := 0
+	for i := 0; i < 400 && qc.Context().Err() == nil; i++ {
+		before := origin.requests.Load()
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "GET", "https://a.example/hang", nil)
+		done := make(chan struct{})
+		go func() { defer close(done); cc.RoundTrip(req) }()
+		wait := time.Now().Add(time.Second)
+		for origin.requests.Load() == before && time.Now().Before(wait) && qc.Context().Err() == nil {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+		<-done
+		cancelled++
+	}
+	took := time.Since(start)
+	closed := qc.Context().Err() != nil
+	abandoned := in.metricValue(hc, `edgeproxy_cdn_requests_abandoned_total{stage="in_progress"}`)
+	t.Logf("attack: %d HTTP/3 requests cancelled while the origin worked on them, in %v; connection closed by the proxy: %v; %v exchanges abandoned in progress, %v cut-offs",
+		cancelled, took.Round(time.Millisecond), closed, abandoned, in.metricValue(hc, "edgeproxy_cdn_reset_cutoffs_total"))
+	if !closed {
+		t.Errorf("the connection is still open after %d cancelled streams", cancelled)
+	}
+	if cancelled > 260 {
+		t.Errorf("%d cancelled streams before the connection was closed, want about 200", cancelled)
+	}
+	if abandoned < float64(cancelled)/2 {
+		t.Errorf("%v of %d cancelled requests had their origin exchange abandoned", abandoned, cancelled)
+	}
+	// The proxy did not wait on the origin: its requests in flight are gone.
+	deadline := time.Now().Add(time.Second)
+	for in.metricValue(hc, "edgeproxy_cdn_origin_active_requests") > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := in.metricValue(hc, "edgeproxy_cdn_origin_active_requests"); n > 0 {
+		t.Errorf("%v origin requests still in flight after the cancels", n)
+	}
+}
