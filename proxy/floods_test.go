@@ -108,6 +108,14 @@ func TestHostilePanicModeOnlyOrigin(t *testing.T) {
 // the pool (no churn).
 func TestHostileResetAbandonsOriginExchange(t *testing.T) {
 	netns.New(t)
+	for _, scheme := range []string{"http", "https"} {
+		t.Run(scheme, func(t *testing.T) { testResetAbandons(t, scheme) })
+	}
+}
+
+// testResetAbandons is TestHostileResetAbandonsOriginExchange against an
+// HTTP/1.1 origin over scheme; it runs on the test's namespace thread.
+func testResetAbandons(t *testing.T, scheme string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -127,11 +135,20 @@ func TestHostileResetAbandonsOriginExchange(t *testing.T) {
 		}
 		fmt.Fprint(w, "ok")
 	})}
-	go srv.Serve(ln)
-	defer srv.Close()
+	if scheme == "https" {
+		ts := httptest.NewUnstartedServer(srv.Handler)
+		ts.Listener.Close()
+		ts.Listener = ln
+		ts.StartTLS() // HTTP/1.1 only: the fasthttp pool, over TLS
+		defer ts.Close()
+	} else {
+		go srv.Serve(ln)
+		defer srv.Close()
+	}
 
 	p, err := New(Options{
-		Config: Config{Sites: []Site{{Hosts: []string{"a.example"}, Origins: origins("http://" + ln.Addr().String())}}},
+		Config: Config{Sites: []Site{{Hosts: []string{"a.example"}, Origins: origins(scheme + "://" + ln.Addr().String()),
+			OriginTLS: OriginTLS{InsecureSkipVerify: scheme == "https"}}}},
 		Limits: Limits{UpstreamTimeout: 10 * time.Second},
 	})
 	if err != nil {

@@ -116,7 +116,17 @@ func (op *originPools) get(u *url.URL, ot OriginTLS) (*origin, error) {
 				return nil, err
 			}
 			o.connects.Add(1)
-			return &idleConn{Conn: c, read: t.read, write: t.write, xs: &op.exchanges, headNext: true}, nil
+			ic := &idleConn{Conn: c, read: t.read, write: t.write, xs: &op.exchanges, headNext: true}
+			if isTLS {
+				// TLS under idleConn, not over it (fasthttp takes a
+				// connection with a Handshake method as TLS already):
+				// the exchange binding reads the request's head in the
+				// clear.
+				tlsc := tls.Client(c, tc)
+				ic.Conn = tlsc
+				return &tlsIdleConn{ic, tlsc}, nil
+			}
+			return ic, nil
 		},
 		MaxConns:                      4096,
 		MaxIdleConnDuration:           60 * time.Second,
@@ -208,6 +218,15 @@ type idleConn struct {
 	mu       sync.Mutex // serializes owner changes with abort
 	owner    atomic.Pointer[exchange]
 }
+
+// tlsIdleConn is an idleConn over TLS.
+type tlsIdleConn struct {
+	*idleConn
+	tc *tls.Conn
+}
+
+func (c *tlsIdleConn) Handshake() error                     { return c.tc.Handshake() }
+func (c *tlsIdleConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
 
 func (c *idleConn) Read(p []byte) (int, error) {
 	c.headNext = true // fasthttp writes a request in full before it reads
