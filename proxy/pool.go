@@ -366,7 +366,7 @@ func (p *Proxy) forwardCtx(ctx context.Context, s *site, rt *route, req *fasthtt
 	var lastErr error
 	for attempt := 0; ; attempt++ {
 		if ctx != nil && ctx.Err() != nil {
-			p.fm.abandoned.WithLabelValues("before_send").Inc()
+			p.pools.exchanges.beforeSend.Inc()
 			return errClientGone
 		}
 		o := rt.pick(now, tried)
