@@ -183,10 +183,18 @@ func TestHostileRapidResetReconnecting(t *testing.T) {
 		dur = 20 * time.Second
 	}
 	legit := h2Client(ns, pool, "203.0.113.2")
-	if resp, err := legit.Get("https://a.example/warm"); err != nil {
-		t.Fatal(err)
-	} else {
+	// Requests that complete are no resets: 300 on one connection, well
+	// past the budget of 200, are all served.
+	for i := range 300 {
+		resp, err := legit.Get("https://a.example/warm")
+		if err != nil {
+			t.Fatalf("request %d before the flood: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+	}
+	if n := in.metricValue(hc, "edgeproxy_cdn_reset_cutoffs_total"); n != 0 {
+		t.Fatalf("%v reset cut-offs after 300 completed requests", n)
 	}
 	pid := in.cmd.Process.Pid
 	rssBefore := procStatus(t, pid, "VmRSS")
@@ -620,6 +628,19 @@ func TestHostileHTTP3CancelledStreams(t *testing.T) {
 	}
 	defer qc.CloseWithError(0, "")
 	cc := (&http3.Transport{}).NewClientConn(qc)
+	// Requests that complete are no cancels: 300, past the budget.
+	for i := range 300 {
+		req, _ := http.NewRequest("GET", "https://a.example/ok", nil)
+		resp, err := cc.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("request %d before the cancels: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if n := in.metricValue(hc, "edgeproxy_cdn_reset_cutoffs_total"); n != 0 || qc.Context().Err() != nil {
+		t.Fatalf("after 300 completed requests: %v reset cut-offs, connection %v", n, qc.Context().Err())
+	}
 	start := time.Now()
 	cancelled := 0
 	for i := 0; i < 400 && qc.Context().Err() == nil; i++ {
