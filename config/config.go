@@ -668,26 +668,36 @@ func (c *Config) SpectrumApps() []spectrum.App {
 	return out
 }
 
-// ParseAppOrigin parses a spectrum origin: "host:port" or a bare host. The
-// port is 0 for a bare host.
+// ParseAppOrigin parses a spectrum origin: "host:port" or a bare host (a
+// name, an IP address, or an IPv6 address in brackets). The port is 0 for a
+// bare host.
 func ParseAppOrigin(s string) (host string, port uint16, err error) {
 	if s == "" {
 		return "", 0, errors.New("empty origin")
 	}
+	host = s
 	if h, p, err := net.SplitHostPort(s); err == nil {
-		n, err := bindings.ParsePort(p)
-		if err != nil {
+		if port, err = bindings.ParsePort(p); err != nil {
 			return "", 0, fmt.Errorf("origin %q: %v", s, err)
 		}
-		if h == "" {
-			return "", 0, fmt.Errorf("origin %q has no host", s)
+		host = h
+	} else if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		host = s[1 : len(s)-1]
+		if a, err := netip.ParseAddr(host); err != nil || !a.Is6() {
+			return "", 0, fmt.Errorf("origin %q: %q in brackets is not an IPv6 address", s, host)
 		}
-		return h, n, nil
 	}
-	if strings.ContainsAny(s, "/ ") {
+	switch {
+	case host == "":
+		return "", 0, fmt.Errorf("origin %q has no host", s)
+	case strings.ContainsAny(host, "[]/ \t"):
 		return "", 0, fmt.Errorf("origin %q is not host:port or a host", s)
+	case strings.Contains(host, ":"):
+		if _, err := netip.ParseAddr(host); err != nil {
+			return "", 0, fmt.Errorf("origin %q is not host:port or a host (an IPv6 address with a port needs brackets)", s)
+		}
 	}
-	return strings.Trim(s, "[]"), 0, nil
+	return host, port, nil
 }
 
 func parseOriginURL(s string) (*url.URL, error) {
