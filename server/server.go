@@ -172,8 +172,10 @@ func Start(opts Options) (_ *Server, err error) {
 		s.access = closer
 		s.CDN, err = proxy.New(proxy.Options{
 			Config: pcfg, Limits: limits,
+			// Every HTTP/3 handshake asks: the lock-free snapshot, never
+			// Resolve, which scans under the lock the admin API needs.
 			OwnsHTTP3: func(dst netip.AddrPort) bool {
-				return s.Bindings.Resolve(dispatch.UDP, dst.Addr(), dst.Port()).Outcome == bindings.OutcomeCDN
+				return s.Bindings.OwnsCDN(dispatch.UDP, dst.Addr(), dst.Port())
 			},
 			Registerer: s.Registry, Logger: log.With("component", "cdn"), AccessLog: accessLog,
 		})
