@@ -300,12 +300,14 @@ func TestHostileOwnershipCheckTakesNoLock(t *testing.T) {
 	start := time.Now()
 	for w := range 8 {
 		wg.Go(func() {
+			mine := int64(0)
 			for i := range checks {
 				p := probes[(w*7919+i)%len(probes)]
 				if m.OwnsCDN(dispatch.UDP, p.Addr(), p.Port()) {
-					owned.Add(1)
+					mine++
 				}
 			}
+			owned.Add(mine)
 		})
 	}
 	done := make(chan struct{})
@@ -331,20 +333,28 @@ func TestHostileOwnershipCheckTakesNoLock(t *testing.T) {
 	stop := make(chan struct{})
 	var flood sync.WaitGroup
 	var floodChecks atomic.Int64
+	var running sync.WaitGroup
+	running.Add(8)
 	for w := range 8 {
 		flood.Go(func() {
 			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
+				if i == 1000 {
+					running.Done()
+				}
+				if i >= 1000 {
+					select {
+					case <-stop:
+						floodChecks.Add(int64(i))
+						return
+					default:
+					}
 				}
 				p := probes[(w*7919+i)%len(probes)]
 				m.OwnsCDN(dispatch.UDP, p.Addr(), p.Port())
-				floodChecks.Add(1)
 			}
 		})
 	}
+	running.Wait() // every goroutine is checking
 	// A port-scoped spectrum binding inside the cdn's /64 of the first
 	// prefix, made and deleted again.
 	pfx := st.Prefixes[0]
