@@ -507,6 +507,22 @@ func BenchmarkOwnership(b *testing.B) {
 				i++
 			}
 		})
+		b.Run(fmt.Sprintf("bindings=%d/build", n), func(b *testing.B) {
+			b.ReportAllocs()
+			var o *bindings.Ownership
+			for b.Loop() {
+				o = bindings.NewOwnership(st, svc)
+			}
+			// What the snapshot keeps: the heap with it, less without.
+			var with, without runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&with)
+			runtime.KeepAlive(o)
+			o = nil
+			runtime.GC()
+			runtime.ReadMemStats(&without)
+			b.ReportMetric(float64(int64(with.HeapAlloc)-int64(without.HeapAlloc))/float64(n), "snapshot-B/binding")
+		})
 		b.Run(fmt.Sprintf("bindings=%d/publish-after-move", n), func(b *testing.B) {
 			b.ReportAllocs()
 			bd := st.Bindings[len(st.Bindings)/2]
