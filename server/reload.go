@@ -62,6 +62,11 @@ func (s *Server) reload(next *config.Config) error {
 		return err
 	}
 
+	guards, err := s.guards(next)
+	if err != nil {
+		return err
+	}
+
 	var undo []func()
 	rollback := func() {
 		for i := len(undo) - 1; i >= 0; i-- {
@@ -87,7 +92,7 @@ func (s *Server) reload(next *config.Config) error {
 		}
 		undo = append(undo, func() { s.Spectrum.SetApps(old) })
 	}
-	if err := s.Bindings.Reconfigure(fromConfig, svc, next.Guards()); err != nil {
+	if err := s.Bindings.Reconfigure(fromConfig, svc, guards); err != nil {
 		rollback()
 		return err
 	}
