@@ -150,7 +150,7 @@ func (a *api) middleware(next http.Handler) http.Handler {
 		sw := &statusWriter{ResponseWriter: w}
 		if mutating(r.Method) && a.opts.Token != "" && !a.authorized(sw, r) {
 			// authorized wrote the error.
-		} else if mutating(r.Method) && a.opts.Writable != nil && strings.HasPrefix(r.URL.Path, "/v1/") && a.unavailable(sw, r) {
+		} else if mutating(r.Method) && a.opts.Writable != nil && a.changes(next, r) && a.unavailable(sw, r) {
 			// unavailable wrote the error.
 		} else {
 			next.ServeHTTP(sw, r)
@@ -162,6 +162,21 @@ func (a *api) middleware(next http.Handler) http.Handler {
 		a.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
 		a.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
 	})
+}
+
+// changes reports whether r is one of the /v1 routes that change the
+// binding state, and sets r.Pattern for the metrics.
+func (a *api) changes(next http.Handler, r *http.Request) bool {
+	mux, ok := next.(*http.ServeMux)
+	if !ok {
+		return strings.HasPrefix(r.URL.Path, "/v1/")
+	}
+	_, pattern := mux.Handler(r)
+	if !strings.Contains(pattern, " /v1/") {
+		return false // unknown routes answer 404, as ever
+	}
+	r.Pattern = pattern
+	return true
 }
 
 // unavailable answers 503 when the binding state cannot change now.

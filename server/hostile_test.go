@@ -96,7 +96,7 @@ spectrum:
 	if got := metricValue(t, hc, base, "edgeproxy_store_read_only"); got != "1" {
 		t.Errorf("edgeproxy_store_read_only %q, want 1", got)
 	}
-	if got := metricValue(t, hc, base, `edgeproxy_api_requests_total{code="503",route="unmatched"}`); got != "1" {
+	if got := metricValue(t, hc, base, `edgeproxy_api_requests_total{code="503",route="POST /v1/prefixes"}`); got != "1" {
 		t.Errorf("503s counted: %q, want 1", got)
 	}
 }
