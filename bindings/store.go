@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 
 	"github.com/edgeproxy/edgeproxy/dispatch"
 )
@@ -34,8 +35,10 @@ type Store struct {
 	readOnly error  // why the directory cannot be written, or nil
 }
 
-// ErrReadOnly reports a store whose directory cannot be written.
-var ErrReadOnly = errors.New("the store is read-only")
+// ErrReadOnly reports a store whose directory cannot be written (a
+// read-only filesystem, no permission, no space); the error wrapping it
+// names the store and the system's reason.
+var ErrReadOnly = errors.New("the store cannot be written")
 
 // storeVersion is the version of the file format.
 const storeVersion = 1
@@ -209,6 +212,11 @@ func (s *Store) Save(st *State) error {
 		}
 	}
 	if err := writeAtomic(s.path, b); err != nil {
+		if errors.Is(err, syscall.EROFS) {
+			// Remounted read-only under us: refuse further changes
+			// up front until it can be written again.
+			s.readOnly = fmt.Errorf("store %s: %w: %v", s.path, ErrReadOnly, err)
+		}
 		return err
 	}
 	s.last = b

@@ -113,6 +113,16 @@ func TestHostileStoreReadOnly(t *testing.T) {
 	if got, err := bindings.NewStore(path).Load(); err != nil || len(got.Bindings) != 2 {
 		t.Fatalf("after the remount: %v, %v", got, err)
 	}
+
+	// Remounted read-only while open: the write fails as an I/O error, and
+	// the store then refuses changes up front.
+	remount(true)
+	if err := s.Save(st); err == nil || !strings.Contains(err.Error(), "read-only file system") {
+		t.Fatalf("save after a read-only remount: %v", err)
+	}
+	if err := s.Writable(); !errors.Is(err, bindings.ErrReadOnly) {
+		t.Fatalf("Writable after a failed write: %v", err)
+	}
 }
 
 // TestStoreIOErrorsAreIOErrors: a store path that cannot be read is an I/O
