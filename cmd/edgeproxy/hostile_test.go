@@ -180,3 +180,41 @@ func TestHostileUnloadOrdinaryDirectory(t *testing.T) {
 		t.Errorf("missing directory: exit %d, %q %q; want 0 saying there is nothing to unload", code, out, errOut)
 	}
 }
+
+// TestDemoPassesHostGuards: the embedded demo onboards 127.1.1.0/24 and
+// 127.1.2.0/24, inside lo's 127.0.0.1/8 but not covering 127.0.0.1 itself:
+// the host-address guards let it start, and it serves.
+func TestDemoPassesHostGuards(t *testing.T) {
+	ns := netns.New(t)
+	cmd := exec.Command(binary, "run")
+	logPath := filepath.Join(t.TempDir(), "stderr")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd.Stderr = logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	hc := ns.HTTPClient()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := hc.Get("http://127.1.1.7:8080/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(logPath)
+			t.Fatalf("the demo does not serve: %v\n%s", err, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := askName(t, "tcp", "127.1.2.3:7"); got == echo.Refused || got == "" {
+		t.Fatalf("demo spectrum echo: %q", got)
+	}
+}
