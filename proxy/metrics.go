@@ -52,7 +52,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"name", "source"}),
 		refusedConns: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgeproxy_cdn_connections_refused_total",
-			Help: "Client connections refused because limits.max_connections were open.",
+			Help: "Client connections refused at accept: limits.max_connections were open, or the descriptor budget (fd_budget) was spent.",
 		}),
 		refusedH3: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgeproxy_cdn_http3_foreign_handshakes_total",

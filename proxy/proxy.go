@@ -100,6 +100,11 @@ type Options struct {
 	// also brings it datagrams for addresses the cdn does not own; their
 	// handshakes are refused. Nil: every destination.
 	OwnsHTTP3 func(netip.AddrPort) bool
+	// FDs is the process's descriptor budget, shared with the other
+	// services: a client connection takes one descriptor in class
+	// fdlimit.CDN, an origin dial one in class fdlimit.Dial. Nil: a budget
+	// of the proxy's own (fdlimit.Default).
+	FDs *fdlimit.Budget
 	// Registerer receives the metrics; nil: not registered.
 	Registerer prometheus.Registerer
 	// Logger receives the proxy's own logs; nil discards.
@@ -120,6 +125,7 @@ type state struct {
 // Proxy is the CDN ingress proxy.
 type Proxy struct {
 	here    *sockns.Here
+	fds     *fdlimit.Budget
 	limits  Limits
 	owns    func(netip.AddrPort) bool
 	log     *slog.Logger
@@ -156,8 +162,11 @@ func New(opts Options) (*Proxy, error) {
 		return nil, err
 	}
 	opts.Limits.setDefaults()
+	if opts.FDs == nil {
+		opts.FDs = fdlimit.Default()
+	}
 	p := &Proxy{
-		here: here, limits: opts.Limits, owns: opts.OwnsHTTP3,
+		here: here, fds: opts.FDs, limits: opts.Limits, owns: opts.OwnsHTTP3,
 		log: opts.Logger, access: opts.AccessLog,
 		m: newMetrics(opts.Registerer), ids: newRequestIDs(),
 		closing: make(chan struct{}),
@@ -165,7 +174,7 @@ func New(opts Options) (*Proxy, error) {
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
-	p.pools = &originPools{here: here, log: p.log, pools: map[string]*origin{}, t: upstreamTimeouts{
+	p.pools = &originPools{here: here, fds: opts.FDs, log: p.log, pools: map[string]*origin{}, t: upstreamTimeouts{
 		connect: p.limits.UpstreamConnectTimeout, read: p.limits.UpstreamTimeout, write: p.limits.UpstreamTimeout,
 	}}
 	if opts.Registerer != nil {
@@ -394,21 +403,23 @@ func (p *Proxy) acceptLoop() {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		if p.conns.Load() >= int64(p.limits.MaxConnections) {
+		if p.conns.Load() >= int64(p.limits.MaxConnections) || !p.fds.Acquire(fdlimit.CDN, 1) {
 			p.m.refusedConns.Inc()
 			c.SetLinger(0)
 			c.Close()
 			continue
 		}
+		// tc gives its descriptor back to the budget when it closes.
+		tc := p.fds.Track(c, fdlimit.CDN)
 		isTLS, ok := p.state.Load().ports[netaddr.AddrPort(c.LocalAddr()).Port()]
 		switch {
 		case !ok:
-			c.SetLinger(0)
-			c.Close()
+			tc.SetLinger(0)
+			tc.Close()
 		case isTLS:
-			p.secure.deliver(tls.Server(c, p.tlsConf))
+			p.secure.deliver(tls.Server(tc, p.tlsConf))
 		default:
-			p.plain.deliver(c)
+			p.plain.deliver(tc)
 		}
 	}
 }

@@ -118,6 +118,8 @@ func restartOnly(cur, next *config.Config) error {
 		{"cdn.access_log", cur.CDN.AccessLog, next.CDN.AccessLog},
 		{"spectrum.max_connections", cur.Spectrum.MaxConnections, next.Spectrum.MaxConnections},
 		{"spectrum.max_udp_flows", cur.Spectrum.MaxUDPFlows, next.Spectrum.MaxUDPFlows},
+		{"spectrum.max_udp_flows_per_app", cur.Spectrum.MaxUDPFlowsPerApp, next.Spectrum.MaxUDPFlowsPerApp},
+		{"fd_budget", cur.FDBudget, next.FDBudget},
 		{"spectrum.max_datagram", cur.Spectrum.MaxDatagram, next.Spectrum.MaxDatagram},
 	} {
 		if !reflect.DeepEqual(k.cur, k.next) {

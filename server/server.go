@@ -22,11 +22,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/net/netutil"
 
 	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/dispatch"
+	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/spectrum"
 )
@@ -52,6 +54,8 @@ type Server struct {
 	disp     *dispatch.Dispatcher
 	Bindings *bindings.Manager
 	Registry *prometheus.Registry
+	// FDs is the process's descriptor budget, which the services share.
+	FDs *fdlimit.Budget
 
 	Spectrum *spectrum.Proxy // nil when the test gave spectrum's labels sockets
 	CDN      *proxy.Proxy    // nil when the test gave the cdn's labels sockets
@@ -144,6 +148,12 @@ func Start(opts Options) (_ *Server, err error) {
 		return nil, fmt.Errorf("dispatcher: %w", err)
 	}
 	s.disp = d
+	// The descriptor budget, once the dispatcher's maps are open: they are
+	// counted in what is open at the start.
+	if s.FDs, err = fdlimit.New(cfg.FDBudgetOptions()); err != nil {
+		return nil, err
+	}
+	log.Info("descriptor budget", "budget", s.FDs.String())
 	s.Bindings = bindings.NewManager(d, store)
 	applySeconds := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "edgeproxy_bindings_apply_seconds",
@@ -170,7 +180,7 @@ func Start(opts Options) (_ *Server, err error) {
 		return 0
 	})
 	s.Registry.MustRegister(s.reloads, s.lastReload, storeReadOnly, d.Collector(), s.Bindings.Collector(), applySeconds,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), s.FDs)
 
 	sockets := maps.Clone(opts.Sockets)
 	if sockets == nil {
@@ -180,9 +190,10 @@ func Start(opts Options) (_ *Server, err error) {
 	spectrumTCP, spectrumUDP := bindings.Label(bindings.Spectrum, dispatch.TCP), bindings.Label(bindings.Spectrum, dispatch.UDP)
 	if !given(spectrumTCP) || !given(spectrumUDP) {
 		s.Spectrum, err = spectrum.New(spectrum.Options{
-			Apps: cfg.SpectrumApps(), MaxConnections: cfg.Spectrum.MaxConnections,
-			MaxFlows: cfg.Spectrum.MaxUDPFlows, MaxDatagram: cfg.Spectrum.MaxDatagram,
-			Registerer: s.Registry, Logger: log.With("component", "spectrum"),
+			Apps: cfg.SpectrumApps(), FDs: s.FDs, MaxConnections: cfg.Spectrum.MaxConnections,
+			MaxFlows: cfg.Spectrum.MaxUDPFlows, MaxFlowsPerApp: cfg.Spectrum.MaxUDPFlowsPerApp,
+			MaxDatagram: cfg.Spectrum.MaxDatagram,
+			Registerer:  s.Registry, Logger: log.With("component", "spectrum"),
 		})
 		if err != nil {
 			return nil, err
@@ -207,7 +218,7 @@ func Start(opts Options) (_ *Server, err error) {
 		}
 		s.access = closer
 		s.CDN, err = proxy.New(proxy.Options{
-			Config: pcfg, Limits: limits,
+			Config: pcfg, Limits: limits, FDs: s.FDs,
 			// Every HTTP/3 handshake asks: the lock-free snapshot, never
 			// Resolve, which scans under the lock the admin API needs.
 			OwnsHTTP3: func(dst netip.AddrPort) bool {
@@ -255,6 +266,9 @@ func Start(opts Options) (_ *Server, err error) {
 	log.Info("dispatcher attached", "pin_dir", cfg.PinDir(), "prefixes", len(fromConfig.Prefixes)+len(fromAPI.Prefixes),
 		"bindings", len(fromConfig.Bindings)+len(fromAPI.Bindings), "apps", len(svc.Apps))
 
+	// The admin API's connections stay within its reserve of the budget:
+	// more wait in the listen queue.
+	s.adminLn = netutil.LimitListener(s.adminLn, max(s.FDs.AdminReserve(), 8))
 	s.adminSrv = &http.Server{
 		Handler: admin.Handler(admin.Options{
 			Bindings: s.Bindings, Token: token, Ready: s.ready, Registry: s.Registry,

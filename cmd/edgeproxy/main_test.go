@@ -25,6 +25,9 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	if addr := os.Getenv(sinkEnv); addr != "" {
+		os.Exit(runSink(addr)) // a helper process of a test (fds_test.go)
+	}
 	dir, err := os.MkdirTemp("", "edgeproxy-bin")
 	if err != nil {
 		panic(err)
