@@ -83,6 +83,7 @@ type Proxy struct {
 	log  *slog.Logger
 
 	fds                *fdlimit.Budget
+	dial               func(network, addr string, timeout time.Duration) (net.Conn, error) // origins; tests replace it
 	pipes              *pipePool
 	refusals           *logLimiter
 	maxConns, maxFlows int
@@ -123,6 +124,9 @@ func New(opts Options) (*Proxy, error) {
 		maxDatagram: opts.MaxDatagram,
 		pairs:       map[*tcpPair]struct{}{}, flows: map[flowKey]*flow{},
 		closing: make(chan struct{}),
+	}
+	p.dial = func(network, addr string, timeout time.Duration) (net.Conn, error) {
+		return (&net.Dialer{Timeout: timeout}).Dial(network, addr)
 	}
 	p.pipes = &pipePool{fds: fds, max: cmp.Or(max(opts.MaxPipes, 0), defaultMaxPipes)}
 	if p.maxConns <= 0 {

@@ -142,10 +142,7 @@ func (p *Proxy) dialOrigin(a *app, port uint16) (*net.TCPConn, string, error) {
 		addr := a.originAddr(i, port)
 		var c net.Conn
 		var err error
-		p.here.Do(func() {
-			d := net.Dialer{Timeout: a.ConnectTimeout}
-			c, err = d.Dial("tcp", addr)
-		})
+		p.here.Do(func() { c, err = p.dial("tcp", addr, a.ConnectTimeout) })
 		if fdlimit.Exhausted(err) {
 			p.m.fdShortage.Inc()
 			return nil, "", err

@@ -238,7 +238,7 @@ func (f *flow) connectOrigin() error {
 		addr := a.originAddr(i, f.key.edge.Port())
 		var c net.Conn
 		var err error
-		f.p.here.Do(func() { c, err = net.Dial("udp", addr) })
+		f.p.here.Do(func() { c, err = f.p.dial("udp", addr, 0) })
 		if fdlimit.Exhausted(err) {
 			f.p.m.fdShortage.Inc()
 			return err
