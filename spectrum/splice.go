@@ -147,47 +147,67 @@ func (p *Proxy) copyConn(dst, src *net.TCPConn) (int64, error) {
 			}
 			continue
 		}
-		n, err := p.pipes.splice(ws, rs, pp)
+		n, end, err := p.pipes.splice(ws, rs, pp)
 		total += n
-		if err != nil {
+		if err != nil || end {
 			return total, err
 		}
 	}
 }
 
-// spliceOnce moves what src has (up to a pipe's capacity) to dst through
-// the pipe, and gives the pipe back.
-func (pool *pipePool) splice(ws, rs syscall.RawConn, pp pipe) (int64, error) {
-	var in int64
-	var serr error
-	if err := rs.Read(func(fd uintptr) bool {
-		in, serr = unix.Splice(int(fd), nil, pp.w, nil, spliceChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		return serr != unix.EAGAIN && serr != unix.EINTR
-	}); err != nil || serr != nil {
-		pool.put(pp, true)
-		return 0, errors.Join(err, serr)
-	}
-	left := in
-	var werr error
-	err := ws.Write(func(fd uintptr) bool {
-		for left > 0 {
-			m, err := unix.Splice(pp.r, nil, int(fd), nil, int(left), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-			if err == unix.EAGAIN {
-				return false
+// splice moves src's data to dst through the pipe for as long as src has
+// some without waiting, then gives the pipe back. It reports src's end.
+func (pool *pipePool) splice(ws, rs syscall.RawConn, pp pipe) (total int64, end bool, err error) {
+	for {
+		var in int64
+		var serr error
+		if err := rs.Read(func(fd uintptr) bool {
+			for {
+				in, serr = unix.Splice(int(fd), nil, pp.w, nil, spliceChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+				if serr != unix.EINTR {
+					return true // EAGAIN too: wait without the pipe
+				}
 			}
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				werr = err
-				return true
-			}
-			left -= m
+		}); err != nil {
+			pool.put(pp, true)
+			return total, false, err
 		}
-		return true
-	})
-	pool.put(pp, left == 0)
-	return in - left, errors.Join(err, werr)
+		switch {
+		case serr == unix.EAGAIN:
+			pool.put(pp, true)
+			return total, false, nil
+		case serr != nil:
+			pool.put(pp, true)
+			return total, false, serr
+		case in == 0:
+			pool.put(pp, true)
+			return total, true, nil
+		}
+		left := in
+		var werr error
+		err := ws.Write(func(fd uintptr) bool {
+			for left > 0 {
+				m, err := unix.Splice(pp.r, nil, int(fd), nil, int(left), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+				if err == unix.EAGAIN {
+					return false
+				}
+				if err == unix.EINTR {
+					continue
+				}
+				if err != nil {
+					werr = err
+					return true
+				}
+				left -= m
+			}
+			return true
+		})
+		total += in - left
+		if err != nil || werr != nil {
+			pool.put(pp, left == 0)
+			return total, false, errors.Join(err, werr)
+		}
+	}
 }
 
 // bufferCopy moves what src has (up to a buffer) to dst through a pooled
