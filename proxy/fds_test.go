@@ -51,6 +51,18 @@ func TestHostileCDNDialOutOfFDs(t *testing.T) {
 	if now := time.Now(); o.health.state(now) != "up" || o.failures.Load() != 0 || o.health.consecFails.Load() != 0 {
 		t.Errorf("origin %s after 5 local refusals: %d failures", o.health.state(now), o.failures.Load())
 	}
+	// Active health checks that cannot get a descriptor are not recorded.
+	hc := HealthCheck{Path: "/", Interval: 5 * time.Millisecond, Unhealthy: 1}
+	hc.setDefaults()
+	c := p.pools.startChecker(o, hc)
+	time.Sleep(100 * time.Millisecond)
+	c.stop()
+	if now := time.Now(); o.health.state(now) != "up" {
+		t.Errorf("origin %s after health checks the budget refused", o.health.state(now))
+	}
+	if got := b.Refused(fdlimit.Dial); got < 5+2 {
+		t.Errorf("the budget refused %d dials, want the 5 requests' and the checks'", got)
+	}
 	for _, e := range []error{syscall.EMFILE, syscall.ENFILE} {
 		err := &dialError{&net.OpError{Op: "dial", Net: "tcp", Err: fmt.Errorf("socket: %w", e)}}
 		if originFault(err) {

@@ -1,8 +1,13 @@
 package spectrum
 
 import (
+	"bytes"
+	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -114,5 +119,93 @@ func TestHostileSpectrumBudgetRefuses(t *testing.T) {
 	}
 	if testutil.ToFloat64(p.RefusedCounter("t", "tcp", "limit")) != 1 || testutil.ToFloat64(p.RefusedCounter("u", "udp", "limit")) != 1 {
 		t.Error("not refused as limit")
+	}
+}
+
+// TestSpectrumPipesBounded: connections moving data at once share a
+// bounded pool of splice pipes (the others copy through a buffer), every
+// byte arrives in order, and when they end the descriptors are back in the
+// budget but for the pipes kept for reuse.
+func TestSpectrumPipesBounded(t *testing.T) {
+	netns.New(t)
+	origin, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer origin.Close()
+	go func() {
+		for {
+			c, err := origin.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	oport := uint16(origin.Addr().(*net.TCPAddr).Port)
+	p, err := New(Options{MaxPipes: 2, Apps: []App{
+		{Name: "t", Protocol: TCP, Edge: netip.MustParsePrefix("127.0.0.0/8"), Ports: Ports{0, 65535}, Origins: []Origin{{Host: "127.0.0.1", Port: oport}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	defer p.Shutdown(t.Context())
+	addr := fmt.Sprintf("127.0.0.1:%d", p.TCPListener().Addr().(*net.TCPAddr).Port)
+	const conns, size = 6, 1 << 20
+	errs := make(chan error, conns)
+	var maxPipes atomic.Int64
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if n := int64(p.Pipes()); n > maxPipes.Load() {
+				maxPipes.Store(n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	clients := make([]net.Conn, conns)
+	for i := range clients {
+		if clients[i], err = net.Dial("tcp", addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range clients {
+		go func() {
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			data := make([]byte, size)
+			r := rand.New(rand.NewPCG(uint64(i), 1))
+			for j := range data {
+				data[j] = byte(r.Uint32())
+			}
+			go func() { c.Write(data); c.(*net.TCPConn).CloseWrite() }()
+			got, err := io.ReadAll(c)
+			if err == nil && !bytes.Equal(got, data) {
+				err = fmt.Errorf("connection %d: %d bytes back, not what was sent", i, len(got))
+			}
+			errs <- err
+		}()
+	}
+	for range conns {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	if m := maxPipes.Load(); m > 2 || m == 0 {
+		t.Errorf("pipes open at most %d, want 1 or 2 (MaxPipes)", m)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for p.fds.Used() != 2*p.Pipes() {
+		if time.Now().After(deadline) {
+			t.Fatalf("budget: %d descriptors held after every connection ended, %d pipes kept", p.fds.Used(), p.Pipes())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
