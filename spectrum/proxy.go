@@ -11,9 +11,12 @@
 // the client, so that they come from where the client expects, on any port.
 //
 // TCP forwarding keeps the kernel's zero-copy path: the PROXY header is
-// written first, then io.Copy runs between the two *net.TCPConn, which
-// splices. Idle time and bytes are read from TCP_INFO, not by wrapping the
-// connections.
+// written first, then each direction splices (splice.go), waiting for data
+// without a pipe and borrowing one from a bounded pool only while data
+// moves, so that an idle connection costs its two sockets' descriptors and
+// no more. Every connection, flow and pipe takes its descriptors from the
+// process's budget (internal/fdlimit). Idle time and bytes are read from
+// TCP_INFO, not by wrapping the connections.
 package spectrum
 
 import (
