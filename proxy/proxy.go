@@ -310,6 +310,7 @@ func (p *Proxy) setupServers() {
 			MaxRequestBodySize:            int(l.MaxBodyBytes),
 			StreamRequestBody:             true,
 			DisableHeaderNamesNormalizing: true,
+			ErrorHandler:                  p.parseErrorH1, // refused heads get a request id, a log line and a sample
 			DisablePreParseMultipartForm:  true,
 			NoDefaultContentType:          true,
 			CloseOnShutdown:               true,
