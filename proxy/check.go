@@ -260,9 +260,11 @@ func checkH1(req *fasthttp.Request) *refusal {
 	if !isToken(h.Method()) {
 		return bad(refuseMethod, "the method is not a token")
 	}
-	if r := checkAuthority(h.Host()); r != nil {
-		return r
-	}
+	if host := h.Host(); len(host) > 0 || len(req.Host()) == 0 {
+		if r := checkAuthority(host); r != nil {
+			return r
+		}
+	} // else: an absolute target names the host, checked below
 	for k, v := range h.All() {
 		if !isToken(k) {
 			return bad(refuseHeaderName, "a header name is not a token")
