@@ -131,7 +131,7 @@ func spoofs(r *rand.Rand) [][2]string {
 			{"x-forwarded-proto", "gopher"}, {"X_Forwarded_Proto", "gopher"},
 			{"x-forwarded-host", "evil.example"}, {"x_forwarded_host", "evil.example"},
 			{"x-request-id", "forged"}, {"X_Request_Id", "forged"},
-			{"X_Forwarded_For", "198.51.100.99"}, {"forwarded_", "x"}, {"Cdn_Loop", "other"},
+			{"X_Forwarded_For", "198.51.100.99"}, {"Cdn_Loop", "other"},
 			{"proxy-authorization", "Basic eDp5"}, {"Proxy_Authorization", "Basic eDp5"},
 		}
 	}
@@ -141,7 +141,7 @@ func spoofs(r *rand.Rand) [][2]string {
 			out = append(out, [2]string{randomCase(r, n, true), "forged"})
 		}
 	}
-	for _, n := range []string{"X-Forwarded-For", "Forwarded", "CDN-Loop"} {
+	for _, n := range []string{"X-Forwarded-For", "CDN-Loop"} { // chained when spelled right; Forwarded has no look-alike
 		out = append(out, [2]string{strings.ReplaceAll(randomCase(r, n, false), "-", "_"), "forged"})
 	}
 	return out
@@ -403,6 +403,13 @@ func TestHostileRoutePaths(t *testing.T) {
 		edgePage(t, "HTTP/2 "+p, resp, body, 400)
 		resp, body = do(t, h3, "GET", "https://a.example"+p, nil)
 		edgePage(t, "HTTP/3 "+p, resp, body, 400)
+	}
+	// A header value an HTTP/1.1 head would change (outer whitespace is
+	// stripped there) is refused over HTTP/2 and HTTP/3, as a control byte
+	// would be.
+	for name, c := range map[string]*http.Client{"HTTP/2": h2, "HTTP/3": h3} {
+		resp, body := do(t, c, "GET", "https://a.example/x", [][2]string{{"X-Padded", " value"}})
+		edgePage(t, name+" outer whitespace", resp, body, 400)
 	}
 	// The routes still hold for ordinary paths.
 	for _, c := range []*http.Client{h2, h3} {
