@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -346,7 +347,9 @@ func checkRoundTrip(t testing.TB, r *http.Request, req *fasthttp.Request) {
 		t.Fatalf("headers %q, want %q\n%q", got.Header, want, b.Bytes())
 	}
 	for k, vs := range want {
-		if g := got.Header[k]; strings.Join(g, "\n") != strings.Join(vs, "\n") {
+		// the order of two spellings of one name is the map's
+		g := slices.Sorted(slices.Values(got.Header[k]))
+		if vs = slices.Sorted(slices.Values(vs)); strings.Join(g, "\n") != strings.Join(vs, "\n") {
 			t.Fatalf("%s: %q, want %q\n%q", k, g, vs, b.Bytes())
 		}
 	}
@@ -419,10 +422,11 @@ func FuzzForwardingPolicy(f *testing.F) {
 				k == "host" || k == "transfer-encoding" || k == "content-length" {
 				continue
 			}
-			if count[k+":"+kv[1]] == 0 {
+			v := strings.TrimSpace(kv[1]) // as fields reads it
+			if count[k+":"+v] == 0 {
 				t.Fatalf("%s: %q was lost\n%s", kv[0], kv[1], head)
 			}
-			count[k+":"+kv[1]]--
+			count[k+":"+v]--
 		}
 	})
 }
