@@ -39,6 +39,10 @@ type Options struct {
 	// Origins returns the cdn's origin pools and their health for
 	// GET /v1/origins; nil: the cdn does not run here.
 	Origins func() any
+	// Writable, when set, says whether the binding state may change now:
+	// a non-nil error (such as a read-only store) answers every /v1
+	// change with 503 and that error, before the change is tried.
+	Writable func() error
 }
 
 // maxBody bounds request bodies.
@@ -105,6 +109,7 @@ const (
 	codeUnauthorized = 1007
 	codeForbidden    = 1008
 	codeInternal     = 1009
+	codeUnavailable  = 1010
 )
 
 type envelope struct {
@@ -145,6 +150,8 @@ func (a *api) middleware(next http.Handler) http.Handler {
 		sw := &statusWriter{ResponseWriter: w}
 		if mutating(r.Method) && a.opts.Token != "" && !a.authorized(sw, r) {
 			// authorized wrote the error.
+		} else if mutating(r.Method) && a.opts.Writable != nil && a.changes(next, r) && a.unavailable(sw, r) {
+			// unavailable wrote the error.
 		} else {
 			next.ServeHTTP(sw, r)
 		}
@@ -155,6 +162,32 @@ func (a *api) middleware(next http.Handler) http.Handler {
 		a.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
 		a.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
 	})
+}
+
+// changes reports whether r is one of the /v1 routes that change the
+// binding state, and sets r.Pattern for the metrics.
+func (a *api) changes(next http.Handler, r *http.Request) bool {
+	mux, ok := next.(*http.ServeMux)
+	if !ok {
+		return strings.HasPrefix(r.URL.Path, "/v1/")
+	}
+	_, pattern := mux.Handler(r)
+	if !strings.Contains(pattern, " /v1/") {
+		return false // unknown routes answer 404, as ever
+	}
+	r.Pattern = pattern
+	return true
+}
+
+// unavailable answers 503 when the binding state cannot change now.
+func (a *api) unavailable(w http.ResponseWriter, r *http.Request) bool {
+	err := a.opts.Writable()
+	if err == nil {
+		return false
+	}
+	w.Header().Set("Retry-After", "60")
+	a.fail(w, r, http.StatusServiceUnavailable, codeUnavailable, "", fmt.Sprintf("changes are refused for now: %v", err))
+	return true
 }
 
 func mutating(method string) bool {

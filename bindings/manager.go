@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/dispatch"
@@ -49,6 +50,10 @@ type Manager struct {
 	idx        *index         // prefixes of state by CIDR
 	prefixPos  map[string]int // prefix id -> index in state.Prefixes
 	bindingPos map[string]int // binding id -> index in state.Bindings
+
+	// own is the ownership snapshot of the current state, replaced (never
+	// changed) at the end of every successful change. Readers take no lock.
+	own atomic.Pointer[Ownership]
 }
 
 // NewManager returns a manager with an empty state, applying through a and
@@ -108,9 +113,11 @@ func (m *Manager) changeLocked(st *State, svc Services, guards []Guard) error {
 	return nil
 }
 
-// setStateLocked makes st current and rebuilds the indexes.
+// setStateLocked makes st current and rebuilds the indexes and the
+// ownership snapshot.
 func (m *Manager) setStateLocked(st *State, svc Services, guards []Guard) {
 	m.state, m.svc, m.guards = st, svc, guards
+	m.own.Store(NewOwnership(st, svc))
 	m.idx = newIndex(st)
 	m.prefixPos = make(map[string]int, len(st.Prefixes))
 	for i, p := range st.Prefixes {
@@ -157,6 +164,8 @@ func (m *Manager) commitLocked(remove, add []dispatch.Binding, mutate, undo func
 			return &OpError{Kind: KindInternal, Msg: fmt.Sprintf("persist the change: %v", err)}
 		}
 	}
+	// The change is made: the snapshot follows it, path by path.
+	m.own.Store(m.own.Load().amended(remove, add))
 	if m.OnApply != nil {
 		m.OnApply(took)
 	}
@@ -220,7 +229,21 @@ func (m *Manager) Current() (*State, Services) {
 	return m.state.Clone(), m.svc
 }
 
-// Resolve resolves a destination against the current state.
+// Ownership returns the ownership snapshot of the current state. It takes no
+// lock and never blocks: the data plane's hot paths ask it, not Resolve.
+func (m *Manager) Ownership() *Ownership { return m.own.Load() }
+
+// OwnsCDN reports whether the cdn's socket receives proto to addr and port
+// under the current state: Resolve(...).Outcome == OutcomeCDN, answered
+// from the ownership snapshot without a lock or an allocation. The cdn asks
+// it on every HTTP/3 handshake.
+func (m *Manager) OwnsCDN(proto dispatch.Protocol, addr netip.Addr, port uint16) bool {
+	return m.own.Load().CDN(proto, addr, port)
+}
+
+// Resolve resolves a destination against the current state, with the
+// reason: the explainer for the API and the CLI. It scans every binding
+// under the lock that changes take; hot paths ask OwnsCDN or Ownership.
 func (m *Manager) Resolve(proto dispatch.Protocol, addr netip.Addr, port uint16) Resolution {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -8,7 +8,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"sync"
+	"syscall"
 
 	"github.com/edgeproxy/edgeproxy/dispatch"
 )
@@ -18,9 +21,24 @@ import (
 // the same directory, fsync, rename, fsync of the directory. A crash at any
 // point leaves the old file or the new one, never a mix, so a change that
 // was acknowledged after Save returned is never lost.
+//
+// Save writes only when the API-made items differ from what the file holds,
+// so that starts and reloads that change nothing write nothing. A store in
+// a directory this process cannot write opens read-only: Load works, Save
+// of anything new fails with ErrReadOnly, and Writable says so (the admin
+// API then answers 503 naming the store).
 type Store struct {
 	path string
+
+	mu       sync.Mutex
+	last     []byte // the encoding of what the file holds; nil before Load
+	readOnly error  // why the directory cannot be written, or nil
 }
+
+// ErrReadOnly reports a store whose directory cannot be written (a
+// read-only filesystem, no permission, no space); the error wrapping it
+// names the store and the system's reason.
+var ErrReadOnly = errors.New("the store cannot be written")
 
 // storeVersion is the version of the file format.
 const storeVersion = 1
@@ -56,13 +74,34 @@ func (s *Store) Path() string { return s.path }
 // Load reads the API-made prefixes and bindings. A missing file is an empty
 // store. A file that cannot be decoded, or whose items are malformed, is an
 // error naming the file and the item: it is never silently ignored.
+//
+// Load also removes the temporary files a killed writer left behind (the
+// store has one writer: the process holding the pin dir's lock), and finds
+// out whether the directory can be written.
 func (s *Store) Load() (*State, error) {
+	st, err := s.load()
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.last = encodeState(st)
+	s.readOnly = s.probe()
+	if s.readOnly == nil {
+		if err := s.removeStale(); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+func (s *Store) load() (*State, error) {
 	b, err := os.ReadFile(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &State{}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", s.path, err)
+		return nil, fmt.Errorf("store %s: read: %w", s.path, err)
 	}
 	var f storeFile
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -108,11 +147,115 @@ func (s *Store) Load() (*State, error) {
 	return st, nil
 }
 
+// tmpPattern names the temporary files of a store's writes.
+func (s *Store) tmpPattern() string { return "." + filepath.Base(s.path) + ".tmp-*" }
+
+// probe says why the store's directory cannot be written, or nil. A
+// missing directory is created.
+func (s *Store) probe() error {
+	dir := filepath.Dir(s.path)
+	err := os.MkdirAll(dir, 0o700)
+	if err == nil {
+		var f *os.File
+		if f, err = os.CreateTemp(dir, s.tmpPattern()); err == nil {
+			f.Close()
+			err = os.Remove(f.Name())
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("store %s: %w: %v", s.path, ErrReadOnly, err)
+}
+
+// removeStale removes the temporary files of writes that never completed.
+func (s *Store) removeStale() error {
+	stale, err := filepath.Glob(filepath.Join(filepath.Dir(s.path), s.tmpPattern()))
+	if err != nil {
+		return fmt.Errorf("store %s: %w", s.path, err)
+	}
+	for _, f := range stale {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("store %s: remove the stale temporary file %s: %w", s.path, f, err)
+		}
+	}
+	return nil
+}
+
+// Writable returns nil when Save can write, or why not (ErrReadOnly,
+// naming the store). A read-only store looks again, so that a directory
+// made writable is noticed without a restart.
+func (s *Store) Writable() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.readOnly != nil {
+		s.readOnly = s.probe()
+	}
+	return s.readOnly
+}
+
 // Save writes the API-made items of st (Source FromAPI), replacing the file
-// atomically. When Save returns nil the change is on disk. The encoding is
-// written by hand, an item per line: it costs about 100 ns an item, so the
-// file's fsync dominates.
+// atomically. When Save returns nil the change is on disk. When the items
+// are those the file holds already, nothing is written. The encoding is
+// written by hand: it costs about 100 ns an item, so the file's fsync
+// dominates.
 func (s *Store) Save(st *State) error {
+	b := encodeState(st)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.last != nil && sameItems(b, s.last) {
+		return nil
+	}
+	if s.readOnly != nil {
+		if s.readOnly = s.probe(); s.readOnly != nil {
+			return s.readOnly
+		}
+	}
+	if err := writeAtomic(s.path, b); err != nil {
+		if errors.Is(err, syscall.EROFS) {
+			// Remounted read-only under us: refuse further changes
+			// up front until it can be written again.
+			s.readOnly = fmt.Errorf("store %s: %w: %v", s.path, ErrReadOnly, err)
+		}
+		return err
+	}
+	s.last = b
+	return nil
+}
+
+// bindingsMark separates the prefixes from the bindings in the encoding.
+const bindingsMark = "\n],\"bindings\":["
+
+// sameItems reports whether two encodings hold the same items, in any order.
+func sameItems(a, b []byte) bool {
+	if bytes.Equal(a, b) {
+		return true
+	}
+	if len(a) != len(b) {
+		return false
+	}
+	items := func(enc []byte) (p, bd [][]byte) {
+		head, tail, _ := bytes.Cut(enc, []byte(bindingsMark))
+		_, head, _ = bytes.Cut(head, []byte("[\n"))
+		tail = bytes.TrimPrefix(bytes.TrimSuffix(tail, []byte("\n]}\n")), []byte("\n"))
+		split := func(sec []byte) [][]byte {
+			if len(sec) == 0 {
+				return nil
+			}
+			sec = bytes.TrimSuffix(bytes.TrimPrefix(sec, []byte("{")), []byte("}"))
+			xs := bytes.Split(sec, []byte("},{"))
+			slices.SortFunc(xs, bytes.Compare)
+			return xs
+		}
+		return split(head), split(tail)
+	}
+	pa, ba := items(a)
+	pb, bb := items(b)
+	return slices.EqualFunc(pa, pb, bytes.Equal) && slices.EqualFunc(ba, bb, bytes.Equal)
+}
+
+// encodeState encodes the API-made items of st, an item per line.
+func encodeState(st *State) []byte {
 	b := make([]byte, 0, 64+48*(len(st.Prefixes)+len(st.Bindings)))
 	b = fmt.Appendf(b, "{\"version\":%d,\"prefixes\":[", storeVersion)
 	sep := byte('\n')
@@ -151,7 +294,7 @@ func (s *Store) Save(st *State) error {
 		b = append(b, `"}`...)
 	}
 	b = append(b, "\n]}\n"...)
-	return writeAtomic(s.path, b)
+	return b
 }
 
 // writeAtomic replaces path with data: temporary file, fsync, rename, fsync

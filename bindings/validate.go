@@ -48,7 +48,11 @@ func AsErrors(err error) Errors {
 }
 
 // Guard is an address that no prefix may contain, with what it is: an
-// operator must not be able to steer the admin API or an origin away.
+// operator must not be able to steer the admin API, an origin or the host's
+// own addresses away. Validate knows no sockets and no interfaces: callers
+// pass the addresses in (the configuration's, and the server's interface
+// addresses). Loopback, unspecified, link-local and multicast addresses
+// are refused whatever the guards.
 type Guard struct {
 	Addr netip.Addr
 	What string // e.g. "the admin listen address 127.0.0.1:9180"
@@ -59,6 +63,33 @@ const (
 	MaxPrefixBits4 = 24
 	MaxPrefixBits6 = 48
 )
+
+// Shortest prefixes that may be onboarded: anything shorter is a typo that
+// would steer a large part of the internet (0.0.0.0/1, 2000::/3). /19 is
+// the shortest IPv6 allocation a regional registry makes to an operator.
+const (
+	MinPrefixBits4 = 8
+	MinPrefixBits6 = 19
+)
+
+// reserved are addresses no prefix may cover on any host, whatever it is
+// configured with: steering them would cut the host off from its own
+// services (loopback, the unspecified address that wildcard sockets
+// answer on) or from its network (link-local, multicast).
+var reserved = []struct {
+	p    netip.Prefix
+	what string
+}{
+	{netip.MustParsePrefix("0.0.0.0/32"), "the unspecified address"},
+	{netip.MustParsePrefix("127.0.0.1/32"), "the loopback address"},
+	{netip.MustParsePrefix("169.254.0.0/16"), "link-local addresses"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "multicast addresses"},
+	{netip.MustParsePrefix("255.255.255.255/32"), "the broadcast address"},
+	{netip.MustParsePrefix("::/128"), "the unspecified address"},
+	{netip.MustParsePrefix("::1/128"), "the loopback address"},
+	{netip.MustParsePrefix("fe80::/10"), "link-local addresses"},
+	{netip.MustParsePrefix("ff00::/8"), "multicast addresses"},
+}
 
 // Validate checks a whole candidate state against what the services serve
 // and the guarded addresses. It is a pure function: the configuration
@@ -129,6 +160,20 @@ func checkPrefix(e *errList, p Prefix, idx *index, guards []Guard) {
 		e.add(item, "cidr", "an IPv4 prefix may be at most /%d long", MaxPrefixBits4)
 	case p.CIDR.Addr().Is6() && p.CIDR.Bits() > MaxPrefixBits6:
 		e.add(item, "cidr", "an IPv6 prefix may be at most /%d long", MaxPrefixBits6)
+	case p.CIDR.Addr().Is4() && p.CIDR.Bits() < MinPrefixBits4:
+		e.add(item, "cidr", "an IPv4 prefix must be at least /%d long: a shorter one steers a large part of the internet", MinPrefixBits4)
+	case p.CIDR.Addr().Is6() && p.CIDR.Bits() < MinPrefixBits6:
+		e.add(item, "cidr", "an IPv6 prefix must be at least /%d long: a shorter one steers a large part of the internet", MinPrefixBits6)
+	}
+	for _, r := range reserved {
+		if !p.CIDR.Overlaps(r.p) {
+			continue
+		}
+		if r.p.IsSingleIP() {
+			e.add(item, "cidr", "contains %s (%s): steering it would cut the host off from its own services", r.p.Addr(), r.what)
+		} else {
+			e.add(item, "cidr", "overlaps %s (%s): steering them would cut the host off from its network", r.p, r.what)
+		}
 	}
 	if !p.Service.Known() {
 		e.add(item, "service_id", "%q is not a service (want cdn, spectrum or magic-transit)", p.Service)
@@ -137,10 +182,22 @@ func checkPrefix(e *errList, p Prefix, idx *index, guards []Guard) {
 		e.conflict(item, "cidr", "overlaps %s, which contains it", describePrefix(q))
 	}
 	for _, g := range guards {
+		if isReserved(g.Addr.Unmap()) {
+			continue // reported above, whatever the guard says it is
+		}
 		if p.CIDR.Contains(g.Addr.Unmap()) {
 			e.add(item, "cidr", "contains %s (%s): steering it would cut edgeproxy off", g.Addr, g.What)
 		}
 	}
+}
+
+func isReserved(a netip.Addr) bool {
+	for _, r := range reserved {
+		if r.p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkBinding checks the rules of one binding, but for duplicates: its

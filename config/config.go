@@ -22,6 +22,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/dispatch"
+	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/spectrum"
 )
@@ -42,6 +43,37 @@ type Config struct {
 	Bindings []Binding `yaml:"bindings"`
 	CDN      CDN       `yaml:"cdn"`
 	Spectrum Spectrum  `yaml:"spectrum"`
+	// FDBudget shares the process's file descriptors out among the
+	// services.
+	FDBudget FDBudget `yaml:"fd_budget"`
+}
+
+// FDBudget sizes the process's one descriptor budget (internal/fdlimit).
+// Zero: the default.
+type FDBudget struct {
+	// Limit is the number of descriptors shared out. Zero: the open-file
+	// limit; it may not be above it.
+	Limit int `yaml:"limit"`
+	// ReserveAccept: for connections accepted and not yet refused. 64.
+	ReserveAccept int `yaml:"reserve_accept"`
+	// ReserveAdmin: the admin API's connections (which it bounds). 64.
+	ReserveAdmin int `yaml:"reserve_admin"`
+	// ReserveDial: the cdn's origin connections and health checks.
+	// min(1024, limit/16).
+	ReserveDial int `yaml:"reserve_dial"`
+	// ReserveCDN: the cdn's client connections, which spectrum may not
+	// take. min(2048, limit/8).
+	ReserveCDN int `yaml:"reserve_cdn"`
+	// ReserveOther: files, listeners, maps, logs, beyond those open at
+	// the start. 128.
+	ReserveOther int `yaml:"reserve_other"`
+}
+
+// FDBudgetOptions returns the budget's options.
+func (c *Config) FDBudgetOptions() fdlimit.Options {
+	b := c.FDBudget
+	return fdlimit.Options{Limit: b.Limit, Accept: b.ReserveAccept, Admin: b.ReserveAdmin,
+		Dial: b.ReserveDial, CDN: b.ReserveCDN, Other: b.ReserveOther}
 }
 
 // Admin configures the admin API.
@@ -256,11 +288,15 @@ func (o *Origin) UnmarshalYAML(n *yaml.Node) error {
 // Spectrum configures the L4 proxy.
 type Spectrum struct {
 	// MaxConnections bounds concurrent TCP connections (two file
-	// descriptors each). Zero: half of the open-file limit after a reserve.
+	// descriptors each). Zero: as many as the descriptor budget allows.
 	MaxConnections int `yaml:"max_connections"`
 	// MaxUDPFlows bounds concurrent UDP flows (two file descriptors each).
-	// Zero: as max_connections.
+	// Zero: as many as the descriptor budget allows.
 	MaxUDPFlows int `yaml:"max_udp_flows"`
+	// MaxUDPFlowsPerApp bounds one app's UDP flows, so that one app's flood
+	// cannot take every other app's. Zero: half of max_udp_flows with two
+	// UDP apps or more, else max_udp_flows.
+	MaxUDPFlowsPerApp int `yaml:"max_udp_flows_per_app"`
 	// MaxDatagram is the largest UDP payload forwarded. Zero: 2048.
 	MaxDatagram int   `yaml:"max_datagram"`
 	Apps        []App `yaml:"apps"`
@@ -422,6 +458,15 @@ func (c *Config) Validate() error {
 	}
 	if c.CDN.Timeouts.QUICHandshake < 0 {
 		fail("cdn.timeouts.quic_handshake: negative")
+	}
+	for _, k := range []struct {
+		key string
+		n   int
+	}{{"limit", c.FDBudget.Limit}, {"reserve_accept", c.FDBudget.ReserveAccept}, {"reserve_admin", c.FDBudget.ReserveAdmin},
+		{"reserve_dial", c.FDBudget.ReserveDial}, {"reserve_cdn", c.FDBudget.ReserveCDN}, {"reserve_other", c.FDBudget.ReserveOther}} {
+		if k.n < 0 {
+			fail("fd_budget.%s: %d is negative", k.key, k.n)
+		}
 	}
 	if c.CDN.LoopID != "" && strings.ContainsAny(c.CDN.LoopID, ",; \t") {
 		fail("cdn.loop_id: %q is not a token", c.CDN.LoopID)
@@ -661,7 +706,8 @@ func (c *Config) Services() (bindings.Services, error) {
 	for _, l := range []struct {
 		field string
 		n     int
-	}{{"max_connections", c.Spectrum.MaxConnections}, {"max_udp_flows", c.Spectrum.MaxUDPFlows}} {
+	}{{"max_connections", c.Spectrum.MaxConnections}, {"max_udp_flows", c.Spectrum.MaxUDPFlows},
+		{"max_udp_flows_per_app", c.Spectrum.MaxUDPFlowsPerApp}} {
 		if l.n < 0 {
 			errs = append(errs, fmt.Errorf("spectrum.%s: %d is negative", l.field, l.n))
 		}
@@ -704,26 +750,36 @@ func (c *Config) SpectrumApps() []spectrum.App {
 	return out
 }
 
-// ParseAppOrigin parses a spectrum origin: "host:port" or a bare host. The
-// port is 0 for a bare host.
+// ParseAppOrigin parses a spectrum origin: "host:port" or a bare host (a
+// name, an IP address, or an IPv6 address in brackets). The port is 0 for a
+// bare host.
 func ParseAppOrigin(s string) (host string, port uint16, err error) {
 	if s == "" {
 		return "", 0, errors.New("empty origin")
 	}
+	host = s
 	if h, p, err := net.SplitHostPort(s); err == nil {
-		n, err := bindings.ParsePort(p)
-		if err != nil {
+		if port, err = bindings.ParsePort(p); err != nil {
 			return "", 0, fmt.Errorf("origin %q: %v", s, err)
 		}
-		if h == "" {
-			return "", 0, fmt.Errorf("origin %q has no host", s)
+		host = h
+	} else if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		host = s[1 : len(s)-1]
+		if a, err := netip.ParseAddr(host); err != nil || !a.Is6() {
+			return "", 0, fmt.Errorf("origin %q: %q in brackets is not an IPv6 address", s, host)
 		}
-		return h, n, nil
 	}
-	if strings.ContainsAny(s, "/ ") {
+	switch {
+	case host == "":
+		return "", 0, fmt.Errorf("origin %q has no host", s)
+	case strings.ContainsAny(host, "[]/ \t"):
 		return "", 0, fmt.Errorf("origin %q is not host:port or a host", s)
+	case strings.Contains(host, ":"):
+		if _, err := netip.ParseAddr(host); err != nil {
+			return "", 0, fmt.Errorf("origin %q is not host:port or a host (an IPv6 address with a port needs brackets)", s)
+		}
 	}
-	return strings.Trim(s, "[]"), 0, nil
+	return host, port, nil
 }
 
 func parseOriginURL(s string) (*url.URL, error) {

@@ -57,11 +57,17 @@ type Options struct {
 	// below it and nothing is mounted there. Empty means unpinned: Close
 	// detaches the program and the kernel's normal lookup decides again.
 	PinDir string
+	// Lock is the caller's hold on PinDir (LockPinDir), taken before
+	// anything else could fail; the caller releases it after Close. Nil:
+	// Open takes it, and Close releases it. Either way a second writer of
+	// the same PinDir fails with ErrLocked before it touches anything.
+	Lock *Lock
 }
 
 // Dispatcher is a loaded sk_lookup program with its maps.
 type Dispatcher struct {
 	pinDir string
+	lock   *Lock // the lock Open took, released by Close; nil when the caller holds it
 	schema uint32
 	limits limits
 
@@ -111,11 +117,18 @@ func Open(opts Options) (_ *Dispatcher, err error) {
 
 	var copts ebpf.CollectionOptions
 	if d.pinDir != "" {
-		if err := ensureBPFFS(d.pinDir); err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(d.pinDir, 0o700); err != nil {
-			return nil, fmt.Errorf("create pin dir: %w", err)
+		switch l := opts.Lock; {
+		case l == nil:
+			if d.lock, err = LockPinDir(d.pinDir); err != nil {
+				return nil, err
+			}
+			defer func() {
+				if err != nil {
+					d.lock.Close()
+				}
+			}()
+		case l.Dir() != filepath.Clean(d.pinDir):
+			return nil, fmt.Errorf("dispatch: the lock given is on %s, not on the pin dir %s", l.Dir(), d.pinDir)
 		}
 		if err := d.checkPinned(); err != nil {
 			return nil, err
@@ -396,15 +409,48 @@ func (d *Dispatcher) closeLocked() error {
 		errs = append(errs, d.objs.Close())
 		d.objs = nil
 	}
+	if d.lock != nil {
+		errs = append(errs, d.lock.Close())
+		d.lock = nil
+	}
 	return errors.Join(errs...)
 }
 
+// ErrNothingPinned reports a pin directory with no pinned state in it: it
+// does not exist, or it is an empty directory of a bpf filesystem.
+var ErrNothingPinned = errors.New("no pinned edgeproxy state")
+
 // Unload removes pinned state from pinDir: the program is detached and the
-// kernel's normal lookup decides for every address again. Missing state is
-// not an error.
+// kernel's normal lookup decides for every address again. It acts only on a
+// directory of a bpf filesystem that holds edgeproxy's pins and nothing else,
+// and only while no process holds the pin dir's lock: otherwise it removes
+// nothing and says why (ErrForeign, ErrLocked). No state there is
+// ErrNothingPinned.
 func Unload(pinDir string) error {
 	if pinDir == "" {
 		return errors.New("unload: no pin dir")
+	}
+	pinDir = filepath.Clean(pinDir)
+	fi, err := os.Lstat(pinDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%w: %s does not exist", ErrNothingPinned, pinDir)
+	}
+	if err != nil {
+		return fmt.Errorf("unload: %w", err)
+	}
+	if !fi.IsDir() || !isBPFFS(pinDir) {
+		return fmt.Errorf("%w: %s is not a directory on a bpf filesystem, so it holds no pinned state: nothing to unload, nothing removed", ErrForeign, pinDir)
+	}
+	f, err := os.Open(pinDir)
+	if err != nil {
+		return fmt.Errorf("unload: %w", err)
+	}
+	defer f.Close() // releases the lock, after the directory is gone
+	if err := flock(f, pinDir); err != nil {
+		return err
+	}
+	if err := checkUnloadable(pinDir); err != nil {
+		return err
 	}
 	var errs []error
 	path := filepath.Join(pinDir, linkPin)
@@ -422,6 +468,63 @@ func Unload(pinDir string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// checkUnloadable says whether the bpf filesystem directory dir holds
+// edgeproxy's pins and nothing else: only our names, no directories, and
+// either a meta map with our magic (of any schema version: a stale state
+// must be removable) or, before the first start wrote it, maps of our
+// layout.
+func checkUnloadable(dir string) error {
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("unload: %w", err)
+	}
+	if len(des) == 0 {
+		return fmt.Errorf("%w: %s is empty", ErrNothingPinned, dir)
+	}
+	var unknown []string
+	for _, de := range des {
+		if de.IsDir() || (de.Name() != linkPin && !slices.Contains(pinnedMaps, de.Name())) {
+			unknown = append(unknown, de.Name())
+		}
+	}
+	if len(unknown) > 0 {
+		return fmt.Errorf("%w: %s holds %s, which edgeproxy does not pin: nothing removed", ErrForeign, dir, strings.Join(unknown, ", "))
+	}
+	if mm, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.DispatchMapMeta), nil); err == nil {
+		var m bpf.DispatchMeta
+		ok := mm.ValueSize() == 16 && mm.Lookup(uint32(0), &m) == nil
+		mm.Close()
+		if ok && m.Magic == metaMagic {
+			return nil
+		}
+		if ok && m.Magic != 0 {
+			return fmt.Errorf("%w: %s has magic %#x: nothing removed", ErrForeign, filepath.Join(dir, bpf.DispatchMapMeta), m.Magic)
+		}
+	}
+	spec, err := bpf.LoadDispatch()
+	if err != nil {
+		return fmt.Errorf("load dispatch spec: %w", err)
+	}
+	if len(des) == 1 && des[0].Name() == linkPin {
+		return fmt.Errorf("%w: %s holds a link but none of edgeproxy's maps: nothing removed", ErrForeign, dir)
+	}
+	for _, de := range des {
+		if de.Name() == linkPin {
+			continue
+		}
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, de.Name()), nil)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v: nothing removed", ErrForeign, filepath.Join(dir, de.Name()), err)
+		}
+		err = spec.Maps[de.Name()].Compatible(m)
+		m.Close()
+		if err != nil {
+			return fmt.Errorf("%w: %s is not edgeproxy's map: %v: nothing removed", ErrForeign, filepath.Join(dir, de.Name()), err)
+		}
+	}
+	return nil
 }
 
 // ensureBPFFS makes sure dir is, or will be, on a bpf filesystem, mounting

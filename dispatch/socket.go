@@ -30,6 +30,28 @@ var (
 	ErrMPTCP error = &sockErr{"socket is MPTCP, which the sockmap refuses: create the listener with net.ListenConfig.SetMultipathTCP(false)", unix.EOPNOTSUPP}
 )
 
+// CheckSocket says whether conn could be registered under label, as
+// Register checks it, without touching the dispatcher: a start checks
+// every socket before its first write.
+func CheckSocket(label string, conn syscall.Conn) error {
+	if err := CheckLabel(label); err != nil {
+		return fmt.Errorf("register: %w: %v", ErrBadSocket, err)
+	}
+	want, _ := labelProtocol(label)
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("register %s: %w", label, err)
+	}
+	var opErr error
+	if err := raw.Control(func(fd uintptr) { opErr = checkSocket(int(fd), want) }); err != nil {
+		return fmt.Errorf("register %s: %w", label, err)
+	}
+	if opErr != nil {
+		return fmt.Errorf("register %s: %w", label, opErr)
+	}
+	return nil
+}
+
 // Register makes conn the socket of label: every lookup that the table sends
 // to label is assigned to it. Registering another socket under the same label
 // replaces the first in one step. conn must be a TCP listener or an

@@ -32,8 +32,18 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx) {
 		p.failH1(ctx, st, rec, 400, "the request has both Content-Length and Transfer-Encoding")
 		return
 	}
+	if r := checkH1(req); r != nil {
+		if r.status == 400 {
+			ctx.SetConnectionClose()
+		}
+		p.refuseH1(ctx, st, rec, r)
+		return
+	}
 	var sc h1Scan
 	scanRequest(&req.Header, &sc)
+	if sc.spoofed > 0 {
+		p.m.spoofed.Add(float64(sc.spoofed))
+	}
 	if loopIn(sc.loop, st.cfg.LoopID) {
 		p.failH1(ctx, st, rec, 508, "the request has been through this CDN already (CDN-Loop)")
 		return
@@ -49,7 +59,9 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx) {
 		p.failH1(ctx, st, rec, 413, "the request body is larger than the limit")
 		return
 	}
-	rt := s.route(rec.path) // decoded and cleaned by fasthttp; the origin gets the raw path
+	// Decoded and cleaned by fasthttp; the origin gets the raw path, which
+	// checkPath made sure reads the same (no encoded slash, no dot segment).
+	rt := s.route(rec.path)
 
 	h := &req.Header
 	isUpgrade := len(sc.upgrade) > 0 && headerHasToken(sc.conn, "upgrade")
@@ -109,6 +121,35 @@ func (p *Proxy) failH1(ctx *fasthttp.RequestCtx, st *state, rec *record, status 
 	ctx.SetBody(body)
 	rec.bytes = int64(len(body))
 	p.done(rec)
+}
+
+// refuseH1 answers a request the edge refuses (check.go) and counts it.
+func (p *Proxy) refuseH1(ctx *fasthttp.RequestCtx, st *state, rec *record, r *refusal) {
+	rec.refused = r.reason
+	p.m.refuse(r.reason)
+	p.failH1(ctx, st, rec, r.status, r.msg)
+}
+
+// parseErrorH1 is fasthttp's ErrorHandler: a request its parser refused
+// (a head over max_header_bytes, one that did not arrive in time, or a
+// malformed one) is answered like the proxy's own errors, with a request
+// id, and counted and logged like any request.
+func (p *Proxy) parseErrorH1(ctx *fasthttp.RequestCtx, err error) {
+	rec := &record{
+		start: ctx.Time(), id: p.ids.next(), proto: "HTTP/1.1",
+		edge: netaddr.AddrPort(ctx.LocalAddr()), client: netaddr.AddrPort(ctx.RemoteAddr()),
+	}
+	r := &refusal{status: 400, reason: refuseMalformed, msg: "the request is not valid HTTP/1.1"}
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	switch {
+	case errors.As(err, &small):
+		r = &refusal{status: 431, reason: refuseHeadLarge, msg: "the request head is larger than the limit"}
+	case errors.As(err, &ne) && ne.Timeout():
+		r = &refusal{status: 408, reason: refuseTimeout, msg: "the request head did not arrive in time"}
+	}
+	p.log.Debug("cdn refused a request", "request_id", rec.id, "client", rec.client, "error", err)
+	p.refuseH1(ctx, p.state.Load(), rec, r)
 }
 
 // framingAmbiguous reports whether a raw header block has both

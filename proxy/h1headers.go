@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"iter"
 	"net/netip"
 	"sync"
 
@@ -21,6 +22,7 @@ type h1Scan struct {
 	conn           [][]byte // Connection values: more headers to drop
 	upgrade        []byte   // the Upgrade value
 	drop           bool     // some header must go
+	spoofed        int      // headers the client may not send: ours, or look-alikes
 }
 
 var (
@@ -37,7 +39,12 @@ var (
 	hTE       = []byte("Transfer-Encoding")
 	hopBytes  [][]byte
 	ourBytes  = [][]byte{hXFF, hFwd, hLoop, hProto, hHost, hEdge, hReqID}
+	setBytes  = [][]byte{hProto, hHost, hEdge, hReqID} // ours, replaced rather than extended
 	scratches = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+	// framingBytes are never dropped for naming in Connection: fasthttp
+	// frames the message by them (a request naming them is refused first).
+	framingBytes = [][]byte{[]byte("Content-Length"), hTE, []byte("Host")}
 )
 
 func init() {
@@ -48,38 +55,135 @@ func init() {
 	}
 }
 
+// sameName reports whether header name k is n in any letter case, with
+// '_' for '-' when under: CGI, WSGI and PHP map X_Edge_Addr and
+// X-Edge-Addr to the same variable, so an origin behind them cannot tell
+// the two apart.
+func sameName(k, n []byte, under bool) bool {
+	if len(k) != len(n) {
+		return false
+	}
+	for i, c := range k {
+		d := n[i]
+		if c == d {
+			continue
+		}
+		if under && c == '_' && d == '-' {
+			continue
+		}
+		if lc := c | 0x20; lc >= 'a' && lc <= 'z' && lc == d|0x20 {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
 func isOneOf(k []byte, set [][]byte) bool {
 	for _, s := range set {
-		if len(k) == len(s) && bytes.EqualFold(k, s) {
+		if sameName(k, s, false) {
 			return true
 		}
 	}
 	return false
 }
 
-// scanRequest looks at every header once.
+// lookalike reports whether k, which has an underscore, spells a header
+// the policy sets or drops (Transfer-Encoding included: only fasthttp's
+// own may frame the body).
+func lookalike(k []byte) bool {
+	if bytes.IndexByte(k, '_') < 0 {
+		return false
+	}
+	for _, set := range [][][]byte{ourBytes, hopBytes, {hTE}} {
+		for _, s := range set {
+			if sameName(k, s, true) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// scanRequest looks at every header once. Names match in any letter case.
 func scanRequest(h *fasthttp.RequestHeader, sc *h1Scan) {
 	for k, v := range h.All() {
 		switch {
-		case len(k) == len(hXFF) && bytes.EqualFold(k, hXFF):
+		case sameName(k, hXFF, false):
 			sc.xff = append(sc.xff, v)
 			sc.drop = true
-		case len(k) == len(hFwd) && bytes.EqualFold(k, hFwd):
+		case sameName(k, hFwd, false):
 			sc.fwd = append(sc.fwd, v)
 			sc.drop = true
-		case len(k) == len(hLoop) && bytes.EqualFold(k, hLoop):
+		case sameName(k, hLoop, false):
 			sc.loop = append(sc.loop, v)
 			sc.drop = true
-		case len(k) == len(hConn) && bytes.EqualFold(k, hConn):
+		case sameName(k, hConn, false):
 			sc.conn = append(sc.conn, v)
 			sc.drop = true
-		case len(k) == len(hUpgrade) && bytes.EqualFold(k, hUpgrade):
+		case sameName(k, hUpgrade, false):
 			sc.upgrade = v
 			sc.drop = true
-		case isOneOf(k, hopBytes), isOneOf(k, ourBytes):
+		case isOneOf(k, setBytes):
+			sc.spoofed++
+			sc.drop = true
+		case isOneOf(k, hopBytes):
+			sc.drop = true
+		case lookalike(k):
+			sc.spoofed++
 			sc.drop = true
 		}
 	}
+}
+
+// connNames reports whether a Connection value (comma-separated tokens)
+// names k, in any letter case. The framing headers never count.
+func connNames(conn []byte, k []byte) bool {
+	if isOneOf(k, framingBytes) {
+		return false
+	}
+	for len(conn) > 0 {
+		var t []byte
+		t, conn, _ = bytes.Cut(conn, []byte{','})
+		if t = bytes.TrimSpace(t); len(t) > 0 && sameName(k, t, false) {
+			return true
+		}
+	}
+	return false
+}
+
+// headerFields is what dropHeaders needs of request and response headers.
+type headerFields interface {
+	All() iter.Seq2[[]byte, []byte]
+	DelBytes(key []byte)
+	Len() int
+}
+
+// dropHeaders deletes every header drop names, however it is spelled.
+// fasthttp deletes by exact name (header normalizing is off, so that
+// origins see names as clients wrote them): each spelling is deleted in
+// turn. conn are Connection values, copied out of the header.
+func dropHeaders(h headerFields, conn []byte, drop func(k []byte) bool) {
+	var buf [64]byte
+	for range h.Len() + 2 { // each round deletes a spelling; Connection: close is one more
+		var victim []byte
+		for k := range h.All() {
+			if drop(k) || len(conn) > 0 && connNames(conn, k) {
+				victim = append(buf[:0], k...)
+				break
+			}
+		}
+		if victim == nil {
+			return
+		}
+		h.DelBytes(victim)
+	}
+}
+
+// dropRequest is the request's drop: hop-by-hop headers, ours, and their
+// look-alikes.
+func dropRequest(k []byte) bool {
+	return isOneOf(k, hopBytes) || isOneOf(k, ourBytes) || lookalike(k)
 }
 
 // loopIn reports whether CDN-Loop values name id.
@@ -142,19 +246,9 @@ func rewriteRequest(h *fasthttp.RequestHeader, sc *h1Scan, client, edge netip.Ad
 	edgeV := b[start:]
 
 	if sc.drop {
-		for _, v := range sc.conn {
-			for _, t := range bytes.Split(v, []byte{','}) {
-				if t = bytes.TrimSpace(t); len(t) > 0 {
-					h.DelBytes(t)
-				}
-			}
-		}
-		for _, k := range hopBytes {
-			h.DelBytes(k)
-		}
-		for _, k := range ourBytes {
-			h.DelBytes(k)
-		}
+		start = len(b)
+		b = joinList(b, sc.conn)
+		dropHeaders(h, b[start:], dropRequest)
 	}
 	h.AddBytesKV(hXFF, xff)
 	h.AddBytesKV(hProto, []byte(proto))
@@ -182,35 +276,29 @@ func appendNode(b []byte, a netip.Addr) []byte {
 	return a.AppendTo(b)
 }
 
-// rewriteResponse drops the hop-by-hop headers of an origin's response and
-// sets X-Request-Id and Alt-Svc.
+// rewriteResponse drops the hop-by-hop headers of an origin's response,
+// in any letter case, and sets X-Request-Id and Alt-Svc.
 func rewriteResponse(h *fasthttp.ResponseHeader, id, altSvc string) {
 	drop := false
 	var conn [][]byte
 	for k, v := range h.All() {
 		switch {
-		case len(k) == len(hConn) && bytes.EqualFold(k, hConn):
+		case sameName(k, hConn, false):
 			conn = append(conn, v)
 			drop = true
-		case isOneOf(k, hopBytes), bytes.EqualFold(k, hReqID), bytes.EqualFold(k, hAltSvc):
+		case isOneOf(k, hopBytes), sameName(k, hReqID, false), sameName(k, hAltSvc, false), lookalike(k):
 			drop = true
 		}
 	}
 	if drop {
-		for _, v := range conn {
-			for _, t := range bytes.Split(v, []byte{','}) {
-				if t = bytes.TrimSpace(t); len(t) > 0 {
-					h.DelBytes(t)
-				}
-			}
+		var cb []byte
+		if len(conn) > 0 {
+			cb = joinList(nil, conn)
 		}
-		for _, k := range hopBytes {
-			h.DelBytes(k)
-		}
-		h.DelBytes(hReqID)
-		if altSvc != "" {
-			h.DelBytes(hAltSvc)
-		}
+		dropHeaders(h, cb, func(k []byte) bool {
+			return isOneOf(k, hopBytes) || sameName(k, hReqID, false) || lookalike(k) ||
+				altSvc != "" && sameName(k, hAltSvc, false)
+		})
 	}
 	h.AddBytesKV(hReqID, []byte(id))
 	if altSvc != "" {

@@ -43,7 +43,11 @@ func (op *originPools) startChecker(o *origin, cfg HealthCheck) *checker {
 			if ctx.Err() != nil {
 				return
 			}
-			if o.health.checked(time.Now(), err, cfg) {
+			// A check the proxy could not make for want of descriptors says
+			// nothing of the origin: it is not recorded.
+			if err != nil && localShortage(err) {
+				op.log.Debug("cdn health check skipped: out of descriptors", "origin", o.name)
+			} else if o.health.checked(time.Now(), err, cfg) {
 				if err != nil {
 					op.log.Warn("cdn origin down", "origin", o.name, "error", err)
 				} else {

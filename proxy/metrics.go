@@ -25,6 +25,8 @@ type metrics struct {
 	refusedH3    prometheus.Counter
 	retries      *prometheus.CounterVec
 	upgrades     prometheus.Gauge
+	refused      map[string]prometheus.Counter // by reason (check.go)
+	spoofed      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -52,7 +54,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"name", "source"}),
 		refusedConns: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgeproxy_cdn_connections_refused_total",
-			Help: "Client connections refused because limits.max_connections were open.",
+			Help: "Client connections refused at accept: limits.max_connections were open, or the descriptor budget (fd_budget) was spent.",
 		}),
 		refusedH3: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgeproxy_cdn_http3_foreign_handshakes_total",
@@ -67,10 +69,29 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Open upgraded connections (WebSocket and other Upgrade protocols) relayed to origins.",
 		}),
 	}
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "edgeproxy_cdn_requests_refused_total",
+		Help: "Requests the edge refused before routing because no origin may read them (check.go), by reason.",
+	}, []string{"reason"})
+	m.refused = map[string]prometheus.Counter{}
+	for _, r := range refusalReasons {
+		m.refused[r] = refused.WithLabelValues(r)
+	}
+	m.spoofed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "edgeproxy_cdn_spoofed_headers_total",
+		Help: "Client headers dropped because they spell one the proxy sets (X-Forwarded-Proto, X-Forwarded-Host, X-Edge-Addr, X-Request-Id) in any case, or an underscore look-alike of one it sets or drops.",
+	})
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.handshakes, m.active, m.certExpiry, m.refusedConns, m.refusedH3, m.retries, m.upgrades)
+		reg.MustRegister(m.requests, m.latency, m.handshakes, m.active, m.certExpiry, m.refusedConns, m.refusedH3, m.retries, m.upgrades, refused, m.spoofed)
 	}
 	return m
+}
+
+// refuse counts a refused request.
+func (m *metrics) refuse(reason string) {
+	if c := m.refused[reason]; c != nil {
+		c.Inc()
+	}
 }
 
 func (m *metrics) handshake(version uint16) {

@@ -417,9 +417,11 @@ func (p *Proxy) forwardCtx(ctx context.Context, s *site, rt *route, req *fasthtt
 }
 
 // originFault reports whether an error is the origin's (refused, reset,
-// closed or timed out), which counts against its health.
+// closed or timed out), which counts against its health. Running out of
+// descriptors (the budget, EMFILE, ENFILE) is the proxy's own shortage.
 func originFault(err error) bool {
-	if errors.Is(err, errBodyTooLarge) || errors.Is(err, fasthttp.ErrNoFreeConns) || errors.Is(err, errClientBody) || errors.Is(err, errClientGone) {
+	if errors.Is(err, errBodyTooLarge) || errors.Is(err, fasthttp.ErrNoFreeConns) || errors.Is(err, errClientBody) ||
+		errors.Is(err, errClientGone) || localShortage(err) {
 		return false
 	}
 	return true

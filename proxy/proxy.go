@@ -125,6 +125,11 @@ type Options struct {
 	// also brings it datagrams for addresses the cdn does not own; their
 	// handshakes are refused. Nil: every destination.
 	OwnsHTTP3 func(netip.AddrPort) bool
+	// FDs is the process's descriptor budget, shared with the other
+	// services: a client connection takes one descriptor in class
+	// fdlimit.CDN, an origin dial one in class fdlimit.Dial. Nil: a budget
+	// of the proxy's own (fdlimit.Default).
+	FDs *fdlimit.Budget
 	// Registerer receives the metrics; nil: not registered.
 	Registerer prometheus.Registerer
 	// Logger receives the proxy's own logs; nil discards.
@@ -145,6 +150,7 @@ type state struct {
 // Proxy is the CDN ingress proxy.
 type Proxy struct {
 	here    *sockns.Here
+	fds     *fdlimit.Budget
 	limits  Limits
 	owns    func(netip.AddrPort) bool
 	log     *slog.Logger
@@ -185,8 +191,11 @@ func New(opts Options) (*Proxy, error) {
 		return nil, err
 	}
 	opts.Limits.setDefaults()
+	if opts.FDs == nil {
+		opts.FDs = fdlimit.Default()
+	}
 	p := &Proxy{
-		here: here, limits: opts.Limits, owns: opts.OwnsHTTP3,
+		here: here, fds: opts.FDs, limits: opts.Limits, owns: opts.OwnsHTTP3,
 		log: opts.Logger, access: opts.AccessLog,
 		m: newMetrics(opts.Registerer), fm: newFloodMetrics(opts.Registerer), ids: newRequestIDs(),
 		closing: make(chan struct{}),
@@ -195,7 +204,7 @@ func New(opts Options) (*Proxy, error) {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.resets = newResetGuard(p.limits.ConnResetBudget, p.limits.ClientResetBudget, p.limits.ResetBan, resetClients)
-	p.pools = &originPools{here: here, log: p.log, pools: map[string]*origin{}, t: upstreamTimeouts{
+	p.pools = &originPools{here: here, fds: opts.FDs, log: p.log, pools: map[string]*origin{}, t: upstreamTimeouts{
 		connect: p.limits.UpstreamConnectTimeout, read: p.limits.UpstreamTimeout, write: p.limits.UpstreamTimeout,
 	}}
 	p.pools.exchanges.beforeSend = p.fm.abandoned.WithLabelValues("before_send")
@@ -333,6 +342,7 @@ func (p *Proxy) setupServers() {
 			MaxRequestBodySize:            int(l.MaxBodyBytes),
 			StreamRequestBody:             true,
 			DisableHeaderNamesNormalizing: true,
+			ErrorHandler:                  p.parseErrorH1, // refused heads get a request id, a log line and a sample
 			DisablePreParseMultipartForm:  true,
 			NoDefaultContentType:          true,
 			CloseOnShutdown:               true,
@@ -439,27 +449,29 @@ func (p *Proxy) acceptLoop() {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		if p.conns.Load() >= int64(p.limits.MaxConnections) {
-			p.m.refusedConns.Inc()
-			c.SetLinger(0)
-			c.Close()
-			continue
-		}
 		if p.resets.banned(netaddr.AddrPort(c.RemoteAddr()).Addr(), time.Now()) {
 			p.fm.bannedRefused.WithLabelValues("tcp").Inc()
 			c.SetLinger(0)
 			c.Close()
 			continue
 		}
+		if p.conns.Load() >= int64(p.limits.MaxConnections) || !p.fds.Acquire(fdlimit.CDN, 1) {
+			p.m.refusedConns.Inc()
+			c.SetLinger(0)
+			c.Close()
+			continue
+		}
+		// tc gives its descriptor back to the budget when it closes.
+		tc := p.fds.Track(c, fdlimit.CDN)
 		isTLS, ok := p.state.Load().ports[netaddr.AddrPort(c.LocalAddr()).Port()]
 		switch {
 		case !ok:
-			c.SetLinger(0)
-			c.Close()
+			tc.SetLinger(0)
+			tc.Close()
 		case isTLS:
-			p.secure.deliver(tls.Server(c, p.tlsConf))
+			p.secure.deliver(tls.Server(tc, p.tlsConf))
 		default:
-			p.plain.deliver(c)
+			p.plain.deliver(tc)
 		}
 	}
 }

@@ -18,6 +18,7 @@ type record struct {
 	site, upstream     string
 	status             int
 	bytes              int64
+	refused            string // why the edge refused it (check.go's reasons), or ""
 }
 
 // done ends a request: metrics and an access log line.
@@ -31,7 +32,7 @@ func (p *Proxy) done(r *record) {
 	if p.access == nil {
 		return
 	}
-	p.access.LogAttrs(context.Background(), slog.LevelInfo, "access",
+	attrs := [...]slog.Attr{
 		slog.String("request_id", r.id),
 		slog.String("site", r.site),
 		slog.String("edge", r.edge.String()),
@@ -44,7 +45,13 @@ func (p *Proxy) done(r *record) {
 		slog.Int64("bytes", r.bytes),
 		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 		slog.String("upstream", r.upstream),
-	)
+		slog.String("refused", r.refused), // only when the edge refused it
+	}
+	n := len(attrs)
+	if r.refused == "" {
+		n--
+	}
+	p.access.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs[:n]...)
 }
 
 // errorPage is the body of a response the proxy makes itself.

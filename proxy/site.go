@@ -125,7 +125,9 @@ func (r *router) lookup(host string, edge netip.Addr) *site {
 // cleanPath is the path routes match: decoded (as net/http gives it) and
 // with dot segments and repeated slashes resolved, so that "/pub/../api/"
 // takes the /api/ route, as the origin will read it. A trailing slash
-// stays. The origin still gets the path as the client sent it.
+// stays. The origin gets the path as the client sent it, so a path the
+// two could read apart (dot segments, encoded slashes) is refused before
+// routing (checkPath): what is routed is what the origin reads.
 func cleanPath(p string) string {
 	if p == "" {
 		return "/"

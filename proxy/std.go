@@ -51,25 +51,16 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 		p.done(rec)
 	}
 
-	// The request for the origin, with the client's headers: the one
-	// forwarding policy of h1headers.go applies to it as to HTTP/1.1.
+	// The request for the origin, with the client's headers, checked
+	// (stdhead.go): the one forwarding policy of h1headers.go applies to it
+	// as to HTTP/1.1.
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
-	req.Header.DisableNormalizing()
-	req.Header.SetMethod(r.Method)
-	req.SetRequestURI(r.URL.RequestURI())
-	req.Header.SetHost(r.Host)
-	req.UseHostHeader = true // the URI has no host to take it from
-	for name, vs := range r.Header {
-		if name == "Host" || name == "Content-Length" {
-			continue
-		}
-		for _, v := range vs {
-			req.Header.Add(name, v)
-		}
-	}
 	var sc h1Scan
-	scanRequest(&req.Header, &sc)
+	if rf := p.stdOriginRequest(r, req, &sc, rec); rf != nil {
+		fail(rf.status, rf.msg)
+		return
+	}
 	if loopIn(sc.loop, st.cfg.LoopID) {
 		fail(508, "the request has been through this CDN already (CDN-Loop)")
 		return

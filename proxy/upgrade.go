@@ -76,8 +76,10 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx, st *state, s *site, rt *r
 
 	oc, err := p.dialOrigin(o)
 	if err != nil {
-		o.failures.Add(1)
-		o.health.failed(time.Now(), err, s.passive)
+		if originFault(err) {
+			o.failures.Add(1)
+			o.health.failed(time.Now(), err, s.passive)
+		}
 		p.log.Info("cdn upstream error", "request_id", rec.id, "upstream", o.name, "error", err)
 		status, msg := errorStatus(err)
 		p.failH1(ctx, st, rec, status, msg)

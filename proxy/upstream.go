@@ -18,6 +18,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
 	"github.com/edgeproxy/edgeproxy/internal/sockns"
 )
 
@@ -51,6 +52,7 @@ type upstreamTimeouts struct {
 // originPools keeps the shared pools.
 type originPools struct {
 	here *sockns.Here
+	fds  *fdlimit.Budget // a dial takes a descriptor in class fdlimit.Dial
 	log  *slog.Logger
 
 	mu    sync.Mutex // guards pools and t
@@ -148,16 +150,27 @@ func (op *originPools) get(u *url.URL, ot OriginTLS) (*origin, error) {
 }
 
 // dial connects to addr from the proxy's network namespace; a failure is
-// a dialError (nothing was sent).
+// a dialError (nothing was sent). The connection's descriptor comes from
+// the budget and goes back when it closes; a refusal (or EMFILE) is a
+// local shortage (fdlimit.Exhausted), which originFault does not blame on
+// the origin.
 func (op *originPools) dial(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error) {
+	if !op.fds.Acquire(fdlimit.Dial, 1) {
+		return nil, &dialError{fdlimit.ErrExhausted}
+	}
 	var c net.Conn
 	var err error
 	op.here.Do(func() { c, err = (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr) })
 	if err != nil {
+		op.fds.Release(fdlimit.Dial, 1)
 		return nil, &dialError{err}
 	}
-	return c, nil
+	return op.fds.Track(c.(*net.TCPConn), fdlimit.Dial), nil
 }
+
+// localShortage reports whether err is the proxy's own want of descriptors
+// (the budget, EMFILE, ENFILE): never an origin's fault.
+func localShortage(err error) bool { return fdlimit.Exhausted(err) }
 
 // all returns every pool, for metrics and the admin API.
 func (op *originPools) all() []*origin {
@@ -271,6 +284,8 @@ func errorStatus(err error) (int, string) {
 		return 503, "no origin of this site is up"
 	case errors.Is(err, errClientGone):
 		return 499, "the client went away" // nginx's code; nobody reads the page
+	case fdlimit.Exhausted(err):
+		return 503, "the proxy is out of connections"
 	}
 	return upstreamStatus(err), "the origin did not answer"
 }

@@ -62,6 +62,11 @@ func (s *Server) reload(next *config.Config) error {
 		return err
 	}
 
+	guards, err := s.guards(next)
+	if err != nil {
+		return err
+	}
+
 	var undo []func()
 	rollback := func() {
 		for i := len(undo) - 1; i >= 0; i-- {
@@ -87,7 +92,7 @@ func (s *Server) reload(next *config.Config) error {
 		}
 		undo = append(undo, func() { s.Spectrum.SetApps(old) })
 	}
-	if err := s.Bindings.Reconfigure(fromConfig, svc, next.Guards()); err != nil {
+	if err := s.Bindings.Reconfigure(fromConfig, svc, guards); err != nil {
 		rollback()
 		return err
 	}
@@ -113,6 +118,8 @@ func restartOnly(cur, next *config.Config) error {
 		{"cdn.access_log", cur.CDN.AccessLog, next.CDN.AccessLog},
 		{"spectrum.max_connections", cur.Spectrum.MaxConnections, next.Spectrum.MaxConnections},
 		{"spectrum.max_udp_flows", cur.Spectrum.MaxUDPFlows, next.Spectrum.MaxUDPFlows},
+		{"spectrum.max_udp_flows_per_app", cur.Spectrum.MaxUDPFlowsPerApp, next.Spectrum.MaxUDPFlowsPerApp},
+		{"fd_budget", cur.FDBudget, next.FDBudget},
 		{"spectrum.max_datagram", cur.Spectrum.MaxDatagram, next.Spectrum.MaxDatagram},
 	} {
 		if !reflect.DeepEqual(k.cur, k.next) {

@@ -22,11 +22,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/net/netutil"
 
 	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/dispatch"
+	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/spectrum"
 )
@@ -48,9 +50,12 @@ type Options struct {
 type Server struct {
 	cfg      *config.Config
 	log      *slog.Logger
+	lock     *dispatch.Lock // the pin dir's: one writer; nil unpinned
 	disp     *dispatch.Dispatcher
 	Bindings *bindings.Manager
 	Registry *prometheus.Registry
+	// FDs is the process's descriptor budget, which the services share.
+	FDs *fdlimit.Budget
 
 	Spectrum *spectrum.Proxy // nil when the test gave spectrum's labels sockets
 	CDN      *proxy.Proxy    // nil when the test gave the cdn's labels sockets
@@ -65,12 +70,20 @@ type Server struct {
 	lastReload prometheus.Gauge
 }
 
-// Start opens the dispatcher (taking over pinned state), applies the binding
-// state of the configuration and the store, registers the sockets, attaches
-// the program (the maps are written before the program sees traffic), and
-// serves the admin API. Start must run on a thread in the network namespace
-// to serve. A corrupt store, or one that conflicts with the configuration,
-// stops the start with an error naming the items.
+// Start takes the pin dir's lock, opens the dispatcher (taking over pinned
+// state), applies the binding state of the configuration and the store,
+// registers the sockets, attaches the program (the maps are written before
+// the program sees traffic), and serves the admin API. Start must run on a
+// thread in the network namespace to serve.
+//
+// One writer: with a pin dir, a second Start fails at once, naming the
+// process that holds it, and changes nothing. Every step that can fail
+// (configuration, store, guards, the admin listen address, the services'
+// certificates and sockets) runs before the first map write or Register,
+// so that a start that fails never disturbs a running instance. A corrupt
+// store, or one that conflicts with the configuration, stops the start
+// with an error naming the items; a store the process cannot write opens
+// read-only (the node serves, API changes answer 503).
 func Start(opts Options) (_ *Server, err error) {
 	cfg := opts.Config
 	if cfg == nil {
@@ -88,6 +101,22 @@ func Start(opts Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	token, err := readToken(cfg.Admin.TokenFile)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, Registry: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if cfg.PinDir() != "" {
+		if s.lock, err = dispatch.LockPinDir(cfg.PinDir()); err != nil {
+			return nil, fmt.Errorf("dispatch.pin_dir: %w", err)
+		}
+	}
+
 	var store *bindings.Store
 	fromAPI := &bindings.State{}
 	if cfg.Store.Path != "" {
@@ -95,22 +124,36 @@ func Start(opts Options) (_ *Server, err error) {
 		if fromAPI, err = store.Load(); err != nil {
 			return nil, err
 		}
+		if werr := store.Writable(); werr != nil {
+			log.Warn("the store is read-only: the node serves its bindings, API changes are refused until it can be written", "store", store.Path(), "error", werr)
+		}
 	}
-	token, err := readToken(cfg.Admin.TokenFile)
+	guards, err := s.guards(cfg)
 	if err != nil {
 		return nil, err
 	}
+	initial := bindings.Merge(fromConfig, fromAPI)
+	if err := bindings.Validate(initial.Clone(), svc, guards); err != nil {
+		if store != nil && len(fromAPI.Prefixes)+len(fromAPI.Bindings) > 0 {
+			return nil, fmt.Errorf("the configuration and the store %s do not fit together: %w", store.Path(), err)
+		}
+		return nil, err
+	}
+	if s.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+		return nil, fmt.Errorf("admin.listen: %w", err)
+	}
 
-	d, err := dispatch.Open(dispatch.Options{PinDir: cfg.PinDir()})
+	d, err := dispatch.Open(dispatch.Options{PinDir: cfg.PinDir(), Lock: s.lock})
 	if err != nil {
 		return nil, fmt.Errorf("dispatcher: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, disp: d, Registry: prometheus.NewRegistry()}
-	defer func() {
-		if err != nil {
-			s.Close()
-		}
-	}()
+	s.disp = d
+	// The descriptor budget, once the dispatcher's maps are open: they are
+	// counted in what is open at the start.
+	if s.FDs, err = fdlimit.New(cfg.FDBudgetOptions()); err != nil {
+		return nil, err
+	}
+	log.Info("descriptor budget", "budget", s.FDs.String())
 	s.Bindings = bindings.NewManager(d, store)
 	applySeconds := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "edgeproxy_bindings_apply_seconds",
@@ -127,15 +170,18 @@ func Start(opts Options) (_ *Server, err error) {
 		Help: "When the configuration was last loaded successfully (start or reload), Unix time.",
 	})
 	s.lastReload.SetToCurrentTime()
-	s.Registry.MustRegister(s.reloads, s.lastReload, d.Collector(), s.Bindings.Collector(), applySeconds,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	if err := s.Bindings.Apply(bindings.Merge(fromConfig, fromAPI), svc, cfg.Guards()); err != nil {
-		if store != nil && len(fromAPI.Prefixes)+len(fromAPI.Bindings) > 0 {
-			return nil, fmt.Errorf("the configuration and the store %s do not fit together: %w", store.Path(), err)
+	storeReadOnly := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edgeproxy_store_read_only",
+		Help: "1 while the store cannot be written: the node serves, API changes are refused with 503.",
+	}, func() float64 {
+		if store != nil && store.Writable() != nil {
+			return 1
 		}
-		return nil, err
-	}
+		return 0
+	})
+	s.Registry.MustRegister(s.reloads, s.lastReload, storeReadOnly, d.Collector(), s.Bindings.Collector(), applySeconds,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), s.FDs)
+
 	sockets := maps.Clone(opts.Sockets)
 	if sockets == nil {
 		sockets = map[string]syscall.Conn{}
@@ -144,9 +190,10 @@ func Start(opts Options) (_ *Server, err error) {
 	spectrumTCP, spectrumUDP := bindings.Label(bindings.Spectrum, dispatch.TCP), bindings.Label(bindings.Spectrum, dispatch.UDP)
 	if !given(spectrumTCP) || !given(spectrumUDP) {
 		s.Spectrum, err = spectrum.New(spectrum.Options{
-			Apps: cfg.SpectrumApps(), MaxConnections: cfg.Spectrum.MaxConnections,
-			MaxFlows: cfg.Spectrum.MaxUDPFlows, MaxDatagram: cfg.Spectrum.MaxDatagram,
-			Registerer: s.Registry, Logger: log.With("component", "spectrum"),
+			Apps: cfg.SpectrumApps(), FDs: s.FDs, MaxConnections: cfg.Spectrum.MaxConnections,
+			MaxFlows: cfg.Spectrum.MaxUDPFlows, MaxFlowsPerApp: cfg.Spectrum.MaxUDPFlowsPerApp,
+			MaxDatagram: cfg.Spectrum.MaxDatagram,
+			Registerer:  s.Registry, Logger: log.With("component", "spectrum"),
 		})
 		if err != nil {
 			return nil, err
@@ -171,9 +218,11 @@ func Start(opts Options) (_ *Server, err error) {
 		}
 		s.access = closer
 		s.CDN, err = proxy.New(proxy.Options{
-			Config: pcfg, Limits: limits,
+			Config: pcfg, Limits: limits, FDs: s.FDs,
+			// Every HTTP/3 handshake asks: the lock-free snapshot, never
+			// Resolve, which scans under the lock the admin API needs.
 			OwnsHTTP3: func(dst netip.AddrPort) bool {
-				return s.Bindings.Resolve(dispatch.UDP, dst.Addr(), dst.Port()).Outcome == bindings.OutcomeCDN
+				return s.Bindings.OwnsCDN(dispatch.UDP, dst.Addr(), dst.Port())
 			},
 			Registerer: s.Registry, Logger: log.With("component", "cdn"), AccessLog: accessLog,
 		})
@@ -191,6 +240,18 @@ func Start(opts Options) (_ *Server, err error) {
 		}
 	}
 	for label, conn := range sockets {
+		if conn != nil {
+			if err := dispatch.CheckSocket(label, conn); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// The first write into the data plane: everything that could fail
+	// without touching it has run.
+	if err := s.Bindings.Apply(initial, svc, guards); err != nil {
+		return nil, fmt.Errorf("apply the binding state: %w", err)
+	}
+	for label, conn := range sockets {
 		if conn == nil {
 			continue
 		}
@@ -205,13 +266,14 @@ func Start(opts Options) (_ *Server, err error) {
 	log.Info("dispatcher attached", "pin_dir", cfg.PinDir(), "prefixes", len(fromConfig.Prefixes)+len(fromAPI.Prefixes),
 		"bindings", len(fromConfig.Bindings)+len(fromAPI.Bindings), "apps", len(svc.Apps))
 
-	if s.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
-		return nil, fmt.Errorf("admin.listen: %w", err)
-	}
+	// The admin API's connections stay within its reserve of the budget:
+	// more wait in the listen queue.
+	s.adminLn = netutil.LimitListener(s.adminLn, max(s.FDs.AdminReserve(), 8))
 	s.adminSrv = &http.Server{
 		Handler: admin.Handler(admin.Options{
 			Bindings: s.Bindings, Token: token, Ready: s.ready, Registry: s.Registry,
 			Logger: log.With("component", "admin"), Origins: s.origins(),
+			Writable: s.writable(store),
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -238,6 +300,46 @@ func readToken(path string) (string, error) {
 		return "", fmt.Errorf("admin.token_file: %s is empty", path)
 	}
 	return tok, nil
+}
+
+// writable says whether the admin API may change the binding state: not
+// while the store cannot be written (a change could not be persisted).
+func (s *Server) writable(store *bindings.Store) func() error {
+	if store == nil {
+		return nil
+	}
+	return store.Writable
+}
+
+// guards returns the addresses no prefix may contain: the configuration's
+// (admin listen address, origins) and every address assigned to an
+// interface of the namespace, as `ip addr` lists them. Addresses merely
+// covered by a local route are not assigned, and may be steered.
+func (s *Server) guards(cfg *config.Config) ([]bindings.Guard, error) {
+	gs := cfg.Guards()
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("list the interfaces' addresses: %w", err)
+	}
+	for _, ifc := range ifs {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			return nil, fmt.Errorf("list the addresses of interface %s: %w", ifc.Name, err)
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok {
+				continue
+			}
+			ip = ip.Unmap()
+			gs = append(gs, bindings.Guard{Addr: ip, What: fmt.Sprintf("address %s of interface %s", ip, ifc.Name)})
+		}
+	}
+	return gs, nil
 }
 
 // ready reports whether every required label has a socket.
@@ -289,7 +391,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	} else if s.adminLn != nil {
 		s.adminLn.Close()
 	}
-	errs = append(errs, s.disp.Close())
+	if s.disp != nil {
+		errs = append(errs, s.disp.Close())
+	}
+	errs = append(errs, s.lock.Close())
 	return errors.Join(errs...)
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/internal/echo"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/syncbuf"
 )
 
 // spectrumServer starts the wiring in a fresh namespace with the real
@@ -324,7 +325,7 @@ frontend origin
   http-request return status 200 content-type text/plain lf-string "%[src]:%[src_port] %[dst]:%[dst_port]\n"
 `), 0o600)
 	cmd := exec.Command(haproxy, "-f", cfg, "-db")
-	var out bytes.Buffer
+	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -356,7 +357,7 @@ frontend origin
 
 func addrPortOf(a net.Addr) netip.AddrPort { return a.(*net.TCPAddr).AddrPort() }
 
-func waitListening(t *testing.T, addr string, log *bytes.Buffer) {
+func waitListening(t *testing.T, addr string, log fmt.Stringer) {
 	t.Helper()
 	for range 100 {
 		if c, err := net.Dial("tcp", addr); err == nil {

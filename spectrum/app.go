@@ -152,14 +152,24 @@ func newApp(a App, m *metrics) *app {
 	return &app{App: a, downTo: map[int]time.Time{}, metrics: m.forApp(a.Name, a.Protocol)}
 }
 
-// acquire takes a connection slot of the app, or reports that it is full.
-func (a *app) acquire() bool {
-	if n := a.active.Add(1); a.MaxConnections > 0 && n > int64(a.MaxConnections) {
+// acquire takes a connection slot of the app, or reports why it cannot:
+// "limit" (the app's max_connections) or "share" (more than share flows,
+// the app's part of the proxy's flows; 0: no share).
+func (a *app) acquire(share int) string {
+	n := a.active.Add(1)
+	reason := ""
+	switch {
+	case a.MaxConnections > 0 && n > int64(a.MaxConnections):
+		reason = "limit"
+	case share > 0 && n > int64(share):
+		reason = "share"
+	}
+	if reason != "" {
 		a.active.Add(-1)
-		return false
+		return reason
 	}
 	a.metrics.active.Inc()
-	return true
+	return ""
 }
 
 func (a *app) release() {

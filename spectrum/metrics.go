@@ -13,6 +13,9 @@ type metrics struct {
 	refused     *prometheus.CounterVec
 	dropped     *prometheus.CounterVec
 	originDown  *prometheus.CounterVec
+
+	logsSuppressed prometheus.Counter
+	fdShortage     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -35,7 +38,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"app", "direction"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeproxy_spectrum_refused_total",
-			Help: "Connections and flows refused, by reason: firewall, limit, origin_down, no_app.",
+			Help: "Connections and flows refused, by reason: firewall, limit (the proxy's, the app's or the descriptor budget's), share (an app's part of the UDP flows), origin_down, socket, no_app.",
 		}, []string{"app", "protocol", "reason"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeproxy_spectrum_dropped_total",
@@ -45,9 +48,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "edgeproxy_spectrum_origin_failures_total",
 			Help: "Times an origin failed (TCP connect error, UDP ICMP error) and was skipped for a while.",
 		}, []string{"app"}),
+		logsSuppressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgeproxy_spectrum_refusal_logs_suppressed_total",
+			Help: "Refusal log lines left out by the rate limit (the refusals are still counted in edgeproxy_spectrum_refused_total).",
+		}),
+		fdShortage: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgeproxy_spectrum_fd_exhausted_total",
+			Help: "Origin dials and flow sockets that failed with EMFILE or ENFILE: a local shortage, refused as limit, never an origin failure.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.active, m.bytes, m.datagrams, m.refused, m.dropped, m.originDown)
+		reg.MustRegister(m.connections, m.active, m.bytes, m.datagrams, m.refused, m.dropped, m.originDown,
+			m.logsSuppressed, m.fdShortage)
 	}
 	return m
 }
@@ -109,3 +121,6 @@ func (p *Proxy) Flows() int {
 	defer p.mu.Unlock()
 	return len(p.flows)
 }
+
+// Pipes returns the splice pipes open (lent and idle).
+func (p *Proxy) Pipes() int { return p.pipes.inUse() }

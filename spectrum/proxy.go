@@ -11,12 +11,16 @@
 // the client, so that they come from where the client expects, on any port.
 //
 // TCP forwarding keeps the kernel's zero-copy path: the PROXY header is
-// written first, then io.Copy runs between the two *net.TCPConn, which
-// splices. Idle time and bytes are read from TCP_INFO, not by wrapping the
-// connections.
+// written first, then each direction splices (splice.go), waiting for data
+// without a pipe and borrowing one from a bounded pool only while data
+// moves, so that an idle connection costs its two sockets' descriptors and
+// no more. Every connection, flow and pipe takes its descriptors from the
+// process's budget (internal/fdlimit). Idle time and bytes are read from
+// TCP_INFO, not by wrapping the connections.
 package spectrum
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,13 +42,25 @@ import (
 // Options configure a Proxy.
 type Options struct {
 	Apps []App
+	// FDs is the process's descriptor budget, shared with the other
+	// services; every connection, flow and splice pipe takes its
+	// descriptors from it, in class fdlimit.Spectrum. Nil: a budget of the
+	// proxy's own over the open-file limit (fdlimit.Default).
+	FDs *fdlimit.Budget
 	// MaxConnections bounds concurrent TCP connections, each holding two
-	// file descriptors. Zero: half of what the open-file limit leaves after
-	// a reserve of 1024.
+	// file descriptors. Zero: as many as the budget allows.
 	MaxConnections int
 	// MaxFlows bounds concurrent UDP flows, each holding two file
-	// descriptors. Zero: as MaxConnections.
+	// descriptors. Zero: as many as the budget allows.
 	MaxFlows int
+	// MaxFlowsPerApp bounds one app's UDP flows, so that a flood of one app
+	// cannot take every other app's. Zero: half of MaxFlows when there are
+	// two UDP apps or more, else MaxFlows.
+	MaxFlowsPerApp int
+	// MaxPipes bounds the splice pipes lent to TCP copies at once (two
+	// descriptors each); a copy that finds none moves its data through a
+	// buffer. Zero: 512.
+	MaxPipes int
 	// MaxDatagram is the largest UDP payload forwarded; larger ones are
 	// dropped and counted. Every flow holds buffers of this size. Zero:
 	// DefaultMaxDatagram.
@@ -69,7 +85,13 @@ type Proxy struct {
 	m    *metrics
 	log  *slog.Logger
 
+	fds                *fdlimit.Budget
+	dial               func(network, addr string, timeout time.Duration) (net.Conn, error) // origins; tests replace it
+	pipes              *pipePool
+	refusals           *logLimiter
 	maxConns, maxFlows int
+	maxFlowsPerApp     int
+	flowShare          atomic.Int64 // an app's flows at most, from SetApps
 	maxDatagram        int
 	conns              atomic.Int64
 
@@ -93,17 +115,28 @@ func New(opts Options) (*Proxy, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	fds := opts.FDs
+	if fds == nil {
+		fds = fdlimit.Default()
+	}
+	m := newMetrics(opts.Registerer)
 	p := &Proxy{
-		here: here, m: newMetrics(opts.Registerer), log: log,
-		maxConns: opts.MaxConnections, maxFlows: opts.MaxFlows, maxDatagram: opts.MaxDatagram,
-		pairs: map[*tcpPair]struct{}{}, flows: map[flowKey]*flow{},
+		here: here, m: m, log: log, fds: fds,
+		refusals: newLogLimiter(refusalLogsPerSecond, m.logsSuppressed),
+		maxConns: opts.MaxConnections, maxFlows: opts.MaxFlows, maxFlowsPerApp: opts.MaxFlowsPerApp,
+		maxDatagram: opts.MaxDatagram,
+		pairs:       map[*tcpPair]struct{}{}, flows: map[flowKey]*flow{},
 		closing: make(chan struct{}),
 	}
+	p.dial = func(network, addr string, timeout time.Duration) (net.Conn, error) {
+		return (&net.Dialer{Timeout: timeout}).Dial(network, addr)
+	}
+	p.pipes = &pipePool{fds: fds, max: cmp.Or(max(opts.MaxPipes, 0), defaultMaxPipes)}
 	if p.maxConns <= 0 {
-		p.maxConns = fdlimit.Pairs()
+		p.maxConns = fds.Ceiling(fdlimit.Spectrum) / 2
 	}
 	if p.maxFlows <= 0 {
-		p.maxFlows = p.maxConns
+		p.maxFlows = fds.Ceiling(fdlimit.Spectrum) / 2
 	}
 	if p.maxDatagram <= 0 {
 		p.maxDatagram = DefaultMaxDatagram
@@ -147,6 +180,19 @@ func (p *Proxy) SetApps(apps []App) error {
 		t.apps = append(t.apps, newApp(a, p.m))
 	}
 	t.src = slices.Clone(apps)
+	share, udpApps := p.maxFlowsPerApp, 0
+	for _, a := range apps {
+		if a.Protocol == UDP {
+			udpApps++
+		}
+	}
+	if share <= 0 {
+		share = p.maxFlows
+		if udpApps >= 2 {
+			share = max(p.maxFlows/2, 1)
+		}
+	}
+	p.flowShare.Store(int64(share))
 	p.apps.Store(t)
 	return nil
 }
@@ -185,6 +231,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	go func() { p.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		p.pipes.close()
 		return nil
 	case <-ctx.Done():
 	}
@@ -195,6 +242,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	p.mu.Unlock()
 	<-done
+	p.pipes.close()
 	return fmt.Errorf("spectrum: %d connections cut at the end of the grace period", n)
 }
 

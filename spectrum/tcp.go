@@ -2,7 +2,6 @@ package spectrum
 
 import (
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -11,6 +10,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 	"golang.org/x/sys/unix"
 
+	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
 	"github.com/edgeproxy/edgeproxy/internal/netaddr"
 )
 
@@ -47,13 +47,13 @@ func (p *Proxy) handleTCP(c *net.TCPConn) {
 	a := p.apps.Load().match(TCP, edge.Addr(), edge.Port())
 	if a == nil {
 		p.m.refused.WithLabelValues("", string(TCP), "no_app").Inc()
-		p.log.Info("spectrum refused", "protocol", "tcp", "client", client, "edge", edge, "reason", "no_app")
+		p.logRefusal("protocol", "tcp", "client", client, "edge", edge, "reason", "no_app")
 		reset(c)
 		return
 	}
 	refuse := func(reason string) {
 		a.metrics.refuse(reason)
-		p.log.Info("spectrum refused", "app", a.Name, "protocol", "tcp", "client", client, "edge", edge, "reason", reason)
+		p.logRefusal("app", a.Name, "protocol", "tcp", "client", client, "edge", edge, "reason", reason)
 		reset(c)
 	}
 	if !a.Firewall.allows(client.Addr()) {
@@ -66,15 +66,26 @@ func (p *Proxy) handleTCP(c *net.TCPConn) {
 		return
 	}
 	defer p.conns.Add(-1)
-	if !a.acquire() {
-		refuse("limit")
+	if why := a.acquire(0); why != "" {
+		refuse(why)
 		return
 	}
 	defer a.release()
+	// The client's descriptor and the origin's, from the process's budget
+	// (the accept reserve covered the client's until now).
+	if !p.fds.Acquire(fdlimit.Spectrum, 2) {
+		refuse("limit")
+		return
+	}
+	defer p.fds.Release(fdlimit.Spectrum, 2)
 
-	origin, originAddr := p.dialOrigin(a, edge.Port())
+	origin, originAddr, err := p.dialOrigin(a, edge.Port())
 	if origin == nil {
-		refuse("origin_down")
+		if fdlimit.Exhausted(err) {
+			refuse("limit") // ours, not the origin's
+		} else {
+			refuse("origin_down")
+		}
 		return
 	}
 	if a.Proxy == ProxyV1 || a.Proxy == ProxyV2 {
@@ -97,17 +108,17 @@ func (p *Proxy) handleTCP(c *net.TCPConn) {
 	defer p.track(pair, false)
 
 	// Both directions, each closing its write side when its reader ends, so
-	// that a half-close reaches the other end. *net.TCPConn to
-	// *net.TCPConn: io.Copy splices.
+	// that a half-close reaches the other end. copyConn splices, holding a
+	// pipe only while data moves.
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		n, _ := io.Copy(origin, c)
+		n, _ := p.copyConn(origin, c)
 		pair.toOrigin.Store(n)
 		origin.CloseWrite()
 	}()
-	n, _ := io.Copy(c, origin)
+	n, _ := p.copyConn(c, origin)
 	pair.toClient.Store(n)
 	c.CloseWrite()
 	wg.Wait()
@@ -122,25 +133,30 @@ func (p *Proxy) handleTCP(c *net.TCPConn) {
 }
 
 // dialOrigin connects to the app's origins in round-robin order, skipping
-// those that failed lately, and fails over on connect errors.
-func (p *Proxy) dialOrigin(a *app, port uint16) (*net.TCPConn, string) {
+// those that failed lately, and fails over on connect errors. A dial that
+// fails for want of descriptors (EMFILE, ENFILE) is the proxy's shortage:
+// it marks no origin down and stops, returning that error.
+func (p *Proxy) dialOrigin(a *app, port uint16) (*net.TCPConn, string, error) {
+	var last error
 	for _, i := range a.originOrder() {
 		addr := a.originAddr(i, port)
 		var c net.Conn
 		var err error
-		p.here.Do(func() {
-			d := net.Dialer{Timeout: a.ConnectTimeout}
-			c, err = d.Dial("tcp", addr)
-		})
+		p.here.Do(func() { c, err = p.dial("tcp", addr, a.ConnectTimeout) })
+		if fdlimit.Exhausted(err) {
+			p.m.fdShortage.Inc()
+			return nil, "", err
+		}
 		if err != nil {
 			a.markDown(i)
 			p.log.Warn("spectrum origin failed", "app", a.Name, "origin", addr, "error", err)
+			last = err
 			continue
 		}
 		a.markUp(i)
-		return c.(*net.TCPConn), addr
+		return c.(*net.TCPConn), addr, nil
 	}
-	return nil, ""
+	return nil, "", last
 }
 
 // tcpPair is a proxied TCP connection: the client's and the origin's.

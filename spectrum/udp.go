@@ -15,6 +15,7 @@ import (
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 
+	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
 	"github.com/edgeproxy/edgeproxy/internal/netaddr"
 )
 
@@ -150,7 +151,7 @@ func (p *Proxy) newFlow(key flowKey) *flow {
 	}
 	refuse := func(reason string) *flow {
 		a.metrics.refuse(reason)
-		p.log.Info("spectrum refused", "app", a.Name, "protocol", "udp", "client", key.client, "edge", key.edge, "reason", reason)
+		p.logRefusal("app", a.Name, "protocol", "udp", "client", key.client, "edge", key.edge, "reason", reason)
 		return nil
 	}
 	if !a.Firewall.allows(key.client.Addr()) {
@@ -159,21 +160,41 @@ func (p *Proxy) newFlow(key flowKey) *flow {
 	p.mu.Lock()
 	full := len(p.flows) >= p.maxFlows
 	p.mu.Unlock()
-	if full || !a.acquire() {
+	if full {
 		return refuse("limit")
+	}
+	if why := a.acquire(int(p.flowShare.Load())); why != "" {
+		return refuse(why)
+	}
+	// The flow's two sockets, from the process's budget.
+	if !p.fds.Acquire(fdlimit.Spectrum, 2) {
+		a.release()
+		return refuse("limit")
+	}
+	fail := func(reason string) *flow {
+		p.fds.Release(fdlimit.Spectrum, 2)
+		a.release()
+		return refuse(reason)
 	}
 	down, err := p.edgeSocket(key)
 	if err != nil {
-		a.release()
-		p.log.Warn("spectrum flow socket", "app", a.Name, "edge", key.edge, "client", key.client, "error", err)
-		return refuse("socket")
+		if fdlimit.Exhausted(err) {
+			p.m.fdShortage.Inc()
+			return fail("limit")
+		}
+		if ok, _ := p.refusals.allow(time.Now()); ok {
+			p.log.Warn("spectrum flow socket", "app", a.Name, "edge", key.edge, "client", key.client, "error", err)
+		}
+		return fail("socket")
 	}
 	f := &flow{p: p, key: key, app: a, down: down, start: time.Now(), origin: -1}
 	f.last.Store(time.Now().UnixNano())
-	if !f.connectOrigin() {
+	if err := f.connectOrigin(); err != nil {
 		down.Close()
-		a.release()
-		return refuse("origin_down")
+		if fdlimit.Exhausted(err) {
+			return fail("limit")
+		}
+		return fail("origin_down")
 	}
 	p.mu.Lock()
 	p.flows[key] = f
@@ -208,16 +229,23 @@ func (p *Proxy) edgeSocket(key flowKey) (*net.UDPConn, error) {
 }
 
 // connectOrigin (re)connects the flow to the next origin that has not failed
-// lately. It reports false when none can be dialled.
-func (f *flow) connectOrigin() bool {
+// lately. It fails when none can be dialled, or at once when the proxy is
+// out of descriptors (which marks no origin down).
+func (f *flow) connectOrigin() error {
 	a := f.app
+	var last error
 	for _, i := range a.originOrder() {
 		addr := a.originAddr(i, f.key.edge.Port())
 		var c net.Conn
 		var err error
-		f.p.here.Do(func() { c, err = net.Dial("udp", addr) })
+		f.p.here.Do(func() { c, err = f.p.dial("udp", addr, 0) })
+		if fdlimit.Exhausted(err) {
+			f.p.m.fdShortage.Inc()
+			return err
+		}
 		if err != nil {
 			a.markDown(i)
+			last = err
 			continue
 		}
 		up := c.(*net.UDPConn)
@@ -229,9 +257,12 @@ func (f *flow) connectOrigin() bool {
 			old.Close()
 		}
 		go f.upLoop(up)
-		return true
+		return nil
 	}
-	return false
+	if last == nil {
+		last = errors.New("no origin")
+	}
+	return last
 }
 
 // toOriginDatagram forwards a client's datagram, with the PROXY v2 header
@@ -375,6 +406,7 @@ func (f *flow) close(why string) {
 		up := f.up
 		f.mu.Unlock()
 		up.Close()
+		f.p.fds.Release(fdlimit.Spectrum, 2)
 		f.app.release()
 		f.p.log.Info("spectrum flow", "app", f.app.Name, "protocol", "udp", "client", f.key.client, "edge", f.key.edge,
 			"datagrams_to_origin", f.dgToOrigin.Load(), "datagrams_to_client", f.dgToClient.Load(),

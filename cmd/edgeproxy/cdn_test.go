@@ -269,8 +269,8 @@ func TestCDNRouting(t *testing.T) {
 		{"a.example", "192.0.2.10", "/", "200", "origin-a"},
 		{"A.Example.", "192.0.2.10", "/", "200", "origin-a"},
 		{"a.example", "192.0.2.10", "/api/v1", "200", "origin-b"},
-		{"a.example", "192.0.2.10", "/pub/../api/v1", "200", "origin-b"},     // routed as the origin reads it
-		{"a.example", "192.0.2.10", "/pub/%2e%2e/api/v1", "200", "origin-b"}, // also encoded
+		{"a.example", "192.0.2.10", "/pub/../api/v1", "400", ""},     // a route is a boundary: dot segments are refused
+		{"a.example", "192.0.2.10", "/pub/%2e%2e/api/v1", "400", ""}, // also encoded
 		{"www.b.example", "192.0.2.200", "/", "200", "origin-b"},
 		{"deep.www.b.example", "192.0.2.200", "/", "200", "origin-b"},
 		{"www.b.example", "[2001:db8:6::200]", "/", "200", "origin-b"},

@@ -27,9 +27,6 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/selfsigned"
 )
 
-// attack reports whether the full-size floods run (make attack).
-func attack() bool { return os.Getenv("EDGEPROXY_ATTACK") == "1" }
-
 // procStatus reads a /proc/PID/status field in kB, as MB.
 func procStatus(t *testing.T, pid int, field string) float64 {
 	t.Helper()
@@ -152,8 +149,8 @@ func (s *sampler) finish() (rssMB float64, goroutines int64) {
 	return float64(s.peakRSS.Load()) / 1024, s.peakG.Load()
 }
 
-// h2Client is an HTTP/2 client of the cdn from a source address.
-func h2Client(ns *netns.NS, pool *x509.CertPool, src string) *http.Client {
+// h2ClientFrom is an HTTP/2 client of the cdn from a source address.
+func h2ClientFrom(ns *netns.NS, pool *x509.CertPool, src string) *http.Client {
 	d := echo.FreebindDialer(netip.MustParseAddr(src), 0)
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http2.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "a.example"},
@@ -182,7 +179,7 @@ func TestHostileRapidResetReconnecting(t *testing.T) {
 	if attack() {
 		dur = 20 * time.Second
 	}
-	legit := h2Client(ns, pool, "203.0.113.2")
+	legit := h2ClientFrom(ns, pool, "203.0.113.2")
 	// Requests that complete are no resets: 300 on one connection, well
 	// past the budget of 200, are all served.
 	for i := range 300 {

@@ -18,12 +18,16 @@ import (
 	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/internal/echo"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/syncbuf"
 )
 
 // binary is the edgeproxy binary the tests run, built once.
 var binary string
 
 func TestMain(m *testing.M) {
+	if addr := os.Getenv(sinkEnv); addr != "" {
+		os.Exit(runSink(addr)) // a helper process of a test (fds_test.go)
+	}
 	dir, err := os.MkdirTemp("", "edgeproxy-bin")
 	if err != nil {
 		panic(err)
@@ -100,7 +104,7 @@ func TestRunEntersNetns(t *testing.T) {
 
 	// Start it from a goroutine off this thread: in the original namespace.
 	cmd := exec.Command(binary, "run", "--config", cfg)
-	var stderr bytes.Buffer
+	var stderr syncbuf.Buffer
 	cmd.Stderr = &stderr
 	started := make(chan error)
 	go func() { started <- cmd.Start() }()
@@ -143,7 +147,7 @@ type instance struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	admin  string
-	stderr *bytes.Buffer
+	stderr *syncbuf.Buffer
 	config string // the file it runs on
 }
 
@@ -156,7 +160,7 @@ func startInstance(t *testing.T, ns *netns.NS, body string) *instance {
 		body = "admin: {listen: 127.0.0.1:9180}\n" + body
 	}
 	cfg := writeFile(t, "dispatch: {pin_dir: \"\"}\n"+body)
-	in := &instance{t: t, admin: "http://127.0.0.1:9180", stderr: new(bytes.Buffer), config: cfg}
+	in := &instance{t: t, admin: "http://127.0.0.1:9180", stderr: new(syncbuf.Buffer), config: cfg}
 	in.cmd = exec.Command(binary, "run", "--config", cfg)
 	in.cmd.Stderr = in.stderr
 	if err := in.cmd.Start(); err != nil {
