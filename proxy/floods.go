@@ -43,6 +43,7 @@ type floodMetrics struct {
 	bannedRefused  *prometheus.CounterVec // protocol: tcp, quic
 	quicRefused    *prometheus.CounterVec // reason: connections, handshakes
 	quicRetries    prometheus.Counter
+	quicWithheld   prometheus.Counter
 	panicked       *prometheus.CounterVec // site
 }
 
@@ -72,13 +73,17 @@ func newFloodMetrics(reg prometheus.Registerer) *floodMetrics {
 			Name: "edgeproxy_cdn_quic_retries_total",
 			Help: "QUIC Initials answered with a Retry (source address validation) because limits.quic_retry_threshold handshakes were in flight.",
 		}),
+		quicWithheld: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgeproxy_cdn_quic_amplification_withheld_total",
+			Help: "QUIC datagrams not sent because they would have taken an unvalidated client address past three times the bytes it sent (RFC 9000 8.1).",
+		}),
 		panicked: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeproxy_cdn_panic_requests_total",
 			Help: "Requests sent in panic mode: every origin of the route was ejected, so the one whose ejection ends first was tried anyway.",
 		}, []string{"site"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.streamsRefused, m.abandoned, m.resetCutoffs, m.bannedRefused, m.quicRefused, m.quicRetries, m.panicked)
+		reg.MustRegister(m.streamsRefused, m.abandoned, m.resetCutoffs, m.bannedRefused, m.quicRefused, m.quicRetries, m.quicWithheld, m.panicked)
 	}
 	return m
 }

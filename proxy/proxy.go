@@ -173,6 +173,7 @@ type Proxy struct {
 	h2base        *http.Server // holds h2's limits; its Shutdown sends GOAWAY
 	h3            *http3.Server
 	quic          *quic.Transport
+	amp           *ampConn    // the QUIC socket as quic.Transport sees it
 	tlsConf       *tls.Config // one for every TLS connection: session tickets work across them
 
 	conns   atomic.Int64 // client connections, TCP and QUIC
@@ -377,6 +378,7 @@ func (p *Proxy) setupServers() {
 			Port:           int(p.state.Load().cfg.HTTP3Port),
 			ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
 				p.quicHandshakeDone(ctx)
+				p.amp.validated(c.RemoteAddr())
 				p.m.active.WithLabelValues("h3").Inc()
 				context.AfterFunc(c.Context(), func() { p.m.active.WithLabelValues("h3").Dec() })
 				sc := &streamConn{client: netaddr.AddrPort(c.RemoteAddr()).Addr(), close: func() {
@@ -396,8 +398,10 @@ func (p *Proxy) Start() error {
 	go func() { defer p.wg.Done(); p.h1TLS.Serve(p.secure) }()
 	go func() { defer p.wg.Done(); p.acceptLoop() }()
 	if p.udp != nil {
+		// Followed for as long as a handshake may take, and some.
+		p.amp = newAmpConn(p.udp, 3*p.limits.QUICHandshakeTimeout, p.fm.quicWithheld)
 		p.quic = &quic.Transport{
-			Conn:                p.udp,
+			Conn:                p.amp,
 			VerifySourceAddress: p.quicVerifySource,
 			ConnContext:         p.quicConnContext,
 		}
@@ -553,8 +557,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	wg.Wait()
 	p.pools.stopCheckers()
 	if p.quic != nil {
-		p.quic.Close()
-	} else if p.udp != nil {
+		p.quic.Close() // stops reading; the socket is ours to close
+	}
+	if p.udp != nil {
 		p.udp.Close()
 	}
 	return errors.Join(errs...)
