@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,87 +86,31 @@ func startSink(t *testing.T, addr string) {
 	}
 }
 
-// lockedBuffer is a buffer the process writes while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // limited is an edgeproxy run with an open-file limit of its own.
 type limited struct {
-	cmd    *exec.Cmd
-	admin  string
-	stderr *lockedBuffer
-	hc     *http.Client
+	*instance
+	hc *http.Client
 }
 
 // startLimited runs `edgeproxy run` under prlimit --nofile=N:N (0: the
-// test's own limit), from the test's thread (so in its namespace), with the
-// admin API on 127.0.0.1:9180, and waits for /healthz.
+// test's own limit), as startInstance does, with no store.
 func startLimited(t *testing.T, ns *netns.NS, nofile int, body string) *limited {
 	t.Helper()
-	cfg := writeFile(t, "admin: {listen: 127.0.0.1:9180}\ndispatch: {pin_dir: \"\"}\nstore: {path: \"\"}\n"+body)
-	in := &limited{admin: "http://127.0.0.1:9180", stderr: &lockedBuffer{}, hc: ns.HTTPClient()}
+	var wrap []string
 	if nofile > 0 {
-		prlimit := netns.RequireCommand(t, "prlimit")
-		in.cmd = exec.Command(prlimit, fmt.Sprintf("--nofile=%d:%d", nofile, nofile), binary, "run", "--config", cfg)
-	} else {
-		in.cmd = exec.Command(binary, "run", "--config", cfg)
+		wrap = []string{netns.RequireCommand(t, "prlimit"), fmt.Sprintf("--nofile=%d:%d", nofile, nofile)}
 	}
-	in.cmd.Stderr = in.stderr
-	if err := in.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(in.stop)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := in.hc.Get(in.admin + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			return in
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("edgeproxy did not come up: %v\n%s", err, in.stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (in *limited) stop() {
-	if in.cmd.ProcessState == nil {
-		in.cmd.Process.Kill()
-		in.cmd.Wait()
-	}
+	return &limited{instance: startWrapped(t, ns, "store: {path: \"\"}\n"+body, wrap...), hc: ns.HTTPClient()}
 }
 
 // metric returns a sample of /metrics (0 when absent).
 func (in *limited) metric(t *testing.T, name string) float64 {
 	t.Helper()
-	resp, err := in.hc.Get(in.admin + "/metrics")
-	if err != nil {
-		t.Fatalf("metrics: %v", err)
+	v := in.metricValue(in.hc, name+" ")
+	if v < 0 {
+		t.Fatalf("metrics of %s: unreachable", in.admin)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	return 0
+	return v
 }
 
 // openFiles counts the descriptors process pid holds.

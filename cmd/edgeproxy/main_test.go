@@ -156,17 +156,25 @@ type instance struct {
 // its namespace), and waits for /healthz.
 func startInstance(t *testing.T, ns *netns.NS, body string) *instance {
 	t.Helper()
+	return startWrapped(t, ns, body)
+}
+
+// startWrapped is startInstance with the binary run through a wrapper
+// command (wrap, then the binary and its arguments), such as prlimit.
+func startWrapped(t *testing.T, ns *netns.NS, body string, wrap ...string) *instance {
+	t.Helper()
 	if !strings.Contains(body, "admin:") {
 		body = "admin: {listen: 127.0.0.1:9180}\n" + body
 	}
 	cfg := writeFile(t, "dispatch: {pin_dir: \"\"}\n"+body)
 	in := &instance{t: t, admin: "http://127.0.0.1:9180", stderr: new(syncbuf.Buffer), config: cfg}
-	in.cmd = exec.Command(binary, "run", "--config", cfg)
+	args := append(append([]string{}, wrap...), binary, "run", "--config", cfg)
+	in.cmd = exec.Command(args[0], args[1:]...)
 	in.cmd.Stderr = in.stderr
 	if err := in.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { in.cmd.Process.Kill(); in.cmd.Wait() })
+	t.Cleanup(in.stop)
 	hc := ns.HTTPClient()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -179,6 +187,14 @@ func startInstance(t *testing.T, ns *netns.NS, body string) *instance {
 			t.Fatalf("edgeproxy did not come up: %v\n%s", err, in.stderr)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop kills the instance, unless it has exited already.
+func (in *instance) stop() {
+	if in.cmd.ProcessState == nil {
+		in.cmd.Process.Kill()
+		in.cmd.Wait()
 	}
 }
 
