@@ -5,8 +5,8 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 BIN      := bin/edgeproxy
 LDFLAGS  := -X main.version=$(VERSION)
 # Kernel tests need root; CI sets EDGEPROXY_REQUIRE_PRIVILEGES=1 so that they
-# fail instead of skipping.
-TESTFLAGS ?= -count=1 -timeout 15m
+# fail instead of skipping. Every test runs under the race detector.
+TESTFLAGS ?= -race -count=1 -timeout 15m
 
 .DEFAULT_GOAL := help
 
@@ -23,8 +23,13 @@ run: build ## run edgeproxy on its embedded demo configuration (needs root)
 	./$(BIN) run
 
 .PHONY: test
-test: ## run every test (kernel tests need root, CAP_BPF and iproute2)
+test: ## run every test under the race detector (kernel tests need root, CAP_BPF and iproute2)
 	$(GO) test $(TESTFLAGS) ./...
+
+.PHONY: attack
+attack: ## run the hostile-input tests at full size (floods of minutes; figures in the log, see docs/security.md)
+	@mkdir -p bench/results
+	bash -o pipefail -c "EDGEPROXY_ATTACK=1 $(GO) test -count=1 -timeout 30m -v -run 'Hostile' ./... 2>&1 | tee bench/results/attack.txt | grep -E '^(--- |ok|FAIL)|attack:'"
 
 .PHONY: bench
 bench: ## run the benchmarks, system under test on CPU 0 (results in bench/results/; needs nginx wrk haproxy)
