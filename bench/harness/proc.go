@@ -1,0 +1,126 @@
+package harness
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/syncbuf"
+)
+
+// The CPUs: the system under test runs alone on SUTCPU; load generators
+// and origins share LoadCPU.
+const (
+	SUTCPU  = 0
+	LoadCPU = 1
+)
+
+// Proc is a program the harness runs: a system under test, an origin or a
+// load generator, pinned to one CPU, in a process group of its own (nginx's
+// workers would outlive a killed master).
+type Proc struct {
+	Name string
+	Cmd  *exec.Cmd
+	Out  *syncbuf.Buffer // its stdout and stderr
+}
+
+// Start runs argv pinned to cpu (taskset), with GOMAXPROCS=1 for Go
+// programs, and env added to the harness's environment.
+func Start(name string, cpu int, env []string, argv ...string) (*Proc, error) {
+	args := append([]string{"-c", strconv.Itoa(cpu)}, argv...)
+	cmd := exec.Command("taskset", args...)
+	cmd.Env = append(append(os.Environ(), "GOMAXPROCS=1"), env...)
+	p := &Proc{Name: name, Cmd: cmd, Out: new(syncbuf.Buffer)}
+	cmd.Stdout, cmd.Stderr = p.Out, p.Out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return p, nil
+}
+
+// Pid is the process's id (taskset execs the program in place).
+func (p *Proc) Pid() int { return p.Cmd.Process.Pid }
+
+// Stop kills the process group and waits.
+func (p *Proc) Stop() {
+	if p == nil || p.Cmd.Process == nil {
+		return
+	}
+	syscall.Kill(-p.Pid(), syscall.SIGKILL)
+	p.Cmd.Wait()
+}
+
+// Signal sends sig to the process (not its group).
+func (p *Proc) Signal(sig syscall.Signal) error { return syscall.Kill(p.Pid(), sig) }
+
+// CPU returns the CPU time (user and system) of the process and all its
+// live descendants: nginx's and haproxy's workers, a Go program's threads.
+func (p *Proc) CPU() time.Duration { return TreeCPU(p.Pid()) }
+
+// RSS returns the resident memory of the process and its live
+// descendants, in KB.
+func (p *Proc) RSS() float64 {
+	var kb float64
+	for _, pid := range tree(p.Pid()) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+				f, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+				kb += f
+			}
+		}
+	}
+	return kb
+}
+
+var clkTck = 100.0 // USER_HZ on Linux
+
+// TreeCPU is the CPU time of pid and its live descendants.
+func TreeCPU(pid int) time.Duration {
+	var ticks float64
+	for _, p := range tree(pid) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		// The command may hold spaces and parentheses: fields start after
+		// the last ')'. utime and stime are fields 14 and 15.
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		ticks += u + st
+	}
+	return time.Duration(ticks / clkTck * float64(time.Second))
+}
+
+// tree is pid and its live descendants.
+func tree(pid int) []int {
+	out := []int{pid}
+	for i := 0; i < len(out); i++ {
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", out[i]))
+		for _, t := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", out[i], t.Name()))
+			if err != nil {
+				continue
+			}
+			for _, c := range strings.Fields(string(b)) {
+				if n, err := strconv.Atoi(c); err == nil {
+					out = append(out, n)
+				}
+			}
+		}
+	}
+	return out
+}
