@@ -4,6 +4,11 @@
 // network namespace of its own, and writes bench/results/.
 //
 //	edgebench run [-tiny] [-only NAME,...] [-out DIR] [-no-install]
+//	edgebench report [-results DIR] [-readme FILE]
+//
+// run ends by refreshing the report: bench/results/summary.md and the
+// charts beside it, and, for a full run into bench/results, the README's
+// benchmark section. report does that alone, from the JSON already there.
 //
 // It is a program of its own, not a subcommand of edgeproxy: the edge
 // binary carries no load generators, peer configurations or chart drawing,
@@ -31,6 +36,8 @@ func main() {
 	switch os.Args[1] {
 	case "run":
 		os.Exit(run(os.Args[2:]))
+	case "report":
+		os.Exit(reportCmd(os.Args[2:]))
 	default:
 		usage()
 	}
@@ -38,7 +45,8 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
-  edgebench run [-tiny] [-only NAME,...] [-out DIR] [-no-install]   run the scenarios`)
+  edgebench run [-tiny] [-only NAME,...] [-out DIR] [-no-install]   run the scenarios, then refresh the report
+  edgebench report [-results DIR] [-readme FILE]                    the summary, charts and README section from the results`)
 	os.Exit(2)
 }
 
@@ -94,7 +102,30 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "edgebench: build edgeproxy (run from the repository's top): %v\n%s", err, b)
 		return 1
 	}
-	return runScenarios(chosen, harness.Mode{Tiny: *tiny}, bin, dir, outDir)
+	code := runScenarios(chosen, harness.Mode{Tiny: *tiny}, bin, dir, outDir)
+	if err := writeReport(outDir, runReadme(outDir, *tiny)); err != nil {
+		logf("report: %v", err)
+		code = 1
+	}
+	return code
+}
+
+// runReadme is the README a run refreshes: the repository's, when the
+// results went to its bench/results and the run was a full one (a tiny
+// run's figures mean little, and results elsewhere are not the README's).
+func runReadme(outDir string, tiny bool) string {
+	def, err := filepath.Abs("bench/results")
+	if err != nil || outDir != def {
+		return ""
+	}
+	if tiny {
+		logf("report: a tiny run leaves README.md as it is (edgebench report updates it)")
+		return ""
+	}
+	if _, err := os.Stat("README.md"); err != nil {
+		return ""
+	}
+	return "README.md"
 }
 
 // runScenarios runs each scenario and writes its result; a scenario that
