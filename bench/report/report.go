@@ -303,7 +303,7 @@ func MakeRow(r *harness.Result) Row {
 	if r.Primary == "" {
 		return row
 	}
-	higher := harness.HigherIsBetter[r.Primary]
+	higher := HigherIsBetter(r.Primary)
 	selfV, selfOK := value(r, row.Self, r.Primary)
 	bestV := math.NaN()
 	for _, p := range r.Systems[1:] {
@@ -423,6 +423,17 @@ func table(b *bytes.Buffer, rs []*harness.Result) {
 			break
 		}
 	}
+}
+
+// HigherIsBetter reports whether more of metric is better: the harness's
+// list, and the names made from them with a suffix (rate_tls).
+func HigherIsBetter(metric string) bool {
+	for k := range harness.HigherIsBetter {
+		if metric == k || strings.HasPrefix(metric, k+"_") {
+			return true
+		}
+	}
+	return false
 }
 
 func ratioStr(x float64) string { return num(x) + "×" }

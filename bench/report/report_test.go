@@ -203,7 +203,7 @@ func TestCharts(t *testing.T) {
 			"2.40", "12.0", "42.0", "4.20", "20.0", "82.0", // nginx
 			"3.60", "18.0", "63.0", "6.30", "30.0", "123", // haproxy
 			"latency, ms (log scale)"},
-		CPUSVG:    {"edgeproxy", "nginx", "haproxy", "33.0", "20.0", "26.0", "117", "23.4", "HTTP/2 over TLS", "CPU time per request, µs"},
+		CPUSVG:    {"edgeproxy", "nginx", "haproxy", "33.0", "20.0", "26.0", "117", "23.4", "HTTP/2 over TLS", "CPU per request (or unit), µs"},
 		LookupSVG: {"repeated", "spread", "151", "211", "285", "161", "983", "3112", "1", "10k", "1M", "bindings"},
 	}
 	for _, c := range rep.Charts {

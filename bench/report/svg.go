@@ -120,12 +120,16 @@ func cpuChart(rs []*harness.Result) Chart {
 	}
 	ch := barChart{
 		Title:     "CPU per request of the system under test",
-		YLabel:    "CPU time per request, µs",
+		YLabel:    "CPU per request (or unit), µs",
 		XLabel:    "scenario",
 		MinGroupW: 170,
 	}
 	for _, r := range in {
-		ch.Groups = append(ch.Groups, wrap(orDefault(r.Title, r.Scenario), 22))
+		label := wrap(orDefault(r.Title, r.Scenario), 22)
+		if r.Unit != "" && r.Unit != "request" {
+			label += "\n(µs per " + r.Unit + ")"
+		}
+		ch.Groups = append(ch.Groups, label)
 	}
 	ch.fill(systems, func(sys string, g int) (float64, bool) { return value(in[g], sys, harness.CPUPerUnit) })
 	if !ch.any() {
@@ -216,7 +220,7 @@ func (c *barChart) any() bool { return len(c.Series) > 0 && len(c.Groups) > 0 }
 // colours per system, the same in every chart; others take the palette.
 var (
 	colours = map[string]string{
-		"edgeproxy": "#d9480f", "nginx": "#2b8a3e", "haproxy": "#1864ab", "direct": "#868e96",
+		"edgeproxy": "#d9480f", "edgeproxy-h3": "#f76707", "edgeproxy-h2": "#ffa94d", "nginx": "#2b8a3e", "haproxy": "#1864ab", "direct": "#868e96",
 		"kernel": "#868e96", "repeated": "#d9480f", "spread": "#5f3dc4",
 	}
 	palette = []string{"#e67700", "#0b7285", "#a61e4d", "#5c940d", "#364fc7", "#495057"}
@@ -231,10 +235,16 @@ func colour(series []string, i int) string {
 
 func (c *barChart) svg() []byte {
 	const (
-		left, right, top, bottom = 78, 24, 76, 92
-		height                   = 440
-		barMin                   = 30
+		left, right, top = 78, 24, 76
+		plotH            = 272.0
+		barMin           = 30
 	)
+	lines := 1
+	for _, g := range c.Groups {
+		lines = max(lines, strings.Count(g, "\n")+1)
+	}
+	bottom := 18 + 14*lines + 34 // group labels, then the x axis's label
+	height := top + int(plotH) + bottom
 	nS := len(c.Series)
 	groupW := float64(max(96, c.MinGroupW, nS*barMin+34))
 	plotW := groupW * float64(len(c.Groups))
@@ -242,7 +252,6 @@ func (c *barChart) svg() []byte {
 	plotW = float64(width - left - right)
 	groupW = plotW / float64(len(c.Groups))
 	barW := (groupW - 28) / float64(nS)
-	plotH := float64(height - top - bottom)
 	y0 := float64(top) + plotH // the x axis
 
 	// the y scale
@@ -351,7 +360,7 @@ func niceStep(raw float64) float64 {
 	return 10 * p
 }
 
-// wrap breaks s into lines of about n characters (at most three).
+// wrap breaks s into lines of about n characters (at most four).
 func wrap(s string, n int) string {
 	var lines []string
 	cur := ""
@@ -369,8 +378,8 @@ func wrap(s string, n int) string {
 	if cur != "" {
 		lines = append(lines, cur)
 	}
-	if len(lines) > 3 {
-		lines = append(lines[:2], strings.Join(lines[2:], " "))
+	if len(lines) > 4 {
+		lines = append(lines[:3], strings.Join(lines[3:], " "))
 	}
 	return strings.Join(lines, "\n")
 }
