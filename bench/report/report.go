@@ -111,7 +111,7 @@ func Generate(dir, readme string) (*Written, error) {
 	if err != nil {
 		return w, err
 	}
-	updated := UpdateReadme(old, rep.Markdown(3, filepath.ToSlash(rel)))
+	updated := UpdateReadme(old, rep.Markdown(2, filepath.ToSlash(rel)))
 	if !bytes.Equal(old, updated) {
 		if err := os.WriteFile(readme, updated, 0o644); err != nil {
 			return w, err
@@ -123,10 +123,11 @@ func Generate(dir, readme string) (*Written, error) {
 }
 
 // Markdown is the summary: a header (machine, kernel, versions, date,
-// mode, load average), a table per group, and the charts. Headings start
-// at level (1 for summary.md, 3 inside the README's Performance section);
-// images are linked as imageDir/<file> (imageDir "" for beside the
-// results).
+// mode, load average), a table per group, and the charts. level is the
+// document's own heading level: 1 for summary.md, which then has a title;
+// 2 inside the README, whose "## Performance" stands for it. The sections
+// are a level below. Images are linked as imageDir/<file> (imageDir ""
+// for beside the results).
 func (rep *Report) Markdown(level int, imageDir string) []byte {
 	var b bytes.Buffer
 	h := func(extra int, s string) {
@@ -359,10 +360,28 @@ func cell(r *harness.Result, s string) string {
 	out := num(v)
 	if r.Secondary != "" {
 		if w, ok := value(r, s, r.Secondary); ok {
-			out += " (" + num(w) + " " + MetricUnit(r.Secondary, r.Unit) + ")"
+			out += " (" + named(r.Secondary) + num(w) + " " + MetricUnit(r.Secondary, r.Unit) + ")"
 		}
 	}
 	return out
+}
+
+// named is "metric: " for a metric that is not one of the harness's own
+// (p99_ms_80, kb_per_conn_tls), which its unit alone does not tell apart.
+func named(metric string) string {
+	if known(metric) {
+		return ""
+	}
+	return metric + ": "
+}
+
+func known(metric string) bool {
+	switch metric {
+	case harness.Rate, harness.CPUPerUnit, harness.P50, harness.P99, harness.P999, harness.Failed, harness.MemPerConn,
+		harness.Throughput, harness.CPUPerGB, harness.LossPct, harness.LookupNS, harness.LatencyMS:
+		return true
+	}
+	return false
 }
 
 // table writes one group's table: a column per system appearing in the
@@ -389,7 +408,11 @@ func table(b *bytes.Buffer, rs []*harness.Result) {
 		if row.Tiny {
 			title += " *(tiny)*"
 		}
-		fmt.Fprintf(b, "| %s | %s |", esc(title), esc(orDash(row.Unit)))
+		unit := orDash(row.Unit)
+		if row.Metric != "" && !known(row.Metric) {
+			unit += " (" + row.Metric + ")"
+		}
+		fmt.Fprintf(b, "| %s | %s |", esc(title), esc(unit))
 		for _, c := range cols {
 			v, ok := row.Values[c]
 			if !ok {
