@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -449,8 +450,11 @@ func table(b *bytes.Buffer, rs []*harness.Result) {
 }
 
 // HigherIsBetter reports whether more of metric is better: the harness's
-// list, and the names made from them with a suffix (rate_tls).
+// list, the names made from them with a suffix (rate_tls), and per_s_<size>.
 func HigherIsBetter(metric string) bool {
+	if stem(metric) == "per_s" {
+		return true
+	}
 	for k := range harness.HigherIsBetter {
 		if metric == k || strings.HasPrefix(metric, k+"_") {
 			return true
@@ -493,8 +497,28 @@ func MetricUnit(metric, unit string) string {
 	if best != "" {
 		return units[best]
 	}
-	if stem, _, ok := strings.Cut(metric, "_"); ok && (stem == "ns" || stem == "ms" || stem == "us") {
-		return map[string]string{"ns": "ns", "ms": "ms", "us": "µs"}[stem]
+	switch stem(metric) {
+	case "ns", "wall_ns":
+		return "ns"
+	case "us":
+		return "µs"
+	case "ms":
+		return "ms"
+	case "s":
+		return "s"
+	case "per_s":
+		return unit + "s/s"
+	}
+	return metric
+}
+
+// sized is a metric name ending in a size: ns_10k, per_s_100k, rate_1M.
+var sized = regexp.MustCompile(`^(.+)_[0-9]+[kM]?$`)
+
+// stem is metric without its size suffix.
+func stem(metric string) string {
+	if m := sized.FindStringSubmatch(metric); m != nil {
+		return m[1]
 	}
 	return metric
 }

@@ -333,3 +333,29 @@ func TestNumbers(t *testing.T) {
 		}
 	}
 }
+
+func TestMetricUnitsAndDirection(t *testing.T) {
+	for _, c := range []struct {
+		metric, unit string
+		higher       bool
+	}{
+		{harness.CPUPerUnit, "µs/request", false},
+		{harness.Rate, "requests/s", true},
+		{"rate_10k", "requests/s", true},
+		{"per_s_100k", "requests/s", true},
+		{"s_100k", "s", false},
+		{"ns_1M", "ns", false},
+		{"wall_ns_10k", "ns", false},
+		{"p999_ms_80", "ms", false},
+		{"kb_per_conn_tls", "KB/connection", false},
+		{harness.Throughput, "Gbit/s", true},
+		{harness.CPUPerGB, "CPU s/GB", false},
+	} {
+		if u := MetricUnit(c.metric, "request"); u != c.unit {
+			t.Errorf("%s: unit %q, want %q", c.metric, u, c.unit)
+		}
+		if h := HigherIsBetter(c.metric); h != c.higher {
+			t.Errorf("%s: higher is better %v, want %v", c.metric, h, c.higher)
+		}
+	}
+}
