@@ -245,7 +245,17 @@ func (c *barChart) svg() []byte {
 	}
 	bottom := 18 + 14*lines + 34 // group labels, then the x axis's label
 	height := top + int(plotH) + bottom
-	nS := len(c.Series)
+	// a group shows only the series with a value in it, side by side
+	present := make([][]int, len(c.Groups))
+	nS := 1
+	for g := range c.Groups {
+		for s := range c.Series {
+			if !math.IsNaN(c.Values[s][g]) {
+				present[g] = append(present[g], s)
+			}
+		}
+		nS = max(nS, len(present[g]))
+	}
 	groupW := float64(max(96, c.MinGroupW, nS*barMin+34))
 	plotW := groupW * float64(len(c.Groups))
 	width := max(680, int(plotW)+left+right)
@@ -319,13 +329,10 @@ func (c *barChart) svg() []byte {
 	// bars, values on them, group labels
 	for g, label := range c.Groups {
 		gx := float64(left) + float64(g)*groupW
-		for s := range c.Series {
+		first := gx + 14 + float64(nS-len(present[g]))*barW/2 // centred
+		for i, s := range present[g] {
 			v := c.Values[s][g]
-			bx := gx + 14 + float64(s)*barW
-			if math.IsNaN(v) {
-				fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle" font-size="10" fill="#868e96">n/a</text>`+"\n", bx+barW/2, y0-4)
-				continue
-			}
+			bx := first + float64(i)*barW
 			by := ypos(v)
 			if c.Log && v < ticks[0] {
 				by = y0
