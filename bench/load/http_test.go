@@ -1,0 +1,132 @@
+package load
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/selfsigned"
+	"github.com/quic-go/quic-go/http3"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+)
+
+func hello(w http.ResponseWriter, r *http.Request) { w.Write([]byte("hello\n")) }
+
+func checkHTTP(t *testing.T, r *HTTPResult, err error, minReqs int) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d requests, %d errors, %d unsent, %.0f/s, %s", r.Requests, r.Errors, r.Unsent, r.Rate, r.Latency.Summary())
+	if r.Errors != 0 || r.Requests < minReqs || r.Latency.Count() < int64(minReqs) || r.Rate <= 0 {
+		t.Fatalf("result %+v (first error %q)", r, r.FirstError)
+	}
+}
+
+func TestHTTP1ClosedAndOpen(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(hello))
+	defer srv.Close()
+	r, err := HTTP(context.Background(), HTTPOptions{URL: srv.URL, Duration: 300 * time.Millisecond, Conns: 4, LocalAddr: "127.0.0.1"})
+	checkHTTP(t, r, err, 100)
+
+	r, err = HTTP(context.Background(), HTTPOptions{URL: srv.URL, Rate: 500, Duration: 400 * time.Millisecond, Conns: 2})
+	checkHTTP(t, r, err, 190)
+	if r.Requests > 201 || r.Rate < 350 || r.Rate > 600 {
+		t.Errorf("open loop at 500/s for 0.4 s: %d requests, %.0f/s", r.Requests, r.Rate)
+	}
+}
+
+func TestHTTP1Errors(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	defer srv.Close()
+	r, err := HTTP(context.Background(), HTTPOptions{URL: srv.URL, Duration: 100 * time.Millisecond})
+	if err == nil {
+		t.Fatalf("want a warm-up error for a 404, got %+v", r)
+	}
+}
+
+// A server that stalls once for 200 ms under an open loop of 100/s on one
+// connection: the ~20 requests due during the stall are charged from their
+// intended time, so p99 is ≥ 150 ms; a closed loop sees one slow request
+// among thousands and a small p99.
+func TestCoordinatedOmission(t *testing.T) {
+	var stalled atomic.Bool
+	start := time.Now()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if time.Since(start) > 300*time.Millisecond && !stalled.Swap(true) {
+			time.Sleep(200 * time.Millisecond)
+		}
+		hello(w, r)
+	}))
+	defer srv.Close()
+	r, err := HTTP(context.Background(), HTTPOptions{URL: srv.URL, Rate: 100, Duration: time.Second, Conns: 1})
+	checkHTTP(t, r, err, 90)
+	if p := r.Latency.Percentile(99); p < 150*time.Millisecond {
+		t.Errorf("open loop p99 %v, want ≥ 150ms", p)
+	}
+	if p := r.Latency.Percentile(90); p < 50*time.Millisecond {
+		t.Errorf("open loop p90 %v, want ≥ 50ms (≈ 20 of 100 requests delayed)", p)
+	}
+
+	stalled.Store(false)
+	start = time.Now()
+	r, err = HTTP(context.Background(), HTTPOptions{URL: srv.URL, Duration: time.Second, Conns: 1})
+	checkHTTP(t, r, err, 500)
+	if !stalled.Load() {
+		t.Fatal("the server did not stall")
+	}
+	if p := r.Latency.Percentile(99); p > 50*time.Millisecond {
+		t.Errorf("closed loop p99 %v, want small (coordinated omission hides the stall)", p)
+	}
+}
+
+func TestHTTP2(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(hello))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	r, err := HTTP(context.Background(), HTTPOptions{URL: srv.URL, Proto: "h2", Insecure: true, Duration: 300 * time.Millisecond, Conns: 2, Streams: 8})
+	checkHTTP(t, r, err, 100)
+
+	// cleartext, prior knowledge
+	h2cSrv := httptest.NewServer(h2c.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor != 2 {
+			http.Error(w, "want h2", http.StatusBadRequest)
+			return
+		}
+		hello(w, r)
+	}), &http2.Server{}))
+	defer h2cSrv.Close()
+	r, err = HTTP(context.Background(), HTTPOptions{URL: h2cSrv.URL, Proto: "h2", Rate: 300, Duration: 300 * time.Millisecond, Conns: 1, Streams: 4})
+	checkHTTP(t, r, err, 80)
+}
+
+func TestHTTP3(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, err := selfsigned.Write(dir, "h3", "localhost", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http3.Server{Handler: http.HandlerFunc(hello), TLSConfig: http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})}
+	go srv.Serve(udp)
+	defer srv.Close()
+	url := "https://" + udp.LocalAddr().String() + "/"
+	r, err := HTTP(context.Background(), HTTPOptions{URL: url, Proto: "h3", Insecure: true, LocalAddr: "127.0.0.1", Duration: 300 * time.Millisecond, Conns: 2, Streams: 4})
+	checkHTTP(t, r, err, 50)
+	r, err = HTTP(context.Background(), HTTPOptions{URL: url, Proto: "h3", Insecure: true, Rate: 200, Duration: 300 * time.Millisecond, Conns: 1, Streams: 4})
+	checkHTTP(t, r, err, 50)
+}
