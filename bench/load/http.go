@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/internal/sockns"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	"github.com/valyala/fasthttp"
@@ -95,17 +96,15 @@ func HTTP(ctx context.Context, o HTTPOptions) (*HTTPResult, error) {
 	if tlsConf.ServerName == "" {
 		tlsConf.ServerName = u.Hostname()
 	}
+	here, err := sockns.Capture()
+	if err != nil {
+		return nil, err
+	}
 	dial := o.Dial
 	if dial == nil {
-		d := &net.Dialer{Timeout: o.Timeout}
-		if o.LocalAddr != "" {
-			ip := net.ParseIP(o.LocalAddr)
-			if ip == nil {
-				return nil, fmt.Errorf("load: local address %q is not an IP", o.LocalAddr)
-			}
-			d.LocalAddr = &net.TCPAddr{IP: ip}
+		if dial, err = dialer(here, o.LocalAddr); err != nil {
+			return nil, err
 		}
-		dial = d.DialContext
 	}
 
 	var c client
@@ -118,7 +117,7 @@ func HTTP(ctx context.Context, o HTTPOptions) (*HTTPResult, error) {
 		if u.Scheme != "https" {
 			return nil, errors.New("load: HTTP/3 needs an https:// URL")
 		}
-		c, err = newH3(ctx, addr, o, tlsConf)
+		c, err = newH3(ctx, here, addr, o, tlsConf)
 	default:
 		return nil, fmt.Errorf("load: unknown protocol %q (h1, h2 or h3)", o.Proto)
 	}
@@ -138,7 +137,7 @@ func HTTP(ctx context.Context, o HTTPOptions) (*HTTPResult, error) {
 		}
 	}
 
-	s := newSchedule(o.Rate, o.Duration)
+	s := newSchedule(ctx, o.Rate, o.Duration)
 	total, elapsed, unsent := drive(ctx, s, workers, c.do)
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -335,7 +334,7 @@ type h3 struct {
 	streams int
 }
 
-func newH3(ctx context.Context, addr string, o HTTPOptions, tlsConf *tls.Config) (*h3, error) {
+func newH3(ctx context.Context, here *sockns.Here, addr string, o HTTPOptions, tlsConf *tls.Config) (*h3, error) {
 	u, _ := url.Parse(o.URL)
 	c := &h3{u: u, o: o, streams: o.Streams}
 	raddr, err := net.ResolveUDPAddr("udp", addr)
@@ -351,7 +350,8 @@ func newH3(ctx context.Context, addr string, o HTTPOptions, tlsConf *tls.Config)
 	tr := &http3.Transport{}
 	qconf := &quic.Config{MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: 10 * time.Second}
 	for range o.Conns {
-		udp, err := net.ListenUDP("udp", laddr)
+		var udp *net.UDPConn
+		here.Do(func() { udp, err = net.ListenUDP("udp", laddr) })
 		if err != nil {
 			c.close()
 			return nil, err
@@ -393,4 +393,23 @@ func (c *h3) close() {
 	for _, u := range c.udps {
 		u.Close()
 	}
+}
+
+// dialer returns a TCP dial function that binds to localAddr (if set) and
+// creates its sockets in here's network namespace, whatever goroutine
+// calls it: sockets belong to the namespace of the thread that makes them,
+// and a test may have moved only one thread into a namespace of its own.
+func dialer(here *sockns.Here, localAddr string) (func(context.Context, string, string) (net.Conn, error), error) {
+	d := &net.Dialer{}
+	if localAddr != "" {
+		ip := net.ParseIP(localAddr)
+		if ip == nil {
+			return nil, fmt.Errorf("load: local address %q is not an IP", localAddr)
+		}
+		d.LocalAddr = &net.TCPAddr{IP: ip}
+	}
+	return func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		here.Do(func() { c, err = d.DialContext(ctx, network, addr) })
+		return c, err
+	}, nil
 }

@@ -3,10 +3,11 @@ package load
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/sockns"
 )
 
 // TCPConnectOptions configures TCPConnect.
@@ -59,15 +60,13 @@ func TCPConnect(ctx context.Context, o TCPConnectOptions) (*ConnResult, error) {
 	}
 	dial := o.Dial
 	if dial == nil {
-		d := &net.Dialer{}
-		if o.LocalAddr != "" {
-			ip := net.ParseIP(o.LocalAddr)
-			if ip == nil {
-				return nil, fmt.Errorf("load: local address %q is not an IP", o.LocalAddr)
-			}
-			d.LocalAddr = &net.TCPAddr{IP: ip}
+		here, err := sockns.Capture()
+		if err != nil {
+			return nil, err
 		}
-		dial = d.DialContext
+		if dial, err = dialer(here, o.LocalAddr); err != nil {
+			return nil, err
+		}
 	}
 	bufs := make([][]byte, o.Conns)
 	for i := range bufs {
@@ -116,7 +115,7 @@ func TCPConnect(ctx context.Context, o TCPConnectOptions) (*ConnResult, error) {
 			}
 		}
 	}
-	s := newSchedule(o.Rate, o.Duration)
+	s := newSchedule(ctx, o.Rate, o.Duration)
 	total, elapsed, unsent := drive(ctx, s, o.Conns, do)
 	if err := ctx.Err(); err != nil {
 		return nil, err

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/sockns"
 )
 
 // UDPOptions configures UDP. The server must echo each datagram's first 16
@@ -84,8 +86,13 @@ func UDP(ctx context.Context, o UDPOptions) (*UDPResult, error) {
 			c.Close()
 		}
 	}()
+	here, err := sockns.Capture()
+	if err != nil {
+		return nil, err
+	}
 	for range n {
-		c, err := net.DialUDP("udp", laddr, raddr)
+		var c *net.UDPConn
+		here.Do(func() { c, err = net.DialUDP("udp", laddr, raddr) })
 		if err != nil {
 			return nil, err
 		}
@@ -136,7 +143,7 @@ func udpRR(ctx context.Context, o UDPOptions, conns []*net.UDPConn) (*UDPResult,
 			// a late reply to an earlier request: keep waiting for ours
 		}
 	}
-	s := newSchedule(0, o.Duration)
+	s := newSchedule(ctx, 0, o.Duration)
 	total, elapsed, _ := drive(ctx, s, len(conns), do)
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -191,24 +198,31 @@ func udpRate(ctx context.Context, o UDPOptions, conns []*net.UDPConn) (*UDPResul
 		}()
 	}
 
-	// the sender: every datagram due by now, round robin over the sockets,
-	// stamped with its intended time
-	b := make([]byte, o.Size)
+	// the sender, on a thread of its own for precise sleeps (see schedule):
+	// every datagram due by now, round robin over the sockets, stamped with
+	// its intended time
 	sendErrs := 0
 	var next int64
-	for next < planned && ctx.Err() == nil {
-		due := min(int64(float64(time.Since(start))/interval)+1, planned)
-		for ; next < due; next++ {
-			binary.LittleEndian.PutUint64(b, uint64(next))
-			binary.LittleEndian.PutUint64(b[8:], uint64(time.Duration(float64(next)*interval)))
-			if _, err := conns[next%int64(len(conns))].Write(b); err != nil {
-				sendErrs++
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		preciseThread()
+		b := make([]byte, o.Size)
+		for next < planned && ctx.Err() == nil {
+			due := min(int64(float64(time.Since(start))/interval)+1, planned)
+			for ; next < due; next++ {
+				binary.LittleEndian.PutUint64(b, uint64(next))
+				binary.LittleEndian.PutUint64(b[8:], uint64(time.Duration(float64(next)*interval)))
+				if _, err := conns[next%int64(len(conns))].Write(b); err != nil {
+					sendErrs++
+				}
+			}
+			if next < planned {
+				sleepUntil(start.Add(time.Duration(float64(next) * interval)))
 			}
 		}
-		if wait := time.Until(start.Add(time.Duration(float64(next) * interval))); wait > 0 {
-			time.Sleep(wait)
-		}
-	}
+	}()
+	<-sent
 	sendEnd := time.Now()
 	// wait for late replies, then stop the receivers
 	for _, c := range conns {

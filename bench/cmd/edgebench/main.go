@@ -5,6 +5,7 @@
 //
 //	edgebench run [-tiny] [-only NAME,...] [-out DIR] [-no-install]
 //	edgebench report [-results DIR] [-readme FILE]
+//	edgebench load http|tcpconn|udp ...
 //
 // run ends by refreshing the report: bench/results/summary.md and the
 // charts beside it, and, for a full run into bench/results, the README's
@@ -38,6 +39,8 @@ func main() {
 		os.Exit(run(os.Args[2:]))
 	case "report":
 		os.Exit(reportCmd(os.Args[2:]))
+	case "load":
+		os.Exit(loadCmd(os.Args[2:]))
 	default:
 		usage()
 	}
@@ -46,7 +49,8 @@ func main() {
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   edgebench run [-tiny] [-only NAME,...] [-out DIR] [-no-install]   run the scenarios, then refresh the report
-  edgebench report [-results DIR] [-readme FILE]                    the summary, charts and README section from the results`)
+  edgebench report [-results DIR] [-readme FILE]                    the summary, charts and README section from the results
+  edgebench load http|tcpconn|udp ...                               run a load generator by hand`)
 	os.Exit(2)
 }
 
