@@ -60,6 +60,7 @@ func (s *schedule) planned() int64 {
 
 func (s *schedule) pace(ctx context.Context) {
 	defer close(s.tokens)
+	defer twoProcs()()
 	preciseThread()
 	over := time.NewTimer(time.Until(s.end))
 	defer over.Stop()
@@ -87,6 +88,35 @@ func (s *schedule) pace(ctx context.Context) {
 func preciseThread() {
 	runtime.LockOSThread()
 	unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
+}
+
+// twoProcs raises GOMAXPROCS to at least 2 until the function it returns
+// is called (by every caller): a thread sleeping in nanosleep keeps its P
+// until the runtime's monitor takes it back, tens of µs to milliseconds
+// later, so with a single P the pacer's sleeps would hold up the workers.
+// Two Ps on one CPU time-share it.
+func twoProcs() (restore func()) {
+	procs.Lock()
+	defer procs.Unlock()
+	if procs.users == 0 {
+		procs.saved = runtime.GOMAXPROCS(0)
+		if procs.saved < 2 {
+			runtime.GOMAXPROCS(2)
+		}
+	}
+	procs.users++
+	return func() {
+		procs.Lock()
+		defer procs.Unlock()
+		if procs.users--; procs.users == 0 && procs.saved < 2 {
+			runtime.GOMAXPROCS(procs.saved)
+		}
+	}
+}
+
+var procs struct {
+	sync.Mutex
+	users, saved int
 }
 
 // sleepUntil sleeps until t, at least pacerQuantum, with nanosleep for the

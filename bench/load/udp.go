@@ -206,6 +206,7 @@ func udpRate(ctx context.Context, o UDPOptions, conns []*net.UDPConn) (*UDPResul
 	sent := make(chan struct{})
 	go func() {
 		defer close(sent)
+		defer twoProcs()()
 		preciseThread()
 		b := make([]byte, o.Size)
 		for next < planned && ctx.Err() == nil {
