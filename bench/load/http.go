@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/sockns"
@@ -63,6 +65,7 @@ type HTTPResult struct {
 	Latency          *Histogram
 	Rate             float64
 	FirstError       string // the first error seen, for diagnosis
+	Redials          int    // h2, h3: connections dialed again (closed by the server or GOAWAY)
 }
 
 // HTTP runs an HTTP load: Conns connections (HTTP/1.1: one request at a
@@ -145,7 +148,8 @@ func HTTP(ctx context.Context, o HTTPOptions) (*HTTPResult, error) {
 	r := &HTTPResult{
 		Requests: total.requests, Errors: total.errors, Unsent: unsent,
 		Duration: elapsed, Latency: total.hist,
-		Rate: float64(total.requests-total.errors) / elapsed.Seconds(),
+		Rate:    float64(total.requests-total.errors) / elapsed.Seconds(),
+		Redials: c.redials(),
 	}
 	if total.firstErr != nil {
 		r.FirstError = total.firstErr.Error()
@@ -157,6 +161,7 @@ func HTTP(ctx context.Context, o HTTPOptions) (*HTTPResult, error) {
 type client interface {
 	workers() int
 	do(ctx context.Context, w int) error
+	redials() int // connections dialed again during the run
 	close()
 }
 
@@ -211,6 +216,9 @@ func newH1(u *url.URL, addr string, o HTTPOptions, tlsConf *tls.Config, dial fun
 
 func (c *h1) workers() int { return c.conns }
 
+// redials is not counted for HTTP/1.1: fasthttp reconnects on its own.
+func (c *h1) redials() int { return 0 }
+
 func (c *h1) do(_ context.Context, w int) error {
 	resp := c.resps[w]
 	resp.Reset()
@@ -260,43 +268,83 @@ func finish(resp *http.Response, err error) error {
 	return nil
 }
 
+// A slot is one connection of h2 or h3, shared by Streams workers, dialed
+// again when the server has closed it or sent GOAWAY (nginx does after
+// keepalive_requests, 1,000 by default).
+type slot[C any] struct {
+	mu   sync.Mutex
+	conn C
+	ok   bool
+}
+
+// get returns the slot's connection, dialing a new one first if it is
+// missing or alive says it is done.
+func (s *slot[C]) get(ctx context.Context, alive func(C) bool, dial func(context.Context) (C, error), dials *atomic.Int64) (C, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ok && alive(s.conn) {
+		return s.conn, nil
+	}
+	c, err := dial(ctx)
+	if err != nil {
+		var zero C
+		return zero, err
+	}
+	s.conn, s.ok = c, true
+	dials.Add(1)
+	return c, nil
+}
+
 // h2 is HTTP/2 on x/net/http2: Conns connections of its own, each with
 // Streams workers.
 type h2 struct {
 	u       *url.URL
 	o       HTTPOptions
-	conns   []*http2.ClientConn
+	slots   []slot[*http2.ClientConn]
 	streams int
+	dial    func(context.Context) (*http2.ClientConn, error)
+	dials   atomic.Int64
 }
 
 func newH2(ctx context.Context, u *url.URL, addr string, o HTTPOptions, tlsConf *tls.Config, dial func(context.Context, string, string) (net.Conn, error)) (*h2, error) {
-	t := &http2.Transport{AllowHTTP: u.Scheme == "http", ReadIdleTimeout: 0, StrictMaxConcurrentStreams: false}
-	c := &h2{u: u, o: o, streams: o.Streams}
-	for range o.Conns {
+	t := &http2.Transport{AllowHTTP: u.Scheme == "http"}
+	c := &h2{u: u, o: o, streams: o.Streams, slots: make([]slot[*http2.ClientConn], o.Conns)}
+	c.dial = func(ctx context.Context) (*http2.ClientConn, error) {
 		dctx, cancel := context.WithTimeout(ctx, o.Timeout)
+		defer cancel()
 		conn, err := dial(dctx, "tcp", addr)
-		if err == nil && u.Scheme == "https" {
+		if err != nil {
+			return nil, err
+		}
+		if u.Scheme == "https" {
 			tc := tls.Client(conn, withALPN(tlsConf, "h2"))
 			if err = tc.HandshakeContext(dctx); err == nil && tc.ConnectionState().NegotiatedProtocol != "h2" {
 				err = fmt.Errorf("load: %s did not negotiate h2 (ALPN %q)", addr, tc.ConnectionState().NegotiatedProtocol)
 			}
 			conn = tc
 		}
-		cancel()
 		var cc *http2.ClientConn
 		if err == nil {
 			cc, err = t.NewClientConn(conn)
 		}
 		if err != nil {
-			if conn != nil {
-				conn.Close()
-			}
+			conn.Close()
+			return nil, err
+		}
+		return cc, nil
+	}
+	for i := range c.slots {
+		if _, err := c.slots[i].get(ctx, h2alive, c.dial, &c.dials); err != nil {
 			c.close()
 			return nil, err
 		}
-		c.conns = append(c.conns, cc)
 	}
 	return c, nil
+}
+
+func h2alive(cc *http2.ClientConn) bool {
+	st := cc.State()
+	return !st.Closed && !st.Closing
 }
 
 func withALPN(c *tls.Config, proto string) *tls.Config {
@@ -305,21 +353,29 @@ func withALPN(c *tls.Config, proto string) *tls.Config {
 	return c
 }
 
-func (c *h2) workers() int { return len(c.conns) * c.streams }
+func (c *h2) workers() int { return len(c.slots) * c.streams }
 
 func (c *h2) do(ctx context.Context, w int) error {
 	ctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
 	defer cancel()
+	cc, err := c.slots[w%len(c.slots)].get(ctx, h2alive, c.dial, &c.dials)
+	if err != nil {
+		return err
+	}
 	req, err := stdRequest(ctx, c.u, c.o)
 	if err != nil {
 		return err
 	}
-	return finish(c.conns[w%len(c.conns)].RoundTrip(req))
+	return finish(cc.RoundTrip(req))
 }
 
+func (c *h2) redials() int { return int(c.dials.Load()) - len(c.slots) }
+
 func (c *h2) close() {
-	for _, cc := range c.conns {
-		cc.Close()
+	for i := range c.slots {
+		if c.slots[i].ok {
+			c.slots[i].conn.Close()
+		}
 	}
 }
 
@@ -328,15 +384,35 @@ func (c *h2) close() {
 type h3 struct {
 	u       *url.URL
 	o       HTTPOptions
-	udps    []*net.UDPConn
-	qts     []*quic.Transport
-	conns   []*http3.ClientConn
+	slots   []slot[*h3conn]
 	streams int
+	dial    func(context.Context) (*h3conn, error)
+	dials   atomic.Int64
+}
+
+type h3conn struct {
+	udp *net.UDPConn
+	qt  *quic.Transport
+	cc  *http3.ClientConn
+}
+
+func (c *h3conn) close() {
+	c.cc.CloseWithError(0, "")
+	c.qt.Close()
+	c.udp.Close()
+}
+
+func h3alive(c *h3conn) bool {
+	if c.cc.Context().Err() != nil {
+		c.close()
+		return false
+	}
+	return true
 }
 
 func newH3(ctx context.Context, here *sockns.Here, addr string, o HTTPOptions, tlsConf *tls.Config) (*h3, error) {
 	u, _ := url.Parse(o.URL)
-	c := &h3{u: u, o: o, streams: o.Streams}
+	c := &h3{u: u, o: o, streams: o.Streams, slots: make([]slot[*h3conn], o.Conns)}
 	raddr, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, err
@@ -349,49 +425,56 @@ func newH3(ctx context.Context, here *sockns.Here, addr string, o HTTPOptions, t
 	}
 	tr := &http3.Transport{}
 	qconf := &quic.Config{MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: 10 * time.Second}
-	for range o.Conns {
+	c.dial = func(ctx context.Context) (*h3conn, error) {
 		var udp *net.UDPConn
+		var err error
 		here.Do(func() { udp, err = net.ListenUDP("udp", laddr) })
 		if err != nil {
-			c.close()
 			return nil, err
 		}
-		c.udps = append(c.udps, udp)
 		qt := &quic.Transport{Conn: udp}
-		c.qts = append(c.qts, qt)
 		dctx, cancel := context.WithTimeout(ctx, o.Timeout)
+		defer cancel()
 		qc, err := qt.Dial(dctx, raddr, withALPN(tlsConf, http3.NextProtoH3), qconf)
-		cancel()
 		if err != nil {
+			qt.Close()
+			udp.Close()
+			return nil, err
+		}
+		return &h3conn{udp: udp, qt: qt, cc: tr.NewClientConn(qc)}, nil
+	}
+	for i := range c.slots {
+		if _, err := c.slots[i].get(ctx, h3alive, c.dial, &c.dials); err != nil {
 			c.close()
 			return nil, err
 		}
-		c.conns = append(c.conns, tr.NewClientConn(qc))
 	}
 	return c, nil
 }
 
-func (c *h3) workers() int { return len(c.conns) * c.streams }
+func (c *h3) workers() int { return len(c.slots) * c.streams }
 
 func (c *h3) do(ctx context.Context, w int) error {
 	ctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
 	defer cancel()
+	hc, err := c.slots[w%len(c.slots)].get(ctx, h3alive, c.dial, &c.dials)
+	if err != nil {
+		return err
+	}
 	req, err := stdRequest(ctx, c.u, c.o)
 	if err != nil {
 		return err
 	}
-	return finish(c.conns[w%len(c.conns)].RoundTrip(req))
+	return finish(hc.cc.RoundTrip(req))
 }
 
+func (c *h3) redials() int { return int(c.dials.Load()) - len(c.slots) }
+
 func (c *h3) close() {
-	for _, cc := range c.conns {
-		cc.CloseWithError(0, "")
-	}
-	for _, qt := range c.qts {
-		qt.Close()
-	}
-	for _, u := range c.udps {
-		u.Close()
+	for i := range c.slots {
+		if c.slots[i].ok {
+			c.slots[i].conn.close()
+		}
 	}
 }
 

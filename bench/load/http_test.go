@@ -130,3 +130,39 @@ func TestHTTP3(t *testing.T) {
 	r, err = HTTP(context.Background(), HTTPOptions{URL: url, Proto: "h3", Insecure: true, Rate: 200, Duration: 300 * time.Millisecond, Conns: 1, Streams: 4})
 	checkHTTP(t, r, err, 50)
 }
+
+// shortLived closes every connection it accepts after life.
+type shortLived struct {
+	net.Listener
+	life time.Duration
+}
+
+func (l shortLived) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		time.AfterFunc(l.life, func() { c.Close() })
+	}
+	return c, err
+}
+
+// A server that drops its connections now and then: the generators dial
+// again and go on, with at most a few errors for the requests in flight.
+func TestRedial(t *testing.T) {
+	for _, proto := range []string{"h1", "h2"} {
+		t.Run(proto, func(t *testing.T) {
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(hello))
+			srv.Listener = shortLived{srv.Listener, 100 * time.Millisecond}
+			srv.EnableHTTP2 = true
+			srv.StartTLS()
+			defer srv.Close()
+			r, err := HTTP(context.Background(), HTTPOptions{URL: srv.URL, Proto: proto, Insecure: true, Rate: 1000, Duration: 500 * time.Millisecond, Conns: 2, Streams: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d requests, %d errors (%s), %d redials", r.Requests, r.Errors, r.FirstError, r.Redials)
+			if r.Requests < 400 || r.Errors > r.Requests/10 || (proto == "h2" && r.Redials < 2) {
+				t.Fatalf("%+v", r)
+			}
+		})
+	}
+}

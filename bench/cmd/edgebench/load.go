@@ -94,6 +94,9 @@ func loadHTTP(args []string) error {
 	}
 	fmt.Printf("%s %s, %s, %d connections × %d: %d requests in %.2f s, %.1f req/s, %d errors, %d unsent\n",
 		o.Proto, o.URL, loop(o.Rate, "req/s"), o.Conns, max(o.Streams, 1), r.Requests, r.Duration.Seconds(), r.Rate, r.Errors, r.Unsent)
+	if r.Redials > 0 {
+		fmt.Printf("connections dialed again (closed by the server or GOAWAY): %d\n", r.Redials)
+	}
 	printLatency(r.Latency, r.FirstError)
 	return nil
 }
