@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -28,6 +29,11 @@ type TCPConnectOptions struct {
 	// TIME_WAIT behind on the client: for rates above what the ephemeral
 	// ports allow.
 	Reset bool
+	// TLS, if set, makes each connection a TLS client with this
+	// configuration: a full handshake each (unless it has a
+	// ClientSessionCache), then Request and Response over TLS: a
+	// handshake-rate generator.
+	TLS *tls.Config
 
 	LocalAddr string                                                            // bind the client's sockets to this IP
 	Dial      func(ctx context.Context, network, addr string) (net.Conn, error) // replaces LocalAddr
@@ -75,21 +81,29 @@ func TCPConnect(ctx context.Context, o TCPConnectOptions) (*ConnResult, error) {
 	do := func(ctx context.Context, w int) error {
 		ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
-		conn, err := dial(ctx, "tcp", o.Addr)
+		raw, err := dial(ctx, "tcp", o.Addr)
 		if err != nil {
 			return err
 		}
+		conn := raw
 		defer func() {
-			if tc, ok := conn.(*net.TCPConn); ok && o.Reset {
+			if tc, ok := raw.(*net.TCPConn); ok && o.Reset {
 				tc.SetLinger(0)
 			}
-			conn.Close()
+			raw.Close()
 		}()
+		deadline, _ := ctx.Deadline()
+		conn.SetDeadline(deadline)
+		if o.TLS != nil {
+			tc := tls.Client(raw, o.TLS)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				return err
+			}
+			conn = tc
+		}
 		if len(o.Request) == 0 && o.Response <= 0 {
 			return nil
 		}
-		deadline, _ := ctx.Deadline()
-		conn.SetDeadline(deadline)
 		if len(o.Request) > 0 {
 			if _, err := conn.Write(o.Request); err != nil {
 				return err

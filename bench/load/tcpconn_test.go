@@ -3,8 +3,11 @@ package load
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 )
@@ -65,6 +68,19 @@ func TestTCPConnect(t *testing.T) {
 	r, err = TCPConnect(context.Background(), TCPConnectOptions{Addr: addr, Duration: 100 * time.Millisecond, Request: []byte("ping"), Response: 4})
 	if err != nil || r.Errors != 0 || r.Conns == 0 {
 		t.Fatalf("%+v %v", r, err)
+	}
+
+	// TLS handshakes, then a request and an answer until the server closes
+	tsrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	defer tsrv.Close()
+	r, err = TCPConnect(context.Background(), TCPConnectOptions{Addr: tsrv.Listener.Addr().String(), Duration: 200 * time.Millisecond, Conns: 2,
+		TLS: &tls.Config{InsecureSkipVerify: true}, Request: req})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("TLS: %d conns, %.0f/s, %s", r.Conns, r.Rate, r.Latency.Summary())
+	if r.Errors != 0 || r.Conns < 10 {
+		t.Fatalf("TLS: %+v (%s)", r, r.FirstError)
 	}
 
 	// nothing listening: every connection fails

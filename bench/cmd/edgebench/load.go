@@ -1,9 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -15,7 +18,7 @@ import (
 
 const loadUsage = `usage:
   edgebench load http -url URL [-proto h1|h2|h3] [-rate R] [-d 10s] [-c 16] [-streams 32] [-k] [-local IP] [-host H] [-H 'Name: value']
-  edgebench load tcpconn -addr HOST:PORT [-c N] [-rate R] [-d 10s] [-request STRING] [-response N] [-reset] [-local IP]
+  edgebench load tcpconn -addr HOST:PORT [-c N] [-rate R] [-d 10s] [-request STRING] [-response N] [-reset] [-tls [-k]] [-local IP]
   edgebench load udp -addr HOST:PORT [-size 64] (-inflight N | -rate R [-sockets N]) [-d 10s] [-local IP]
 -rate 0 (the default) is a closed loop: as fast as the answers come.
 See docs/bench.md, "Load generators".`
@@ -113,10 +116,17 @@ func loadTCPConn(args []string) error {
 	fs.StringVar(&request, "request", "", `bytes to send once connected, Go escapes allowed ("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")`)
 	fs.IntVar(&o.Response, "response", 0, "bytes of answer to read (0: until the server closes, if -request is set)")
 	fs.BoolVar(&o.Reset, "reset", false, "close with RST, leaving no TIME_WAIT")
+	useTLS := fs.Bool("tls", false, "a TLS client on each connection: a full handshake each")
+	insecure := fs.Bool("k", false, "with -tls: do not verify the server's certificate")
+	sni := fs.String("sni", "", "with -tls: the server name (default: the host of -addr)")
 	fs.StringVar(&o.LocalAddr, "local", "", "bind the client's sockets to this IP")
 	fs.Parse(args)
 	if o.Addr == "" {
 		return fmt.Errorf("-addr is required")
+	}
+	if *useTLS {
+		host, _, _ := net.SplitHostPort(o.Addr)
+		o.TLS = &tls.Config{InsecureSkipVerify: *insecure, ServerName: cmp.Or(*sni, host)}
 	}
 	if request != "" {
 		s, err := strconv.Unquote(`"` + strings.ReplaceAll(request, `"`, `\"`) + `"`)
