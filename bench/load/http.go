@@ -134,10 +134,14 @@ func HTTP(ctx context.Context, o HTTPOptions) (*HTTPResult, error) {
 	for w := range workers {
 		go func() { warm <- c.do(ctx, w) }()
 	}
+	var warmErr error
 	for range workers {
-		if err := <-warm; err != nil {
-			return nil, fmt.Errorf("load: warm-up request: %w", err)
+		if err := <-warm; err != nil && warmErr == nil {
+			warmErr = err
 		}
+	}
+	if warmErr != nil {
+		return nil, fmt.Errorf("load: warm-up request: %w", warmErr)
 	}
 
 	s := newSchedule(ctx, o.Rate, o.Duration)
