@@ -1,0 +1,245 @@
+package scenarios
+
+// The l4 group: edgeproxy's L4 proxy (spectrum, apps on 203.0.113.0/24
+// steered by its dispatcher) against HAProxy in TCP mode, nginx's stream
+// module and the kernel alone ("direct": the same origin dialled without a
+// proxy, a reference with no proxy CPU to count). Systems, origins and
+// clients are in l4_fixture.go.
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/bench/harness"
+)
+
+func init() {
+	harness.Register(harness.Scenario{Name: "l4-tcp-bulk", Group: "l4", Needs: []string{"nginx", "haproxy", "iperf3"}, Run: l4RunTCPBulk})
+	harness.Register(harness.Scenario{Name: "l4-tcp-rr", Group: "l4", Needs: []string{"nginx", "haproxy"}, Run: l4RunTCPRR})
+	harness.Register(harness.Scenario{Name: "l4-udp-rr", Group: "l4", Needs: []string{"nginx"}, Run: l4RunUDPRR})
+	harness.Register(harness.Scenario{Name: "l4-udp-pps", Group: "l4", Needs: []string{"nginx"}, Run: l4RunUDPPPS})
+}
+
+// l4Start starts the origins a scenario names (through fn) and the
+// systems, and records their versions.
+func l4Start(c *harness.Ctx, r *harness.Result, systems []string, origins func(e *l4Env) error) (*l4Env, error) {
+	e := newL4Env(c)
+	if err := origins(e); err != nil {
+		e.stop()
+		return nil, err
+	}
+	for _, s := range systems {
+		var err error
+		switch s {
+		case "edgeproxy":
+			err = e.edgeproxy()
+		case "haproxy":
+			err = e.haproxy()
+			r.Versions["haproxy"] = harness.Version("haproxy")
+		case "nginx":
+			err = e.nginx()
+			r.Versions["nginx"] = harness.Version("nginx")
+		}
+		if err != nil {
+			e.stop()
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// cpuOf returns a function giving the CPU the system has used since now
+// (zero for direct, which has no process of its own).
+func (e *l4Env) cpuOf(system string) func() time.Duration {
+	p := e.sut[system]
+	if p == nil {
+		return func() time.Duration { return 0 }
+	}
+	before := p.CPU()
+	return func() time.Duration { return p.CPU() - before }
+}
+
+// l4-tcp-bulk: iperf3 through each proxy; CPU per GB and throughput.
+func l4RunTCPBulk(c *harness.Ctx, r *harness.Result) error {
+	systems := []string{"edgeproxy", "haproxy", "nginx", "direct"}
+	d := 3 * time.Second
+	r.Title = "TCP bulk through the L4 proxy (iperf3, one stream)"
+	r.Unit = "GB"
+	r.Primary, r.Secondary = harness.CPUPerGB, harness.Throughput
+	r.Versions["iperf3"] = harness.Version("iperf3")
+	if c.Mode.Tiny {
+		r.Params["bytes"] = "128M"
+	} else {
+		r.Params["seconds"] = d.Seconds()
+	}
+	r.Notes = append(r.Notes, "direct: iperf3 to its server without a proxy, a reference: throughput only, no proxy CPU")
+	e, err := l4Start(c, r, systems, func(e *l4Env) error { return e.iperf3Server() })
+	if err != nil {
+		return err
+	}
+	defer e.stop()
+	target := map[string]string{
+		"edgeproxy": l4Edge(l4SpecBulk),
+		"haproxy":   l4Loopback(l4HAProxy),
+		"nginx":     l4Loopback(l4Nginx),
+		"direct":    l4Loopback(l4OriginBulk),
+	}
+	return harness.Alternate(c, r, systems, func(sys string, round int) (map[string]float64, error) {
+		cpu := e.cpuOf(sys)
+		bytes, gbits, err := l4Iperf3(c.Mode.Tiny, target[sys], d)
+		if err != nil {
+			return nil, err
+		}
+		m := map[string]float64{harness.Throughput: gbits}
+		if sys != "direct" {
+			m[harness.CPUPerGB] = cpu().Seconds() / (bytes / 1e9)
+		}
+		return m, nil
+	})
+}
+
+// l4-tcp-rr: 64-byte messages echoed back to back on 8 connections.
+func l4RunTCPRR(c *harness.Ctx, r *harness.Result) error {
+	systems := []string{"edgeproxy", "haproxy", "nginx", "direct"}
+	const conns, size = 8, 64
+	d := c.Mode.D(2 * time.Second)
+	r.Title = "TCP 64-byte round trips (8 connections, closed loop)"
+	r.Unit = "round trip"
+	r.Primary, r.Secondary = harness.CPUPerUnit, harness.Rate
+	r.Params["connections"], r.Params["bytes"], r.Params["seconds"] = conns, size, d.Seconds()
+	r.Notes = append(r.Notes, "client and echo origin: goroutines of the harness, pinned to the load CPU while a round runs",
+		"direct: the echo origin without a proxy, a reference: no proxy CPU")
+	e, err := l4Start(c, r, systems, func(e *l4Env) error { return e.tcpEcho(l4Loopback(l4OriginRR)) })
+	if err != nil {
+		return err
+	}
+	defer e.stop()
+	target := map[string]string{
+		"edgeproxy": l4Edge(l4SpecRR),
+		"haproxy":   l4Loopback(l4HAProxy + 1),
+		"nginx":     l4Loopback(l4Nginx + 1),
+		"direct":    l4Loopback(l4OriginRR),
+	}
+	return harness.Alternate(c, r, systems, func(sys string, round int) (map[string]float64, error) {
+		defer l4PinSelf(harness.LoadCPU)()
+		cpu := e.cpuOf(sys)
+		res, err := l4TcpRR(target[sys], conns, size, d)
+		if err != nil {
+			return nil, err
+		}
+		if res.n == 0 {
+			return nil, fmt.Errorf("no round trip to %s", target[sys])
+		}
+		m := map[string]float64{
+			harness.Rate: float64(res.n) / res.elapsed.Seconds(),
+			harness.P50:  res.pct(0.50),
+			harness.P99:  res.pct(0.99),
+			harness.P999: res.pct(0.999),
+		}
+		if sys != "direct" {
+			m[harness.CPUPerUnit] = float64(cpu().Microseconds()) / float64(res.n)
+		}
+		return m, nil
+	})
+}
+
+var l4UdpTarget = map[string]string{
+	"edgeproxy": l4Edge(l4SpecUDP),
+	"nginx":     l4Loopback(l4Nginx + 2),
+	"direct":    l4Loopback(l4OriginUDP),
+}
+
+// l4-udp-rr: 64-byte datagrams echoed, 4 flows of 16 in flight each.
+func l4RunUDPRR(c *harness.Ctx, r *harness.Result) error {
+	systems := []string{"edgeproxy", "nginx", "direct"}
+	const flows, window, size = 4, 16, 64
+	d := c.Mode.D(2 * time.Second)
+	r.Title = "UDP 64-byte request-response (4 flows × 16 in flight)"
+	r.Unit = "round trip"
+	r.Primary, r.Secondary = harness.CPUPerUnit, harness.Rate
+	r.Params["flows"], r.Params["in_flight"], r.Params["bytes"], r.Params["seconds"] = flows, window, size, d.Seconds()
+	r.Notes = append(r.Notes, "client and echo origin: goroutines of the harness, pinned to the load CPU while a round runs",
+		"direct: the echo origin without a proxy, a reference: no proxy CPU")
+	e, err := l4Start(c, r, systems, func(e *l4Env) error { return e.udpEcho(l4Loopback(l4OriginUDP)) })
+	if err != nil {
+		return err
+	}
+	defer e.stop()
+	return harness.Alternate(c, r, systems, func(sys string, round int) (map[string]float64, error) {
+		defer l4PinSelf(harness.LoadCPU)()
+		cpu := e.cpuOf(sys)
+		n, el, err := l4UdpRR(l4UdpTarget[sys], flows, window, size, d)
+		if err != nil {
+			return nil, err
+		}
+		m := map[string]float64{harness.Rate: float64(n) / el.Seconds()}
+		if sys != "direct" {
+			m[harness.CPUPerUnit] = float64(cpu().Microseconds()) / float64(n)
+		}
+		return m, nil
+	})
+}
+
+// l4-udp-pps: the highest offered rate of 64-byte datagrams (echoed) with
+// less than 1% loss, searched in a few steps: doubling from the rate the
+// system held in its previous round until one loses, then halving the
+// interval between the best held and the lowest lost.
+func l4RunUDPPPS(c *harness.Ctx, r *harness.Result) error {
+	systems := []string{"edgeproxy", "nginx", "direct"}
+	const flows, size, maxLoss = 4, 64, 1.0
+	steps := c.Mode.N(6, 3)
+	step := c.Mode.D(500 * time.Millisecond)
+	start := float64(c.Mode.N(50_000, 10_000))
+	r.Title = "UDP 64-byte packet rate at < 1% loss (echoed)"
+	r.Unit = "datagram"
+	r.Primary, r.Secondary = harness.Rate, harness.CPUPerUnit
+	r.Params["flows"], r.Params["bytes"], r.Params["steps"], r.Params["step_seconds"], r.Params["max_loss_pct"] = flows, size, steps, step.Seconds(), maxLoss
+	r.Notes = append(r.Notes, "rate: datagrams per second offered (and echoed) at the highest rate found with < 1% loss; cpu_us: per datagram answered at that rate",
+		"sender, receiver and echo origin: goroutines of the harness, pinned to the load CPU while a round runs: direct's rate is the load CPU's limit")
+	e, err := l4Start(c, r, systems, func(e *l4Env) error { return e.udpEcho(l4Loopback(l4OriginUDP)) })
+	if err != nil {
+		return err
+	}
+	defer e.stop()
+	held := map[string]float64{}
+	return harness.Alternate(c, r, systems, func(sys string, round int) (map[string]float64, error) {
+		defer l4PinSelf(harness.LoadCPU)()
+		rate := start
+		if h := held[sys]; h > 0 {
+			rate = h
+		}
+		var best map[string]float64
+		good, bad := 0.0, 0.0
+		for range steps {
+			cpu := e.cpuOf(sys)
+			sent, got, err := l4UdpRate(l4UdpTarget[sys], flows, size, rate, step)
+			if err != nil {
+				return nil, err
+			}
+			loss := 100 * float64(sent-got) / float64(max(sent, 1))
+			c.Log("%s: %s offered %.0f/s, loss %.2f%%", r.Scenario, sys, rate, loss)
+			if loss < maxLoss && got > 0 {
+				good = rate
+				best = map[string]float64{harness.Rate: float64(sent) / step.Seconds(), harness.LossPct: loss}
+				if sys != "direct" {
+					best[harness.CPUPerUnit] = float64(cpu().Microseconds()) / float64(got)
+				}
+			} else {
+				bad = rate
+			}
+			switch {
+			case bad == 0:
+				rate *= 2
+			case good == 0:
+				rate /= 2
+			default:
+				rate = (good + bad) / 2
+			}
+		}
+		if best == nil {
+			return nil, fmt.Errorf("no rate held with < %.0f%% loss (lowest tried %.0f/s)", maxLoss, bad)
+		}
+		held[sys] = good
+		return best, nil
+	})
+}

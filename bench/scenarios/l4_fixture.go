@@ -1,0 +1,578 @@
+package scenarios
+
+// The l4 scenarios' systems, origins and clients: edgeproxy's spectrum,
+// HAProxy (mode tcp) and nginx stream in front of the same origins, an
+// iperf3 server for bulk TCP, and echo origins and round-trip clients of
+// this file for the small-message scenarios.
+//
+// The echo origins and the clients are goroutines of the harness process,
+// not programs of their own: a 64-byte echo is a few lines of Go, and a
+// process of its own would need a helper binary beside edgebench. While a
+// round runs, every thread of the harness process is pinned to LoadCPU
+// (pinSelf), so the origin and the load share the load generator's core, as
+// a separate pinned program would; the system under test keeps SUTCPU.
+//
+// Every socket is created on the calling goroutine (listeners, client
+// dials) and only then used from goroutines: in the smoke test the
+// scenario runs on a goroutine locked to a thread in a namespace of its
+// own, and sockets made on other threads would live in another namespace.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/edgeproxy/edgeproxy/bench/harness"
+)
+
+// Ports of the l4 scenarios (18300-18399), one per role.
+const (
+	l4EdgeIP     = "203.0.113.1" // spectrum's edge, in 203.0.113.0/24
+	l4SpecBulk   = 18300         // spectrum's edge ports
+	l4SpecRR     = 18301
+	l4SpecUDP    = 18302
+	l4OriginBulk = 18310 // iperf3 -s
+	l4OriginRR   = 18311 // TCP echo
+	l4OriginUDP  = 18312 // UDP echo
+	l4HAProxy    = 18320 // +0 bulk, +1 rr
+	l4Nginx      = 18330 // +0 bulk, +1 rr, +2 udp
+	l4Admin      = 18340 // edgeproxy's admin API
+)
+
+func l4Loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+func l4Edge(port int) string     { return net.JoinHostPort(l4EdgeIP, strconv.Itoa(port)) }
+
+// l4Env holds what a scenario started; stop ends it all.
+type l4Env struct {
+	c       *harness.Ctx
+	procs   []*harness.Proc
+	closers []io.Closer
+	sut     map[string]*harness.Proc // system -> its process
+}
+
+func newL4Env(c *harness.Ctx) *l4Env { return &l4Env{c: c, sut: map[string]*harness.Proc{}} }
+
+func (e *l4Env) stop() {
+	for _, p := range slices.Backward(e.procs) {
+		p.Stop()
+	}
+	for _, c := range e.closers {
+		c.Close()
+	}
+}
+
+func (e *l4Env) start(name string, cpu int, argv ...string) (*harness.Proc, error) {
+	p, err := harness.Start(name, cpu, nil, argv...)
+	if err != nil {
+		return nil, err
+	}
+	e.procs = append(e.procs, p)
+	return p, nil
+}
+
+func (e *l4Env) write(name, body string) (string, error) {
+	p := filepath.Join(e.c.Dir, name)
+	return p, os.WriteFile(p, []byte(body), 0o600)
+}
+
+// iperf3Server runs `iperf3 -s` on LoadCPU at the bulk origin's port.
+func (e *l4Env) iperf3Server() error {
+	p, err := e.start("iperf3 -s", harness.LoadCPU, "iperf3", "-s", "-B", "127.0.0.1", "-p", strconv.Itoa(l4OriginBulk))
+	if err != nil {
+		return err
+	}
+	return l4WaitTCP(p, l4Loopback(l4OriginBulk))
+}
+
+// edgeproxy runs the binary under test on SUTCPU with spectrum apps for
+// the bulk, round-trip and UDP origins on 203.0.113.0/24.
+func (e *l4Env) edgeproxy() error {
+	cfg, err := e.write("edgeproxy.yaml", fmt.Sprintf(`admin: {listen: "%s"}
+dispatch: {pin_dir: ""}
+store: {path: ""}
+prefixes: [{cidr: 203.0.113.0/24, service: spectrum}]
+spectrum:
+  apps:
+    - {name: bulk, protocol: tcp, edge: 203.0.113.0/24, ports: "%d", origins: ["%s"]}
+    - {name: rr, protocol: tcp, edge: 203.0.113.0/24, ports: "%d", origins: ["%s"]}
+    - {name: udp, protocol: udp, edge: 203.0.113.0/24, ports: "%d", origins: ["%s"]}
+`, l4Loopback(l4Admin), l4SpecBulk, l4Loopback(l4OriginBulk), l4SpecRR, l4Loopback(l4OriginRR), l4SpecUDP, l4Loopback(l4OriginUDP)))
+	if err != nil {
+		return err
+	}
+	p, err := e.start("edgeproxy", harness.SUTCPU, e.c.Edgeproxy, "run", "--config", cfg)
+	if err != nil {
+		return err
+	}
+	e.sut["edgeproxy"] = p
+	return l4WaitReady(p, l4Loopback(l4Admin))
+}
+
+// haproxy runs HAProxy 2.6 in TCP mode, one thread, on SUTCPU.
+func (e *l4Env) haproxy() error {
+	cfg, err := e.write("haproxy.cfg", fmt.Sprintf(`global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+listen bulk
+  bind %s
+  server origin %s
+listen rr
+  bind %s
+  server origin %s
+`, l4Loopback(l4HAProxy), l4Loopback(l4OriginBulk), l4Loopback(l4HAProxy+1), l4Loopback(l4OriginRR)))
+	if err != nil {
+		return err
+	}
+	p, err := e.start("haproxy", harness.SUTCPU, "haproxy", "-f", cfg, "-db")
+	if err != nil {
+		return err
+	}
+	e.sut["haproxy"] = p
+	return l4WaitTCP(p, l4Loopback(l4HAProxy+1))
+}
+
+// nginx runs nginx's stream module, one worker, on SUTCPU: TCP for bulk
+// and round trips, UDP to the UDP echo.
+func (e *l4Env) nginx() error {
+	dir := filepath.Join(e.c.Dir, "nginx")
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+		return err
+	}
+	cfg, err := e.write("nginx.conf", fmt.Sprintf(`%[1]s
+worker_processes 1;
+daemon off;
+master_process on;
+pid %[2]s/nginx.pid;
+error_log %[2]s/logs/error.log warn;
+events { worker_connections 4096; }
+stream {
+  server { listen %[3]s; proxy_pass %[4]s; }
+  server { listen %[5]s; proxy_pass %[6]s; }
+  server { listen %[7]s udp; proxy_pass %[8]s; proxy_timeout 10s; }
+}
+`, harness.NginxStreamModule(), dir, l4Loopback(l4Nginx), l4Loopback(l4OriginBulk),
+		l4Loopback(l4Nginx+1), l4Loopback(l4OriginRR), l4Loopback(l4Nginx+2), l4Loopback(l4OriginUDP)))
+	if err != nil {
+		return err
+	}
+	p, err := e.start("nginx", harness.SUTCPU, "nginx", "-p", dir, "-e", filepath.Join(dir, "logs", "error.log"), "-c", cfg)
+	if err != nil {
+		return err
+	}
+	e.sut["nginx"] = p
+	return l4WaitTCP(p, l4Loopback(l4Nginx+1))
+}
+
+// waitTCP waits until addr accepts a connection (dialled on the calling
+// goroutine) or p has exited.
+func l4WaitTCP(p *harness.Proc, addr string) error {
+	for range 400 {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return nil
+		}
+		if l4Exited(p) {
+			break
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	return fmt.Errorf("%s: nothing listens on %s: %s", p.Name, addr, l4Tail(p.Out.String()))
+}
+
+// waitReady waits until edgeproxy's /readyz answers 200. The request is
+// written by hand on a connection of the calling goroutine (net/http would
+// dial on another thread, outside the smoke test's namespace).
+func l4WaitReady(p *harness.Proc, admin string) error {
+	for range 400 {
+		if c, err := net.DialTimeout("tcp", admin, time.Second); err == nil {
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			fmt.Fprintf(c, "GET /readyz HTTP/1.0\r\nHost: %s\r\n\r\n", admin)
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if strings.Contains(line, " 200") {
+				return nil
+			}
+		}
+		if l4Exited(p) {
+			break
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	return fmt.Errorf("%s: /readyz never answered 200: %s", p.Name, l4Tail(p.Out.String()))
+}
+
+func l4Exited(p *harness.Proc) bool {
+	return syscall.Kill(p.Pid(), 0) != nil || l4Zombie(p.Pid())
+}
+
+func l4Zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) > 0 && f[0] == "Z"
+}
+
+func l4Tail(s string) string {
+	if len(s) > 2000 {
+		s = "…" + s[len(s)-2000:]
+	}
+	return s
+}
+
+// pinSelf pins every thread of the harness process to cpu (new threads
+// inherit it) and returns a function that puts the previous affinity back.
+func l4PinSelf(cpu int) (restore func()) {
+	var old, set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		return func() {}
+	}
+	set.Set(cpu)
+	apply := func(s *unix.CPUSet) {
+		for range 2 { // threads started meanwhile inherit from one not yet moved
+			tasks, _ := os.ReadDir("/proc/self/task")
+			for _, t := range tasks {
+				if tid, err := strconv.Atoi(t.Name()); err == nil {
+					unix.SchedSetaffinity(tid, s)
+				}
+			}
+		}
+	}
+	apply(&set)
+	return func() { apply(&old) }
+}
+
+// tcpEcho listens on addr and echoes every connection back, through a
+// small buffer (no splice: io.Copy between sockets would).
+func (e *l4Env) tcpEcho(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	e.closers = append(e.closers, ln)
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	e.closers = append(e.closers, l4CloserFunc(func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		for c := range conns {
+			c.Close()
+		}
+		return nil
+	}))
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			go func() {
+				defer func() {
+					mu.Lock()
+					delete(conns, c)
+					mu.Unlock()
+					c.Close()
+				}()
+				buf := make([]byte, 4096)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						if _, err := c.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return nil
+}
+
+type l4CloserFunc func() error
+
+func (f l4CloserFunc) Close() error { return f() }
+
+// udpEcho answers every datagram on addr with itself.
+func (e *l4Env) udpEcho(addr string) error {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return err
+	}
+	e.closers = append(e.closers, pc)
+	u := pc.(*net.UDPConn)
+	u.SetReadBuffer(4 << 20)
+	u.SetWriteBuffer(4 << 20)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := u.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue
+			}
+			u.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	return nil
+}
+
+// iperf3 runs one iperf3 client against addr on LoadCPU (for d, or for a
+// fixed size in tiny mode, iperf3's -t being whole seconds) and returns the
+// bytes the server received and their rate in Gbit/s.
+func l4Iperf3(tiny bool, addr string, d time.Duration) (bytes, gbits float64, err error) {
+	host, port, _ := net.SplitHostPort(addr)
+	args := []string{"iperf3", "-c", host, "-p", port, "-J"}
+	if tiny {
+		args = append(args, "-n", "128M")
+	} else {
+		args = append(args, "-t", strconv.Itoa(max(1, int(d.Seconds()))))
+	}
+	p, err := harness.Start("iperf3 -c", harness.LoadCPU, nil, args...)
+	if err != nil {
+		return 0, 0, err
+	}
+	werr := p.Cmd.Wait()
+	var out struct {
+		Error string `json:"error"`
+		End   struct {
+			Received struct {
+				Bytes float64 `json:"bytes"`
+				BPS   float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(p.Out.String()), &out); err != nil || out.Error != "" || werr != nil {
+		return 0, 0, fmt.Errorf("iperf3 -c %s: %v %v %s: %s", addr, werr, err, out.Error, l4Tail(p.Out.String()))
+	}
+	if out.End.Received.Bytes <= 0 {
+		return 0, 0, fmt.Errorf("iperf3 -c %s: nothing received: %s", addr, l4Tail(p.Out.String()))
+	}
+	return out.End.Received.Bytes, out.End.Received.BPS / 1e9, nil
+}
+
+// rrResult is a closed-loop round-trip run's count and latencies.
+type l4RrResult struct {
+	n       int
+	elapsed time.Duration
+	lat     []time.Duration // every round trip, sorted
+}
+
+func (r l4RrResult) pct(q float64) float64 {
+	if len(r.lat) == 0 {
+		return 0
+	}
+	i := min(len(r.lat)-1, int(q*float64(len(r.lat))))
+	return float64(r.lat[i]) / float64(time.Millisecond)
+}
+
+// tcpRR opens conns connections to addr and, on each, writes size bytes
+// and reads the size-byte echo, back to back, for d.
+func l4TcpRR(addr string, conns, size int, d time.Duration) (l4RrResult, error) {
+	cs := make([]net.Conn, 0, conns)
+	defer func() {
+		for _, c := range cs {
+			c.Close()
+		}
+	}()
+	for range conns {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return l4RrResult{}, err
+		}
+		cs = append(cs, c)
+	}
+	var wg sync.WaitGroup
+	lats := make([][]time.Duration, conns)
+	errs := make([]error, conns)
+	start := time.Now()
+	deadline := start.Add(d)
+	for i, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.SetDeadline(deadline.Add(5 * time.Second))
+			msg, buf := make([]byte, size), make([]byte, size)
+			lat := make([]time.Duration, 0, 1<<14)
+			for {
+				t := time.Now()
+				if t.After(deadline) {
+					break
+				}
+				if _, err := c.Write(msg); err != nil {
+					errs[i] = err
+					break
+				}
+				if _, err := io.ReadFull(c, buf); err != nil {
+					errs[i] = err
+					break
+				}
+				lat = append(lat, time.Since(t))
+			}
+			lats[i] = lat
+		}()
+	}
+	wg.Wait()
+	r := l4RrResult{elapsed: time.Since(start)}
+	for _, l := range lats {
+		r.lat = append(r.lat, l...)
+	}
+	r.n = len(r.lat)
+	slices.Sort(r.lat)
+	if err := errors.Join(errs...); err != nil {
+		return r, fmt.Errorf("tcp round trips to %s: %w", addr, err)
+	}
+	return r, nil
+}
+
+// udpClients dials n UDP sockets to addr, bound to 127.0.0.1 (a socket
+// on a locally routed documentation address would have its replies
+// steered too), with room for bursts.
+func l4UdpClients(addr string, n int) ([]*net.UDPConn, error) {
+	ra, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	var cs []*net.UDPConn
+	for range n {
+		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, ra)
+		if err != nil {
+			for _, c := range cs {
+				c.Close()
+			}
+			return nil, err
+		}
+		c.SetReadBuffer(4 << 20)
+		c.SetWriteBuffer(4 << 20)
+		cs = append(cs, c)
+	}
+	return cs, nil
+}
+
+// udpRR keeps window datagrams of size bytes in flight on each of flows
+// sockets to addr for d, sending one for every answer (and one for every
+// 20 ms without an answer, a loss), and returns the answers.
+func l4UdpRR(addr string, flows, window, size int, d time.Duration) (int, time.Duration, error) {
+	cs, err := l4UdpClients(addr, flows)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() {
+		for _, c := range cs {
+			c.Close()
+		}
+	}()
+	var got atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(d)
+	for _, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			msg, buf := make([]byte, size), make([]byte, 2048)
+			for range window {
+				c.Write(msg)
+			}
+			n := int64(0)
+			for time.Now().Before(deadline) {
+				c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+				if _, err := c.Read(buf); err == nil {
+					n++
+				}
+				c.Write(msg)
+			}
+			got.Add(n)
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	if got.Load() == 0 {
+		return 0, el, fmt.Errorf("udp round trips to %s: no answer", addr)
+	}
+	return int(got.Load()), el, nil
+}
+
+// udpRate sends size-byte datagrams at rate per second, spread over flows
+// sockets, for d, paced every millisecond, then waits briefly for the
+// last answers; it returns what was sent and what came back.
+func l4UdpRate(addr string, flows, size int, rate float64, d time.Duration) (sent, got int64, err error) {
+	cs, err := l4UdpClients(addr, flows)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() {
+		for _, c := range cs {
+			c.Close()
+		}
+	}()
+	var recv atomic.Int64
+	var rwg sync.WaitGroup
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, c := range cs {
+		rwg.Add(1)
+		go func() {
+			defer rwg.Done()
+			buf := make([]byte, 2048)
+			for ctx.Err() == nil {
+				c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+				if _, err := c.Read(buf); err == nil {
+					recv.Add(1)
+				}
+			}
+		}()
+	}
+	msg := make([]byte, size)
+	start := time.Now()
+	tick := time.NewTicker(time.Millisecond)
+	for i := 0; ; {
+		el := time.Since(start)
+		if el >= d {
+			break
+		}
+		for target := int64(rate * el.Seconds()); sent < target; sent++ {
+			cs[i].Write(msg)
+			i = (i + 1) % len(cs)
+		}
+		<-tick.C
+	}
+	tick.Stop()
+	// Answers still on their way: wait until they stop coming.
+	for last := int64(-1); recv.Load() < sent && recv.Load() != last; {
+		last = recv.Load()
+		time.Sleep(30 * time.Millisecond)
+	}
+	cancel()
+	rwg.Wait()
+	return sent, recv.Load(), nil
+}
