@@ -7,10 +7,12 @@ package scenarios
 // clients are in l4_fixture.go.
 
 import (
+	"context"
 	"fmt"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/bench/harness"
+	"github.com/edgeproxy/edgeproxy/bench/load"
 )
 
 func init() {
@@ -123,21 +125,18 @@ func l4RunTCPRR(c *harness.Ctx, r *harness.Result) error {
 	return harness.Alternate(c, r, systems, func(sys string, round int) (map[string]float64, error) {
 		defer l4PinSelf(harness.LoadCPU)()
 		cpu := e.cpuOf(sys)
-		res, err := l4TcpRR(target[sys], conns, size, d)
+		n, el, h, err := l4TcpRR(target[sys], conns, size, d)
 		if err != nil {
 			return nil, err
 		}
-		if res.n == 0 {
-			return nil, fmt.Errorf("no round trip to %s", target[sys])
-		}
 		m := map[string]float64{
-			harness.Rate: float64(res.n) / res.elapsed.Seconds(),
-			harness.P50:  res.pct(0.50),
-			harness.P99:  res.pct(0.99),
-			harness.P999: res.pct(0.999),
+			harness.Rate: float64(n) / el.Seconds(),
+			harness.P50:  l4MS(h.Percentile(50)),
+			harness.P99:  l4MS(h.Percentile(99)),
+			harness.P999: l4MS(h.Percentile(99.9)),
 		}
 		if sys != "direct" {
-			m[harness.CPUPerUnit] = float64(cpu().Microseconds()) / float64(res.n)
+			m[harness.CPUPerUnit] = float64(cpu().Microseconds()) / float64(n)
 		}
 		return m, nil
 	})
@@ -152,13 +151,13 @@ var l4UdpTarget = map[string]string{
 // l4-udp-rr: 64-byte datagrams echoed, 4 flows of 16 in flight each.
 func l4RunUDPRR(c *harness.Ctx, r *harness.Result) error {
 	systems := []string{"edgeproxy", "nginx", "direct"}
-	const flows, window, size = 4, 16, 64
+	const flows, size = 32, 64
 	d := c.Mode.D(2 * time.Second)
-	r.Title = "UDP 64-byte request-response (4 flows × 16 in flight)"
+	r.Title = "UDP 64-byte request-response (32 flows, one in flight each)"
 	r.Unit = "round trip"
 	r.Primary, r.Secondary = harness.CPUPerUnit, harness.Rate
-	r.Params["flows"], r.Params["in_flight"], r.Params["bytes"], r.Params["seconds"] = flows, window, size, d.Seconds()
-	r.Notes = append(r.Notes, "client and echo origin: goroutines of the harness, pinned to the load CPU while a round runs",
+	r.Params["flows"], r.Params["bytes"], r.Params["seconds"] = flows, size, d.Seconds()
+	r.Notes = append(r.Notes, "client (bench/load's UDP) and echo origin: goroutines of the harness, pinned to the load CPU while a round runs",
 		"direct: the echo origin without a proxy, a reference: no proxy CPU")
 	e, err := l4Start(c, r, systems, func(e *l4Env) error { return e.udpEcho(l4Loopback(l4OriginUDP)) })
 	if err != nil {
@@ -168,13 +167,23 @@ func l4RunUDPRR(c *harness.Ctx, r *harness.Result) error {
 	return harness.Alternate(c, r, systems, func(sys string, round int) (map[string]float64, error) {
 		defer l4PinSelf(harness.LoadCPU)()
 		cpu := e.cpuOf(sys)
-		n, el, err := l4UdpRR(l4UdpTarget[sys], flows, window, size, d)
+		res, err := load.UDP(context.Background(), load.UDPOptions{Addr: l4UdpTarget[sys], LocalAddr: "127.0.0.1",
+			Size: size, Inflight: flows, Duration: d, Timeout: 200 * time.Millisecond})
 		if err != nil {
 			return nil, err
 		}
-		m := map[string]float64{harness.Rate: float64(n) / el.Seconds()}
+		if res.Received == 0 {
+			return nil, fmt.Errorf("udp round trips to %s: no answer", l4UdpTarget[sys])
+		}
+		m := map[string]float64{
+			harness.Rate:   res.Rate,
+			harness.P50:    l4MS(res.Latency.Percentile(50)),
+			harness.P99:    l4MS(res.Latency.Percentile(99)),
+			harness.P999:   l4MS(res.Latency.Percentile(99.9)),
+			harness.Failed: float64(res.Lost),
+		}
 		if sys != "direct" {
-			m[harness.CPUPerUnit] = float64(cpu().Microseconds()) / float64(n)
+			m[harness.CPUPerUnit] = float64(cpu().Microseconds()) / float64(res.Received)
 		}
 		return m, nil
 	})
@@ -186,7 +195,7 @@ func l4RunUDPRR(c *harness.Ctx, r *harness.Result) error {
 // interval between the best held and the lowest lost.
 func l4RunUDPPPS(c *harness.Ctx, r *harness.Result) error {
 	systems := []string{"edgeproxy", "nginx", "direct"}
-	const flows, size, maxLoss = 4, 64, 1.0
+	const flows, size, maxLoss = 4, 64, 1.0 // flows: sockets the rate is spread over
 	steps := c.Mode.N(6, 3)
 	step := c.Mode.D(500 * time.Millisecond)
 	start := float64(c.Mode.N(50_000, 10_000))
@@ -194,8 +203,8 @@ func l4RunUDPPPS(c *harness.Ctx, r *harness.Result) error {
 	r.Unit = "datagram"
 	r.Primary, r.Secondary = harness.Rate, harness.CPUPerUnit
 	r.Params["flows"], r.Params["bytes"], r.Params["steps"], r.Params["step_seconds"], r.Params["max_loss_pct"] = flows, size, steps, step.Seconds(), maxLoss
-	r.Notes = append(r.Notes, "rate: datagrams per second offered (and echoed) at the highest rate found with < 1% loss; cpu_us: per datagram answered at that rate",
-		"sender, receiver and echo origin: goroutines of the harness, pinned to the load CPU while a round runs: direct's rate is the load CPU's limit")
+	r.Notes = append(r.Notes, "rate: datagrams per second offered (and echoed) at the highest rate found with < 1% loss; cpu_us: per datagram answered at that rate; p50/p99: from the intended send time, at that rate",
+		"sender and receivers (bench/load's UDP packet-rate mode), echo origin and echo origin: goroutines of the harness, pinned to the load CPU while a round runs: direct's rate is the load CPU's limit")
 	e, err := l4Start(c, r, systems, func(e *l4Env) error { return e.udpEcho(l4Loopback(l4OriginUDP)) })
 	if err != nil {
 		return err
@@ -212,17 +221,19 @@ func l4RunUDPPPS(c *harness.Ctx, r *harness.Result) error {
 		good, bad := 0.0, 0.0
 		for range steps {
 			cpu := e.cpuOf(sys)
-			sent, got, err := l4UdpRate(l4UdpTarget[sys], flows, size, rate, step)
+			res, err := load.UDP(context.Background(), load.UDPOptions{Addr: l4UdpTarget[sys], LocalAddr: "127.0.0.1",
+				Size: size, Rate: rate, Sockets: flows, Duration: step, Timeout: 100 * time.Millisecond})
 			if err != nil {
 				return nil, err
 			}
-			loss := 100 * float64(sent-got) / float64(max(sent, 1))
+			loss := 100 * res.Loss
 			c.Log("%s: %s offered %.0f/s, loss %.2f%%", r.Scenario, sys, rate, loss)
-			if loss < maxLoss && got > 0 {
+			if loss < maxLoss && res.Received > 0 {
 				good = rate
-				best = map[string]float64{harness.Rate: float64(sent) / step.Seconds(), harness.LossPct: loss}
+				best = map[string]float64{harness.Rate: float64(res.Sent) / res.Duration.Seconds(), harness.LossPct: loss,
+					harness.P50: l4MS(res.Latency.Percentile(50)), harness.P99: l4MS(res.Latency.Percentile(99))}
 				if sys != "direct" {
-					best[harness.CPUPerUnit] = float64(cpu().Microseconds()) / float64(got)
+					best[harness.CPUPerUnit] = float64(cpu().Microseconds()) / float64(res.Received)
 				}
 			} else {
 				bad = rate

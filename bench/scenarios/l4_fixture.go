@@ -2,8 +2,9 @@ package scenarios
 
 // The l4 scenarios' systems, origins and clients: edgeproxy's spectrum,
 // HAProxy (mode tcp) and nginx stream in front of the same origins, an
-// iperf3 server for bulk TCP, and echo origins and round-trip clients of
-// this file for the small-message scenarios.
+// iperf3 server for bulk TCP, the echo origins of the small-message
+// scenarios and their TCP round-trip client (the UDP clients are
+// bench/load's UDP).
 //
 // The echo origins and the clients are goroutines of the harness process,
 // not programs of their own: a 64-byte echo is a few lines of Go, and a
@@ -19,7 +20,6 @@ package scenarios
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,13 +31,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeproxy/edgeproxy/bench/harness"
+	"github.com/edgeproxy/edgeproxy/bench/load"
 )
 
 // Ports of the l4 scenarios (18300-18399), one per role.
@@ -380,24 +380,12 @@ func l4Iperf3(tiny bool, addr string, d time.Duration) (bytes, gbits float64, er
 	return out.End.Received.Bytes, out.End.Received.BPS / 1e9, nil
 }
 
-// rrResult is a closed-loop round-trip run's count and latencies.
-type l4RrResult struct {
-	n       int
-	elapsed time.Duration
-	lat     []time.Duration // every round trip, sorted
-}
-
-func (r l4RrResult) pct(q float64) float64 {
-	if len(r.lat) == 0 {
-		return 0
-	}
-	i := min(len(r.lat)-1, int(q*float64(len(r.lat))))
-	return float64(r.lat[i]) / float64(time.Millisecond)
-}
-
-// tcpRR opens conns connections to addr and, on each, writes size bytes
-// and reads the size-byte echo, back to back, for d.
-func l4TcpRR(addr string, conns, size int, d time.Duration) (l4RrResult, error) {
+// l4TcpRR opens conns connections to addr and, on each, writes size bytes
+// and reads the size-byte echo, back to back, for d: a closed loop (the
+// load package's TCPConnect opens a connection per request; these stay
+// open). It returns the round trips, the time they took and their
+// latencies.
+func l4TcpRR(addr string, conns, size int, d time.Duration) (int64, time.Duration, *load.Histogram, error) {
 	cs := make([]net.Conn, 0, conns)
 	defer func() {
 		for _, c := range cs {
@@ -407,172 +395,53 @@ func l4TcpRR(addr string, conns, size int, d time.Duration) (l4RrResult, error) 
 	for range conns {
 		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err != nil {
-			return l4RrResult{}, err
+			return 0, 0, nil, err
 		}
 		cs = append(cs, c)
 	}
 	var wg sync.WaitGroup
-	lats := make([][]time.Duration, conns)
+	hists := make([]*load.Histogram, conns)
 	errs := make([]error, conns)
 	start := time.Now()
 	deadline := start.Add(d)
 	for i, c := range cs {
+		hists[i] = load.NewHistogram()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			c.SetDeadline(deadline.Add(5 * time.Second))
 			msg, buf := make([]byte, size), make([]byte, size)
-			lat := make([]time.Duration, 0, 1<<14)
 			for {
 				t := time.Now()
 				if t.After(deadline) {
-					break
+					return
 				}
 				if _, err := c.Write(msg); err != nil {
 					errs[i] = err
-					break
+					return
 				}
 				if _, err := io.ReadFull(c, buf); err != nil {
 					errs[i] = err
-					break
+					return
 				}
-				lat = append(lat, time.Since(t))
+				hists[i].Record(time.Since(t))
 			}
-			lats[i] = lat
-		}()
-	}
-	wg.Wait()
-	r := l4RrResult{elapsed: time.Since(start)}
-	for _, l := range lats {
-		r.lat = append(r.lat, l...)
-	}
-	r.n = len(r.lat)
-	slices.Sort(r.lat)
-	if err := errors.Join(errs...); err != nil {
-		return r, fmt.Errorf("tcp round trips to %s: %w", addr, err)
-	}
-	return r, nil
-}
-
-// udpClients dials n UDP sockets to addr, bound to 127.0.0.1 (a socket
-// on a locally routed documentation address would have its replies
-// steered too), with room for bursts.
-func l4UdpClients(addr string, n int) ([]*net.UDPConn, error) {
-	ra, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		return nil, err
-	}
-	var cs []*net.UDPConn
-	for range n {
-		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, ra)
-		if err != nil {
-			for _, c := range cs {
-				c.Close()
-			}
-			return nil, err
-		}
-		c.SetReadBuffer(4 << 20)
-		c.SetWriteBuffer(4 << 20)
-		cs = append(cs, c)
-	}
-	return cs, nil
-}
-
-// udpRR keeps window datagrams of size bytes in flight on each of flows
-// sockets to addr for d, sending one for every answer (and one for every
-// 20 ms without an answer, a loss), and returns the answers.
-func l4UdpRR(addr string, flows, window, size int, d time.Duration) (int, time.Duration, error) {
-	cs, err := l4UdpClients(addr, flows)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer func() {
-		for _, c := range cs {
-			c.Close()
-		}
-	}()
-	var got atomic.Int64
-	var wg sync.WaitGroup
-	start := time.Now()
-	deadline := start.Add(d)
-	for _, c := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			msg, buf := make([]byte, size), make([]byte, 2048)
-			for range window {
-				c.Write(msg)
-			}
-			n := int64(0)
-			for time.Now().Before(deadline) {
-				c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
-				if _, err := c.Read(buf); err == nil {
-					n++
-				}
-				c.Write(msg)
-			}
-			got.Add(n)
 		}()
 	}
 	wg.Wait()
 	el := time.Since(start)
-	if got.Load() == 0 {
-		return 0, el, fmt.Errorf("udp round trips to %s: no answer", addr)
+	h := load.NewHistogram()
+	for _, x := range hists {
+		h.Merge(x)
 	}
-	return int(got.Load()), el, nil
+	if err := errors.Join(errs...); err != nil {
+		return 0, el, nil, fmt.Errorf("tcp round trips to %s: %w", addr, err)
+	}
+	if h.Count() == 0 {
+		return 0, el, nil, fmt.Errorf("no round trip to %s", addr)
+	}
+	return h.Count(), el, h, nil
 }
 
-// udpRate sends size-byte datagrams at rate per second, spread over flows
-// sockets, for d, paced every millisecond, then waits briefly for the
-// last answers; it returns what was sent and what came back.
-func l4UdpRate(addr string, flows, size int, rate float64, d time.Duration) (sent, got int64, err error) {
-	cs, err := l4UdpClients(addr, flows)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer func() {
-		for _, c := range cs {
-			c.Close()
-		}
-	}()
-	var recv atomic.Int64
-	var rwg sync.WaitGroup
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	for _, c := range cs {
-		rwg.Add(1)
-		go func() {
-			defer rwg.Done()
-			buf := make([]byte, 2048)
-			for ctx.Err() == nil {
-				c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
-				if _, err := c.Read(buf); err == nil {
-					recv.Add(1)
-				}
-			}
-		}()
-	}
-	msg := make([]byte, size)
-	start := time.Now()
-	tick := time.NewTicker(time.Millisecond)
-	for i := 0; ; {
-		el := time.Since(start)
-		if el >= d {
-			break
-		}
-		for target := int64(rate * el.Seconds()); sent < target; sent++ {
-			cs[i].Write(msg)
-			i = (i + 1) % len(cs)
-		}
-		<-tick.C
-	}
-	tick.Stop()
-	// Answers still on their way: wait until they stop coming.
-	for last := int64(-1); recv.Load() < sent && recv.Load() != last; {
-		last = recv.Load()
-		time.Sleep(30 * time.Millisecond)
-	}
-	cancel()
-	rwg.Wait()
-	return sent, recv.Load(), nil
-}
+// l4MS is d in milliseconds.
+func l4MS(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
