@@ -1,0 +1,619 @@
+package scenarios
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/bench/harness"
+	"github.com/edgeproxy/edgeproxy/bindings"
+	"github.com/edgeproxy/edgeproxy/dispatch"
+)
+
+// The change-safety group: edgeproxy alone (no peer changes its bindings
+// under load), the primary metric "failed", which must be 0.
+//
+//   - change-move: HTTP/1.1 through the cdn while a /25 of the loaded
+//     prefix is PATCHed cdn → spectrum → cdn … over the admin API.
+//     Keep-alive connections opened to addresses of the moving /25 before
+//     the moves must keep working (sk_lookup decides new connections
+//     only), and new connections, one request each, to the other /25
+//     (never moved) must never be refused.
+//   - change-reload: the same load while edgeproxy gets a SIGHUP every
+//     250 ms.
+//   - change-latency: with 10k / 100k / 1M bindings loaded from the store
+//     file at start, the PATCH and POST round trips, and the time from
+//     sending a PATCH to the first new connection that sees the new owner
+//     (probing connections in a loop).
+func init() {
+	harness.Register(harness.Scenario{Name: "change-move", Group: "change", Run: func(c *harness.Ctx, r *harness.Result) error {
+		return runSafety(c, r, false)
+	}})
+	harness.Register(harness.Scenario{Name: "change-reload", Group: "change", Run: func(c *harness.Ctx, r *harness.Result) error {
+		return runSafety(c, r, true)
+	}})
+	harness.Register(harness.Scenario{Name: "change-latency", Group: "change", Run: runChangeLatency})
+}
+
+const (
+	changeAdmin      = "127.0.0.1:18410"
+	changeOrigin     = "127.0.0.1:18490"
+	changeHTTPPort   = 18480
+	changeSpectrum   = 18481 // a spectrum app's port: spectrum serves, but not changeHTTPPort
+	changePrefix     = "198.51.100.0/24"
+	changeMoved      = "198.51.100.0/25"   // moves; keep-alive load on it
+	changeStill      = "198.51.100.128/25" // never moves; new-connection load on it
+	changeProbe      = "198.51.100.77/32"  // change-latency's moved binding
+	changeLiveUpNote = "live upgrade (a new binary taking the sockets over under load) does not exist yet: not measured"
+)
+
+// changeConfig is edgeproxy's configuration for the change scenarios.
+func changeConfig(store string) string {
+	return fmt.Sprintf(`node: bench
+admin: {listen: %q}
+dispatch: {pin_dir: ""}
+store: {path: %q}
+prefixes: [{cidr: %s, service: cdn}]
+cdn:
+  http_ports: [%d]
+  sites:
+    - hosts: ["*"]
+      origins: ["http://%s"]
+spectrum:
+  apps: [{name: bench, protocol: tcp, edge: %s, ports: "%d", origins: ["%s"]}]
+`, changeAdmin, store, changePrefix, changeHTTPPort, changeOrigin, changePrefix, changeSpectrum, changeOrigin)
+}
+
+// startOrigin serves 200 "ok" on changeOrigin.
+func startOrigin() (stop func(), err error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(context.Background(), "tcp", changeOrigin)
+	if err != nil {
+		return nil, fmt.Errorf("origin: %w", err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Length", "2")
+		w.Write([]byte("ok"))
+	})}
+	go srv.Serve(ln)
+	return func() { srv.Close() }, nil
+}
+
+// startEdgeproxy writes the configuration, starts edgeproxy on the SUT CPU
+// and waits for /readyz.
+func startEdgeproxy(c *harness.Ctx, store string, wait time.Duration) (*harness.Proc, string, error) {
+	cfg := filepath.Join(c.Dir, "change.yaml")
+	if err := os.WriteFile(cfg, []byte(changeConfig(store)), 0o600); err != nil {
+		return nil, "", err
+	}
+	p, err := harness.Start("edgeproxy", harness.SUTCPU, nil, c.Edgeproxy, "run", "--config", cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		code, _, err := call("GET", "/readyz", "")
+		if err == nil && code == 200 {
+			return p, cfg, nil
+		}
+		if exited(p) || time.Now().After(deadline) {
+			p.Stop()
+			out := p.Out.String()
+			if len(out) > 2000 {
+				out = out[:2000] + " …"
+			}
+			return nil, "", fmt.Errorf("edgeproxy not ready after %v (%d, %v):\n%s", wait, code, err, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// exited reports whether p has ended (a zombie nobody waited for yet).
+func exited(p *harness.Proc) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) == 0 || f[0] == "Z"
+}
+
+// call makes one admin API request on a connection of its own, dialled on
+// the calling goroutine (so in the run's namespace), and returns the status
+// and the body.
+func call(method, path, body string) (int, []byte, error) {
+	conn, err := net.DialTimeout("tcp", changeAdmin, 5*time.Second)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(120 * time.Second))
+	req, _ := http.NewRequest(method, "http://"+changeAdmin+path, strings.NewReader(body))
+	req.Close = true
+	if err := req.Write(conn); err != nil {
+		return 0, nil, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// callOK is call that wants a 200 and decodes the body into out (if not
+// nil).
+func callOK(method, path, body string, out any) (time.Duration, error) {
+	start := time.Now()
+	code, b, err := call(method, path, body)
+	took := time.Since(start)
+	if err != nil {
+		return took, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if code != 200 {
+		return took, fmt.Errorf("%s %s: %d %s", method, path, code, bytes.TrimSpace(b))
+	}
+	if out != nil {
+		env := struct {
+			Result any `json:"result"`
+		}{out}
+		if err := json.Unmarshal(b, &env); err != nil {
+			return took, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+	}
+	return took, nil
+}
+
+type apiBinding struct {
+	ID       string `json:"id"`
+	PrefixID string `json:"prefix_id"`
+}
+
+// addBinding makes a binding of cidr (in changePrefix) to svc.
+func addBinding(cidr, svc string) (apiBinding, time.Duration, error) {
+	var b apiBinding
+	pid := bindings.PrefixID(netip.MustParsePrefix(changePrefix))
+	took, err := callOK("POST", "/v1/prefixes/"+pid+"/bindings", `{"cidr":"`+cidr+`","service_id":"`+svc+`"}`, &b)
+	return b, took, err
+}
+
+func moveBinding(b apiBinding, svc string) (time.Duration, error) {
+	return callOK("PATCH", "/v1/prefixes/"+b.PrefixID+"/bindings/"+b.ID, `{"service_id":"`+svc+`"}`, nil)
+}
+
+// loadStats counts a load's requests.
+type loadStats struct {
+	ok, failed atomic.Int64
+	mu         sync.Mutex
+	errs       []string // the first few failures
+}
+
+func (s *loadStats) fail(err error) {
+	s.failed.Add(1)
+	s.mu.Lock()
+	if len(s.errs) < 5 {
+		s.errs = append(s.errs, err.Error())
+	}
+	s.mu.Unlock()
+}
+
+var getRequest = []byte("GET / HTTP/1.1\r\nHost: bench.example\r\n\r\n")
+var getClose = []byte("GET / HTTP/1.1\r\nHost: bench.example\r\nConnection: close\r\n\r\n")
+
+// exchange sends one request on conn and reads a 200 response.
+func exchange(conn net.Conn, br *bufio.Reader, req []byte) error {
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write(req); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("status %s", resp.Status)
+	}
+	return nil
+}
+
+func dialHTTP(addr string) (net.Conn, *bufio.Reader, error) {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	return conn, bufio.NewReader(conn), nil
+}
+
+// runLoad runs, until stop is closed, keepAlive workers on connections
+// opened (before it returns) to addresses of changeMoved, and one worker
+// making a new connection per request to addresses of changeStill. done
+// is closed when every worker has ended.
+func runLoad(keepAlive int, stop <-chan struct{}) (*loadStats, <-chan struct{}, error) {
+	st := &loadStats{}
+	var wg sync.WaitGroup
+	errc := make(chan error, keepAlive)
+	for i := range keepAlive {
+		addr := fmt.Sprintf("198.51.100.%d:%d", 1+i, changeHTTPPort)
+		wg.Add(1)
+		spawn(func() {
+			defer wg.Done()
+			conn, br, err := dialHTTP(addr)
+			errc <- err
+			if err != nil {
+				return
+			}
+			defer func() { conn.Close() }()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := exchange(conn, br, getRequest); err != nil {
+					st.fail(fmt.Errorf("keep-alive %s: %w", addr, err))
+					conn.Close()
+					// A new connection to the moving range may be refused
+					// while it is not the cdn's: that counts too.
+					if conn, br, err = dialHTTP(addr); err != nil {
+						st.fail(fmt.Errorf("reconnect %s: %w", addr, err))
+						select {
+						case <-stop:
+							return
+						case <-time.After(10 * time.Millisecond):
+						}
+						if conn, br, err = dialHTTP(addr); err != nil {
+							return
+						}
+					}
+					continue
+				}
+				st.ok.Add(1)
+			}
+		})
+	}
+	for range keepAlive {
+		if err := <-errc; err != nil {
+			return nil, nil, fmt.Errorf("keep-alive connection: %w", err)
+		}
+	}
+	wg.Add(1)
+	spawn(func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			addr := fmt.Sprintf("198.51.100.%d:%d", 129+i%120, changeHTTPPort)
+			conn, br, err := dialHTTP(addr)
+			if err != nil {
+				st.fail(fmt.Errorf("new connection %s: %w", addr, err))
+				continue
+			}
+			if err := exchange(conn, br, getClose); err != nil {
+				st.fail(fmt.Errorf("new connection %s: %w", addr, err))
+			} else {
+				st.ok.Add(1)
+			}
+			conn.Close()
+		}
+	})
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	return st, done, nil
+}
+
+var reloadsRE = regexp.MustCompile(`(?m)^edgeproxy_config_reloads_total\{result="(ok|error)"\} (\S+)$`)
+
+// reloads reads edgeproxy's reload counters.
+func reloads() (ok, failed float64, err error) {
+	code, b, err := call("GET", "/metrics", "")
+	if err != nil || code != 200 {
+		return 0, 0, fmt.Errorf("metrics: %d %v", code, err)
+	}
+	for _, m := range reloadsRE.FindAllStringSubmatch(string(b), -1) {
+		v, _ := strconv.ParseFloat(m[2], 64)
+		if m[1] == "ok" {
+			ok = v
+		} else {
+			failed = v
+		}
+	}
+	return ok, failed, nil
+}
+
+func runSafety(c *harness.Ctx, r *harness.Result, sighup bool) error {
+	const keepAlive = 4
+	r.Unit = "request"
+	r.Primary = harness.Failed
+	r.Secondary = harness.Rate
+	r.Params["keepalive_connections"] = keepAlive
+	r.Params["new_connection_workers"] = 1
+	d := c.Mode.D(4 * time.Second)
+	r.Params["round_s"] = d.Seconds()
+	if sighup {
+		r.Title = "failed requests during SIGHUP reloads under load (must be 0)"
+		r.Params["reload_every_ms"] = 250
+	} else {
+		r.Title = "failed requests while a /25 moves cdn↔spectrum under load (must be 0)"
+		r.Params["moved"] = changeMoved
+		r.Params["still"] = changeStill
+	}
+	r.Notes = append(r.Notes, "keep-alive connections to "+changeMoved+" opened before the changes; new connections (one request each) to "+changeStill+"; every error, non-200 or refused connection counts as failed",
+		changeLiveUpNote)
+	stopOrigin, err := startOrigin()
+	if err != nil {
+		return err
+	}
+	defer stopOrigin()
+	ep, _, err := startEdgeproxy(c, filepath.Join(c.Dir, "change-bindings.json"), 30*time.Second)
+	if err != nil {
+		return err
+	}
+	defer ep.Stop()
+	r.Versions["edgeproxy"] = harness.Version(c.Edgeproxy)
+	var moved apiBinding
+	if !sighup {
+		if moved, _, err = addBinding(changeMoved, "cdn"); err != nil {
+			return err
+		}
+	}
+	return harness.Alternate(c, r, []string{"edgeproxy"}, func(string, int) (map[string]float64, error) {
+		stop := make(chan struct{})
+		cpu0 := ep.CPU()
+		start := time.Now()
+		st, done, err := runLoad(keepAlive, stop)
+		if err != nil {
+			return nil, err
+		}
+		m := map[string]float64{}
+		var changeErr error
+		if sighup {
+			ok0, bad0, err := reloads()
+			if err != nil {
+				close(stop)
+				<-done
+				return nil, err
+			}
+			n := 0
+			for time.Since(start) < d {
+				if err := ep.Signal(syscall.SIGHUP); err != nil {
+					changeErr = err
+					break
+				}
+				n++
+				time.Sleep(250 * time.Millisecond)
+			}
+			time.Sleep(100 * time.Millisecond) // the last reload's end
+			ok1, bad1, err := reloads()
+			if err != nil && changeErr == nil {
+				changeErr = err
+			}
+			m["reloads"], m["reloads_ok"], m["reload_errors"] = float64(n), ok1-ok0, bad1-bad0
+			if changeErr == nil && (ok1-ok0 == 0 || bad1 > bad0) {
+				changeErr = fmt.Errorf("%d SIGHUPs: %v reloads ok, %v failed", n, ok1-ok0, bad1-bad0)
+			}
+		} else {
+			var rtts []float64
+			for time.Since(start) < d {
+				for _, svc := range []string{"spectrum", "cdn"} {
+					took, err := moveBinding(moved, svc)
+					if err != nil {
+						changeErr = err
+						break
+					}
+					rtts = append(rtts, float64(took.Microseconds())/1000)
+					if svc == "spectrum" && len(rtts) == 1 {
+						// The move reached the data plane: a new
+						// connection to the moved range is refused
+						// (spectrum serves no app on the port).
+						if conn, err := net.DialTimeout("tcp", fmt.Sprintf("198.51.100.100:%d", changeHTTPPort), time.Second); err == nil {
+							conn.Close()
+							changeErr = errors.New("a new connection to the moved range was accepted while spectrum owned it")
+						} else if !errors.Is(err, syscall.ECONNREFUSED) {
+							changeErr = fmt.Errorf("probe of the moved range: %w", err)
+						}
+					}
+				}
+				if changeErr != nil {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			m["moves"] = float64(len(rtts))
+			m["patch_ms"] = harness.Median(rtts)
+		}
+		close(stop)
+		<-done
+		secs := time.Since(start).Seconds()
+		if changeErr != nil {
+			return nil, changeErr
+		}
+		ok, failed := st.ok.Load(), st.failed.Load()
+		if ok == 0 {
+			return nil, fmt.Errorf("no request succeeded: %v", st.errs)
+		}
+		if failed > 0 {
+			c.Log("%s: %d failed: %s", r.Scenario, failed, strings.Join(st.errs, "; "))
+		}
+		m[harness.Failed] = float64(failed)
+		m["requests"] = float64(ok + failed)
+		m[harness.Rate] = float64(ok) / secs
+		m[harness.CPUPerUnit] = float64((ep.CPU() - cpu0).Microseconds()) / float64(ok)
+		return m, nil
+	})
+}
+
+// storeWithBindings writes a store of n API-made /128 bindings to cdn in
+// 1,000 spectrum /48s from 2001:db8:4500::/48 on (none carries traffic).
+func storeWithBindings(path string, n int) error {
+	st := &bindings.State{}
+	const prefixes = 1000
+	for i := range prefixes {
+		a := netip.MustParseAddr("2001:db8:4500::").As16()
+		a[4], a[5] = byte((0x4500+i)>>8), byte(0x4500+i)
+		st.Prefixes = append(st.Prefixes, bindings.NewPrefix(netip.PrefixFrom(netip.AddrFrom16(a), 48), bindings.Spectrum, bindings.FromAPI))
+	}
+	st.Bindings = make([]bindings.Binding, 0, n)
+	for i := range n {
+		pfx := st.Prefixes[i%prefixes]
+		a := pfx.CIDR.Addr().As16()
+		k := i / prefixes
+		a[12], a[13], a[14], a[15] = byte(k>>24), byte(k>>16), byte(k>>8), byte(k)+1
+		bd := bindings.NewBinding(netip.PrefixFrom(netip.AddrFrom16(a), 128), dispatch.Protocol(0), 0, bindings.CDN, bindings.FromAPI)
+		bd.PrefixID = pfx.ID
+		st.Bindings = append(st.Bindings, bd)
+	}
+	return bindings.NewStore(path).Save(st)
+}
+
+// probeOwner dials the probed address until it sees want: "cdn" when a
+// connection is accepted, "spectrum" when it is refused (spectrum serves no
+// app on the port). It returns when it saw it.
+func probeOwner(want string, deadline time.Time) (time.Time, error) {
+	addr := netip.AddrPortFrom(netip.MustParsePrefix(changeProbe).Addr(), changeHTTPPort)
+	for time.Now().Before(deadline) {
+		conn, err := net.DialTCP("tcp", nil, net.TCPAddrFromAddrPort(addr))
+		if err == nil {
+			conn.Close()
+			if want == "cdn" {
+				return time.Now(), nil
+			}
+			continue
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			if want == "spectrum" {
+				return time.Now(), nil
+			}
+			continue
+		}
+		return time.Time{}, err
+	}
+	return time.Time{}, fmt.Errorf("the probe never saw %s", want)
+}
+
+func runChangeLatency(c *harness.Ctx, r *harness.Result) error {
+	r.Title = "change latency: PATCH round trip with 10k bindings (100k, 1M beside)"
+	r.Unit = "change"
+	r.Primary = "patch_ms_10k"
+	r.Secondary = "dataplane_ms_10k"
+	sizes := []int{10_000, 100_000, 1_000_000}
+	if c.Mode.Tiny {
+		sizes = sizes[:1]
+	}
+	moves := c.Mode.N(10, 2)
+	r.Params["moves_per_round"] = moves
+	r.Notes = append(r.Notes,
+		"bindings loaded from the store file at start (API-made /128s in 1,000 /48s); one /32 of "+changePrefix+" moved cdn↔spectrum by PATCH, a /28 added by POST and deleted per round",
+		"patch_ms_N, post_ms_N: median round trip (the answer means the data plane holds the change and the store is on disk); dataplane_ms_N: median time from sending the PATCH to the first new connection that sees the new owner (accepted by the cdn, or refused where spectrum serves no app)",
+		"start_s_N: edgeproxy's start until /readyz with N bindings",
+		changeLiveUpNote)
+	stopOrigin, err := startOrigin()
+	if err != nil {
+		return err
+	}
+	defer stopOrigin()
+	first := 1
+	if c.Mode.Warmup() {
+		first = 0
+	}
+	rounds := map[int]map[string]float64{}
+	for _, n := range sizes {
+		name := sizeNames[n]
+		store := filepath.Join(c.Dir, "change-latency-"+name+".json")
+		c.Log("%s: writing a store of %s bindings", r.Scenario, name)
+		if err := storeWithBindings(store, n); err != nil {
+			return err
+		}
+		t0 := time.Now()
+		ep, _, err := startEdgeproxy(c, store, 150*time.Second)
+		if err != nil {
+			return err
+		}
+		startS := time.Since(t0).Seconds()
+		r.Versions["edgeproxy"] = harness.Version(c.Edgeproxy)
+		err = func() error {
+			defer ep.Stop()
+			probe, _, err := addBinding(changeProbe, "cdn")
+			if err != nil {
+				return err
+			}
+			for round := first; round <= c.Mode.Rounds(); round++ {
+				c.Log("%s: %s bindings, round %d/%d", r.Scenario, name, round, c.Mode.Rounds())
+				var patch, plane, post []float64
+				for i := range moves {
+					for _, svc := range []string{"spectrum", "cdn"} {
+						seen := make(chan time.Time, 1)
+						errc := make(chan error, 1)
+						sent := time.Now()
+						spawn(func() {
+							t, err := probeOwner(svc, time.Now().Add(30*time.Second))
+							errc <- err
+							seen <- t
+						})
+						took, err := moveBinding(probe, svc)
+						if err != nil {
+							return err
+						}
+						if err := <-errc; err != nil {
+							return err
+						}
+						patch = append(patch, float64(took.Microseconds())/1000)
+						plane = append(plane, float64((<-seen).Sub(sent).Microseconds())/1000)
+					}
+					cidr := fmt.Sprintf("198.51.100.%d/28", 160+16*(i%4))
+					b, took, err := addBinding(cidr, "spectrum")
+					if err != nil {
+						return err
+					}
+					post = append(post, float64(took.Microseconds())/1000)
+					if _, err := callOK("DELETE", "/v1/prefixes/"+b.PrefixID+"/bindings/"+b.ID, "", nil); err != nil {
+						return err
+					}
+				}
+				if rounds[round] == nil {
+					rounds[round] = map[string]float64{}
+				}
+				m := rounds[round]
+				m["patch_ms_"+name] = harness.Median(patch)
+				m["dataplane_ms_"+name] = harness.Median(plane)
+				m["post_ms_"+name] = harness.Median(post)
+				m["start_s_"+name] = startS
+				m["rss_mb_"+name] = ep.RSS() / 1024
+			}
+			return nil
+		}()
+		os.Remove(store)
+		if err != nil {
+			return fmt.Errorf("%s bindings: %w", name, err)
+		}
+	}
+	for round := first; round <= c.Mode.Rounds(); round++ {
+		r.Add("edgeproxy", round, rounds[round])
+	}
+	return nil
+}
