@@ -525,7 +525,7 @@ func runChangeLatency(c *harness.Ctx, r *harness.Result) error {
 	if c.Mode.Tiny {
 		sizes = sizes[:1]
 	}
-	moves := c.Mode.N(10, 2)
+	moves := c.Mode.N(4, 2)
 	r.Params["moves_per_round"] = moves
 	r.Notes = append(r.Notes,
 		"bindings loaded from the store file at start (API-made /128s in 1,000 /48s); one /32 of "+changePrefix+" moved cdn↔spectrum by PATCH, a /28 added by POST and deleted per round",
