@@ -43,10 +43,10 @@ import (
 //     (probing connections in a loop).
 func init() {
 	harness.Register(harness.Scenario{Name: "change-move", Group: "change", Run: func(c *harness.Ctx, r *harness.Result) error {
-		return runSafety(c, r, false)
+		return runChangeSafety(c, r, false)
 	}})
 	harness.Register(harness.Scenario{Name: "change-reload", Group: "change", Run: func(c *harness.Ctx, r *harness.Result) error {
-		return runSafety(c, r, true)
+		return runChangeSafety(c, r, true)
 	}})
 	harness.Register(harness.Scenario{Name: "change-latency", Group: "change", Run: runChangeLatency})
 }
@@ -80,8 +80,8 @@ spectrum:
 `, changeAdmin, store, changePrefix, changeHTTPPort, changeOrigin, changePrefix, changeSpectrum, changeOrigin)
 }
 
-// startOrigin serves 200 "ok" on changeOrigin.
-func startOrigin() (stop func(), err error) {
+// chgStartOrigin serves 200 "ok" on changeOrigin.
+func chgStartOrigin() (stop func(), err error) {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(context.Background(), "tcp", changeOrigin)
 	if err != nil {
@@ -95,9 +95,9 @@ func startOrigin() (stop func(), err error) {
 	return func() { srv.Close() }, nil
 }
 
-// startEdgeproxy writes the configuration, starts edgeproxy on the SUT CPU
+// chgStartEdgeproxy writes the configuration, starts edgeproxy on the SUT CPU
 // and waits for /readyz.
-func startEdgeproxy(c *harness.Ctx, store string, wait time.Duration) (*harness.Proc, string, error) {
+func chgStartEdgeproxy(c *harness.Ctx, store string, wait time.Duration) (*harness.Proc, string, error) {
 	cfg := filepath.Join(c.Dir, "change.yaml")
 	if err := os.WriteFile(cfg, []byte(changeConfig(store)), 0o600); err != nil {
 		return nil, "", err
@@ -108,11 +108,11 @@ func startEdgeproxy(c *harness.Ctx, store string, wait time.Duration) (*harness.
 	}
 	deadline := time.Now().Add(wait)
 	for {
-		code, _, err := call("GET", "/readyz", "")
+		code, _, err := chgCall("GET", "/readyz", "")
 		if err == nil && code == 200 {
 			return p, cfg, nil
 		}
-		if exited(p) || time.Now().After(deadline) {
+		if chgExited(p) || time.Now().After(deadline) {
 			p.Stop()
 			out := p.Out.String()
 			if len(out) > 2000 {
@@ -124,8 +124,8 @@ func startEdgeproxy(c *harness.Ctx, store string, wait time.Duration) (*harness.
 	}
 }
 
-// exited reports whether p has ended (a zombie nobody waited for yet).
-func exited(p *harness.Proc) bool {
+// chgExited reports whether p has ended (a zombie nobody waited for yet).
+func chgExited(p *harness.Proc) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
 	if err != nil {
 		return true
@@ -135,10 +135,10 @@ func exited(p *harness.Proc) bool {
 	return len(f) == 0 || f[0] == "Z"
 }
 
-// call makes one admin API request on a connection of its own, dialled on
+// chgCall makes one admin API request on a connection of its own, dialled on
 // the calling goroutine (so in the run's namespace), and returns the status
 // and the body.
-func call(method, path, body string) (int, []byte, error) {
+func chgCall(method, path, body string) (int, []byte, error) {
 	conn, err := net.DialTimeout("tcp", changeAdmin, 5*time.Second)
 	if err != nil {
 		return 0, nil, err
@@ -159,11 +159,11 @@ func call(method, path, body string) (int, []byte, error) {
 	return resp.StatusCode, b, err
 }
 
-// callOK is call that wants a 200 and decodes the body into out (if not
+// chgCallOK is call that wants a 200 and decodes the body into out (if not
 // nil).
-func callOK(method, path, body string, out any) (time.Duration, error) {
+func chgCallOK(method, path, body string, out any) (time.Duration, error) {
 	start := time.Now()
-	code, b, err := call(method, path, body)
+	code, b, err := chgCall(method, path, body)
 	took := time.Since(start)
 	if err != nil {
 		return took, fmt.Errorf("%s %s: %w", method, path, err)
@@ -182,31 +182,31 @@ func callOK(method, path, body string, out any) (time.Duration, error) {
 	return took, nil
 }
 
-type apiBinding struct {
+type chgBinding struct {
 	ID       string `json:"id"`
 	PrefixID string `json:"prefix_id"`
 }
 
-// addBinding makes a binding of cidr (in changePrefix) to svc.
-func addBinding(cidr, svc string) (apiBinding, time.Duration, error) {
-	var b apiBinding
+// chgAddBinding makes a binding of cidr (in changePrefix) to svc.
+func chgAddBinding(cidr, svc string) (chgBinding, time.Duration, error) {
+	var b chgBinding
 	pid := bindings.PrefixID(netip.MustParsePrefix(changePrefix))
-	took, err := callOK("POST", "/v1/prefixes/"+pid+"/bindings", `{"cidr":"`+cidr+`","service_id":"`+svc+`"}`, &b)
+	took, err := chgCallOK("POST", "/v1/prefixes/"+pid+"/bindings", `{"cidr":"`+cidr+`","service_id":"`+svc+`"}`, &b)
 	return b, took, err
 }
 
-func moveBinding(b apiBinding, svc string) (time.Duration, error) {
-	return callOK("PATCH", "/v1/prefixes/"+b.PrefixID+"/bindings/"+b.ID, `{"service_id":"`+svc+`"}`, nil)
+func chgMoveBinding(b chgBinding, svc string) (time.Duration, error) {
+	return chgCallOK("PATCH", "/v1/prefixes/"+b.PrefixID+"/bindings/"+b.ID, `{"service_id":"`+svc+`"}`, nil)
 }
 
-// loadStats counts a load's requests.
-type loadStats struct {
+// chgLoadStats counts a load's requests.
+type chgLoadStats struct {
 	ok, failed atomic.Int64
 	mu         sync.Mutex
 	errs       []string // the first few failures
 }
 
-func (s *loadStats) fail(err error) {
+func (s *chgLoadStats) fail(err error) {
 	s.failed.Add(1)
 	s.mu.Lock()
 	if len(s.errs) < 5 {
@@ -215,11 +215,11 @@ func (s *loadStats) fail(err error) {
 	s.mu.Unlock()
 }
 
-var getRequest = []byte("GET / HTTP/1.1\r\nHost: bench.example\r\n\r\n")
-var getClose = []byte("GET / HTTP/1.1\r\nHost: bench.example\r\nConnection: close\r\n\r\n")
+var chgGet = []byte("GET / HTTP/1.1\r\nHost: bench.example\r\n\r\n")
+var chgGetClose = []byte("GET / HTTP/1.1\r\nHost: bench.example\r\nConnection: close\r\n\r\n")
 
-// exchange sends one request on conn and reads a 200 response.
-func exchange(conn net.Conn, br *bufio.Reader, req []byte) error {
+// chgExchange sends one request on conn and reads a 200 response.
+func chgExchange(conn net.Conn, br *bufio.Reader, req []byte) error {
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := conn.Write(req); err != nil {
 		return err
@@ -239,7 +239,7 @@ func exchange(conn net.Conn, br *bufio.Reader, req []byte) error {
 	return nil
 }
 
-func dialHTTP(addr string) (net.Conn, *bufio.Reader, error) {
+func chgDialHTTP(addr string) (net.Conn, *bufio.Reader, error) {
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return nil, nil, err
@@ -247,20 +247,20 @@ func dialHTTP(addr string) (net.Conn, *bufio.Reader, error) {
 	return conn, bufio.NewReader(conn), nil
 }
 
-// runLoad runs, until stop is closed, keepAlive workers on connections
+// chgRunLoad runs, until stop is closed, keepAlive workers on connections
 // opened (before it returns) to addresses of changeMoved, and one worker
 // making a new connection per request to addresses of changeStill. done
 // is closed when every worker has ended.
-func runLoad(keepAlive int, stop <-chan struct{}) (*loadStats, <-chan struct{}, error) {
-	st := &loadStats{}
+func chgRunLoad(keepAlive int, stop <-chan struct{}) (*chgLoadStats, <-chan struct{}, error) {
+	st := &chgLoadStats{}
 	var wg sync.WaitGroup
 	errc := make(chan error, keepAlive)
 	for i := range keepAlive {
 		addr := fmt.Sprintf("198.51.100.%d:%d", 1+i, changeHTTPPort)
 		wg.Add(1)
-		spawn(func() {
+		nsSpawn(func() {
 			defer wg.Done()
-			conn, br, err := dialHTTP(addr)
+			conn, br, err := chgDialHTTP(addr)
 			errc <- err
 			if err != nil {
 				return
@@ -272,19 +272,19 @@ func runLoad(keepAlive int, stop <-chan struct{}) (*loadStats, <-chan struct{}, 
 					return
 				default:
 				}
-				if err := exchange(conn, br, getRequest); err != nil {
+				if err := chgExchange(conn, br, chgGet); err != nil {
 					st.fail(fmt.Errorf("keep-alive %s: %w", addr, err))
 					conn.Close()
 					// A new connection to the moving range may be refused
 					// while it is not the cdn's: that counts too.
-					if conn, br, err = dialHTTP(addr); err != nil {
+					if conn, br, err = chgDialHTTP(addr); err != nil {
 						st.fail(fmt.Errorf("reconnect %s: %w", addr, err))
 						select {
 						case <-stop:
 							return
 						case <-time.After(10 * time.Millisecond):
 						}
-						if conn, br, err = dialHTTP(addr); err != nil {
+						if conn, br, err = chgDialHTTP(addr); err != nil {
 							return
 						}
 					}
@@ -300,7 +300,7 @@ func runLoad(keepAlive int, stop <-chan struct{}) (*loadStats, <-chan struct{}, 
 		}
 	}
 	wg.Add(1)
-	spawn(func() {
+	nsSpawn(func() {
 		defer wg.Done()
 		for i := 0; ; i++ {
 			select {
@@ -309,12 +309,12 @@ func runLoad(keepAlive int, stop <-chan struct{}) (*loadStats, <-chan struct{}, 
 			default:
 			}
 			addr := fmt.Sprintf("198.51.100.%d:%d", 129+i%120, changeHTTPPort)
-			conn, br, err := dialHTTP(addr)
+			conn, br, err := chgDialHTTP(addr)
 			if err != nil {
 				st.fail(fmt.Errorf("new connection %s: %w", addr, err))
 				continue
 			}
-			if err := exchange(conn, br, getClose); err != nil {
+			if err := chgExchange(conn, br, chgGetClose); err != nil {
 				st.fail(fmt.Errorf("new connection %s: %w", addr, err))
 			} else {
 				st.ok.Add(1)
@@ -327,15 +327,15 @@ func runLoad(keepAlive int, stop <-chan struct{}) (*loadStats, <-chan struct{}, 
 	return st, done, nil
 }
 
-var reloadsRE = regexp.MustCompile(`(?m)^edgeproxy_config_reloads_total\{result="(ok|error)"\} (\S+)$`)
+var chgReloadsRE = regexp.MustCompile(`(?m)^edgeproxy_config_reloads_total\{result="(ok|error)"\} (\S+)$`)
 
-// reloads reads edgeproxy's reload counters.
-func reloads() (ok, failed float64, err error) {
-	code, b, err := call("GET", "/metrics", "")
+// chgReloads reads edgeproxy's reload counters.
+func chgReloads() (ok, failed float64, err error) {
+	code, b, err := chgCall("GET", "/metrics", "")
 	if err != nil || code != 200 {
 		return 0, 0, fmt.Errorf("metrics: %d %v", code, err)
 	}
-	for _, m := range reloadsRE.FindAllStringSubmatch(string(b), -1) {
+	for _, m := range chgReloadsRE.FindAllStringSubmatch(string(b), -1) {
 		v, _ := strconv.ParseFloat(m[2], 64)
 		if m[1] == "ok" {
 			ok = v
@@ -346,7 +346,7 @@ func reloads() (ok, failed float64, err error) {
 	return ok, failed, nil
 }
 
-func runSafety(c *harness.Ctx, r *harness.Result, sighup bool) error {
+func runChangeSafety(c *harness.Ctx, r *harness.Result, sighup bool) error {
 	const keepAlive = 4
 	r.Unit = "request"
 	r.Primary = harness.Failed
@@ -365,20 +365,20 @@ func runSafety(c *harness.Ctx, r *harness.Result, sighup bool) error {
 	}
 	r.Notes = append(r.Notes, "keep-alive connections to "+changeMoved+" opened before the changes; new connections (one request each) to "+changeStill+"; every error, non-200 or refused connection counts as failed",
 		changeLiveUpNote)
-	stopOrigin, err := startOrigin()
+	stopOrigin, err := chgStartOrigin()
 	if err != nil {
 		return err
 	}
 	defer stopOrigin()
-	ep, _, err := startEdgeproxy(c, filepath.Join(c.Dir, "change-bindings.json"), 30*time.Second)
+	ep, _, err := chgStartEdgeproxy(c, filepath.Join(c.Dir, "change-bindings.json"), 30*time.Second)
 	if err != nil {
 		return err
 	}
 	defer ep.Stop()
 	r.Versions["edgeproxy"] = harness.Version(c.Edgeproxy)
-	var moved apiBinding
+	var moved chgBinding
 	if !sighup {
-		if moved, _, err = addBinding(changeMoved, "cdn"); err != nil {
+		if moved, _, err = chgAddBinding(changeMoved, "cdn"); err != nil {
 			return err
 		}
 	}
@@ -386,14 +386,14 @@ func runSafety(c *harness.Ctx, r *harness.Result, sighup bool) error {
 		stop := make(chan struct{})
 		cpu0 := ep.CPU()
 		start := time.Now()
-		st, done, err := runLoad(keepAlive, stop)
+		st, done, err := chgRunLoad(keepAlive, stop)
 		if err != nil {
 			return nil, err
 		}
 		m := map[string]float64{}
 		var changeErr error
 		if sighup {
-			ok0, bad0, err := reloads()
+			ok0, bad0, err := chgReloads()
 			if err != nil {
 				close(stop)
 				<-done
@@ -409,7 +409,7 @@ func runSafety(c *harness.Ctx, r *harness.Result, sighup bool) error {
 				time.Sleep(250 * time.Millisecond)
 			}
 			time.Sleep(100 * time.Millisecond) // the last reload's end
-			ok1, bad1, err := reloads()
+			ok1, bad1, err := chgReloads()
 			if err != nil && changeErr == nil {
 				changeErr = err
 			}
@@ -421,7 +421,7 @@ func runSafety(c *harness.Ctx, r *harness.Result, sighup bool) error {
 			var rtts []float64
 			for time.Since(start) < d {
 				for _, svc := range []string{"spectrum", "cdn"} {
-					took, err := moveBinding(moved, svc)
+					took, err := chgMoveBinding(moved, svc)
 					if err != nil {
 						changeErr = err
 						break
@@ -468,9 +468,9 @@ func runSafety(c *harness.Ctx, r *harness.Result, sighup bool) error {
 	})
 }
 
-// storeWithBindings writes a store of n API-made /128 bindings to cdn in
+// chgStore writes a store of n API-made /128 bindings to cdn in
 // 1,000 spectrum /48s from 2001:db8:4500::/48 on (none carries traffic).
-func storeWithBindings(path string, n int) error {
+func chgStore(path string, n int) error {
 	st := &bindings.State{}
 	const prefixes = 1000
 	for i := range prefixes {
@@ -491,10 +491,10 @@ func storeWithBindings(path string, n int) error {
 	return bindings.NewStore(path).Save(st)
 }
 
-// probeOwner dials the probed address until it sees want: "cdn" when a
+// chgProbeOwner dials the probed address until it sees want: "cdn" when a
 // connection is accepted, "spectrum" when it is refused (spectrum serves no
 // app on the port). It returns when it saw it.
-func probeOwner(want string, deadline time.Time) (time.Time, error) {
+func chgProbeOwner(want string, deadline time.Time) (time.Time, error) {
 	addr := netip.AddrPortFrom(netip.MustParsePrefix(changeProbe).Addr(), changeHTTPPort)
 	for time.Now().Before(deadline) {
 		conn, err := net.DialTCP("tcp", nil, net.TCPAddrFromAddrPort(addr))
@@ -532,7 +532,7 @@ func runChangeLatency(c *harness.Ctx, r *harness.Result) error {
 		"patch_ms_N, post_ms_N: median round trip (the answer means the data plane holds the change and the store is on disk); dataplane_ms_N: median time from sending the PATCH to the first new connection that sees the new owner (accepted by the cdn, or refused where spectrum serves no app)",
 		"start_s_N: edgeproxy's start until /readyz with N bindings",
 		changeLiveUpNote)
-	stopOrigin, err := startOrigin()
+	stopOrigin, err := chgStartOrigin()
 	if err != nil {
 		return err
 	}
@@ -543,14 +543,14 @@ func runChangeLatency(c *harness.Ctx, r *harness.Result) error {
 	}
 	rounds := map[int]map[string]float64{}
 	for _, n := range sizes {
-		name := sizeNames[n]
+		name := dispSizeNames[n]
 		store := filepath.Join(c.Dir, "change-latency-"+name+".json")
 		c.Log("%s: writing a store of %s bindings", r.Scenario, name)
-		if err := storeWithBindings(store, n); err != nil {
+		if err := chgStore(store, n); err != nil {
 			return err
 		}
 		t0 := time.Now()
-		ep, _, err := startEdgeproxy(c, store, 150*time.Second)
+		ep, _, err := chgStartEdgeproxy(c, store, 150*time.Second)
 		if err != nil {
 			return err
 		}
@@ -558,7 +558,7 @@ func runChangeLatency(c *harness.Ctx, r *harness.Result) error {
 		r.Versions["edgeproxy"] = harness.Version(c.Edgeproxy)
 		err = func() error {
 			defer ep.Stop()
-			probe, _, err := addBinding(changeProbe, "cdn")
+			probe, _, err := chgAddBinding(changeProbe, "cdn")
 			if err != nil {
 				return err
 			}
@@ -570,12 +570,12 @@ func runChangeLatency(c *harness.Ctx, r *harness.Result) error {
 						seen := make(chan time.Time, 1)
 						errc := make(chan error, 1)
 						sent := time.Now()
-						spawn(func() {
-							t, err := probeOwner(svc, time.Now().Add(30*time.Second))
+						nsSpawn(func() {
+							t, err := chgProbeOwner(svc, time.Now().Add(30*time.Second))
 							errc <- err
 							seen <- t
 						})
-						took, err := moveBinding(probe, svc)
+						took, err := chgMoveBinding(probe, svc)
 						if err != nil {
 							return err
 						}
@@ -586,12 +586,12 @@ func runChangeLatency(c *harness.Ctx, r *harness.Result) error {
 						plane = append(plane, float64((<-seen).Sub(sent).Microseconds())/1000)
 					}
 					cidr := fmt.Sprintf("198.51.100.%d/28", 160+16*(i%4))
-					b, took, err := addBinding(cidr, "spectrum")
+					b, took, err := chgAddBinding(cidr, "spectrum")
 					if err != nil {
 						return err
 					}
 					post = append(post, float64(took.Microseconds())/1000)
-					if _, err := callOK("DELETE", "/v1/prefixes/"+b.PrefixID+"/bindings/"+b.ID, "", nil); err != nil {
+					if _, err := chgCallOK("DELETE", "/v1/prefixes/"+b.PrefixID+"/bindings/"+b.ID, "", nil); err != nil {
 						return err
 					}
 				}

@@ -3,17 +3,17 @@ package scenarios
 import "testing"
 
 func TestChangeMoveTiny(t *testing.T) {
-	r := runTiny(t, "change-move", true)
+	r := dispRunTiny(t, "change-move", true)
 	if r.Summary["edgeproxy"]["moves"] == 0 {
 		t.Errorf("no moves: %v", r.Summary)
 	}
 }
 
 func TestChangeReloadTiny(t *testing.T) {
-	r := runTiny(t, "change-reload", true)
+	r := dispRunTiny(t, "change-reload", true)
 	if r.Summary["edgeproxy"]["reloads_ok"] == 0 {
 		t.Errorf("no reloads: %v", r.Summary)
 	}
 }
 
-func TestChangeLatencyTiny(t *testing.T) { runTiny(t, "change-latency", true) }
+func TestChangeLatencyTiny(t *testing.T) { dispRunTiny(t, "change-latency", true) }

@@ -39,22 +39,22 @@ import (
 //     program ("detached"). Metrics rate_N (connections/s).
 
 func init() {
-	harness.Register(harness.Scenario{Name: "dispatch-lookup", Group: "dispatch", Run: runLookup})
-	harness.Register(harness.Scenario{Name: "dispatch-writes", Group: "dispatch", Run: runWrites})
-	harness.Register(harness.Scenario{Name: "dispatch-connrate", Group: "dispatch", Run: runConnRate})
+	harness.Register(harness.Scenario{Name: "dispatch-lookup", Group: "dispatch", Run: runDispatchLookup})
+	harness.Register(harness.Scenario{Name: "dispatch-writes", Group: "dispatch", Run: runDispatchWrites})
+	harness.Register(harness.Scenario{Name: "dispatch-connrate", Group: "dispatch", Run: runDispatchConnRate})
 	for _, n := range []string{"1", "10k", "100k", "1M"} {
 		harness.HigherIsBetter["rate_"+n] = true
 		harness.HigherIsBetter["per_s_"+n] = true
 	}
 }
 
-// sizeNames are the binding counts by name.
-var sizeNames = map[int]string{1: "1", 10_000: "10k", 100_000: "100k", 1_000_000: "1M"}
+// dispSizeNames are the binding counts by name.
+var dispSizeNames = map[int]string{1: "1", 10_000: "10k", 100_000: "100k", 1_000_000: "1M"}
 
-// spawn runs fn on a goroutine whose sockets are created in the run's
+// nsSpawn runs fn on a goroutine whose sockets are created in the run's
 // network namespace. The runner's whole process is in it; a test, whose
 // namespace belongs to one thread, sets it to its netns.NS's Go.
-var spawn = func(fn func()) { go fn() }
+var nsSpawn = func(fn func()) { go fn() }
 
 var (
 	dispatchTestMu  sync.Mutex
@@ -65,7 +65,7 @@ var (
 // scratch directory (once while it is there) and returns its path and the
 // package directory to run it in.
 func dispatchTest(c *harness.Ctx) (bin, pkgDir string, err error) {
-	root, err := moduleRoot()
+	root, err := dispModuleRoot()
 	if err != nil {
 		return "", "", err
 	}
@@ -84,8 +84,8 @@ func dispatchTest(c *harness.Ctx) (bin, pkgDir string, err error) {
 	return dispatchTestBin, filepath.Join(root, "dispatch"), nil
 }
 
-// moduleRoot is the directory of the go.mod above the working directory.
-func moduleRoot() (string, error) {
+// dispModuleRoot is the directory of the go.mod above the working directory.
+func dispModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
@@ -102,12 +102,12 @@ func moduleRoot() (string, error) {
 	}
 }
 
-// benchLine is one line of `go test -bench` output.
-var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+(.*)$`)
+// dispBenchLine is one line of `go test -bench` output.
+var dispBenchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+(.*)$`)
 
-// runBench runs the dispatch test binary pinned to the SUT CPU with
+// dispRunBench runs the dispatch test binary pinned to the SUT CPU with
 // GOMAXPROCS=1 and returns, per benchmark name, its metrics by unit.
-func runBench(c *harness.Ctx, bench, benchtime string) (map[string]map[string]float64, error) {
+func dispRunBench(c *harness.Ctx, bench, benchtime string) (map[string]map[string]float64, error) {
 	bin, dir, err := dispatchTest(c)
 	if err != nil {
 		return nil, err
@@ -122,7 +122,7 @@ func runBench(c *harness.Ctx, bench, benchtime string) (map[string]map[string]fl
 	}
 	res := map[string]map[string]float64{}
 	for _, l := range strings.Split(string(out), "\n") {
-		m := benchLine.FindStringSubmatch(strings.TrimSpace(l))
+		m := dispBenchLine.FindStringSubmatch(strings.TrimSpace(l))
 		if m == nil {
 			continue
 		}
@@ -142,9 +142,9 @@ func runBench(c *harness.Ctx, bench, benchtime string) (map[string]map[string]fl
 	return res, nil
 }
 
-// perRound runs one measurement per round for all systems at once (a
+// dispPerRound runs one measurement per round for all systems at once (a
 // benchmark binary reports them together) and hands them out to Alternate.
-func perRound(run func(round int) (map[string]map[string]float64, error)) func(string, int) (map[string]float64, error) {
+func dispPerRound(run func(round int) (map[string]map[string]float64, error)) func(string, int) (map[string]float64, error) {
 	cache := map[int]map[string]map[string]float64{}
 	return func(sys string, round int) (map[string]float64, error) {
 		if cache[round] == nil {
@@ -162,7 +162,7 @@ func perRound(run func(round int) (map[string]map[string]float64, error)) func(s
 	}
 }
 
-func runLookup(c *harness.Ctx, r *harness.Result) error {
+func runDispatchLookup(c *harness.Ctx, r *harness.Result) error {
 	r.Title = "BPF run time per lookup (10k bindings; 1 and 1M beside)"
 	r.Unit = "lookup"
 	r.Primary = "ns_10k"
@@ -177,8 +177,8 @@ func runLookup(c *harness.Ctx, r *harness.Result) error {
 	r.Params["source"] = "dispatch.BenchmarkLookup (BPF_STATS_RUN_TIME), pinned to CPU 0, GOMAXPROCS=1"
 	r.Notes = append(r.Notes, "repeated: one destination probed over and over (caches warm); spread: probes uniform over up to 65,536 bound /32s",
 		"ns_N is the kernel's BPF run time per program run with N bindings, the full path: owner, port set, socket assignment")
-	measure := perRound(func(int) (map[string]map[string]float64, error) {
-		res, err := runBench(c, "^BenchmarkLookup$/^bindings=("+sizes+")$/", fmt.Sprintf("%dx", n))
+	measure := dispPerRound(func(int) (map[string]map[string]float64, error) {
+		res, err := dispRunBench(c, "^BenchmarkLookup$/^bindings=("+sizes+")$/", fmt.Sprintf("%dx", n))
 		if err != nil {
 			return nil, err
 		}
@@ -198,7 +198,7 @@ func runLookup(c *harness.Ctx, r *harness.Result) error {
 	return harness.Alternate(c, r, []string{"repeated", "spread"}, measure)
 }
 
-func runWrites(c *harness.Ctx, r *harness.Result) error {
+func runDispatchWrites(c *harness.Ctx, r *harness.Result) error {
 	r.Title = "whole-table write, bindings per second (100k bindings)"
 	r.Unit = "binding"
 	r.Primary = "per_s_100k"
@@ -209,33 +209,33 @@ func runWrites(c *harness.Ctx, r *harness.Result) error {
 	}
 	var names []string
 	for _, n := range sizes {
-		names = append(names, sizeNames[n])
+		names = append(names, dispSizeNames[n])
 	}
 	r.Params["bindings"] = names
 	r.Params["source"] = "dispatch.BenchmarkReplace, one write per size and round, pinned to CPU 0, GOMAXPROCS=1"
 	r.Notes = append(r.Notes, "insert: a table of N /32 bindings written into an empty generation; replace: N bindings turned into N others (every entry deleted, another inserted), then switched to",
 		"single-binding changes (amend) are measured end to end by change-latency (PATCH through the admin API)")
-	measure := perRound(func(round int) (map[string]map[string]float64, error) {
+	measure := dispPerRound(func(round int) (map[string]map[string]float64, error) {
 		// The warm-up round leaves 1M out: it is a third of a round's time
 		// and warms nothing the smaller sizes do not.
 		sz, nm := sizes, names
 		if round == 0 && len(sizes) > 2 {
 			sz, nm = sizes[:2], names[:2]
 		}
-		res, err := runBench(c, "^BenchmarkReplace$/^bindings=("+strings.Join(nm, "|")+")$/", "1x")
+		res, err := dispRunBench(c, "^BenchmarkReplace$/^bindings=("+strings.Join(nm, "|")+")$/", "1x")
 		if err != nil {
 			return nil, err
 		}
 		out := map[string]map[string]float64{"insert": {}, "replace": {}}
 		for _, n := range sz {
 			for sys, kind := range map[string]string{"insert": "first", "replace": "change"} {
-				vals := res["BenchmarkReplace/bindings="+sizeNames[n]+"/"+kind]
+				vals := res["BenchmarkReplace/bindings="+dispSizeNames[n]+"/"+kind]
 				s, ok := vals["s/replace"]
 				if !ok || s <= 0 {
-					return nil, fmt.Errorf("no s/replace for %s at %s", kind, sizeNames[n])
+					return nil, fmt.Errorf("no s/replace for %s at %s", kind, dispSizeNames[n])
 				}
-				out[sys]["s_"+sizeNames[n]] = s
-				out[sys]["per_s_"+sizeNames[n]] = float64(n) / s
+				out[sys]["s_"+dispSizeNames[n]] = s
+				out[sys]["per_s_"+dispSizeNames[n]] = float64(n) / s
 			}
 		}
 		return out, nil
@@ -256,9 +256,9 @@ const (
 	connPlainPort = 18402 // unrelated and detached
 )
 
-// connTable is n /128 bindings of connSteered to one owner that serves
+// dispConnTable is n /128 bindings of connSteered to one owner that serves
 // connPort, and the addresses bound.
-func connTable(n int) (*dispatch.Table, []netip.Addr) {
+func dispConnTable(n int) (*dispatch.Table, []netip.Addr) {
 	const owner dispatch.Owner = 1
 	t := &dispatch.Table{Owners: map[dispatch.Owner]dispatch.Policy{
 		owner: {Kind: dispatch.KindPorts, Ports: map[dispatch.ProtoPort]string{{Protocol: dispatch.TCP, Port: connPort}: "bench/tcp"}},
@@ -284,8 +284,8 @@ func connTable(n int) (*dispatch.Table, []netip.Addr) {
 	return t, addrs
 }
 
-// acceptClose accepts connections and closes each at once.
-func acceptClose(ln net.Listener) {
+// dispAcceptClose accepts connections and closes each at once.
+func dispAcceptClose(ln net.Listener) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -295,10 +295,10 @@ func acceptClose(ln net.Listener) {
 	}
 }
 
-// dialFor makes connections one after the other for about d (at least
+// dispDialFor makes connections one after the other for about d (at least
 // one chunk), each a full exchange (connect, the server's close, close),
 // to addresses picked from addrs, and returns connections per second.
-func dialFor(d time.Duration, addrs []netip.Addr, port uint16, rnd *rand.Rand) (float64, error) {
+func dispDialFor(d time.Duration, addrs []netip.Addr, port uint16, rnd *rand.Rand) (float64, error) {
 	const chunk = 50
 	n := 0
 	buf := make([]byte, 1)
@@ -317,9 +317,9 @@ func dialFor(d time.Duration, addrs []netip.Addr, port uint16, rnd *rand.Rand) (
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
-// pinThread locks the calling goroutine to its thread and pins the thread
+// dispPinThread locks the calling goroutine to its thread and pins the thread
 // to cpu; undo restores both.
-func pinThread(cpu int) (undo func()) {
+func dispPinThread(cpu int) (undo func()) {
 	runtime.LockOSThread()
 	var old unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &old); err != nil {
@@ -335,11 +335,11 @@ func pinThread(cpu int) (undo func()) {
 	}
 }
 
-// plainNetns runs a worker on a thread of its own in a fresh network
+// dispPlainNetns runs a worker on a thread of its own in a fresh network
 // namespace with lo up, 2001:db8::/32 routed to it and a plain listener on
 // connPlainPort: no program is attached there. Each request is a duration;
-// the worker answers the rate of dialFor. Close the channel to end it.
-func plainNetns(addrs []netip.Addr) (chan<- time.Duration, <-chan float64, error) {
+// the worker answers the rate of dispDialFor. Close the channel to end it.
+func dispPlainNetns(addrs []netip.Addr) (chan<- time.Duration, <-chan float64, error) {
 	req, resp := make(chan time.Duration), make(chan float64)
 	ready := make(chan error, 1)
 	go func() {
@@ -364,11 +364,11 @@ func plainNetns(addrs []netip.Addr) (chan<- time.Duration, <-chan float64, error
 			return
 		}
 		defer ln.Close()
-		go acceptClose(ln)
+		go dispAcceptClose(ln)
 		ready <- nil
 		rnd := rand.New(rand.NewPCG(5, 6))
 		for d := range req {
-			rate, err := dialFor(d, addrs, connPlainPort, rnd)
+			rate, err := dispDialFor(d, addrs, connPlainPort, rnd)
 			if err != nil {
 				rate = -1
 			}
@@ -381,7 +381,7 @@ func plainNetns(addrs []netip.Addr) (chan<- time.Duration, <-chan float64, error
 	return req, resp, nil
 }
 
-func runConnRate(c *harness.Ctx, r *harness.Result) error {
+func runDispatchConnRate(c *harness.Ctx, r *harness.Result) error {
 	r.Title = "new TCP connections per second, steered (10k bindings) against a plain socket"
 	r.Unit = "connection"
 	r.Primary = "rate_10k"
@@ -397,7 +397,7 @@ func runConnRate(c *harness.Ctx, r *harness.Result) error {
 		"steered: destinations spread over the N bound /128s, sk_lookup assigns the registered listener; unrelated: destinations outside the table with the program attached (the kernel's lookup decides); detached: the same to a plain listener in a namespace without any program",
 		"rate_N for unrelated and detached is measured while the table holds N bindings (detached: in the other namespace, so N does not apply)")
 
-	undo := pinThread(harness.SUTCPU)
+	undo := dispPinThread(harness.SUTCPU)
 	defer undo()
 	disp, err := dispatch.Open(dispatch.Options{})
 	if err != nil {
@@ -411,7 +411,7 @@ func runConnRate(c *harness.Ctx, r *harness.Result) error {
 		return err
 	}
 	defer steered.Close()
-	go acceptClose(steered)
+	go dispAcceptClose(steered)
 	if err := disp.Register("bench/tcp", steered.(*net.TCPListener)); err != nil {
 		return err
 	}
@@ -420,7 +420,7 @@ func runConnRate(c *harness.Ctx, r *harness.Result) error {
 		return err
 	}
 	defer plain.Close()
-	go acceptClose(plain)
+	go dispAcceptClose(plain)
 
 	unrelated := make([]netip.Addr, 4096)
 	rnd := rand.New(rand.NewPCG(1, 2))
@@ -432,7 +432,7 @@ func runConnRate(c *harness.Ctx, r *harness.Result) error {
 		}
 		unrelated[i] = netip.AddrFrom16(a)
 	}
-	req, resp, err := plainNetns(unrelated)
+	req, resp, err := dispPlainNetns(unrelated)
 	if err != nil {
 		return fmt.Errorf("plain namespace: %w", err)
 	}
@@ -449,8 +449,8 @@ func runConnRate(c *harness.Ctx, r *harness.Result) error {
 	}
 	attached := false
 	for _, n := range sizes {
-		name := sizeNames[n]
-		table, addrs := connTable(n)
+		name := dispSizeNames[n]
+		table, addrs := dispConnTable(n)
 		c.Log("%s: writing %s bindings", r.Scenario, name)
 		if err := disp.Replace(table); err != nil {
 			return fmt.Errorf("replace %s: %w", name, err)
@@ -467,9 +467,9 @@ func runConnRate(c *harness.Ctx, r *harness.Result) error {
 				var rate float64
 				switch sys {
 				case "steered":
-					rate, err = dialFor(d, addrs, connPort, rnd)
+					rate, err = dispDialFor(d, addrs, connPort, rnd)
 				case "unrelated":
-					rate, err = dialFor(d, unrelated, connPlainPort, rnd)
+					rate, err = dispDialFor(d, unrelated, connPlainPort, rnd)
 				case "detached":
 					req <- d
 					if rate = <-resp; rate < 0 {

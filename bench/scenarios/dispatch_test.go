@@ -10,16 +10,16 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/netns"
 )
 
-// runTiny runs the named scenario in tiny mode in a fresh namespace and
+// dispRunTiny runs the named scenario in tiny mode in a fresh namespace and
 // checks that every system has a round with a finite, positive primary
 // metric (or, for a primary that must be zero, a zero one).
-func runTiny(t *testing.T, name string, edgeproxy bool) *harness.Result {
+func dispRunTiny(t *testing.T, name string, edgeproxy bool) *harness.Result {
 	t.Helper()
 	ns := netns.New(t)
 	netns.RequireCommand(t, "taskset")
-	prev := spawn
-	spawn = ns.Go
-	t.Cleanup(func() { spawn = prev })
+	prev := nsSpawn
+	nsSpawn = ns.Go
+	t.Cleanup(func() { nsSpawn = prev })
 	c := &harness.Ctx{Mode: harness.Mode{Tiny: true}, Dir: t.TempDir(), Log: t.Logf}
 	if edgeproxy {
 		c.Edgeproxy = filepath.Join(c.Dir, "edgeproxy")
@@ -60,16 +60,16 @@ func runTiny(t *testing.T, name string, edgeproxy bool) *harness.Result {
 }
 
 func TestDispatchLookupTiny(t *testing.T) {
-	r := runTiny(t, "dispatch-lookup", false)
+	r := dispRunTiny(t, "dispatch-lookup", false)
 	if len(r.Systems) != 2 || r.Systems[0] != "repeated" {
 		t.Errorf("systems %v", r.Systems)
 	}
 }
 
-func TestDispatchWritesTiny(t *testing.T) { runTiny(t, "dispatch-writes", false) }
+func TestDispatchWritesTiny(t *testing.T) { dispRunTiny(t, "dispatch-writes", false) }
 
 func TestDispatchConnRateTiny(t *testing.T) {
-	r := runTiny(t, "dispatch-connrate", false)
+	r := dispRunTiny(t, "dispatch-connrate", false)
 	if len(r.Systems) != 3 {
 		t.Errorf("systems %v", r.Systems)
 	}
