@@ -42,10 +42,6 @@ func init() {
 	harness.Register(harness.Scenario{Name: "dispatch-lookup", Group: "dispatch", Run: runDispatchLookup})
 	harness.Register(harness.Scenario{Name: "dispatch-writes", Group: "dispatch", Run: runDispatchWrites})
 	harness.Register(harness.Scenario{Name: "dispatch-connrate", Group: "dispatch", Run: runDispatchConnRate})
-	for _, n := range []string{"1", "10k", "100k", "1M"} {
-		harness.HigherIsBetter["rate_"+n] = true
-		harness.HigherIsBetter["per_s_"+n] = true
-	}
 }
 
 // dispSizeNames are the binding counts by name.
