@@ -206,7 +206,9 @@ func NginxStreamModule() string {
 // Version returns the version a program reports, in one line.
 func Version(program string) string {
 	var args []string
-	switch program {
+	switch filepath.Base(program) {
+	case "edgeproxy":
+		args = []string{"version"}
 	case "nginx":
 		args = []string{"-v"}
 	case "haproxy":
