@@ -102,7 +102,11 @@ func run(args []string) int {
 	defer os.RemoveAll(dir)
 	bin := filepath.Join(dir, "edgeproxy")
 	logf("building edgeproxy")
-	if b, err := exec.Command("go", "build", "-o", bin, "./cmd/edgeproxy").CombinedOutput(); err != nil {
+	version := "dev"
+	if b, err := exec.Command("git", "describe", "--tags", "--always", "--dirty").Output(); err == nil {
+		version = strings.TrimSpace(string(b))
+	}
+	if b, err := exec.Command("go", "build", "-ldflags", "-X main.version="+version, "-o", bin, "./cmd/edgeproxy").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "edgebench: build edgeproxy (run from the repository's top): %v\n%s", err, b)
 		return 1
 	}
