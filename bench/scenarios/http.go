@@ -1,9 +1,14 @@
 package scenarios
 
 import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/bench/harness"
+	"github.com/edgeproxy/edgeproxy/bench/load"
 )
 
 // The http group: edgeproxy's cdn against nginx and HAProxy as reverse
@@ -13,7 +18,7 @@ import (
 var httpSystems = []string{"edgeproxy", "nginx", "haproxy"}
 
 // loadRound is how long one system gets load in a round of a full run.
-const loadRound = 4 * time.Second
+const loadRound = 3 * time.Second
 
 func init() {
 	harness.Register(harness.Scenario{Name: "http-h1", Group: "http", Needs: []string{"nginx", "haproxy", "wrk"},
@@ -51,6 +56,10 @@ func init() {
 		}})
 	harness.Register(harness.Scenario{Name: "http-idle-memory", Group: "http", Needs: []string{"nginx", "haproxy"},
 		Run: runIdleMemory})
+	harness.Register(harness.Scenario{Name: "http-latency", Group: "http", Needs: []string{"nginx", "haproxy", "wrk"},
+		Run: runLatency})
+	harness.Register(harness.Scenario{Name: "http-h3", Group: "http", Needs: []string{"nginx"},
+		Run: runH3})
 }
 
 func setVersions(r *harness.Result, tools ...string) {
@@ -85,7 +94,7 @@ func runWrkScenario(c *harness.Ctx, r *harness.Result, opts proxyOpts, useTLS bo
 	if err := f.start(httpSystems...); err != nil {
 		return err
 	}
-	return harness.Alternate(c, r, httpSystems, func(sys string, round int) (map[string]float64, error) {
+	err = harness.Alternate(c, r, httpSystems, func(sys string, round int) (map[string]float64, error) {
 		p := f.proxies[sys]
 		url := "http://" + p.plain + "/"
 		if useTLS {
@@ -98,6 +107,20 @@ func runWrkScenario(c *harness.Ctx, r *harness.Result, opts proxyOpts, useTLS bo
 		}
 		return measured(sys, lr, p.proc.CPU()-before)
 	})
+	if err != nil || !opts.accessLog {
+		return err
+	}
+	// The logs were written: a system that logged nothing measured
+	// nothing of what the scenario is about.
+	time.Sleep(1100 * time.Millisecond) // nginx flushes its buffer each second
+	for _, sys := range httpSystems {
+		st, err := os.Stat(filepath.Join(c.Dir, sys, "access.log"))
+		if err != nil || st.Size() == 0 {
+			return fmt.Errorf("%s wrote no access log: %v", sys, err)
+		}
+		r.Params["access_log_bytes_"+sys] = st.Size()
+	}
+	return nil
 }
 
 // runH2 is HTTP/2 over TLS, 16 connections of 32 streams each.
@@ -144,7 +167,7 @@ const (
 // runtime got back from closed connections would hide the next ones).
 func runIdleMemory(c *harness.Ctx, r *harness.Result) error {
 	n := c.Mode.N(8000, 100)
-	settle := c.Mode.D(time.Second)
+	settle := c.Mode.D(500 * time.Millisecond)
 	r.Title = "idle keep-alive memory (cleartext / TLS)"
 	r.Unit = "connection"
 	r.Primary, r.Secondary = kbPerConnPlain, kbPerConnTLS
@@ -192,3 +215,139 @@ func runIdleMemory(c *harness.Ctx, r *harness.Result) error {
 		return m, nil
 	})
 }
+
+// latencyShares are the fixed rates of http-latency, in percent of
+// nginx's maximum.
+var latencyShares = []int{50, 80}
+
+// runLatency measures nginx's maximum rate (wrk, 64 connections), then
+// sends open-loop HTTP/1.1 load at 50% and 80% of it through each proxy
+// (bench/load, 64 connections, latency from each request's intended send
+// time): p50, p99 and p99.9 at each rate, metrics p99_ms_50 and so on.
+func runLatency(c *harness.Ctx, r *harness.Result) error {
+	const conns = 64
+	r.Title = "latency at fixed rates of 50% and 80% of nginx's maximum (HTTP/1.1)"
+	r.Unit = "request"
+	r.Primary, r.Secondary = harness.P99+"_50", harness.P99+"_80"
+	setVersions(r, "wrk")
+	d := c.Mode.D(3 * time.Second)
+	r.Params["connections"] = conns
+	r.Params["load_s"] = d.Seconds()
+	r.Params["shares_pct"] = latencyShares
+	r.Notes = append(r.Notes, "open loop (bench/load): requests at fixed intervals, latency from the intended send time (coordinated omission corrected); the generator runs in the harness process, pinned to the load CPU")
+	f, err := newFixture(c, proxyOpts{})
+	if err != nil {
+		return err
+	}
+	defer f.stop()
+	if err := f.start(httpSystems...); err != nil {
+		return err
+	}
+	dial, err := newNSDialer()
+	if err != nil {
+		return err
+	}
+	defer dial.close()
+	maxRun, err := wrk("http://"+f.proxies["nginx"].plain+"/", conns, c.Mode.D(loadRound))
+	if err != nil {
+		return err
+	}
+	nginxMax := maxRun.units / maxRun.secs
+	r.Params["nginx_max_rate"] = nginxMax
+	c.Log("%s: nginx's maximum %.0f requests/s", r.Scenario, nginxMax)
+	return harness.Alternate(c, r, httpSystems, func(sys string, round int) (map[string]float64, error) {
+		p := f.proxies[sys]
+		m := map[string]float64{}
+		for _, share := range latencyShares {
+			rate := nginxMax * float64(share) / 100
+			before := p.proc.CPU()
+			res, err := generate(load.HTTPOptions{URL: "http://" + p.plain + "/", Rate: rate, Duration: d,
+				Conns: conns, Dial: dial.DialContext})
+			if err != nil {
+				return nil, fmt.Errorf("%s at %d%%: %w", sys, share, err)
+			}
+			cpu := p.proc.CPU() - before
+			ok := res.Requests - res.Errors
+			if ok <= 0 || res.Errors > res.Requests/100 {
+				return nil, fmt.Errorf("%s at %d%%: %d of %d failed (%s)", sys, share, res.Errors, res.Requests, res.FirstError)
+			}
+			sfx := fmt.Sprintf("_%d", share)
+			m[harness.P50+sfx] = ms(res.Latency.Percentile(50))
+			m[harness.P99+sfx] = ms(res.Latency.Percentile(99))
+			m[harness.P999+sfx] = ms(res.Latency.Percentile(99.9))
+			m[harness.Rate+sfx] = res.Rate
+			m[harness.CPUPerUnit+sfx] = float64(cpu.Microseconds()) / float64(ok)
+			m[harness.Failed+sfx] = float64(res.Errors)
+			m["unsent"+sfx] = float64(res.Unsent)
+		}
+		return m, nil
+	})
+}
+
+// runH3 is HTTP/3 against edgeproxy's own HTTP/2, one edgeproxy serving
+// both, 16 connections × 32 streams, closed loop (bench/load).
+func runH3(c *harness.Ctx, r *harness.Result) error {
+	const conns, streams = 16, 32
+	r.Title = "HTTP/3 against edgeproxy's own HTTP/2 (16 connections × 32 streams)"
+	r.Unit = "request"
+	r.Primary, r.Secondary = harness.CPUPerUnit, harness.Rate
+	setVersions(r)
+	d := c.Mode.D(loadRound)
+	r.Params["connections"] = conns
+	r.Params["streams_per_connection"] = streams
+	r.Params["load_s"] = d.Seconds()
+	r.Notes = append(r.Notes, "closed loop (bench/load) in the harness process, pinned to the load CPU; no peer here speaks HTTP/3: edgeproxy-h2 is the same edgeproxy over HTTP/2")
+	f, err := newFixture(c, proxyOpts{http3: true})
+	if err != nil {
+		return err
+	}
+	defer f.stop()
+	if err := f.start("edgeproxy"); err != nil {
+		return err
+	}
+	dial, err := newNSDialer()
+	if err != nil {
+		return err
+	}
+	defer dial.close()
+	p := f.proxies["edgeproxy"]
+	return harness.Alternate(c, r, []string{"edgeproxy-h3", "edgeproxy-h2"}, func(sys string, round int) (map[string]float64, error) {
+		o := load.HTTPOptions{URL: "https://" + p.tls + "/", Proto: "h2", Duration: d, Conns: conns, Streams: streams,
+			Insecure: true, ServerName: "bench.example", Dial: dial.DialContext}
+		if sys == "edgeproxy-h3" {
+			o.Proto, o.Dial, o.LocalAddr = "h3", nil, "127.0.0.1"
+		}
+		before := p.proc.CPU()
+		res, err := generate(o)
+		if err != nil {
+			return nil, err
+		}
+		cpu := p.proc.CPU() - before
+		ok := res.Requests - res.Errors
+		if ok <= 0 || res.Errors > res.Requests/100 {
+			return nil, fmt.Errorf("%d of %d failed (%s)", res.Errors, res.Requests, res.FirstError)
+		}
+		return map[string]float64{
+			harness.Rate:       res.Rate,
+			harness.CPUPerUnit: float64(cpu.Microseconds()) / float64(ok),
+			harness.Failed:     float64(res.Errors),
+			harness.P50:        ms(res.Latency.Percentile(50)),
+			harness.P99:        ms(res.Latency.Percentile(99)),
+		}, nil
+	})
+}
+
+// generate runs bench/load's HTTP generator with this process pinned to
+// the load CPU.
+func generate(o load.HTTPOptions) (*load.HTTPResult, error) {
+	restore, err := pinSelf(harness.LoadCPU)
+	if err != nil {
+		return nil, err
+	}
+	defer restore()
+	ctx, cancel := context.WithTimeout(context.Background(), o.Duration+30*time.Second)
+	defer cancel()
+	return load.HTTP(ctx, o)
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -67,4 +67,7 @@ func checkResult(t *testing.T, r *harness.Result) {
 		}
 		t.Logf("%s: %v", sys, r.Summary[sys])
 	}
+	if len(r.Params) > 0 {
+		t.Logf("params: %v", r.Params)
+	}
 }
