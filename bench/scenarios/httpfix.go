@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -66,6 +67,9 @@ type fixture struct {
 // newFixture writes the certificate and starts the origin.
 func newFixture(c *harness.Ctx, opts proxyOpts) (*fixture, error) {
 	f := &fixture{c: c, dir: c.Dir, opts: opts, proxies: map[string]*proxy{}}
+	if err := reservePorts(httpPorts); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(f.dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -254,6 +258,30 @@ backend origin
 		return nil, err
 	}
 	return &proxy{name: "haproxy", proc: proc, plain: haproxyHTTP, tls: haproxyHTTPS}, nil
+}
+
+// httpPorts are the fixture's ports, kept out of the ephemeral range: a
+// client's connection on one of them would stop a proxy from listening.
+const httpPorts = "18100-18199"
+
+// reservePorts adds ports to the namespace's ip_local_reserved_ports.
+func reservePorts(ports string) error {
+	const key = "/proc/sys/net/ipv4/ip_local_reserved_ports"
+	b, err := os.ReadFile(key)
+	if err != nil {
+		return err
+	}
+	cur := strings.TrimSpace(string(b))
+	if slices.Contains(strings.Split(cur, ","), ports) {
+		return nil
+	}
+	if cur != "" {
+		ports = cur + "," + ports
+	}
+	if err := os.WriteFile(key, []byte(ports), 0o644); err != nil {
+		return fmt.Errorf("reserve ports %s: %w", ports, err)
+	}
+	return nil
 }
 
 // stop stops every process of the fixture.

@@ -13,52 +13,56 @@ import (
 
 // openIdle opens n connections to addr (TLS 1.3 when useTLS), makes
 // the given number of GET requests on each, reading the answers, and
-// returns them open. The connections are dialled on the calling goroutine (a test's
-// namespace belongs to its thread); the handshakes and requests run on 64
-// goroutines.
+// returns them open. They are dialled on the calling goroutine (a test's
+// namespace belongs to its thread), in batches whose handshakes and
+// requests then run on 64 goroutines: a connection accepted long before
+// its handshake would meet the proxy's request-head timeout.
 func openIdle(addr string, useTLS bool, n, requests int) ([]net.Conn, error) {
-	conns := make([]net.Conn, 0, n)
-	for range n {
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			return conns, fmt.Errorf("dial %s (%d open): %w", addr, len(conns), err)
-		}
-		conns = append(conns, c)
-	}
+	const batch, workers = 256, 64
 	cfg := &tls.Config{InsecureSkipVerify: true, ServerName: "bench.example", MinVersion: tls.VersionTLS13,
 		NextProtos: []string{"http/1.1"}}
-	next := make(chan int)
-	errc := make(chan error, 64)
-	var wg sync.WaitGroup
-	for range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if useTLS {
-					tc := tls.Client(conns[i], cfg)
-					conns[i] = tc
-				}
-				if err := requestOn(conns[i], requests); err != nil {
-					select {
-					case errc <- err:
-					default:
+	conns := make([]net.Conn, 0, n)
+	for len(conns) < n {
+		first := len(conns)
+		for len(conns) < min(n, first+batch) {
+			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			if err != nil {
+				return conns, fmt.Errorf("dial %s (%d open): %w", addr, len(conns), err)
+			}
+			conns = append(conns, c)
+		}
+		next := make(chan int)
+		var mu sync.Mutex
+		var firstErr error
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range next {
+					if useTLS {
+						conns[i] = tls.Client(conns[i], cfg)
+					}
+					if err := requestOn(conns[i], requests); err != nil {
+						mu.Lock()
+						if firstErr == nil {
+							firstErr = fmt.Errorf("%s, connection %d: %w", addr, i, err)
+						}
+						mu.Unlock()
 					}
 				}
-			}
-		}()
+			}()
+		}
+		for i := first; i < len(conns); i++ {
+			next <- i
+		}
+		close(next)
+		wg.Wait()
+		if firstErr != nil {
+			return conns, firstErr
+		}
 	}
-	for i := range conns {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	select {
-	case err := <-errc:
-		return conns, fmt.Errorf("%s: %w", addr, err)
-	default:
-		return conns, nil
-	}
+	return conns, nil
 }
 
 // requestOn makes count keep-alive GET requests on c.
