@@ -40,13 +40,8 @@ func init() {
 		}})
 	harness.Register(harness.Scenario{Name: "http-h2", Group: "http", Needs: []string{"nginx", "haproxy", "h2load"},
 		Run: runH2})
-	harness.Register(harness.Scenario{Name: "http-tls-handshakes", Group: "http", Needs: []string{"nginx", "haproxy", "wrk"},
-		Run: func(c *harness.Ctx, r *harness.Result) error {
-			r.Title = "new TLS 1.3 connections, one request each (full handshakes)"
-			r.Unit = "handshake"
-			r.Notes = append(r.Notes, "wrk with Connection: close over https: every request a new connection and a full handshake (wrk does not resume sessions); ECDSA P-256 certificate")
-			return runWrkScenario(c, r, proxyOpts{}, true, 32, []string{"-H", "Connection: close"})
-		}})
+	harness.Register(harness.Scenario{Name: "http-tls-handshakes", Group: "http", Needs: []string{"nginx", "haproxy", "openssl"},
+		Run: runHandshakes})
 	harness.Register(harness.Scenario{Name: "http-new-conns", Group: "http", Needs: []string{"nginx", "haproxy", "wrk"},
 		Run: func(c *harness.Ctx, r *harness.Result) error {
 			r.Title = "new HTTP connections, one request each"
@@ -121,6 +116,40 @@ func runWrkScenario(c *harness.Ctx, r *harness.Result, opts proxyOpts, useTLS bo
 		r.Params["access_log_bytes_"+sys] = st.Size()
 	}
 	return nil
+}
+
+// runHandshakes is new TLS 1.3 connections, a full handshake and one
+// request each, from openssl s_time clients (wrk would resume the sessions
+// of a server that sends tickets, as edgeproxy does).
+func runHandshakes(c *harness.Ctx, r *harness.Result) error {
+	const clients = 8
+	r.Title = "new TLS 1.3 connections, one request each (full handshakes)"
+	r.Unit = "handshake"
+	r.Primary, r.Secondary = harness.CPUPerUnit, harness.Rate
+	setVersions(r, "openssl")
+	d := c.Mode.D(loadRound)
+	r.Params["clients"] = clients
+	r.Params["load_s"] = loadSeconds(d)
+	r.Notes = append(r.Notes, "openssl s_time -new -www /: every connection a full handshake (no resumption) and one HTTP/1.0 request; "+
+		"ECDSA P-256 certificate; nginx and HAProxy send no session tickets here, edgeproxy does (its default, which it cannot turn off): their cost is in its figure; "+
+		"the rate is bounded by the clients, which share the load CPU")
+	f, err := newFixture(c, proxyOpts{})
+	if err != nil {
+		return err
+	}
+	defer f.stop()
+	if err := f.start(httpSystems...); err != nil {
+		return err
+	}
+	return harness.Alternate(c, r, httpSystems, func(sys string, round int) (map[string]float64, error) {
+		p := f.proxies[sys]
+		before := p.proc.CPU()
+		lr, err := sTime(p.tls, clients, d)
+		if err != nil {
+			return nil, err
+		}
+		return measured(sys, lr, p.proc.CPU()-before)
+	})
 }
 
 // runH2 is HTTP/2 over TLS, 16 connections of 32 streams each.

@@ -16,7 +16,7 @@ import (
 // its primary metric.
 func TestHTTPScenariosTiny(t *testing.T) {
 	netns.Require(t)
-	for _, p := range []string{"taskset", "nginx", "haproxy", "wrk", "h2load"} {
+	for _, p := range []string{"taskset", "nginx", "haproxy", "wrk", "h2load", "openssl"} {
 		netns.RequireCommand(t, p)
 	}
 	bin := filepath.Join(t.TempDir(), "edgeproxy")

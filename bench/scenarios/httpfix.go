@@ -480,6 +480,42 @@ func h2load(url string, conns, streams int, d time.Duration) (loadResult, error)
 	return r, nil
 }
 
+var sTimeConns = regexp.MustCompile(`([0-9]+) connections in [0-9.]+s;`)
+
+// sTime runs procs openssl s_time clients at once, each making new TLS
+// connections one after another for d, a full handshake each (-new: no
+// session resumed) and one HTTP/1.0 request (-www /).
+func sTime(addr string, procs int, d time.Duration) (loadResult, error) {
+	var ps []*harness.Proc
+	defer func() {
+		for _, p := range ps {
+			p.Stop()
+		}
+	}()
+	start := time.Now()
+	for range procs {
+		p, err := harness.Start("openssl", harness.LoadCPU, nil, "openssl", "s_time", "-connect", addr,
+			"-new", "-www", "/", "-time", strconv.Itoa(loadSeconds(d)))
+		if err != nil {
+			return loadResult{}, err
+		}
+		ps = append(ps, p)
+	}
+	var r loadResult
+	for _, p := range ps {
+		err := p.Cmd.Wait()
+		out := p.Out.String()
+		m := sTimeConns.FindStringSubmatch(out)
+		if err != nil || m == nil {
+			return loadResult{}, fmt.Errorf("openssl s_time -connect %s: %v\n%s", addr, err, tail(out))
+		}
+		n, _ := strconv.ParseFloat(m[1], 64)
+		r.units += n
+	}
+	r.secs = time.Since(start).Seconds()
+	return r, nil
+}
+
 // measured turns a load's result and the CPU the system used meanwhile
 // into a round's metrics, and refuses a round where more than 1% failed.
 func measured(sys string, lr loadResult, cpu time.Duration) (map[string]float64, error) {
