@@ -60,6 +60,8 @@ func PrepareNetns() error {
 	for k, v := range map[string]string{
 		"net/ipv4/tcp_tw_reuse":        "1",
 		"net/ipv4/ip_local_port_range": "10000 65000",
+		// The scenarios listen on 18000-18999: no client may take them.
+		"net/ipv4/ip_local_reserved_ports": "18000-18999",
 	} {
 		if err := os.WriteFile("/proc/sys/"+k, []byte(v), 0o644); err != nil {
 			return fmt.Errorf("sysctl %s: %w", k, err)

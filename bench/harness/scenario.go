@@ -138,6 +138,7 @@ var peers = map[string]string{
 	"wrk":     "wrk",
 	"h2load":  "nghttp2-client",
 	"iperf3":  "iperf3",
+	"openssl": "openssl",
 	"taskset": "util-linux",
 	"unshare": "util-linux",
 	"ip":      "iproute2",
