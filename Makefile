@@ -32,17 +32,12 @@ attack: ## run the hostile-input tests at full size (floods of minutes; figures 
 	bash -o pipefail -c "EDGEPROXY_ATTACK=1 $(GO) test -count=1 -timeout 30m -v -run 'Hostile' ./... 2>&1 | tee bench/results/attack.txt | grep -E '^(--- |ok|FAIL)|attack:'"
 
 .PHONY: bench
-bench: ## run the benchmarks, system under test on CPU 0 (results in bench/results/; needs nginx wrk haproxy)
-	@mkdir -p bench/results
-	$(GO) test -c -o bin/dispatch.test ./dispatch
-	cd dispatch && GOMAXPROCS=1 taskset -c 0 ../bin/dispatch.test -test.run '^$$' -test.bench 'Lookup' -test.benchtime 200000x -test.count 5 | tee ../bench/results/lookup.txt
-	cd dispatch && GOMAXPROCS=1 taskset -c 0 ../bin/dispatch.test -test.run '^$$' -test.bench 'Replace' -test.benchtime 3x | tee ../bench/results/replace.txt
-	cd dispatch && GOMAXPROCS=1 taskset -c 0 ../bin/dispatch.test -test.run '^$$' -test.bench 'ConnRate' -test.benchtime 20000x -test.count 5 | tee ../bench/results/connrate.txt
-	$(GO) test -run '^$$' -bench 'Apply100k' -benchtime 5x -count 3 ./bindings | tee bench/results/apply.txt
-	$(GO) test -run '^$$' -bench 'APIChange' -benchtime 100x -count 3 ./server | tee bench/results/api.txt
-	taskset -c 1 $(GO) test -run '^$$' -bench 'Spectrum' -benchtime 5x -count 3 ./cmd/edgeproxy | tee bench/results/spectrum.txt
-	$(GO) test -run '^$$' -bench 'CDNHTTP1' -benchtime 5x -timeout 20m ./bench | tee bench/results/cdn.txt
-	$(GO) test -run '^$$' -bench 'ServeH1' -benchtime 200000x -count 5 ./proxy | tee bench/results/cdn-h1-inprocess.txt
+bench: ## run every benchmark scenario against its peers, installing them (results, summary and charts in bench/results/; needs root)
+	$(GO) run ./bench/cmd/edgebench run -out bench/results
+
+.PHONY: bench-smoke
+bench-smoke: ## every benchmark scenario for about a second (what CI runs through go test ./bench/...)
+	$(GO) run ./bench/cmd/edgebench run -tiny -out $$(mktemp -d)
 
 .PHONY: generate
 generate: ## regenerate the BPF objects from bpf/dispatch.c (needs clang, llvm, libbpf-dev)
