@@ -208,7 +208,7 @@ func NginxStreamModule() string {
 func Version(program string) string {
 	var args []string
 	switch filepath.Base(program) {
-	case "edgeproxy":
+	case "edgeproxy", "openssl":
 		args = []string{"version"}
 	case "nginx":
 		args = []string{"-v"}
