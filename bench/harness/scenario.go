@@ -52,6 +52,9 @@ type Ctx struct {
 	Edgeproxy string // the edgeproxy binary under test
 	Dir       string // a scratch directory of the run
 	Log       func(format string, args ...any)
+	// Profiles, when set, is where the first measured round of each
+	// system is profiled with perf (CPU 0 only: the system under test).
+	Profiles string
 }
 
 // Scenario is one comparison: it runs its systems round after round and
@@ -91,7 +94,19 @@ func Alternate(c *Ctx, r *Result, systems []string, measure func(system string, 
 	for round := first; round <= c.Mode.Rounds(); round++ {
 		for _, sys := range systems {
 			c.Log("%s: %s round %d/%d", r.Scenario, sys, round, c.Mode.Rounds())
+			var stop func() error
+			if c.Profiles != "" && round == 1 {
+				var err error
+				if stop, err = profile(c.Profiles, r.Scenario, sys); err != nil {
+					return err
+				}
+			}
 			m, err := measure(sys, round)
+			if stop != nil {
+				if perr := stop(); perr != nil {
+					c.Log("%s: %s: profile: %v", r.Scenario, sys, perr)
+				}
+			}
 			if err != nil {
 				return fmt.Errorf("%s, %s, round %d: %w", r.Scenario, sys, round, err)
 			}
@@ -139,6 +154,7 @@ var peers = map[string]string{
 	"h2load":  "nghttp2-client",
 	"iperf3":  "iperf3",
 	"openssl": "openssl",
+	"perf":    "linux-perf",
 	"taskset": "util-linux",
 	"unshare": "util-linux",
 	"ip":      "iproute2",

@@ -64,6 +64,7 @@ func run(args []string) int {
 	only := fs.String("only", "", "comma-separated scenario names or groups to run (default: all)")
 	out := fs.String("out", "bench/results", "where the results go")
 	noInstall := fs.Bool("no-install", false, "do not install missing peers")
+	profiles := fs.String("profile", "", "profile each system's first measured round with perf into this directory")
 	fs.Parse(args)
 
 	var chosen []harness.Scenario
@@ -81,7 +82,11 @@ func run(args []string) int {
 		for _, s := range chosen {
 			needs = append(needs, s.Needs...)
 		}
-		if err := harness.Install(logf, append(needs, "taskset", "unshare", "ip")...); err != nil {
+		needs = append(needs, "taskset", "unshare", "ip")
+		if *profiles != "" {
+			needs = append(needs, "perf")
+		}
+		if err := harness.Install(logf, needs...); err != nil {
 			fmt.Fprintln(os.Stderr, "edgebench:", err)
 			return 1
 		}
@@ -110,7 +115,14 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "edgebench: build edgeproxy (run from the repository's top): %v\n%s", err, b)
 		return 1
 	}
-	code := runScenarios(chosen, harness.Mode{Tiny: *tiny}, bin, dir, outDir)
+	profDir := ""
+	if *profiles != "" {
+		if profDir, err = filepath.Abs(*profiles); err != nil {
+			fmt.Fprintln(os.Stderr, "edgebench:", err)
+			return 1
+		}
+	}
+	code := runScenarios(chosen, harness.Mode{Tiny: *tiny}, bin, dir, outDir, profDir)
 	if err := writeReport(outDir, runReadme(outDir, *tiny)); err != nil {
 		logf("report: %v", err)
 		code = 1
@@ -138,12 +150,12 @@ func runReadme(outDir string, tiny bool) string {
 
 // runScenarios runs each scenario and writes its result; a scenario that
 // fails is reported and the others still run.
-func runScenarios(chosen []harness.Scenario, mode harness.Mode, bin, dir, outDir string) int {
+func runScenarios(chosen []harness.Scenario, mode harness.Mode, bin, dir, outDir, profiles string) int {
 	start := time.Now()
 	failed := 0
 	for i, s := range chosen {
 		logf("[%d/%d] %s", i+1, len(chosen), s.Name)
-		c := &harness.Ctx{Mode: mode, Edgeproxy: bin, Dir: filepath.Join(dir, s.Name), Log: logf}
+		c := &harness.Ctx{Mode: mode, Edgeproxy: bin, Dir: filepath.Join(dir, s.Name), Log: logf, Profiles: profiles}
 		os.MkdirAll(c.Dir, 0o755)
 		r := harness.NewResult(s, mode)
 		if err := s.Run(c, r); err != nil {
