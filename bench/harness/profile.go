@@ -27,10 +27,16 @@ func profile(dir, scenario, system string) (stop func() error, err error) {
 		rec.Process.Signal(syscall.SIGINT)
 		rec.Wait()
 		defer os.Remove(data)
-		out, err := exec.Command("perf", "report", "-i", data, "--stdio", "--no-children",
-			"--sort", "comm,dso,symbol", "--percent-limit", "1", "-g", "none").Output()
-		if err != nil {
-			return fmt.Errorf("perf report: %w", err)
+		// Where the time went by program and object (kernel, the binary,
+		// libraries), then by function down to 0.3%.
+		var out []byte
+		for _, sort := range [][]string{{"comm,dso", "0"}, {"comm,dso,symbol", "0.3"}} {
+			b, err := exec.Command("perf", "report", "-i", data, "--stdio", "--no-children",
+				"--sort", sort[0], "--percent-limit", sort[1], "-g", "none").Output()
+			if err != nil {
+				return fmt.Errorf("perf report: %w", err)
+			}
+			out = append(out, b...)
 		}
 		return os.WriteFile(filepath.Join(dir, scenario+"-"+system+".txt"), out, 0o644)
 	}, nil
