@@ -81,26 +81,17 @@ func runWrkScenario(c *harness.Ctx, r *harness.Result, opts proxyOpts, useTLS bo
 	if len(extra) > 0 {
 		r.Params["wrk_args"] = extra
 	}
-	f, err := newFixture(c, opts)
+	f, err := startFixture(c, opts)
 	if err != nil {
 		return err
 	}
 	defer f.stop()
-	if err := f.start(httpSystems...); err != nil {
-		return err
-	}
-	err = harness.Alternate(c, r, httpSystems, func(sys string, round int) (map[string]float64, error) {
-		p := f.proxies[sys]
+	err = f.alternate(c, r, func(p *proxy) (loadResult, error) {
 		url := "http://" + p.plain + "/"
 		if useTLS {
 			url = "https://" + p.tls + "/"
 		}
-		before := p.proc.CPU()
-		lr, err := wrk(url, conns, d, extra...)
-		if err != nil {
-			return nil, err
-		}
-		return measured(sys, lr, p.proc.CPU()-before)
+		return wrk(url, conns, d, extra...)
 	})
 	if err != nil || !opts.accessLog {
 		return err
@@ -133,23 +124,12 @@ func runHandshakes(c *harness.Ctx, r *harness.Result) error {
 	r.Notes = append(r.Notes, "openssl s_time -new -www /: every connection a full handshake (no resumption) and one HTTP/1.0 request; "+
 		"ECDSA P-256 certificate; nginx and HAProxy send no session tickets here, edgeproxy does (its default, which it cannot turn off): their cost is in its figure; "+
 		"the rate is bounded by the clients, which share the load CPU")
-	f, err := newFixture(c, proxyOpts{})
+	f, err := startFixture(c, proxyOpts{})
 	if err != nil {
 		return err
 	}
 	defer f.stop()
-	if err := f.start(httpSystems...); err != nil {
-		return err
-	}
-	return harness.Alternate(c, r, httpSystems, func(sys string, round int) (map[string]float64, error) {
-		p := f.proxies[sys]
-		before := p.proc.CPU()
-		lr, err := sTime(p.tls, clients, d)
-		if err != nil {
-			return nil, err
-		}
-		return measured(sys, lr, p.proc.CPU()-before)
-	})
+	return f.alternate(c, r, func(p *proxy) (loadResult, error) { return sTime(p.tls, clients, d) })
 }
 
 // runH2 is HTTP/2 over TLS, 16 connections of 32 streams each.
@@ -164,22 +144,13 @@ func runH2(c *harness.Ctx, r *harness.Result) error {
 	r.Params["streams_per_connection"] = streams
 	r.Params["load_s"] = loadSeconds(d)
 	r.Params["response_body_bytes"] = len(originBody)
-	f, err := newFixture(c, proxyOpts{})
+	f, err := startFixture(c, proxyOpts{})
 	if err != nil {
 		return err
 	}
 	defer f.stop()
-	if err := f.start(httpSystems...); err != nil {
-		return err
-	}
-	return harness.Alternate(c, r, httpSystems, func(sys string, round int) (map[string]float64, error) {
-		p := f.proxies[sys]
-		before := p.proc.CPU()
-		lr, err := h2load("https://"+p.tls+"/", conns, streams, d)
-		if err != nil {
-			return nil, err
-		}
-		return measured(sys, lr, p.proc.CPU()-before)
+	return f.alternate(c, r, func(p *proxy) (loadResult, error) {
+		return h2load("https://"+p.tls+"/", conns, streams, d)
 	})
 }
 
@@ -273,14 +244,11 @@ func runLatency(c *harness.Ctx, r *harness.Result) error {
 	r.Params["load_s"] = d.Seconds()
 	r.Params["shares_pct"] = latencyShares
 	r.Notes = append(r.Notes, "open loop (bench/load): requests at fixed intervals, latency from the intended send time (coordinated omission corrected); the generator runs in the harness process, pinned to the load CPU")
-	f, err := newFixture(c, proxyOpts{})
+	f, err := startFixture(c, proxyOpts{})
 	if err != nil {
 		return err
 	}
 	defer f.stop()
-	if err := f.start(httpSystems...); err != nil {
-		return err
-	}
 	dial, err := newNSDialer()
 	if err != nil {
 		return err

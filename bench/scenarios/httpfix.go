@@ -101,6 +101,33 @@ func newFixture(c *harness.Ctx, opts proxyOpts) (*fixture, error) {
 
 // start starts the named systems (edgeproxy, nginx, haproxy) that are not
 // running yet.
+// startFixture is newFixture with every http system started.
+func startFixture(c *harness.Ctx, opts proxyOpts) (*fixture, error) {
+	f, err := newFixture(c, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.start(httpSystems...); err != nil {
+		f.stop()
+		return nil, err
+	}
+	return f, nil
+}
+
+// alternate measures every http system round after round with load: the
+// system's CPU time over the units load served.
+func (f *fixture) alternate(c *harness.Ctx, r *harness.Result, load func(p *proxy) (loadResult, error)) error {
+	return harness.Alternate(c, r, httpSystems, func(sys string, round int) (map[string]float64, error) {
+		p := f.proxies[sys]
+		before := p.proc.CPU()
+		lr, err := load(p)
+		if err != nil {
+			return nil, err
+		}
+		return measured(sys, lr, p.proc.CPU()-before)
+	})
+}
+
 func (f *fixture) start(names ...string) error {
 	for _, n := range names {
 		if f.proxies[n] != nil {
