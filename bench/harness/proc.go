@@ -1,7 +1,9 @@
 package harness
 
 import (
+	"bufio"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -123,4 +125,61 @@ func tree(pid int) []int {
 		}
 	}
 	return out
+}
+
+// Exited reports whether the process has ended (a zombie nobody waited
+// for yet counts).
+func (p *Proc) Exited() bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) == 0 || f[0] == "Z"
+}
+
+// Tail is the last 2000 bytes of what the process printed, for errors.
+func (p *Proc) Tail() string { return Tail(p.Out.String()) }
+
+// Tail is the last 2000 bytes of s.
+func Tail(s string) string {
+	if len(s) > 2000 {
+		return "…" + s[len(s)-2000:]
+	}
+	return s
+}
+
+// WaitTCP waits until addr accepts a connection, dialled on the calling
+// goroutine (in a test, the one in the test's namespace), for up to 10 s
+// or until the process exits.
+func (p *Proc) WaitTCP(addr string) error {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !p.Exited(); {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("%s: nothing listens on %s:\n%s", p.Name, addr, p.Tail())
+}
+
+// WaitReady waits until edgeproxy's /readyz on admin answers 200, for up
+// to 15 s or until the process exits. The request is written by hand on a
+// connection of the calling goroutine (net/http would dial on another
+// thread, outside a test's namespace).
+func (p *Proc) WaitReady(admin string) error {
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline) && !p.Exited(); {
+		if c, err := net.DialTimeout("tcp", admin, time.Second); err == nil {
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			fmt.Fprintf(c, "GET /readyz HTTP/1.0\r\nHost: %s\r\n\r\n", admin)
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if strings.Contains(line, " 200 ") {
+				return nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("%s: /readyz on %s never answered 200:\n%s", p.Name, admin, p.Tail())
 }

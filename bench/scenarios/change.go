@@ -112,7 +112,7 @@ func chgStartEdgeproxy(c *harness.Ctx, store string, wait time.Duration) (*harne
 		if err == nil && code == 200 {
 			return p, cfg, nil
 		}
-		if chgExited(p) || time.Now().After(deadline) {
+		if p.Exited() || time.Now().After(deadline) {
 			p.Stop()
 			out := p.Out.String()
 			if len(out) > 2000 {
@@ -122,17 +122,6 @@ func chgStartEdgeproxy(c *harness.Ctx, store string, wait time.Duration) (*harne
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// chgExited reports whether p has ended (a zombie nobody waited for yet).
-func chgExited(p *harness.Proc) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(f) == 0 || f[0] == "Z"
 }
 
 // chgCall makes one admin API request on a connection of its own, dialled on
@@ -218,7 +207,8 @@ func (s *chgLoadStats) fail(err error) {
 var chgGet = []byte("GET / HTTP/1.1\r\nHost: bench.example\r\n\r\n")
 var chgGetClose = []byte("GET / HTTP/1.1\r\nHost: bench.example\r\nConnection: close\r\n\r\n")
 
-// chgExchange sends one request on conn and reads a 200 response.
+// chgExchange sends one request on conn and reads a 200 response (the
+// change and http-idle-memory scenarios' keep-alive requests).
 func chgExchange(conn net.Conn, br *bufio.Reader, req []byte) error {
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := conn.Write(req); err != nil {

@@ -2,7 +2,6 @@ package scenarios
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -92,7 +91,7 @@ func newFixture(c *harness.Ctx, opts proxyOpts) (*fixture, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := waitTCP(originAddr, f.origin); err != nil {
+	if err := f.origin.WaitTCP(originAddr); err != nil {
 		f.stop()
 		return nil, err
 	}
@@ -175,7 +174,7 @@ func (f *fixture) startOne(name string) (*proxy, error) {
 		return nil, err
 	}
 	for _, a := range []string{p.plain, p.tls} {
-		if err := waitTCP(a, p.proc); err != nil {
+		if err := p.proc.WaitTCP(a); err != nil {
 			p.proc.Stop()
 			return nil, err
 		}
@@ -211,7 +210,7 @@ cdn:
 	if err != nil {
 		return nil, err
 	}
-	if err := waitReady(edgeAdmin, proc); err != nil {
+	if err := proc.WaitReady(edgeAdmin); err != nil {
 		proc.Stop()
 		return nil, err
 	}
@@ -350,63 +349,6 @@ http {
 	return harness.Start("nginx", cpu, nil, "nginx", "-p", dir, "-c", conf)
 }
 
-// waitTCP waits until addr accepts connections, or p has died. It dials
-// from the calling goroutine (in a test, the one in the namespace).
-func waitTCP(addr string, p *harness.Proc) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			return nil
-		}
-		if exited(p) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("%s: nothing listens on %s:\n%s", p.Name, addr, tail(p.Out.String()))
-}
-
-// exited reports whether p has ended (a zombie no one waited for yet).
-func exited(p *harness.Proc) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	st := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(st) == 0 || st[0] == "Z"
-}
-
-// waitReady waits until edgeproxy's /readyz answers 200.
-func waitReady(admin string, p *harness.Proc) error {
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.DialTimeout("tcp", admin, time.Second); err == nil {
-			c.SetDeadline(time.Now().Add(2 * time.Second))
-			fmt.Fprintf(c, "GET /readyz HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", admin)
-			buf := make([]byte, 64)
-			n, _ := c.Read(buf)
-			c.Close()
-			if strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
-				return nil
-			}
-		}
-		if exited(p) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("%s: not ready on %s/readyz:\n%s", p.Name, admin, tail(p.Out.String()))
-}
-
-func tail(s string) string {
-	if len(s) > 2000 {
-		return "…" + s[len(s)-2000:]
-	}
-	return s
-}
-
 // loadResult is what a load generator reports.
 type loadResult struct {
 	units  float64 // requests (or connections) that succeeded
@@ -449,7 +391,7 @@ func runLoad(argv ...string) (string, error) {
 	err = p.Cmd.Wait()
 	out := p.Out.String()
 	if err != nil {
-		return out, fmt.Errorf("%s: %v\n%s", strings.Join(argv, " "), err, tail(out))
+		return out, fmt.Errorf("%s: %v\n%s", strings.Join(argv, " "), err, harness.Tail(out))
 	}
 	return out, nil
 }
@@ -534,7 +476,7 @@ func sTime(addr string, procs int, d time.Duration) (loadResult, error) {
 		out := p.Out.String()
 		m := sTimeConns.FindStringSubmatch(out)
 		if err != nil || m == nil {
-			return loadResult{}, fmt.Errorf("openssl s_time -connect %s: %v\n%s", addr, err, tail(out))
+			return loadResult{}, fmt.Errorf("openssl s_time -connect %s: %v\n%s", addr, err, harness.Tail(out))
 		}
 		n, _ := strconv.ParseFloat(m[1], 64)
 		r.units += n

@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 )
@@ -67,24 +65,11 @@ func openIdle(addr string, useTLS bool, n, requests int) ([]net.Conn, error) {
 
 // requestOn makes count keep-alive GET requests on c.
 func requestOn(c net.Conn, count int) error {
-	c.SetDeadline(time.Now().Add(30 * time.Second))
 	defer c.SetDeadline(time.Time{})
 	br := bufio.NewReaderSize(c, 1024)
 	for range count {
-		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: bench.example\r\n\r\n"); err != nil {
+		if err := chgExchange(c, br, chgGet); err != nil {
 			return err
-		}
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return err
-		}
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("status %d", resp.StatusCode)
 		}
 	}
 	return nil

@@ -19,7 +19,6 @@ package scenarios
 // own, and sockets made on other threads would live in another namespace.
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,7 +30,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -96,7 +94,7 @@ func (e *l4Env) iperf3Server() error {
 	if err != nil {
 		return err
 	}
-	return l4WaitTCP(p, l4Loopback(l4OriginBulk))
+	return p.WaitTCP(l4Loopback(l4OriginBulk))
 }
 
 // edgeproxy runs the binary under test on SUTCPU with spectrum apps for
@@ -120,7 +118,7 @@ spectrum:
 		return err
 	}
 	e.sut["edgeproxy"] = p
-	return l4WaitReady(p, l4Loopback(l4Admin))
+	return p.WaitReady(l4Loopback(l4Admin))
 }
 
 // haproxy runs HAProxy 2.6 in TCP mode, one thread, on SUTCPU.
@@ -148,7 +146,7 @@ listen rr
 		return err
 	}
 	e.sut["haproxy"] = p
-	return l4WaitTCP(p, l4Loopback(l4HAProxy+1))
+	return p.WaitTCP(l4Loopback(l4HAProxy + 1))
 }
 
 // nginx runs nginx's stream module, one worker, on SUTCPU: TCP for bulk
@@ -180,66 +178,7 @@ stream {
 		return err
 	}
 	e.sut["nginx"] = p
-	return l4WaitTCP(p, l4Loopback(l4Nginx+1))
-}
-
-// waitTCP waits until addr accepts a connection (dialled on the calling
-// goroutine) or p has exited.
-func l4WaitTCP(p *harness.Proc, addr string) error {
-	for range 400 {
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			return nil
-		}
-		if l4Exited(p) {
-			break
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	return fmt.Errorf("%s: nothing listens on %s: %s", p.Name, addr, l4Tail(p.Out.String()))
-}
-
-// waitReady waits until edgeproxy's /readyz answers 200. The request is
-// written by hand on a connection of the calling goroutine (net/http would
-// dial on another thread, outside the smoke test's namespace).
-func l4WaitReady(p *harness.Proc, admin string) error {
-	for range 400 {
-		if c, err := net.DialTimeout("tcp", admin, time.Second); err == nil {
-			c.SetDeadline(time.Now().Add(2 * time.Second))
-			fmt.Fprintf(c, "GET /readyz HTTP/1.0\r\nHost: %s\r\n\r\n", admin)
-			line, _ := bufio.NewReader(c).ReadString('\n')
-			c.Close()
-			if strings.Contains(line, " 200") {
-				return nil
-			}
-		}
-		if l4Exited(p) {
-			break
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	return fmt.Errorf("%s: /readyz never answered 200: %s", p.Name, l4Tail(p.Out.String()))
-}
-
-func l4Exited(p *harness.Proc) bool {
-	return syscall.Kill(p.Pid(), 0) != nil || l4Zombie(p.Pid())
-}
-
-func l4Zombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(f) > 0 && f[0] == "Z"
-}
-
-func l4Tail(s string) string {
-	if len(s) > 2000 {
-		s = "…" + s[len(s)-2000:]
-	}
-	return s
+	return p.WaitTCP(l4Loopback(l4Nginx + 1))
 }
 
 // pinSelf pins every thread of the harness process to cpu (new threads
@@ -384,10 +323,10 @@ func l4Iperf3Once(tiny bool, addr string, d time.Duration) (bytes, gbits float64
 		} `json:"end"`
 	}
 	if err := json.Unmarshal([]byte(p.Out.String()), &out); err != nil || out.Error != "" || werr != nil {
-		return 0, 0, fmt.Errorf("iperf3 -c %s: %v %v %s: %s", addr, werr, err, out.Error, l4Tail(p.Out.String()))
+		return 0, 0, fmt.Errorf("iperf3 -c %s: %v %v %s: %s", addr, werr, err, out.Error, p.Tail())
 	}
 	if out.End.Received.Bytes <= 0 {
-		return 0, 0, fmt.Errorf("iperf3 -c %s: nothing received: %s", addr, l4Tail(p.Out.String()))
+		return 0, 0, fmt.Errorf("iperf3 -c %s: nothing received: %s", addr, p.Tail())
 	}
 	return out.End.Received.Bytes, out.End.Received.BPS / 1e9, nil
 }
