@@ -39,41 +39,19 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx) {
 		p.refuseH1(ctx, st, rec, r)
 		return
 	}
-	var sc h1Scan
-	scanRequest(&req.Header, &sc)
-	if sc.spoofed > 0 {
-		p.m.spoofed.Add(float64(sc.spoofed))
-	}
-	if loopIn(sc.loop, st.cfg.LoopID) {
-		p.failH1(ctx, st, rec, 508, "the request has been through this CDN already (CDN-Loop)")
+	s, rt, upgrade, rf := p.admit(st, req, rec, isTLS)
+	if rf != nil {
+		if rf.status == 413 {
+			ctx.SetConnectionClose() // the body is unread
+		}
+		p.refuseH1(ctx, st, rec, rf)
 		return
 	}
-	s := st.router.lookup(rec.host, rec.edge.Addr())
-	if s == nil {
-		p.failH1(ctx, st, rec, 421, "no site "+rec.host+" on this address")
-		return
-	}
-	rec.site = s.name
-	if cl := req.Header.ContentLength(); int64(cl) > p.limits.MaxBodyBytes {
-		ctx.SetConnectionClose()
-		p.failH1(ctx, st, rec, 413, "the request body is larger than the limit")
-		return
-	}
-	// Decoded and cleaned by fasthttp; the origin gets the raw path, which
-	// checkPath made sure reads the same (no encoded slash, no dot segment).
-	rt := s.route(rec.path)
-
-	h := &req.Header
-	isUpgrade := len(sc.upgrade) > 0 && headerHasToken(sc.conn, "upgrade")
-	var upgrade []byte
-	if isUpgrade {
-		upgrade = bytes.Clone(sc.upgrade) // the rewrite drops it, with the other hop-by-hop headers
-	}
-	rewriteRequest(h, &sc, rec.client, rec.edge, req.Host(), isTLS, st.cfg.LoopID, rec.id)
-	if isUpgrade {
+	if upgrade != nil {
 		p.serveUpgrade(ctx, st, s, rt, rec, upgrade)
 		return
 	}
+	h := &req.Header
 	var bodyRead func() int64
 	if req.IsBodyStream() && hasBody(h) {
 		rb := &requestBody{limitedBody: limitedBody{r: req.BodyStream(), max: p.limits.MaxBodyBytes}, conn: ctx.Conn(), timeout: p.limits.BodyTimeout}
@@ -84,19 +62,17 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx) {
 	up := fasthttp.AcquireResponse()
 	if err := p.forward(s, rt, req, up, rec, bodyRead); err != nil {
 		fasthttp.ReleaseResponse(up)
-		status, msg := errorStatus(err)
-		if status == 413 || status == 400 || bodyRead != nil {
+		if status, _ := errorStatus(err); status == 413 || status == 400 || bodyRead != nil {
 			ctx.SetConnectionClose() // the rest of the body is unread
 		}
-		p.log.Info("cdn upstream error", "request_id", rec.id, "upstream", rec.upstream, "error", err)
-		p.failH1(ctx, st, rec, status, msg)
+		p.upstreamFailed(st, rec, err, &ctx.Response, false)
+		p.done(rec)
 		return
 	}
 
 	resp := &ctx.Response
 	up.Header.CopyTo(&resp.Header)
-	rewriteResponse(&resp.Header, rec.id, st.altSvc)
-	rec.status = up.StatusCode()
+	p.clientResponse(st, rec, resp, false)
 	if bs := up.BodyStream(); bs != nil {
 		resp.SetBodyStream(&responseBody{r: bs, up: up, conn: ctx.Conn(), timeout: p.limits.SendTimeout, rec: rec, p: p}, up.Header.ContentLength())
 		return
@@ -107,27 +83,17 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx) {
 	p.done(rec)
 }
 
-// failH1 answers with an error page that carries the request id.
+// failH1 answers with an error page that carries the request id, and
+// ends the request.
 func (p *Proxy) failH1(ctx *fasthttp.RequestCtx, st *state, rec *record, status int, msg string) {
-	rec.status = status
-	body := errorPage(status, rec.id, msg)
-	ctx.Response.Reset()
-	ctx.SetStatusCode(status)
-	ctx.SetContentType("text/plain; charset=utf-8")
-	ctx.Response.Header.Set("X-Request-Id", rec.id)
-	if st.altSvc != "" && status != 421 {
-		ctx.Response.Header.Set("Alt-Svc", st.altSvc)
-	}
-	ctx.SetBody(body)
-	rec.bytes = int64(len(body))
-	p.done(rec)
+	p.refuseH1(ctx, st, rec, &refusal{status: status, msg: msg})
 }
 
-// refuseH1 answers a request the edge refuses (check.go) and counts it.
+// refuseH1 answers a request the edge refused (check.go, admit), counts
+// it, and ends it.
 func (p *Proxy) refuseH1(ctx *fasthttp.RequestCtx, st *state, rec *record, r *refusal) {
-	rec.refused = r.reason
-	p.m.refuse(r.reason)
-	p.failH1(ctx, st, rec, r.status, r.msg)
+	p.refuse(st, rec, r, &ctx.Response, false)
+	p.done(rec)
 }
 
 // parseErrorH1 is fasthttp's ErrorHandler: a request its parser refused

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"sync"
 	"time"
 
@@ -35,108 +34,86 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 	}
 	isH3 := r.ProtoMajor == 3
 
-	fail := func(status int, msg string) {
-		rec.status = status
-		body := errorPage(status, rec.id, msg)
-		h := w.Header()
-		h.Set("Content-Type", "text/plain; charset=utf-8")
-		h.Set("X-Request-Id", rec.id)
-		h.Set("Content-Length", strconv.Itoa(len(body)))
-		if st.altSvc != "" && !isH3 && status != 421 {
-			h.Set("Alt-Svc", st.altSvc)
-		}
-		w.WriteHeader(status)
-		w.Write(body)
-		rec.bytes = int64(len(body))
-		p.done(rec)
-	}
-
-	// The request for the origin, with the client's headers, checked
-	// (stdhead.go): the one forwarding policy of h1headers.go applies to it
-	// as to HTTP/1.1.
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
-	var sc h1Scan
-	if rf := p.stdOriginRequest(r, req, &sc, rec); rf != nil {
-		fail(rf.status, rf.msg)
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	fail := func(rf *refusal) {
+		p.refuse(st, rec, rf, resp, isH3)
+		p.writeStd(w, resp, rec)
+		p.done(rec)
+	}
+	// The request for the origin, with the client's headers, checked
+	// (stdhead.go), then the pipeline's admission, as for HTTP/1.1.
+	if rf := convertStd(r, req); rf != nil {
+		fail(rf)
 		return
 	}
-	if loopIn(sc.loop, st.cfg.LoopID) {
-		fail(508, "the request has been through this CDN already (CDN-Loop)")
+	if r.ContentLength != 0 {
+		req.Header.SetContentLength(int(r.ContentLength)) // -1: unknown, sent chunked
+	}
+	s, rt, _, rf := p.admit(st, req, rec, true)
+	if rf != nil {
+		fail(rf)
 		return
 	}
-	s := st.router.lookup(r.Host, rec.edge.Addr())
-	if s == nil {
-		fail(421, "no site "+r.Host+" on this address")
-		return
-	}
-	rec.site = s.name
-	if r.ContentLength > p.limits.MaxBodyBytes {
-		fail(413, "the request body is larger than the limit")
-		return
-	}
-	rt := s.route(cleanPath(r.URL.Path))
-	rewriteRequest(&req.Header, &sc, rec.client, rec.edge, []byte(r.Host), true, st.cfg.LoopID, rec.id)
 	var bodyRead func() int64
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
-		cl := int(r.ContentLength) // -1: unknown, sent chunked
 		lb := &limitedBody{r: r.Body, max: p.limits.MaxBodyBytes}
-		req.SetBodyStream(lb, cl)
+		req.SetBodyStream(lb, int(r.ContentLength))
 		bodyRead = func() int64 { return lb.n }
 	}
 
-	up := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseResponse(up)
 	// A stream reset or cancelled abandons its origin exchange.
 	x := p.pools.exchanges.start(r.Context(), rec.id)
 	defer p.pools.exchanges.finish(rec.id, x)
-	if err := p.forwardCtx(r.Context(), s, rt, req, up, rec, bodyRead); err != nil {
-		status, msg := errorStatus(err)
-		if status != 499 {
-			p.log.Info("cdn upstream error", "request_id", rec.id, "upstream", rec.upstream, "error", err)
-		}
-		fail(status, msg)
-		return
+	if err := p.forwardCtx(r.Context(), s, rt, req, resp, rec, bodyRead); err != nil {
+		p.upstreamFailed(st, rec, err, resp, isH3)
+	} else {
+		p.clientResponse(st, rec, resp, isH3)
 	}
-	defer up.CloseBodyStream()
+	p.writeStd(w, resp, rec)
+	resp.CloseBodyStream()
+	p.done(rec)
+}
 
-	altSvc := st.altSvc
-	if isH3 {
-		altSvc = "" // HTTP/3 responses do not announce it again
-	}
-	rewriteResponse(&up.Header, rec.id, altSvc)
+// writeStd writes resp to an HTTP/2 or HTTP/3 client through net/http,
+// streaming a streamed body chunk by chunk, each write bounded by the send
+// timeout. It adds what was written to rec's bytes.
+func (p *Proxy) writeStd(w http.ResponseWriter, resp *fasthttp.Response, rec *record) {
 	h := w.Header()
-	for k, v := range up.Header.All() {
+	for k, v := range resp.Header.All() {
 		if !bytes.EqualFold(k, hTE) { // net/http frames the body itself
 			h.Add(string(k), string(v))
 		}
 	}
-	rec.status = up.StatusCode()
-	w.WriteHeader(rec.status)
-	if bs := up.BodyStream(); bs != nil {
-		rc := http.NewResponseController(w)
-		bp := bodyBufs.Get().(*[]byte)
-		defer bodyBufs.Put(bp)
-		buf := *bp
-		for {
-			n, err := bs.Read(buf)
-			if n > 0 {
-				rc.SetWriteDeadline(time.Now().Add(p.limits.SendTimeout))
-				if _, werr := w.Write(buf[:n]); werr != nil {
-					break
-				}
-				rec.bytes += int64(n)
-				rc.Flush()
-			}
-			if err != nil {
-				break
-			}
+	w.WriteHeader(resp.StatusCode())
+	bs := resp.BodyStream()
+	if bs == nil {
+		if b := resp.Body(); len(b) > 0 {
+			w.Write(b)
+			rec.bytes = int64(len(b))
 		}
-	} else if b := up.Body(); len(b) > 0 {
-		w.Write(b)
-		rec.bytes = int64(len(b))
+		return
 	}
-	p.done(rec)
+	rc := http.NewResponseController(w)
+	bp := bodyBufs.Get().(*[]byte)
+	defer bodyBufs.Put(bp)
+	buf := *bp
+	for {
+		n, err := bs.Read(buf)
+		if n > 0 {
+			rc.SetWriteDeadline(time.Now().Add(p.limits.SendTimeout))
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			rec.bytes += int64(n)
+			rc.Flush()
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // bodyBufs are the buffers that copy response bodies to HTTP/2 and

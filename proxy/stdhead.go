@@ -12,29 +12,13 @@ import (
 // with the value "trailers" only.
 var connectionSpecific = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade"}
 
-// stdOriginRequest turns an HTTP/2 or HTTP/3 request into the HTTP/1.1
-// request for the origin, and scans it for the forwarding policy, as
-// serveH1 does its own. Every field is checked before it is written into
-// an HTTP/1.1 head: the method a token, the path origin-form (and not
+// convertStd turns an HTTP/2 or HTTP/3 request into the HTTP/1.1 request
+// for the origin. Every field is checked before it is written into an
+// HTTP/1.1 head: the method a token, the path origin-form (and not
 // crossing a route, checkPath), the authority host[:port] without
 // credentials, header names tokens and values without control bytes or
 // outer whitespace (HTTP/1.1 would strip it, and the origin read another
-// value). A refused request is counted; the caller answers it.
-func (p *Proxy) stdOriginRequest(r *http.Request, req *fasthttp.Request, sc *h1Scan, rec *record) *refusal {
-	rf := convertStd(r, req)
-	if rf != nil {
-		rec.refused = rf.reason
-		p.m.refuse(rf.reason)
-		return rf
-	}
-	scanRequest(&req.Header, sc)
-	if sc.spoofed > 0 {
-		p.m.spoofed.Add(float64(sc.spoofed))
-	}
-	return nil
-}
-
-// convertStd checks r and fills req; see stdOriginRequest.
+// value). A refused request gets its refusal; the caller answers it.
 func convertStd(r *http.Request, req *fasthttp.Request) *refusal {
 	if r.Method == http.MethodConnect {
 		return &refusal{status: 405, reason: refuseConnect, msg: "CONNECT is not served here"}

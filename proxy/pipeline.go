@@ -1,0 +1,117 @@
+package proxy
+
+import (
+	"bytes"
+
+	"github.com/valyala/fasthttp"
+)
+
+// The request pipeline, one for every engine. An engine (HTTP/1.1 in
+// h1.go, HTTP/2, HTTP/3 in std.go) parses a request and checks what only
+// its protocol can get wrong (framing, pseudo-headers, connection-specific
+// headers: check.go, stdhead.go), then hands it to the same steps:
+//
+//	admit           forwarding-policy scan, CDN-Loop (508), site (421),
+//	                body limit (413), route; rewrites the head for the origin
+//	forwardCtx      origin choice, retries, passive health (pool.go)
+//	clientResponse  the origin's answer rewritten for the client
+//	errorResponse   the proxy's own answer: an error page with the request id
+//	upstreamFailed  an origin error turned into its status and page, logged
+//	done            metrics and the access log line (record.go)
+//
+// Each engine writes the response in its own framing and calls done once
+// the last byte is out, or the client is gone.
+
+// admit runs a request's admission and, when it is admitted, rewrites
+// req's head for the origin (the forwarding policy of h1headers.go).
+//
+// req holds the request in the origin's HTTP/1.1 form: method, the
+// request target as the client sent it, Host, the client's headers, and
+// the declared body length (req.Header.ContentLength: -1 unknown, sent
+// chunked). rec has start, id, proto, edge, client, method, host and path
+// set; path is the decoded path (percent-decoding undone, no query), which
+// routes match after cleanPath.
+//
+// It returns the site and route, and the Upgrade header's value when the
+// request asks to change protocol (HTTP/1.1 only; nil otherwise). A
+// refused request gets rf (its status and message) and is not rewritten.
+func (p *Proxy) admit(st *state, req *fasthttp.Request, rec *record, isTLS bool) (s *site, rt *route, upgrade []byte, rf *refusal) {
+	var sc h1Scan
+	scanRequest(&req.Header, &sc)
+	if sc.spoofed > 0 {
+		p.m.spoofed.Add(float64(sc.spoofed))
+	}
+	if loopIn(sc.loop, st.cfg.LoopID) {
+		return nil, nil, nil, &refusal{status: 508, msg: "the request has been through this CDN already (CDN-Loop)"}
+	}
+	s = st.router.lookup(rec.host, rec.edge.Addr())
+	if s == nil {
+		return nil, nil, nil, &refusal{status: 421, msg: "no site " + rec.host + " on this address"}
+	}
+	rec.site = s.name
+	if cl := req.Header.ContentLength(); int64(cl) > p.limits.MaxBodyBytes {
+		return s, nil, nil, &refusal{status: 413, msg: "the request body is larger than the limit"}
+	}
+	rt = s.route(cleanPath(rec.path))
+	if len(sc.upgrade) > 0 && headerHasToken(sc.conn, "upgrade") {
+		upgrade = bytes.Clone(sc.upgrade) // the rewrite drops it, with the other hop-by-hop headers
+	}
+	rewriteRequest(&req.Header, &sc, rec.client, rec.edge, req.Host(), isTLS, st.cfg.LoopID, rec.id)
+	return s, rt, upgrade, nil
+}
+
+// refuse answers a request the edge refused: rf's status and message in
+// resp. A refusal with a reason (check.go) is counted by it.
+func (p *Proxy) refuse(st *state, rec *record, rf *refusal, resp *fasthttp.Response, h3 bool) {
+	if rf.reason != "" {
+		rec.refused = rf.reason
+		p.m.refuse(rf.reason)
+	}
+	p.errorResponse(st, rec, rf.status, rf.msg, resp, h3)
+}
+
+// upstreamFailed answers a request whose forwarding failed with err: the
+// status and page errorStatus gives it, and a log line unless the client
+// went away.
+func (p *Proxy) upstreamFailed(st *state, rec *record, err error, resp *fasthttp.Response, h3 bool) {
+	status, msg := errorStatus(err)
+	if status != 499 {
+		p.log.Info("cdn upstream error", "request_id", rec.id, "upstream", rec.upstream, "error", err)
+	}
+	p.errorResponse(st, rec, status, msg, resp, h3)
+}
+
+// errorResponse fills resp with the proxy's own answer: an error page that
+// carries the request id, and Alt-Svc on TCP where HTTP/3 is served (not on
+// a 421: the client asked the wrong address). It sets rec's status and
+// bytes; the engine writes resp and calls done. A response already set to
+// close its connection (HTTP/1.1) stays so.
+func (p *Proxy) errorResponse(st *state, rec *record, status int, msg string, resp *fasthttp.Response, h3 bool) {
+	rec.status = status
+	body := errorPage(status, rec.id, msg)
+	closing := resp.ConnectionClose()
+	resp.Reset()
+	if closing {
+		resp.SetConnectionClose()
+	}
+	resp.SetStatusCode(status)
+	resp.Header.SetContentType("text/plain; charset=utf-8")
+	resp.Header.Set("X-Request-Id", rec.id)
+	if st.altSvc != "" && !h3 && status != 421 {
+		resp.Header.Set("Alt-Svc", st.altSvc)
+	}
+	resp.SetBody(body)
+	rec.bytes = int64(len(body))
+}
+
+// clientResponse rewrites an origin's answer for the client: hop-by-hop
+// headers out, the request id and Alt-Svc in (not over HTTP/3, which has
+// found it already). It sets rec's status.
+func (p *Proxy) clientResponse(st *state, rec *record, resp *fasthttp.Response, h3 bool) {
+	altSvc := st.altSvc
+	if h3 {
+		altSvc = ""
+	}
+	rewriteResponse(&resp.Header, rec.id, altSvc)
+	rec.status = resp.StatusCode()
+}
