@@ -285,13 +285,17 @@ type Row struct {
 	Best            string  // the best peer by the primary metric ("" with none)
 	Ratio           float64 // ≥ 1: Self is better; NaN when none
 	Lo, Hi          float64 // range of the per-round ratios, same direction
-	Tiny            bool
+	// Nginx is Self against nginx, the proxy edgeproxy replaces, oriented
+	// as Ratio, with its per-round range; NaN without nginx in the row.
+	Nginx, NginxLo, NginxHi float64
+	Tiny                    bool
 }
 
 // MakeRow computes r's summary row.
 func MakeRow(r *harness.Result) Row {
 	row := Row{Scenario: r.Scenario, Title: r.Title, Metric: r.Primary, Unit: MetricUnit(r.Primary, r.Unit),
-		Values: map[string]string{}, Ratio: math.NaN(), Lo: math.NaN(), Hi: math.NaN(), Tiny: r.Tiny}
+		Values: map[string]string{}, Ratio: math.NaN(), Lo: math.NaN(), Hi: math.NaN(),
+		Nginx: math.NaN(), NginxLo: math.NaN(), NginxHi: math.NaN(), Tiny: r.Tiny}
 	if row.Title == "" {
 		row.Title = r.Scenario
 	}
@@ -320,8 +324,17 @@ func MakeRow(r *harness.Result) Row {
 	if row.Best == "" || !selfOK {
 		return row
 	}
-	// per-round ratios are Self's value over the peer's; turn them so
-	// that ≥ 1 means Self is better.
+	row.Ratio, row.Lo, row.Hi = against(r, row.Best, selfV, bestV, higher)
+	if v, ok := value(r, "nginx", r.Primary); ok && slices.Contains(r.Systems[1:], "nginx") {
+		row.Nginx, row.NginxLo, row.NginxHi = against(r, "nginx", selfV, v, higher)
+	}
+	return row
+}
+
+// against is the first system's ratio to peer, oriented so that ≥ 1 means
+// it is better: the median of the per-round ratios with their range, or
+// without them (an unfinished result) the medians' ratio.
+func against(r *harness.Result, peer string, selfV, peerV float64, higher bool) (ratio, lo, hi float64) {
 	orient := func(x float64) float64 {
 		if higher {
 			return x
@@ -329,21 +342,18 @@ func MakeRow(r *harness.Result) Row {
 		return 1 / x
 	}
 	var per []float64
-	for _, x := range r.Ratios[row.Best][r.Primary].PerRound {
+	for _, x := range r.Ratios[peer][r.Primary].PerRound {
 		if x > 0 && !math.IsInf(x, 0) {
 			per = append(per, orient(x))
 		}
 	}
 	if len(per) > 0 {
-		row.Ratio = harness.Median(per)
-		row.Lo, row.Hi = slices.Min(per), slices.Max(per)
-		return row
+		return harness.Median(per), slices.Min(per), slices.Max(per)
 	}
-	// no per-round ratios (an unfinished result): the medians' ratio.
-	if selfV > 0 && bestV > 0 {
-		row.Ratio = orient(selfV / bestV)
+	if selfV > 0 && peerV > 0 {
+		return orient(selfV / peerV), math.NaN(), math.NaN()
 	}
-	return row
+	return math.NaN(), math.NaN(), math.NaN()
 }
 
 // value is system s's median of metric m.
@@ -400,9 +410,18 @@ func table(b *bytes.Buffer, rs []*harness.Result) {
 	for _, c := range cols {
 		b.WriteString(" " + c + " |")
 	}
-	b.WriteString(" best peer | edgeproxy vs best peer (≥ 1: edgeproxy better) | per-round range |\n|---|---|")
+	b.WriteString(" best peer | edgeproxy vs best peer (≥ 1: edgeproxy better) | per-round range |")
+	vsNginx := slices.Contains(cols, "nginx")
+	if vsNginx {
+		b.WriteString(" edgeproxy vs nginx | per-round range |")
+	}
+	b.WriteString("\n|---|---|")
 	b.WriteString(strings.Repeat("---:|", len(cols)))
-	b.WriteString("---|---:|---:|\n")
+	b.WriteString("---|---:|---:|")
+	if vsNginx {
+		b.WriteString("---:|---:|")
+	}
+	b.WriteString("\n")
 	for _, r := range rs {
 		row := MakeRow(r)
 		title := row.Title
@@ -423,17 +442,18 @@ func table(b *bytes.Buffer, rs []*harness.Result) {
 			}
 			fmt.Fprintf(b, " %s |", esc(v))
 		}
-		ratio, rng := "—", "—"
+		ratio, rng := "—", rangeOrDash(row.Lo, row.Hi)
 		if !math.IsNaN(row.Ratio) {
 			ratio = ratioStr(row.Ratio)
 			if row.Self != "edgeproxy" {
 				ratio += " (" + row.Self + " vs " + row.Best + ")"
 			}
 		}
-		if !math.IsNaN(row.Lo) {
-			rng = num(row.Lo) + "–" + num(row.Hi)
+		fmt.Fprintf(b, " %s | %s | %s |", esc(orDash(row.Best)), esc(ratio), rng)
+		if vsNginx {
+			fmt.Fprintf(b, " %s | %s |", ratioOrDash(row.Nginx), rangeOrDash(row.NginxLo, row.NginxHi))
 		}
-		fmt.Fprintf(b, " %s | %s | %s |\n", esc(orDash(row.Best)), esc(ratio), rng)
+		b.WriteString("\n")
 	}
 	b.WriteString("\n")
 	for _, r := range rs {
@@ -464,6 +484,20 @@ func HigherIsBetter(metric string) bool {
 }
 
 func ratioStr(x float64) string { return num(x) + "×" }
+
+func ratioOrDash(x float64) string {
+	if math.IsNaN(x) {
+		return "—"
+	}
+	return ratioStr(x)
+}
+
+func rangeOrDash(lo, hi float64) string {
+	if math.IsNaN(lo) {
+		return "—"
+	}
+	return num(lo) + "–" + num(hi)
+}
 
 // MetricUnit is the unit a metric is shown in, unit being the scenario's
 // unit of work. Metric names with a suffix (p99_ms_50) take their stem's.

@@ -107,6 +107,10 @@ func TestRowRatiosAndDirection(t *testing.T) {
 	if bulk.Best != "haproxy" || !near(bulk.Ratio, 1.3) || !near(bulk.Lo, 1.2) || !near(bulk.Hi, 1.4) {
 		t.Errorf("l4-tcp-bulk: best %s ratio %v range %v–%v, want haproxy, 1.3 (higher is better: edgeproxy over the peer), 1.2–1.4", bulk.Best, bulk.Ratio, bulk.Lo, bulk.Hi)
 	}
+	// beside the best peer, the ratio to nginx, the proxy edgeproxy replaces
+	if !near(bulk.Nginx, 13.0/9) || !near(bulk.NginxLo, 12/9.2) || !near(bulk.NginxHi, 14/9.1) || !near(h1.Nginx, h1.Ratio) {
+		t.Errorf("against nginx: bulk %v (%v–%v), want 1.44 (1.30–1.54); http-h1 %v, want its best-peer ratio", bulk.Nginx, bulk.NginxLo, bulk.NginxHi, h1.Nginx)
+	}
 	move := MakeRow(rs[5])
 	if move.Best != "" || !math.IsNaN(move.Ratio) || move.Values["edgeproxy"] != "0" {
 		t.Errorf("change-move (no peer): %+v", move)
@@ -128,7 +132,7 @@ func TestSummaryTable(t *testing.T) {
 		"\n## http\n", "\n## l4\n", "\n## dispatch\n", "\n## change\n", "# Benchmarks\n\nWritten by",
 		"| HTTP/1.1 keep-alive proxy, access log off | µs/request | 33.0 (30.0k requests/s) | 20.0 (45.5k requests/s) | 26.0 (38.0k requests/s) | nginx | 0.667× | 0.500–0.667 |",
 		"| HTTP/2 over TLS | µs/request | 117 | 23.4 | — | nginx | 0.200× | 0.200–0.209 |",
-		"| TCP bulk through spectrum | Gbit/s | 13.0 (0.320 CPU s/GB) | 10.0 (0.710 CPU s/GB) | 9.10 (0.820 CPU s/GB) | haproxy | 1.30× | 1.20–1.40 |",
+		"| TCP bulk through spectrum | Gbit/s | 13.0 (0.320 CPU s/GB) | 10.0 (0.710 CPU s/GB) | 9.10 (0.820 CPU s/GB) | haproxy | 1.30× | 1.20–1.40 | 1.44× | 1.30–1.54 |",
 		"| BPF time per lookup | ns (ns_1M) | 285 (first) | 3112 | spread | 10.9× (repeated vs spread) |",
 		"| latency at fixed rates | ms (p99_ms_50) | 6.00 (p99_ms_80: 10.0 ms) | 12.0 (p99_ms_80: 20.0 ms) | 18.0 (p99_ms_80: 30.0 ms) | nginx | 2.00× | 2.00–2.00 |",
 		"| a prefix moves between services under load | requests failed | 0 | — | — | — |",
