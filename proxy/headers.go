@@ -8,7 +8,7 @@ import (
 
 // hopHeaders are removed on the way in both directions (RFC 9110 7.6.1),
 // with whatever the Connection header lists. The forwarding policy that
-// uses them is h1headers.go's, for every client protocol.
+// uses them is policy.go's, for every client protocol.
 var hopHeaders = []string{
 	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
 	"Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade",

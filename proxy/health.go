@@ -6,8 +6,136 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 )
+
+// HealthCheck is an active check: GET Path every Interval; an origin is
+// down after Unhealthy failed checks in a row and up again after Healthy
+// good ones. A check is good when the origin answers 2xx or 3xx within
+// Timeout.
+type HealthCheck struct {
+	Path               string
+	Interval, Timeout  time.Duration
+	Healthy, Unhealthy int
+}
+
+func (h *HealthCheck) setDefaults() {
+	if h.Interval <= 0 {
+		h.Interval = 5 * time.Second
+	}
+	if h.Timeout <= 0 {
+		h.Timeout = min(2*time.Second, h.Interval)
+	}
+	if h.Healthy <= 0 {
+		h.Healthy = 2
+	}
+	if h.Unhealthy <= 0 {
+		h.Unhealthy = 3
+	}
+}
+
+// PassiveHealth ejects an origin after MaxFailures connection failures or
+// timeouts in a row, for Ejection (doubling while it keeps failing, up to
+// 8×). Zero values take the defaults, 3 and 30s.
+type PassiveHealth struct {
+	MaxFailures int
+	Ejection    time.Duration
+}
+
+func (ph *PassiveHealth) setDefaults() {
+	if ph.MaxFailures <= 0 {
+		ph.MaxFailures = 3
+	}
+	if ph.Ejection <= 0 {
+		ph.Ejection = 30 * time.Second
+	}
+}
+
+// originHealth is an origin's state, shared by every route that uses it.
+type originHealth struct {
+	down         atomic.Bool  // the active check says so
+	ejectedUntil atomic.Int64 // Unix nanoseconds; passive ejection
+	consecFails  atomic.Int32 // connection failures and timeouts in a row
+	ejections    atomic.Int32 // in a row, for the backoff
+	ejectedTotal atomic.Uint64
+
+	mu        sync.Mutex // guards the rest
+	lastError string
+	lastCheck time.Time
+	checkRun  int // >0: good checks in a row, <0: failed ones
+}
+
+// usable reports whether the origin may take a request now.
+func (h *originHealth) usable(now time.Time) bool {
+	return !h.down.Load() && now.UnixNano() >= h.ejectedUntil.Load()
+}
+
+// succeeded clears the failure run after a good exchange, and ends an
+// ejection (a request sent in panic mode proved the origin back).
+func (h *originHealth) succeeded() {
+	if h.consecFails.Load() != 0 {
+		h.consecFails.Store(0)
+	}
+	if h.ejections.Load() != 0 {
+		h.ejections.Store(0)
+	}
+	if h.ejectedUntil.Load() != 0 {
+		h.ejectedUntil.Store(0)
+	}
+}
+
+// failed counts a connection failure or timeout and ejects the origin at
+// the threshold. It reports whether this failure ejected it.
+func (h *originHealth) failed(now time.Time, err error, ph PassiveHealth) bool {
+	h.mu.Lock()
+	h.lastError = err.Error()
+	h.mu.Unlock()
+	if h.consecFails.Add(1) < int32(ph.MaxFailures) {
+		return false
+	}
+	h.consecFails.Store(0)
+	n := min(h.ejections.Add(1), 4) // 1×, 2×, 4×, 8×
+	h.ejectedUntil.Store(now.Add(ph.Ejection << (n - 1)).UnixNano())
+	h.ejectedTotal.Add(1)
+	return true
+}
+
+// checked records an active check and reports a change of state.
+func (h *originHealth) checked(now time.Time, err error, hc HealthCheck) (changed bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lastCheck = now
+	if err != nil {
+		h.lastError = "health check: " + err.Error()
+		h.checkRun = min(h.checkRun, 0) - 1
+		if -h.checkRun >= hc.Unhealthy && !h.down.Load() {
+			h.down.Store(true)
+			return true
+		}
+		return false
+	}
+	h.checkRun = max(h.checkRun, 0) + 1
+	if h.checkRun >= hc.Healthy && h.down.Load() {
+		h.down.Store(false)
+		h.ejectedUntil.Store(0) // the check vouches for it
+		h.ejections.Store(0)
+		return true
+	}
+	return false
+}
+
+// state names the origin's state for the admin API and logs.
+func (h *originHealth) state(now time.Time) string {
+	switch {
+	case h.down.Load():
+		return "down"
+	case now.UnixNano() < h.ejectedUntil.Load():
+		return "ejected"
+	}
+	return "up"
+}
 
 // checker runs an origin's active health check until stopped.
 type checker struct {

@@ -13,7 +13,7 @@ import (
 //
 //	admit           forwarding-policy scan, CDN-Loop (508), site (421),
 //	                body limit (413), route; rewrites the head for the origin
-//	forwardCtx      origin choice, retries, passive health (pool.go)
+//	forwardCtx      origin choice (balance.go), retries, passive health (forward.go)
 //	clientResponse  the origin's answer rewritten for the client
 //	errorResponse   the proxy's own answer: an error page with the request id
 //	upstreamFailed  an origin error turned into its status and page, logged
@@ -23,7 +23,7 @@ import (
 // the last byte is out, or the client is gone.
 
 // admit runs a request's admission and, when it is admitted, rewrites
-// req's head for the origin (the forwarding policy of h1headers.go).
+// req's head for the origin (the forwarding policy of policy.go).
 //
 // req holds the request in the origin's HTTP/1.1 form: method, the
 // request target as the client sent it, Host, the client's headers, and

@@ -22,6 +22,18 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/sockns"
 )
 
+// OriginTLS is how the proxy speaks TLS to https origins.
+type OriginTLS struct {
+	// InsecureSkipVerify accepts any certificate: for private origins only.
+	InsecureSkipVerify bool
+	// CAFile, when set, holds the CAs that origins' certificates must
+	// chain to, in place of the system's.
+	CAFile string
+	// ServerName overrides the name verified and sent as SNI; empty: the
+	// origin URL's host.
+	ServerName string
+}
+
 // origin is an origin server with its keep-alive connection pool and its
 // health. There is one per origin URL (and TLS settings) for the whole
 // process, shared by every site, route and protocol that forwards to it,
