@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"io"
-	"log/slog"
 	"net"
 	"net/url"
 	"testing"
@@ -16,11 +15,13 @@ import (
 func BenchmarkServeH1(b *testing.B) {
 	b.Run("access-log-off", func(b *testing.B) { benchServeH1(b, nil) })
 	b.Run("access-log-json", func(b *testing.B) {
-		benchServeH1(b, slog.New(slog.NewJSONHandler(io.Discard, nil)).With("log", "access", "node", "bench"))
+		access := NewAccessLog(io.Discard, "bench")
+		defer access.Close()
+		benchServeH1(b, access)
 	})
 }
 
-func benchServeH1(b *testing.B, access *slog.Logger) {
+func benchServeH1(b *testing.B, access *AccessLog) {
 	ln := fasthttputil.NewInmemoryListener()
 	defer ln.Close()
 	go fasthttp.Serve(ln, func(ctx *fasthttp.RequestCtx) { ctx.WriteString("hello from the origin\n") })

@@ -134,8 +134,9 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Logger receives the proxy's own logs; nil discards.
 	Logger *slog.Logger
-	// AccessLog receives one line per request; nil: none.
-	AccessLog *slog.Logger
+	// AccessLog receives one line per request; nil: none. Its counters
+	// are registered with the proxy's metrics (zeros when nil).
+	AccessLog *AccessLog
 }
 
 // state is the part of the proxy that SetConfig swaps.
@@ -154,7 +155,7 @@ type Proxy struct {
 	limits  Limits
 	owns    func(netip.AddrPort) bool
 	log     *slog.Logger
-	access  *slog.Logger
+	access  *AccessLog
 	m       *metrics
 	fm      *floodMetrics
 	resets  *resetGuard
@@ -204,6 +205,8 @@ func New(opts Options) (*Proxy, error) {
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
+	p.access.setErrorLog(p.log)
+	p.access.register(opts.Registerer)
 	p.resets = newResetGuard(p.limits.ConnResetBudget, p.limits.ClientResetBudget, p.limits.ResetBan, resetClients)
 	p.pools = &originPools{here: here, fds: opts.FDs, log: p.log, pools: map[string]*origin{}, t: upstreamTimeouts{
 		connect: p.limits.UpstreamConnectTimeout, read: p.limits.UpstreamTimeout, write: p.limits.UpstreamTimeout,
