@@ -31,6 +31,7 @@ type AccessLog struct {
 	full    [][]byte // batches waiting for the writer
 	free    [][]byte // written batches, for reuse
 	pending int      // bytes in cur, full and the write in progress
+	lines   uint64   // lines taken
 	closed  bool
 
 	kick chan struct{} // a batch is full
@@ -38,7 +39,6 @@ type AccessLog struct {
 	done chan struct{}
 	once sync.Once
 
-	lines   atomic.Uint64
 	dropped atomic.Uint64
 	errors  atomic.Uint64
 	errLog  atomic.Pointer[slog.Logger]
@@ -111,7 +111,9 @@ func (a *AccessLog) Lines() uint64 {
 	if a == nil {
 		return 0
 	}
-	return a.lines.Load()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lines
 }
 
 func (a *AccessLog) Dropped() uint64 {
@@ -153,9 +155,7 @@ var linePool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b
 func (a *AccessLog) log(r *record, t time.Time, d time.Duration) {
 	bp := linePool.Get().(*[]byte)
 	line := a.appendLine((*bp)[:0], r, t, d)
-	if a.add(line) {
-		a.lines.Add(1)
-	} else {
+	if !a.add(line) {
 		a.dropped.Add(1)
 	}
 	if cap(line) <= accessLogBatch {
@@ -187,6 +187,7 @@ func (a *AccessLog) add(line []byte) bool {
 	}
 	a.cur = append(a.cur, line...)
 	a.pending += len(line)
+	a.lines++
 	a.mu.Unlock()
 	if kick {
 		select {
