@@ -561,15 +561,18 @@ func TestAccessLogServeH1(t *testing.T) {
 // FuzzAccessLogLine decodes each line with encoding/json and compares the
 // fields with the record's.
 func FuzzAccessLogLine(f *testing.F) {
-	f.Add("id", "GET", "www.example.com", "/", "site", "up", "", 200, int64(10), int64(1500))
-	f.Add("\x00", "\"", "\\", "\xff\xfe", "\u2028", "\ue000", "r", -1, int64(-1), int64(-5))
-	f.Add("é", "\t", "\n\r", "\xed\xa0\x80", "\xc3", "\U0010ffff", "\x7f", 999, int64(1)<<62, int64(1)<<40)
+	f.Add("id", "GET", "www.example.com", "/", "site", "up", "", 200, int64(10), int64(1500), []byte{0x20, 1, 0xd, 0xb8, 15: 1})
+	f.Add("\x00", "\"", "\\", "\xff\xfe", "\u2028", "\ue000", "r", -1, int64(-1), int64(-5), []byte{192, 0, 2, 1})
+	f.Add("é", "\t", "\n\r", "\xed\xa0\x80", "\xc3", "\U0010ffff", "\x7f", 999, int64(1)<<62, int64(1)<<40, []byte{})
 	a := NewAccessLog(io.Discard, "n")
 	f.Cleanup(func() { a.Close() })
-	f.Fuzz(func(t *testing.T, id, method, host, path, site, upstream, refused string, status int, n, us int64) {
+	f.Fuzz(func(t *testing.T, id, method, host, path, site, upstream, refused string, status int, n, us int64, ip []byte) {
 		r := &record{id: id, method: method, host: host, path: path, site: site, upstream: upstream, refused: refused,
 			status: status, bytes: n, proto: "HTTP/2",
 			edge: netip.MustParseAddrPort("203.0.113.1:443"), client: netip.MustParseAddrPort("[fe80::1%eth\"0]:1")}
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			r.edge = netip.AddrPortFrom(a, uint16(n))
+		}
 		line := a.appendLine(nil, r, time.Unix(1e9, 0), time.Duration(us)*time.Microsecond)
 		if bytes.IndexByte(line, '\n') != len(line)-1 {
 			t.Fatalf("not one line: %q", line)
@@ -577,7 +580,7 @@ func FuzzAccessLogLine(f *testing.F) {
 		l := decodeLine(t, line)
 		same := func(got, want string) bool { return got == string([]rune(want)) }
 		if !same(l.RequestID, id) || !same(l.Method, method) || !same(l.Host, host) || !same(l.Path, path) ||
-			!same(l.Site, site) || !same(l.Upstream, upstream) || l.Client != r.client.String() {
+			!same(l.Site, site) || !same(l.Upstream, upstream) || l.Client != r.client.String() || l.Edge != r.edge.String() {
 			t.Errorf("decoded %+v from %q", l, line)
 		}
 		if (refused == "") != (l.Refused == nil) || (l.Refused != nil && !same(*l.Refused, refused)) {
@@ -643,5 +646,35 @@ func TestPlain8(t *testing.T) {
 		for d := range 256 {
 			check([8]byte{'a', byte(c), byte(d), 'a', ' ', '~', byte(d), byte(c)})
 		}
+	}
+}
+
+// TestAppendAddrPort compares the addresses with netip's text.
+func TestAppendAddrPort(t *testing.T) {
+	cases := []string{"[::]:0", "[::1]:443", "[1::]:1", "[2001:db8::7]:40000", "[2001:db8:0:0:1:0:0:1]:80",
+		"[2001:0:0:1:0:0:0:1]:80", "[1:2:3:4:5:6:7:8]:65535", "[0:1:0:1:0:1:0:1]:1", "[::ffff:192.0.2.1]:80",
+		"[fe80::1%eth0]:8080", "[::192.0.2.1]:1", "192.0.2.1:80", "[abcd:ef01:0:10:100:1000:0:0]:9"}
+	check := func(p netip.AddrPort) {
+		if got, want := string(appendAddrPort(nil, p)), p.String(); got != want {
+			t.Fatalf("%s: %q", want, got)
+		}
+	}
+	for _, c := range cases {
+		check(netip.MustParseAddrPort(c))
+	}
+	// Every pattern of zero groups, with values of every width.
+	vals := []uint16{1, 0x1f, 0x2a3, 0xffff}
+	for mask := range 256 {
+		var ip [16]byte
+		for i := range 8 {
+			if mask&(1<<i) != 0 {
+				v := vals[(i+mask)%len(vals)]
+				ip[2*i], ip[2*i+1] = byte(v>>8), byte(v)
+			}
+		}
+		check(netip.AddrPortFrom(netip.AddrFrom16(ip), uint16(mask)))
+	}
+	if got := appendAddrPort(nil, netip.AddrPort{}); len(got) != 0 {
+		t.Errorf("the zero address: %q", got)
 	}
 }
