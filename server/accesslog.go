@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +37,9 @@ func openAccessLog(where string, node string) (*proxy.AccessLog, io.Closer, erro
 		return nil, nil, nil
 	case "stderr", "":
 		w = os.Stderr
+		if fi, err := os.Stderr.Stat(); err != nil || !fi.Mode().IsRegular() {
+			w = pipeWriter{w}
+		}
 	default:
 		var err error
 		f, err = os.OpenFile(where, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
@@ -46,4 +50,35 @@ func openAccessLog(where string, node string) (*proxy.AccessLog, io.Closer, erro
 	}
 	log := proxy.NewAccessLog(w, node)
 	return log, accessLogFile{log: log, f: f}, nil
+}
+
+// pipeBuf is the largest write a pipe takes whole (PIPE_BUF).
+const pipeBuf = 4096
+
+// pipeWriter writes a batch to a pipe (or a terminal, a socket) in pieces
+// of at most PIPE_BUF bytes that end at a line's end. The kernel writes
+// each whole, so the process's own log lines, written to the same stderr
+// by other goroutines, land between access log lines, never inside one.
+type pipeWriter struct{ w io.Writer }
+
+func (p pipeWriter) Write(b []byte) (int, error) {
+	n := 0
+	for len(b) > 0 {
+		k := len(b)
+		if k > pipeBuf {
+			if k = bytes.LastIndexByte(b[:pipeBuf], '\n') + 1; k == 0 {
+				// A line longer than PIPE_BUF: whole, if not atomically.
+				if k = bytes.IndexByte(b, '\n') + 1; k == 0 {
+					k = len(b)
+				}
+			}
+		}
+		m, err := p.w.Write(b[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		b = b[k:]
+	}
+	return n, nil
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -99,5 +100,47 @@ prefixes:
 		if l.Node != "edge-7" || l.Path != want.path || l.Status != 502 || !strings.Contains(l.Upstream, want.upstream) || l.DurationUS == nil {
 			t.Errorf("line %d: %s; want node edge-7, path %s, status 502, upstream %s", i, lines[i], want.path, want.upstream)
 		}
+	}
+}
+
+// pieces records each write.
+type pieces [][]byte
+
+func (p *pieces) Write(b []byte) (int, error) {
+	*p = append(*p, bytes.Clone(b))
+	return len(b), nil
+}
+
+// TestPipeWriter: a batch reaches a pipe in whole lines of at most
+// PIPE_BUF bytes a write, but for a line that is longer alone.
+func TestPipeWriter(t *testing.T) {
+	var batch []byte
+	for i := range 400 {
+		batch = fmt.Appendf(batch, "{\"n\":%d,\"path\":%q}\n", i, strings.Repeat("p", i%97))
+	}
+	long := "{\"path\":\"" + strings.Repeat("l", 3*pipeBuf) + "\"}\n"
+	batch = append(batch, long...)
+	batch = append(batch, "{\"last\":1}\n"...)
+	var got pieces
+	if n, err := (pipeWriter{&got}).Write(batch); n != len(batch) || err != nil {
+		t.Fatalf("wrote %d of %d: %v", n, len(batch), err)
+	}
+	if joined := bytes.Join(got, nil); !bytes.Equal(joined, batch) {
+		t.Fatal("the pieces do not make the batch")
+	}
+	sawLong := false
+	for _, p := range got {
+		if !bytes.HasSuffix(p, []byte("\n")) {
+			t.Errorf("a piece ends inside a line: %q", p[max(0, len(p)-20):])
+		}
+		if len(p) > pipeBuf {
+			if string(p) != long {
+				t.Errorf("a %d-byte piece is not the one long line", len(p))
+			}
+			sawLong = true
+		}
+	}
+	if !sawLong || len(got) < len(batch)/pipeBuf {
+		t.Errorf("%d pieces for %d bytes (long line alone: %v)", len(got), len(batch), sawLong)
 	}
 }
