@@ -52,7 +52,9 @@ func TestHostileCDNDialOutOfFDs(t *testing.T) {
 		t.Errorf("origin %s after 5 local refusals: %d failures", o.health.state(now), o.failures.Load())
 	}
 	// Active health checks that cannot get a descriptor are not recorded.
-	hc := HealthCheck{Path: "/", Interval: 5 * time.Millisecond, Unhealthy: 1}
+	// A timeout of its own: the default (the interval, 5 ms) could run out
+	// under load before the budget refuses the dial, and fail the check.
+	hc := HealthCheck{Path: "/", Interval: 5 * time.Millisecond, Timeout: time.Second, Unhealthy: 1}
 	hc.setDefaults()
 	c := p.pools.startChecker(o, hc)
 	time.Sleep(100 * time.Millisecond)
