@@ -52,7 +52,7 @@ const (
 	// accessLogBatch is a batch's size: a full one is written at once.
 	accessLogBatch = 64 << 10
 	// AccessLogMaxPending bounds the bytes waiting for a slow writer; lines
-	// past it are dropped (edgeproxy_access_log_dropped_total).
+	// past it are dropped (edgeproxy_cdn_access_log_dropped_total).
 	AccessLogMaxPending = 1 << 20
 	accessLogInterval   = 100 * time.Millisecond
 	accessLogErrEvery   = time.Minute
@@ -138,11 +138,11 @@ func (a *AccessLog) register(reg prometheus.Registerer) {
 	}
 	reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "edgeproxy_access_log_dropped_total",
+			Name: "edgeproxy_cdn_access_log_dropped_total",
 			Help: "Access log lines dropped because more than 1 MiB waited for the writer (or the log was closed).",
 		}, func() float64 { return float64(a.Dropped()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "edgeproxy_access_log_errors_total",
+			Name: "edgeproxy_cdn_access_log_errors_total",
 			Help: "Failed writes of the access log; each loses the lines of its batch.",
 		}, func() float64 { return float64(a.Errors()) }),
 	)

@@ -429,8 +429,8 @@ func TestHostileAccessLogSlowWriter(t *testing.T) {
 	if dropped == 0 || dropped > total-uint64(max/lineLen)+1 {
 		t.Errorf("%d of %d lines dropped with %d bytes of %d-byte lines allowed to wait", dropped, total, max, lineLen)
 	}
-	if got := counter(t, reg, "edgeproxy_access_log_dropped_total"); got != float64(dropped) {
-		t.Errorf("edgeproxy_access_log_dropped_total %v, want %d", got, dropped)
+	if got := counter(t, reg, "edgeproxy_cdn_access_log_dropped_total"); got != float64(dropped) {
+		t.Errorf("edgeproxy_cdn_access_log_dropped_total %v, want %d", got, dropped)
 	}
 	close(w.release)
 	a.Close()
@@ -491,8 +491,8 @@ func TestAccessLogWriteErrors(t *testing.T) {
 	if a.Errors() != 3 {
 		t.Errorf("%d write errors counted, want 3", a.Errors())
 	}
-	if got := counter(t, reg, "edgeproxy_access_log_errors_total"); got != 3 {
-		t.Errorf("edgeproxy_access_log_errors_total %v, want 3", got)
+	if got := counter(t, reg, "edgeproxy_cdn_access_log_errors_total"); got != 3 {
+		t.Errorf("edgeproxy_cdn_access_log_errors_total %v, want 3", got)
 	}
 	if n := strings.Count(logs.String(), "access log: write failed"); n != 1 || !strings.Contains(logs.String(), "disk full") {
 		t.Errorf("%d error logs in a minute, want 1:\n%s", n, logs.String())
@@ -558,7 +558,7 @@ func TestAccessLogServeH1(t *testing.T) {
 	if l.Refused == nil || *l.Refused != refuseConnect || l.Status != 405 || l.Method != "CONNECT" {
 		t.Errorf("refused line: %s", ls[2])
 	}
-	if counter(t, reg, "edgeproxy_access_log_dropped_total") != 0 || counter(t, reg, "edgeproxy_access_log_errors_total") != 0 {
+	if counter(t, reg, "edgeproxy_cdn_access_log_dropped_total") != 0 || counter(t, reg, "edgeproxy_cdn_access_log_errors_total") != 0 {
 		t.Error("the access log counters are not zero")
 	}
 }
