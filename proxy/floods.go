@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -405,36 +404,6 @@ func (p *Proxy) countReset(r *http.Request) {
 		p.streamReset(sc)
 	}
 }
-
-// watchConn marks sc closed as soon as a read of c fails, before x/net
-// ends the contexts of the connection's requests.
-func watchConn(c net.Conn, sc *streamConn) net.Conn {
-	if tc, ok := c.(*tls.Conn); ok {
-		return &watchedTLS{watched{c, sc}, tc}
-	}
-	return &watched{c, sc}
-}
-
-type watched struct {
-	net.Conn
-	sc *streamConn
-}
-
-func (w *watched) Read(b []byte) (int, error) {
-	n, err := w.Conn.Read(b)
-	if err != nil {
-		w.sc.closed.Store(true)
-	}
-	return n, err
-}
-
-// watchedTLS keeps the TLS state visible to x/net/http2.
-type watchedTLS struct {
-	watched
-	tc *tls.Conn
-}
-
-func (w *watchedTLS) ConnectionState() tls.ConnectionState { return w.tc.ConnectionState() }
 
 // quicVerifySource asks for a Retry (the client must echo a token, which
 // proves it receives at its address) once limits.quic_retry_threshold

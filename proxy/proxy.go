@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"slices"
 	"sync"
@@ -31,7 +30,6 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	"github.com/valyala/fasthttp"
-	"golang.org/x/net/http2"
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
@@ -170,8 +168,9 @@ type Proxy struct {
 
 	plain, secure *chanListener
 	h1, h1TLS     *fasthttp.Server
-	h2            *http2.Server
-	h2base        *http.Server // holds h2's limits; its Shutdown sends GOAWAY
+	h2m           *h2Metrics
+	h2mu          sync.Mutex           // guards h2set
+	h2set         map[*h2Conn]struct{} // HTTP/2 connections, for Shutdown
 	h3            *http3.Server
 	quic          *quic.Transport
 	amp           *ampConn    // the QUIC socket as quic.Transport sees it
@@ -199,7 +198,7 @@ func New(opts Options) (*Proxy, error) {
 	p := &Proxy{
 		here: here, fds: opts.FDs, limits: opts.Limits, owns: opts.OwnsHTTP3,
 		log: opts.Logger, access: opts.AccessLog,
-		m: newMetrics(opts.Registerer), fm: newFloodMetrics(opts.Registerer), ids: newRequestIDs(),
+		m: newMetrics(opts.Registerer), fm: newFloodMetrics(opts.Registerer), h2m: newH2Metrics(opts.Registerer), ids: newRequestIDs(),
 		closing: make(chan struct{}),
 	}
 	if p.log == nil {
@@ -355,23 +354,8 @@ func (p *Proxy) setupServers() {
 		}
 	}
 	p.h1, p.h1TLS = mk(), mk()
-	p.h2base = &http.Server{
-		Handler:           p.stdHandler(),
-		ReadHeaderTimeout: l.ReadHeaderTimeout,
-		IdleTimeout:       l.IdleTimeout,
-		MaxHeaderBytes:    l.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
-	}
-	p.h2 = &http2.Server{
-		MaxConcurrentStreams: 250,
-		IdleTimeout:          l.IdleTimeout,
-		MaxReadFrameSize:     1 << 20,
-		// The rapid-reset and CONTINUATION-flood limits of x/net/http2
-		// (0.17 and 0.23 on) hold: handlers beyond MaxConcurrentStreams
-		// are queued and a connection that resets too many is closed;
-		// headers are bounded by MaxHeaderBytes across CONTINUATIONs.
-	}
-	http2.ConfigureServer(p.h2base, p.h2)
+	// HTTP/2 on our own server (h2server.go): fasthttp hands over the
+	// connections that negotiated h2.
 	p.h1TLS.NextProto("h2", p.serveH2)
 	if p.udp != nil {
 		p.h3 = &http3.Server{
@@ -483,19 +467,6 @@ func (p *Proxy) acceptLoop() {
 	}
 }
 
-// serveH2 serves a TLS connection that negotiated h2.
-func (p *Proxy) serveH2(c net.Conn) error {
-	p.h2conns.Add(1)
-	defer p.h2conns.Done()
-	p.m.active.WithLabelValues("h2").Inc()
-	defer p.m.active.WithLabelValues("h2").Dec()
-	sc := &streamConn{client: netaddr.AddrPort(c.RemoteAddr()).Addr(), close: func() { c.Close() }}
-	ctx := context.WithValue(context.Background(), streamConnKey{}, sc)
-	p.h2.ServeConn(watchConn(c, sc), &http2.ServeConnOpts{Context: ctx, BaseConfig: p.h2base, Handler: p.h2base.Handler})
-	sc.closed.Store(true)
-	return nil
-}
-
 func (p *Proxy) connState(c net.Conn, s fasthttp.ConnState) {
 	proto := "http/1.1"
 	if _, ok := c.(*tls.Conn); ok {
@@ -533,13 +504,14 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	run(func() error { return p.h1.ShutdownWithContext(ctx) })
 	run(func() error { return p.h1TLS.ShutdownWithContext(ctx) })
 	run(func() error {
-		p.h2base.Shutdown(ctx) // GOAWAY to every h2 connection
+		p.shutdownH2() // GOAWAY to every h2 connection
 		done := make(chan struct{})
 		go func() { p.h2conns.Wait(); close(done) }()
 		select {
 		case <-done:
 			return nil
 		case <-ctx.Done():
+			p.closeH2()
 			return ctx.Err()
 		}
 	})
