@@ -144,7 +144,7 @@ func (p *Proxy) newH2Conn(c net.Conn) *h2Conn {
 	hc.fr.SetMaxReadFrameSize(h2MaxFrame)
 	hc.fr.SetReuseFrames()
 	hc.dec = hpack.NewDecoder(4096, hc.emit)
-	hc.dec.SetMaxStringLength(p.limits.MaxHeaderBytes)
+	hc.dec.SetMaxStringLength(2 * p.limits.MaxHeaderBytes) // the block bound; the list is checked as it is decoded
 	return hc
 }
 
@@ -279,7 +279,7 @@ func (c *h2Conn) readError(err error) bool {
 	case errors.Is(err, errH2Calm):
 		c.goAwayError(http2.ErrCodeEnhanceYourCalm)
 	default:
-		var ne net.Error
+		var ne interface{ Timeout() bool }
 		if errors.As(err, &ne) && ne.Timeout() {
 			c.mu.Lock()
 			idle := len(c.streams) == 0

@@ -859,7 +859,10 @@ func (c *h2Conn) sendDataLocked(s *h2Stream, data []byte, end bool) bool {
 					c.mu.Unlock()
 				})
 			}
-			c.flushLocked(false)
+			if len(c.wbuf) > 0 && !c.flushing {
+				c.flushLocked(false) // unlocks: look at the windows again
+				continue
+			}
 			c.cond.Wait()
 			continue
 		}
