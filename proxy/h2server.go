@@ -91,6 +91,8 @@ type h2Conn struct {
 	floodN      int
 	floodStart  time.Time
 	lastNow     time.Time // the read loop's coarse clock
+	collecting  int       // streams whose small body is being collected
+	bodyArmed   bool      // a read deadline for those bodies is set
 	hname       []byte    // a header name being canonicalized
 
 	mu       sync.Mutex
@@ -220,17 +222,36 @@ func (c *h2Conn) serve() {
 		if !c.frameBuffered() {
 			c.mu.Lock()
 			c.flushLocked(false)
-			if len(c.streams) == 0 && !c.idleArmed {
+			switch {
+			case len(c.streams) == 0 && !c.idleArmed:
 				// The first SETTINGS must come within ReadHeaderTimeout;
 				// later, an idle connection is closed after IdleTimeout.
 				d := l.IdleTimeout
 				if !c.sawSettings {
 					d = l.ReadHeaderTimeout
 				}
-				c.idleArmed = true
+				c.idleArmed, c.bodyArmed = true, false
 				c.conn.SetReadDeadline(time.Now().Add(d))
+			case c.collecting > 0:
+				// Bodies collected on the read loop have the body
+				// timeout (those streamed have it in their pipe).
+				c.bodyArmed = true
+				c.conn.SetReadDeadline(c.lastNow.Add(l.BodyTimeout))
+			case c.bodyArmed && !c.idleArmed:
+				c.bodyArmed = false
+				c.conn.SetReadDeadline(time.Time{})
 			}
 			c.mu.Unlock()
+			// Wait for the next frame's header without taking it: a
+			// timeout here leaves the framer in step.
+			if _, err := c.br.Peek(9); err != nil {
+				var ne interface{ Timeout() bool }
+				if c.collecting > 0 && errors.As(err, &ne) && ne.Timeout() {
+					c.lastNow = time.Now()
+					c.sweepBodies()
+					continue
+				}
+			}
 		}
 		f, err := c.fr.ReadFrame()
 		c.lastNow = time.Now()

@@ -866,3 +866,35 @@ func FuzzH2Conn(f *testing.F) {
 }
 
 var _ = rand.IntN
+
+// TestH2BodyTimeout: a request body that stops coming is answered after
+// the body timeout: 408 for one being collected whole, 400 for one being
+// streamed to the origin (the origin's read fails); the connection
+// serves on.
+func TestH2BodyTimeout(t *testing.T) {
+	f := newH2Fixture(t, Limits{BodyTimeout: 300 * time.Millisecond}, func(ctx *fasthttp.RequestCtx) {
+		readBody(ctx)
+		ctx.WriteString("ok")
+	})
+	r := f.raw(t)
+	post := []string{":method", "POST", ":scheme", "https", ":authority", "a.example", ":path", "/"}
+	for _, tc := range []struct {
+		cl, want string
+		id       uint32
+	}{{"100", "408", 1}, {"1000000", "400", 3}} {
+		start := time.Now()
+		r.headers(tc.id, false, append(post, "content-length", tc.cl)...)
+		r.fr.WriteData(tc.id, false, []byte("abc"))
+		st, body := r.response(tc.id)
+		if d := time.Since(start); st != tc.want || !strings.Contains(body, "request id: ") || d < 250*time.Millisecond || d > 3*time.Second {
+			t.Errorf("Content-Length %s, 3 bytes, then nothing: %s %q after %v, want %s after 300 ms", tc.cl, st, body, d, tc.want)
+		}
+	}
+	r.headers(5, true, get("/")...)
+	if st, body := r.response(5); st != "200" || body != "ok" {
+		t.Errorf("after them: %s %q", st, body)
+	}
+	if n := f.p.streams.Load(); n != 0 {
+		t.Errorf("%d streams still counted", n)
+	}
+}

@@ -401,6 +401,8 @@ func (c *h2Conn) endHeaders() error {
 		strm.dispatch()
 	case strm.cl >= 0 && strm.cl <= h2SmallBody:
 		strm.small = make([]byte, 0, strm.cl) // collected, then forwarded whole
+		strm.collecting, strm.lastData = true, c.lastNow
+		c.collecting++
 	default:
 		strm.pipe = &h2Pipe{s: strm, wake: make(chan struct{}, 1), timeout: p.limits.BodyTimeout}
 		strm.body = &limitedBody{r: strm.pipe, max: p.limits.MaxBodyBytes}
@@ -469,6 +471,8 @@ type h2Stream struct {
 	// The read loop's own.
 	cl, got     int64 // declared body length (-1 unknown) and received
 	small       []byte
+	collecting  bool      // small is being collected
+	lastData    time.Time // the last DATA of a body being collected
 	pipe        *h2Pipe
 	body        *limitedBody
 	gotTrailers bool
@@ -523,6 +527,7 @@ func (s *h2Stream) data(b []byte, n int64, end bool) error {
 		}
 	case len(b) > 0:
 		s.small = append(s.small, b...)
+		s.lastData = c.lastNow
 	}
 	if !end {
 		return nil
@@ -535,11 +540,41 @@ func (s *h2Stream) data(b []byte, n int64, end bool) error {
 	}
 	c.mu.Unlock()
 	if !s.dispatched {
+		s.collected()
 		s.req.SetBody(s.small)
 		s.small = nil
 		s.dispatch()
 	}
 	return nil
+}
+
+// collected ends the collection of a small body; on the read loop.
+func (s *h2Stream) collected() {
+	if s.collecting {
+		s.collecting = false
+		s.c.collecting--
+	}
+}
+
+// sweepBodies answers 408 to the streams whose body, collected on the
+// read loop, has not moved for the body timeout; on the read loop.
+func (c *h2Conn) sweepBodies() {
+	var late []*h2Stream
+	c.mu.Lock()
+	for _, s := range c.streams {
+		if s.collecting && c.lastNow.Sub(s.lastData) >= c.p.limits.BodyTimeout {
+			late = append(late, s)
+			c.closeStreamLocked(s)
+		}
+	}
+	c.mu.Unlock()
+	for _, s := range late {
+		s.collected()
+		c.answer(c.p.state.Load(), s.id, s.rec, &refusal{status: 408, reason: refuseTimeout, msg: "the request body stopped coming"}, false)
+		fasthttp.ReleaseRequest(s.req)
+		s.req = nil
+		c.p.streams.Add(-1)
+	}
 }
 
 // closeStreamLocked takes s out of the connection's streams; under c.mu.
@@ -602,6 +637,7 @@ func (s *h2Stream) abort(err error) {
 		return
 	}
 	if s.req != nil { // collecting its body: never forwarded
+		s.collected()
 		s.rec.status = 499
 		s.c.p.done(s.rec)
 		fasthttp.ReleaseRequest(s.req)
