@@ -496,11 +496,97 @@ type h2Stream struct {
 }
 
 // dispatch hands the request to a goroutine of its own: the origin
-// exchange blocks.
+// exchange blocks. A parked worker takes it if there is one: its stack
+// has grown on the request path already.
 func (s *h2Stream) dispatch() {
 	s.dispatched = true
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	go s.run()
+	if w := h2Idle.get(); w != nil {
+		w.next <- s
+		return
+	}
+	go h2Work(s)
+}
+
+// h2Workers are the goroutines parked after a request, at most
+// h2MaxIdleWorkers, each for at most h2WorkerIdle.
+type h2Workers struct {
+	mu   sync.Mutex
+	idle []*h2Worker
+}
+
+type h2Worker struct {
+	next  chan *h2Stream
+	timer *time.Timer
+}
+
+const (
+	h2MaxIdleWorkers = 256
+	h2WorkerIdle     = 10 * time.Second
+)
+
+var h2Idle h2Workers
+
+func (ws *h2Workers) get() *h2Worker {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	n := len(ws.idle)
+	if n == 0 {
+		return nil
+	}
+	w := ws.idle[n-1]
+	ws.idle[n-1] = nil
+	ws.idle = ws.idle[:n-1]
+	return w
+}
+
+// park offers w for the next request; false: enough are parked.
+func (ws *h2Workers) park(w *h2Worker) bool {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if len(ws.idle) >= h2MaxIdleWorkers {
+		return false
+	}
+	ws.idle = append(ws.idle, w)
+	return true
+}
+
+// leave takes w out of the parked ones when it is still there.
+func (ws *h2Workers) leave(w *h2Worker) bool {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	for i, x := range ws.idle {
+		if x == w {
+			ws.idle = append(ws.idle[:i], ws.idle[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// h2Work runs s, then the requests handed to it while it is parked.
+func h2Work(s *h2Stream) {
+	w := &h2Worker{next: make(chan *h2Stream, 1)}
+	for {
+		s.run()
+		if !h2Idle.park(w) {
+			return
+		}
+		if w.timer == nil {
+			w.timer = time.NewTimer(h2WorkerIdle)
+		} else {
+			w.timer.Reset(h2WorkerIdle)
+		}
+		select {
+		case s = <-w.next:
+			w.timer.Stop()
+		case <-w.timer.C:
+			if h2Idle.leave(w) {
+				return
+			}
+			s = <-w.next // taken as the timer fired
+		}
+	}
 }
 
 // data takes a DATA frame's payload (n with padding) on the read loop.
