@@ -756,14 +756,17 @@ func (s *h2Stream) run() {
 	c.mu.Lock()
 	if !s.closed {
 		s.localDone = true
-		if !s.remoteDone {
+		rst := !s.remoteDone
+		if rst {
 			// RFC 9113 8.1: the response is complete; the rest of the
 			// request body is not wanted.
 			s.resetSent = true
 			c.wbuf = appendRSTStream(c.wbuf, s.id, http2.ErrCodeNo)
-			c.flushLocked(true)
 		}
 		c.closeStreamLocked(s)
+		if rst {
+			c.flushLocked(true)
+		}
 	}
 	c.mu.Unlock()
 	if s.pipe != nil {
