@@ -365,9 +365,7 @@ func TestH2Bodies(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if n := f.p.streams.Load(); n != 0 {
-		t.Errorf("%d streams still counted in flight", n)
-	}
+	waitStreams(t, f.p)
 }
 
 // TestH2TinyWindow: a client whose stream window is 1 byte, and that
@@ -894,7 +892,55 @@ func TestH2BodyTimeout(t *testing.T) {
 	if st, body := r.response(5); st != "200" || body != "ok" {
 		t.Errorf("after them: %s %q", st, body)
 	}
-	if n := f.p.streams.Load(); n != 0 {
-		t.Errorf("%d streams still counted", n)
+	waitStreams(t, f.p)
+}
+
+// waitStreams waits for the streams in flight to end: a worker counts
+// its stream out just after the last frame is written.
+func waitStreams(t *testing.T, p *Proxy) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for p.streams.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Errorf("%d streams still counted in flight", p.streams.Load())
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestH2ExpectContinue: a request with Expect: 100-continue gets 100 at
+// once, then its response; the origin gets the body, not the Expect.
+func TestH2ExpectContinue(t *testing.T) {
+	var sawExpect atomic.Bool
+	f := newH2Fixture(t, Limits{}, func(ctx *fasthttp.RequestCtx) {
+		if len(ctx.Request.Header.Peek("Expect")) > 0 {
+			sawExpect.Store(true)
+		}
+		b, _ := readBody(ctx)
+		fmt.Fprintf(ctx, "len=%d", len(b))
+	})
+	r := f.raw(t)
+	r.headers(1, false, ":method", "POST", ":scheme", "https", ":authority", "a.example", ":path", "/", "content-length", "5", "expect", "100-continue")
+	var first string
+	for first == "" {
+		fr, err := r.next(2 * time.Second)
+		if err != nil {
+			t.Fatalf("no 100 Continue: %v", err)
+		}
+		if h, ok := fr.(*http2.HeadersFrame); ok && h.StreamID == 1 {
+			first = r.status(1)
+			r.hdr[1] = nil
+		}
+	}
+	if first != "100" {
+		t.Fatalf("first answer %s, want 100", first)
+	}
+	r.fr.WriteData(1, true, []byte("hello"))
+	if st, body := r.response(1); st != "200" || body != "len=5" {
+		t.Errorf("after 100 Continue: %s %q", st, body)
+	}
+	if sawExpect.Load() {
+		t.Error("the origin got the Expect header")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -48,6 +49,7 @@ type h2Head struct {
 	pseudo                                uint8 // pseudo-headers seen, one bit each
 	regular                               bool  // a regular header came
 	cl                                    int64 // Content-Length, -1 none
+	expect                                bool  // Expect: 100-continue
 	cookie                                []byte
 	req                                   *fasthttp.Request
 }
@@ -233,6 +235,13 @@ func (c *h2Conn) emit(hf hpack.HeaderField) {
 			h.setMalformed("a repeated Host", refuseAuthority)
 		}
 		h.host = v
+	case "expect":
+		// The proxy reads the body itself: it says 100 Continue (once
+		// the stream is open), the origin gets the body without asking.
+		if !strings.EqualFold(v, "100-continue") {
+			h.rf = &refusal{status: 417, reason: "", msg: "only Expect: 100-continue is understood"}
+		}
+		h.expect = true
 	case "cookie":
 		// RFC 9113 8.2.3: crumbs are joined for HTTP/1.1.
 		if len(h.cookie) > 0 {
@@ -386,6 +395,7 @@ func (c *h2Conn) endHeaders() error {
 		c: c, id: id, req: req, rec: rec, site: s, rt: rt, cl: h.cl,
 		recvWin: h2StreamWindow, remoteDone: h.endStream,
 	}
+	expect := h.expect
 	h.req = nil // the stream's now
 	h.release()
 	c.mu.Lock()
@@ -394,6 +404,10 @@ func (c *h2Conn) endHeaders() error {
 	if c.idleArmed {
 		c.idleArmed = false
 		c.conn.SetReadDeadline(time.Time{})
+	}
+	if expect && !strm.remoteDone {
+		c.appendHeadersLocked(id, []byte{0x08, 3, '1', '0', '0'}, false) // :status 100
+		c.responses--                                                    // not the response
 	}
 	c.mu.Unlock()
 	switch {
