@@ -944,3 +944,41 @@ func TestH2ExpectContinue(t *testing.T) {
 		t.Error("the origin got the Expect header")
 	}
 }
+
+// TestH2BodyLimit: a body over limits.max_body_bytes gets 413, whether its
+// Content-Length says so (answered at once) or it is streamed without one
+// (answered when the limit is crossed); the origin never gets it whole.
+func TestH2BodyLimit(t *testing.T) {
+	var longest atomic.Int64
+	f := newH2Fixture(t, Limits{MaxBodyBytes: 100000}, func(ctx *fasthttp.RequestCtx) {
+		b, _ := readBody(ctx)
+		if n := int64(len(b)); n > longest.Load() {
+			longest.Store(n)
+		}
+		ctx.WriteString("ok")
+	})
+	c := f.client()
+	for _, known := range []bool{true, false} {
+		var body io.Reader = bytes.NewReader(patterned(300000))
+		if !known {
+			body = io.MultiReader(body)
+		}
+		req, _ := http.NewRequest("POST", "http://a.example/up", body)
+		if !known {
+			req.ContentLength = -1
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("known length %v: %v", known, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 413 || !strings.Contains(string(b), "request id: ") {
+			t.Errorf("300000 bytes over a 100000 limit (length known %v): %d %q", known, resp.StatusCode, b)
+		}
+	}
+	if n := longest.Load(); n >= 300000 {
+		t.Errorf("the origin got a body of %d bytes", n)
+	}
+	waitStreams(t, f.p)
+}
