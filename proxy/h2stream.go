@@ -418,9 +418,8 @@ func (c *h2Conn) endHeaders() error {
 		strm.collecting, strm.lastData = true, c.lastNow
 		c.collecting++
 	default:
-		strm.pipe = &h2Pipe{s: strm, wake: make(chan struct{}, 1), timeout: p.limits.BodyTimeout}
-		strm.body = &limitedBody{r: strm.pipe, max: p.limits.MaxBodyBytes}
-		req.SetBodyStream(strm.body, int(strm.cl))
+		strm.pipe = &h2Pipe{s: strm, wake: make(chan struct{}, 1), timeout: p.limits.BodyTimeout, max: p.limits.MaxBodyBytes}
+		req.SetBodyStream(strm.pipe, int(strm.cl))
 		strm.dispatch()
 	}
 	return nil
@@ -488,7 +487,6 @@ type h2Stream struct {
 	collecting  bool      // small is being collected
 	lastData    time.Time // the last DATA of a body being collected
 	pipe        *h2Pipe
-	body        *limitedBody
 	gotTrailers bool
 	dispatched  bool
 
@@ -523,15 +521,17 @@ func (s *h2Stream) dispatch() {
 }
 
 // h2Workers are the goroutines parked after a request, at most
-// h2MaxIdleWorkers, each for at most h2WorkerIdle.
+// h2MaxIdleWorkers; a janitor, running while some are parked, sends away
+// those parked for h2WorkerIdle.
 type h2Workers struct {
-	mu   sync.Mutex
-	idle []*h2Worker
+	mu      sync.Mutex
+	idle    []*h2Worker // the longest parked first
+	janitor bool
 }
 
 type h2Worker struct {
-	next  chan *h2Stream
-	timer *time.Timer
+	next   chan *h2Stream // nil: leave
+	parked time.Time
 }
 
 const (
@@ -548,58 +548,59 @@ func (ws *h2Workers) get() *h2Worker {
 	if n == 0 {
 		return nil
 	}
-	w := ws.idle[n-1]
+	w := ws.idle[n-1] // the most recently parked: its stack is warm
 	ws.idle[n-1] = nil
 	ws.idle = ws.idle[:n-1]
 	return w
 }
 
 // park offers w for the next request; false: enough are parked.
-func (ws *h2Workers) park(w *h2Worker) bool {
+func (ws *h2Workers) park(w *h2Worker, now time.Time) bool {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	if len(ws.idle) >= h2MaxIdleWorkers {
 		return false
 	}
+	w.parked = now
 	ws.idle = append(ws.idle, w)
+	if !ws.janitor {
+		ws.janitor = true
+		go ws.sweep()
+	}
 	return true
 }
 
-// leave takes w out of the parked ones when it is still there.
-func (ws *h2Workers) leave(w *h2Worker) bool {
-	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	for i, x := range ws.idle {
-		if x == w {
-			ws.idle = append(ws.idle[:i], ws.idle[i+1:]...)
-			return true
+// sweep sends away the workers parked for h2WorkerIdle, until none is
+// parked.
+func (ws *h2Workers) sweep() {
+	for {
+		time.Sleep(h2WorkerIdle / 2)
+		now := time.Now()
+		ws.mu.Lock()
+		k := 0
+		for k < len(ws.idle) && now.Sub(ws.idle[k].parked) >= h2WorkerIdle {
+			ws.idle[k].next <- nil
+			k++
 		}
+		ws.idle = append(ws.idle[:0], ws.idle[k:]...)
+		if len(ws.idle) == 0 {
+			ws.janitor = false
+			ws.mu.Unlock()
+			return
+		}
+		ws.mu.Unlock()
 	}
-	return false
 }
 
 // h2Work runs s, then the requests handed to it while it is parked.
 func h2Work(s *h2Stream) {
 	w := &h2Worker{next: make(chan *h2Stream, 1)}
-	for {
+	for s != nil {
 		s.run()
-		if !h2Idle.park(w) {
+		if !h2Idle.park(w, s.rec.start) {
 			return
 		}
-		if w.timer == nil {
-			w.timer = time.NewTimer(h2WorkerIdle)
-		} else {
-			w.timer.Reset(h2WorkerIdle)
-		}
-		select {
-		case s = <-w.next:
-			w.timer.Stop()
-		case <-w.timer.C:
-			if h2Idle.leave(w) {
-				return
-			}
-			s = <-w.next // taken as the timer fired
-		}
+		s = <-w.next
 	}
 }
 
@@ -752,8 +753,8 @@ func (s *h2Stream) run() {
 	c, p := s.c, s.c.p
 	rec := s.rec
 	var bodyRead func() int64
-	if s.body != nil {
-		bodyRead = func() int64 { return s.body.n }
+	if s.pipe != nil {
+		bodyRead = s.pipe.read
 	}
 	resp := fasthttp.AcquireResponse()
 	// A stream reset abandons its origin exchange.
@@ -1040,7 +1041,12 @@ type h2Pipe struct {
 	timeout time.Duration
 	timer   *time.Timer
 	credit  int64 // read, not yet given back
+	n, max  int64 // read, and limits.max_body_bytes
 }
+
+// read is how much of the body the origin exchange has read; on its
+// goroutine.
+func (p *h2Pipe) read() int64 { return p.n }
 
 func (p *h2Pipe) signal() {
 	select {
@@ -1072,7 +1078,16 @@ func (p *h2Pipe) close(err error) {
 
 var errH2BodyTimeout = errors.New("http2: the request body stopped coming (limits.body_timeout)")
 
+// Read gives the body to the origin exchange. Past the body limit it
+// fails with no data: fasthttp's chunked writer drops an error that comes
+// with data, and would go on.
 func (p *h2Pipe) Read(b []byte) (int, error) {
+	if p.n > p.max {
+		return 0, errBodyTooLarge
+	}
+	if rest := p.max - p.n + 1; int64(len(b)) > rest {
+		b = b[:rest] // at most one byte past the limit, then the error
+	}
 	p.mu.Lock()
 	for p.off == len(p.buf) && p.err == nil {
 		p.mu.Unlock()
@@ -1091,9 +1106,13 @@ func (p *h2Pipe) Read(b []byte) (int, error) {
 	}
 	n := copy(b, p.buf[p.off:])
 	p.off += n
+	p.n += int64(n)
 	if n == 0 {
 		err := p.err
 		p.mu.Unlock()
+		if err != io.EOF && !errors.Is(err, errClientBody) && !errors.Is(err, errClientGone) {
+			err = fmt.Errorf("%w: %w", errClientBody, err) // the client's fault, not the origin's
+		}
 		return 0, err
 	}
 	p.credit += int64(n)
