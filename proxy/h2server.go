@@ -35,6 +35,7 @@ const (
 	h2MaxFrame     = 16384     // SETTINGS_MAX_FRAME_SIZE we accept (the default)
 	h2SmallBody    = 64 << 10  // bodies of a known length up to this are collected whole before forwarding
 	h2MaxBuffered  = 256 << 10 // pending output past which writers wait for the flusher
+	h2KeepBuffer   = 64 << 10  // write buffers up to this size are reused
 
 	// h2FloodBudget bounds the frames a connection may send in
 	// h2FloodWindow that cost us a write or carry nothing (PING, SETTINGS,
@@ -430,7 +431,11 @@ func (c *h2Conn) flushLocked(yield bool) {
 		_, err := c.conn.Write(buf)
 		c.mu.Lock()
 		c.writes++
-		c.spare = buf[:0]
+		if cap(buf) <= h2KeepBuffer {
+			c.spare = buf[:0]
+		} else {
+			c.spare = nil // a big batch's buffer is not kept for the connection's life
+		}
 		if err != nil {
 			if c.werr == nil || c.werr == h2ConnClosed {
 				c.werr = err
