@@ -813,6 +813,18 @@ func (c *h2Conn) writeResponse(s *h2Stream, resp *fasthttp.Response) {
 			body = resp.Body()
 		}
 	}
+	bp := h2BodyBufs.Get().(*[]byte)
+	defer h2BodyBufs.Put(bp)
+	buf := *bp
+	if cl := resp.Header.ContentLength(); bs != nil && cl >= 0 && cl <= len(buf) {
+		// A small body of a known length, streamed by the origin client:
+		// read whole, it goes out with its HEADERS in one append.
+		if _, err := io.ReadFull(bs, buf[:cl]); err != nil {
+			s.resetBy(http2.ErrCodeInternal) // the origin broke off
+			return
+		}
+		body, bs = buf[:cl], nil
+	}
 	c.mu.Lock()
 	if s.closed || c.werr != nil {
 		c.mu.Unlock()
@@ -830,9 +842,6 @@ func (c *h2Conn) writeResponse(s *h2Stream, resp *fasthttp.Response) {
 	c.appendHeadersFromLocked(s.id, resp, -1, false)
 	c.flushLocked(true)
 	c.mu.Unlock()
-	bp := h2BodyBufs.Get().(*[]byte)
-	defer h2BodyBufs.Put(bp)
-	buf := *bp
 	for {
 		n, err := bs.Read(buf)
 		end := err == io.EOF
