@@ -1095,7 +1095,7 @@ func (p *h2Pipe) Read(b []byte) (int, error) {
 		return 0, errBodyTooLarge
 	}
 	if rest := p.max - p.n + 1; int64(len(b)) > rest {
-		b = b[:rest] // at most one byte past the limit, then the error
+		b = b[:rest] // one byte past the limit tells it is crossed
 	}
 	p.mu.Lock()
 	for p.off == len(p.buf) && p.err == nil {
@@ -1116,6 +1116,10 @@ func (p *h2Pipe) Read(b []byte) (int, error) {
 	n := copy(b, p.buf[p.off:])
 	p.off += n
 	p.n += int64(n)
+	if p.n > p.max {
+		p.mu.Unlock()
+		return 0, errBodyTooLarge // none of the crossing read: the origin never gets past the limit
+	}
 	if n == 0 {
 		err := p.err
 		p.mu.Unlock()

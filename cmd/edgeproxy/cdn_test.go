@@ -42,6 +42,7 @@ type seen struct {
 // originStats counts what a test origin served.
 type originStats struct {
 	requests, inflight, maxInflight atomic.Int64
+	maxBody                         atomic.Int64 // the largest request body read
 }
 
 // testOrigin serves HTTP on addr and answers with what it saw; /slow-body
@@ -72,7 +73,9 @@ func testOrigin(t *testing.T, name, addr string) *originStats {
 			return
 		}
 		if r.Method == "POST" {
-			io.Copy(io.Discard, r.Body)
+			n, _ := io.Copy(io.Discard, r.Body)
+			for m := st.maxBody.Load(); n > m && !st.maxBody.CompareAndSwap(m, n); m = st.maxBody.Load() {
+			}
 		}
 		h := map[string]string{}
 		for k := range r.Header {
