@@ -77,8 +77,11 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx) {
 		resp.SetBodyStream(&responseBody{r: bs, up: up, conn: ctx.Conn(), timeout: p.limits.SendTimeout, rec: rec, p: p}, up.Header.ContentLength())
 		return
 	}
-	resp.SetBody(up.Body())
-	rec.bytes = int64(len(up.Body()))
+	// A body read whole (originTransport) moves to the client's response
+	// without a copy: it goes out with the head, in one write.
+	b := up.SwapBody(nil)
+	rec.bytes = int64(len(b))
+	up.SwapBody(resp.SwapBody(b))
 	fasthttp.ReleaseResponse(up)
 	p.done(rec)
 }

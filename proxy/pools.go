@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -142,11 +143,12 @@ func (op *originPools) get(u *url.URL, ot OriginTLS) (*origin, error) {
 			}
 			return ic, nil
 		},
+		Transport:                     originTransport{},
 		MaxConns:                      4096,
 		MaxIdleConnDuration:           60 * time.Second,
 		MaxConnDuration:               maxConnAge,
 		MaxConnWaitTimeout:            t.connect,
-		StreamResponseBody:            true,
+		StreamResponseBody:            true, // originTransport: large and unknown lengths only
 		DisableHeaderNamesNormalizing: true,
 		DisablePathNormalizing:        true,
 		NoDefaultUserAgentHeader:      true,
@@ -161,11 +163,180 @@ func (op *originPools) get(u *url.URL, ot OriginTLS) (*origin, error) {
 	return o, nil
 }
 
+// smallBody is the largest origin body read whole with its head: the
+// client then gets head and body in one write, and the request takes none
+// of the streaming path. Larger bodies and bodies of unknown length
+// stream (a slow or endless one reaches the client as it comes).
+const smallBody = 64 << 10
+
+// originTransport is the round trip of the origin pools: fasthttp's own
+// (HostClient.Transport), except that a response whose body has a known
+// length of at most smallBody is read whole, and only the others stream.
+// The pools set no ReadTimeout or WriteTimeout: idleConn bounds each read
+// and write.
+type originTransport struct{}
+
+// maxInterim bounds the informational (1xx) responses before the final
+// one, as fasthttp does.
+const maxInterim = 100
+
+var errTooManyInterim = errors.New("more than 100 informational responses from the origin")
+
+func (originTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (retry bool, err error) {
+	cc, err := hc.AcquireConn(0, req.ConnectionClose())
+	if err != nil {
+		return false, err
+	}
+	conn := cc.Conn()
+	resp.ParseNetConn(conn)
+
+	// Past its age, the connection carries one more request and closes.
+	reset := false
+	if hc.MaxConnDuration > 0 && !req.ConnectionClose() && coarseNow().Sub(cc.CreatedTime()) > hc.MaxConnDuration {
+		req.SetConnectionClose()
+		reset = true
+	}
+	bw := hc.AcquireWriter(conn)
+	err = req.Write(bw)
+	if reset {
+		req.Header.ResetConnectionClose()
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	hc.ReleaseWriter(bw)
+	if err != nil {
+		if t, ok := err.(interface{ Timeout() bool }); ok && t.Timeout() {
+			err = fasthttp.ErrTimeout
+		}
+		hc.CloseConn(cc)
+		return true, err
+	}
+
+	if req.Header.IsHead() {
+		resp.SkipBody = true
+	}
+	if hc.DisableHeaderNamesNormalizing {
+		resp.Header.DisableNormalizing()
+	}
+	br := hc.AcquireReader(conn)
+	fail := func(err error) (bool, error) {
+		hc.ReleaseReader(br)
+		hc.CloseConn(cc)
+		return true, err
+	}
+	if err := resp.Header.Read(br); err != nil {
+		return fail(err)
+	}
+	for n := 0; ; n++ {
+		code := resp.StatusCode()
+		if code < 100 || code > 199 || code == fasthttp.StatusSwitchingProtocols {
+			break
+		}
+		if n >= maxInterim {
+			return fail(errTooManyInterim)
+		}
+		if err := resp.Header.Read(br); err != nil {
+			return fail(err)
+		}
+	}
+	code := resp.StatusCode()
+	noBody := resp.SkipBody || code == fasthttp.StatusNoContent || code == fasthttp.StatusNotModified || code == fasthttp.StatusSwitchingProtocols
+	closeConn := reset || req.ConnectionClose() || resp.ConnectionClose()
+	if cl := resp.Header.ContentLength(); !noBody && (cl < 0 || cl > smallBody) {
+		// Streamed: a response of its own reads the body from the
+		// connection, which goes back to the pool when the stream is
+		// closed, read to its end.
+		s := fasthttp.AcquireResponse()
+		resp.Header.CopyTo(&s.Header)
+		s.StreamBody = true
+		if err := s.ReadBody(br, 0); err != nil {
+			fasthttp.ReleaseResponse(s)
+			return fail(err)
+		}
+		release := func(discard bool) {
+			hc.ReleaseReader(br)
+			if discard || closeConn || resp.ConnectionClose() {
+				hc.CloseConn(cc)
+			} else {
+				hc.ReleaseConn(cc)
+			}
+		}
+		resp.SetBodyStream(&originStream{body: s.BodyStream(), s: s, conn: conn, release: release}, cl)
+		return false, nil
+	}
+	if !noBody {
+		resp.StreamBody = false
+		if err := resp.ReadBody(br, 0); err != nil {
+			return fail(err)
+		}
+	}
+	hc.ReleaseReader(br)
+	if closeConn {
+		hc.CloseConn(cc)
+	} else {
+		hc.ReleaseConn(cc)
+	}
+	return false, nil
+}
+
+// originStream is a streamed origin body. Closing it (fasthttp does, once
+// the response is written or abandoned) gives the connection back to the
+// pool when the body was read to its end, and closes it otherwise; a read
+// in flight is cut first.
+type originStream struct {
+	body    io.Reader          // s's stream
+	s       *fasthttp.Response // holds the stream and its framing
+	conn    net.Conn
+	release func(discard bool) // the reader and the connection, back to the pool or closed
+
+	mu     sync.Mutex // held by a read in flight
+	closed atomic.Bool
+	eof    bool
+	once   sync.Once
+}
+
+func (o *originStream) Read(p []byte) (int, error) {
+	if o.closed.Load() {
+		return 0, io.ErrClosedPipe
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed.Load() {
+		return 0, io.ErrClosedPipe
+	}
+	n, err := o.body.Read(p)
+	if err == io.EOF {
+		o.eof = true
+	}
+	return n, err
+}
+
+// CloseWithError ends the stream (fasthttp.ReadCloserWithError).
+func (o *originStream) CloseWithError(err error) error {
+	o.once.Do(func() {
+		o.closed.Store(true)
+		locked := o.mu.TryLock()
+		discard := err != nil || !locked || !o.eof
+		if discard {
+			o.conn.Close() // cuts a read in flight
+		}
+		if !locked {
+			o.mu.Lock()
+		}
+		defer o.mu.Unlock()
+		o.s.CloseBodyStream()
+		fasthttp.ReleaseResponse(o.s)
+		o.release(discard)
+	})
+	return nil
+}
+
 // dial connects to addr from the proxy's network namespace; a failure is
 // a dialError (nothing was sent). The connection's descriptor comes from
 // the budget and goes back when it closes; a refusal (or EMFILE) is a
 // local shortage (fdlimit.Exhausted), which originFault does not blame on
-// the origin.
+// the origin. Its deadlines are lazy (lazyConn).
 func (op *originPools) dial(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error) {
 	if !op.fds.Acquire(fdlimit.Dial, 1) {
 		return nil, &dialError{fdlimit.ErrExhausted}
@@ -177,7 +348,8 @@ func (op *originPools) dial(ctx context.Context, addr string, timeout time.Durat
 		op.fds.Release(fdlimit.Dial, 1)
 		return nil, &dialError{err}
 	}
-	return op.fds.Track(c.(*net.TCPConn), fdlimit.Dial), nil
+	tc := c.(*net.TCPConn)
+	return newLazyConn(op.fds.Track(tc, fdlimit.Dial), tc), nil
 }
 
 // localShortage reports whether err is the proxy's own want of descriptors
@@ -209,18 +381,19 @@ func hostPort(u *url.URL) string {
 }
 
 // lazyDeadline is a deadline for gaps, moved only once half of it is used
-// up, which keeps the runtime's timer out of most reads and writes: a gap
-// is cut after between half the timeout and the timeout.
-type lazyDeadline struct{ due time.Time }
+// up by the coarse clock, which keeps the clock and the socket out of most
+// reads and writes: a gap is cut after between half the timeout and the
+// timeout, plus the clock's step.
+type lazyDeadline struct{ due int64 } // Unix nanoseconds
 
 // push moves the deadline d ahead through set, when it is due to.
 func (l *lazyDeadline) push(d time.Duration, set func(time.Time) error) {
 	if d <= 0 {
 		return
 	}
-	if now := time.Now(); l.due.Sub(now) < d/2 {
-		l.due = now.Add(d)
-		set(l.due)
+	if now := coarseNanos(); l.due-now < int64(d/2) {
+		l.due = now + int64(d) + int64(clockStep)
+		set(time.Unix(0, l.due))
 	}
 }
 

@@ -452,12 +452,13 @@ func (p *Proxy) acceptLoop() {
 			c.Close()
 			continue
 		}
-		// tc gives its descriptor back to the budget when it closes.
-		tc := p.fds.Track(c, fdlimit.CDN)
+		// tc gives its descriptor back to the budget when it closes; its
+		// deadlines are lazy (lazyConn).
+		tc := newLazyConn(p.fds.Track(c, fdlimit.CDN), c)
 		isTLS, ok := p.state.Load().ports[netaddr.AddrPort(c.LocalAddr()).Port()]
 		switch {
 		case !ok:
-			tc.SetLinger(0)
+			c.SetLinger(0)
 			tc.Close()
 		case isTLS:
 			p.secure.deliver(tls.Server(tc, p.tlsConf))

@@ -1,0 +1,174 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The clock of the hot path. A request reads the precise clock once, when
+// it starts (its duration and the access log need it); the deadlines that
+// bound each read and write of a connection are computed from a coarse
+// clock, one word that a single goroutine of the process moves every
+// clockStep, and reach the socket only when they must (lazyConn): moving
+// a socket's deadline costs a clock read and a change of the runtime's
+// timer heap, several times per request otherwise.
+
+// clockStep is how often the coarse clock moves, and so how late a
+// deadline computed from it may be cut: deadlines add one step, so that
+// none is cut early.
+const clockStep = 10 * time.Millisecond
+
+var coarse struct {
+	once sync.Once
+	now  atomic.Int64 // Unix nanoseconds
+}
+
+// coarseNanos is the time in Unix nanoseconds, at most clockStep old.
+func coarseNanos() int64 {
+	coarse.once.Do(startClock)
+	return coarse.now.Load()
+}
+
+// coarseNow is coarseNanos as a time.
+func coarseNow() time.Time { return time.Unix(0, coarseNanos()) }
+
+// dueIn is the deadline d from now by the coarse clock, never early: in
+// Unix nanoseconds, one step later than d from its reading.
+func dueIn(d time.Duration) int64 { return coarseNanos() + int64(d) + int64(clockStep) }
+
+func startClock() {
+	coarse.now.Store(time.Now().UnixNano())
+	go func() {
+		t := time.NewTicker(clockStep)
+		for range t.C {
+			coarse.now.Store(time.Now().UnixNano())
+		}
+	}()
+}
+
+// lazyConn is a TCP connection whose deadlines are held in memory and given
+// to the socket only when they must be: when one asked for comes before
+// the socket's (or the socket has none), and when the socket's passes
+// before the one asked for, which the read or write that saw it then
+// resumes under. A connection whose deadline moves later at every request
+// (a keep-alive connection under its idle, head and send timeouts) so
+// touches its socket about once per timeout rather than several times per
+// request. Reads and writes see a timeout only once the deadline asked for
+// has passed: TLS, which fails a connection for good after a write
+// timeout, sits above it.
+//
+// It hides the TCP connection's ReadFrom and WriteTo, which would read and
+// write under the socket's deadlines; CloseWrite stays (upgrades).
+type lazyConn struct {
+	net.Conn // the *fdlimit.Conn: its descriptor goes back to the budget when it closes
+	tcp      *net.TCPConn
+	rd, wd   lazyDue
+}
+
+func newLazyConn(c net.Conn, tcp *net.TCPConn) *lazyConn {
+	return &lazyConn{Conn: c, tcp: tcp}
+}
+
+// lazyDue is one direction's deadline.
+type lazyDue struct {
+	mu     sync.Mutex   // serializes changes of the socket's deadline
+	want   atomic.Int64 // asked for, Unix nanoseconds; 0: none
+	socket atomic.Int64 // the socket's; 0: none. Never later than want when want is set.
+}
+
+func deadlineNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	if n := t.UnixNano(); n > 0 {
+		return n
+	}
+	return 1 // any time before 1970 is as past as the first nanosecond of it
+}
+
+func nanosDeadline(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// ask records the deadline t, and gives it to the socket through apply
+// when it comes before the socket's.
+func (d *lazyDue) ask(t time.Time, apply func(time.Time) error) error {
+	w := deadlineNanos(t)
+	d.want.Store(w)
+	if s := d.socket.Load(); s != 0 && (w == 0 || s <= w) {
+		return nil // the socket's comes first; moved when it passes
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	w = d.want.Load()
+	if s := d.socket.Load(); w == 0 || (s != 0 && s <= w) {
+		return nil
+	}
+	d.socket.Store(w)
+	return apply(nanosDeadline(w))
+}
+
+// passed is called after the socket's deadline cut a read or write: it
+// reports whether the deadline asked for has passed too; when it has not,
+// the socket gets it and the caller tries again.
+func (d *lazyDue) passed(apply func(time.Time) error) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for {
+		w := d.want.Load()
+		if w != 0 && w <= time.Now().UnixNano() {
+			return true
+		}
+		d.socket.Store(w)
+		if apply(nanosDeadline(w)) != nil {
+			return true // closed: the caller's error stands
+		}
+		if d.want.Load() == w {
+			return false
+		}
+	}
+}
+
+func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+
+func (c *lazyConn) Read(p []byte) (int, error) {
+	for {
+		n, err := c.Conn.Read(p)
+		if n > 0 || err == nil || !isTimeout(err) || c.rd.passed(c.Conn.SetReadDeadline) {
+			return n, err
+		}
+	}
+}
+
+func (c *lazyConn) Write(p []byte) (int, error) {
+	done := 0
+	for {
+		n, err := c.Conn.Write(p[done:])
+		done += n
+		if err == nil || !isTimeout(err) || c.wd.passed(c.Conn.SetWriteDeadline) {
+			return done, err
+		}
+	}
+}
+
+func (c *lazyConn) SetDeadline(t time.Time) error {
+	err := c.rd.ask(t, c.Conn.SetReadDeadline)
+	if err2 := c.wd.ask(t, c.Conn.SetWriteDeadline); err == nil {
+		err = err2
+	}
+	return err
+}
+
+func (c *lazyConn) SetReadDeadline(t time.Time) error  { return c.rd.ask(t, c.Conn.SetReadDeadline) }
+func (c *lazyConn) SetWriteDeadline(t time.Time) error { return c.wd.ask(t, c.Conn.SetWriteDeadline) }
+
+// CloseWrite shuts the sending side down (a relayed upgrade whose one
+// side finished).
+func (c *lazyConn) CloseWrite() error { return c.tcp.CloseWrite() }
