@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"os"
@@ -67,7 +68,21 @@ type lazyConn struct {
 	net.Conn // the *fdlimit.Conn: its descriptor goes back to the budget when it closes
 	tcp      *net.TCPConn
 	rd, wd   lazyDue
+	fresh    atomic.Bool // a client connection before its first request (connState)
 }
+
+// lazyOf is the lazyConn under a client connection, or nil.
+func lazyOf(c net.Conn) *lazyConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if l, ok := c.(interface{ lazy() *lazyConn }); ok {
+		return l.lazy()
+	}
+	return nil
+}
+
+func (c *lazyConn) lazy() *lazyConn { return c }
 
 func newLazyConn(c net.Conn, tcp *net.TCPConn) *lazyConn {
 	return &lazyConn{Conn: c, tcp: tcp}

@@ -151,38 +151,57 @@ func TestOriginBodyWholeOrStreamed(t *testing.T) {
 
 // countConn counts the writes to a client connection.
 type countConn struct {
-	net.Conn
+	*lazyConn
 	writes atomic.Int64
 }
 
 func (c *countConn) Write(p []byte) (int, error) {
 	c.writes.Add(1)
-	return c.Conn.Write(p)
+	return c.lazyConn.Write(p)
 }
 
-// serveOne serves one client connection with p's HTTP/1.1 server, its
-// server side counted and with lazy deadlines as in production, and
-// returns the client's side.
-func serveOne(t *testing.T, p *Proxy) (net.Conn, *countConn) {
+// countListener hands p's HTTP/1.1 server its connections as in
+// production, lazy and fresh, counted, and passes each on to the test.
+type countListener struct {
+	net.Listener
+	conns chan *countConn
+}
+
+func (l *countListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := c.(*net.TCPConn)
+	cc := &countConn{lazyConn: newLazyConn(tc, tc)}
+	cc.fresh.Store(true) // as acceptLoop has it
+	l.conns <- cc
+	return cc, nil
+}
+
+// serveH1Test serves p's HTTP/1.1 server on 127.0.0.1 of the test's
+// namespace.
+func serveH1Test(t *testing.T, p *Proxy) *countListener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	cl, err := net.Dial("tcp", ln.Addr().String())
+	l := &countListener{Listener: ln, conns: make(chan *countConn, 1)}
+	go p.h1.Serve(l)
+	t.Cleanup(func() { ln.Close() })
+	return l
+}
+
+// dial returns a new client connection and the server's side of it.
+func (l *countListener) dial(t *testing.T) (net.Conn, *countConn) {
+	t.Helper()
+	cl, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cl.Close() })
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := sc.(*net.TCPConn)
-	cc := &countConn{Conn: newLazyConn(tc, tc)}
-	go p.h1.ServeConn(cc)
-	return cl, cc
+	return cl, <-l.conns
 }
 
 // TestH1SmallResponseOneWrite: a response whose origin body is small goes
@@ -192,7 +211,7 @@ func TestH1SmallResponseOneWrite(t *testing.T) {
 	netns.New(t)
 	og := startH1Origin(t)
 	p := newTestProxy(t, og.addr, Limits{})
-	cl, cc := serveOne(t, p)
+	cl, cc := serveH1Test(t, p).dial(t)
 	br := bufio.NewReader(cl)
 	get := func(path string) *http.Response {
 		t.Helper()
@@ -242,17 +261,19 @@ func TestH1SmallResponseOneWrite(t *testing.T) {
 
 // TestH1StalledClientCut: with the deadlines lazy and computed from the
 // coarse clock, a client that stalls in its request head is still
-// answered 408 within the head timeout plus the clock's step, and an idle
-// keep-alive connection is closed within the idle timeout plus the step,
-// not before.
+// answered 408 within the head timeout plus the clock's step (from the
+// connection's start for the first request, from the head's first byte
+// for later ones), and an idle keep-alive connection is closed within the
+// idle timeout plus the step, not before.
 func TestH1StalledClientCut(t *testing.T) {
 	netns.New(t)
 	og := startH1Origin(t)
-	const head, idle = 300 * time.Millisecond, 500 * time.Millisecond
+	const head, idle = 400 * time.Millisecond, 500 * time.Millisecond
 	const slack = 250 * time.Millisecond // scheduling, under -race on a busy machine
 	p := newTestProxy(t, og.addr, Limits{ReadHeaderTimeout: head, IdleTimeout: idle})
+	srv := serveH1Test(t, p)
 
-	cl, _ := serveOne(t, p)
+	cl, _ := srv.dial(t)
 	br := bufio.NewReader(cl)
 	// Keep-alive requests move the deadlines later each time; none cuts.
 	for range 5 {
@@ -279,7 +300,23 @@ func TestH1StalledClientCut(t *testing.T) {
 		t.Errorf("stalled head cut after %v, want between %v and %v", took, head, head+clockStep+slack)
 	}
 
-	cl, _ = serveOne(t, p)
+	// The first request's head: from the connection's start.
+	start = time.Now()
+	cl, _ = srv.dial(t)
+	br = bufio.NewReader(cl)
+	time.Sleep(3 * head / 4) // from its first byte, the cut would come after 7/4 head
+	fmt.Fprint(cl, "GET /len/3 HTTP/1.1\r\nHost: a.exa")
+	cl.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err = http.ReadResponse(br, nil)
+	took = time.Since(start)
+	if err != nil || resp.StatusCode != 408 {
+		t.Fatalf("stalled first head: %v, %v after %v; want 408", resp, err, took)
+	}
+	if took < head || took > head+clockStep+slack {
+		t.Errorf("stalled first head cut %v after the connection opened, want between %v and %v", took, head, head+clockStep+slack)
+	}
+
+	cl, _ = srv.dial(t)
 	br = bufio.NewReader(cl)
 	fmt.Fprint(cl, "GET /len/3 HTTP/1.1\r\nHost: a.example\r\n\r\n")
 	if resp, err = http.ReadResponse(br, nil); err != nil {

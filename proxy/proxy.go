@@ -334,14 +334,17 @@ func (p *Proxy) setupServers() {
 	l := p.limits
 	p.tlsConf = p.tlsConfig()
 	p.plain, p.secure = newChanListener(p.tcp.Addr()), newChanListener(p.tcp.Addr())
+	// No ReadTimeout or IdleTimeout: the read deadlines (the head,
+	// keep-alive idle) are connState's, from the coarse clock, where
+	// fasthttp would read the clock for each. WriteTimeout stays: it
+	// bounds the TLS handshake's writes and each response, and fasthttp
+	// clears the deadlines before HTTP/2 because of it.
 	mk := func() *fasthttp.Server {
 		return &fasthttp.Server{
 			Handler:                       p.serveH1,
 			Name:                          "edgeproxy",
 			ReadBufferSize:                l.MaxHeaderBytes,
-			ReadTimeout:                   l.ReadHeaderTimeout,
 			WriteTimeout:                  l.SendTimeout,
-			IdleTimeout:                   l.IdleTimeout,
 			MaxRequestBodySize:            int(l.MaxBodyBytes),
 			StreamRequestBody:             true,
 			DisableHeaderNamesNormalizing: true,
@@ -455,6 +458,7 @@ func (p *Proxy) acceptLoop() {
 		// tc gives its descriptor back to the budget when it closes; its
 		// deadlines are lazy (lazyConn).
 		tc := newLazyConn(p.fds.Track(c, fdlimit.CDN), c)
+		tc.fresh.Store(true)
 		isTLS, ok := p.state.Load().ports[netaddr.AddrPort(c.LocalAddr()).Port()]
 		switch {
 		case !ok:
@@ -477,6 +481,17 @@ func (p *Proxy) connState(c net.Conn, s fasthttp.ConnState) {
 	case fasthttp.StateNew:
 		p.conns.Add(1)
 		p.m.active.WithLabelValues(proto).Inc()
+		// The TLS handshake and the first request's head, within the
+		// head timeout from the connection's start.
+		c.SetReadDeadline(time.Unix(0, dueIn(p.limits.ReadHeaderTimeout)))
+	case fasthttp.StateActive:
+		// A later request's first byte is in: its head within the head
+		// timeout from it. The first request keeps StateNew's.
+		if lc := lazyOf(c); lc == nil || !lc.fresh.Swap(false) {
+			c.SetReadDeadline(time.Unix(0, dueIn(p.limits.ReadHeaderTimeout)))
+		}
+	case fasthttp.StateIdle:
+		c.SetReadDeadline(time.Unix(0, dueIn(p.limits.IdleTimeout)))
 	case fasthttp.StateClosed, fasthttp.StateHijacked:
 		p.conns.Add(-1)
 		p.m.active.WithLabelValues(proto).Dec()
