@@ -187,8 +187,7 @@ func (originTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 	if err != nil {
 		return false, err
 	}
-	conn := cc.Conn()
-	resp.ParseNetConn(conn)
+	conn := cc.Conn() // not resp.ParseNetConn: nothing asks an origin's answer for its addresses
 
 	// Past its age, the connection carries one more request and closes.
 	reset := false
