@@ -67,6 +67,7 @@ func startClock() {
 type lazyConn struct {
 	net.Conn // the *fdlimit.Conn: its descriptor goes back to the budget when it closes
 	tcp      *net.TCPConn
+	raw      *rawIO // its reads and writes
 	rd, wd   lazyDue
 	fresh    atomic.Bool // a client connection before its first request (connState)
 }
@@ -85,7 +86,7 @@ func lazyOf(c net.Conn) *lazyConn {
 func (c *lazyConn) lazy() *lazyConn { return c }
 
 func newLazyConn(c net.Conn, tcp *net.TCPConn) *lazyConn {
-	return &lazyConn{Conn: c, tcp: tcp}
+	return &lazyConn{Conn: c, tcp: tcp, raw: newRawIO(tcp)}
 }
 
 // lazyDue is one direction's deadline.
@@ -155,7 +156,7 @@ func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
 
 func (c *lazyConn) Read(p []byte) (int, error) {
 	for {
-		n, err := c.Conn.Read(p)
+		n, err := c.raw.read(p)
 		if n > 0 || err == nil || !isTimeout(err) || c.rd.passed(c.Conn.SetReadDeadline) {
 			return n, err
 		}
@@ -165,7 +166,7 @@ func (c *lazyConn) Read(p []byte) (int, error) {
 func (c *lazyConn) Write(p []byte) (int, error) {
 	done := 0
 	for {
-		n, err := c.Conn.Write(p[done:])
+		n, err := c.raw.write(p[done:])
 		done += n
 		if err == nil || !isTimeout(err) || c.wd.passed(c.Conn.SetWriteDeadline) {
 			return done, err

@@ -464,3 +464,43 @@ func TestLazyDeadlineCoarse(t *testing.T) {
 		t.Errorf("stalled read cut after %v, want between %v and %v", took, gap/2, gap+clockStep)
 	}
 }
+
+// TestRawIO: a lazyConn's raw reads and writes behave as net's: the bytes
+// both ways, whole when a write is larger than the socket's buffer, io.EOF
+// once the peer has closed, an *net.OpError once the connection is reset
+// or closed here.
+func TestRawIO(t *testing.T) {
+	netns.New(t)
+	c, peer := tcpPair(t)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB: many waits for the peer
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(io.LimitReader(peer, int64(len(big)))); got <- b }()
+	if n, err := c.Write(big); n != len(big) || err != nil {
+		t.Fatalf("write: %d, %v", n, err)
+	}
+	if b := <-got; !bytes.Equal(b, big) {
+		t.Fatalf("the peer read %d bytes, not what was written", len(b))
+	}
+	peer.Write([]byte("pong"))
+	b := make([]byte, 16)
+	if n, err := io.ReadFull(c, b[:4]); n != 4 || err != nil || string(b[:4]) != "pong" {
+		t.Fatalf("read: %q, %v", b[:n], err)
+	}
+	peer.Close()
+	if n, err := c.Read(b); n != 0 || err != io.EOF {
+		t.Errorf("read after the peer closed: %d, %v; want io.EOF", n, err)
+	}
+	var oe *net.OpError
+	if _, err := c.Write([]byte("x")); err == nil {
+		// The first write after the peer's close may still be taken.
+		time.Sleep(50 * time.Millisecond)
+		_, err = c.Write([]byte("x"))
+		if !errors.As(err, &oe) {
+			t.Errorf("write to a reset connection: %v, want a *net.OpError", err)
+		}
+	}
+	c.Close()
+	if _, err := c.Read(b); !errors.As(err, &oe) || !errors.Is(err, net.ErrClosed) {
+		t.Errorf("read of a closed connection: %v, want a *net.OpError for net.ErrClosed", err)
+	}
+}

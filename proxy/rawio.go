@@ -1,0 +1,123 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"unsafe"
+)
+
+// rawIO reads and writes a non-blocking TCP socket with raw system calls
+// under the runtime's poller (syscall.RawConn): the same reads and writes
+// as net's, waiting in the poller when the socket is not ready, but
+// without telling the scheduler that the goroutine entered a system call.
+// Such a call never blocks, and on the proxy's sockets it is short; told
+// of it, the scheduler wakes its monitor (sysmon) at the first call after
+// an idle period, and the monitor hands the processor to another thread
+// when a write to a local peer runs long (loopback delivers inline):
+// futexes and thread switches at every request at moderate load.
+type rawIO struct {
+	rc      syscall.RawConn
+	laddr   net.Addr
+	raddr   net.Addr
+	readFn  func(fd uintptr) bool
+	writeFn func(fd uintptr) bool
+
+	rmu  sync.Mutex // one read at a time; guards rbuf, rn, rerr
+	rbuf []byte
+	rn   int
+	rerr syscall.Errno
+
+	wmu  sync.Mutex // one write at a time; guards wbuf, wn, werr
+	wbuf []byte
+	wn   int
+	werr syscall.Errno
+}
+
+func newRawIO(tc *net.TCPConn) *rawIO {
+	// A TCPConn always has its raw connection; its addresses are fixed.
+	rc, _ := tc.SyscallConn()
+	r := &rawIO{rc: rc, laddr: tc.LocalAddr(), raddr: tc.RemoteAddr()}
+	r.readFn, r.writeFn = r.readOnce, r.writeAll
+	return r
+}
+
+func (r *rawIO) readOnce(fd uintptr) bool {
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rbuf[0])), uintptr(len(r.rbuf)))
+		switch e {
+		case 0:
+			r.rn = int(n)
+			return true
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false // wait in the poller
+		default:
+			r.rerr = e
+			return true
+		}
+	}
+}
+
+func (r *rawIO) writeAll(fd uintptr) bool {
+	for r.wn < len(r.wbuf) {
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&r.wbuf[r.wn])), uintptr(len(r.wbuf)-r.wn))
+		switch e {
+		case 0:
+			r.wn += int(n)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false // wait in the poller
+		default:
+			r.werr = e
+			return true
+		}
+	}
+	return true
+}
+
+func (r *rawIO) opError(op string, err error) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: r.laddr, Addr: r.raddr, Err: err}
+}
+
+func (r *rawIO) read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r.rmu.Lock()
+	defer r.rmu.Unlock()
+	r.rbuf, r.rn, r.rerr = p, 0, 0
+	err := r.rc.Read(r.readFn)
+	n, e := r.rn, r.rerr
+	r.rbuf = nil
+	switch {
+	case err != nil: // a deadline, or closed
+		return 0, r.opError("read", err)
+	case e != 0:
+		return 0, r.opError("read", os.NewSyscallError("read", e))
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (r *rawIO) write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	r.wbuf, r.wn, r.werr = p, 0, 0
+	err := r.rc.Write(r.writeFn)
+	n, e := r.wn, r.werr
+	r.wbuf = nil
+	switch {
+	case err != nil:
+		return n, r.opError("write", err)
+	case e != 0:
+		return n, r.opError("write", os.NewSyscallError("write", e))
+	}
+	return n, nil
+}
