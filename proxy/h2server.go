@@ -122,6 +122,12 @@ var h2ConnClosed = errors.New("http2: connection closed")
 func (p *Proxy) serveH2(c net.Conn) error {
 	p.h2conns.Add(1)
 	defer p.h2conns.Done()
+	// fasthttp's server counted the connection as http/1.1+tls when it
+	// was accepted (connState) and uncounts it when it closes: while it
+	// speaks h2, it is counted as h2 only.
+	tls := p.m.active.WithLabelValues("http/1.1+tls")
+	tls.Dec()
+	defer tls.Inc()
 	p.m.active.WithLabelValues("h2").Inc()
 	defer p.m.active.WithLabelValues("h2").Dec()
 	hc := p.newH2Conn(c)

@@ -140,3 +140,32 @@ func TestPipelineSameAnswers(t *testing.T) {
 		t.Errorf("%d answers were the edge's page, want %d", len(ids), want)
 	}
 }
+
+// TestCDNActiveConnectionsByProtocol: each open client connection is
+// counted once, under the protocol it speaks: an HTTP/2 connection as h2
+// only, not also as the TLS connection it was accepted as.
+func TestCDNActiveConnectionsByProtocol(t *testing.T) {
+	f := startCDN(t)
+	h2 := h2Client(f)
+	h1TLS := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: f.pool, NextProtos: []string{"http/1.1"}},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return f.ns.DialContext(ctx, network, "192.0.2.10:443")
+		},
+	}}
+	for _, c := range []*http.Client{h2, h1TLS} {
+		resp, body := do(t, c, "GET", "https://a.example/", nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+	}
+	// Both connections stay open (keep-alive) while the gauges are read.
+	for proto, want := range map[string]float64{"h2": 1, "http/1.1+tls": 1} {
+		series := `edgeproxy_cdn_connections_active{protocol="` + proto + `"}`
+		if got := metricValue(t, f, series); got != want {
+			t.Errorf("%s = %v with one HTTP/2 and one HTTPS/1.1 connection open, want %v", series, got, want)
+		}
+	}
+	h2.CloseIdleConnections()
+	h1TLS.CloseIdleConnections()
+}
