@@ -17,7 +17,7 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx) {
 	st := p.state.Load()
 	req := &ctx.Request
 	rec := &record{
-		start: ctx.Time(), id: p.ids.next(), proto: "HTTP/1.1",
+		start: ctx.Time(), id: p.ids.next(), proto: h1Proto(&req.Header),
 		edge: netaddr.AddrPort(ctx.LocalAddr()), client: netaddr.AddrPort(ctx.RemoteAddr()),
 		method: string(req.Header.Method()), host: string(req.Host()), path: string(req.URI().Path()),
 	}
@@ -84,6 +84,14 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx) {
 	up.SwapBody(resp.SwapBody(b))
 	fasthttp.ReleaseResponse(up)
 	p.done(rec)
+}
+
+// h1Proto names a request's protocol for the metrics and the access log.
+func h1Proto(h *fasthttp.RequestHeader) string {
+	if h.IsHTTP11() {
+		return "HTTP/1.1"
+	}
+	return "HTTP/1.0"
 }
 
 // failH1 answers with an error page that carries the request id, and

@@ -169,3 +169,40 @@ func TestCDNActiveConnectionsByProtocol(t *testing.T) {
 	h2.CloseIdleConnections()
 	h1TLS.CloseIdleConnections()
 }
+
+// TestAccessLogProtocolVersion: an HTTP/1.0 request is logged and counted
+// as HTTP/1.0, not as the HTTP/1.1 the engine also serves.
+func TestAccessLogProtocolVersion(t *testing.T) {
+	f := startCDN(t)
+	ids := map[string]string{}
+	for _, v := range []string{"HTTP/1.0", "HTTP/1.1"} {
+		resp, body := rawH1(t, "GET / "+v+"\r\nHost: a.example\r\nConnection: close\r\n\r\n")
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", v, resp.StatusCode, body)
+		}
+		ids[resp.Header.Get("X-Request-Id")] = v
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for len(ids) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond) // the access log is batched
+		b, _ := os.ReadFile(f.accessLog)
+		for _, line := range bytes.Split(b, []byte("\n")) {
+			var l struct {
+				ID    string `json:"request_id"`
+				Proto string `json:"protocol"`
+			}
+			if json.Unmarshal(line, &l) != nil {
+				continue
+			}
+			if want, ok := ids[l.ID]; ok {
+				if l.Proto != want {
+					t.Errorf("a %s request is logged as %s", want, l.Proto)
+				}
+				delete(ids, l.ID)
+			}
+		}
+	}
+	if len(ids) > 0 {
+		t.Errorf("no access log line for %v", ids)
+	}
+}
