@@ -20,7 +20,7 @@ import (
 // process: a raw client keeping 32 streams in flight on one connection (as
 // h2load -m32 does), the pipeline, an in-memory fasthttp origin answering
 // 22 bytes. "xnet" is the server before (x/net/http2's, through the
-// net/http handler std.go keeps for HTTP/3), "engine" ours. Client and
+// net/http handler h3.go keeps for HTTP/3), "engine" ours. Client and
 // origin costs are in both.
 func BenchmarkH2Serve(b *testing.B) {
 	b.Run("xnet", func(b *testing.B) { benchH2(b, true) })

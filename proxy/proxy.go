@@ -6,10 +6,11 @@
 // cdn/tcp and cdn/udp. On the TCP socket the port the client dialled decides
 // cleartext or TLS. HTTP/1.1 runs on fasthttp (the hot path: the spike in
 // docs/cdn.md measured net/http with httputil.ReverseProxy at a third of
-// nginx's rate, fasthttp at 0.85×); HTTP/2 runs on x/net/http2 and HTTP/3
-// on quic-go, both through one net/http handler. Routing, the forwarding
-// policy, the origin pools, error pages, metrics and the access log are
-// shared by both engines.
+// nginx's rate, fasthttp at 0.85×); HTTP/2 on a server of the proxy's own
+// (h2server.go), built for proxying; HTTP/3 on quic-go through a net/http
+// handler (h3.go). Every engine hands its requests to one pipeline
+// (pipeline.go): routing, the forwarding policy, the origin pools, error
+// pages, metrics and the access log are the same for all.
 package proxy
 
 import (

@@ -12,7 +12,7 @@ import (
 // with the value "trailers" only.
 var connectionSpecific = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade"}
 
-// convertStd turns an HTTP/2 or HTTP/3 request into the HTTP/1.1 request
+// convertStd turns an HTTP/3 request into the HTTP/1.1 request
 // for the origin. Every field is checked before it is written into an
 // HTTP/1.1 head: the method a token, the path origin-form (and not
 // crossing a route, checkPath), the authority host[:port] without

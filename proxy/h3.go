@@ -15,9 +15,9 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/netaddr"
 )
 
-// stdHandler is the net/http handler of HTTP/2 and HTTP/3: the same
-// routing and forwarding policy as the HTTP/1.1 path, through the same
-// origin pools.
+// stdHandler is the net/http handler of HTTP/3 (quic-go's http3 serves
+// only through net/http): its requests are copied into fasthttp's and go
+// through the same pipeline as every other engine's.
 func (p *Proxy) stdHandler() http.Handler { return http.HandlerFunc(p.guardStd) }
 
 func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
@@ -44,7 +44,7 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 		p.done(rec)
 	}
 	// The request for the origin, with the client's headers, checked
-	// (stdhead.go), then the pipeline's admission, as for HTTP/1.1.
+	// (h3head.go), then the pipeline's admission, as for HTTP/1.1.
 	if rf := convertStd(r, req); rf != nil {
 		fail(rf)
 		return
@@ -77,7 +77,7 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 	p.done(rec)
 }
 
-// writeStd writes resp to an HTTP/2 or HTTP/3 client through net/http,
+// writeStd writes resp to an HTTP/3 client through net/http,
 // streaming a streamed body chunk by chunk, each write bounded by the send
 // timeout. It adds what was written to rec's bytes.
 func (p *Proxy) writeStd(w http.ResponseWriter, resp *fasthttp.Response, rec *record) {
@@ -116,8 +116,8 @@ func (p *Proxy) writeStd(w http.ResponseWriter, resp *fasthttp.Response, rec *re
 	}
 }
 
-// bodyBufs are the buffers that copy response bodies to HTTP/2 and
-// HTTP/3 clients: a flood of requests does not allocate one each.
+// bodyBufs are the buffers that copy response bodies to HTTP/3
+// clients: a flood of requests does not allocate one each.
 var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 func protoName(r *http.Request) string {
