@@ -7,9 +7,10 @@ import (
 )
 
 // The request pipeline, one for every engine. An engine (HTTP/1.1 in
-// h1.go, HTTP/2 in h2server.go and h2stream.go, HTTP/3 in h3.go) parses a request and checks what only
-// its protocol can get wrong (framing, pseudo-headers, connection-specific
-// headers: check.go, h2stream.go, h3head.go), then hands it to the same steps:
+// h1.go, HTTP/2 in h2server.go and h2stream.go, HTTP/3 in h3.go) parses
+// a request and checks what only its protocol can get wrong (framing,
+// pseudo-headers, connection-specific headers: check.go, h2stream.go,
+// h3head.go), then hands it to the same steps:
 //
 //	admit           forwarding-policy scan, CDN-Loop (508), site (421),
 //	                body limit (413), route; rewrites the head for the origin
