@@ -418,8 +418,9 @@ func (c *h2Conn) endHeaders() error {
 		strm.collecting, strm.lastData = true, c.lastNow
 		c.collecting++
 	default:
-		strm.pipe = &h2Pipe{s: strm, wake: make(chan struct{}, 1), timeout: p.limits.BodyTimeout, max: p.limits.MaxBodyBytes}
-		req.SetBodyStream(strm.pipe, int(strm.cl))
+		strm.pipe = &h2Pipe{s: strm, wake: make(chan struct{}, 1), timeout: p.limits.BodyTimeout}
+		strm.body = &limitedBody{r: strm.pipe, max: p.limits.MaxBodyBytes}
+		req.SetBodyStream(strm.body, int(strm.cl))
 		strm.dispatch()
 	}
 	return nil
@@ -487,6 +488,7 @@ type h2Stream struct {
 	collecting  bool      // small is being collected
 	lastData    time.Time // the last DATA of a body being collected
 	pipe        *h2Pipe
+	body        *limitedBody // the pipe held to the body limit, as the origin exchange reads it
 	gotTrailers bool
 	dispatched  bool
 
@@ -753,8 +755,8 @@ func (s *h2Stream) run() {
 	c, p := s.c, s.c.p
 	rec := s.rec
 	var bodyRead func() int64
-	if s.pipe != nil {
-		bodyRead = s.pipe.read
+	if s.body != nil {
+		bodyRead = func() int64 { return s.body.n }
 	}
 	resp := fasthttp.AcquireResponse()
 	// A stream reset abandons its origin exchange.
@@ -1050,12 +1052,7 @@ type h2Pipe struct {
 	timeout time.Duration
 	timer   *time.Timer
 	credit  int64 // read, not yet given back
-	n, max  int64 // read, and limits.max_body_bytes
 }
-
-// read is how much of the body the origin exchange has read; on its
-// goroutine.
-func (p *h2Pipe) read() int64 { return p.n }
 
 func (p *h2Pipe) signal() {
 	select {
@@ -1087,16 +1084,9 @@ func (p *h2Pipe) close(err error) {
 
 var errH2BodyTimeout = errors.New("http2: the request body stopped coming (limits.body_timeout)")
 
-// Read gives the body to the origin exchange. Past the body limit it
-// fails with no data: fasthttp's chunked writer drops an error that comes
-// with data, and would go on.
+// Read gives the body to the origin exchange (through limitedBody, which
+// holds it to the body limit).
 func (p *h2Pipe) Read(b []byte) (int, error) {
-	if p.n > p.max {
-		return 0, errBodyTooLarge
-	}
-	if rest := p.max - p.n + 1; int64(len(b)) > rest {
-		b = b[:rest] // one byte past the limit tells it is crossed
-	}
 	p.mu.Lock()
 	for p.off == len(p.buf) && p.err == nil {
 		p.mu.Unlock()
@@ -1115,11 +1105,6 @@ func (p *h2Pipe) Read(b []byte) (int, error) {
 	}
 	n := copy(b, p.buf[p.off:])
 	p.off += n
-	p.n += int64(n)
-	if p.n > p.max {
-		p.mu.Unlock()
-		return 0, errBodyTooLarge // none of the crossing read: the origin never gets past the limit
-	}
 	if n == 0 {
 		err := p.err
 		p.mu.Unlock()

@@ -2,8 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -121,39 +119,8 @@ func (p *Proxy) writeStd(w http.ResponseWriter, resp *fasthttp.Response, rec *re
 var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 func protoName(r *http.Request) string {
-	switch r.ProtoMajor {
-	case 3:
+	if r.ProtoMajor == 3 {
 		return "HTTP/3"
-	case 2:
-		return "HTTP/2"
 	}
 	return r.Proto
-}
-
-// limitedBody bounds a request body, counts what was read, and marks the
-// client's read errors (errClientBody) apart from the origin's. The read
-// that crosses the limit returns none of its bytes, and every read after
-// it fails too: fasthttp's client drops an error that comes with data and
-// reads on, which would send the whole body.
-type limitedBody struct {
-	r      io.Reader
-	max, n int64
-}
-
-func (b *limitedBody) Read(p []byte) (int, error) {
-	if b.n > b.max {
-		return 0, errBodyTooLarge
-	}
-	if room := b.max - b.n + 1; int64(len(p)) > room {
-		p = p[:room] // one byte past the limit tells it is crossed
-	}
-	n, err := b.r.Read(p)
-	b.n += int64(n)
-	if b.n > b.max {
-		return 0, errBodyTooLarge
-	}
-	if err != nil && err != io.EOF {
-		err = fmt.Errorf("%w: %w", errClientBody, err)
-	}
-	return n, err
 }

@@ -2,6 +2,9 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"io"
 
 	"github.com/valyala/fasthttp"
 )
@@ -115,4 +118,32 @@ func (p *Proxy) clientResponse(st *state, rec *record, resp *fasthttp.Response, 
 	}
 	rewriteResponse(&resp.Header, rec.id, altSvc)
 	rec.status = resp.StatusCode()
+}
+
+// limitedBody bounds a request body, counts what was read, and marks the
+// client's read errors (errClientBody) apart from the origin's. The read
+// that crosses the limit returns none of its bytes, and every read after
+// it fails too: fasthttp's client drops an error that comes with data and
+// reads on, which would send the whole body.
+type limitedBody struct {
+	r      io.Reader
+	max, n int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.n > b.max {
+		return 0, errBodyTooLarge
+	}
+	if room := b.max - b.n + 1; int64(len(p)) > room {
+		p = p[:room] // one byte past the limit tells it is crossed
+	}
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	if b.n > b.max {
+		return 0, errBodyTooLarge
+	}
+	if err != nil && err != io.EOF && !errors.Is(err, errClientBody) && !errors.Is(err, errClientGone) {
+		err = fmt.Errorf("%w: %w", errClientBody, err)
+	}
+	return n, err
 }
