@@ -37,6 +37,17 @@ func coarseNanos() int64 {
 // coarseNow is coarseNanos as a time.
 func coarseNow() time.Time { return time.Unix(0, coarseNanos()) }
 
+// pushDeadline gives set the deadline d from now by the coarse clock, plus
+// one step so that it never comes early: for the gaps of a body or an
+// origin exchange, moved at every read or write. On a lazyConn that costs
+// an atomic store until the socket needs it. d ≤ 0 leaves the deadline
+// alone.
+func pushDeadline(d time.Duration, set func(time.Time) error) {
+	if d > 0 {
+		set(time.Unix(0, coarseNanos()+int64(d)+int64(clockStep)))
+	}
+}
+
 // dueIn is the deadline d from now by the coarse clock, never early: in
 // Unix nanoseconds, one step later than d from its reading.
 func dueIn(d time.Duration) int64 { return coarseNanos() + int64(d) + int64(clockStep) }

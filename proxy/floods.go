@@ -356,7 +356,6 @@ func (c *idleConn) claim() {
 	if c.aborted.Load() {
 		c.aborted.Store(false)
 		c.Conn.SetDeadline(time.Time{})
-		c.readDue, c.writeDue = lazyDeadline{}, lazyDeadline{}
 	}
 }
 

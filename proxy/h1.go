@@ -164,11 +164,10 @@ type requestBody struct {
 	limitedBody
 	conn    net.Conn
 	timeout time.Duration
-	due     lazyDeadline
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
-	b.due.push(b.timeout, b.conn.SetReadDeadline)
+	pushDeadline(b.timeout, b.conn.SetReadDeadline)
 	return b.limitedBody.Read(p)
 }
 
@@ -183,14 +182,13 @@ type responseBody struct {
 	rec     *record
 	p       *Proxy
 	closed  bool
-	due     lazyDeadline
 }
 
 func (b *responseBody) Read(p []byte) (int, error) {
 	// fasthttp set a write deadline for the response; once the body goes
 	// past its first read, each further chunk gets the send timeout.
 	if b.rec.bytes > 0 {
-		b.due.push(b.timeout, b.conn.SetWriteDeadline)
+		pushDeadline(b.timeout, b.conn.SetWriteDeadline)
 	}
 	n, err := b.r.Read(p)
 	b.rec.bytes += int64(n)

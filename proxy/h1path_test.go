@@ -442,26 +442,25 @@ func TestLazyConnDeadlines(t *testing.T) {
 	})
 }
 
-// TestLazyDeadlineCoarse: a gap deadline pushed from the coarse clock cuts
-// a stalled read after between half its timeout and the timeout plus the
-// clock's step; the coarse clock is never more than about a step behind.
-func TestLazyDeadlineCoarse(t *testing.T) {
+// TestPushDeadlineCoarse: a gap deadline pushed from the coarse clock cuts
+// a stalled read after its timeout, never before, and at most the clock's
+// step after; the coarse clock is never more than about a step behind.
+func TestPushDeadlineCoarse(t *testing.T) {
 	netns.New(t)
 	if d := time.Since(coarseNow()); d < -time.Millisecond || d > clockStep+50*time.Millisecond {
 		t.Errorf("coarse clock %v behind", d)
 	}
 	c, _ := tcpPair(t)
 	const gap = 200 * time.Millisecond
-	var due lazyDeadline
 	start := time.Now()
-	due.push(gap, c.SetReadDeadline)
+	pushDeadline(gap, c.SetReadDeadline)
 	_, err := c.Read(make([]byte, 1))
 	took := time.Since(start)
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("read: %v", err)
 	}
-	if took < gap/2 || took > gap+clockStep+200*time.Millisecond {
-		t.Errorf("stalled read cut after %v, want between %v and %v", took, gap/2, gap+clockStep)
+	if took < gap || took > gap+clockStep+200*time.Millisecond {
+		t.Errorf("stalled read cut after %v, want between %v and %v", took, gap, gap+clockStep)
 	}
 }
 

@@ -379,23 +379,6 @@ func hostPort(u *url.URL) string {
 	return net.JoinHostPort(u.Hostname(), "80")
 }
 
-// lazyDeadline is a deadline for gaps, moved only once half of it is used
-// up by the coarse clock, which keeps the clock and the socket out of most
-// reads and writes: a gap is cut after between half the timeout and the
-// timeout, plus the clock's step.
-type lazyDeadline struct{ due int64 } // Unix nanoseconds
-
-// push moves the deadline d ahead through set, when it is due to.
-func (l *lazyDeadline) push(d time.Duration, set func(time.Time) error) {
-	if d <= 0 {
-		return
-	}
-	if now := coarseNanos(); l.due-now < int64(d/2) {
-		l.due = now + int64(d) + int64(clockStep)
-		set(time.Unix(0, l.due))
-	}
-}
-
 // idleConn bounds each read and each write of an upstream connection, so
 // that a slow origin is cut after a gap rather than after a total that a
 // long download would exceed.
@@ -404,8 +387,7 @@ func (l *lazyDeadline) push(d time.Duration, set func(time.Time) error) {
 // exchange), so that a request whose client went away is cut alone.
 type idleConn struct {
 	net.Conn
-	read, write       time.Duration
-	readDue, writeDue lazyDeadline
+	read, write time.Duration
 
 	xs       *exchanges
 	headNext bool   // the next write is (part of) a request head
@@ -427,7 +409,7 @@ func (c *tlsIdleConn) ConnectionState() tls.ConnectionState { return c.tc.Connec
 
 func (c *idleConn) Read(p []byte) (int, error) {
 	c.headNext = true // fasthttp writes a request in full before it reads
-	c.readDue.push(c.read, c.Conn.SetReadDeadline)
+	pushDeadline(c.read, c.Conn.SetReadDeadline)
 	// After the push: an abort that came before it would be undone by it.
 	if c.aborted.Load() {
 		return 0, errAborted
@@ -449,7 +431,7 @@ func (c *idleConn) Write(p []byte) (int, error) {
 			c.headNext, c.inHead = false, false
 		}
 	}
-	c.writeDue.push(c.write, c.Conn.SetWriteDeadline)
+	pushDeadline(c.write, c.Conn.SetWriteDeadline)
 	if c.aborted.Load() {
 		return 0, errAborted
 	}
