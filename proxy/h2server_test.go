@@ -982,3 +982,35 @@ func TestH2BodyLimit(t *testing.T) {
 		t.Errorf("the origin got a body of %d bytes past a limit of 100000", n)
 	}
 }
+
+// TestH2HeadersOnClosedStream: HEADERS on a stream whose response has gone
+// out and whose request had ended is a connection error (RFC 9113 5.1,
+// "closed"), however soon it follows the response: the client may send it
+// before the worker that wrote the response has taken the stream out.
+func TestH2HeadersOnClosedStream(t *testing.T) {
+	f := newH2Fixture(t, Limits{}, func(ctx *fasthttp.RequestCtx) { ctx.WriteString("ok") })
+	for i := range 100 {
+		r := f.raw(t)
+		r.headers(1, true, get("/")...)
+		if st, body := r.response(1); st != "200" || body != "ok" {
+			t.Fatalf("round %d: %s %q", i, st, body)
+		}
+		r.headers(1, true, get("/")...)
+		for {
+			fr, err := r.next(5 * time.Second)
+			if err != nil {
+				break // closed after the GOAWAY
+			}
+			if rst, ok := fr.(*http2.RSTStreamFrame); ok {
+				t.Fatalf("round %d: RST_STREAM %v, want a connection error", i, rst.ErrCode)
+			}
+			if ga, ok := fr.(*http2.GoAwayFrame); ok {
+				if ga.ErrCode != http2.ErrCodeProtocol {
+					t.Fatalf("round %d: GOAWAY %v, want PROTOCOL_ERROR", i, ga.ErrCode)
+				}
+				break
+			}
+		}
+		r.c.Close()
+	}
+}

@@ -88,11 +88,16 @@ func (c *h2Conn) processHeaders(f *http2.HeadersFrame) error {
 	if s == nil && id > maxID {
 		c.maxID = id
 	}
+	// Both ends done: closed, though the worker that wrote the response
+	// may not have taken the stream out yet.
+	closed := s != nil && s.localDone && s.remoteDone
 	c.mu.Unlock()
 	h := &c.head
 	h.release()
 	h.id, h.endStream, h.cl = id, f.StreamEnded(), -1
 	switch {
+	case closed:
+		return http2.ConnectionError(http2.ErrCodeProtocol)
 	case s != nil:
 		h.st, h.trailers = s, true
 		switch {
