@@ -98,6 +98,46 @@ func (p *Proxy) forward(s *site, rt *route, req *fasthttp.Request, resp *fasthtt
 // that cannot tell): a request whose client has gone is not sent, and
 // errClientGone is no fault of the origin's.
 func (p *Proxy) forwardCtx(ctx context.Context, s *site, rt *route, req *fasthttp.Request, resp *fasthttp.Response, rec *record, bodyRead func() int64) error {
+	return p.forwardLoop(ctx, s, rt, rec, &fasthttpAttempt{p: p, ctx: ctx, req: req, resp: resp, bodyRead: bodyRead})
+}
+
+// attempt is one engine's exchange with an origin, for forwardLoop.
+type attempt interface {
+	// try sends the request to o and reads the response's head, at least.
+	try(o *origin) error
+	// retryable reports whether a failed try may be repeated on another
+	// origin (see retryable).
+	retryable(err error) bool
+	// reset forgets what a failed try left behind.
+	reset()
+}
+
+// fasthttpAttempt is the exchange of a request held as fasthttp's:
+// through the origin's HTTP/2 connection when it speaks it, else its
+// HTTP/1.1 pool.
+type fasthttpAttempt struct {
+	p        *Proxy
+	ctx      context.Context
+	req      *fasthttp.Request
+	resp     *fasthttp.Response
+	bodyRead func() int64
+}
+
+func (a *fasthttpAttempt) try(o *origin) error {
+	a.req.URI().SetSchemeBytes(o.scheme)
+	if o.h2.tr != nil && a.p.pools.speaksH2(o) {
+		return a.p.pools.doH2(a.ctx, o, a.req, a.resp)
+	}
+	return o.hc.Do(a.req, a.resp)
+}
+
+func (a *fasthttpAttempt) retryable(err error) bool { return retryable(err, a.req, a.bodyRead) }
+func (a *fasthttpAttempt) reset()                   { a.resp.Reset() }
+
+// forwardLoop is the forwarding loop of every engine: an origin of rt
+// (balance.go), the attempt, passive health, and retries on other origins
+// where that is safe, within the site's budget.
+func (p *Proxy) forwardLoop(ctx context.Context, s *site, rt *route, rec *record, a attempt) error {
 	now := rec.start
 	s.budget.deposit()
 	var triedBuf [4]*origin
@@ -121,15 +161,9 @@ func (p *Proxy) forwardCtx(ctx context.Context, s *site, rt *route, req *fasthtt
 			return errNoHealthyOrigin
 		}
 		rec.upstream = o.name
-		req.URI().SetSchemeBytes(o.scheme)
 		o.active.Add(1)
 		o.requests.Add(1)
-		var err error
-		if o.h2.tr != nil && p.pools.speaksH2(o) {
-			err = p.pools.doH2(ctx, o, req, resp)
-		} else {
-			err = o.hc.Do(req, resp)
-		}
+		err := a.try(o)
 		o.active.Add(-1)
 		if err == nil {
 			o.health.succeeded()
@@ -146,11 +180,11 @@ func (p *Proxy) forwardCtx(ctx context.Context, s *site, rt *route, req *fasthtt
 			p.log.Warn("cdn origin ejected", "origin", o.name, "error", err)
 		}
 		lastErr = err
-		if attempt >= s.retries.Max || !retryable(err, req, bodyRead) || !s.budget.withdraw(time.Now()) {
+		if attempt >= s.retries.Max || !a.retryable(err) || !s.budget.withdraw(time.Now()) {
 			return err
 		}
 		s.retried.Inc()
-		resp.Reset()
+		a.reset()
 		tried = append(tried, o)
 	}
 }
@@ -182,6 +216,13 @@ func retryable(err error, req *fasthttp.Request, bodyRead func() int64) bool {
 	if !idempotent(req.Header.Method()) || bodyRead != nil || hasBody(&req.Header) {
 		return false
 	}
+	return connectionLost(err)
+}
+
+// connectionLost reports whether err is the loss of the origin's
+// connection before any response: one an idempotent request without a
+// body may be retried after.
+func connectionLost(err error) bool {
 	return errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
 }

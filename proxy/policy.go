@@ -108,31 +108,38 @@ func lookalike(k []byte) bool {
 // scanRequest looks at every header once. Names match in any letter case.
 func scanRequest(h *fasthttp.RequestHeader, sc *h1Scan) {
 	for k, v := range h.All() {
-		switch {
-		case sameName(k, hXFF, false):
-			sc.xff = append(sc.xff, v)
-			sc.drop = true
-		case sameName(k, hFwd, false):
-			sc.fwd = append(sc.fwd, v)
-			sc.drop = true
-		case sameName(k, hLoop, false):
-			sc.loop = append(sc.loop, v)
-			sc.drop = true
-		case sameName(k, hConn, false):
-			sc.conn = append(sc.conn, v)
-			sc.drop = true
-		case sameName(k, hUpgrade, false):
-			sc.upgrade = v
-			sc.drop = true
-		case isOneOf(k, setBytes):
-			sc.spoofed++
-			sc.drop = true
-		case isOneOf(k, hopBytes):
-			sc.drop = true
-		case lookalike(k):
-			sc.spoofed++
-			sc.drop = true
-		}
+		sc.header(k, v)
+	}
+}
+
+// header takes one request header into the scan: the one classification
+// of every engine's request headers (fasthttp's here, the raw heads of
+// h1conn.go).
+func (sc *h1Scan) header(k, v []byte) {
+	switch {
+	case sameName(k, hXFF, false):
+		sc.xff = append(sc.xff, v)
+		sc.drop = true
+	case sameName(k, hFwd, false):
+		sc.fwd = append(sc.fwd, v)
+		sc.drop = true
+	case sameName(k, hLoop, false):
+		sc.loop = append(sc.loop, v)
+		sc.drop = true
+	case sameName(k, hConn, false):
+		sc.conn = append(sc.conn, v)
+		sc.drop = true
+	case sameName(k, hUpgrade, false):
+		sc.upgrade = v
+		sc.drop = true
+	case isOneOf(k, setBytes):
+		sc.spoofed++
+		sc.drop = true
+	case isOneOf(k, hopBytes):
+		sc.drop = true
+	case lookalike(k):
+		sc.spoofed++
+		sc.drop = true
 	}
 }
 
@@ -203,6 +210,52 @@ func loopIn(values [][]byte, id string) bool {
 	return false
 }
 
+// forwarded is what the forwarding policy adds to a request, in the order
+// it is added; the values share one scratch buffer.
+type forwarded struct {
+	xff, proto, host, fwd, loop, edge, id []byte
+}
+
+// forwardedValues builds the values of the headers the policy adds,
+// extending those the scan found, into b (returned grown).
+func forwardedValues(b []byte, sc *h1Scan, client, edge netip.AddrPort, host []byte, tls bool, loopID, id string) (forwarded, []byte) {
+	f := forwarded{proto: []byte("http"), host: host}
+	if tls {
+		f.proto = []byte("https")
+	}
+	start := len(b)
+	b = joinList(b, sc.xff)
+	b = client.Addr().AppendTo(b)
+	xffEnd := len(b)
+
+	b = joinList(b, sc.fwd)
+	b = append(b, "for="...)
+	b = appendNode(b, client.Addr())
+	b = append(b, ";by="...)
+	b = appendNode(b, edge.Addr())
+	b = append(b, ";proto="...)
+	b = append(b, f.proto...)
+	if len(host) > 0 {
+		b = append(b, ";host="...)
+		b = append(b, quoteIfNeeded(string(host))...)
+	}
+	fwdEnd := len(b)
+
+	b = joinList(b, sc.loop)
+	b = append(b, loopID...)
+	loopEnd := len(b)
+
+	b = edge.AppendTo(b)
+	b = append(b, id...)
+	// Sliced once b is done growing.
+	f.xff = b[start:xffEnd]
+	f.fwd = b[xffEnd:fwdEnd]
+	f.loop = b[fwdEnd:loopEnd]
+	f.edge = b[loopEnd : len(b)-len(id)]
+	f.id = b[len(b)-len(id):]
+	return f, b
+}
+
 // rewriteRequest applies the forwarding policy: drops hop-by-hop headers and
 // those we set, and appends X-Forwarded-For, X-Forwarded-Proto,
 // X-Forwarded-Host, Forwarded, CDN-Loop, X-Edge-Addr and X-Request-Id.
@@ -211,52 +264,22 @@ func rewriteRequest(h *fasthttp.RequestHeader, sc *h1Scan, client, edge netip.Ad
 	b := (*bp)[:0]
 	defer func() { *bp = b; scratches.Put(bp) }()
 
-	proto := "http"
-	if tls {
-		proto = "https"
-	}
 	// Build the values before dropping the headers they extend: the scan
 	// holds slices of them.
-	start := len(b)
-	b = joinList(b, sc.xff)
-	b = client.Addr().AppendTo(b)
-	xff := b[start:]
-
-	start = len(b)
-	b = joinList(b, sc.fwd)
-	b = append(b, "for="...)
-	b = appendNode(b, client.Addr())
-	b = append(b, ";by="...)
-	b = appendNode(b, edge.Addr())
-	b = append(b, ";proto="...)
-	b = append(b, proto...)
-	if len(host) > 0 {
-		b = append(b, ";host="...)
-		b = append(b, quoteIfNeeded(string(host))...)
-	}
-	fwd := b[start:]
-
-	start = len(b)
-	b = joinList(b, sc.loop)
-	b = append(b, loopID...)
-	loop := b[start:]
-
-	start = len(b)
-	b = edge.AppendTo(b)
-	edgeV := b[start:]
-
+	var f forwarded
+	f, b = forwardedValues(b, sc, client, edge, host, tls, loopID, id)
 	if sc.drop {
-		start = len(b)
+		start := len(b)
 		b = joinList(b, sc.conn)
 		dropHeaders(h, b[start:], dropRequest)
 	}
-	h.AddBytesKV(hXFF, xff)
-	h.AddBytesKV(hProto, []byte(proto))
-	h.AddBytesKV(hHost, host)
-	h.AddBytesKV(hFwd, fwd)
-	h.AddBytesKV(hLoop, loop)
-	h.AddBytesKV(hEdge, edgeV)
-	h.AddBytesKV(hReqID, []byte(id))
+	h.AddBytesKV(hXFF, f.xff)
+	h.AddBytesKV(hProto, f.proto)
+	h.AddBytesKV(hHost, f.host)
+	h.AddBytesKV(hFwd, f.fwd)
+	h.AddBytesKV(hLoop, f.loop)
+	h.AddBytesKV(hEdge, f.edge)
+	h.AddBytesKV(hReqID, f.id)
 }
 
 func joinList(b []byte, vs [][]byte) []byte {
