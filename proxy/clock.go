@@ -80,7 +80,6 @@ type lazyConn struct {
 	tcp      *net.TCPConn
 	raw      *rawIO // its reads and writes
 	rd, wd   lazyDue
-	fresh    atomic.Bool // a client connection before its first request (connState)
 }
 
 // lazyOf is the lazyConn under a client connection, or nil.

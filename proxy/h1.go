@@ -72,9 +72,19 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx) {
 
 	resp := &ctx.Response
 	up.Header.CopyTo(&resp.Header)
+	// CopyTo took up's flags: no Content-Type the origin did not send, the
+	// client's connection does not end because the origin's does, and the
+	// version is the edge's own.
+	resp.Header.SetNoDefaultContentType(true)
+	resp.Header.ResetConnectionClose()
+	resp.Header.SetProtocol([]byte("HTTP/1.1"))
 	p.clientResponse(st, rec, resp, false)
 	if bs := up.BodyStream(); bs != nil {
-		resp.SetBodyStream(&responseBody{r: bs, up: up, conn: ctx.Conn(), timeout: p.limits.SendTimeout, rec: rec, p: p}, up.Header.ContentLength())
+		cl := up.Header.ContentLength()
+		if cl == -2 {
+			cl = -1 // delimited by the origin's close: chunked to the client, whose connection stays
+		}
+		resp.SetBodyStream(&responseBody{r: bs, up: up, conn: ctx.Conn(), timeout: p.limits.SendTimeout, rec: rec, p: p}, cl)
 		return
 	}
 	// A body read whole (originTransport) moves to the client's response

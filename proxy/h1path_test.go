@@ -160,8 +160,8 @@ func (c *countConn) Write(p []byte) (int, error) {
 	return c.lazyConn.Write(p)
 }
 
-// countListener hands p's HTTP/1.1 server its connections as in
-// production, lazy and fresh, counted, and passes each on to the test.
+// countListener hands p's HTTP/1.1 engine its connections as in
+// production, lazy, counted, and passes each on to the test.
 type countListener struct {
 	net.Listener
 	conns chan *countConn
@@ -174,12 +174,11 @@ func (l *countListener) Accept() (net.Conn, error) {
 	}
 	tc := c.(*net.TCPConn)
 	cc := &countConn{lazyConn: newLazyConn(tc, tc)}
-	cc.fresh.Store(true) // as acceptLoop has it
 	l.conns <- cc
 	return cc, nil
 }
 
-// serveH1Test serves p's HTTP/1.1 server on 127.0.0.1 of the test's
+// serveH1Test serves p's HTTP/1.1 engine on 127.0.0.1 of the test's
 // namespace.
 func serveH1Test(t *testing.T, p *Proxy) *countListener {
 	t.Helper()
@@ -188,7 +187,15 @@ func serveH1Test(t *testing.T, p *Proxy) *countListener {
 		t.Fatal(err)
 	}
 	l := &countListener{Listener: ln, conns: make(chan *countConn, 1)}
-	go p.h1.Serve(l)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go p.serveH1Conn(c, false)
+		}
+	}()
 	t.Cleanup(func() { ln.Close() })
 	return l
 }
@@ -223,7 +230,7 @@ func TestH1SmallResponseOneWrite(t *testing.T) {
 		}
 		return resp
 	}
-	for i, path := range []string{"/len/12", "/len/12", fmt.Sprintf("/len/%d", 2000)} {
+	for i, path := range []string{"/len/12", "/len/12", fmt.Sprintf("/len/%d", 2000), fmt.Sprintf("/len/%d", smallBody)} {
 		before := cc.writes.Load()
 		resp := get(path)
 		body, _ := io.ReadAll(resp.Body)

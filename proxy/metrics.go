@@ -27,6 +27,7 @@ type metrics struct {
 	upgrades     prometheus.Gauge
 	refused      map[string]prometheus.Counter // by reason (check.go)
 	spoofed      prometheus.Counter
+	handoffs     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -81,8 +82,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "edgeproxy_cdn_spoofed_headers_total",
 		Help: "Client headers dropped because they spell one the proxy sets (X-Forwarded-Proto, X-Forwarded-Host, X-Edge-Addr, X-Request-Id) in any case, or an underscore look-alike of one it sets or drops.",
 	})
+	m.handoffs = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "edgeproxy_cdn_http1_handoffs_total",
+		Help: "HTTP/1.1 connections the proxy's own engine handed to the general path at a request it does not serve itself (a body, an Upgrade, HTTP/1.0, a refusal, an HTTP/2 origin).",
+	})
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.handshakes, m.active, m.certExpiry, m.refusedConns, m.refusedH3, m.retries, m.upgrades, refused, m.spoofed)
+		reg.MustRegister(m.requests, m.latency, m.handshakes, m.active, m.certExpiry, m.refusedConns, m.refusedH3, m.retries, m.upgrades, refused, m.spoofed, m.handoffs)
 	}
 	return m
 }

@@ -169,6 +169,9 @@ type Proxy struct {
 
 	plain, secure *chanListener
 	h1, h1TLS     *fasthttp.Server
+	h1mu          sync.Mutex           // guards h1set
+	h1set         map[*h1Conn]struct{} // the HTTP/1.1 engine's connections, for Shutdown
+	h1wg          sync.WaitGroup
 	h2m           *h2Metrics
 	h2mu          sync.Mutex           // guards h2set
 	h2set         map[*h2Conn]struct{} // HTTP/2 connections, for Shutdown
@@ -357,10 +360,10 @@ func (p *Proxy) setupServers() {
 			Logger:                        debugLogger{p.log},
 		}
 	}
+	// They serve the connections the HTTP/1.1 engine hands over
+	// (h1conn.go); their listeners deliver none, and are there for their
+	// Shutdown.
 	p.h1, p.h1TLS = mk(), mk()
-	// HTTP/2 on our own server (h2server.go): fasthttp hands over the
-	// connections that negotiated h2.
-	p.h1TLS.NextProto("h2", p.serveH2)
 	if p.udp != nil {
 		p.h3 = &http3.Server{
 			Handler:        p.stdHandler(),
@@ -459,43 +462,36 @@ func (p *Proxy) acceptLoop() {
 		// tc gives its descriptor back to the budget when it closes; its
 		// deadlines are lazy (lazyConn).
 		tc := newLazyConn(p.fds.Track(c, fdlimit.CDN), c)
-		tc.fresh.Store(true)
 		isTLS, ok := p.state.Load().ports[netaddr.AddrPort(c.LocalAddr()).Port()]
 		switch {
 		case !ok:
 			c.SetLinger(0)
 			tc.Close()
 		case isTLS:
-			p.secure.deliver(tls.Server(tc, p.tlsConf))
+			go p.serveH1Conn(tls.Server(tc, p.tlsConf), true)
 		default:
-			p.plain.deliver(tc)
+			go p.serveH1Conn(tc, false)
 		}
 	}
 }
 
+// connState follows the connections the HTTP/1.1 engine handed to
+// fasthttp: the engine counted them and set the deadline of the request
+// it handed over with.
 func (p *Proxy) connState(c net.Conn, s fasthttp.ConnState) {
-	proto := "http/1.1"
-	if _, ok := c.(*tls.Conn); ok {
-		proto = "http/1.1+tls"
+	h, ok := c.(interface{ handedOff() *handoffConn })
+	if !ok {
+		return
 	}
 	switch s {
-	case fasthttp.StateNew:
-		p.conns.Add(1)
-		p.m.active.WithLabelValues(proto).Inc()
-		// The TLS handshake and the first request's head, within the
-		// head timeout from the connection's start.
-		c.SetReadDeadline(time.Unix(0, dueIn(p.limits.ReadHeaderTimeout)))
 	case fasthttp.StateActive:
 		// A later request's first byte is in: its head within the head
-		// timeout from it. The first request keeps StateNew's.
-		if lc := lazyOf(c); lc == nil || !lc.fresh.Swap(false) {
+		// timeout from it.
+		if !h.handedOff().fresh.Swap(false) {
 			c.SetReadDeadline(time.Unix(0, dueIn(p.limits.ReadHeaderTimeout)))
 		}
 	case fasthttp.StateIdle:
 		c.SetReadDeadline(time.Unix(0, dueIn(p.limits.IdleTimeout)))
-	case fasthttp.StateClosed, fasthttp.StateHijacked:
-		p.conns.Add(-1)
-		p.m.active.WithLabelValues(proto).Dec()
 	}
 }
 
@@ -518,6 +514,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 			mu.Unlock()
 		}()
 	}
+	run(func() error { return p.shutdownH1(ctx) })
 	run(func() error { return p.h1.ShutdownWithContext(ctx) })
 	run(func() error { return p.h1TLS.ShutdownWithContext(ctx) })
 	run(func() error {

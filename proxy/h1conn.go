@@ -1,0 +1,697 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http/httputil"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/edgeproxy/edgeproxy/internal/netaddr"
+)
+
+// The HTTP/1.1 engine: edgeproxy's own connection loop for HTTP/1.1, in
+// the clear and over TLS (a TLS connection that negotiates h2 goes to
+// h2server.go). It serves what an edge gets most, a GET or HEAD without a
+// body for an HTTP/1.1 origin, in one pass over each head (h1head.go):
+// the request is checked and scanned as it is parsed, written for the
+// origin with the forwarding policy applied as it is copied, and the
+// origin's response head is rewritten as it is copied to the client,
+// with a small body in the same write.
+//
+// Everything else (a request with a body, an Upgrade, HTTP/1.0, a head
+// the checks refuse or that is larger than the engine's buffer, a request
+// the admission refuses, a route with an HTTP/2 origin) it hands over,
+// with the connection and the bytes read so far, to the fasthttp server
+// (h1.go), which serves the connection from then on: both run the same
+// pipeline (pipeline.go), the policy and the checks from the same
+// functions, so a connection's answers do not depend on the engine.
+
+// h1BufSize is the engine's read buffer: a head that does not fit goes to
+// the fasthttp path, whose buffer is max_header_bytes.
+const h1BufSize = 4 << 10
+
+// h1OriginHead bounds an origin's response head.
+const h1OriginHead = 8 << 10
+
+// h1Conn is a client connection on the engine.
+type h1Conn struct {
+	p            *Proxy
+	c            net.Conn
+	isTLS        bool
+	edge, client netip.AddrPort
+	buf          []byte // the read buffer; buf[r:w] is unread
+	r, w         int
+
+	head    h1Head
+	resp    h1Resp
+	rec     record
+	st      *state
+	req     []byte // the origin's request, without its final CRLF
+	scratch []byte // the lower-cased host and the policy's values
+	hostBuf []byte
+
+	idle atomic.Bool // waiting for a request's first byte
+	stop atomic.Bool // shutting down: the connection ends after its request
+}
+
+// h1Bufs are the buffers of an exchange: the origin's reads, and the
+// client's response (a head with a small body).
+var h1Bufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// serveH1Conn serves a client connection from its start.
+func (p *Proxy) serveH1Conn(c net.Conn, isTLS bool) {
+	proto := "http/1.1"
+	if isTLS {
+		proto = "http/1.1+tls"
+	}
+	p.conns.Add(1)
+	active := p.m.active.WithLabelValues(proto)
+	active.Inc()
+	defer func() {
+		active.Dec()
+		p.conns.Add(-1)
+	}()
+	// The TLS handshake and the first request's head, within the head
+	// timeout from the connection's start.
+	c.SetReadDeadline(time.Unix(0, dueIn(p.limits.ReadHeaderTimeout)))
+	if isTLS {
+		tc := c.(*tls.Conn)
+		pushDeadline(p.limits.SendTimeout, c.SetWriteDeadline)
+		if err := tc.Handshake(); err != nil {
+			p.log.Debug("cdn tls handshake", "client", c.RemoteAddr(), "error", err)
+			c.Close()
+			return
+		}
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			c.SetDeadline(time.Time{}) // the HTTP/2 server sets its own
+			p.serveH2(c)
+			c.Close()
+			return
+		}
+	}
+	hc := &h1Conn{
+		p: p, c: c, isTLS: isTLS, buf: make([]byte, h1BufSize),
+		edge: netaddr.AddrPort(c.LocalAddr()), client: netaddr.AddrPort(c.RemoteAddr()),
+	}
+	if !p.trackH1(hc, true) {
+		c.Close() // shutting down
+		return
+	}
+	defer p.trackH1(hc, false)
+	hc.serve()
+}
+
+func (hc *h1Conn) serve() {
+	for first := true; ; first = false {
+		n, ok := hc.readHead(first)
+		if !ok {
+			return
+		}
+		if !parseHead(hc.buf[hc.r:hc.r+n], &hc.head) {
+			hc.handoff()
+			return
+		}
+		s, rt, ok := hc.admit()
+		if !ok {
+			hc.handoff()
+			return
+		}
+		keep := hc.exchange(s, rt)
+		hc.r += n
+		if hc.r == hc.w {
+			hc.r, hc.w = 0, 0
+		}
+		if !keep {
+			hc.c.Close()
+			return
+		}
+		hc.c.SetReadDeadline(time.Unix(0, dueIn(hc.p.limits.IdleTimeout)))
+	}
+}
+
+// readHead reads until buf[r:] starts with a whole head, and returns its
+// length. It reports false when the connection ended: closed by the
+// client, idle at shutdown, handed over, or answered (a head that did not
+// arrive in time).
+func (hc *h1Conn) readHead(first bool) (int, bool) {
+	from := 0
+	for {
+		if hc.w > hc.r {
+			if end := headEnd(hc.buf[hc.r:hc.w], from); end >= 0 {
+				return end, true
+			}
+			from = hc.w - hc.r
+		}
+		if hc.w == len(hc.buf) {
+			if hc.r == 0 {
+				hc.handoff() // a head larger than the engine's buffer
+				return 0, false
+			}
+			hc.w = copy(hc.buf, hc.buf[hc.r:hc.w])
+			hc.r = 0
+		}
+		pending := hc.w > hc.r
+		if !pending {
+			hc.r, hc.w = 0, 0
+			hc.idle.Store(true)
+			if hc.stop.Load() {
+				hc.c.Close()
+				return 0, false
+			}
+		}
+		n, err := hc.c.Read(hc.buf[hc.w:])
+		hc.idle.Store(false)
+		if n > 0 {
+			if !pending && !first {
+				// A later request's first byte is in: its head within
+				// the head timeout from it.
+				hc.c.SetReadDeadline(time.Unix(0, dueIn(hc.p.limits.ReadHeaderTimeout)))
+			}
+			hc.w += n
+			continue
+		}
+		var ne net.Error
+		if pending && errors.As(err, &ne) && ne.Timeout() {
+			hc.refuseHead(&refusal{status: 408, reason: refuseTimeout, msg: "the request head did not arrive in time"})
+		}
+		hc.c.Close()
+		return 0, false
+	}
+}
+
+// admit runs the admission of the pipeline for the engine's request; it
+// reports false, having changed nothing, for a request the fasthttp path
+// must answer: a loop, no site, a route with an HTTP/2 origin, a path
+// fasthttp would normalize.
+func (hc *h1Conn) admit() (*site, *route, bool) {
+	h := &hc.head
+	st := hc.p.state.Load()
+	if loopIn(h.sc.loop, st.cfg.LoopID) {
+		return nil, nil, false
+	}
+	host := h.host
+	if hasUpper(host) {
+		hc.hostBuf = lowerASCII(append(hc.hostBuf[:0], host...))
+		host = hc.hostBuf
+	}
+	hostStr := string(host)
+	s := st.router.lookup(hostStr, hc.edge.Addr())
+	if s == nil {
+		return nil, nil, false
+	}
+	path := decodedPath(string(h.target))
+	if strings.Contains(path, "//") {
+		return nil, nil, false // fasthttp's path merges the slashes
+	}
+	rt := s.route(cleanPath(path))
+	for _, w := range rt.origins {
+		if w.o.h2.tr != nil && w.o.h2.proto.Load() != protoH1 {
+			return nil, nil, false // it may speak HTTP/2: doH2 takes fasthttp's request
+		}
+	}
+	if h.sc.spoofed > 0 {
+		hc.p.m.spoofed.Add(float64(h.sc.spoofed))
+	}
+	method := "GET"
+	if string(h.method) == "HEAD" {
+		method = "HEAD"
+	}
+	hc.st = st
+	hc.rec = record{
+		start: time.Now(), id: hc.p.ids.next(), proto: "HTTP/1.1", edge: hc.edge, client: hc.client,
+		method: method, host: hostStr, path: path, site: s.name,
+	}
+	sb := hc.scratch[:0]
+	var f forwarded
+	f, sb = forwardedValues(sb, &h.sc, hc.client, hc.edge, host, hc.isTLS, st.cfg.LoopID, hc.rec.id)
+	var conn []byte
+	if h.sc.drop {
+		start := len(sb)
+		sb = joinList(sb, h.sc.conn)
+		conn = sb[start:]
+	}
+	hc.req = appendOriginRequest(hc.req[:0], h, host, &f, conn)
+	hc.scratch = sb
+	return s, rt, true
+}
+
+// exchange forwards the admitted request and answers the client; it
+// reports whether the connection takes another request.
+func (hc *h1Conn) exchange(s *site, rt *route) bool {
+	p := hc.p
+	err := p.forwardLoop(nil, s, rt, &hc.rec, hc)
+	defer p.done(&hc.rec)
+	if err == nil {
+		return !hc.closing()
+	}
+	var se *sentError
+	if errors.As(err, &se) {
+		// The response had begun: the client cannot be told otherwise.
+		if !errors.Is(err, errClientGone) {
+			p.log.Info("cdn upstream error", "request_id", hc.rec.id, "upstream", hc.rec.upstream, "error", err)
+		}
+		return false
+	}
+	return hc.answer(func(resp *fasthttp.Response) { p.upstreamFailed(hc.st, &hc.rec, err, resp, false) })
+}
+
+// closing reports whether the connection ends after this request.
+func (hc *h1Conn) closing() bool { return hc.head.close || hc.stop.Load() }
+
+// sentError is a failure after the response began: it is not retried,
+// and no error page can follow.
+type sentError struct{ err error }
+
+func (e *sentError) Error() string { return "after the response began: " + e.err.Error() }
+func (e *sentError) Unwrap() error { return e.err }
+
+// staleTries bounds the pooled connections a request tries in turn when
+// each turns out closed by the origin while it was idle.
+const staleTries = 4
+
+// try is the engine's attempt (forwardLoop): the request to o, and the
+// response to the client. A pooled connection that the origin closed
+// while it was idle (nothing comes back on it) is closed and the request
+// goes on the next: GET and HEAD may be sent again.
+func (hc *h1Conn) try(o *origin) error {
+	for tries := 1; ; tries++ {
+		cc, err := o.hc.AcquireConn(0, false)
+		if err != nil {
+			return err
+		}
+		reused := !cc.LastUseTime().IsZero()
+		conn := cc.Conn()
+		// Past its age, the connection carries one more request and closes.
+		aged := o.hc.MaxConnDuration > 0 && coarseNow().Sub(cc.CreatedTime()) > o.hc.MaxConnDuration
+		n := len(hc.req)
+		if aged {
+			hc.req = append(hc.req, "Connection: close\r\n\r\n"...)
+		} else {
+			hc.req = append(hc.req, "\r\n"...)
+		}
+		_, err = conn.Write(hc.req)
+		hc.req = hc.req[:n]
+		keep := false
+		if err == nil {
+			keep, err = hc.relay(conn)
+		} else {
+			err = originTimeout(err)
+		}
+		if keep && !aged {
+			o.hc.ReleaseConn(cc)
+		} else {
+			o.hc.CloseConn(cc)
+		}
+		if err != nil && reused && tries < staleTries && staleConn(err) {
+			continue
+		}
+		return err
+	}
+}
+
+// staleConn reports whether err says a connection was closed by its peer
+// before any byte of a response: one an idle pooled connection gives.
+func staleConn(err error) bool {
+	var se *sentError
+	return !errors.As(err, &se) && (errors.Is(err, fasthttp.ErrConnectionClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
+}
+
+func (hc *h1Conn) retryable(err error) bool {
+	var se *sentError
+	var de *dialError
+	switch {
+	case errors.As(err, &se):
+		return false
+	case errors.As(err, &de):
+		return true
+	case upstreamStatus(err) == 504:
+		return false
+	}
+	return connectionLost(err) // GET and HEAD, without a body
+}
+
+func (hc *h1Conn) reset() {}
+
+// originTimeout gives a timeout on an origin's connection the error
+// fasthttp's client gives it.
+func originTimeout(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fasthttp.ErrTimeout
+	}
+	return err
+}
+
+// relay reads the origin's response on conn and sends it to the client.
+// It reports whether conn may carry another request. An error before the
+// first byte to the client is the origin's, with nothing sent (an error
+// page follows); after it, a sentError.
+func (hc *h1Conn) relay(conn net.Conn) (keep bool, err error) {
+	ibp := h1Bufs.Get().(*[]byte)
+	defer h1Bufs.Put(ibp)
+	ib := (*ibp)[:h1OriginHead]
+	n, end := 0, -1
+	for interim := 0; ; {
+		for scanned := 0; ; {
+			if end = respHeadEnd(ib[:n], scanned); end >= 0 {
+				break
+			}
+			if n == len(ib) {
+				return false, &errOriginHead{"larger than 8 KiB"}
+			}
+			scanned = n
+			m, err := conn.Read(ib[n:])
+			n += m
+			if err != nil && respHeadEnd(ib[:n], scanned) < 0 {
+				switch {
+				case n == 0 && err == io.EOF:
+					return false, fasthttp.ErrConnectionClosed
+				case err == io.EOF:
+					err = io.ErrUnexpectedEOF
+				}
+				return false, originTimeout(err)
+			}
+		}
+		if err := parseResp(ib[:end], &hc.resp); err != nil {
+			return false, err
+		}
+		if st := hc.resp.status; st >= 200 || st == 101 {
+			break
+		}
+		if interim++; interim > maxInterim {
+			return false, errTooManyInterim
+		}
+		n = copy(ib, ib[end:n])
+	}
+	r := &hc.resp
+	if r.status == 101 {
+		return false, &errOriginHead{"101 Switching Protocols to a request without Upgrade"}
+	}
+	hc.rec.status = r.status
+	st := hc.st
+	body := ib[end:n]
+	isHead := hc.rec.method == "HEAD"
+	obp := h1Bufs.Get().(*[]byte)
+	out := (*obp)[:0]
+	defer func() {
+		if cap(out) <= 2*smallBody {
+			*obp = out[:0]
+		}
+		h1Bufs.Put(obp)
+	}()
+	closing := hc.closing()
+	switch {
+	case bodyless(isHead, r.status):
+		length := int64(-2)
+		switch {
+		case r.status == 204 || r.status < 200:
+		case r.cl >= 0:
+			length = r.cl // a HEAD's or 304's framing is the origin's
+		case r.chunked:
+			length = -1
+		}
+		out = appendClientHead(out, r, length, hc.rec.id, st.altSvc, closing)
+		if err := hc.write(out); err != nil {
+			return false, err
+		}
+		return !r.close && len(body) == 0, nil
+	case r.cl >= 0:
+		exact := int64(len(body)) <= r.cl
+		if !exact {
+			body = body[:r.cl] // more than it announced: the rest is not a response
+		}
+		out = appendClientHead(out, r, r.cl, hc.rec.id, st.altSvc, closing)
+		if r.cl <= smallBody {
+			// Read whole, sent with the head in one write.
+			out = append(out, body...)
+			need := int(r.cl) - len(body)
+			out = slices.Grow(out, need)
+			for need > 0 {
+				m, err := conn.Read(out[len(out) : len(out)+need])
+				out = out[:len(out)+m]
+				need -= m
+				if err != nil && need > 0 {
+					if err == io.EOF {
+						err = io.ErrUnexpectedEOF
+					}
+					return false, originTimeout(err)
+				}
+			}
+			if err := hc.write(out); err != nil {
+				return false, err
+			}
+			hc.rec.bytes = r.cl
+			return exact && !r.close, nil
+		}
+		out = append(out, body...)
+		if err := hc.write(out); err != nil {
+			return false, err
+		}
+		hc.rec.bytes = int64(len(body))
+		if err := hc.copyBody(io.LimitReader(conn, r.cl-int64(len(body))), r.cl-int64(len(body)), false, ib); err != nil {
+			return false, err
+		}
+		return exact && !r.close, nil
+	case r.chunked:
+		br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(body), conn), 4096)
+		out = appendClientHead(out, r, -1, hc.rec.id, st.altSvc, closing)
+		if err := hc.write(out); err != nil {
+			return false, err
+		}
+		if err := hc.copyBody(httputil.NewChunkedReader(br), -1, true, ib); err != nil {
+			return false, err
+		}
+		// The trailer section is not forwarded: read to its end.
+		for {
+			line, err := br.ReadSlice('\n')
+			if err != nil {
+				return false, &sentError{err}
+			}
+			if len(bytes.TrimRight(line, "\r\n")) == 0 {
+				break
+			}
+		}
+		return !r.close && br.Buffered() == 0, nil
+	default: // delimited by the origin's closing the connection
+		out = appendClientHead(out, r, -1, hc.rec.id, st.altSvc, closing)
+		out = append(out, body...)
+		if err := hc.write(out[:len(out)-len(body)]); err != nil {
+			return false, err
+		}
+		src := io.MultiReader(bytes.NewReader(body), conn)
+		if err := hc.copyBody(src, -1, true, ib); err != nil {
+			return false, err
+		}
+		return false, nil
+	}
+}
+
+// copyBody copies the rest of a body from src to the client: n bytes, or
+// to src's end (n -1); chunked frames it. Every failure is a sentError.
+func (hc *h1Conn) copyBody(src io.Reader, n int64, chunked bool, buf []byte) error {
+	buf = buf[:cap(buf)]
+	var w io.Writer = clientWriter{hc}
+	var cw io.WriteCloser
+	if chunked {
+		cw = httputil.NewChunkedWriter(w)
+		w = cw
+	}
+	for n != 0 {
+		m, err := src.Read(buf)
+		if m > 0 {
+			if _, werr := w.Write(buf[:m]); werr != nil {
+				return werr
+			}
+			hc.rec.bytes += int64(m)
+			if n > 0 {
+				n -= int64(m)
+			}
+		}
+		if err == io.EOF && n <= 0 {
+			break
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return &sentError{err}
+		}
+	}
+	if chunked {
+		cw.Close()
+		if err := hc.write([]byte("\r\n")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type clientWriter struct{ hc *h1Conn }
+
+func (w clientWriter) Write(b []byte) (int, error) {
+	if err := w.hc.write(b); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// write sends b to the client within the send timeout; a failure is the
+// client's going away, after the response began.
+func (hc *h1Conn) write(b []byte) error {
+	pushDeadline(hc.p.limits.SendTimeout, hc.c.SetWriteDeadline)
+	if _, err := hc.c.Write(b); err != nil {
+		return &sentError{fmt.Errorf("%w: %w", errClientGone, err)}
+	}
+	return nil
+}
+
+// answer sends a response the proxy makes (fill fills it: an error page),
+// and reports whether the connection takes another request.
+func (hc *h1Conn) answer(fill func(resp *fasthttp.Response)) bool {
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	fill(resp)
+	closing := hc.closing()
+	if closing {
+		resp.SetConnectionClose()
+	}
+	resp.Header.SetServer("edgeproxy")
+	resp.Header.SetContentLength(len(resp.Body()))
+	obp := h1Bufs.Get().(*[]byte)
+	defer h1Bufs.Put(obp)
+	out := resp.Header.AppendBytes((*obp)[:0])
+	if hc.rec.method != "HEAD" {
+		out = append(out, resp.Body()...)
+	}
+	*obp = out[:0]
+	return hc.write(out) == nil && !closing
+}
+
+// refuseHead answers a head the engine refused itself (one that did not
+// arrive in time), as the fasthttp path's parseErrorH1 does, and ends the
+// connection.
+func (hc *h1Conn) refuseHead(r *refusal) {
+	p := hc.p
+	hc.head.close = true
+	hc.rec = record{start: time.Now(), id: p.ids.next(), proto: "HTTP/1.1", edge: hc.edge, client: hc.client}
+	hc.answer(func(resp *fasthttp.Response) { p.refuse(p.state.Load(), &hc.rec, r, resp, false) })
+	p.done(&hc.rec)
+}
+
+// handoff gives the connection, with what was read of it, to the
+// fasthttp server, which serves it from then on.
+func (hc *h1Conn) handoff() {
+	hc.p.m.handoffs.Inc()
+	hc.p.trackH1(hc, false) // fasthttp's shutdown reaches it now
+	hc.c.SetReadDeadline(time.Unix(0, dueIn(hc.p.limits.ReadHeaderTimeout)))
+	hoc := &handoffConn{Conn: hc.c, pending: bytes.Clone(hc.buf[hc.r:hc.w])}
+	hoc.fresh.Store(true)
+	if tc, ok := hc.c.(*tls.Conn); ok {
+		hc.p.h1TLS.ServeConn(&handoffTLSConn{hoc, tc})
+		return
+	}
+	hc.p.h1.ServeConn(hoc)
+}
+
+// handoffConn is a client connection handed to the fasthttp server: its
+// first reads return what the engine read already.
+type handoffConn struct {
+	net.Conn
+	pending []byte
+	fresh   atomic.Bool // before fasthttp's first request (connState)
+}
+
+func (c *handoffConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// CloseWrite shuts the sending side down (a relayed upgrade).
+func (c *handoffConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+func (c *handoffConn) handedOff() *handoffConn { return c }
+
+// handoffTLSConn is a handed-over TLS connection: fasthttp takes it for
+// TLS by these methods.
+type handoffTLSConn struct {
+	*handoffConn
+	tc *tls.Conn
+}
+
+func (c *handoffTLSConn) Handshake() error                     { return c.tc.Handshake() }
+func (c *handoffTLSConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
+
+// trackH1 adds or removes a connection of the engine from the set Shutdown
+// reaches; adding fails once the proxy is shutting down.
+func (p *Proxy) trackH1(hc *h1Conn, add bool) bool {
+	p.h1mu.Lock()
+	defer p.h1mu.Unlock()
+	if !add {
+		if _, ok := p.h1set[hc]; ok {
+			delete(p.h1set, hc)
+			p.h1wg.Done()
+		}
+		return true
+	}
+	select {
+	case <-p.closing:
+		return false
+	default:
+	}
+	if p.h1set == nil {
+		p.h1set = map[*h1Conn]struct{}{}
+	}
+	p.h1set[hc] = struct{}{}
+	p.h1wg.Add(1)
+	return true
+}
+
+// shutdownH1 ends the engine's connections: idle ones now, the others
+// after their request, or all when ctx is done.
+func (p *Proxy) shutdownH1(ctx context.Context) error {
+	p.h1mu.Lock()
+	for hc := range p.h1set {
+		hc.stop.Store(true)
+		if hc.idle.Load() {
+			hc.c.Close()
+		}
+	}
+	p.h1mu.Unlock()
+	done := make(chan struct{})
+	go func() { p.h1wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		p.h1mu.Lock()
+		for hc := range p.h1set {
+			hc.c.Close()
+		}
+		p.h1mu.Unlock()
+		return ctx.Err()
+	}
+}
