@@ -139,7 +139,13 @@ func (hc *h1Conn) serve() {
 			hc.c.Close()
 			return
 		}
-		hc.c.SetReadDeadline(time.Unix(0, dueIn(hc.p.limits.IdleTimeout)))
+		if hc.w > hc.r {
+			// The next request's head came with this one (pipelined): its
+			// head timeout runs from now.
+			hc.c.SetReadDeadline(time.Unix(0, dueIn(hc.p.limits.ReadHeaderTimeout)))
+		} else {
+			hc.c.SetReadDeadline(time.Unix(0, dueIn(hc.p.limits.IdleTimeout)))
+		}
 	}
 }
 
@@ -598,7 +604,8 @@ func (hc *h1Conn) refuseHead(r *refusal) {
 func (hc *h1Conn) handoff() {
 	hc.p.m.handoffs.Inc()
 	hc.p.trackH1(hc, false) // fasthttp's shutdown reaches it now
-	hc.c.SetReadDeadline(time.Unix(0, dueIn(hc.p.limits.ReadHeaderTimeout)))
+	// The read deadline stands: the head timeout of the request handed
+	// over, from its first byte.
 	hoc := &handoffConn{Conn: hc.c, pending: bytes.Clone(hc.buf[hc.r:hc.w])}
 	hoc.fresh.Store(true)
 	if tc, ok := hc.c.(*tls.Conn); ok {

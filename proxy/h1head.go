@@ -221,7 +221,6 @@ type h1Resp struct {
 	conn       []byte // Connection values, joined
 	connBuf    []byte
 	dropSome   bool
-	interimEnd bool
 }
 
 // errOriginHead is an origin response head the engine cannot read.
@@ -232,7 +231,10 @@ func (e *errOriginHead) Error() string { return "the origin's response head: " +
 // parseResp parses an origin's response head (b ends with its empty line).
 // Lines may end in a bare LF, as fasthttp's client takes them.
 func parseResp(b []byte, r *h1Resp) error {
-	*r = h1Resp{cl: -1, names: r.names, values: r.values, connBuf: r.connBuf[:0]}
+	// Field by field: the arrays are kilobytes, copied by a composite
+	// literal.
+	r.status, r.reason, r.http10, r.cl, r.chunked, r.close, r.server = 0, nil, false, -1, false, false, nil
+	r.n, r.conn, r.connBuf, r.dropSome = 0, nil, r.connBuf[:0], false
 	line, rest := cutLenient(b)
 	switch {
 	case bytes.HasPrefix(line, []byte("HTTP/1.1 ")):
