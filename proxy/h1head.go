@@ -208,19 +208,19 @@ func appendField(b, k, v []byte) []byte {
 
 // h1Resp is an origin's response head.
 type h1Resp struct {
-	status     int
-	reason     []byte
-	http10     bool
-	cl         int64 // -1: none
-	chunked    bool
-	close      bool // the origin closes the connection after it
-	server     []byte
-	names      [h1MaxFields * 2][]byte
-	values     [h1MaxFields * 2][]byte
-	n          int
-	conn       []byte // Connection values, joined
-	connBuf    []byte
-	dropSome   bool
+	status   int
+	reason   []byte
+	http10   bool
+	cl       int64 // -1: none
+	chunked  bool
+	close    bool // the origin closes the connection after it
+	server   []byte
+	names    [h1MaxFields * 2][]byte
+	values   [h1MaxFields * 2][]byte
+	n        int
+	conn     []byte // Connection values, joined
+	connBuf  []byte
+	dropSome bool
 }
 
 // errOriginHead is an origin response head the engine cannot read.
