@@ -56,8 +56,8 @@ type h1Conn struct {
 	buf          []byte // the read buffer; buf[r:w] is unread
 	r, w         int
 
-	head    h1Head
-	resp    h1Resp
+	head    *h1Head // during a request (h1Heads)
+	closeRq bool    // the client asked to close after this request
 	rec     record
 	st      *state
 	req     []byte // the origin's request, without its final CRLF
@@ -121,16 +121,21 @@ func (hc *h1Conn) serve() {
 		if !ok {
 			return
 		}
-		if !parseHead(hc.buf[hc.r:hc.r+n], &hc.head) {
-			hc.handoff()
-			return
+		hc.head = h1Heads.Get().(*h1Head)
+		ok = parseHead(hc.buf[hc.r:hc.r+n], hc.head)
+		var s *site
+		var rt *route
+		if ok {
+			hc.closeRq = hc.head.close
+			s, rt, ok = hc.admit()
 		}
-		s, rt, ok := hc.admit()
 		if !ok {
+			hc.putHead()
 			hc.handoff()
 			return
 		}
 		keep := hc.exchange(s, rt)
+		hc.putHead()
 		hc.r += n
 		if hc.r == hc.w {
 			hc.r, hc.w = 0, 0
@@ -204,7 +209,7 @@ func (hc *h1Conn) readHead(first bool) (int, bool) {
 // must answer: a loop, no site, a route with an HTTP/2 origin, a path
 // fasthttp would normalize.
 func (hc *h1Conn) admit() (*site, *route, bool) {
-	h := &hc.head
+	h := hc.head
 	st := hc.p.state.Load()
 	if loopIn(h.sc.loop, st.cfg.LoopID) {
 		return nil, nil, false
@@ -276,7 +281,21 @@ func (hc *h1Conn) exchange(s *site, rt *route) bool {
 }
 
 // closing reports whether the connection ends after this request.
-func (hc *h1Conn) closing() bool { return hc.head.close || hc.stop.Load() }
+func (hc *h1Conn) closing() bool { return hc.closeRq || hc.stop.Load() }
+
+// The heads of requests and responses in progress: an idle connection
+// holds neither.
+var (
+	h1Heads = sync.Pool{New: func() any { return new(h1Head) }}
+	h1Resps = sync.Pool{New: func() any { return new(h1Resp) }}
+)
+
+// putHead gives the request's head back; its slices point into buf.
+func (hc *h1Conn) putHead() {
+	hc.head.reset()
+	h1Heads.Put(hc.head)
+	hc.head = nil
+}
 
 // sentError is a failure after the response began: it is not retried,
 // and no error page can follow.
@@ -371,6 +390,8 @@ func (hc *h1Conn) relay(conn net.Conn) (keep bool, err error) {
 	ibp := h1Bufs.Get().(*[]byte)
 	defer h1Bufs.Put(ibp)
 	ib := (*ibp)[:h1OriginHead]
+	r := h1Resps.Get().(*h1Resp)
+	defer h1Resps.Put(r)
 	n, end := 0, -1
 	for interim := 0; ; {
 		for scanned := 0; ; {
@@ -393,10 +414,10 @@ func (hc *h1Conn) relay(conn net.Conn) (keep bool, err error) {
 				return false, originTimeout(err)
 			}
 		}
-		if err := parseResp(ib[:end], &hc.resp); err != nil {
+		if err := parseResp(ib[:end], r); err != nil {
 			return false, err
 		}
-		if st := hc.resp.status; st >= 200 || st == 101 {
+		if st := r.status; st >= 200 || st == 101 {
 			break
 		}
 		if interim++; interim > maxInterim {
@@ -404,7 +425,6 @@ func (hc *h1Conn) relay(conn net.Conn) (keep bool, err error) {
 		}
 		n = copy(ib, ib[end:n])
 	}
-	r := &hc.resp
 	if r.status == 101 {
 		return false, &errOriginHead{"101 Switching Protocols to a request without Upgrade"}
 	}
@@ -593,7 +613,7 @@ func (hc *h1Conn) answer(fill func(resp *fasthttp.Response)) bool {
 // connection.
 func (hc *h1Conn) refuseHead(r *refusal) {
 	p := hc.p
-	hc.head.close = true
+	hc.closeRq = true
 	hc.rec = record{start: time.Now(), id: p.ids.next(), proto: "HTTP/1.1", edge: hc.edge, client: hc.client}
 	hc.answer(func(resp *fasthttp.Response) { p.refuse(p.state.Load(), &hc.rec, r, resp, false) })
 	p.done(&hc.rec)
