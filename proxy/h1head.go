@@ -247,11 +247,11 @@ func parseResp(b []byte, r *h1Resp) error {
 	if len(line) < 3 || len(line) > 3 && line[3] != ' ' {
 		return &errOriginHead{"no status code"}
 	}
-	code, err := strconv.Atoi(string(line[:3]))
-	if err != nil || code < 100 {
+	code, ok := digits(line[:3])
+	if !ok || code < 100 {
 		return &errOriginHead{"no status code"}
 	}
-	r.status = code
+	r.status = int(code)
 	if len(line) > 4 {
 		r.reason = line[4:]
 		if !validValue(r.reason) {
@@ -273,8 +273,8 @@ func parseResp(b []byte, r *h1Resp) error {
 		}
 		switch {
 		case sameName(k, hContentLength, false):
-			n, err := strconv.ParseInt(string(v), 10, 64)
-			if err != nil || n < 0 || v[0] == '+' || r.cl >= 0 && r.cl != n {
+			n, ok := digits(v)
+			if !ok || r.cl >= 0 && r.cl != n {
 				return &errOriginHead{"a bad Content-Length"}
 			}
 			r.cl = n
@@ -310,6 +310,21 @@ func parseResp(b []byte, r *h1Resp) error {
 	}
 	r.conn = r.connBuf
 	return nil
+}
+
+// digits parses a decimal number of 1 to 18 digits, nothing else.
+func digits(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
 }
 
 func cutLenient(b []byte) (line, rest []byte) {
