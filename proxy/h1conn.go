@@ -107,11 +107,11 @@ func (p *Proxy) serveH1Conn(c net.Conn, isTLS bool) {
 		p: p, c: c, isTLS: isTLS, buf: make([]byte, h1BufSize),
 		edge: netaddr.AddrPort(c.LocalAddr()), client: netaddr.AddrPort(c.RemoteAddr()),
 	}
-	if !p.trackH1(hc, true) {
+	if !p.h1conns.add(hc, p.closing) {
 		c.Close() // shutting down
 		return
 	}
-	defer p.trackH1(hc, false)
+	defer p.h1conns.remove(hc)
 	hc.serve()
 }
 
@@ -623,7 +623,7 @@ func (hc *h1Conn) refuseHead(r *refusal) {
 // fasthttp server, which serves it from then on.
 func (hc *h1Conn) handoff() {
 	hc.p.m.handoffs.Inc()
-	hc.p.trackH1(hc, false) // fasthttp's shutdown reaches it now
+	hc.p.h1conns.remove(hc) // fasthttp's shutdown reaches it now
 	// The read deadline stands: the head timeout of the request handed
 	// over, from its first byte.
 	hoc := &handoffConn{Conn: hc.c, pending: bytes.Clone(hc.buf[hc.r:hc.w])}
@@ -672,53 +672,14 @@ type handoffTLSConn struct {
 func (c *handoffTLSConn) Handshake() error                     { return c.tc.Handshake() }
 func (c *handoffTLSConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
 
-// trackH1 adds or removes a connection of the engine from the set Shutdown
-// reaches; adding fails once the proxy is shutting down.
-func (p *Proxy) trackH1(hc *h1Conn, add bool) bool {
-	p.h1mu.Lock()
-	defer p.h1mu.Unlock()
-	if !add {
-		if _, ok := p.h1set[hc]; ok {
-			delete(p.h1set, hc)
-			p.h1wg.Done()
-		}
-		return true
-	}
-	select {
-	case <-p.closing:
-		return false
-	default:
-	}
-	if p.h1set == nil {
-		p.h1set = map[*h1Conn]struct{}{}
-	}
-	p.h1set[hc] = struct{}{}
-	p.h1wg.Add(1)
-	return true
-}
-
 // shutdownH1 ends the engine's connections: idle ones now, the others
 // after their request, or all when ctx is done.
 func (p *Proxy) shutdownH1(ctx context.Context) error {
-	p.h1mu.Lock()
-	for hc := range p.h1set {
+	for _, hc := range p.h1conns.all() {
 		hc.stop.Store(true)
 		if hc.idle.Load() {
 			hc.c.Close()
 		}
 	}
-	p.h1mu.Unlock()
-	done := make(chan struct{})
-	go func() { p.h1wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		p.h1mu.Lock()
-		for hc := range p.h1set {
-			hc.c.Close()
-		}
-		p.h1mu.Unlock()
-		return ctx.Err()
-	}
+	return p.h1conns.wait(ctx, func(hc *h1Conn) { hc.c.Close() })
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -120,8 +121,6 @@ var h2ConnClosed = errors.New("http2: connection closed")
 
 // serveH2 serves a TLS connection that negotiated h2.
 func (p *Proxy) serveH2(c net.Conn) error {
-	p.h2conns.Add(1)
-	defer p.h2conns.Done()
 	// fasthttp's server counted the connection as http/1.1+tls when it
 	// was accepted (connState) and uncounts it when it closes: while it
 	// speaks h2, it is counted as h2 only.
@@ -131,11 +130,11 @@ func (p *Proxy) serveH2(c net.Conn) error {
 	p.m.active.WithLabelValues("h2").Inc()
 	defer p.m.active.WithLabelValues("h2").Dec()
 	hc := p.newH2Conn(c)
-	if !p.trackH2(hc, true) {
+	if !p.h2conns.add(hc, p.closing) {
 		c.Close() // shutting down
 		return nil
 	}
-	defer p.trackH2(hc, false)
+	defer p.h2conns.remove(hc)
 	hc.serve()
 	return nil
 }
@@ -157,48 +156,13 @@ func (p *Proxy) newH2Conn(c net.Conn) *h2Conn {
 	return hc
 }
 
-// trackH2 adds or removes a connection from the set Shutdown reaches; it
-// reports false when the proxy is shutting down.
-func (p *Proxy) trackH2(c *h2Conn, add bool) bool {
-	p.h2mu.Lock()
-	defer p.h2mu.Unlock()
-	if !add {
-		delete(p.h2set, c)
-		return true
-	}
-	select {
-	case <-p.closing:
-		return false
-	default:
-	}
-	if p.h2set == nil {
-		p.h2set = map[*h2Conn]struct{}{}
-	}
-	p.h2set[c] = struct{}{}
-	return true
-}
-
 // shutdownH2 sends GOAWAY to every HTTP/2 connection: each closes when
-// its streams are done.
-func (p *Proxy) shutdownH2() {
-	p.h2mu.Lock()
-	conns := make([]*h2Conn, 0, len(p.h2set))
-	for c := range p.h2set {
-		conns = append(conns, c)
-	}
-	p.h2mu.Unlock()
-	for _, c := range conns {
+// its streams are done, or when ctx is done.
+func (p *Proxy) shutdownH2(ctx context.Context) error {
+	for _, c := range p.h2conns.all() {
 		c.shutdown()
 	}
-}
-
-// closeH2 closes every HTTP/2 connection at once.
-func (p *Proxy) closeH2() {
-	p.h2mu.Lock()
-	defer p.h2mu.Unlock()
-	for c := range p.h2set {
-		c.fail(h2ConnClosed)
-	}
+	return p.h2conns.wait(ctx, func(c *h2Conn) { c.fail(h2ConnClosed) })
 }
 
 // serve runs the connection's read loop until the connection ends.

@@ -80,7 +80,9 @@ func newH2Fixture(t testing.TB, lim Limits, origin fasthttp.RequestHandler) *h2F
 	}()
 	t.Cleanup(func() {
 		f.ln.Close()
-		p.closeH2()
+		for _, hc := range p.h2conns.all() {
+			hc.fail(h2ConnClosed)
+		}
 		p.tcp.Close()
 		f.origin.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -379,15 +381,13 @@ func TestH2TinyWindow(t *testing.T) {
 	for {
 		fr, err := r.next(5 * time.Second)
 		if err != nil {
-			f.p.h2mu.Lock()
-			for hc := range f.p.h2set {
+			for _, hc := range f.p.h2conns.all() {
 				hc.mu.Lock()
 				for _, s := range hc.streams {
 					t.Logf("stream %d sendWin %d; conn window %d, pending %d, flushing %v", s.id, s.sendWin, hc.sendConn, len(hc.wbuf), hc.flushing)
 				}
 				hc.mu.Unlock()
 			}
-			f.p.h2mu.Unlock()
 			t.Fatalf("after %d bytes: %v", got.Len(), err)
 		}
 		if d, ok := fr.(*http2.DataFrame); ok {
@@ -736,7 +736,9 @@ func TestH2IdleAndShutdown(t *testing.T) {
 	r = f.raw(t)
 	r.headers(1, true, get("/hold")...)
 	time.Sleep(50 * time.Millisecond)
-	f.p.shutdownH2()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go f.p.shutdownH2(ctx)
 	var ga *http2.GoAwayFrame
 	for ga == nil {
 		fr, err := r.next(2 * time.Second)
@@ -848,9 +850,7 @@ func FuzzH2Conn(f *testing.F) {
 		c.Close()
 		deadline := time.Now().Add(3 * time.Second)
 		for {
-			fx.p.h2mu.Lock()
-			open := len(fx.p.h2set)
-			fx.p.h2mu.Unlock()
+			open := len(fx.p.h2conns.all())
 			if open == 0 && fx.p.streams.Load() == 0 {
 				break
 			}

@@ -113,8 +113,8 @@ func scanRequest(h *fasthttp.RequestHeader, sc *h1Scan) {
 }
 
 // header takes one request header into the scan: the one classification
-// of every engine's request headers (fasthttp's here, the raw heads of
-// h1conn.go).
+// of every engine's request headers (fasthttp's here, the HTTP/1.1
+// engine's raw heads in h1head.go).
 func (sc *h1Scan) header(k, v []byte) {
 	switch {
 	case sameName(k, hXFF, false):

@@ -169,12 +169,9 @@ type Proxy struct {
 
 	plain, secure *chanListener
 	h1, h1TLS     *fasthttp.Server
-	h1mu          sync.Mutex           // guards h1set
-	h1set         map[*h1Conn]struct{} // the HTTP/1.1 engine's connections, for Shutdown
-	h1wg          sync.WaitGroup
+	h1conns       connSet[*h1Conn] // the HTTP/1.1 engine's connections
+	h2conns       connSet[*h2Conn]
 	h2m           *h2Metrics
-	h2mu          sync.Mutex           // guards h2set
-	h2set         map[*h2Conn]struct{} // HTTP/2 connections, for Shutdown
 	h3            *http3.Server
 	quic          *quic.Transport
 	amp           *ampConn    // the QUIC socket as quic.Transport sees it
@@ -182,7 +179,6 @@ type Proxy struct {
 
 	conns   atomic.Int64 // client connections, TCP and QUIC
 	quicHS  atomic.Int64 // QUIC handshakes in flight
-	h2conns sync.WaitGroup
 	closing chan struct{}
 	once    sync.Once
 	wg      sync.WaitGroup
@@ -517,18 +513,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	run(func() error { return p.shutdownH1(ctx) })
 	run(func() error { return p.h1.ShutdownWithContext(ctx) })
 	run(func() error { return p.h1TLS.ShutdownWithContext(ctx) })
-	run(func() error {
-		p.shutdownH2() // GOAWAY to every h2 connection
-		done := make(chan struct{})
-		go func() { p.h2conns.Wait(); close(done) }()
-		select {
-		case <-done:
-			return nil
-		case <-ctx.Done():
-			p.closeH2()
-			return ctx.Err()
-		}
-	})
+	run(func() error { return p.shutdownH2(ctx) })
 	if p.h3 != nil {
 		run(func() error { return p.h3.Shutdown(ctx) })
 	}
