@@ -67,3 +67,63 @@ func (s *connSet[T]) wait(ctx context.Context, stop func(T)) error {
 		return ctx.Err()
 	}
 }
+
+// Reowned tells the proxy that the bindings changed. Its connections on
+// addresses that left the cdn are told to go, as a move needs them to:
+// an HTTP/1.1 connection closes after its request in progress (at once
+// when it waits for one), an HTTP/2 connection gets GOAWAY and closes when
+// its streams are done. It returns at once; a goroutine does the work,
+// once for any number of changes that came while it ran.
+func (p *Proxy) Reowned() {
+	select {
+	case p.reown <- struct{}{}:
+	default: // one is pending: it sees this change too
+	}
+}
+
+// reowning runs Reowned's work until the proxy shuts down.
+func (p *Proxy) reowning() {
+	for {
+		select {
+		case <-p.closing:
+			return
+		case <-p.reown:
+			p.leaveUnowned()
+		}
+	}
+}
+
+// leaveUnowned tells every client connection on an address the cdn no
+// longer owns to go.
+func (p *Proxy) leaveUnowned() { p.eachUnowned(func(leave func()) { leave() }) }
+
+// unowned counts the client connections held on addresses the cdn no
+// longer owns: those a move has told to go, until they have.
+func (p *Proxy) unowned() int {
+	n := 0
+	p.eachUnowned(func(func()) { n++ })
+	return n
+}
+
+// eachUnowned calls fn with the way to tell each client connection held
+// on an address the cdn no longer owns to go.
+func (p *Proxy) eachUnowned(fn func(leave func())) {
+	if p.ownsTCP == nil {
+		return
+	}
+	for _, hc := range p.h1conns.all() {
+		if !p.ownsTCP(hc.edge) {
+			fn(hc.leave)
+		}
+	}
+	for _, c := range p.handoffs.all() {
+		if !p.ownsTCP(c.edge) {
+			fn(c.leave)
+		}
+	}
+	for _, c := range p.h2conns.all() {
+		if !p.ownsTCP(c.edge) {
+			fn(c.shutdown)
+		}
+	}
+}

@@ -626,8 +626,13 @@ func (hc *h1Conn) handoff() {
 	hc.p.h1conns.remove(hc) // fasthttp's shutdown reaches it now
 	// The read deadline stands: the head timeout of the request handed
 	// over, from its first byte.
-	hoc := &handoffConn{Conn: hc.c, pending: bytes.Clone(hc.buf[hc.r:hc.w])}
+	hoc := &handoffConn{Conn: hc.c, pending: bytes.Clone(hc.buf[hc.r:hc.w]), edge: hc.edge}
 	hoc.fresh.Store(true)
+	hc.p.handoffs.add(hoc, nil)
+	defer hc.p.handoffs.remove(hoc)
+	if hc.stop.Load() {
+		hoc.gone.Store(true) // told to go while the engine had it
+	}
 	if tc, ok := hc.c.(*tls.Conn); ok {
 		hc.p.h1TLS.ServeConn(&handoffTLSConn{hoc, tc})
 		return
@@ -635,12 +640,32 @@ func (hc *h1Conn) handoff() {
 	hc.p.h1.ServeConn(hoc)
 }
 
+// leave tells the connection to go: after its request in progress, or now
+// when it is waiting for one.
+func (hc *h1Conn) leave() {
+	hc.stop.Store(true)
+	if hc.idle.Load() {
+		hc.c.Close()
+	}
+}
+
 // handoffConn is a client connection handed to the fasthttp server: its
 // first reads return what the engine read already.
 type handoffConn struct {
 	net.Conn
 	pending []byte
+	edge    netip.AddrPort
 	fresh   atomic.Bool // before fasthttp's first request (connState)
+	idle    atomic.Bool // between requests (connState)
+	gone    atomic.Bool // told to go: it closes when it is next idle
+}
+
+// leave is h1Conn.leave for a handed-over connection.
+func (c *handoffConn) leave() {
+	c.gone.Store(true)
+	if c.idle.Load() {
+		c.Close()
+	}
 }
 
 func (c *handoffConn) Read(p []byte) (int, error) {

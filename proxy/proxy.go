@@ -124,6 +124,10 @@ type Options struct {
 	// also brings it datagrams for addresses the cdn does not own; their
 	// handshakes are refused. Nil: every destination.
 	OwnsHTTP3 func(netip.AddrPort) bool
+	// OwnsTCP reports whether a TCP destination is bound to the cdn: after
+	// a change of the bindings (Reowned), connections on addresses that left
+	// it are told to go. Nil: every destination, always.
+	OwnsTCP func(netip.AddrPort) bool
 	// FDs is the process's descriptor budget, shared with the other
 	// services: a client connection takes one descriptor in class
 	// fdlimit.CDN, an origin dial one in class fdlimit.Dial. Nil: a budget
@@ -169,8 +173,11 @@ type Proxy struct {
 
 	plain, secure *chanListener
 	h1, h1TLS     *fasthttp.Server
-	h1conns       connSet[*h1Conn] // the HTTP/1.1 engine's connections
+	h1conns       connSet[*h1Conn]      // the HTTP/1.1 engine's connections
+	handoffs      connSet[*handoffConn] // those it handed to fasthttp
 	h2conns       connSet[*h2Conn]
+	ownsTCP       func(netip.AddrPort) bool
+	reown         chan struct{} // Reowned's kick: the bindings changed
 	h2m           *h2Metrics
 	h3            *http3.Server
 	quic          *quic.Transport
@@ -196,7 +203,7 @@ func New(opts Options) (*Proxy, error) {
 		opts.FDs = fdlimit.Default()
 	}
 	p := &Proxy{
-		here: here, fds: opts.FDs, limits: opts.Limits, owns: opts.OwnsHTTP3,
+		here: here, fds: opts.FDs, limits: opts.Limits, owns: opts.OwnsHTTP3, ownsTCP: opts.OwnsTCP, reown: make(chan struct{}, 1),
 		log: opts.Logger, access: opts.AccessLog,
 		m: newMetrics(opts.Registerer), fm: newFloodMetrics(opts.Registerer), h2m: newH2Metrics(opts.Registerer), ids: newRequestIDs(),
 		closing: make(chan struct{}),
@@ -213,7 +220,10 @@ func New(opts Options) (*Proxy, error) {
 	p.pools.exchanges.beforeSend = p.fm.abandoned.WithLabelValues("before_send")
 	p.pools.exchanges.inFlight = p.fm.abandoned.WithLabelValues("in_progress")
 	if opts.Registerer != nil {
-		opts.Registerer.MustRegister(newOriginCollector(p.pools))
+		opts.Registerer.MustRegister(newOriginCollector(p.pools), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "edgeproxy_cdn_connections_unowned",
+			Help: "Client connections held on addresses the cdn no longer owns: told to go after a move, until they have (HTTP/1.1 and HTTP/2).",
+		}, func() float64 { return float64(p.unowned()) }))
 	}
 	if err := p.SetConfig(opts.Config); err != nil {
 		return nil, err
@@ -383,7 +393,8 @@ func (p *Proxy) setupServers() {
 
 // Start serves the sockets until Shutdown.
 func (p *Proxy) Start() error {
-	p.wg.Add(3)
+	p.wg.Add(4)
+	go func() { defer p.wg.Done(); p.reowning() }()
 	go func() { defer p.wg.Done(); p.h1.Serve(p.plain) }()
 	go func() { defer p.wg.Done(); p.h1TLS.Serve(p.secure) }()
 	go func() { defer p.wg.Done(); p.acceptLoop() }()
@@ -479,14 +490,21 @@ func (p *Proxy) connState(c net.Conn, s fasthttp.ConnState) {
 	if !ok {
 		return
 	}
+	hoc := h.handedOff()
 	switch s {
 	case fasthttp.StateActive:
+		hoc.idle.Store(false)
 		// A later request's first byte is in: its head within the head
 		// timeout from it.
-		if !h.handedOff().fresh.Swap(false) {
+		if !hoc.fresh.Swap(false) {
 			c.SetReadDeadline(time.Unix(0, dueIn(p.limits.ReadHeaderTimeout)))
 		}
 	case fasthttp.StateIdle:
+		hoc.idle.Store(true)
+		if hoc.gone.Load() {
+			c.Close() // its address left the cdn (Reowned), or shutting down
+			return
+		}
 		c.SetReadDeadline(time.Unix(0, dueIn(p.limits.IdleTimeout)))
 	}
 }

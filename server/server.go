@@ -160,7 +160,12 @@ func Start(opts Options) (_ *Server, err error) {
 		Help:    "Time to write a changed binding table into the data plane.",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 5, 10},
 	})
-	s.Bindings.OnApply = func(d time.Duration) { applySeconds.Observe(d.Seconds()) }
+	s.Bindings.OnApply = func(d time.Duration) {
+		applySeconds.Observe(d.Seconds())
+		if s.CDN != nil {
+			s.CDN.Reowned() // connections on addresses that left the cdn go
+		}
+	}
 	s.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "edgeproxy_config_reloads_total",
 		Help: "Configuration reloads (SIGHUP) by result: ok, or error (the running configuration stayed).",
@@ -223,6 +228,9 @@ func Start(opts Options) (_ *Server, err error) {
 			// Resolve, which scans under the lock the admin API needs.
 			OwnsHTTP3: func(dst netip.AddrPort) bool {
 				return s.Bindings.OwnsCDN(dispatch.UDP, dst.Addr(), dst.Port())
+			},
+			OwnsTCP: func(dst netip.AddrPort) bool {
+				return s.Bindings.OwnsCDN(dispatch.TCP, dst.Addr(), dst.Port())
 			},
 			Registerer: s.Registry, Logger: log.With("component", "cdn"), AccessLog: accessLog,
 		})

@@ -31,10 +31,14 @@ import (
 //
 //   - change-move: HTTP/1.1 through the cdn while a /25 of the loaded
 //     prefix is PATCHed cdn → spectrum → cdn … over the admin API.
-//     Keep-alive connections opened to addresses of the moving /25 before
-//     the moves must keep working (sk_lookup decides new connections
-//     only), and new connections, one request each, to the other /25
-//     (never moved) must never be refused.
+//     Keep-alive connections to addresses of the moving /25 end between
+//     requests once it leaves the cdn (a move completes), as clients see
+//     a keep-alive connection close: they reconnect, and a reconnection
+//     refused while spectrum owns the range is the move working. A request
+//     that fails otherwise (cut short, timed out, not 200) counts as
+//     failed; so does any failure of the new connections, one request
+//     each, to the other /25 (never moved). A round whose moves ended no
+//     connection fails.
 //   - change-reload: the same load while edgeproxy gets a SIGHUP every
 //     250 ms.
 //   - change-latency: with 10k / 100k / 1M bindings loaded from the store
@@ -191,8 +195,19 @@ func chgMoveBinding(b chgBinding, svc string) (time.Duration, error) {
 // chgLoadStats counts a load's requests.
 type chgLoadStats struct {
 	ok, failed atomic.Int64
+	ended      atomic.Int64 // keep-alive connections the server closed between requests
+	refused    atomic.Int64 // reconnections refused while the range was not the cdn's
 	mu         sync.Mutex
 	errs       []string // the first few failures
+}
+
+// endedBetween reports whether a keep-alive request failed because the
+// server had closed the connection before any byte of its response: what
+// an HTTP client takes as the connection's end, and sends again on a new
+// one.
+func endedBetween(err error) bool {
+	return errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 func (s *chgLoadStats) fail(err error) {
@@ -208,20 +223,26 @@ var chgGet = []byte("GET / HTTP/1.1\r\nHost: bench.example\r\n\r\n")
 var chgGetClose = []byte("GET / HTTP/1.1\r\nHost: bench.example\r\nConnection: close\r\n\r\n")
 
 // chgExchange sends one request on conn and reads a 200 response (the
-// change and http-idle-memory scenarios' keep-alive requests).
+// change and http-idle-memory scenarios' keep-alive requests). An error
+// once a byte of the response came is never endedBetween.
 func chgExchange(conn net.Conn, br *bufio.Reader, req []byte) error {
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := conn.Write(req); err != nil {
 		return err
 	}
+	// Nothing at all (the connection's end) apart from a head cut short:
+	// ReadResponse reports both as io.ErrUnexpectedEOF.
+	if _, err := br.Peek(1); err != nil {
+		return err
+	}
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("the response's head cut short: %v", err)
 	}
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		return err
+		return fmt.Errorf("the response cut short: %v", err)
 	}
 	if resp.StatusCode != 200 {
 		return fmt.Errorf("status %s", resp.Status)
@@ -263,19 +284,26 @@ func chgRunLoad(keepAlive int, stop <-chan struct{}) (*chgLoadStats, <-chan stru
 				default:
 				}
 				if err := chgExchange(conn, br, chgGet); err != nil {
-					st.fail(fmt.Errorf("keep-alive %s: %w", addr, err))
+					if !endedBetween(err) {
+						st.fail(fmt.Errorf("keep-alive %s: %w", addr, err))
+					} else {
+						st.ended.Add(1)
+					}
 					conn.Close()
-					// A new connection to the moving range may be refused
-					// while it is not the cdn's: that counts too.
-					if conn, br, err = chgDialHTTP(addr); err != nil {
-						st.fail(fmt.Errorf("reconnect %s: %w", addr, err))
+					// Reconnect; refused while the range is not the cdn's.
+					for {
+						if conn, br, err = chgDialHTTP(addr); err == nil {
+							break
+						}
+						if !errors.Is(err, syscall.ECONNREFUSED) {
+							st.fail(fmt.Errorf("reconnect %s: %w", addr, err))
+						} else {
+							st.refused.Add(1)
+						}
 						select {
 						case <-stop:
 							return
-						case <-time.After(10 * time.Millisecond):
-						}
-						if conn, br, err = chgDialHTTP(addr); err != nil {
-							return
+						case <-time.After(5 * time.Millisecond):
 						}
 					}
 					continue
@@ -353,7 +381,7 @@ func runChangeSafety(c *harness.Ctx, r *harness.Result, sighup bool) error {
 		r.Params["moved"] = changeMoved
 		r.Params["still"] = changeStill
 	}
-	r.Notes = append(r.Notes, "keep-alive connections to "+changeMoved+" opened before the changes; new connections (one request each) to "+changeStill+"; every error, non-200 or refused connection counts as failed",
+	r.Notes = append(r.Notes, "keep-alive connections to "+changeMoved+" opened before the changes; new connections (one request each) to "+changeStill+"; every error, non-200 or refused connection counts as failed, except on "+changeMoved+": a keep-alive connection the cdn closes between requests after a move (ended) and a reconnection refused while spectrum owns the range (refused)",
 		changeLiveUpNote)
 	stopOrigin, err := chgStartOrigin()
 	if err != nil {
@@ -436,6 +464,10 @@ func runChangeSafety(c *harness.Ctx, r *harness.Result, sighup bool) error {
 			}
 			m["moves"] = float64(len(rtts))
 			m["patch_ms"] = harness.Median(rtts)
+			m["ended"], m["refused"] = float64(st.ended.Load()), float64(st.refused.Load())
+			if changeErr == nil && len(rtts) > 0 && st.ended.Load() == 0 {
+				changeErr = fmt.Errorf("%d moves ended no keep-alive connection on the moved range: the moves never completed", len(rtts))
+			}
 		}
 		close(stop)
 		<-done
