@@ -39,6 +39,9 @@ type Options struct {
 	// Origins returns the cdn's origin pools and their health for
 	// GET /v1/origins; nil: the cdn does not run here.
 	Origins func() any
+	// Status describes the process serving the node for GET /v1/status;
+	// nil: that route answers 404.
+	Status func() Status
 	// Writable, when set, says whether the binding state may change now:
 	// a non-nil error (such as a read-only store) answers every /v1
 	// change with 503 and that error, before the change is tried.
@@ -81,6 +84,7 @@ func Handler(opts Options) http.Handler {
 	mux.HandleFunc("DELETE /v1/prefixes/{prefix_id}/bindings/{binding_id}", a.deleteBinding)
 	mux.HandleFunc("GET /v1/lookup", a.lookup)
 	mux.HandleFunc("GET /v1/origins", a.origins)
+	mux.HandleFunc("GET /v1/status", a.status)
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, http.StatusNotFound, codeNotFound, "", fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})
@@ -608,6 +612,25 @@ func (a *api) origins(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.ok(w, a.opts.Origins())
+}
+
+// Status is GET /v1/status: the process that serves the node, and how it
+// stands.
+type Status struct {
+	Node      string    `json:"node"`
+	PID       int       `json:"pid"`
+	Version   string    `json:"version"`
+	StartedAt time.Time `json:"started_at"`
+	// State is "serving", or "draining" once a stop began.
+	State string `json:"state"`
+}
+
+func (a *api) status(w http.ResponseWriter, r *http.Request) {
+	if a.opts.Status == nil {
+		a.fail(w, r, http.StatusNotFound, codeNotFound, "", "no status on this node")
+		return
+	}
+	a.ok(w, a.opts.Status())
 }
 
 func (a *api) readyz(w http.ResponseWriter, r *http.Request) {

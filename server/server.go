@@ -17,6 +17,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,6 +45,8 @@ type Options struct {
 	Sockets map[string]syscall.Conn
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
+	// Version is the binary's, for GET /v1/status.
+	Version string
 }
 
 // Server is a running edgeproxy.
@@ -63,7 +66,10 @@ type Server struct {
 
 	adminLn  net.Listener
 	adminSrv *http.Server
-	required []string // labels that must have a socket for readiness
+	version  string
+	started  time.Time
+	draining atomic.Bool // Shutdown began
+	required []string    // labels that must have a socket for readiness
 
 	reloadMu   sync.Mutex // one reload at a time
 	reloads    *prometheus.CounterVec
@@ -105,7 +111,7 @@ func Start(opts Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, Registry: prometheus.NewRegistry()}
+	s := &Server{cfg: cfg, log: log, Registry: prometheus.NewRegistry(), version: opts.Version, started: time.Now()}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -281,7 +287,7 @@ func Start(opts Options) (_ *Server, err error) {
 		Handler: admin.Handler(admin.Options{
 			Bindings: s.Bindings, Token: token, Ready: s.ready, Registry: s.Registry,
 			Logger: log.With("component", "admin"), Origins: s.origins(),
-			Writable: s.writable(store),
+			Writable: s.writable(store), Status: s.status,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -375,6 +381,7 @@ func (s *Server) Dispatcher() *dispatch.Dispatcher { return s.disp }
 // Unpinned, the program detaches; pinned, bound prefixes stay closed until
 // the next process serves them.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
 	var errs []error
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -404,6 +411,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	errs = append(errs, s.lock.Close())
 	return errors.Join(errs...)
+}
+
+// status is GET /v1/status.
+func (s *Server) status() admin.Status {
+	st := admin.Status{Node: s.cfg.Node, PID: os.Getpid(), Version: s.version, StartedAt: s.started, State: "serving"}
+	if s.draining.Load() {
+		st.State = "draining"
+	}
+	return st
 }
 
 // origins is the admin API's view of the cdn's origins, nil without the cdn.

@@ -369,3 +369,32 @@ func cmdLookup(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  why:     %s\n", res.Reason)
 	return nil
 }
+
+func cmdStatus(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("status", stderr)
+	adminURL, tokenFile, asJSON := clientFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usagef("usage: edgeproxy status [--admin URL] [--json]")
+	}
+	c, err := newClient(*adminURL, *tokenFile, *asJSON, stdout)
+	if err != nil {
+		return err
+	}
+	var st admin.Status
+	if err := c.do("GET", "/v1/status", nil, &st); err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(st)
+	}
+	node := st.Node
+	if node == "" {
+		node = "(no node name)"
+	}
+	fmt.Fprintf(stdout, "%s: %s, pid %d, version %s, started %s (%s ago)\n", node, st.State, st.PID, st.Version,
+		st.StartedAt.UTC().Format(time.RFC3339), time.Since(st.StartedAt).Round(time.Second))
+	return nil
+}

@@ -53,6 +53,7 @@ client commands (talk to a running instance's admin API):
   bindings move ID SERVICE
   bindings delete ID
   lookup ADDR:PORT/PROTO                       (e.g. 192.0.2.1:443/tcp)
+  status                                       the serving process: pid, version, start, state
   dial [--udp] ADDR:PORT [MESSAGE]             send a line, print the answer (try spectrum apps)
   get [--http3] [-k] [-I] URL                  fetch a URL, print the response (try the cdn)
   client flags, before the arguments: --admin URL (default $EDGEPROXY_ADMIN,
@@ -77,6 +78,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdBindings(rest, stdout, stderr)
 	case "lookup":
 		return cmdLookup(rest, stdout, stderr)
+	case "status":
+		return cmdStatus(rest, stdout, stderr)
 	case "dial":
 		return cmdDial(rest, stdout, stderr)
 	case "get":

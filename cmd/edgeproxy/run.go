@@ -63,7 +63,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		log = log.With("node", cfg.Node)
 	}
 
-	opts := server.Options{Config: cfg, Logger: log}
+	opts := server.Options{Config: cfg, Logger: log, Version: version}
 	if demo {
 		origins, err := startDemoOrigins(ctx)
 		if err != nil {
