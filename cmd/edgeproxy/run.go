@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/internal/sdnotify"
 	"github.com/edgeproxy/edgeproxy/internal/selfsigned"
 	"github.com/edgeproxy/edgeproxy/server"
 )
@@ -97,6 +98,7 @@ try:
 stop with Ctrl-C; the program detaches (the demo is unpinned) and the machine is as it was
 `, version, s.AdminAddr())
 	}
+	notify(log, sdnotify.Ready("serving"))
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -104,9 +106,12 @@ stop with Ctrl-C; the program detaches (the demo is unpinned) and the machine is
 		select {
 		case <-ctx.Done():
 		case <-hup:
+			notify(log, sdnotify.Reloading())
 			reload(s, *path, log)
+			notify(log, sdnotify.Ready("serving"))
 		}
 	}
+	notify(log, sdnotify.Stopping("draining"))
 	if v, err := s.Dispatcher().Verdicts(); err == nil {
 		log.Info("stopping", "grace", time.Duration(cfg.ShutdownGrace).String(), "steered", v.Steer, "refused", v.Refuse, "failed", v.Fail, "kernel", v.NoMatch+v.Pass)
 	}
@@ -116,6 +121,14 @@ stop with Ctrl-C; the program detaches (the demo is unpinned) and the machine is
 		log.Warn("shutdown", "error", err)
 	}
 	return nil
+}
+
+// notify logs a failure to tell systemd of a state change (the service
+// runs on regardless).
+func notify(log *slog.Logger, err error) {
+	if err != nil {
+		log.Warn("systemd notification", "error", err)
+	}
 }
 
 // reload reads the configuration file again and applies it (SIGHUP). A
