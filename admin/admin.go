@@ -39,6 +39,11 @@ type Options struct {
 	// Origins returns the cdn's origin pools and their health for
 	// GET /v1/origins; nil: the cdn does not run here.
 	Origins func() any
+	// Drain, when set, is called after a change that asked for a drain
+	// deadline ("drain" in a PATCH or DELETE of a binding): when it has
+	// passed, the connections still held on addresses that left their
+	// service are closed. Nil: a change asking for one is refused.
+	Drain func(time.Duration)
 	// Status describes the process serving the node for GET /v1/status;
 	// nil: that route answers 404.
 	Status func() Status
@@ -536,6 +541,37 @@ func (a *api) createBinding(w http.ResponseWriter, r *http.Request) {
 
 type moveBody struct {
 	ServiceID *string `json:"service_id"`
+	Drain     *string `json:"drain"`
+}
+
+// deleteBody is a DELETE's optional body.
+type deleteBody struct {
+	Drain *string `json:"drain"`
+}
+
+// maxDrain bounds a drain deadline.
+const maxDrain = 24 * time.Hour
+
+// drainField checks a change's "drain": a duration above zero and at most
+// a day, after which the connections still held on the addresses that left
+// their service are closed. Absent: 0, nothing is closed.
+func (a *api) drainField(w http.ResponseWriter, r *http.Request, v *string) (time.Duration, bool) {
+	if v == nil {
+		return 0, true
+	}
+	d, err := time.ParseDuration(*v)
+	switch {
+	case err != nil:
+		a.fail(w, r, http.StatusBadRequest, codeInvalidField, "drain", fmt.Sprintf("%q is not a duration (such as \"30s\")", *v))
+		return 0, false
+	case d <= 0 || d > maxDrain:
+		a.fail(w, r, http.StatusBadRequest, codeInvalidField, "drain", fmt.Sprintf("%s is out of range: above 0 and at most %s", d, maxDrain))
+		return 0, false
+	case a.opts.Drain == nil:
+		a.fail(w, r, http.StatusBadRequest, codeInvalidField, "drain", "this node cannot drain connections")
+		return 0, false
+	}
+	return d, true
 }
 
 func (a *api) moveBinding(w http.ResponseWriter, r *http.Request) {
@@ -547,15 +583,30 @@ func (a *api) moveBinding(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	drain, ok := a.drainField(w, r, body.Drain)
+	if !ok {
+		return
+	}
 	b, err := a.m.MoveBinding(r.PathValue("prefix_id"), r.PathValue("binding_id"), svc)
 	if err != nil {
 		a.failOp(w, r, err)
 		return
 	}
+	if drain > 0 {
+		a.opts.Drain(drain)
+	}
 	a.ok(w, toBinding(b))
 }
 
 func (a *api) deleteBinding(w http.ResponseWriter, r *http.Request) {
+	var body deleteBody
+	if r.ContentLength != 0 && !a.decode(w, r, &body) {
+		return
+	}
+	drain, ok := a.drainField(w, r, body.Drain)
+	if !ok {
+		return
+	}
 	pid, id := r.PathValue("prefix_id"), r.PathValue("binding_id")
 	b, err := a.m.Binding(pid, id)
 	if err == nil {
@@ -564,6 +615,9 @@ func (a *api) deleteBinding(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		a.failOp(w, r, err)
 		return
+	}
+	if drain > 0 {
+		a.opts.Drain(drain)
 	}
 	a.ok(w, toBinding(b))
 }

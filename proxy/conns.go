@@ -95,35 +95,44 @@ func (p *Proxy) reowning() {
 
 // leaveUnowned tells every client connection on an address the cdn no
 // longer owns to go.
-func (p *Proxy) leaveUnowned() { p.eachUnowned(func(leave func()) { leave() }) }
+func (p *Proxy) leaveUnowned() { p.eachUnowned(func(leave, _ func()) { leave() }) }
+
+// CloseUnowned closes every client connection still held on an address
+// the cdn no longer owns (a move's drain deadline passed), and returns how
+// many.
+func (p *Proxy) CloseUnowned() int {
+	n := 0
+	p.eachUnowned(func(_, kill func()) { n++; kill() })
+	return n
+}
 
 // unowned counts the client connections held on addresses the cdn no
 // longer owns: those a move has told to go, until they have.
 func (p *Proxy) unowned() int {
 	n := 0
-	p.eachUnowned(func(func()) { n++ })
+	p.eachUnowned(func(_, _ func()) { n++ })
 	return n
 }
 
-// eachUnowned calls fn with the way to tell each client connection held
-// on an address the cdn no longer owns to go.
-func (p *Proxy) eachUnowned(fn func(leave func())) {
+// eachUnowned calls fn with the ways to tell each client connection held
+// on an address the cdn no longer owns to go, and to close it.
+func (p *Proxy) eachUnowned(fn func(leave, kill func())) {
 	if p.ownsTCP == nil {
 		return
 	}
 	for _, hc := range p.h1conns.all() {
 		if !p.ownsTCP(hc.edge) {
-			fn(hc.leave)
+			fn(hc.leave, func() { hc.c.Close() })
 		}
 	}
 	for _, c := range p.handoffs.all() {
 		if !p.ownsTCP(c.edge) {
-			fn(c.leave)
+			fn(c.leave, func() { c.Close() })
 		}
 	}
 	for _, c := range p.h2conns.all() {
 		if !p.ownsTCP(c.edge) {
-			fn(c.shutdown)
+			fn(c.shutdown, func() { c.fail(h2ConnClosed) })
 		}
 	}
 }

@@ -205,6 +205,13 @@ func Start(opts Options) (_ *Server, err error) {
 			MaxFlows: cfg.Spectrum.MaxUDPFlows, MaxFlowsPerApp: cfg.Spectrum.MaxUDPFlowsPerApp,
 			MaxDatagram: cfg.Spectrum.MaxDatagram,
 			Registerer:  s.Registry, Logger: log.With("component", "spectrum"),
+			Owns: func(udp bool, dst netip.AddrPort) bool {
+				proto := dispatch.TCP
+				if udp {
+					proto = dispatch.UDP
+				}
+				return s.Bindings.Ownership().Owner(proto, dst.Addr(), dst.Port()) == bindings.Spectrum
+			},
 		})
 		if err != nil {
 			return nil, err
@@ -287,7 +294,7 @@ func Start(opts Options) (_ *Server, err error) {
 		Handler: admin.Handler(admin.Options{
 			Bindings: s.Bindings, Token: token, Ready: s.ready, Registry: s.Registry,
 			Logger: log.With("component", "admin"), Origins: s.origins(),
-			Writable: s.writable(store), Status: s.status,
+			Writable: s.writable(store), Status: s.status, Drain: s.drain,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -411,6 +418,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	errs = append(errs, s.lock.Close())
 	return errors.Join(errs...)
+}
+
+// drain closes, once d has passed, the connections and flows still held on
+// addresses that left their service: a move's drain deadline.
+func (s *Server) drain(d time.Duration) {
+	time.AfterFunc(d, func() {
+		var cdn, spec int
+		if s.CDN != nil {
+			cdn = s.CDN.CloseUnowned()
+		}
+		if s.Spectrum != nil {
+			spec = s.Spectrum.CloseUnowned()
+		}
+		if cdn+spec > 0 {
+			s.log.Info("drain deadline passed: connections on moved addresses closed", "drain", d.String(), "cdn", cdn, "spectrum", spec)
+		}
+	})
 }
 
 // status is GET /v1/status.

@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -69,6 +70,10 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Logger receives a line per connection and flow; nil discards.
 	Logger *slog.Logger
+	// Owns reports whether a destination (UDP when udp) is bound to
+	// spectrum: connections and flows on one that is not are counted, and
+	// closed by CloseUnowned. Nil: every destination.
+	Owns func(udp bool, dst netip.AddrPort) bool
 }
 
 // DefaultMaxDatagram is the default largest UDP payload: above a 1500-byte
@@ -94,6 +99,7 @@ type Proxy struct {
 	flowShare          atomic.Int64 // an app's flows at most, from SetApps
 	maxDatagram        int
 	conns              atomic.Int64
+	owns               ownsFunc
 
 	mu    sync.Mutex // guards pairs and flows
 	pairs map[*tcpPair]struct{}
@@ -124,8 +130,8 @@ func New(opts Options) (*Proxy, error) {
 		here: here, m: m, log: log, fds: fds,
 		refusals: newLogLimiter(refusalLogsPerSecond, m.logsSuppressed),
 		maxConns: opts.MaxConnections, maxFlows: opts.MaxFlows, maxFlowsPerApp: opts.MaxFlowsPerApp,
-		maxDatagram: opts.MaxDatagram,
-		pairs:       map[*tcpPair]struct{}{}, flows: map[flowKey]*flow{},
+		maxDatagram: opts.MaxDatagram, owns: opts.Owns,
+		pairs: map[*tcpPair]struct{}{}, flows: map[flowKey]*flow{},
 		closing: make(chan struct{}),
 	}
 	p.dial = func(network, addr string, timeout time.Duration) (net.Conn, error) {
@@ -163,6 +169,9 @@ func New(opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("spectrum: udp socket: %w", err)
 	}
 	p.udp = pc.(*net.UDPConn)
+	if opts.Registerer != nil && opts.Owns != nil {
+		opts.Registerer.MustRegister(p.unownedGauges()...)
+	}
 	return p, nil
 }
 

@@ -179,16 +179,19 @@ func (c *client) findBinding(id string) (admin.Binding, error) {
 }
 
 func cmdBindings(args []string, stdout, stderr io.Writer) error {
-	const usage = "usage: edgeproxy bindings list | add [--port tcp/443] CIDR SERVICE | move ID SERVICE | delete ID  (flags: --admin URL --token-file F --json)"
+	const usage = "usage: edgeproxy bindings list | add [--port tcp/443] CIDR SERVICE | move [--drain 30s] ID SERVICE | delete [--drain 30s] ID  (flags: --admin URL --token-file F --json)"
 	if len(args) == 0 {
 		return usagef("%s", usage)
 	}
 	sub, rest := args[0], args[1:]
 	fs := newFlags("bindings "+sub, stderr)
 	adminURL, tokenFile, asJSON := clientFlags(fs)
-	var port *string
-	if sub == "add" {
+	var port, drain *string
+	switch sub {
+	case "add":
 		port = fs.String("port", "", "port scope as `PROTO/PORT` (e.g. tcp/443): only that protocol and port move")
+	case "move", "delete":
+		drain = fs.String("drain", "", "close the connections still held on the addresses that left their service after `DURATION` (e.g. 30s); default: they stay until they end")
 	}
 	if err := parseFlags(fs, rest); err != nil {
 		return err
@@ -211,14 +214,14 @@ func cmdBindings(args []string, stdout, stderr io.Writer) error {
 		return c.add(args[0], args[1], *port)
 	case "move":
 		if len(args) != 2 {
-			return usagef("usage: edgeproxy bindings move ID SERVICE")
+			return usagef("usage: edgeproxy bindings move [--drain 30s] ID SERVICE")
 		}
-		return c.move(args[0], args[1])
+		return c.move(args[0], args[1], *drain)
 	case "delete":
 		if len(args) != 1 {
-			return usagef("usage: edgeproxy bindings delete ID")
+			return usagef("usage: edgeproxy bindings delete [--drain 30s] ID")
 		}
-		return c.delete(args[0])
+		return c.delete(args[0], *drain)
 	}
 	return usagef("unknown bindings command %q; %s", sub, usage)
 }
@@ -291,7 +294,7 @@ func (c *client) add(cidrArg, svcArg, portArg string) error {
 	return nil
 }
 
-func (c *client) move(id, svcArg string) error {
+func (c *client) move(id, svcArg, drain string) error {
 	if _, err := bindings.ParseService(svcArg); err != nil {
 		return usagef("SERVICE: %v", err)
 	}
@@ -300,7 +303,11 @@ func (c *client) move(id, svcArg string) error {
 		return err
 	}
 	var moved admin.Binding
-	if err := c.do("PATCH", "/v1/prefixes/"+b.PrefixID+"/bindings/"+id, map[string]string{"service_id": svcArg}, &moved); err != nil {
+	body := map[string]string{"service_id": svcArg}
+	if drain != "" {
+		body["drain"] = drain
+	}
+	if err := c.do("PATCH", "/v1/prefixes/"+b.PrefixID+"/bindings/"+id, body, &moved); err != nil {
 		return err
 	}
 	if c.json {
@@ -310,13 +317,17 @@ func (c *client) move(id, svcArg string) error {
 	return nil
 }
 
-func (c *client) delete(id string) error {
+func (c *client) delete(id, drain string) error {
 	b, err := c.findBinding(id)
 	if err != nil {
 		return err
 	}
 	var deleted admin.Binding
-	if err := c.do("DELETE", "/v1/prefixes/"+b.PrefixID+"/bindings/"+id, nil, &deleted); err != nil {
+	var body any
+	if drain != "" {
+		body = map[string]string{"drain": drain}
+	}
+	if err := c.do("DELETE", "/v1/prefixes/"+b.PrefixID+"/bindings/"+id, body, &deleted); err != nil {
 		return err
 	}
 	if c.json {

@@ -237,7 +237,9 @@ func TestHostileSpoofedHeaders(t *testing.T) {
 // metricValue reads one sample of the instance's /metrics (0 when absent).
 func metricValue(t *testing.T, f *cdnFixture, series string) float64 {
 	t.Helper()
-	resp, err := f.ns.HTTPClient().Get(f.in.admin + "/metrics")
+	hc := f.ns.HTTPClient()
+	defer hc.CloseIdleConnections() // a poll must not hold the admin API's connections
+	resp, err := hc.Get(f.in.admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,8 +50,8 @@ commands:
 client commands (talk to a running instance's admin API):
   bindings list
   bindings add [--port tcp/443] CIDR SERVICE   (the prefix is found by containment)
-  bindings move ID SERVICE
-  bindings delete ID
+  bindings move [--drain 30s] ID SERVICE      (--drain: then close what stays on the moved addresses)
+  bindings delete [--drain 30s] ID
   lookup ADDR:PORT/PROTO                       (e.g. 192.0.2.1:443/tcp)
   status                                       the serving process: pid, version, start, state
   dial [--udp] ADDR:PORT [MESSAGE]             send a line, print the answer (try spectrum apps)

@@ -18,6 +18,9 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/edgeproxy/edgeproxy/internal/echo"
+	"github.com/edgeproxy/edgeproxy/internal/netns"
 )
 
 // TestMoveEndsCDNConnections: after a /25 leaves the cdn, the cdn's
@@ -324,5 +327,141 @@ func TestMoveUnderLoad(t *testing.T) {
 	}
 	if mv.failed == 0 {
 		t.Errorf("the /25: %+v: no connection ended at its 50 moves", mv)
+	}
+}
+
+// TestMoveDrainSpectrum: spectrum keeps its TCP connections and UDP flows
+// on addresses that left it (counted by
+// edgeproxy_spectrum_connections_unowned), until a move that asks for a
+// drain deadline: once it passes they are closed. A drain that is not a
+// duration above zero is refused, naming the field, and changes nothing.
+func TestMoveDrainSpectrum(t *testing.T) {
+	ns := netns.New(t)
+	echo.Start(t, "origin", "127.0.0.1:7007")
+	testOrigin(t, "origin-a", "127.0.0.1:18080")
+	in := startInstance(t, ns, `store: {path: ""}
+prefixes: [{cidr: 192.0.2.0/24, service: spectrum}]
+cdn:
+  http_ports: [80]
+  sites: [{hosts: ["*"], origins: ["http://127.0.0.1:18080"]}]
+spectrum:
+  apps:
+    - {name: tcp, protocol: tcp, edge: 192.0.2.0/24, ports: "7", origins: ["127.0.0.1:7007"], proxy_protocol: "off"}
+    - {name: udp, protocol: udp, edge: 192.0.2.0/24, ports: "7", origins: ["127.0.0.1:7007"]}
+`)
+	os.Setenv("EDGEPROXY_ADMIN", in.admin)
+	defer os.Unsetenv("EDGEPROXY_ADMIN")
+	f := &cdnFixture{ns: ns, in: in}
+	unowned := func(proto string) float64 {
+		return metricValue(t, f, `edgeproxy_spectrum_connections_unowned{protocol="`+proto+`"}`)
+	}
+
+	tcp, err := net.DialTimeout("tcp", "192.0.2.150:7", 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	tr := bufio.NewReader(tcp)
+	tcpEcho := func() error {
+		tcp.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.WriteString(tcp, "ping\n"); err != nil {
+			return err
+		}
+		line, err := tr.ReadString('\n')
+		if err == nil && line != "ping\n" {
+			err = fmt.Errorf("echoed %q", line)
+		}
+		return err
+	}
+	tcp.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := tr.ReadString('\n'); err != nil { // the origin's greeting
+		t.Fatal(err)
+	}
+	udp, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, &net.UDPAddr{IP: net.IPv4(192, 0, 2, 150), Port: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	udpEcho := func() error {
+		udp.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := udp.Write([]byte("hello\n")); err != nil {
+			return err
+		}
+		_, err := udp.Read(make([]byte, 512))
+		return err
+	}
+	if err := tcpEcho(); err != nil {
+		t.Fatalf("tcp before any move: %v", err)
+	}
+	if err := udpEcho(); err != nil {
+		t.Fatalf("udp before any move: %v", err)
+	}
+
+	out, errOut, code := in.cli("bindings", "add", "--json", "192.0.2.128/25", "spectrum")
+	var b struct {
+		ID string `json:"id"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &b) != nil {
+		t.Fatalf("add: %d %s %s", code, out, errOut)
+	}
+	// Without a drain: kept, and counted.
+	if _, errOut, code := in.cli("bindings", "move", b.ID, "cdn"); code != 0 {
+		t.Fatalf("move to the cdn: %d %s", code, errOut)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := tcpEcho(); err != nil {
+		t.Errorf("tcp after a move without a drain: %v, want it kept", err)
+	}
+	if err := udpEcho(); err != nil {
+		t.Errorf("udp after a move without a drain: %v, want the flow kept", err)
+	}
+	if tc, uc := unowned("tcp"), unowned("udp"); tc != 1 || uc != 1 {
+		t.Errorf("unowned after the move: tcp %v udp %v, want 1 and 1", tc, uc)
+	}
+	if _, errOut, code := in.cli("bindings", "move", b.ID, "spectrum"); code != 0 {
+		t.Fatalf("move back: %d %s", code, errOut)
+	}
+	if tc, uc := unowned("tcp"), unowned("udp"); tc != 0 || uc != 0 {
+		t.Errorf("unowned once back: tcp %v udp %v, want 0", tc, uc)
+	}
+
+	// A bad drain changes nothing.
+	for _, d := range []string{"0s", "-1s", "soon", "25h"} {
+		if _, errOut, code := in.cli("bindings", "move", "--drain", d, b.ID, "cdn"); code != 1 || !strings.Contains(errOut, "drain") {
+			t.Errorf("move --drain %s: %d %q, want refused naming drain", d, code, errOut)
+		}
+	}
+	if out, _, _ := in.cli("lookup", "192.0.2.150:7/tcp"); !strings.Contains(out, ": spectrum") {
+		t.Errorf("after the refused moves: %q, want spectrum still", out)
+	}
+
+	// With a drain: closed once it passes.
+	start := time.Now()
+	if _, errOut, code := in.cli("bindings", "move", "--drain", "300ms", b.ID, "cdn"); code != 0 {
+		t.Fatalf("move --drain 300ms: %d %s", code, errOut)
+	}
+	if err := tcpEcho(); err != nil {
+		t.Errorf("tcp right after the move, before its drain deadline: %v", err)
+	}
+	tcp.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := tr.ReadString('\n'); !errors.Is(err, io.EOF) {
+		t.Errorf("tcp after the drain deadline: %v, want it closed", err)
+	} else if took := time.Since(start); took < 300*time.Millisecond || took > 2*time.Second {
+		t.Errorf("tcp closed %v after the move, want just after its 300ms drain", took)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for unowned("tcp")+unowned("udp") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("unowned after the drain: tcp %v udp %v, want 0", unowned("tcp"), unowned("udp"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(in.stderr.String(), "drain deadline passed") {
+		t.Errorf("no log line for the drain")
+	}
+
+	// A drain on DELETE too.
+	if _, errOut, code := in.cli("bindings", "delete", "--drain", "1s", b.ID); code != 0 {
+		t.Errorf("delete --drain 1s: %d %s", code, errOut)
 	}
 }
