@@ -509,6 +509,10 @@ func (p *Proxy) connState(c net.Conn, s fasthttp.ConnState) {
 	}
 }
 
+// OpenConnections returns the client connections open now, TCP (HTTP/1.1
+// and HTTP/2, cleartext and TLS) and QUIC: what a drain waits for.
+func (p *Proxy) OpenConnections() int64 { return p.conns.Load() }
+
 // Shutdown stops taking connections, lets the open ones finish their
 // requests (HTTP/2 and HTTP/3 get GOAWAY) until ctx is done, then closes
 // them.

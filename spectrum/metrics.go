@@ -115,6 +115,10 @@ func (p *Proxy) DroppedCounter(app, reason string) prometheus.Counter {
 	return p.m.dropped.WithLabelValues(app, reason)
 }
 
+// OpenConnections returns the TCP connections open now (each a client's
+// and its origin's): what a drain waits for.
+func (p *Proxy) OpenConnections() int64 { return p.conns.Load() }
+
 // Flows returns the number of open UDP flows.
 func (p *Proxy) Flows() int {
 	p.mu.Lock()

@@ -252,7 +252,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Unlock()
 	<-done
 	p.pipes.close()
-	return fmt.Errorf("spectrum: %d connections cut at the end of the grace period", n)
+	return fmt.Errorf("spectrum: %d connections cut at the end of the drain", n)
 }
 
 // sweepLoop closes idle connections and flows and brings the byte counters

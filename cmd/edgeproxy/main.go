@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 )
 
@@ -17,7 +18,7 @@ import (
 var version = "dev"
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := stopContext(context.Background())
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	var ue usageError
@@ -30,6 +31,62 @@ func main() {
 		fmt.Fprintln(os.Stderr, "edgeproxy:", err)
 		os.Exit(1)
 	}
+}
+
+// stopSignal is the cause of a context that stopContext cancelled.
+type stopSignal struct{ sig os.Signal }
+
+func (s stopSignal) Error() string { return "stopped by " + s.sig.String() }
+
+// againKey is the context key of the signals after the first.
+type againKey struct{}
+
+// stopContext returns a context cancelled by the first SIGINT or SIGTERM,
+// with that signal as its cause (stopSignal). The signals after it arrive
+// on the channel againSignals returns: `run` cuts its drain short at the
+// second. stop ends the watch.
+func stopContext(parent context.Context) (_ context.Context, stop func()) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	again := make(chan os.Signal, 1)
+	ctx, cancel := context.WithCancelCause(parent)
+	ctx = context.WithValue(ctx, againKey{}, (<-chan os.Signal)(again))
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			cancel(stopSignal{s})
+		case <-done:
+			return
+		}
+		for {
+			select {
+			case s := <-sigs:
+				select {
+				case again <- s:
+				default: // one is waiting already
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return ctx, func() {
+		once.Do(func() {
+			signal.Stop(sigs)
+			close(done)
+			cancel(context.Canceled)
+		})
+	}
+}
+
+// againSignals returns the channel of the SIGINTs and SIGTERMs after the
+// one that stopped ctx, nil (never ready) for a context stopContext did not
+// make.
+func againSignals(ctx context.Context) <-chan os.Signal {
+	c, _ := ctx.Value(againKey{}).(<-chan os.Signal)
+	return c
 }
 
 // usageError is a mistake in the command line: exit code 2.

@@ -95,7 +95,7 @@ try:
   edgeproxy bindings add 127.1.1.128/25 spectrum     spectrum has no app on tcp/8080 there: refused
   edgeproxy lookup 127.1.1.200:8080/tcp
   edgeproxy bindings move ID cdn                     ID from bindings add or list
-stop with Ctrl-C; the program detaches (the demo is unpinned) and the machine is as it was
+stop with Ctrl-C (open connections get 3 s, a second Ctrl-C stops at once); the program detaches (the demo is unpinned) and the machine is as it was
 `, version, s.AdminAddr())
 	}
 	notify(log, sdnotify.Ready("serving"))
@@ -112,14 +112,16 @@ stop with Ctrl-C; the program detaches (the demo is unpinned) and the machine is
 		}
 	}
 	notify(log, sdnotify.Stopping("draining"))
+	grace := time.Duration(cfg.ShutdownGrace)
+	attrs := []any{"grace", grace.String()}
+	if sig, ok := context.Cause(ctx).(stopSignal); ok {
+		attrs = append(attrs, "signal", sig.sig.String())
+	}
 	if v, err := s.Dispatcher().Verdicts(); err == nil {
-		log.Info("stopping", "grace", time.Duration(cfg.ShutdownGrace).String(), "steered", v.Steer, "refused", v.Refuse, "failed", v.Fail, "kernel", v.NoMatch+v.Pass)
+		attrs = append(attrs, "steered", v.Steer, "refused", v.Refuse, "failed", v.Fail, "kernel", v.NoMatch+v.Pass)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.ShutdownGrace))
-	defer cancel()
-	if err := s.Shutdown(sctx); err != nil {
-		log.Warn("shutdown", "error", err)
-	}
+	log.Info("stopping", append(attrs, openConnections(s)...)...)
+	drain(s, grace, againSignals(ctx), log)
 	return nil
 }
 
@@ -129,6 +131,54 @@ func notify(log *slog.Logger, err error) {
 	if err != nil {
 		log.Warn("systemd notification", "error", err)
 	}
+}
+
+// drain runs the server's Shutdown within grace. While the services wait
+// for their connections, a "draining" line a second says how many are
+// left; a signal on again (a second SIGINT or SIGTERM) cuts the wait: the
+// connections left are closed at once, and Shutdown's other steps (the
+// access log, the dispatcher, the pin dir's lock) run as they always do.
+func drain(s *server.Server, grace time.Duration, again <-chan os.Signal, log *slog.Logger) {
+	start := time.Now()
+	deadline := start.Add(grace)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown(ctx) }()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	cut := false
+	for {
+		select {
+		case err := <-done:
+			if err != nil && !cut {
+				log.Warn("shutdown", "error", err)
+			}
+			log.Info("stopped", "after", time.Since(start).Round(time.Millisecond).String(), "cut", cut)
+			return
+		case <-tick.C:
+			left := max(time.Until(deadline), 0).Round(time.Second)
+			log.Info("draining", append(openConnections(s), "left", left.String())...)
+		case sig := <-again:
+			cut, again = true, nil
+			log.Warn("drain cut by a second signal: closing the connections left", append([]any{"signal", sig.String()}, openConnections(s)...)...)
+			cancel()
+		}
+	}
+}
+
+// openConnections returns, as log attributes, the client connections each
+// service holds: the cdn's (TCP and QUIC), spectrum's TCP connections and
+// UDP flows. A service the server does not run is left out.
+func openConnections(s *server.Server) []any {
+	var attrs []any
+	if s.CDN != nil {
+		attrs = append(attrs, "cdn", s.CDN.OpenConnections())
+	}
+	if s.Spectrum != nil {
+		attrs = append(attrs, "spectrum_tcp", s.Spectrum.OpenConnections(), "spectrum_udp", s.Spectrum.Flows())
+	}
+	return attrs
 }
 
 // reload reads the configuration file again and applies it (SIGHUP). A
