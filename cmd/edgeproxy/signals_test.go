@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -301,5 +303,90 @@ func TestDemoStopsWithinShortGrace(t *testing.T) {
 	}
 	if s := in.logLines("stopping"); len(s) != 1 || s[0]["grace"] != "3s" || s[0]["spectrum_tcp"] != 1.0 {
 		t.Errorf("the stopping line: %v, want grace 3s and the spectrum connection", s)
+	}
+}
+
+// startRun runs `edgeproxy run --config cfg` in the test's namespace and
+// waits until /readyz on admin answers 200.
+func startRun(t *testing.T, ns *netns.NS, cfg, admin string) *instance {
+	t.Helper()
+	in := &instance{t: t, admin: "http://" + admin, stderr: new(syncbuf.Buffer), config: cfg}
+	in.cmd = exec.Command(binary, "run", "--config", cfg)
+	in.cmd.Stderr = in.stderr
+	if err := in.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(in.stop)
+	in.logOnFailure()
+	hc := ns.HTTPClient()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := hc.Get(in.admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return in
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("edgeproxy did not become ready: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSignalCutLeavesPinnedStateAsAStop: a drain cut by a second SIGTERM
+// leaves the pinned state as a normal stop does: the bound prefix stays
+// closed to the host's own service on its port (fail closed), the pin
+// dir's lock is released, and the next run on the pin dir takes it over
+// and serves.
+func TestSignalCutLeavesPinnedStateAsAStop(t *testing.T) {
+	ns := netns.New(t)
+	echo.Start(t, "origin", "127.0.0.1:7007")
+	serveHost(t, 7) // what the prefix would reach if it were let go
+	pin := filepath.Join(netns.BPFFS(t), "edgeproxy")
+	cfg := writeFile(t, fmt.Sprintf(`shutdown_grace: 30s
+admin: {listen: 127.0.0.1:9180}
+dispatch: {pin_dir: %q}
+store: {path: ""}
+prefixes: [{cidr: 192.0.2.0/24, service: spectrum}]
+spectrum:
+  apps: [{name: echo, protocol: tcp, edge: 192.0.2.0/24, ports: "7", origins: ["127.0.0.1:7007"]}]
+`, pin))
+	in := startRun(t, ns, cfg, "127.0.0.1:9180")
+	if got := askName(t, "tcp", "192.0.2.1:7"); got != "origin" {
+		t.Fatalf("before: %q, want the origin", got)
+	}
+	held, err := net.Dial("tcp", "192.0.2.1:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	held.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if l, err := bufio.NewReader(held).ReadString('\n'); err != nil || !strings.HasPrefix(l, "origin") {
+		t.Fatalf("held connection: %q %v", l, err)
+	}
+
+	in.cmd.Process.Signal(syscall.SIGTERM)
+	in.waitLog(3*time.Second, "draining", func(r map[string]any) bool { return r["spectrum_tcp"] == 1.0 })
+	in.cmd.Process.Signal(syscall.SIGTERM)
+	if code, took := in.waitExit(2 * time.Second); code != 0 {
+		t.Fatalf("exit status %d after %v, want 0", code, took)
+	}
+	if len(in.logLines("drain cut by a second signal: closing the connections left")) != 1 {
+		t.Error("no line says the drain was cut")
+	}
+	got := askName(t, "tcp", "192.0.2.1:7")
+	t.Logf("after the cut: 192.0.2.1:7 %s", got)
+	if got == "host" || got == "origin" {
+		t.Errorf("after the cut: 192.0.2.1:7 answered by %q, want it closed as a stop leaves it", got)
+	}
+	next := startRun(t, ns, cfg, "127.0.0.1:9180")
+	if got := askName(t, "tcp", "192.0.2.1:7"); got != "origin" {
+		t.Errorf("the next run on the pin dir: %q, want the origin", got)
+	}
+	next.cmd.Process.Signal(syscall.SIGTERM)
+	if code, _ := next.waitExit(2 * time.Second); code != 0 {
+		t.Errorf("the next run: exit status %d, want 0", code)
 	}
 }
