@@ -148,6 +148,7 @@ func drain(s *server.Server, grace time.Duration, again <-chan os.Signal, log *s
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	cut := false
+	var hard <-chan time.Time // after a cut: the bound on Shutdown's last steps
 	for {
 		select {
 		case err := <-done:
@@ -163,9 +164,19 @@ func drain(s *server.Server, grace time.Duration, again <-chan os.Signal, log *s
 			cut, again = true, nil
 			log.Warn("drain cut by a second signal: closing the connections left", append([]any{"signal", sig.String()}, openConnections(s)...)...)
 			cancel()
+			hard = time.After(cutBound)
+		case <-hard:
+			// What is left ends with the process: its descriptors (sockets,
+			// the pin dir's lock) close, pinned state stays pinned.
+			log.Warn("stopped: the shutdown did not end within "+cutBound.String()+" of the cut", "after", time.Since(start).Round(time.Millisecond).String())
+			return
 		}
 	}
 }
+
+// cutBound is how long a shutdown whose drain a second signal cut may take
+// to finish its other steps before the process exits regardless.
+const cutBound = time.Second
 
 // openConnections returns, as log attributes, the client connections each
 // service holds: the cdn's (TCP and QUIC), spectrum's TCP connections and
