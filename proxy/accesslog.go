@@ -132,7 +132,15 @@ func (a *AccessLog) Errors() uint64 {
 
 // register exports the log's counters; a nil log exports zeros, so that
 // dashboards find the series with the log off too.
-func (a *AccessLog) register(reg prometheus.Registerer) {
+// accessLogs is the proxy's access log, which a reload may replace
+// (SetAccessLog), and the counts of those it replaced, so that the
+// counters only grow.
+type accessLogs struct {
+	cur             atomic.Pointer[AccessLog] // nil: off
+	dropped, errors atomic.Uint64             // of the logs replaced
+}
+
+func (l *accessLogs) register(reg prometheus.Registerer) {
 	if reg == nil {
 		return
 	}
@@ -140,12 +148,27 @@ func (a *AccessLog) register(reg prometheus.Registerer) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "edgeproxy_cdn_access_log_dropped_total",
 			Help: "Access log lines dropped because more than 1 MiB waited for the writer (or the log was closed).",
-		}, func() float64 { return float64(a.Dropped()) }),
+		}, func() float64 { return float64(l.dropped.Load() + l.cur.Load().Dropped()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "edgeproxy_cdn_access_log_errors_total",
 			Help: "Failed writes of the access log; each loses the lines of its batch.",
-		}, func() float64 { return float64(a.Errors()) }),
+		}, func() float64 { return float64(l.errors.Load() + l.cur.Load().Errors()) }),
 	)
+}
+
+// SetAccessLog makes a the proxy's access log (nil: off), from the next
+// request's end on, and closes the one it replaces with closeOld, which
+// writes what waits in it (nil: nothing to close).
+func (p *Proxy) SetAccessLog(a *AccessLog, closeOld func() error) error {
+	a.setErrorLog(p.log)
+	old := p.access.cur.Swap(a)
+	var err error
+	if closeOld != nil {
+		err = closeOld()
+	}
+	p.access.dropped.Add(old.Dropped())
+	p.access.errors.Add(old.Errors())
+	return err
 }
 
 // linePool holds the per-line buffers.

@@ -405,7 +405,9 @@ func TestHostileAccessLogSlowWriter(t *testing.T) {
 	const max = 32 << 10
 	a := newAccessLog(w, "", max, time.Millisecond)
 	reg := prometheus.NewRegistry()
-	a.register(reg)
+	var current accessLogs
+	current.cur.Store(a)
+	current.register(reg)
 	a.log(testRecord(), time.Now(), 0)
 	select {
 	case <-w.entered:
@@ -473,7 +475,9 @@ func TestAccessLogWriteErrors(t *testing.T) {
 	var logs lockedBuffer
 	a := newAccessLog(&failingWriter{}, "", AccessLogMaxPending, time.Hour)
 	reg := prometheus.NewRegistry()
-	a.register(reg)
+	var current accessLogs
+	current.cur.Store(a)
+	current.register(reg)
 	a.setErrorLog(slog.New(slog.NewTextHandler(&logs, nil)))
 	for range 3 {
 		a.log(testRecord(), time.Now(), 0)

@@ -158,7 +158,7 @@ type Proxy struct {
 	limits  Limits
 	owns    func(netip.AddrPort) bool
 	log     *slog.Logger
-	access  *AccessLog
+	access  accessLogs
 	m       *metrics
 	fm      *floodMetrics
 	resets  *resetGuard
@@ -204,14 +204,15 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p := &Proxy{
 		here: here, fds: opts.FDs, limits: opts.Limits, owns: opts.OwnsHTTP3, ownsTCP: opts.OwnsTCP, reown: make(chan struct{}, 1),
-		log: opts.Logger, access: opts.AccessLog,
-		m: newMetrics(opts.Registerer), fm: newFloodMetrics(opts.Registerer), h2m: newH2Metrics(opts.Registerer), ids: newRequestIDs(),
+		log: opts.Logger,
+		m:   newMetrics(opts.Registerer), fm: newFloodMetrics(opts.Registerer), h2m: newH2Metrics(opts.Registerer), ids: newRequestIDs(),
 		closing: make(chan struct{}),
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
-	p.access.setErrorLog(p.log)
+	opts.AccessLog.setErrorLog(p.log)
+	p.access.cur.Store(opts.AccessLog)
 	p.access.register(opts.Registerer)
 	p.resets = newResetGuard(p.limits.ConnResetBudget, p.limits.ClientResetBudget, p.limits.ResetBan, resetClients)
 	p.pools = &originPools{here: here, fds: opts.FDs, log: p.log, pools: map[string]*origin{}, t: upstreamTimeouts{

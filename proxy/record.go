@@ -27,11 +27,12 @@ func (p *Proxy) done(r *record) {
 		site = "-"
 	}
 	p.m.request(site, r.status, r.proto, d)
-	if p.access == nil {
+	a := p.access.cur.Load()
+	if a == nil {
 		return
 	}
 	// One clock read per request: the end is the start plus the duration.
-	p.access.log(r, r.start.Add(d), d)
+	a.log(r, r.start.Add(d), d)
 }
 
 // errorPage is the body of a response the proxy makes itself.

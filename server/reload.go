@@ -3,9 +3,11 @@ package server
 import (
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
 
 	"github.com/edgeproxy/edgeproxy/config"
+	"github.com/edgeproxy/edgeproxy/proxy"
 )
 
 // Reload applies a new configuration to the running server, all or nothing:
@@ -16,7 +18,9 @@ import (
 // dropped: established ones keep their socket and their app or site.
 // Keys that need new sockets or servers (listen addresses, ports of
 // HTTP/3, limits, timeouts, the store, the data plane's pinning) cannot
-// change by reload; a file that changes them is refused, naming them.
+// change by reload; a file that changes them is refused, naming them. The
+// access log is opened again at every reload: a new path takes effect,
+// and a rotated file is followed.
 func (s *Server) Reload(next *config.Config) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
@@ -67,7 +71,20 @@ func (s *Server) reload(next *config.Config) error {
 		return err
 	}
 
+	// The access log is opened again (a new path, or the same after a
+	// rotation), before anything changes: a path that does not open refuses
+	// the reload.
+	var accessLog *proxy.AccessLog
+	var accessCloser io.Closer
+	if s.CDN != nil {
+		if accessLog, accessCloser, err = openAccessLog(next.CDN.AccessLog, next.Node); err != nil {
+			return err
+		}
+	}
 	var undo []func()
+	if accessCloser != nil {
+		undo = append(undo, func() { accessCloser.Close() })
+	}
 	rollback := func() {
 		for i := len(undo) - 1; i >= 0; i-- {
 			undo[i]()
@@ -96,6 +113,16 @@ func (s *Server) reload(next *config.Config) error {
 		rollback()
 		return err
 	}
+	if s.CDN != nil {
+		var closeOld func() error
+		if s.access != nil {
+			closeOld = s.access.Close
+		}
+		if err := s.CDN.SetAccessLog(accessLog, closeOld); err != nil {
+			s.log.Warn("reload: closing the access log it replaced", "error", err)
+		}
+		s.access = accessCloser
+	}
 	return nil
 }
 
@@ -115,7 +142,6 @@ func restartOnly(cur, next *config.Config) error {
 		{"cdn.http3_port", cur.CDN.HTTP3Port, next.CDN.HTTP3Port},
 		{"cdn.limits", cur.CDN.Limits, next.CDN.Limits},
 		{"cdn.timeouts", cur.CDN.Timeouts, next.CDN.Timeouts},
-		{"cdn.access_log", cur.CDN.AccessLog, next.CDN.AccessLog},
 		{"spectrum.max_connections", cur.Spectrum.MaxConnections, next.Spectrum.MaxConnections},
 		{"spectrum.max_udp_flows", cur.Spectrum.MaxUDPFlows, next.Spectrum.MaxUDPFlows},
 		{"spectrum.max_udp_flows_per_app", cur.Spectrum.MaxUDPFlowsPerApp, next.Spectrum.MaxUDPFlowsPerApp},
