@@ -11,10 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/netns"
-	"github.com/edgeproxy/edgeproxy/internal/syncbuf"
 )
 
 // shBlocks returns the ```sh blocks of a markdown file, line by line.
@@ -70,31 +68,7 @@ func shell(t *testing.T, line string) (string, bool) {
 func TestREADMEExamples(t *testing.T) {
 	netns.RequireCommand(t, "curl")
 	ns := netns.New(t)
-	in := &instance{t: t, admin: "http://127.0.0.1:9180", stderr: new(syncbuf.Buffer)}
-	in.cmd = exec.Command(binary, "run")
-	in.cmd.Stderr = in.stderr
-	if err := in.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(in.stop)
-	in.logOnFailure()
-	hc := ns.HTTPClient()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := hc.Get(in.admin + "/readyz")
-		if err == nil && resp.StatusCode == 200 {
-			resp.Body.Close()
-			break
-		}
-		if err == nil {
-			resp.Body.Close()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the demo did not become ready: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	hc.CloseIdleConnections()
+	startRun(t, ns, "", "127.0.0.1:9180") // the embedded demo
 
 	blocks := shBlocks(t, "../../README.md")
 	var try, session []string

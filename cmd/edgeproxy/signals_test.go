@@ -306,12 +306,16 @@ func TestDemoStopsWithinShortGrace(t *testing.T) {
 	}
 }
 
-// startRun runs `edgeproxy run --config cfg` in the test's namespace and
-// waits until /readyz on admin answers 200.
+// startRun runs `edgeproxy run --config cfg` (cfg "": the embedded demo)
+// in the test's namespace and waits until /readyz on admin answers 200.
 func startRun(t *testing.T, ns *netns.NS, cfg, admin string) *instance {
 	t.Helper()
 	in := &instance{t: t, admin: "http://" + admin, stderr: new(syncbuf.Buffer), config: cfg}
-	in.cmd = exec.Command(binary, "run", "--config", cfg)
+	args := []string{"run"}
+	if cfg != "" {
+		args = append(args, "--config", cfg)
+	}
+	in.cmd = exec.Command(binary, args...)
 	in.cmd.Stderr = in.stderr
 	if err := in.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -319,6 +323,7 @@ func startRun(t *testing.T, ns *netns.NS, cfg, admin string) *instance {
 	t.Cleanup(in.stop)
 	in.logOnFailure()
 	hc := ns.HTTPClient()
+	defer hc.CloseIdleConnections()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		resp, err := hc.Get(in.admin + "/readyz")
