@@ -62,6 +62,14 @@ type Options struct {
 	// Open takes it, and Close releases it. Either way a second writer of
 	// the same PinDir fails with ErrLocked before it touches anything.
 	Lock *Lock
+	// Link, when set, opens the dispatcher for a live upgrade: the
+	// descriptor of the running process's link (LinkFile), handed down to
+	// this one. The dispatcher then loads maps of its own, of this binary's
+	// layout, rather than taking the pinned ones over (their layout or
+	// schema may differ), and Attach swaps its program into that link in
+	// one step and replaces the pins with its maps. Until Attach the
+	// running process's program and maps steer every packet.
+	Link *os.File
 }
 
 // Dispatcher is a loaded sk_lookup program with its maps.
@@ -82,6 +90,7 @@ type Dispatcher struct {
 
 	mu       sync.Mutex      // serializes changes; guards the fields below
 	link     *link.NetNsLink // nil until attached or taken over
+	handed   bool            // opened with Options.Link: Attach swaps and pins
 	active   uint32          // the generation the program reads
 	written  [2]*entries     // what each generation holds in the kernel
 	dirty    [2]bool         // a write to the generation failed half-way
@@ -130,13 +139,15 @@ func Open(opts Options) (_ *Dispatcher, err error) {
 		case l.Dir() != filepath.Clean(d.pinDir):
 			return nil, fmt.Errorf("dispatch: the lock given is on %s, not on the pin dir %s", l.Dir(), d.pinDir)
 		}
-		if err := d.checkPinned(); err != nil {
-			return nil, err
+		if opts.Link == nil {
+			if err := d.checkPinned(); err != nil {
+				return nil, err
+			}
+			for _, name := range pinnedMaps() {
+				spec.Maps[name].Pinning = ebpf.PinByName
+			}
+			copts.Maps.PinPath = d.pinDir
 		}
-		for _, name := range pinnedMaps {
-			spec.Maps[name].Pinning = ebpf.PinByName
-		}
-		copts.Maps.PinPath = d.pinDir
 	}
 
 	objs := new(bpf.DispatchObjects)
@@ -182,7 +193,12 @@ func Open(opts Options) (_ *Dispatcher, err error) {
 		}
 	}
 
-	if d.pinDir != "" {
+	switch {
+	case opts.Link != nil:
+		if err := d.adoptLink(opts.Link); err != nil {
+			return nil, err
+		}
+	case d.pinDir != "":
 		if err := d.loadPinnedLink(); err != nil {
 			return nil, err
 		}
@@ -197,13 +213,22 @@ func Open(opts Options) (_ *Dispatcher, err error) {
 	return d, nil
 }
 
-// pinnedMaps are the maps that outlive the process with PinDir set.
-var pinnedMaps = []string{
-	bpf.DispatchMapBind4, bpf.DispatchMapBind6, bpf.DispatchMapApp4, bpf.DispatchMapApp6,
-	bpf.DispatchMapPorts, bpf.DispatchMapPortinfo, bpf.DispatchMapOwners, bpf.DispatchMapState,
-	bpf.DispatchMapMeta, bpf.DispatchMapLabels, bpf.DispatchMapSockets, bpf.DispatchMapCounters,
-	bpf.DispatchMapVerdicts,
-}
+// pinnedMaps returns the names of the maps that outlive the process with
+// PinDir set: every map of the object but its data sections (.rodata).
+var pinnedMaps = sync.OnceValue(func() []string {
+	spec, err := bpf.LoadDispatch()
+	if err != nil {
+		panic(fmt.Sprintf("dispatch: the embedded object does not load: %v", err))
+	}
+	var names []string
+	for name := range spec.Maps {
+		if !strings.HasPrefix(name, ".") {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+})
 
 // checkPinned inspects the pin directory before anything is loaded from it:
 // only our names may be there, and the meta map must carry our magic and
@@ -218,7 +243,7 @@ func (d *Dispatcher) checkPinned() error {
 	}
 	var unknown []string
 	for _, de := range des {
-		if de.Name() != linkPin && !slices.Contains(pinnedMaps, de.Name()) {
+		if de.Name() != linkPin && !slices.Contains(pinnedMaps(), de.Name()) {
 			unknown = append(unknown, de.Name())
 		}
 	}
@@ -330,6 +355,9 @@ func (d *Dispatcher) Attach() error {
 	}
 	defer done()
 	if d.link != nil {
+		if d.handed {
+			return d.swapInLocked(objs)
+		}
 		if err := d.link.Update(objs.EdgeproxyDispatch); err != nil {
 			return fmt.Errorf("swap program into pinned link: %w", err)
 		}
@@ -459,7 +487,7 @@ func Unload(pinDir string) error {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, fmt.Errorf("load %s: %w", path, err))
 	}
-	for _, name := range pinnedMaps {
+	for _, name := range pinnedMaps() {
 		if err := os.Remove(filepath.Join(pinDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
@@ -485,7 +513,7 @@ func checkUnloadable(dir string) error {
 	}
 	var unknown []string
 	for _, de := range des {
-		if de.IsDir() || (de.Name() != linkPin && !slices.Contains(pinnedMaps, de.Name())) {
+		if de.IsDir() || (de.Name() != linkPin && !slices.Contains(pinnedMaps(), de.Name())) {
 			unknown = append(unknown, de.Name())
 		}
 	}

@@ -110,7 +110,7 @@ func TestHostileUnloadOrdinaryDirectory(t *testing.T) {
 	netns.New(t)
 	dir := filepath.Join(t.TempDir(), "data")
 	os.MkdirAll(dir, 0o700)
-	for _, name := range pinnedMaps {
+	for _, name := range pinnedMaps() {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte("precious"), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -119,8 +119,8 @@ func TestHostileUnloadOrdinaryDirectory(t *testing.T) {
 	if !errors.Is(err, ErrForeign) || !strings.Contains(err.Error(), "nothing to unload") {
 		t.Fatalf("ordinary directory: %v, want a refusal saying there is nothing to unload", err)
 	}
-	if des, _ := os.ReadDir(dir); len(des) != len(pinnedMaps) {
-		t.Fatalf("ordinary directory: %d of %d files left", len(des), len(pinnedMaps))
+	if des, _ := os.ReadDir(dir); len(des) != len(pinnedMaps()) {
+		t.Fatalf("ordinary directory: %d of %d files left", len(des), len(pinnedMaps()))
 	}
 	empty := filepath.Join(t.TempDir(), "empty")
 	os.MkdirAll(empty, 0o700)
