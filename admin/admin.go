@@ -276,6 +276,9 @@ func (a *api) failOp(w http.ResponseWriter, r *http.Request, err error) {
 		a.fail(w, r, http.StatusConflict, codeHasBindings, field, msg)
 	case bindings.KindNotFound:
 		a.fail(w, r, http.StatusNotFound, codeNotFound, field, msg)
+	case bindings.KindUnavailable:
+		w.Header().Set("Retry-After", "5")
+		a.fail(w, r, http.StatusServiceUnavailable, codeUnavailable, field, "changes are refused for now: "+msg)
 	default:
 		a.fail(w, r, http.StatusInternalServerError, codeInternal, field, msg)
 	}
@@ -675,8 +678,23 @@ type Status struct {
 	PID       int       `json:"pid"`
 	Version   string    `json:"version"`
 	StartedAt time.Time `json:"started_at"`
-	// State is "serving", or "draining" once a stop began.
-	State string `json:"state"`
+	// State is "serving"; "handing_over" during a live upgrade, until
+	// the new process is ready or failed; "draining" once a stop began or
+	// the new process took over.
+	State    string   `json:"state"`
+	Upgrades Upgrades `json:"upgrades"`
+}
+
+// Upgrades describes the live upgrades of a process.
+type Upgrades struct {
+	// Generation counts the upgrades that led to this process: 0 for one
+	// started by hand.
+	Generation int `json:"generation"`
+	// OK and Failed count the upgrades this process started.
+	OK     int `json:"ok"`
+	Failed int `json:"failed"`
+	// LastError says why the last failed upgrade failed.
+	LastError string `json:"last_error,omitempty"`
 }
 
 func (a *api) status(w http.ResponseWriter, r *http.Request) {

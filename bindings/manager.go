@@ -44,6 +44,7 @@ type Manager struct {
 	OnApply func(time.Duration)
 
 	mu         sync.Mutex // serializes changes; guards the fields below
+	held       error      // non-nil: every change is refused with it (Hold)
 	state      *State
 	svc        Services
 	guards     []Guard
@@ -88,6 +89,9 @@ func (m *Manager) Change(fn func(*State) error) error {
 // changeLocked validates, applies and persists a whole candidate that the
 // caller owns. The caller holds m.mu.
 func (m *Manager) changeLocked(st *State, svc Services, guards []Guard) error {
+	if m.held != nil {
+		return m.held
+	}
 	st.AssignPrefixes()
 	if err := Validate(st, svc, guards); err != nil {
 		return err
@@ -113,6 +117,23 @@ func (m *Manager) changeLocked(st *State, svc Services, guards []Guard) error {
 	return nil
 }
 
+// Hold refuses every change from now on, with an error of KindUnavailable
+// saying why, until Release. It returns once no change is in progress: a
+// change either completed before it or is refused, none is lost. A live
+// upgrade holds the parent's changes while the child takes the writer role.
+func (m *Manager) Hold(why string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.held = &OpError{Kind: KindUnavailable, Msg: why}
+}
+
+// Release lets changes through again after Hold.
+func (m *Manager) Release() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.held = nil
+}
+
 // setStateLocked makes st current and rebuilds the indexes and the
 // ownership snapshot.
 func (m *Manager) setStateLocked(st *State, svc Services, guards []Guard) {
@@ -134,6 +155,9 @@ func (m *Manager) setStateLocked(st *State, svc Services, guards []Guard) {
 // and the store persists it. undo reverts mutate. On any error nothing has
 // changed. The caller holds m.mu and has validated the change.
 func (m *Manager) commitLocked(remove, add []dispatch.Binding, mutate, undo func()) error {
+	if m.held != nil {
+		return m.held
+	}
 	start := time.Now()
 	am, amends := m.apply.(Amender)
 	if amends {

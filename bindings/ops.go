@@ -21,6 +21,7 @@ const (
 	KindNotFound                    // no such id
 	KindHasBindings                 // a prefix with bindings, deleted without cascade
 	KindInternal                    // the data plane or the store failed
+	KindUnavailable                 // changes are held for now (a live upgrade hands the writer role on)
 )
 
 // OpError is an error of an operation on the binding state.
