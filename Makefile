@@ -48,7 +48,7 @@ check-bpf: ## check that the committed BPF objects match bpf/dispatch.c
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
 	cp -r bpf go.mod go.sum $$tmp/ && \
 	(cd $$tmp/bpf && $(GO) generate >/dev/null) && \
-	for f in dispatch_bpfel.o dispatch_bpfel.go; do \
+	for f in dispatch_bpfel.o dispatch_bpfel.go dispatch_next_bpfel.o dispatch_next_bpfel.go; do \
 		cmp -s bpf/$$f $$tmp/bpf/$$f || { echo "bpf/$$f is out of date with bpf/dispatch.c: run make generate"; exit 1; }; \
 	done && echo "bpf objects match bpf/dispatch.c"
 

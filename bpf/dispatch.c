@@ -241,6 +241,21 @@ struct {
 	__type(value, __u64);
 } verdicts SEC(".maps");
 
+#ifdef NEXT_LAYOUT
+/* A build of another layout: one map more and the next schema version, as
+ * a later layout (per-binding counters, say) will have. The upgrade tests
+ * build the binary with it (go build -tags edgeproxy_nextlayout) to prove
+ * that a live upgrade moves across a layout change and back. */
+#undef SCHEMA_VERSION
+#define SCHEMA_VERSION 2
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lookups SEC(".maps");
+#endif
+
 /* The schema version, read by the Go side from the object's .rodata. */
 volatile const __u32 schema_version = SCHEMA_VERSION;
 
@@ -254,6 +269,12 @@ static __always_inline int count(__u32 v, int ret)
 	__u64 *n = bpf_map_lookup_elem(&verdicts, &v);
 	if (n)
 		*n += 1;
+#ifdef NEXT_LAYOUT
+	__u32 zero = 0;
+	__u64 *l = bpf_map_lookup_elem(&lookups, &zero);
+	if (l)
+		*l += 1;
+#endif
 	return ret;
 }
 
