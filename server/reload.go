@@ -51,6 +51,9 @@ func (s *Server) counted(next *config.Config, err error) error {
 }
 
 func (s *Server) reload(next *config.Config) error {
+	if err := s.upgrading(); err != nil {
+		return err
+	}
 	if err := next.Validate(); err != nil {
 		return err
 	}

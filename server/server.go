@@ -17,7 +17,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,6 +46,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Version is the binary's, for GET /v1/status.
 	Version string
+	// Handover, when set, starts the server as the new process of a live
+	// upgrade (see Handover).
+	Handover *Handover
 }
 
 // Server is a running edgeproxy.
@@ -64,12 +66,17 @@ type Server struct {
 	CDN      *proxy.Proxy    // nil when the test gave the cdn's labels sockets
 	access   io.Closer       // the access log's buffer
 
-	adminLn  net.Listener
-	adminSrv *http.Server
-	version  string
-	started  time.Time
-	draining atomic.Bool // Shutdown began
-	required []string    // labels that must have a socket for readiness
+	adminLn    net.Listener
+	adminSrv   *http.Server
+	version    string
+	started    time.Time
+	generation int // upgrades that led to this process
+
+	upgradeMu        sync.Mutex // guards the fields below
+	state            string     // stateServing, stateHandingOver, stateDraining
+	lastUpgradeError string
+	upgradesTotal    *prometheus.CounterVec
+	required         []string // labels that must have a socket for readiness
 
 	reloadMu   sync.Mutex // one reload at a time
 	reloads    *prometheus.CounterVec
@@ -111,45 +118,70 @@ func Start(opts Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, Registry: prometheus.NewRegistry(), version: opts.Version, started: time.Now()}
+	s := &Server{cfg: cfg, log: log, Registry: prometheus.NewRegistry(), version: opts.Version, started: time.Now(), state: stateServing}
 	defer func() {
 		if err != nil {
 			s.Close()
 		}
 	}()
 	if cfg.PinDir() != "" {
-		if s.lock, err = dispatch.LockPinDir(cfg.PinDir()); err != nil {
+		if opts.Handover != nil {
+			s.lock, err = dispatch.AdoptLock(opts.Handover.Lock, cfg.PinDir())
+		} else {
+			s.lock, err = dispatch.LockPinDir(cfg.PinDir())
+		}
+		if err != nil {
 			return nil, fmt.Errorf("dispatch.pin_dir: %w", err)
 		}
 	}
 
-	var store *bindings.Store
-	fromAPI := &bindings.State{}
-	if cfg.Store.Path != "" {
-		store = bindings.NewStore(cfg.Store.Path)
-		if fromAPI, err = store.Load(); err != nil {
-			return nil, err
-		}
-		if werr := store.Writable(); werr != nil {
-			log.Warn("the store is read-only: the node serves its bindings, API changes are refused until it can be written", "store", store.Path(), "error", werr)
-		}
+	if err := s.checkHandover(opts.Handover); err != nil {
+		return nil, err
 	}
 	guards, err := s.guards(cfg)
 	if err != nil {
 		return nil, err
 	}
-	initial := bindings.Merge(fromConfig, fromAPI)
-	if err := bindings.Validate(initial.Clone(), svc, guards); err != nil {
-		if store != nil && len(fromAPI.Prefixes)+len(fromAPI.Bindings) > 0 {
-			return nil, fmt.Errorf("the configuration and the store %s do not fit together: %w", store.Path(), err)
+	// The store and the whole binding state: at once, or, for a live
+	// upgrade, once the running process gave the writer role up.
+	var store *bindings.Store
+	fromAPI := &bindings.State{}
+	var initial *bindings.State
+	loadState := func() error {
+		if cfg.Store.Path != "" {
+			store = bindings.NewStore(cfg.Store.Path)
+			if fromAPI, err = store.Load(); err != nil {
+				return err
+			}
+			if werr := store.Writable(); werr != nil {
+				log.Warn("the store is read-only: the node serves its bindings, API changes are refused until it can be written", "store", store.Path(), "error", werr)
+			}
 		}
-		return nil, err
+		initial = bindings.Merge(fromConfig, fromAPI)
+		if err := bindings.Validate(initial.Clone(), svc, guards); err != nil {
+			if store != nil && len(fromAPI.Prefixes)+len(fromAPI.Bindings) > 0 {
+				return fmt.Errorf("the configuration and the store %s do not fit together: %w", store.Path(), err)
+			}
+			return err
+		}
+		return nil
 	}
-	if s.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+	if opts.Handover == nil {
+		if err := loadState(); err != nil {
+			return nil, err
+		}
+	}
+	adminSock, err := bindAdmin(cfg.Admin.Listen)
+	if err != nil {
 		return nil, fmt.Errorf("admin.listen: %w", err)
 	}
+	defer adminSock.Close() // listening, it is s.adminLn's
 
-	d, err := dispatch.Open(dispatch.Options{PinDir: cfg.PinDir(), Lock: s.lock})
+	dopts := dispatch.Options{PinDir: cfg.PinDir(), Lock: s.lock}
+	if opts.Handover != nil {
+		dopts.Link = opts.Handover.Link
+	}
+	d, err := dispatch.Open(dopts)
 	if err != nil {
 		return nil, fmt.Errorf("dispatcher: %w", err)
 	}
@@ -160,18 +192,6 @@ func Start(opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 	log.Info("descriptor budget", "budget", s.FDs.String())
-	s.Bindings = bindings.NewManager(d, store)
-	applySeconds := prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:    "edgeproxy_bindings_apply_seconds",
-		Help:    "Time to write a changed binding table into the data plane.",
-		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 5, 10},
-	})
-	s.Bindings.OnApply = func(d time.Duration) {
-		applySeconds.Observe(d.Seconds())
-		if s.CDN != nil {
-			s.CDN.Reowned() // connections on addresses that left the cdn go
-		}
-	}
 	s.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "edgeproxy_config_reloads_total",
 		Help: "Configuration reloads (SIGHUP) by result: ok, or error (the running configuration stayed).",
@@ -190,7 +210,8 @@ func Start(opts Options) (_ *Server, err error) {
 		}
 		return 0
 	})
-	s.Registry.MustRegister(s.reloads, s.lastReload, storeReadOnly, d.Collector(), s.Bindings.Collector(), applySeconds,
+	s.upgradeMetrics()
+	s.Registry.MustRegister(s.reloads, s.lastReload, storeReadOnly, d.Collector(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), s.FDs)
 
 	sockets := maps.Clone(opts.Sockets)
@@ -267,8 +288,32 @@ func Start(opts Options) (_ *Server, err error) {
 			}
 		}
 	}
+	if opts.Handover != nil {
+		// Everything of our own is ready: ask for the writer role, then
+		// read the store the running process no longer writes.
+		if err := opts.Handover.WriterRole(); err != nil {
+			return nil, fmt.Errorf("upgrade: the writer role: %w", err)
+		}
+		if err := loadState(); err != nil {
+			return nil, err
+		}
+	}
+	s.Bindings = bindings.NewManager(d, store)
+	applySeconds := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "edgeproxy_bindings_apply_seconds",
+		Help:    "Time to write a changed binding table into the data plane.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 5, 10},
+	})
+	s.Bindings.OnApply = func(d time.Duration) {
+		applySeconds.Observe(d.Seconds())
+		if s.CDN != nil {
+			s.CDN.Reowned() // connections on addresses that left the cdn go
+		}
+	}
+	s.Registry.MustRegister(s.Bindings.Collector(), applySeconds)
 	// The first write into the data plane: everything that could fail
-	// without touching it has run.
+	// without touching it has run. (For a live upgrade these maps are our
+	// own until Attach swaps them in.)
 	if err := s.Bindings.Apply(initial, svc, guards); err != nil {
 		return nil, fmt.Errorf("apply the binding state: %w", err)
 	}
@@ -287,9 +332,17 @@ func Start(opts Options) (_ *Server, err error) {
 	log.Info("dispatcher attached", "pin_dir", cfg.PinDir(), "prefixes", len(fromConfig.Prefixes)+len(fromAPI.Prefixes),
 		"bindings", len(fromConfig.Bindings)+len(fromAPI.Bindings), "apps", len(svc.Apps))
 
+	if s.adminLn, err = listenAdmin(adminSock); err != nil {
+		return nil, fmt.Errorf("admin.listen: %w", err)
+	}
 	// The admin API's connections stay within its reserve of the budget:
 	// more wait in the listen queue.
 	s.adminLn = netutil.LimitListener(s.adminLn, max(s.FDs.AdminReserve(), 8))
+	if opts.Handover != nil {
+		// Until the running process confirms the handover (Confirmed) it
+		// may still take the data plane back: no change may land here.
+		s.Bindings.Hold("an upgrade is in progress: the new process waits for the old one to confirm the handover")
+	}
 	s.adminSrv = &http.Server{
 		Handler: admin.Handler(admin.Options{
 			Bindings: s.Bindings, Token: token, Ready: s.ready, Registry: s.Registry,
@@ -388,7 +441,9 @@ func (s *Server) Dispatcher() *dispatch.Dispatcher { return s.disp }
 // Unpinned, the program detaches; pinned, bound prefixes stay closed until
 // the next process serves them.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.draining.Store(true)
+	s.upgradeMu.Lock()
+	s.state = stateDraining
+	s.upgradeMu.Unlock()
 	var errs []error
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -439,11 +494,13 @@ func (s *Server) drain(d time.Duration) {
 
 // status is GET /v1/status.
 func (s *Server) status() admin.Status {
-	st := admin.Status{Node: s.cfg.Node, PID: os.Getpid(), Version: s.version, StartedAt: s.started, State: "serving"}
-	if s.draining.Load() {
-		st.State = "draining"
+	s.upgradeMu.Lock()
+	defer s.upgradeMu.Unlock()
+	ok, failed := counterValue(s.upgradesTotal, "ok"), counterValue(s.upgradesTotal, "failed")
+	return admin.Status{
+		Node: s.cfg.Node, PID: os.Getpid(), Version: s.version, StartedAt: s.started, State: s.state,
+		Upgrades: admin.Upgrades{Generation: s.generation, OK: ok, Failed: failed, LastError: s.lastUpgradeError},
 	}
-	return st
 }
 
 // origins is the admin API's view of the cdn's origins, nil without the cdn.

@@ -24,7 +24,7 @@ import (
 //go:embed demo.yaml
 var demoConfig []byte
 
-func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := newFlags("run", stderr)
 	path := fs.String("config", "", "configuration `file` (empty: the embedded demo)")
 	if err := parseFlags(fs, args); err != nil {
@@ -33,9 +33,29 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if fs.NArg() > 0 {
 		return usagef("run: unexpected argument %q", fs.Arg(0))
 	}
+	child, err := childOfUpgrade()
+	if err != nil {
+		return err
+	}
+	if child != nil {
+		defer func() {
+			if err != nil {
+				child.fail(err)
+			}
+		}()
+	}
+	return serve(ctx, *path, child, stdout, stderr)
+}
+
+// serve runs the server on the file at path (empty: the embedded demo),
+// as a live upgrade's new process when child is set.
+func serve(ctx context.Context, path string, child *upgradeChild, stdout, stderr io.Writer) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
 	var cfg *config.Config
-	var err error
-	demo := *path == ""
+	demo := path == ""
 	if demo {
 		dir, derr := os.MkdirTemp("", "edgeproxy-demo")
 		if derr != nil {
@@ -49,10 +69,15 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		yaml := strings.NewReplacer("{{cert}}", certFile, "{{key}}", keyFile).Replace(string(demoConfig))
 		cfg, err = config.Parse([]byte(yaml))
 	} else {
-		cfg, err = config.Load(*path)
+		cfg, err = config.Load(path)
 	}
 	if err != nil {
 		return err
+	}
+	if child != nil {
+		if err := server.CheckRestartOnly(child.restartOnly, cfg); err != nil {
+			return fmt.Errorf("upgrade: %w", err)
+		}
 	}
 	if cfg.Dispatch.Netns != "" {
 		if err := enterNetns(cfg.Dispatch.Netns); err != nil {
@@ -65,6 +90,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	opts := server.Options{Config: cfg, Logger: log, Version: version}
+	if child != nil {
+		opts.Handover = child.handover()
+		log = log.With("generation", child.generation)
+		opts.Logger = log
+	}
 	if demo {
 		origins, err := startDemoOrigins(ctx)
 		if err != nil {
@@ -75,6 +105,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	s, err := server.Start(opts)
 	if err != nil {
 		return err
+	}
+	if child != nil {
+		if err := child.ready(); err != nil {
+			s.Close()
+			return fmt.Errorf("upgrade: %w", err)
+		}
+		s.Confirmed()
+		log.Info("upgrade: this process serves the node", "pid", os.Getpid())
 	}
 	if demo {
 		fmt.Fprintf(stdout, `edgeproxy %s demo
@@ -102,20 +140,51 @@ stop with Ctrl-C (open connections get 3 s, a second Ctrl-C stops at once); the 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	for ctx.Err() == nil {
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
+	var upgrading chan upgradeResult // non-nil while an upgrade runs
+	handedOver := false
+	for ctx.Err() == nil && !handedOver {
 		select {
 		case <-ctx.Done():
 		case <-hup:
 			notify(log, sdnotify.Reloading())
-			reload(s, *path, log)
+			reload(s, path, log)
 			notify(log, sdnotify.Ready("serving"))
+		case <-usr2:
+			switch {
+			case demo:
+				log.Warn("upgrade refused: the embedded demo has no file for a new process to read (run with --config)")
+			case upgrading != nil:
+				log.Warn("upgrade refused: one is under way")
+			default:
+				upgrading = make(chan upgradeResult, 1)
+				go func() { upgrading <- upgrade(s, cfg, exe, log) }()
+			}
+		case res := <-upgrading:
+			upgrading = nil
+			handedOver = res.err == nil
 		}
 	}
-	notify(log, sdnotify.Stopping("draining"))
+	if upgrading != nil {
+		// Stopped during an upgrade: it ends (ready, or taken back) first.
+		handedOver = (<-upgrading).err == nil
+	}
+	if handedOver {
+		// The new process serves: this one takes what its listeners
+		// still hold, then drains. The unit's main pid is the child's
+		// now, so systemd hears nothing more from this one.
+		time.Sleep(acceptDrain)
+	} else {
+		notify(log, sdnotify.Stopping("draining"))
+	}
 	grace := time.Duration(cfg.ShutdownGrace)
 	attrs := []any{"grace", grace.String()}
 	if sig, ok := context.Cause(ctx).(stopSignal); ok {
 		attrs = append(attrs, "signal", sig.sig.String())
+	} else if handedOver {
+		attrs = append(attrs, "upgraded", true)
 	}
 	if v, err := s.Dispatcher().Verdicts(); err == nil {
 		attrs = append(attrs, "steered", v.Steer, "refused", v.Refuse, "failed", v.Fail, "kernel", v.NoMatch+v.Pass)
