@@ -1,0 +1,364 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/admin"
+	"github.com/edgeproxy/edgeproxy/internal/echo"
+	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/syncbuf"
+)
+
+// builds are the binaries the upgrade tests move between, built once:
+// "next" is the same code of another version, "nextlayout" a build whose
+// BPF object has one map more and the next schema version.
+var builds struct {
+	once sync.Once
+	next string
+	lay  string
+	err  error
+}
+
+func otherBuilds(t *testing.T) (next, nextLayout string) {
+	t.Helper()
+	builds.once.Do(func() {
+		dir := filepath.Dir(binary)
+		builds.next = filepath.Join(dir, "edgeproxy-next")
+		builds.lay = filepath.Join(dir, "edgeproxy-nextlayout")
+		for _, b := range []struct{ out, version, tags string }{
+			{builds.next, "next", ""},
+			{builds.lay, "nextlayout", "edgeproxy_nextlayout"},
+		} {
+			args := []string{"build", "-ldflags", "-X main.version=" + b.version, "-o", b.out}
+			if b.tags != "" {
+				args = append(args, "-tags", b.tags)
+			}
+			if out, err := exec.Command("go", append(args, ".")...).CombinedOutput(); err != nil {
+				builds.err = fmt.Errorf("go build %s: %v\n%s", b.version, err, out)
+				return
+			}
+		}
+	})
+	if builds.err != nil {
+		t.Fatal(builds.err)
+	}
+	return builds.next, builds.lay
+}
+
+// upgradable is an edgeproxy run from a binary of its own (which the test
+// replaces, as a package upgrade does), with pinned state, whose processes
+// all write to one log.
+type upgradable struct {
+	*instance
+	exe  string
+	pin  string
+	hc   func() *admin.Status
+	pids map[int]bool // every process seen serving, killed at the end
+}
+
+// startUpgradable runs body (with admin on 127.0.0.1:9180, a pin dir and a
+// store of its own added) from a copy of the test binary. Its stderr is a
+// pipe every process of it inherits: the old one's exit does not end it.
+func startUpgradable(t *testing.T, ns *netns.NS, body string, env ...string) *upgradable {
+	t.Helper()
+	dir := t.TempDir()
+	u := &upgradable{exe: filepath.Join(dir, "edgeproxy"), pin: filepath.Join(netns.BPFFS(t), "edgeproxy"), pids: map[int]bool{}}
+	install(t, binary, u.exe)
+	cfg := writeFile(t, fmt.Sprintf("admin: {listen: 127.0.0.1:9180}\ndispatch: {pin_dir: %q}\nstore: {path: %q}\n", u.pin, filepath.Join(dir, "store.json"))+body)
+	in := &instance{t: t, admin: "http://127.0.0.1:9180", stderr: new(syncbuf.Buffer), config: cfg}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(in.stderr, r)
+	in.cmd = exec.Command(u.exe, "run", "--config", cfg)
+	in.cmd.Stderr = w
+	in.cmd.Env = append(os.Environ(), env...)
+	err = in.cmd.Start()
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.instance = in
+	u.pids[in.cmd.Process.Pid] = true
+	t.Cleanup(func() {
+		in.stop()
+		for pid := range u.pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	in.logOnFailure()
+	u.hc = func() *admin.Status { return status(t, ns, in.admin) }
+	deadline := time.Now().Add(10 * time.Second)
+	for u.hc() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("edgeproxy did not come up")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return u
+}
+
+// status returns GET /v1/status, nil when nothing answers.
+func status(t *testing.T, ns *netns.NS, adminURL string) *admin.Status {
+	hc := ns.HTTPClient()
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get(adminURL + "/v1/status")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var env struct {
+		Result admin.Status `json:"result"`
+	}
+	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&env) != nil {
+		return nil
+	}
+	return &env.Result
+}
+
+// install copies src to dst the way a package manager replaces a binary:
+// a new file renamed over the old one.
+func install(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := dst + ".new"
+	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// upgrade sends SIGUSR2 to the serving process and waits until another
+// process serves, in state serving, and returns it and how long it took.
+func (u *upgradable) upgrade(t *testing.T) (*admin.Status, time.Duration) {
+	t.Helper()
+	before := u.hc()
+	if before == nil {
+		t.Fatal("nothing serves before the upgrade")
+	}
+	start := time.Now()
+	syscall.Kill(before.PID, syscall.SIGUSR2)
+	for time.Since(start) < 15*time.Second {
+		if st := u.hc(); st != nil && st.PID != before.PID && st.State == "serving" {
+			u.pids[st.PID] = true
+			return st, time.Since(start)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no new process serves 15 s after SIGUSR2 to %d", before.PID)
+	return nil, 0
+}
+
+// failedUpgrade sends SIGUSR2 and waits for the serving process to say the
+// upgrade failed; it returns the log line.
+func (u *upgradable) failedUpgrade(t *testing.T, during func(child int)) map[string]any {
+	t.Helper()
+	before := u.hc()
+	n := len(u.logLines("upgrade failed: this process serves on"))
+	syscall.Kill(before.PID, syscall.SIGUSR2)
+	if during != nil {
+		started := u.waitLog(5*time.Second, "upgrade: the new process started", func(r map[string]any) bool {
+			return !u.pids[int(r["child"].(float64))]
+		})
+		child := int(started["child"].(float64))
+		u.pids[child] = true
+		during(child)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if l := u.logLines("upgrade failed: this process serves on"); len(l) > n {
+			return l[n]
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no failed upgrade within 15 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// askLoop asks the spectrum echo app at dst over a new TCP connection
+// again and again until stop closes, and counts the answers and failures.
+func askLoop(ns *netns.NS, dst string, stop <-chan struct{}) (ok, failed *atomic.Int64, errs chan string) {
+	ok, failed, errs = new(atomic.Int64), new(atomic.Int64), make(chan string, 8)
+	ns.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			got, err := echo.Ask("tcp", netip.MustParseAddrPort(dst), 3*time.Second)
+			if err == nil && got == "origin" {
+				ok.Add(1)
+			} else {
+				failed.Add(1)
+				select {
+				case errs <- fmt.Sprintf("%s %q %v", time.Now().Format("15:04:05.000"), got, err):
+				default:
+				}
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	})
+	return ok, failed, errs
+}
+
+const killBody = `shutdown_grace: 2s
+prefixes: [{cidr: 198.51.100.0/24, service: spectrum}]
+spectrum:
+  apps: [{name: echo, protocol: tcp, edge: 198.51.100.0/24, ports: "7", origins: ["127.0.0.1:7007"]}]
+`
+
+// TestUpgradeChildKilledWithWriterRole: a child killed once it has the
+// writer role (its sockets made, its maps filled, its program not yet
+// swapped in) leaves the node with the parent, which never misses a
+// connection, takes binding changes again, and whose next upgrade works.
+func TestUpgradeChildKilledWithWriterRole(t *testing.T) {
+	ns := netns.New(t)
+	echo.Start(t, "origin", "127.0.0.1:7007")
+	u := startUpgradable(t, ns, killBody, pauseEnv+"=writer")
+	parent := u.hc()
+	stop := make(chan struct{})
+	ok, failed, errs := askLoop(ns, "198.51.100.1:7", stop)
+	time.Sleep(200 * time.Millisecond)
+	var writes int
+	line := u.failedUpgrade(t, func(child int) {
+		u.waitLog(5*time.Second, "upgrade: the new process has the writer role; binding changes are held", func(map[string]any) bool { return true })
+		// Held: a change answers 503, saying why.
+		out, errOut, code := u.cli("bindings", "add", "198.51.100.128/25", "spectrum")
+		if code != 1 || !strings.Contains(errOut, "upgrade is in progress") {
+			t.Errorf("a change while the child has the writer role: %d %q %q, want 503 naming the upgrade", code, out, errOut)
+		}
+		writes++
+		syscall.Kill(child, syscall.SIGKILL)
+	})
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	t.Logf("killed with the writer role: %s; %d connections answered, %d failed", line["error"], ok.Load(), failed.Load())
+	if failed.Load() > 0 {
+		t.Errorf("%d connections failed, the first: %s", failed.Load(), <-errs)
+	}
+	if ok.Load() < 50 {
+		t.Errorf("only %d connections answered", ok.Load())
+	}
+	if got := u.hc(); got.PID != parent.PID || got.State != "serving" || got.Upgrades.Failed != 1 {
+		t.Errorf("after the failed upgrade: %+v", got)
+	}
+	if _, errOut, code := u.cli("bindings", "add", "198.51.100.128/25", "spectrum"); code != 0 {
+		t.Errorf("a change after the take-back: %d %s", code, errOut)
+	}
+}
+
+// TestUpgradeChildNotReady: a child whose program is swapped in but which
+// does not say it is ready within the bound is killed; the parent swaps
+// its own program back in and serves on. Connections the child accepted
+// in between go with it; the log says how long the node was the child's.
+func TestUpgradeChildNotReady(t *testing.T) {
+	ns := netns.New(t)
+	echo.Start(t, "origin", "127.0.0.1:7007")
+	u := startUpgradable(t, ns, killBody, pauseEnv+"=ready")
+	parent := u.hc()
+	line := u.failedUpgrade(t, nil)
+	if e, _ := line["error"].(string); !strings.Contains(e, "not ready within 10s") {
+		t.Errorf("the log says %q", e)
+	}
+	// The parent's program again: it serves new connections at once.
+	stop := make(chan struct{})
+	ok, failed, errs := askLoop(ns, "198.51.100.1:7", stop)
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	if failed.Load() > 0 || ok.Load() < 20 {
+		t.Errorf("after the take-back: %d answered, %d failed (%s)", ok.Load(), failed.Load(), firstOf(errs))
+	}
+	if got := u.hc(); got.PID != parent.PID || got.State != "serving" {
+		t.Errorf("after the failed upgrade: %+v", got)
+	}
+}
+
+func firstOf(errs chan string) string {
+	select {
+	case e := <-errs:
+		return e
+	default:
+		return ""
+	}
+}
+
+// TestUpgradeStatusAndFailures: SIGUSR2 hands the node to a new process of
+// the binary now on disk (another version), which GET /v1/status names;
+// the old one exits 0. Children that fail at each phase leave the node
+// with the process that serves, whose log and status say why.
+func TestUpgradeStatusAndFailures(t *testing.T) {
+	ns := netns.New(t)
+	next, _ := otherBuilds(t)
+	body := `node: edge-u
+shutdown_grace: 2s
+prefixes: [{cidr: 198.51.100.0/24, service: spectrum}]
+spectrum:
+  apps: [{name: echo, protocol: tcp, edge: 198.51.100.0/24, ports: "7", origins: ["127.0.0.1:7007"]}]
+`
+	u := startUpgradable(t, ns, body)
+	first := u.hc()
+	if first.State != "serving" || first.Upgrades.Generation != 0 || first.Version == "next" {
+		t.Fatalf("first status: %+v", first)
+	}
+
+	install(t, next, u.exe)
+	st, took := u.upgrade(t)
+	t.Logf("SIGUSR2 to the new process serving: %v", took)
+	if st.Version != "next" || st.Upgrades.Generation != 1 || st.Node != "edge-u" {
+		t.Errorf("after the upgrade: %+v, want version next, generation 1", st)
+	}
+	if code, took := u.waitExit(5 * time.Second); code != 0 {
+		t.Errorf("the old process exited %d after %v, want 0", code, took)
+	} else {
+		t.Logf("the old process exited %v after the new one served", took)
+	}
+
+	// A configuration that does not validate.
+	cfg, _ := os.ReadFile(u.config)
+	os.WriteFile(u.config, append(cfg, []byte("bogus_key: 1\n")...), 0o600)
+	line := u.failedUpgrade(t, nil)
+	if e, _ := line["error"].(string); !strings.Contains(e, "bogus_key") {
+		t.Errorf("bad config: the log says %q, want the key named", e)
+	}
+	// A configuration that changes the pin dir.
+	os.WriteFile(u.config, []byte(strings.Replace(string(cfg), u.pin, u.pin+"-other", 1)), 0o600)
+	line = u.failedUpgrade(t, nil)
+	if e, _ := line["error"].(string); !strings.Contains(e, "dispatch.pin_dir") {
+		t.Errorf("pin dir change: the log says %q, want dispatch.pin_dir named", e)
+	}
+	os.WriteFile(u.config, cfg, 0o600)
+	// A binary that exits at once.
+	os.WriteFile(u.exe+".new", []byte("#!/bin/sh\nexit 3\n"), 0o755)
+	os.Rename(u.exe+".new", u.exe)
+	line = u.failedUpgrade(t, nil)
+	if e, _ := line["error"].(string); !strings.Contains(e, "exit status 3") {
+		t.Errorf("a binary that exits: the log says %q", e)
+	}
+	got := u.hc()
+	if got.PID != st.PID || got.State != "serving" || got.Upgrades.Failed != 3 || got.Upgrades.OK != 0 {
+		t.Errorf("after three failed upgrades: %+v, want the same process serving, 3 failed", got)
+	}
+	if !strings.Contains(got.Upgrades.LastError, "exit status 3") {
+		t.Errorf("last_error %q", got.Upgrades.LastError)
+	}
+}
