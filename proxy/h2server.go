@@ -113,6 +113,9 @@ type h2Conn struct {
 	peerMax  int   // the client's SETTINGS_MAX_FRAME_SIZE
 	goingAway,
 	idleArmed bool // a read deadline for idleness is set
+	// opening: a new stream's header block is being read or acted on;
+	// it is within maxID but not yet in streams (opened ends it).
+	opening           bool
 	writes, responses uint64 // conn.Write calls and responses, for tests
 }
 
@@ -360,7 +363,7 @@ func (c *h2Conn) shutdown() {
 	c.goingAway = true
 	c.wbuf = appendGoAway(c.wbuf, c.maxID, http2.ErrCodeNo)
 	c.flushLocked(false)
-	if len(c.streams) == 0 {
+	if len(c.streams) == 0 && !c.opening { // else opened closes it
 		c.closeLocked()
 	}
 }

@@ -87,6 +87,9 @@ func (c *h2Conn) processHeaders(f *http2.HeadersFrame) error {
 	maxID := c.maxID
 	if s == nil && id > maxID {
 		c.maxID = id
+		// Counted in a GOAWAY's last stream id from now on: the
+		// connection stays open for it until endHeaders has acted.
+		c.opening = true
 	}
 	// Both ends done: closed, though the worker that wrote the response
 	// may not have taken the stream out yet.
@@ -153,7 +156,27 @@ func (c *h2Conn) headerFragment(frag []byte, end bool) error {
 	if h.trailers {
 		return c.endTrailers()
 	}
-	return c.endHeaders()
+	err := c.endHeaders()
+	c.opened()
+	return err
+}
+
+// opened ends a new stream's opening (a stream, an answer or a reset): a
+// connection going away that has no stream left closes now, its frames
+// written first, as shutdown does.
+func (c *h2Conn) opened() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.opening {
+		return
+	}
+	c.opening = false
+	if c.goingAway && c.werr == nil {
+		c.flushLocked(false)
+		if len(c.streams) == 0 && !c.opening {
+			c.closeLocked()
+		}
+	}
 }
 
 // emit takes one decoded field.
@@ -692,7 +715,9 @@ func (c *h2Conn) closeStreamLocked(s *h2Stream) {
 	c.cond.Broadcast()
 	if len(c.streams) == 0 {
 		if c.goingAway {
-			c.closeLocked()
+			if !c.opening { // else opened closes it
+				c.closeLocked()
+			}
 		} else if !c.idleArmed && c.werr == nil {
 			c.idleArmed = true
 			c.conn.SetReadDeadline(time.Now().Add(c.p.limits.IdleTimeout))
