@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sys/unix"
 
 	"github.com/edgeproxy/edgeproxy/internal/netaddr"
 )
@@ -112,6 +113,12 @@ func (p *Proxy) serveH1Conn(c net.Conn, isTLS bool) {
 		return
 	}
 	defer p.h1conns.remove(hc)
+	if p.ownsTCP != nil && !p.ownsTCP(hc.edge) {
+		// Its address left the cdn while it was accepted or shook
+		// hands, before the set had it for Reowned to find: it goes
+		// after its first request.
+		hc.leave()
+	}
 	hc.serve()
 }
 
@@ -179,7 +186,10 @@ func (hc *h1Conn) readHead(first bool) (int, bool) {
 		if !pending {
 			hc.r, hc.w = 0, 0
 			hc.idle.Store(true)
-			if hc.stop.Load() {
+			// Told to go: closed, unless a request is on its way in
+			// (the first of the connection, or one that arrived as it
+			// was told), which is answered with Connection: close.
+			if hc.stop.Load() && !first && !unread(hc.c) {
 				hc.c.Close()
 				return 0, false
 			}
@@ -644,9 +654,29 @@ func (hc *h1Conn) handoff() {
 // when it is waiting for one.
 func (hc *h1Conn) leave() {
 	hc.stop.Store(true)
-	if hc.idle.Load() {
+	if hc.idle.Load() && !unread(hc.c) {
 		hc.c.Close()
 	}
+}
+
+// unread reports whether bytes from the client wait unread in c's
+// socket: a request sent as the connection was told to go. Closing over
+// them would reset the connection and lose the response the client waits
+// for; the connection's goroutine reads it and answers it with
+// Connection: close instead. (A request still on the wire when the
+// connection closes is the race RFC 9112 9.3.1 lets clients retry.)
+func unread(c net.Conn) bool {
+	l := lazyOf(c)
+	if l == nil || l.tcp == nil {
+		return false
+	}
+	rc, err := l.tcp.SyscallConn()
+	if err != nil {
+		return false
+	}
+	n := 0
+	rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	return n > 0
 }
 
 // handoffConn is a client connection handed to the fasthttp server: its
@@ -701,10 +731,7 @@ func (c *handoffTLSConn) ConnectionState() tls.ConnectionState { return c.tc.Con
 // after their request, or all when ctx is done.
 func (p *Proxy) shutdownH1(ctx context.Context) error {
 	for _, hc := range p.h1conns.all() {
-		hc.stop.Store(true)
-		if hc.idle.Load() {
-			hc.c.Close()
-		}
+		hc.leave()
 	}
 	return p.h1conns.wait(ctx, func(hc *h1Conn) { hc.c.Close() })
 }

@@ -184,6 +184,11 @@ func (c *h2Conn) serve() {
 	c.wbuf = appendWindowUpdate(c.wbuf, 0, h2ConnWindow-65535)
 	c.flushLocked(false)
 	c.mu.Unlock()
+	if c.p.ownsTCP != nil && !c.p.ownsTCP(c.edge) {
+		// Its address left the cdn while it shook hands, before the
+		// set had it for Reowned to find: GOAWAY, after our SETTINGS.
+		c.shutdown()
+	}
 
 	c.conn.SetReadDeadline(time.Now().Add(l.ReadHeaderTimeout))
 	var preface [len(http2.ClientPreface)]byte

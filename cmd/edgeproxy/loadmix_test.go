@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -1350,76 +1349,6 @@ func TestLoadMixReload(t *testing.T) {
 		t.Errorf("%v reloads counted ok, want %d", got, reloads)
 	}
 	requireClean(t, "under SIGHUP reloads", r, 20)
-}
-
-// TestMoveUnderLoadMix: 192.0.2.128/25 moves away from the cdn to spectrum
-// and back 50 times under the mix, on a cdn address that does not move
-// (192.0.2.10, with the WebSocket and the spectrum connection and flow)
-// and on one in the /25 (192.0.2.150). On the first nothing fails, ends
-// or resets. On the /25: requests in flight complete (no response is cut
-// short, none hangs), keep-alive connections end within one request of
-// each move, HTTP/2 gets GOAWAY and reconnects with no stream lost, and
-// the HTTP/3 connection serves every request until its GOAWAY and is
-// never left hanging.
-func TestMoveUnderLoadMix(t *testing.T) {
-	f := startMixCDN(t, "")
-	os.Setenv("EDGEPROXY_ADMIN", f.in.admin)
-	defer os.Unsetenv("EDGEPROXY_ADMIN")
-
-	stay := startLoadMix(t, f.ns, f.mixAll("192.0.2.10"))
-	movedOpts := f.mixAll("192.0.2.150")
-	movedOpts.WebSocket, movedOpts.SpectrumTCP, movedOpts.SpectrumUDP = "", "", ""
-	moved := startLoadMix(t, f.ns, movedOpts)
-	time.Sleep(300 * time.Millisecond)
-
-	const moves = 50
-	var apiTook time.Duration
-	for i := range moves {
-		start := time.Now()
-		out, errOut, code := f.in.cli("bindings", "add", "--json", "192.0.2.128/25", "spectrum")
-		apiTook += time.Since(start)
-		var b struct {
-			ID string `json:"id"`
-		}
-		if code != 0 || json.Unmarshal([]byte(out), &b) != nil {
-			t.Fatalf("move %d: %d %s %s", i, code, out, errOut)
-		}
-		moved.markAway()
-		time.Sleep(20 * time.Millisecond)
-		moved.markBack()
-		if _, errOut, code := f.in.cli("bindings", "delete", b.ID); code != 0 {
-			t.Fatalf("move %d back: %d %s", i, code, errOut)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(200 * time.Millisecond)
-	st, mv := stay.stop(), moved.stop()
-	t.Logf("%d moves of 192.0.2.128/25 away and back (the CLI's add took %v on average)", moves, (apiTook / moves).Round(time.Millisecond))
-	t.Logf("on 192.0.2.10, which stays:%v", st)
-	t.Logf("on 192.0.2.150, in the /25:%v", mv)
-
-	requireClean(t, "the address that stays", st, 20)
-
-	for _, r := range mv {
-		if r.Failed+r.Hung+r.BadSource > 0 {
-			t.Errorf("the /25, %v: want no request failed, cut short or hung", r)
-		}
-		if r.OK < 20 {
-			t.Errorf("the /25, %v: want at least 20 requests served", r)
-		}
-	}
-	if r, _ := mv.get("h1-keepalive"); r.Overstayed > 0 || r.Ended == 0 {
-		t.Errorf("the /25, %v: want every keep-alive connection ended within one request of each move", r)
-	}
-	if r, _ := mv.get("h2"); r.Overstayed > 0 || r.Reconnected == 0 {
-		t.Errorf("the /25, %v: want the HTTP/2 connection told to go by GOAWAY at the moves, and a new one", r)
-	}
-	// The HTTP/3 connection keeps its datagrams only on a connected UDP
-	// socket of its own (a move steers the address's new datagrams
-	// elsewhere), and goes only when told by GOAWAY.
-	if r, _ := mv.get("h3"); r.Reconnected == 0 {
-		t.Errorf("the /25, %v: want the HTTP/3 connection told to go by GOAWAY (or a close with H3_NO_ERROR) at the moves, and a new one", r)
-	}
 }
 
 // TestLoadMixCatchesOverstay: the mix's own check that connections end
