@@ -501,7 +501,7 @@ func (m *loadMix) newConns(s *stream, addr string) {
 			return
 		case <-tick.C:
 		}
-		for try := 0; try < 3; try++ {
+		for try := 0; ; try++ {
 			c, err := m.dialTCP(addr)
 			if err != nil {
 				s.refused(err)
@@ -511,12 +511,15 @@ func (m *loadMix) newConns(s *stream, addr string) {
 			start := time.Now()
 			out := m.exchange(s, &h1Conn{c: c, cr: cr, br: bufio.NewReader(cr)}, true)
 			c.Close()
-			if out == h1Retry {
+			if out == h1Retry && try < 2 {
 				s.retried()
 				continue
 			}
-			if out == h1OK || out == h1Close {
+			switch out {
+			case h1OK, h1Close:
 				s.ok(start)
+			case h1Retry:
+				s.fail("a request whose connection ended before its response, three times", nil)
 			}
 			break
 		}
@@ -1233,9 +1236,21 @@ type mixFixture struct {
 	body string // the configuration, without the lines startInstance adds
 }
 
-// startMixCDN starts it; head is prepended to the configuration (as
-// "shutdown_grace: 1s\n").
+// startMixCDN starts it with startInstance; head is prepended to the
+// configuration (as "shutdown_grace: 1s\n").
 func startMixCDN(t *testing.T, head string) *mixFixture {
+	t.Helper()
+	f := newMixFixture(t, head)
+	f.in = startInstance(t, f.ns, f.body)
+	f.in.logOnFailure()
+	return f
+}
+
+// newMixFixture makes the namespace, the certificate and the origins, and
+// the configuration in f.body, without starting edgeproxy: for a test
+// that runs it its own way (startRun, with a pin dir and an admin
+// listener of its own in the file).
+func newMixFixture(t *testing.T, head string) *mixFixture {
 	t.Helper()
 	f := &mixFixture{ns: netns.New(t)}
 	dir := t.TempDir()
@@ -1271,8 +1286,6 @@ spectrum:
     - {name: tcp, protocol: tcp, edge: 198.51.100.0/24, ports: "7", origins: ["127.0.0.1:18707"], proxy_protocol: "off"}
     - {name: udp, protocol: udp, edge: 198.51.100.0/24, ports: "7", origins: ["127.0.0.1:18708"]}
 `, cert, key)
-	f.in = startInstance(t, f.ns, f.body)
-	f.in.logOnFailure()
 	return f
 }
 
