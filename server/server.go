@@ -75,6 +75,7 @@ type Server struct {
 	upgradeMu        sync.Mutex // guards the fields below
 	state            string     // stateServing, stateHandingOver, stateDraining
 	lastUpgradeError string
+	handedOver       bool // an upgrade's new process serves: Shutdown drains flows too
 	upgradesTotal    *prometheus.CounterVec
 	required         []string // labels that must have a socket for readiness
 
@@ -514,6 +515,12 @@ func (s *Server) origins() func() any {
 func (s *Server) spectrumShutdown(ctx context.Context) error {
 	if s.Spectrum == nil {
 		return nil
+	}
+	s.upgradeMu.Lock()
+	handedOver := s.handedOver
+	s.upgradeMu.Unlock()
+	if handedOver {
+		return s.Spectrum.Drain(ctx) // its flows too: the new process serves beside it
 	}
 	return s.Spectrum.Shutdown(ctx)
 }

@@ -218,7 +218,7 @@ func (s *Server) UpgradeFailed(why error, hadWriterRole bool) error {
 func (s *Server) HandedOver() {
 	s.upgradesTotal.WithLabelValues("ok").Inc()
 	s.upgradeMu.Lock()
-	s.state = stateDraining
+	s.state, s.handedOver = stateDraining, true
 	s.upgradeMu.Unlock()
 	s.adminLn.Close()
 }

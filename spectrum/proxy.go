@@ -225,19 +225,34 @@ func (p *Proxy) Start() {
 
 // Shutdown stops taking connections and flows, then waits for open TCP
 // connections to finish until ctx is done, when it closes them. UDP flows
-// end at once (they have no end of their own).
-func (p *Proxy) Shutdown(ctx context.Context) error {
+// end at once (they have no end of their own, and nothing else serves
+// them).
+func (p *Proxy) Shutdown(ctx context.Context) error { return p.shutdown(ctx, false) }
+
+// Drain is Shutdown for a process that hands the node to another (a live
+// upgrade): UDP flows are kept as TCP connections are, forwarding both
+// ways until they idle out or ctx is done. A datagram of a flow that ended
+// reaches the new process, which starts the flow again.
+func (p *Proxy) Drain(ctx context.Context) error { return p.shutdown(ctx, true) }
+
+func (p *Proxy) shutdown(ctx context.Context, keepFlows bool) error {
 	p.once.Do(func() { close(p.closing) })
 	p.tcp.Close()
 	p.udp.Close()
-	p.mu.Lock()
-	for _, f := range p.flows {
-		go f.close("shutdown")
+	if !keepFlows {
+		p.closeFlows()
 	}
-	p.mu.Unlock()
-
 	done := make(chan struct{})
-	go func() { p.wg.Wait(); close(done) }()
+	go func() {
+		p.wg.Wait()
+		for keepFlows && p.Flows() > 0 && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		close(done)
+	}()
 	select {
 	case <-done:
 		p.pipes.close()
@@ -250,9 +265,22 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		pair.closeBoth("shutdown")
 	}
 	p.mu.Unlock()
+	p.closeFlows()
 	<-done
 	p.pipes.close()
+	if n == 0 {
+		return nil
+	}
 	return fmt.Errorf("spectrum: %d connections cut at the end of the drain", n)
+}
+
+// closeFlows ends every UDP flow.
+func (p *Proxy) closeFlows() {
+	p.mu.Lock()
+	for _, f := range p.flows {
+		go f.close("shutdown")
+	}
+	p.mu.Unlock()
 }
 
 // sweepLoop closes idle connections and flows and brings the byte counters

@@ -362,3 +362,79 @@ spectrum:
 		t.Errorf("last_error %q", got.Upgrades.LastError)
 	}
 }
+
+// TestUpgradeUnderLoad: three SIGUSR2 upgrades under the whole load mix —
+// to a new version, then across a change of the BPF layout (a build with
+// one map more and the next schema version), then back to the first
+// build. Every time: nothing fails, nothing is reset; keep-alive
+// connections end between requests, HTTP/2 and HTTP/3 are told to go and
+// reconnect to the new process; the WebSocket and the spectrum connection
+// and flow keep echoing on the old process until its grace ends; the old
+// process exits 0.
+func TestUpgradeUnderLoad(t *testing.T) {
+	next, nextLayout := otherBuilds(t)
+	const grace = 3 * time.Second
+	f := newMixFixture(t, "shutdown_grace: 3s\n")
+	body := strings.Replace(f.body, "store: {path: \"\"}\n", "", 1)
+	u := startUpgradable(t, f.ns, body)
+	mix := startLoadMix(t, f.ns, f.mixAll("192.0.2.10"))
+	never := time.Now().Add(time.Hour)
+	mix.setDeadline(never)
+	time.Sleep(time.Second)
+	for i, b := range []struct{ bin, version string }{{next, "next"}, {nextLayout, "nextlayout"}, {binary, "dev"}} {
+		old := u.hc()
+		install(t, b.bin, u.exe)
+		st, took := u.upgrade(t)
+		// The old process serves what it holds for the accept drain and
+		// its grace, then closes the long-lived connections.
+		mix.setDeadline(time.Now().Add(acceptDrain + grace - 200*time.Millisecond))
+		if st.Version != b.version || st.Upgrades.Generation != i+1 {
+			t.Errorf("upgrade %d: %+v, want version %s, generation %d", i+1, st, b.version, i+1)
+		}
+		start := time.Now()
+		if i == 0 {
+			if code, _ := u.waitExit(acceptDrain + grace + 5*time.Second); code != 0 {
+				t.Errorf("upgrade %d: the old process exited %d, want 0", i+1, code)
+			}
+		} else {
+			for syscall.Kill(old.PID, 0) == nil {
+				if time.Since(start) > acceptDrain+grace+5*time.Second {
+					t.Fatalf("upgrade %d: the old process %d still runs", i+1, old.PID)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		exited := time.Since(start)
+		t.Logf("upgrade %d to %s: SIGUSR2 to the new process serving %v; the old one gone %v later", i+1, b.version, took.Round(time.Millisecond), exited.Round(time.Millisecond))
+		time.Sleep(500 * time.Millisecond) // the long-lived streams reconnect to the new process
+		mix.setDeadline(never)
+		time.Sleep(time.Second)
+	}
+	r := mix.stop()
+	t.Logf("the mix through three upgrades:%v", r)
+	for _, s := range r {
+		if s.failures() > 0 || s.Resets > 0 || s.Refused > 0 || s.OK < 20 {
+			t.Errorf("%v: want nothing failed, reset or refused", s)
+		}
+	}
+	for _, name := range []string{"h2", "h3"} {
+		if s, _ := r.get(name); s.Reconnected < 3 {
+			t.Errorf("%v: want the connection told to go at each upgrade", s)
+		}
+	}
+	for _, name := range []string{"websocket", "spectrum-tcp"} {
+		if s, _ := r.get(name); s.Ended < 3 {
+			t.Errorf("%v: want it kept until each old process's grace ended, then ended", s)
+		}
+	}
+	if st := u.hc(); st.Version != "dev" || st.Upgrades.Generation != 3 {
+		t.Errorf("at the end: %+v", st)
+	}
+	if des, err := os.ReadDir(u.pin); err == nil {
+		for _, de := range des {
+			if de.Name() == "lookups" {
+				t.Errorf("the next layout's map is still pinned after the upgrade back")
+			}
+		}
+	}
+}
