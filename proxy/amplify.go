@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,7 +34,7 @@ const (
 type ampConn struct {
 	*net.UDPConn
 	batch *ipv4.PacketConn
-	ttl   time.Duration // how long an address is followed: the handshake timeout, and some
+	ttl   atomic.Int64 // how long an address is followed, in nanoseconds: the handshake timeout, and some
 	// withheld counts datagrams not sent; nil: not counted.
 	withheld prometheus.Counter
 
@@ -48,9 +49,15 @@ type ampPeer struct {
 }
 
 func newAmpConn(c *net.UDPConn, ttl time.Duration, withheld prometheus.Counter) *ampConn {
-	return &ampConn{UDPConn: c, batch: ipv4.NewPacketConn(c), ttl: ttl, withheld: withheld,
+	a := &ampConn{UDPConn: c, batch: ipv4.NewPacketConn(c), withheld: withheld,
 		peers: map[netip.AddrPort]*ampPeer{}}
+	a.setTTL(ttl)
+	return a
 }
+
+// setTTL changes how long addresses that start a handshake from now on
+// are followed.
+func (c *ampConn) setTTL(ttl time.Duration) { c.ttl.Store(int64(ttl)) }
 
 // ReadBatch reads datagrams as quic-go asks and counts what each followed
 // address sent. A long-header Initial from an address not followed yet
@@ -107,7 +114,7 @@ func (c *ampConn) received(ap netip.AddrPort, n int, initial bool) {
 				return
 			}
 		}
-		p = &ampPeer{until: now.Add(c.ttl)}
+		p = &ampPeer{until: now.Add(time.Duration(c.ttl.Load()))}
 		c.peers[ap] = p
 	}
 	p.recv += n

@@ -8,7 +8,8 @@ import (
 )
 
 func TestAmplificationLimit(t *testing.T) {
-	c := &ampConn{ttl: time.Minute, peers: map[netip.AddrPort]*ampPeer{}}
+	c := &ampConn{peers: map[netip.AddrPort]*ampPeer{}}
+	c.setTTL(time.Minute)
 	client := netip.MustParseAddrPort("[::ffff:192.0.2.7]:4433")
 	initial := []byte{0xc3, 0, 0, 0, 1}               // long header, v1, type Initial
 	handshake := []byte{0xe3, 0, 0, 0, 1}             // long header, v1, type Handshake
@@ -46,7 +47,7 @@ func TestAmplificationLimit(t *testing.T) {
 		t.Fatal("an address that sent nothing was held")
 	}
 	// An address whose handshake never completes is dropped after the ttl.
-	c.ttl = -time.Second
+	c.setTTL(-time.Second)
 	c.received(client, 1200, true)
 	if !c.allow(client, 1<<16) || c.following() != 0 {
 		t.Fatal("an expired address is still held")

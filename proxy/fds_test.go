@@ -27,7 +27,8 @@ func TestHostileCDNDialOutOfFDs(t *testing.T) {
 	}
 	log := slog.New(slog.DiscardHandler)
 	p := &Proxy{fds: b, log: log}
-	p.pools = &originPools{fds: b, log: log, pools: map[string]*origin{}, t: upstreamTimeouts{connect: time.Second, read: time.Second, write: time.Second}}
+	p.pools = &originPools{fds: b, log: log, pools: map[string]*origin{}}
+	p.pools.setTimeouts(&Limits{UpstreamConnectTimeout: time.Second, UpstreamTimeout: time.Second})
 	o, err := p.pools.get(mustURL("http://127.0.0.1:9"), OriginTLS{})
 	if err != nil {
 		t.Fatal(err)

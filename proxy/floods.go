@@ -133,9 +133,9 @@ const resetWindow = 10 * time.Second
 // bounded size. IPv6 clients are counted by /64, which is what one
 // subscriber usually gets.
 type resetGuard struct {
-	perConn, perClient int           // resets per resetWindow
-	ban                time.Duration // how long a client over budget is refused
-	max                int           // entries in the table
+	perConn, perClient atomic.Int64 // resets per resetWindow
+	ban                atomic.Int64 // how long a client over budget is refused, in nanoseconds
+	max                int          // entries in the table
 
 	mu      sync.Mutex
 	clients map[netip.Addr]*clientResets
@@ -148,7 +148,17 @@ type clientResets struct {
 }
 
 func newResetGuard(perConn, perClient int, ban time.Duration, max int) *resetGuard {
-	return &resetGuard{perConn: perConn, perClient: perClient, ban: ban, max: max, clients: map[netip.Addr]*clientResets{}}
+	g := &resetGuard{max: max, clients: map[netip.Addr]*clientResets{}}
+	g.setBudgets(perConn, perClient, ban)
+	return g
+}
+
+// setBudgets changes the budgets (a reload): the counts made so far stay,
+// and bans already given keep their end.
+func (g *resetGuard) setBudgets(perConn, perClient int, ban time.Duration) {
+	g.perConn.Store(int64(perConn))
+	g.perClient.Store(int64(perClient))
+	g.ban.Store(int64(ban))
 }
 
 func clientKey(a netip.Addr) netip.Addr {
@@ -171,7 +181,7 @@ func (g *resetGuard) banned(a netip.Addr, now time.Time) bool {
 // reset counts a reset stream of sc and says what to do: cutConn closes
 // the connection, banned refuses its client from now on.
 func (g *resetGuard) reset(sc *streamConn, now time.Time) (cutConn, banned bool) {
-	cutConn = sc.resets.add(now, resetWindow) > g.perConn
+	cutConn = int64(sc.resets.add(now, resetWindow)) > g.perConn.Load()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	k := clientKey(sc.client)
@@ -191,8 +201,8 @@ func (g *resetGuard) reset(sc *streamConn, now time.Time) (cutConn, banned bool)
 	if now.UnixNano() < c.bannedUntil {
 		return true, false
 	}
-	if c.w.add(now, resetWindow) > g.perClient {
-		c.bannedUntil = now.Add(g.ban).UnixNano()
+	if int64(c.w.add(now, resetWindow)) > g.perClient.Load() {
+		c.bannedUntil = now.Add(time.Duration(g.ban.Load())).UnixNano()
 		return true, true
 	}
 	return cutConn, false
@@ -222,7 +232,7 @@ func (p *Proxy) streamReset(sc *streamConn) {
 	cut, ban := p.resets.reset(sc, time.Now())
 	if ban {
 		p.fm.resetCutoffs.WithLabelValues("client").Inc()
-		p.log.Warn("cdn client banned for resetting streams", "client", sc.client, "for", p.resets.ban)
+		p.log.Warn("cdn client banned for resetting streams", "client", sc.client, "for", time.Duration(p.resets.ban.Load()))
 	}
 	if cut {
 		sc.once.Do(func() {
@@ -378,7 +388,7 @@ var errAborted = &net.OpError{Op: "read", Net: "tcp", Err: errClientGone}
 // process and counts the streams reset against their connection's and
 // client's budgets.
 func (p *Proxy) guardStd(w http.ResponseWriter, r *http.Request) {
-	if p.streams.Add(1) > int64(p.limits.MaxStreams) {
+	if p.streams.Add(1) > int64(p.limits().MaxStreams) {
 		p.streams.Add(-1)
 		p.fm.streamsRefused.Inc()
 		w.Header().Set("Retry-After", "1")
@@ -410,7 +420,7 @@ func (p *Proxy) countReset(r *http.Request) {
 // costs the proxy a Retry packet each, smaller than the Initial, and no
 // state.
 func (p *Proxy) quicVerifySource(net.Addr) bool {
-	if p.quicHS.Load() < int64(p.limits.QUICRetryThreshold) {
+	if p.quicHS.Load() < int64(p.limits().QUICRetryThreshold) {
 		return false
 	}
 	p.fm.quicRetries.Inc()
@@ -425,11 +435,11 @@ type quicHSKey struct{}
 // CONNECTION_REFUSED and cost no state.
 func (p *Proxy) quicConnContext(ctx context.Context, ci *quic.ClientInfo) (context.Context, error) {
 	switch {
-	case p.conns.Load() >= int64(p.limits.MaxConnections):
+	case p.conns.Load() >= int64(p.limits().MaxConnections):
 		p.m.refusedConns.Inc()
 		p.fm.quicRefused.WithLabelValues("connections").Inc()
 		return nil, errors.New("limits.max_connections reached")
-	case p.quicHS.Load() >= int64(p.limits.MaxQUICHandshakes):
+	case p.quicHS.Load() >= int64(p.limits().MaxQUICHandshakes):
 		p.fm.quicRefused.WithLabelValues("handshakes").Inc()
 		return nil, errors.New("limits.max_quic_handshakes reached")
 	case p.resets.banned(netaddr.AddrPort(ci.RemoteAddr).Addr(), time.Now()):

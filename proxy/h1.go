@@ -54,7 +54,7 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx) {
 	h := &req.Header
 	var bodyRead func() int64
 	if req.IsBodyStream() && hasBody(h) {
-		rb := &requestBody{limitedBody: limitedBody{r: req.BodyStream(), max: p.limits.MaxBodyBytes}, conn: ctx.Conn(), timeout: p.limits.BodyTimeout}
+		rb := &requestBody{limitedBody: limitedBody{r: req.BodyStream(), max: p.limits().MaxBodyBytes}, conn: ctx.Conn(), timeout: p.limits().BodyTimeout}
 		req.SetBodyStream(rb, h.ContentLength())
 		bodyRead = func() int64 { return rb.n }
 	}
@@ -84,7 +84,7 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx) {
 		if cl == -2 {
 			cl = -1 // delimited by the origin's close: chunked to the client, whose connection stays
 		}
-		resp.SetBodyStream(&responseBody{r: bs, up: up, conn: ctx.Conn(), timeout: p.limits.SendTimeout, rec: rec, p: p}, cl)
+		resp.SetBodyStream(&responseBody{r: bs, up: up, conn: ctx.Conn(), timeout: p.limits().SendTimeout, rec: rec, p: p}, cl)
 		return
 	}
 	// A body read whole (originTransport) moves to the client's response

@@ -88,10 +88,10 @@ func (p *Proxy) serveH1Conn(c net.Conn, isTLS bool) {
 	}()
 	// The TLS handshake and the first request's head, within the head
 	// timeout from the connection's start.
-	c.SetReadDeadline(time.Unix(0, dueIn(p.limits.ReadHeaderTimeout)))
+	c.SetReadDeadline(time.Unix(0, dueIn(p.limits().ReadHeaderTimeout)))
 	if isTLS {
 		tc := c.(*tls.Conn)
-		pushDeadline(p.limits.SendTimeout, c.SetWriteDeadline)
+		pushDeadline(p.limits().SendTimeout, c.SetWriteDeadline)
 		if err := tc.Handshake(); err != nil {
 			p.log.Debug("cdn tls handshake", "client", c.RemoteAddr(), "error", err)
 			c.Close()
@@ -154,9 +154,9 @@ func (hc *h1Conn) serve() {
 		if hc.w > hc.r {
 			// The next request's head came with this one (pipelined): its
 			// head timeout runs from now.
-			hc.c.SetReadDeadline(time.Unix(0, dueIn(hc.p.limits.ReadHeaderTimeout)))
+			hc.c.SetReadDeadline(time.Unix(0, dueIn(hc.p.limits().ReadHeaderTimeout)))
 		} else {
-			hc.c.SetReadDeadline(time.Unix(0, dueIn(hc.p.limits.IdleTimeout)))
+			hc.c.SetReadDeadline(time.Unix(0, dueIn(hc.p.limits().IdleTimeout)))
 		}
 	}
 }
@@ -167,12 +167,23 @@ func (hc *h1Conn) serve() {
 // arrive in time).
 func (hc *h1Conn) readHead(first bool) (int, bool) {
 	from := 0
+	// A head over max_header_bytes (when it is below the buffer) goes to
+	// the fasthttp path, whose buffer is that limit: it answers 431.
+	max := min(len(hc.buf), hc.p.limits().MaxHeaderBytes)
 	for {
 		if hc.w > hc.r {
 			if end := headEnd(hc.buf[hc.r:hc.w], from); end >= 0 {
+				if end > max {
+					hc.handoff()
+					return 0, false
+				}
 				return end, true
 			}
 			from = hc.w - hc.r
+			if from >= max && max < len(hc.buf) {
+				hc.handoff()
+				return 0, false
+			}
 		}
 		if hc.w == len(hc.buf) {
 			if hc.r == 0 {
@@ -200,7 +211,7 @@ func (hc *h1Conn) readHead(first bool) (int, bool) {
 			if !pending && !first {
 				// A later request's first byte is in: its head within
 				// the head timeout from it.
-				hc.c.SetReadDeadline(time.Unix(0, dueIn(hc.p.limits.ReadHeaderTimeout)))
+				hc.c.SetReadDeadline(time.Unix(0, dueIn(hc.p.limits().ReadHeaderTimeout)))
 			}
 			hc.w += n
 			continue
@@ -589,7 +600,7 @@ func (w clientWriter) Write(b []byte) (int, error) {
 // write sends b to the client within the send timeout; a failure is the
 // client's going away, after the response began.
 func (hc *h1Conn) write(b []byte) error {
-	pushDeadline(hc.p.limits.SendTimeout, hc.c.SetWriteDeadline)
+	pushDeadline(hc.p.limits().SendTimeout, hc.c.SetWriteDeadline)
 	if _, err := hc.c.Write(b); err != nil {
 		return &sentError{fmt.Errorf("%w: %w", errClientGone, err)}
 	}
@@ -643,11 +654,14 @@ func (hc *h1Conn) handoff() {
 	if hc.stop.Load() {
 		hoc.gone.Store(true) // told to go while the engine had it
 	}
+	// The servers in force now serve it to its end (limits.go).
+	s := hc.p.useServers()
+	defer hc.p.doneServers(s)
 	if tc, ok := hc.c.(*tls.Conn); ok {
-		hc.p.h1TLS.ServeConn(&handoffTLSConn{hoc, tc})
+		s.h1TLS.ServeConn(&handoffTLSConn{hoc, tc})
 		return
 	}
-	hc.p.h1.ServeConn(hoc)
+	s.h1.ServeConn(hoc)
 }
 
 // leave tells the connection to go: after its request in progress, or now

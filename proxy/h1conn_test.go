@@ -260,7 +260,7 @@ func serveFasthttpTest(t *testing.T, p *Proxy) *countListener {
 		t.Fatal(err)
 	}
 	l := &countListener{Listener: ln, conns: make(chan *countConn, 1)}
-	go p.h1.Serve(l)
+	go p.srv.Load().h1.Serve(l)
 	t.Cleanup(func() { ln.Close() })
 	return l
 }

@@ -40,10 +40,9 @@ type h2Origin struct {
 func (op *originPools) setupH2(o *origin) {
 	tc := o.hc.TLSConfig.Clone()
 	tc.NextProtos = []string{"h2"}
-	t := op.t
 	o.h2.tr = &http2.Transport{
 		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			c, err := op.dialTLS(ctx, addr, tc, t.connect)
+			c, err := op.dialTLS(ctx, addr, tc, op.t.Load().connect)
 			if err != nil {
 				return nil, err
 			}
@@ -92,7 +91,7 @@ func (op *originPools) speaksH2(o *origin) bool {
 	}
 	tc := o.hc.TLSConfig.Clone()
 	tc.NextProtos = []string{"h2", "http/1.1"}
-	c, err := op.dialTLS(context.Background(), o.hc.Addr, tc, op.t.connect)
+	c, err := op.dialTLS(context.Background(), o.hc.Addr, tc, op.t.Load().connect)
 	if err != nil {
 		return false // unknown still: HTTP/1.1 this time, ask again next time
 	}
@@ -139,7 +138,7 @@ func (op *originPools) doH2(parent context.Context, o *origin, req *fasthttp.Req
 		}
 	}
 	// The upstream timeout bounds the wait for the response head.
-	timer := time.AfterFunc(op.t.read, cancel)
+	timer := time.AfterFunc(op.t.Load().read, cancel)
 	hresp, err := o.h2.tr.RoundTrip(hr)
 	if !timer.Stop() && err != nil {
 		cancel()

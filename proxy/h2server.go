@@ -78,6 +78,7 @@ func newH2Metrics(reg prometheus.Registerer) *h2Metrics {
 // h2Conn is one HTTP/2 client connection.
 type h2Conn struct {
 	p            *Proxy
+	lim          *Limits // those in force when it started: it keeps them
 	conn         net.Conn
 	br           *bufio.Reader
 	fr           *http2.Framer
@@ -144,7 +145,7 @@ func (p *Proxy) serveH2(c net.Conn) error {
 
 func (p *Proxy) newH2Conn(c net.Conn) *h2Conn {
 	hc := &h2Conn{
-		p: p, conn: c, br: bufio.NewReaderSize(c, 16<<10),
+		p: p, lim: p.limits(), conn: c, br: bufio.NewReaderSize(c, 16<<10),
 		edge: netaddr.AddrPort(c.LocalAddr()), client: netaddr.AddrPort(c.RemoteAddr()),
 		streams: map[uint32]*h2Stream{}, recvConn: h2ConnWindow,
 		sendConn: 65535, peerWin: 65535, peerMax: 16384,
@@ -155,7 +156,7 @@ func (p *Proxy) newH2Conn(c net.Conn) *h2Conn {
 	hc.fr.SetMaxReadFrameSize(h2MaxFrame)
 	hc.fr.SetReuseFrames()
 	hc.dec = hpack.NewDecoder(4096, hc.emit)
-	hc.dec.SetMaxStringLength(2 * p.limits.MaxHeaderBytes) // the block bound; the list is checked as it is decoded
+	hc.dec.SetMaxStringLength(2 * hc.lim.MaxHeaderBytes) // the block bound; the list is checked as it is decoded
 	return hc
 }
 
@@ -170,7 +171,7 @@ func (p *Proxy) shutdownH2(ctx context.Context) error {
 
 // serve runs the connection's read loop until the connection ends.
 func (c *h2Conn) serve() {
-	l := c.p.limits
+	l := c.lim
 	defer c.teardown()
 	// Our SETTINGS and the connection window first, as the preface
 	// allows: the client need not wait for them.
@@ -405,7 +406,7 @@ func (c *h2Conn) flushLocked(yield bool) {
 		buf := c.wbuf
 		c.wbuf = c.spare[:0]
 		c.mu.Unlock()
-		c.conn.SetWriteDeadline(time.Now().Add(c.p.limits.SendTimeout))
+		c.conn.SetWriteDeadline(time.Now().Add(c.lim.SendTimeout))
 		_, err := c.conn.Write(buf)
 		c.mu.Lock()
 		c.writes++

@@ -567,8 +567,8 @@ func TestH2StreamLimits(t *testing.T) {
 	if st, _ := r.response(over); st != "RST REFUSED_STREAM" {
 		t.Errorf("stream %d past the limit: %s", h2MaxStreams+1, st)
 	}
-	f.p.streams.Store(int64(f.p.limits.MaxStreams))
-	defer f.p.streams.Add(-int64(f.p.limits.MaxStreams))
+	f.p.streams.Store(int64(f.p.limits().MaxStreams))
+	defer f.p.streams.Add(-int64(f.p.limits().MaxStreams))
 	r2 := f.raw(t)
 	r2.headers(1, true, get("/")...)
 	st, _ := r2.response(1)

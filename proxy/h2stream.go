@@ -141,7 +141,7 @@ func (c *h2Conn) processContinuation(f *http2.ContinuationFrame) error {
 func (c *h2Conn) headerFragment(frag []byte, end bool) error {
 	h := &c.head
 	h.raw += len(frag)
-	if h.raw > 2*c.p.limits.MaxHeaderBytes {
+	if h.raw > 2*c.lim.MaxHeaderBytes {
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
 	if _, err := c.dec.Write(frag); err != nil {
@@ -183,7 +183,7 @@ func (c *h2Conn) opened() {
 func (c *h2Conn) emit(hf hpack.HeaderField) {
 	h := &c.head
 	h.size += len(hf.Name) + len(hf.Value) + 32
-	if h.size > c.p.limits.MaxHeaderBytes {
+	if h.size > c.lim.MaxHeaderBytes {
 		h.tooLarge = true
 	}
 	if h.tooLarge || h.discard != 0 || h.malformed != "" || h.ignore {
@@ -380,7 +380,7 @@ func (c *h2Conn) endHeaders() error {
 		h.release()
 		return nil
 	}
-	if p.streams.Add(1) > int64(p.limits.MaxStreams) {
+	if p.streams.Add(1) > int64(p.limits().MaxStreams) {
 		p.streams.Add(-1)
 		p.fm.streamsRefused.Inc()
 		c.mu.Lock()
@@ -446,8 +446,8 @@ func (c *h2Conn) endHeaders() error {
 		strm.collecting, strm.lastData = true, c.lastNow
 		c.collecting++
 	default:
-		strm.pipe = &h2Pipe{s: strm, wake: make(chan struct{}, 1), timeout: p.limits.BodyTimeout}
-		strm.body = &limitedBody{r: strm.pipe, max: p.limits.MaxBodyBytes}
+		strm.pipe = &h2Pipe{s: strm, wake: make(chan struct{}, 1), timeout: c.lim.BodyTimeout}
+		strm.body = &limitedBody{r: strm.pipe, max: p.limits().MaxBodyBytes}
 		req.SetBodyStream(strm.body, int(strm.cl))
 		strm.dispatch()
 	}
@@ -693,7 +693,7 @@ func (c *h2Conn) sweepBodies() {
 	var late []*h2Stream
 	c.mu.Lock()
 	for _, s := range c.streams {
-		if s.collecting && c.lastNow.Sub(s.lastData) >= c.p.limits.BodyTimeout {
+		if s.collecting && c.lastNow.Sub(s.lastData) >= c.lim.BodyTimeout {
 			late = append(late, s)
 			c.closeStreamLocked(s)
 		}
@@ -720,7 +720,7 @@ func (c *h2Conn) closeStreamLocked(s *h2Stream) {
 			}
 		} else if !c.idleArmed && c.werr == nil {
 			c.idleArmed = true
-			c.conn.SetReadDeadline(time.Now().Add(c.p.limits.IdleTimeout))
+			c.conn.SetReadDeadline(time.Now().Add(c.lim.IdleTimeout))
 		}
 	}
 }
@@ -1033,7 +1033,7 @@ func (c *h2Conn) sendDataLocked(s *h2Stream, data []byte, end bool) bool {
 		}
 		if n <= 0 && len(data) > 0 {
 			if timer == nil {
-				timer = time.AfterFunc(c.p.limits.SendTimeout, func() {
+				timer = time.AfterFunc(c.lim.SendTimeout, func() {
 					c.mu.Lock()
 					s.timedOut = true
 					c.cond.Broadcast()
@@ -1064,7 +1064,7 @@ func (c *h2Conn) sendDataLocked(s *h2Stream, data []byte, end bool) bool {
 			return true
 		}
 		if timer != nil {
-			timer.Reset(c.p.limits.SendTimeout) // progress
+			timer.Reset(c.lim.SendTimeout) // progress
 		}
 	}
 }

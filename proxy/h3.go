@@ -57,7 +57,7 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 	}
 	var bodyRead func() int64
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
-		lb := &limitedBody{r: r.Body, max: p.limits.MaxBodyBytes}
+		lb := &limitedBody{r: r.Body, max: p.limits().MaxBodyBytes}
 		req.SetBodyStream(lb, int(r.ContentLength))
 		bodyRead = func() int64 { return lb.n }
 	}
@@ -101,7 +101,7 @@ func (p *Proxy) writeStd(w http.ResponseWriter, resp *fasthttp.Response, rec *re
 	for {
 		n, err := bs.Read(buf)
 		if n > 0 {
-			rc.SetWriteDeadline(time.Now().Add(p.limits.SendTimeout))
+			rc.SetWriteDeadline(time.Now().Add(p.limits().SendTimeout))
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return
 			}

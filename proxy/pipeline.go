@@ -53,7 +53,7 @@ func (p *Proxy) admit(st *state, req *fasthttp.Request, rec *record, isTLS bool)
 		return nil, nil, nil, &refusal{status: 421, msg: "no site " + rec.host + " on this address"}
 	}
 	rec.site = s.name
-	if cl := req.Header.ContentLength(); int64(cl) > p.limits.MaxBodyBytes {
+	if cl := req.Header.ContentLength(); int64(cl) > p.limits().MaxBodyBytes {
 		return s, nil, nil, &refusal{status: 413, msg: "the request body is larger than the limit"}
 	}
 	rt = s.route(cleanPath(rec.path))

@@ -62,15 +62,30 @@ type upstreamTimeouts struct {
 	write   time.Duration // each write of the request
 }
 
+// setTimeouts sets the upstream timeouts from l: new dials and every
+// later read and write of an origin connection take them.
+func (op *originPools) setTimeouts(l *Limits) {
+	op.t.Store(&upstreamTimeouts{connect: l.UpstreamConnectTimeout, read: l.UpstreamTimeout, write: l.UpstreamTimeout})
+}
+
+// timeouts returns the upstream timeouts in force (none before the
+// first setTimeouts).
+func (op *originPools) timeouts() *upstreamTimeouts {
+	if t := op.t.Load(); t != nil {
+		return t
+	}
+	return &upstreamTimeouts{}
+}
+
 // originPools keeps the shared pools.
 type originPools struct {
 	here *sockns.Here
 	fds  *fdlimit.Budget // a dial takes a descriptor in class fdlimit.Dial
 	log  *slog.Logger
 
-	mu    sync.Mutex // guards pools and t
+	mu    sync.Mutex // guards pools
 	pools map[string]*origin
-	t     upstreamTimeouts
+	t     atomic.Pointer[upstreamTimeouts] // setTimeouts swaps it: each dial and read takes those in force
 
 	checkMu sync.Mutex // guards every origin's checker
 
@@ -118,7 +133,6 @@ func (op *originPools) get(u *url.URL, ot OriginTLS) (*origin, error) {
 		}
 	}
 	o := &origin{url: u, name: key, scheme: []byte(u.Scheme)}
-	t := op.t
 	o.hc = &fasthttp.HostClient{
 		Addr:      hostPort(u),
 		IsTLS:     isTLS,
@@ -126,12 +140,12 @@ func (op *originPools) get(u *url.URL, ot OriginTLS) (*origin, error) {
 		// The name is resolved at every new connection: a DNS change is
 		// followed as connections are replaced (maxConnAge at the latest).
 		Dial: func(addr string) (net.Conn, error) {
-			c, err := op.dial(context.Background(), addr, t.connect)
+			c, err := op.dial(context.Background(), addr, op.t.Load().connect)
 			if err != nil {
 				return nil, err
 			}
 			o.connects.Add(1)
-			ic := &idleConn{Conn: c, read: t.read, write: t.write, xs: &op.exchanges, headNext: true}
+			ic := &idleConn{Conn: c, t: &op.t, xs: &op.exchanges, headNext: true}
 			if isTLS {
 				// TLS under idleConn, not over it (fasthttp takes a
 				// connection with a Handshake method as TLS already):
@@ -147,8 +161,8 @@ func (op *originPools) get(u *url.URL, ot OriginTLS) (*origin, error) {
 		MaxConns:                      4096,
 		MaxIdleConnDuration:           60 * time.Second,
 		MaxConnDuration:               maxConnAge,
-		MaxConnWaitTimeout:            t.connect,
-		StreamResponseBody:            true, // originTransport: large and unknown lengths only
+		MaxConnWaitTimeout:            op.timeouts().connect, // fixed for the pool's life
+		StreamResponseBody:            true,                  // originTransport: large and unknown lengths only
 		DisableHeaderNamesNormalizing: true,
 		DisablePathNormalizing:        true,
 		NoDefaultUserAgentHeader:      true,
@@ -387,7 +401,7 @@ func hostPort(u *url.URL) string {
 // exchange), so that a request whose client went away is cut alone.
 type idleConn struct {
 	net.Conn
-	read, write time.Duration
+	t *atomic.Pointer[upstreamTimeouts] // the pools': those in force
 
 	xs       *exchanges
 	headNext bool   // the next write is (part of) a request head
@@ -409,7 +423,7 @@ func (c *tlsIdleConn) ConnectionState() tls.ConnectionState { return c.tc.Connec
 
 func (c *idleConn) Read(p []byte) (int, error) {
 	c.headNext = true // fasthttp writes a request in full before it reads
-	pushDeadline(c.read, c.Conn.SetReadDeadline)
+	pushDeadline(c.t.Load().read, c.Conn.SetReadDeadline)
 	// After the push: an abort that came before it would be undone by it.
 	if c.aborted.Load() {
 		return 0, errAborted
@@ -431,7 +445,7 @@ func (c *idleConn) Write(p []byte) (int, error) {
 			c.headNext, c.inHead = false, false
 		}
 	}
-	pushDeadline(c.write, c.Conn.SetWriteDeadline)
+	pushDeadline(c.t.Load().write, c.Conn.SetWriteDeadline)
 	if c.aborted.Load() {
 		return 0, errAborted
 	}

@@ -155,7 +155,7 @@ type state struct {
 type Proxy struct {
 	here    *sockns.Here
 	fds     *fdlimit.Budget
-	limits  Limits
+	lim     atomic.Pointer[Limits] // SetLimits swaps it (limits.go)
 	owns    func(netip.AddrPort) bool
 	log     *slog.Logger
 	access  accessLogs
@@ -171,18 +171,21 @@ type Proxy struct {
 	tcp *net.TCPListener
 	udp *net.UDPConn // nil without HTTP/3
 
-	plain, secure *chanListener
-	h1, h1TLS     *fasthttp.Server
-	h1conns       connSet[*h1Conn]      // the HTTP/1.1 engine's connections
-	handoffs      connSet[*handoffConn] // those it handed to fasthttp
-	h2conns       connSet[*h2Conn]
-	ownsTCP       func(netip.AddrPort) bool
-	reown         chan struct{} // Reowned's kick: the bindings changed
-	h2m           *h2Metrics
-	h3            *http3.Server
-	quic          *quic.Transport
-	amp           *ampConn    // the QUIC socket as quic.Transport sees it
-	tlsConf       *tls.Config // one for every TLS connection: session tickets work across them
+	srv      atomic.Pointer[servers] // the current generation of servers (limits.go)
+	srvMu    sync.Mutex              // guards srvs, started, stopped, and SetLimits
+	srvs     map[*servers]struct{}   // the generations serving connections
+	started  bool                    // Start ran
+	stopped  bool                    // Shutdown has the generations
+	h1conns  connSet[*h1Conn]        // the HTTP/1.1 engine's connections
+	handoffs connSet[*handoffConn]   // those it handed to fasthttp
+	h2conns  connSet[*h2Conn]
+	ownsTCP  func(netip.AddrPort) bool
+	reown    chan struct{} // Reowned's kick: the bindings changed
+	h2m      *h2Metrics
+	quic     *quic.Transport
+	h3ln     *quic.Listener
+	amp      *ampConn    // the QUIC socket as quic.Transport sees it
+	tlsConf  *tls.Config // one for every TLS connection: session tickets work across them
 
 	conns   atomic.Int64 // client connections, TCP and QUIC
 	quicHS  atomic.Int64 // QUIC handshakes in flight
@@ -203,21 +206,22 @@ func New(opts Options) (*Proxy, error) {
 		opts.FDs = fdlimit.Default()
 	}
 	p := &Proxy{
-		here: here, fds: opts.FDs, limits: opts.Limits, owns: opts.OwnsHTTP3, ownsTCP: opts.OwnsTCP, reown: make(chan struct{}, 1),
+		here: here, fds: opts.FDs, owns: opts.OwnsHTTP3, ownsTCP: opts.OwnsTCP, reown: make(chan struct{}, 1),
 		log: opts.Logger,
 		m:   newMetrics(opts.Registerer), fm: newFloodMetrics(opts.Registerer), h2m: newH2Metrics(opts.Registerer), ids: newRequestIDs(),
 		closing: make(chan struct{}),
 	}
+	p.lim.Store(&opts.Limits)
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	opts.AccessLog.setErrorLog(p.log)
 	p.access.cur.Store(opts.AccessLog)
 	p.access.register(opts.Registerer)
-	p.resets = newResetGuard(p.limits.ConnResetBudget, p.limits.ClientResetBudget, p.limits.ResetBan, resetClients)
-	p.pools = &originPools{here: here, fds: opts.FDs, log: p.log, pools: map[string]*origin{}, t: upstreamTimeouts{
-		connect: p.limits.UpstreamConnectTimeout, read: p.limits.UpstreamTimeout, write: p.limits.UpstreamTimeout,
-	}}
+	l := p.limits()
+	p.resets = newResetGuard(l.ConnResetBudget, l.ClientResetBudget, l.ResetBan, resetClients)
+	p.pools = &originPools{here: here, fds: opts.FDs, log: p.log, pools: map[string]*origin{}}
+	p.pools.setTimeouts(l)
 	p.pools.exchanges.beforeSend = p.fm.abandoned.WithLabelValues("before_send")
 	p.pools.exchanges.inFlight = p.fm.abandoned.WithLabelValues("in_progress")
 	if opts.Registerer != nil {
@@ -342,66 +346,46 @@ func (p *Proxy) tlsConfig() *tls.Config {
 }
 
 func (p *Proxy) setupServers() {
-	l := p.limits
 	p.tlsConf = p.tlsConfig()
-	p.plain, p.secure = newChanListener(p.tcp.Addr()), newChanListener(p.tcp.Addr())
-	// No ReadTimeout or IdleTimeout: the read deadlines (the head,
-	// keep-alive idle) are connState's, from the coarse clock, where
-	// fasthttp would read the clock for each. WriteTimeout stays: it
-	// bounds the TLS handshake's writes and each response, and fasthttp
-	// clears the deadlines before HTTP/2 because of it.
-	mk := func() *fasthttp.Server {
-		return &fasthttp.Server{
-			Handler:                       p.serveH1,
-			Name:                          "edgeproxy",
-			ReadBufferSize:                l.MaxHeaderBytes,
-			WriteTimeout:                  l.SendTimeout,
-			MaxRequestBodySize:            int(l.MaxBodyBytes),
-			StreamRequestBody:             true,
-			DisableHeaderNamesNormalizing: true,
-			ErrorHandler:                  p.parseErrorH1, // refused heads get a request id, a log line and a sample
-			DisablePreParseMultipartForm:  true,
-			NoDefaultContentType:          true,
-			CloseOnShutdown:               true,
-			ConnState:                     p.connState,
-			Logger:                        debugLogger{p.log},
-		}
-	}
-	// They serve the connections the HTTP/1.1 engine hands over
-	// (h1conn.go); their listeners deliver none, and are there for their
-	// Shutdown.
-	p.h1, p.h1TLS = mk(), mk()
-	if p.udp != nil {
-		p.h3 = &http3.Server{
-			Handler:        p.stdHandler(),
-			IdleTimeout:    l.IdleTimeout,
-			MaxHeaderBytes: l.MaxHeaderBytes,
-			Port:           int(p.state.Load().cfg.HTTP3Port),
-			ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
-				p.quicHandshakeDone(ctx)
-				p.amp.validated(c.RemoteAddr())
-				p.m.active.WithLabelValues("h3").Inc()
-				context.AfterFunc(c.Context(), func() { p.m.active.WithLabelValues("h3").Dec() })
-				sc := &streamConn{client: netaddr.AddrPort(c.RemoteAddr()).Addr(), close: func() {
-					c.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeExcessiveLoad), "too many streams reset")
-				}}
-				context.AfterFunc(c.Context(), func() { sc.closed.Store(true) })
-				return context.WithValue(ctx, streamConnKey{}, sc)
-			},
-		}
+	p.srvMu.Lock()
+	p.newServersLocked(p.limits())
+	p.srvMu.Unlock()
+}
+
+// newH3Server makes an http3 server: its header bound and idle timeout
+// are fixed for its life, so a change of them makes a new generation.
+func (p *Proxy) newH3Server(l *Limits) *http3.Server {
+	return &http3.Server{
+		Handler:        p.stdHandler(),
+		IdleTimeout:    l.IdleTimeout,
+		MaxHeaderBytes: l.MaxHeaderBytes,
+		Port:           int(p.state.Load().cfg.HTTP3Port),
+		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+			p.quicHandshakeDone(ctx)
+			p.amp.validated(c.RemoteAddr())
+			p.m.active.WithLabelValues("h3").Inc()
+			context.AfterFunc(c.Context(), func() { p.m.active.WithLabelValues("h3").Dec() })
+			sc := &streamConn{client: netaddr.AddrPort(c.RemoteAddr()).Addr(), close: func() {
+				c.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeExcessiveLoad), "too many streams reset")
+			}}
+			context.AfterFunc(c.Context(), func() { sc.closed.Store(true) })
+			return context.WithValue(ctx, streamConnKey{}, sc)
+		},
 	}
 }
 
 // Start serves the sockets until Shutdown.
 func (p *Proxy) Start() error {
-	p.wg.Add(4)
+	p.wg.Add(2)
 	go func() { defer p.wg.Done(); p.reowning() }()
-	go func() { defer p.wg.Done(); p.h1.Serve(p.plain) }()
-	go func() { defer p.wg.Done(); p.h1TLS.Serve(p.secure) }()
+	p.srvMu.Lock()
+	p.started = true
+	p.serveServers(p.srv.Load())
+	p.srvMu.Unlock()
 	go func() { defer p.wg.Done(); p.acceptLoop() }()
 	if p.udp != nil {
 		// Followed for as long as a handshake may take, and some.
-		p.amp = newAmpConn(p.udp, 3*p.limits.QUICHandshakeTimeout, p.fm.quicWithheld)
+		p.amp = newAmpConn(p.udp, 3*p.limits().QUICHandshakeTimeout, p.fm.quicWithheld)
 		p.quic = &quic.Transport{
 			Conn:                p.amp,
 			VerifySourceAddress: p.quicVerifySource,
@@ -412,20 +396,31 @@ func (p *Proxy) Start() error {
 		// Listen, not ListenEarly: a connection is accepted (and its
 		// handshake stops counting as in flight) once the client has
 		// finished the handshake, which proves its address.
-		ln, err := p.quic.Listen(tlsConf, &quic.Config{
-			HandshakeIdleTimeout:  p.limits.QUICHandshakeTimeout,
-			MaxIdleTimeout:        p.limits.IdleTimeout,
-			MaxIncomingStreams:    250,
-			MaxIncomingUniStreams: 16,
-			Allow0RTT:             false,
-		})
+		// Each connection takes the timeouts in force when it starts.
+		qc := p.quicConfig()
+		qc.GetConfigForClient = func(*quic.ClientInfo) (*quic.Config, error) { return p.quicConfig(), nil }
+		ln, err := p.quic.Listen(tlsConf, qc)
 		if err != nil {
 			return fmt.Errorf("cdn: http3: %w", err)
 		}
+		p.h3ln = ln
 		p.wg.Add(1)
-		go func() { defer p.wg.Done(); p.h3.ServeListener(ln) }()
+		go func() { defer p.wg.Done(); p.serveQUIC(ln) }()
 	}
 	return nil
+}
+
+// quicConfig is a QUIC connection's configuration, from the limits in
+// force.
+func (p *Proxy) quicConfig() *quic.Config {
+	l := p.limits()
+	return &quic.Config{
+		HandshakeIdleTimeout:  l.QUICHandshakeTimeout,
+		MaxIdleTimeout:        l.IdleTimeout,
+		MaxIncomingStreams:    250,
+		MaxIncomingUniStreams: 16,
+		Allow0RTT:             false,
+	}
 }
 
 // quicConfigForClient refuses handshakes to destinations the cdn does not
@@ -447,9 +442,7 @@ func (p *Proxy) acceptLoop() {
 		c, err := p.tcp.AcceptTCP()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
-				p.plain.Close()
-				p.secure.Close()
-				return
+				return // Shutdown stops the servers
 			}
 			p.log.Warn("cdn accept", "error", err)
 			time.Sleep(50 * time.Millisecond)
@@ -461,7 +454,7 @@ func (p *Proxy) acceptLoop() {
 			c.Close()
 			continue
 		}
-		if p.conns.Load() >= int64(p.limits.MaxConnections) || !p.fds.Acquire(fdlimit.CDN, 1) {
+		if p.conns.Load() >= int64(p.limits().MaxConnections) || !p.fds.Acquire(fdlimit.CDN, 1) {
 			p.m.refusedConns.Inc()
 			c.SetLinger(0)
 			c.Close()
@@ -498,7 +491,7 @@ func (p *Proxy) connState(c net.Conn, s fasthttp.ConnState) {
 		// A later request's first byte is in: its head within the head
 		// timeout from it.
 		if !hoc.fresh.Swap(false) {
-			c.SetReadDeadline(time.Unix(0, dueIn(p.limits.ReadHeaderTimeout)))
+			c.SetReadDeadline(time.Unix(0, dueIn(p.limits().ReadHeaderTimeout)))
 		}
 	case fasthttp.StateIdle:
 		hoc.idle.Store(true)
@@ -506,7 +499,7 @@ func (p *Proxy) connState(c net.Conn, s fasthttp.ConnState) {
 			c.Close() // its address left the cdn (Reowned), or shutting down
 			return
 		}
-		c.SetReadDeadline(time.Unix(0, dueIn(p.limits.IdleTimeout)))
+		c.SetReadDeadline(time.Unix(0, dueIn(p.limits().IdleTimeout)))
 	}
 }
 
@@ -533,13 +526,18 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 			mu.Unlock()
 		}()
 	}
-	run(func() error { return p.shutdownH1(ctx) })
-	run(func() error { return p.h1.ShutdownWithContext(ctx) })
-	run(func() error { return p.h1TLS.ShutdownWithContext(ctx) })
-	run(func() error { return p.shutdownH2(ctx) })
-	if p.h3 != nil {
-		run(func() error { return p.h3.Shutdown(ctx) })
+	if p.h3ln != nil {
+		p.h3ln.Close() // no new HTTP/3 connections; those open get GOAWAY
 	}
+	run(func() error { return p.shutdownH1(ctx) })
+	for _, s := range p.allServers() {
+		run(func() error { return s.h1.ShutdownWithContext(ctx) })
+		run(func() error { return s.h1TLS.ShutdownWithContext(ctx) })
+		if s.h3 != nil {
+			run(func() error { return s.h3.Shutdown(ctx) })
+		}
+	}
+	run(func() error { return p.shutdownH2(ctx) })
 	run(func() error {
 		done := make(chan struct{})
 		go func() { p.tunnels.wg.Wait(); close(done) }()

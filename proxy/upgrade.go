@@ -85,7 +85,7 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx, st *state, s *site, rt *r
 		p.failH1(ctx, st, rec, status, msg)
 		return
 	}
-	oc.SetDeadline(time.Now().Add(p.limits.UpstreamTimeout))
+	oc.SetDeadline(time.Now().Add(p.limits().UpstreamTimeout))
 	br := bufio.NewReader(oc)
 	var resp *http.Response
 	if _, err = oc.Write(req.Header.Header()); err == nil {
@@ -150,8 +150,8 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx, st *state, s *site, rt *r
 				return
 			}
 		}
-		up := relay(c, oc, p.limits.TunnelIdleTimeout)
-		down := relay(oc, c, p.limits.TunnelIdleTimeout)
+		up := relay(c, oc, p.limits().TunnelIdleTimeout)
+		down := relay(oc, c, p.limits().TunnelIdleTimeout)
 		for range 2 {
 			select {
 			case n := <-up:
@@ -199,9 +199,9 @@ func (p *Proxy) dialOrigin(o *origin) (net.Conn, error) {
 	var c net.Conn
 	var err error
 	if o.hc.IsTLS {
-		c, err = op.dialTLS(context.Background(), o.hc.Addr, o.hc.TLSConfig.Clone(), op.t.connect)
+		c, err = op.dialTLS(context.Background(), o.hc.Addr, o.hc.TLSConfig.Clone(), op.t.Load().connect)
 	} else {
-		c, err = op.dial(context.Background(), o.hc.Addr, op.t.connect)
+		c, err = op.dial(context.Background(), o.hc.Addr, op.t.Load().connect)
 	}
 	if err == nil {
 		o.connects.Add(1)

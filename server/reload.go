@@ -16,9 +16,10 @@ import (
 // changes in one atomic step. If any step fails, what was applied is put
 // back and the running configuration stays. Connections are never
 // dropped: established ones keep their socket and their app or site.
-// Keys that need new sockets or servers (listen addresses, ports of
-// HTTP/3, limits, timeouts, the store, the data plane's pinning) cannot
-// change by reload; a file that changes them is refused, naming them. The
+// Keys that need new sockets (listen addresses, ports of HTTP/3, the
+// store, the data plane's pinning) cannot change by reload; a file that
+// changes them is refused, naming them. The cdn's limits and timeouts
+// take effect for new connections and requests (proxy.SetLimits). The
 // access log is opened again at every reload: a new path takes effect,
 // and a rotated file is followed.
 func (s *Server) Reload(next *config.Config) error {
@@ -94,15 +95,20 @@ func (s *Server) reload(next *config.Config) error {
 		}
 	}
 	if s.CDN != nil {
-		pcfg, _, err := next.ProxyConfig()
+		pcfg, lim, err := next.ProxyConfig()
 		if err != nil {
+			rollback()
 			return err
 		}
 		old := s.CDN.Config()
 		if err := s.CDN.SetConfig(pcfg); err != nil {
+			rollback()
 			return err
 		}
 		undo = append(undo, func() { s.CDN.SetConfig(old) })
+		oldLim := s.CDN.Limits()
+		s.CDN.SetLimits(lim)
+		undo = append(undo, func() { s.CDN.SetLimits(oldLim) })
 	}
 	if s.Spectrum != nil {
 		old := s.Spectrum.Apps()
@@ -143,8 +149,6 @@ func restartOnly(cur, next *config.Config) error {
 		{"store", cur.Store, next.Store},
 		{"cdn.http3", cur.CDN.HTTP3, next.CDN.HTTP3},
 		{"cdn.http3_port", cur.CDN.HTTP3Port, next.CDN.HTTP3Port},
-		{"cdn.limits", cur.CDN.Limits, next.CDN.Limits},
-		{"cdn.timeouts", cur.CDN.Timeouts, next.CDN.Timeouts},
 		{"spectrum.max_connections", cur.Spectrum.MaxConnections, next.Spectrum.MaxConnections},
 		{"spectrum.max_udp_flows", cur.Spectrum.MaxUDPFlows, next.Spectrum.MaxUDPFlows},
 		{"spectrum.max_udp_flows_per_app", cur.Spectrum.MaxUDPFlowsPerApp, next.Spectrum.MaxUDPFlowsPerApp},

@@ -133,7 +133,7 @@ spectrum:
 	// Refused reloads: nothing changes.
 	for _, bad := range []struct{ name, file, log string }{
 		{"invalid", body("http://127.0.0.1:18301", "") + "  - {cidr: 203.0.113.0/33, service: spectrum}\n", "prefixes[2].cidr"},
-		{"restart-only", strings.Replace(body("http://127.0.0.1:18301", ""), `access_log: "off"`, `access_log: "off"`+"\n  limits: {max_body_bytes: 1000}", 1), "cdn.limits: changing it needs a restart"},
+		{"restart-only", "shutdown_grace: 7s\n" + body("http://127.0.0.1:18301", ""), "shutdown_grace: changing it needs a restart"},
 	} {
 		before := reloads("error")
 		rewrite(bad.file)
