@@ -381,11 +381,14 @@ func (p *Proxy) Start() error {
 	p.srvMu.Lock()
 	p.started = true
 	p.serveServers(p.srv.Load())
+	if p.udp != nil {
+		// Followed for as long as a handshake may take, and some
+		// (SetLimits changes it).
+		p.amp = newAmpConn(p.udp, 3*p.limits().QUICHandshakeTimeout, p.fm.quicWithheld)
+	}
 	p.srvMu.Unlock()
 	go func() { defer p.wg.Done(); p.acceptLoop() }()
 	if p.udp != nil {
-		// Followed for as long as a handshake may take, and some.
-		p.amp = newAmpConn(p.udp, 3*p.limits().QUICHandshakeTimeout, p.fm.quicWithheld)
 		p.quic = &quic.Transport{
 			Conn:                p.amp,
 			VerifySourceAddress: p.quicVerifySource,
