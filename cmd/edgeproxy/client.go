@@ -407,5 +407,11 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: %s, pid %d, version %s, started %s (%s ago)\n", node, st.State, st.PID, st.Version,
 		st.StartedAt.UTC().Format(time.RFC3339), time.Since(st.StartedAt).Round(time.Second))
+	if u := st.Upgrades; u.Generation+u.OK+u.Failed > 0 {
+		fmt.Fprintf(stdout, "upgrades: generation %d; from this process %d ok, %d failed\n", u.Generation, u.OK, u.Failed)
+		if u.LastError != "" {
+			fmt.Fprintf(stdout, "the last failed upgrade: %s\n", u.LastError)
+		}
+	}
 	return nil
 }

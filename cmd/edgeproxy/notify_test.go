@@ -56,3 +56,46 @@ prefixes: [{cidr: 192.0.2.0/24, service: spectrum}]
 	}
 	in.cmd.Wait()
 }
+
+// TestSystemdNotifyUpgrade: at a live upgrade the parent says it upgrades,
+// the child sends READY=1 with MAINPID= its own pid once it serves, and the
+// parent sends no STOPPING=1 as it drains (the unit's main process is the
+// child's by then).
+func TestSystemdNotifyUpgrade(t *testing.T) {
+	ns := netns.New(t)
+	sock := filepath.Join(t.TempDir(), "notify")
+	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	u := startUpgradable(t, ns, "shutdown_grace: 1s\nprefixes: [{cidr: 192.0.2.0/24, service: spectrum}]\n", "NOTIFY_SOCKET="+sock)
+	var got []string
+	read := func(d time.Duration) {
+		for {
+			ln.SetReadDeadline(time.Now().Add(d))
+			b := make([]byte, 4096)
+			n, err := ln.Read(b)
+			if err != nil {
+				return
+			}
+			got = append(got, string(b[:n]))
+		}
+	}
+	read(500 * time.Millisecond)
+	st, _ := u.upgrade(t)
+	if code, _ := u.waitExit(5 * time.Second); code != 0 {
+		t.Errorf("the old process exited %d", code)
+	}
+	read(300 * time.Millisecond)
+	all := strings.Join(got, "|")
+	if !strings.Contains(all, "STATUS=upgrading") {
+		t.Errorf("no STATUS=upgrading from the parent: %q", all)
+	}
+	if !strings.Contains(all, "READY=1\nMAINPID="+strconv.Itoa(st.PID)+"\n") {
+		t.Errorf("no READY=1 with the child's pid %d: %q", st.PID, all)
+	}
+	if strings.Contains(all, "STOPPING=1") {
+		t.Errorf("the parent said STOPPING=1 as it drained: %q", all)
+	}
+}
