@@ -232,18 +232,17 @@ spectrum:
 // swapped in) leaves the node with the parent, which never misses a
 // connection, takes binding changes again, and whose next upgrade works.
 func TestUpgradeChildKilledWithWriterRole(t *testing.T) {
-	ns := netns.New(t)
-	echo.Start(t, "origin", "127.0.0.1:7007")
-	u := startUpgradable(t, ns, killBody, pauseEnv+"=writer")
+	f := newMixFixture(t, "shutdown_grace: 2s\n")
+	body := strings.Replace(f.body, "store: {path: \"\"}\n", "", 1)
+	u := startUpgradable(t, f.ns, body, pauseEnv+"=writer")
 	parent := u.hc()
-	stop := make(chan struct{})
-	ok, failed, errs := askLoop(ns, "198.51.100.1:7", stop)
-	time.Sleep(200 * time.Millisecond)
+	mix := startLoadMix(t, f.ns, f.mixAll("192.0.2.10"))
+	time.Sleep(300 * time.Millisecond)
 	var writes int
 	line := u.failedUpgrade(t, func(child int) {
 		u.waitLog(5*time.Second, "upgrade: the new process has the writer role; binding changes are held", func(map[string]any) bool { return true })
 		// Held: a change answers 503, saying why.
-		out, errOut, code := u.cli("bindings", "add", "198.51.100.128/25", "spectrum")
+		out, errOut, code := u.cli("bindings", "add", "192.0.2.128/25", "cdn")
 		if code != 1 || !strings.Contains(errOut, "upgrade is in progress") {
 			t.Errorf("a change while the child has the writer role: %d %q %q, want 503 naming the upgrade", code, out, errOut)
 		}
@@ -251,18 +250,13 @@ func TestUpgradeChildKilledWithWriterRole(t *testing.T) {
 		syscall.Kill(child, syscall.SIGKILL)
 	})
 	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	t.Logf("killed with the writer role: %s; %d connections answered, %d failed", line["error"], ok.Load(), failed.Load())
-	if failed.Load() > 0 {
-		t.Errorf("%d connections failed, the first: %s", failed.Load(), <-errs)
-	}
-	if ok.Load() < 50 {
-		t.Errorf("only %d connections answered", ok.Load())
-	}
+	r := mix.stop()
+	t.Logf("killed with the writer role: %s; the mix:%v", line["error"], r)
+	requireClean(t, "a child killed with the writer role", r, 5)
 	if got := u.hc(); got.PID != parent.PID || got.State != "serving" || got.Upgrades.Failed != 1 {
 		t.Errorf("after the failed upgrade: %+v", got)
 	}
-	if _, errOut, code := u.cli("bindings", "add", "198.51.100.128/25", "spectrum"); code != 0 {
+	if _, errOut, code := u.cli("bindings", "add", "192.0.2.128/25", "cdn"); code != 0 {
 		t.Errorf("a change after the take-back: %d %s", code, errOut)
 	}
 }
@@ -304,18 +298,15 @@ func firstOf(errs chan string) string {
 
 // TestUpgradeStatusAndFailures: SIGUSR2 hands the node to a new process of
 // the binary now on disk (another version), which GET /v1/status names;
-// the old one exits 0. Children that fail at each phase leave the node
-// with the process that serves, whose log and status say why.
+// the old one exits 0. Then, under the whole load mix, children that fail
+// (a file that does not validate, one that changes dispatch.pin_dir, a
+// binary that exits at once) leave the node with the process that serves,
+// which misses nothing, and whose log and status say why.
 func TestUpgradeStatusAndFailures(t *testing.T) {
-	ns := netns.New(t)
 	next, _ := otherBuilds(t)
-	body := `node: edge-u
-shutdown_grace: 2s
-prefixes: [{cidr: 198.51.100.0/24, service: spectrum}]
-spectrum:
-  apps: [{name: echo, protocol: tcp, edge: 198.51.100.0/24, ports: "7", origins: ["127.0.0.1:7007"]}]
-`
-	u := startUpgradable(t, ns, body)
+	f := newMixFixture(t, "node: edge-u\nshutdown_grace: 2s\n")
+	body := strings.Replace(f.body, "store: {path: \"\"}\n", "", 1)
+	u := startUpgradable(t, f.ns, body)
 	first := u.hc()
 	if first.State != "serving" || first.Upgrades.Generation != 0 || first.Version == "next" {
 		t.Fatalf("first status: %+v", first)
@@ -333,6 +324,9 @@ spectrum:
 		t.Logf("the old process exited %v after the new one served", took)
 	}
 
+	time.Sleep(500 * time.Millisecond) // the old process's admin listener is gone
+	mix := startLoadMix(t, f.ns, f.mixAll("192.0.2.10"))
+	time.Sleep(300 * time.Millisecond)
 	// A configuration that does not validate.
 	cfg, _ := os.ReadFile(u.config)
 	os.WriteFile(u.config, append(cfg, []byte("bogus_key: 1\n")...), 0o600)
@@ -354,6 +348,10 @@ spectrum:
 	if e, _ := line["error"].(string); !strings.Contains(e, "exit status 3") {
 		t.Errorf("a binary that exits: the log says %q", e)
 	}
+	time.Sleep(300 * time.Millisecond)
+	r := mix.stop()
+	t.Logf("the mix through three failed upgrades:%v", r)
+	requireClean(t, "three failed upgrades", r, 5)
 	got := u.hc()
 	if got.PID != st.PID || got.State != "serving" || got.Upgrades.Failed != 3 || got.Upgrades.OK != 0 {
 		t.Errorf("after three failed upgrades: %+v, want the same process serving, 3 failed", got)
