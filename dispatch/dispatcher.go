@@ -289,34 +289,45 @@ func (d *Dispatcher) loadPinnedLink() error {
 	if err != nil {
 		return fmt.Errorf("%w: load %s: %v", ErrForeign, path, err)
 	}
+	nl, err := ourLink(l, path)
+	if err != nil {
+		return err
+	}
+	d.link = nl
+	return nil
+}
+
+// ourLink checks that l, named what in errors, is a network namespace
+// link running our program in this thread's namespace; otherwise it
+// closes l and says why.
+func ourLink(l link.Link, what string) (*link.NetNsLink, error) {
 	nl, ok := l.(*link.NetNsLink)
 	if !ok {
 		l.Close()
-		return fmt.Errorf("%w: %s is a %T, not a network namespace link", ErrForeign, path, l)
+		return nil, fmt.Errorf("%w: %s is a %T, not a network namespace link", ErrForeign, what, l)
 	}
 	info, err := nl.Info()
 	if err != nil {
 		nl.Close()
-		return fmt.Errorf("link info of %s: %w", path, err)
+		return nil, fmt.Errorf("link info of %s: %w", what, err)
 	}
 	if name, err := programNameByID(info.Program); err != nil {
 		nl.Close()
-		return err
+		return nil, err
 	} else if !strings.HasPrefix(programName, name) || len(name) < 15 {
 		nl.Close()
-		return fmt.Errorf("%w: %s runs program %q", ErrForeign, path, name)
+		return nil, fmt.Errorf("%w: %s runs program %q", ErrForeign, what, name)
 	}
 	ino, err := netnsInode()
 	if err != nil {
 		nl.Close()
-		return err
+		return nil, err
 	}
 	if ns := info.NetNs(); ns == nil || uint64(ns.NetnsInode) != ino {
 		nl.Close()
-		return fmt.Errorf("%s is attached to another network namespace than this thread's (inode %d): run in that namespace or `edgeproxy unload`", path, ino)
+		return nil, fmt.Errorf("%s is attached to another network namespace than this thread's (inode %d): run in that namespace or `edgeproxy unload`", what, ino)
 	}
-	d.link = nl
-	return nil
+	return nl, nil
 }
 
 func programNameByID(id ebpf.ProgramID) (string, error) {

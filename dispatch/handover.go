@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -54,31 +53,9 @@ func (d *Dispatcher) adoptLink(f *os.File) error {
 	if err != nil {
 		return fmt.Errorf("dispatch: the descriptor handed down is not a link: %w", err)
 	}
-	nl, ok := l.(*link.NetNsLink)
-	if !ok {
-		l.Close()
-		return fmt.Errorf("%w: the link handed down is a %T, not a network namespace link", ErrForeign, l)
-	}
-	info, err := nl.Info()
+	nl, err := ourLink(l, "the link handed down")
 	if err != nil {
-		nl.Close()
-		return fmt.Errorf("link info of the link handed down: %w", err)
-	}
-	if name, err := programNameByID(info.Program); err != nil {
-		nl.Close()
 		return err
-	} else if !strings.HasPrefix(programName, name) || len(name) < 15 {
-		nl.Close()
-		return fmt.Errorf("%w: the link handed down runs program %q", ErrForeign, name)
-	}
-	ino, err := netnsInode()
-	if err != nil {
-		nl.Close()
-		return err
-	}
-	if ns := info.NetNs(); ns == nil || uint64(ns.NetnsInode) != ino {
-		nl.Close()
-		return fmt.Errorf("the link handed down is attached to another network namespace than this thread's (inode %d)", ino)
 	}
 	d.link, d.handed = nl, true
 	return nil
