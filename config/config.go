@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -140,6 +141,10 @@ type CDN struct {
 	// AccessLog is where request lines go: "stderr" (default, with the
 	// logs), "off", or a file path.
 	AccessLog string `yaml:"access_log"`
+	// QUICResetKeyFile holds the QUIC stateless-reset key the node's
+	// processes share; made at the first start if missing. Empty: beside
+	// the store (QUICResetKeyPath).
+	QUICResetKeyFile string `yaml:"quic_reset_key_file"`
 }
 
 // CDNLimits bound what clients may send. Zero: the default.
@@ -168,6 +173,9 @@ type CDNLimits struct {
 	// which new Initials must first prove their address with a Retry.
 	// Default 64.
 	QUICRetryThreshold int `yaml:"quic_retry_threshold"`
+	// MaxQUICSocketsPerAddress bounds the connected UDP sockets (one per
+	// HTTP/3 connection) on one dialled address. Default 1024.
+	MaxQUICSocketsPerAddress int `yaml:"max_quic_sockets_per_address"`
 }
 
 // CDNTimeouts bound how long the proxy waits. Zero: the default.
@@ -448,6 +456,7 @@ func (c *Config) Validate() error {
 		{"max_streams", c.CDN.Limits.MaxStreams}, {"connection_reset_budget", c.CDN.Limits.ConnectionResetBudget},
 		{"client_reset_budget", c.CDN.Limits.ClientResetBudget}, {"max_quic_handshakes", c.CDN.Limits.MaxQUICHandshakes},
 		{"quic_retry_threshold", c.CDN.Limits.QUICRetryThreshold},
+		{"max_quic_sockets_per_address", c.CDN.Limits.MaxQUICSocketsPerAddress},
 	} {
 		if l.v < 0 {
 			fail("cdn.limits.%s: %d is negative (0: the default)", l.key, l.v)
@@ -856,6 +865,19 @@ func edgesOverlap(a, b []string) bool {
 	return false
 }
 
+// QUICResetKeyPath is the file of the QUIC stateless-reset key:
+// cdn.quic_reset_key_file, else quic-reset-key beside store.path, else ""
+// (a random key for each process).
+func (c *Config) QUICResetKeyPath() string {
+	switch {
+	case c.CDN.QUICResetKeyFile != "":
+		return c.CDN.QUICResetKeyFile
+	case c.Store.Path != "":
+		return filepath.Join(filepath.Dir(c.Store.Path), "quic-reset-key")
+	}
+	return ""
+}
+
 // ProxyConfig returns the cdn's configuration as the proxy takes it,
 // loading the certificates. Call it on a validated configuration.
 func (c *Config) ProxyConfig() (proxy.Config, proxy.Limits, error) {
@@ -920,7 +942,8 @@ func (c *Config) ProxyConfig() (proxy.Config, proxy.Limits, error) {
 		MaxStreams:        c.CDN.Limits.MaxStreams, ConnResetBudget: c.CDN.Limits.ConnectionResetBudget,
 		ClientResetBudget: c.CDN.Limits.ClientResetBudget, ResetBan: time.Duration(c.CDN.Limits.ResetBan),
 		MaxQUICHandshakes: c.CDN.Limits.MaxQUICHandshakes, QUICRetryThreshold: c.CDN.Limits.QUICRetryThreshold,
-		QUICHandshakeTimeout: time.Duration(c.CDN.Timeouts.QUICHandshake),
+		QUICHandshakeTimeout:     time.Duration(c.CDN.Timeouts.QUICHandshake),
+		MaxQUICSocketsPerAddress: c.CDN.Limits.MaxQUICSocketsPerAddress,
 	}
 	return pc, lim, nil
 }

@@ -28,13 +28,13 @@ const (
 	ampMaxPeers = 1 << 16
 )
 
-// ampConn wraps the QUIC socket. quic-go reads it in batches through
-// ReadBatch and writes through WriteMsgUDP (with packet info, so that
-// replies leave from the dialled address); both are counted here.
+// ampConn wraps the QUIC sockets (quicSock: the listener and the
+// connected sockets). quic-go reads them in batches through ReadBatch and
+// writes through WriteMsgUDP (with packet info, so that replies leave from
+// the dialled address); both are counted here.
 type ampConn struct {
-	*net.UDPConn
-	batch *ipv4.PacketConn
-	ttl   atomic.Int64 // how long an address is followed, in nanoseconds: the handshake timeout, and some
+	*quicSock
+	ttl atomic.Int64 // how long an address is followed, in nanoseconds: the handshake timeout, and some
 	// withheld counts datagrams not sent; nil: not counted.
 	withheld prometheus.Counter
 
@@ -48,8 +48,8 @@ type ampPeer struct {
 	until      time.Time
 }
 
-func newAmpConn(c *net.UDPConn, ttl time.Duration, withheld prometheus.Counter) *ampConn {
-	a := &ampConn{UDPConn: c, batch: ipv4.NewPacketConn(c), withheld: withheld,
+func newAmpConn(c *quicSock, ttl time.Duration, withheld prometheus.Counter) *ampConn {
+	a := &ampConn{quicSock: c, withheld: withheld,
 		peers: map[netip.AddrPort]*ampPeer{}}
 	a.setTTL(ttl)
 	return a
@@ -63,7 +63,7 @@ func (c *ampConn) setTTL(ttl time.Duration) { c.ttl.Store(int64(ttl)) }
 // address sent. A long-header Initial from an address not followed yet
 // starts following it.
 func (c *ampConn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
-	n, err := c.batch.ReadBatch(ms, flags)
+	n, err := c.quicSock.ReadBatch(ms, flags)
 	for i := range n {
 		m := &ms[i]
 		if m.N == 0 || len(m.Buffers) == 0 || m.Buffers[0][0]&0x80 == 0 {
@@ -129,7 +129,7 @@ func (c *ampConn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (int, int, error
 		}
 		return len(b), len(oob), nil
 	}
-	return c.UDPConn.WriteMsgUDP(b, oob, addr)
+	return c.quicSock.WriteMsgUDP(b, oob, addr)
 }
 
 func (c *ampConn) allow(ap netip.AddrPort, n int) bool {

@@ -71,8 +71,8 @@ func (s *connSet[T]) wait(ctx context.Context, stop func(T)) error {
 // Reowned tells the proxy that the bindings changed. Its connections on
 // addresses that left the cdn are told to go, as a move needs them to:
 // an HTTP/1.1 connection closes after its request in progress (at once
-// when it waits for one), an HTTP/2 connection gets GOAWAY and closes when
-// its streams are done. It returns at once; a goroutine does the work,
+// when it waits for one), an HTTP/2 or HTTP/3 connection gets GOAWAY and
+// closes when its streams are done (HTTP/3: within the idle timeout). It returns at once; a goroutine does the work,
 // once for any number of changes that came while it ran.
 func (p *Proxy) Reowned() {
 	select {
@@ -117,6 +117,13 @@ func (p *Proxy) unowned() int {
 // eachUnowned calls fn with the ways to tell each client connection held
 // on an address the cdn no longer owns to go, and to close it.
 func (p *Proxy) eachUnowned(fn func(leave, kill func())) {
+	if p.owns != nil {
+		for _, hc := range p.h3conns.all() {
+			if !p.owns(hc.edge) {
+				fn(p.leaveH3(hc), hc.kill)
+			}
+		}
+	}
 	if p.ownsTCP == nil {
 		return
 	}

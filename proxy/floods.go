@@ -99,6 +99,9 @@ type streamConn struct {
 	resets window
 	close  func() // cuts the connection
 	once   sync.Once
+	// inflight counts the connection's requests in their handler
+	// (HTTP/3: a connection told to go closes once none is left).
+	inflight atomic.Int64
 }
 
 type streamConnKey struct{}
@@ -398,6 +401,10 @@ func (p *Proxy) guardStd(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer p.streams.Add(-1)
+	if sc := connOf(r.Context()); sc != nil {
+		sc.inflight.Add(1)
+		defer sc.inflight.Add(-1)
+	}
 	p.serveStd(w, r)
 	p.countReset(r)
 }

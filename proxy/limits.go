@@ -1,13 +1,8 @@
 package proxy
 
 import (
-	"context"
-	"errors"
-	"net/http"
 	"sync"
 
-	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
 	"github.com/valyala/fasthttp"
 )
 
@@ -48,17 +43,20 @@ func (p *Proxy) SetLimits(l Limits) {
 	if p.amp != nil {
 		p.amp.setTTL(3 * l.QUICHandshakeTimeout)
 	}
+	if p.qs != nil {
+		p.qs.setMaxPerAddr(l.MaxQUICSocketsPerAddress)
+	}
 }
 
 // servers are the servers made with one version of the limits: fasthttp's
-// for the connections the HTTP/1.1 engine hands over, quic-go's http3 for
-// HTTP/3 connections. Each connection takes the generation current when
+// for the connections the HTTP/1.1 engine hands over. (Each HTTP/3
+// connection has an http3 server of its own, made with the limits in
+// force when it starts: h3.go.) Each connection takes the generation current when
 // it reaches them (use) and keeps it; a generation that is no longer
 // current goes when its last connection ends.
 type servers struct {
 	h1, h1TLS     *fasthttp.Server
 	plain, secure *chanListener // deliver nothing: there for the servers' Shutdown
-	h3            *http3.Server // nil without HTTP/3
 
 	mu      sync.Mutex // guards users and retired
 	users   int
@@ -73,9 +71,6 @@ func (p *Proxy) newServersLocked(l *Limits) {
 	}
 	s := &servers{plain: newChanListener(p.tcp.Addr()), secure: newChanListener(p.tcp.Addr())}
 	s.h1, s.h1TLS = p.newH1Server(l), p.newH1Server(l)
-	if p.udp != nil {
-		s.h3 = p.newH3Server(l)
-	}
 	if p.srvs == nil {
 		p.srvs = map[*servers]struct{}{}
 	}
@@ -139,9 +134,6 @@ func (p *Proxy) retireLocked(s *servers) {
 	delete(p.srvs, s)
 	s.plain.Close() // their Serve returns
 	s.secure.Close()
-	if s.h3 != nil {
-		s.h3.Close()
-	}
 }
 
 // allServers returns every generation still serving, for Shutdown; later
@@ -189,22 +181,4 @@ func (p *Proxy) newH1Server(l *Limits) *fasthttp.Server {
 func (p *Proxy) h1RequestConfig(*fasthttp.RequestHeader) fasthttp.RequestConfig {
 	l := p.limits()
 	return fasthttp.RequestConfig{WriteTimeout: l.SendTimeout, MaxRequestBodySize: int(l.MaxBodyBytes)}
-}
-
-// serveQUIC hands each accepted QUIC connection to the current
-// generation's http3 server, which serves it to its end.
-func (p *Proxy) serveQUIC(ln *quic.Listener) {
-	for {
-		c, err := ln.Accept(context.Background())
-		if err != nil {
-			return
-		}
-		s := p.useServers()
-		go func() {
-			defer p.doneServers(s)
-			if err := s.h3.ServeQUICConn(c); errors.Is(err, http.ErrServerClosed) {
-				c.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "") // shutting down
-			}
-		}()
-	}
 }

@@ -3,7 +3,8 @@
 // HTTP/1.1, HTTP/2 and HTTP/3, and forwards requests to the sites' origins.
 //
 // It owns one dual-stack TCP socket and one UDP socket, registered under
-// cdn/tcp and cdn/udp. On the TCP socket the port the client dialled decides
+// cdn/tcp and cdn/udp, and a connected UDP socket for each HTTP/3
+// connection past its handshake (quicsock.go). On the TCP socket the port the client dialled decides
 // cleartext or TLS. HTTP/1.1 runs on fasthttp (the hot path: the spike in
 // docs/cdn.md measured net/http with httputil.ReverseProxy at a third of
 // nginx's rate, fasthttp at 0.85×); HTTP/2 on a server of the proxy's own
@@ -73,6 +74,11 @@ type Limits struct {
 	MaxQUICHandshakes    int           // QUIC handshakes in flight; default 1024
 	QUICRetryThreshold   int           // handshakes in flight from which Initials get a Retry; default 64
 	QUICHandshakeTimeout time.Duration // a QUIC handshake without progress; default 2s
+	// MaxQUICSocketsPerAddress bounds the connected sockets (one per HTTP/3
+	// connection) on one dialled address; past it a connection stays on
+	// the listener. Each costs every new-flow datagram to that address a
+	// step of the kernel's lookup. Default 1024.
+	MaxQUICSocketsPerAddress int
 }
 
 func (l *Limits) setDefaults() {
@@ -109,6 +115,7 @@ func (l *Limits) setDefaults() {
 	pos(&l.MaxQUICHandshakes, 1024)
 	pos(&l.QUICRetryThreshold, 64)
 	def(&l.QUICHandshakeTimeout, 2*time.Second)
+	pos(&l.MaxQUICSocketsPerAddress, 1024)
 }
 
 // resetClients bounds the per-client reset table: 65536 entries of about
@@ -140,6 +147,13 @@ type Options struct {
 	// AccessLog receives one line per request; nil: none. Its counters
 	// are registered with the proxy's metrics (zeros when nil).
 	AccessLog *AccessLog
+	// QUICResetKeyFile holds the stateless-reset key every process of the
+	// node shares (32 bytes, mode 0600), made at the first start if
+	// missing: a datagram for a QUIC connection this process does not know
+	// (another process's, or one from before a restart) gets a stateless
+	// reset instead of silence. Empty: a random key for this process
+	// (which resets only its own connections).
+	QUICResetKeyFile string
 }
 
 // state is the part of the proxy that SetConfig swaps.
@@ -182,9 +196,13 @@ type Proxy struct {
 	ownsTCP  func(netip.AddrPort) bool
 	reown    chan struct{} // Reowned's kick: the bindings changed
 	h2m      *h2Metrics
-	quic     *quic.Transport
+	h3conns  connSet[*h3Conn] // HTTP/3 connections, each served by an http3.Server of its own (h3.go)
 	h3ln     *quic.Listener
-	amp      *ampConn    // the QUIC socket as quic.Transport sees it
+	quic     *quic.Transport
+	qs       *quicSock // the listener and the connections' connected sockets
+	amp      *ampConn  // qs as quic.Transport sees it
+	resetKey *quic.StatelessResetKey
+	qsm      quicSockMetrics
 	tlsConf  *tls.Config // one for every TLS connection: session tickets work across them
 
 	conns   atomic.Int64 // client connections, TCP and QUIC
@@ -224,10 +242,11 @@ func New(opts Options) (*Proxy, error) {
 	p.pools.setTimeouts(l)
 	p.pools.exchanges.beforeSend = p.fm.abandoned.WithLabelValues("before_send")
 	p.pools.exchanges.inFlight = p.fm.abandoned.WithLabelValues("in_progress")
+	p.qsm = newQUICSockMetrics(opts.Registerer)
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(newOriginCollector(p.pools), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "edgeproxy_cdn_connections_unowned",
-			Help: "Client connections held on addresses the cdn no longer owns: told to go after a move, until they have (HTTP/1.1 and HTTP/2).",
+			Help: "Client connections held on addresses the cdn no longer owns: told to go after a move, until they have (HTTP/1.1, HTTP/2 and HTTP/3).",
 		}, func() float64 { return float64(p.unowned()) }))
 	}
 	if err := p.SetConfig(opts.Config); err != nil {
@@ -245,7 +264,24 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.tcp = ln.(*net.TCPListener)
 	if opts.Config.HTTP3 {
+		key, made, err := loadResetKey(opts.QUICResetKeyFile)
+		if err != nil {
+			p.tcp.Close()
+			return nil, err
+		}
+		switch {
+		case opts.QUICResetKeyFile == "":
+			p.log.Info("cdn: no cdn.quic_reset_key_file (and no store.path): a random QUIC stateless-reset key for this process, so datagrams of another process's connections get resets their clients ignore")
+		case made:
+			p.log.Info("cdn: made the QUIC stateless-reset key", "file", opts.QUICResetKeyFile)
+		}
+		p.resetKey = key
 		if p.udp, err = listenQUIC(opts.Config.HTTP3Port); err != nil {
+			p.tcp.Close()
+			return nil, err
+		}
+		if p.qs, err = newQUICSock(here, p.udp, p.limits().MaxQUICSocketsPerAddress, p.qsm.open, p.qsm.failures); err != nil {
+			p.udp.Close()
 			p.tcp.Close()
 			return nil, err
 		}
@@ -352,28 +388,6 @@ func (p *Proxy) setupServers() {
 	p.srvMu.Unlock()
 }
 
-// newH3Server makes an http3 server: its header bound and idle timeout
-// are fixed for its life, so a change of them makes a new generation.
-func (p *Proxy) newH3Server(l *Limits) *http3.Server {
-	return &http3.Server{
-		Handler:        p.stdHandler(),
-		IdleTimeout:    l.IdleTimeout,
-		MaxHeaderBytes: l.MaxHeaderBytes,
-		Port:           int(p.state.Load().cfg.HTTP3Port),
-		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
-			p.quicHandshakeDone(ctx)
-			p.amp.validated(c.RemoteAddr())
-			p.m.active.WithLabelValues("h3").Inc()
-			context.AfterFunc(c.Context(), func() { p.m.active.WithLabelValues("h3").Dec() })
-			sc := &streamConn{client: netaddr.AddrPort(c.RemoteAddr()).Addr(), close: func() {
-				c.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeExcessiveLoad), "too many streams reset")
-			}}
-			context.AfterFunc(c.Context(), func() { sc.closed.Store(true) })
-			return context.WithValue(ctx, streamConnKey{}, sc)
-		},
-	}
-}
-
 // Start serves the sockets until Shutdown.
 func (p *Proxy) Start() error {
 	p.wg.Add(2)
@@ -384,7 +398,7 @@ func (p *Proxy) Start() error {
 	if p.udp != nil {
 		// Followed for as long as a handshake may take, and some
 		// (SetLimits changes it).
-		p.amp = newAmpConn(p.udp, 3*p.limits().QUICHandshakeTimeout, p.fm.quicWithheld)
+		p.amp = newAmpConn(p.qs, 3*p.limits().QUICHandshakeTimeout, p.fm.quicWithheld)
 	}
 	p.srvMu.Unlock()
 	go func() { defer p.wg.Done(); p.acceptLoop() }()
@@ -393,6 +407,7 @@ func (p *Proxy) Start() error {
 			Conn:                p.amp,
 			VerifySourceAddress: p.quicVerifySource,
 			ConnContext:         p.quicConnContext,
+			StatelessResetKey:   p.resetKey,
 		}
 		tlsConf := http3.ConfigureTLSConfig(p.tlsConfig())
 		tlsConf.GetConfigForClient = p.quicConfigForClient(tlsConf)
@@ -408,7 +423,7 @@ func (p *Proxy) Start() error {
 		}
 		p.h3ln = ln
 		p.wg.Add(1)
-		go func() { defer p.wg.Done(); p.serveQUIC(ln) }()
+		go func() { defer p.wg.Done(); p.acceptH3(ln) }()
 	}
 	return nil
 }
@@ -531,14 +546,12 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	if p.h3ln != nil {
 		p.h3ln.Close() // no new HTTP/3 connections; those open get GOAWAY
+		run(func() error { return p.shutdownH3(ctx) })
 	}
 	run(func() error { return p.shutdownH1(ctx) })
 	for _, s := range p.allServers() {
 		run(func() error { return s.h1.ShutdownWithContext(ctx) })
 		run(func() error { return s.h1TLS.ShutdownWithContext(ctx) })
-		if s.h3 != nil {
-			run(func() error { return s.h3.Shutdown(ctx) })
-		}
 	}
 	run(func() error { return p.shutdownH2(ctx) })
 	run(func() error {
@@ -557,8 +570,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	if p.quic != nil {
 		p.quic.Close() // stops reading; the socket is ours to close
 	}
-	if p.udp != nil {
-		p.udp.Close()
+	if p.qs != nil {
+		p.qs.Close() // the connected sockets and the listener
 	}
 	return errors.Join(errs...)
 }

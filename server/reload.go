@@ -149,6 +149,7 @@ func restartOnly(cur, next *config.Config) error {
 		{"store", cur.Store, next.Store},
 		{"cdn.http3", cur.CDN.HTTP3, next.CDN.HTTP3},
 		{"cdn.http3_port", cur.CDN.HTTP3Port, next.CDN.HTTP3Port},
+		{"cdn.quic_reset_key_file", cur.QUICResetKeyPath(), next.QUICResetKeyPath()},
 		{"spectrum.max_connections", cur.Spectrum.MaxConnections, next.Spectrum.MaxConnections},
 		{"spectrum.max_udp_flows", cur.Spectrum.MaxUDPFlows, next.Spectrum.MaxUDPFlows},
 		{"spectrum.max_udp_flows_per_app", cur.Spectrum.MaxUDPFlowsPerApp, next.Spectrum.MaxUDPFlowsPerApp},

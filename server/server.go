@@ -268,6 +268,7 @@ func Start(opts Options) (_ *Server, err error) {
 				return s.Bindings.OwnsCDN(dispatch.TCP, dst.Addr(), dst.Port())
 			},
 			Registerer: s.Registry, Logger: log.With("component", "cdn"), AccessLog: accessLog,
+			QUICResetKeyFile: cfg.QUICResetKeyPath(),
 		})
 		if err != nil {
 			return nil, err
