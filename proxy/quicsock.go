@@ -443,7 +443,12 @@ func (s *quicSock) releaser(cs *connSock, releaseFD func()) func() {
 			if !last {
 				return
 			}
-			// Closing the descriptor takes it out of the epoll set.
+			// Out of the epoll set before it closes: the reader no longer
+			// finds its id, and a socket that stayed ready there until its
+			// close completes would wake it for nothing.
+			cs.raw.Control(func(fd uintptr) {
+				s.epRaw.Control(func(ep uintptr) { unix.EpollCtl(int(ep), unix.EPOLL_CTL_DEL, int(fd), nil) })
+			})
 			cs.c.Close()
 			releaseFD()
 			s.open.Add(-1)
