@@ -68,8 +68,10 @@ func TestMoveUnderLoadMix(t *testing.T) {
 		if r.Failed+r.Hung+r.BadSource > 0 {
 			t.Errorf("the /25, %v: want no request failed, cut short or hung", r)
 		}
-		if r.OK < 20 {
-			t.Errorf("the /25, %v: want at least 20 requests served", r)
+		// HTTP/3 asks once an interval (50 ms) and must shake hands again
+		// after each move's GOAWAY, half of the time while the /25 is away.
+		if min := map[bool]int{true: 5, false: 20}[r.Name == "h3"]; r.OK < min {
+			t.Errorf("the /25, %v: want at least %d requests served", r, min)
 		}
 	}
 	// Each move ends the keep-alive connections open at it (two, unless
