@@ -41,6 +41,10 @@ import (
 //     connection fails.
 //   - change-reload: the same load while edgeproxy gets a SIGHUP every
 //     250 ms.
+//   - change-upgrade: the same load while the serving edgeproxy gets a
+//     SIGUSR2 (a live upgrade to the binary on disk) every 1.2 s. Keep-alive
+//     connections end between requests as the old process drains (ended,
+//     not failed); the new-connection load must never fail.
 //   - change-latency: with 10k / 100k / 1M bindings loaded from the store
 //     file at start, the PATCH and POST round trips, and the time from
 //     sending a PATCH to the first new connection that sees the new owner
@@ -52,6 +56,7 @@ func init() {
 	harness.Register(harness.Scenario{Name: "change-reload", Group: "change", Run: func(c *harness.Ctx, r *harness.Result) error {
 		return runChangeSafety(c, r, true)
 	}})
+	harness.Register(harness.Scenario{Name: "change-upgrade", Group: "change", Run: runChangeUpgrade})
 	harness.Register(harness.Scenario{Name: "change-latency", Group: "change", Run: runChangeLatency})
 }
 
@@ -64,13 +69,13 @@ const (
 	changeMoved      = "198.51.100.0/25"   // moves; keep-alive load on it
 	changeStill      = "198.51.100.128/25" // never moves; new-connection load on it
 	changeProbe      = "198.51.100.77/32"  // change-latency's moved binding
-	changeLiveUpNote = "live upgrade (a new binary taking the sockets over under load) does not exist yet: not measured"
 )
 
 // changeConfig is edgeproxy's configuration for the change scenarios.
 func changeConfig(store string) string {
 	return fmt.Sprintf(`node: bench
 admin: {listen: %q}
+shutdown_grace: 2s
 dispatch: {pin_dir: ""}
 store: {path: %q}
 prefixes: [{cidr: %s, service: cdn}]
@@ -381,8 +386,7 @@ func runChangeSafety(c *harness.Ctx, r *harness.Result, sighup bool) error {
 		r.Params["moved"] = changeMoved
 		r.Params["still"] = changeStill
 	}
-	r.Notes = append(r.Notes, "keep-alive connections to "+changeMoved+" opened before the changes; new connections (one request each) to "+changeStill+"; every error, non-200 or refused connection counts as failed, except on "+changeMoved+": a keep-alive connection the cdn closes between requests after a move (ended) and a reconnection refused while spectrum owns the range (refused)",
-		changeLiveUpNote)
+	r.Notes = append(r.Notes, "keep-alive connections to "+changeMoved+" opened before the changes; new connections (one request each) to "+changeStill+"; every error, non-200 or refused connection counts as failed, except on "+changeMoved+": a keep-alive connection the cdn closes between requests after a move (ended) and a reconnection refused while spectrum owns the range (refused)")
 	stopOrigin, err := chgStartOrigin()
 	if err != nil {
 		return err
@@ -490,6 +494,105 @@ func runChangeSafety(c *harness.Ctx, r *harness.Result, sighup bool) error {
 	})
 }
 
+// chgServing returns the pid GET /v1/status names and its state.
+func chgServing() (int, string, error) {
+	var st struct {
+		PID   int    `json:"pid"`
+		State string `json:"state"`
+	}
+	if _, err := chgCallOK("GET", "/v1/status", "", &st); err != nil {
+		return 0, "", err
+	}
+	return st.PID, st.State, nil
+}
+
+// runChangeUpgrade is change-upgrade: live upgrades (SIGUSR2) under the
+// change scenarios' load. The processes are followed by pid: each upgrade
+// makes a new one, the child of the one before.
+func runChangeUpgrade(c *harness.Ctx, r *harness.Result) error {
+	const keepAlive = 4
+	r.Unit = "request"
+	r.Primary = harness.Failed
+	r.Secondary = harness.Rate
+	r.Title = "failed requests during SIGUSR2 live upgrades under load (must be 0)"
+	r.Params["keepalive_connections"] = keepAlive
+	r.Params["new_connection_workers"] = 1
+	r.Params["upgrade_every_ms"] = 1200
+	d := c.Mode.D(4 * time.Second)
+	r.Params["round_s"] = d.Seconds()
+	r.Notes = append(r.Notes, "keep-alive connections to "+changeMoved+", new connections (one request each) to "+changeStill+"; every error, non-200 or refused connection counts as failed, except a keep-alive connection the old process closes between requests as it drains (ended)",
+		"upgrade_ms: median time from SIGUSR2 to GET /v1/status naming the new process, serving")
+	stopOrigin, err := chgStartOrigin()
+	if err != nil {
+		return err
+	}
+	defer stopOrigin()
+	ep, _, err := chgStartEdgeproxy(c, filepath.Join(c.Dir, "change-bindings.json"), 30*time.Second)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// The serving process is the last upgrade's: stop it, then the
+		// first (already gone unless an upgrade failed).
+		if pid, _, err := chgServing(); err == nil && pid != ep.Pid() {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		ep.Stop()
+	}()
+	r.Versions["edgeproxy"] = harness.Version(c.Edgeproxy)
+	return harness.Alternate(c, r, []string{"edgeproxy"}, func(string, int) (map[string]float64, error) {
+		stop := make(chan struct{})
+		start := time.Now()
+		st, done, err := chgRunLoad(keepAlive, stop)
+		if err != nil {
+			return nil, err
+		}
+		var took []float64
+		var upErr error
+		for time.Since(start) < d && upErr == nil {
+			time.Sleep(1200 * time.Millisecond)
+			pid, _, err := chgServing()
+			if err != nil {
+				upErr = err
+				break
+			}
+			t0 := time.Now()
+			if err := syscall.Kill(pid, syscall.SIGUSR2); err != nil {
+				upErr = err
+				break
+			}
+			for {
+				if now, state, err := chgServing(); err == nil && now != pid && state == "serving" {
+					break
+				}
+				if time.Since(t0) > 15*time.Second {
+					upErr = fmt.Errorf("no new process serves 15 s after SIGUSR2 to %d", pid)
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			took = append(took, float64(time.Since(t0).Microseconds())/1000)
+		}
+		close(stop)
+		<-done
+		secs := time.Since(start).Seconds()
+		if upErr != nil {
+			return nil, upErr
+		}
+		ok, failed := st.ok.Load(), st.failed.Load()
+		if ok == 0 {
+			return nil, fmt.Errorf("no request succeeded: %v", st.errs)
+		}
+		if failed > 0 {
+			c.Log("%s: %d failed: %s", r.Scenario, failed, strings.Join(st.errs, "; "))
+		}
+		return map[string]float64{
+			harness.Failed: float64(failed), "requests": float64(ok + failed), harness.Rate: float64(ok) / secs,
+			"upgrades": float64(len(took)), "upgrade_ms": harness.Median(took), "ended": float64(st.ended.Load()),
+		}, nil
+	})
+}
+
 // chgStore writes a store of n API-made /128 bindings to cdn in
 // 1,000 spectrum /48s from 2001:db8:4500::/48 on (none carries traffic).
 func chgStore(path string, n int) error {
@@ -552,8 +655,7 @@ func runChangeLatency(c *harness.Ctx, r *harness.Result) error {
 	r.Notes = append(r.Notes,
 		"bindings loaded from the store file at start (API-made /128s in 1,000 /48s); one /32 of "+changePrefix+" moved cdn↔spectrum by PATCH, a /28 added by POST and deleted per round",
 		"patch_ms_N, post_ms_N: median round trip (the answer means the data plane holds the change and the store is on disk); dataplane_ms_N: median time from sending the PATCH to the first new connection that sees the new owner (accepted by the cdn, or refused where spectrum serves no app)",
-		"start_s_N: edgeproxy's start until /readyz with N bindings",
-		changeLiveUpNote)
+		"start_s_N: edgeproxy's start until /readyz with N bindings")
 	stopOrigin, err := chgStartOrigin()
 	if err != nil {
 		return err

@@ -17,3 +17,10 @@ func TestChangeReloadTiny(t *testing.T) {
 }
 
 func TestChangeLatencyTiny(t *testing.T) { dispRunTiny(t, "change-latency", true) }
+
+func TestChangeUpgradeTiny(t *testing.T) {
+	r := dispRunTiny(t, "change-upgrade", true)
+	if r.Summary["edgeproxy"]["upgrades"] == 0 {
+		t.Errorf("no upgrades: %v", r.Summary)
+	}
+}
