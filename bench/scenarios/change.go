@@ -61,14 +61,14 @@ func init() {
 }
 
 const (
-	changeAdmin      = "127.0.0.1:18410"
-	changeOrigin     = "127.0.0.1:18490"
-	changeHTTPPort   = 18480
-	changeSpectrum   = 18481 // a spectrum app's port: spectrum serves, but not changeHTTPPort
-	changePrefix     = "198.51.100.0/24"
-	changeMoved      = "198.51.100.0/25"   // moves; keep-alive load on it
-	changeStill      = "198.51.100.128/25" // never moves; new-connection load on it
-	changeProbe      = "198.51.100.77/32"  // change-latency's moved binding
+	changeAdmin    = "127.0.0.1:18410"
+	changeOrigin   = "127.0.0.1:18490"
+	changeHTTPPort = 18480
+	changeSpectrum = 18481 // a spectrum app's port: spectrum serves, but not changeHTTPPort
+	changePrefix   = "198.51.100.0/24"
+	changeMoved    = "198.51.100.0/25"   // moves; keep-alive load on it
+	changeStill    = "198.51.100.128/25" // never moves; new-connection load on it
+	changeProbe    = "198.51.100.77/32"  // change-latency's moved binding
 )
 
 // changeConfig is edgeproxy's configuration for the change scenarios.
