@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -28,6 +27,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
 	"github.com/edgeproxy/edgeproxy/internal/selfsigned"
+	"github.com/edgeproxy/edgeproxy/internal/srccheck"
 )
 
 func init() {
@@ -114,40 +114,10 @@ func startH3(t testing.TB, keyFile string, more ...func(*Options)) *h3Fixture {
 	return f
 }
 
-// srcConn is a client's UDP socket that records every datagram's source,
-// and can stop receiving (a client that vanished).
-type srcConn struct {
-	net.PacketConn
-	want netip.AddrPort
-	mu   sync.Mutex
-	n    int
-	bad  []string
-}
-
-func (c *srcConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, from, err := c.PacketConn.ReadFrom(p)
-	if err == nil {
-		ap := from.(*net.UDPAddr).AddrPort()
-		c.mu.Lock()
-		c.n++
-		if netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()) != c.want {
-			c.bad = append(c.bad, ap.String())
-		}
-		c.mu.Unlock()
-	}
-	return n, from, err
-}
-
-func (c *srcConn) stats() (int, []string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n, slices.Clone(c.bad)
-}
-
 // h3Client is one HTTP/3 client connection to dst, from loopback.
 type h3Client struct {
 	pc  net.PacketConn
-	sc  *srcConn
+	sc  *srccheck.Conn
 	tr  *http3.Transport
 	cc  *http3.ClientConn
 	qc  *quic.Conn
@@ -164,7 +134,7 @@ func (f *h3Fixture) dial(t testing.TB, dst netip.AddrPort, sni string) *h3Client
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &h3Client{pc: pc, sc: &srcConn{PacketConn: pc, want: dst}, dst: dst}
+	c := &h3Client{pc: pc, sc: srccheck.New(pc, dst), dst: dst}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	qc, err := quic.Dial(ctx, c.sc, net.UDPAddrFromAddrPort(dst),
@@ -225,7 +195,7 @@ func TestHTTP3ConnectedSocketSource(t *testing.T) {
 		if _, ok := f.sni.Load(ap.String()); !ok {
 			t.Errorf("%s: the TLS callback never saw the dialled address (saw %v)", dst, seenKeys(&f.sni))
 		}
-		if n, bad := c.sc.stats(); n == 0 || len(bad) > 0 {
+		if n, bad := c.sc.Stats(); n == 0 || len(bad) > 0 {
 			t.Errorf("%s: %d datagrams, from wrong sources: %v", dst, n, bad)
 		}
 		c.qc.CloseWithError(0, "")
@@ -500,7 +470,7 @@ func TestHTTP3ConnectedSocketBudget(t *testing.T) {
 	if got, err := c2.get("/2", 2*time.Second); err != nil || got != "200 ok /2" {
 		t.Fatalf("connection on the listener: %q %v", got, err)
 	}
-	if n, bad := c2.sc.stats(); n == 0 || len(bad) > 0 {
+	if n, bad := c2.sc.Stats(); n == 0 || len(bad) > 0 {
 		t.Errorf("on the listener: %d datagrams, from wrong sources %v", n, bad)
 	}
 	if got := f.p.qs.connected(); got != 2 {

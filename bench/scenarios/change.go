@@ -479,19 +479,29 @@ func runChangeSafety(c *harness.Ctx, r *harness.Result, sighup bool) error {
 		if changeErr != nil {
 			return nil, changeErr
 		}
-		ok, failed := st.ok.Load(), st.failed.Load()
-		if ok == 0 {
-			return nil, fmt.Errorf("no request succeeded: %v", st.errs)
+		if err := chgTally(c, r.Scenario, st, secs, m); err != nil {
+			return nil, err
 		}
-		if failed > 0 {
-			c.Log("%s: %d failed: %s", r.Scenario, failed, strings.Join(st.errs, "; "))
-		}
-		m[harness.Failed] = float64(failed)
-		m["requests"] = float64(ok + failed)
-		m[harness.Rate] = float64(ok) / secs
-		m[harness.CPUPerUnit] = float64((ep.CPU() - cpu0).Microseconds()) / float64(ok)
+		m[harness.CPUPerUnit] = float64((ep.CPU() - cpu0).Microseconds()) / float64(st.ok.Load())
 		return m, nil
 	})
+}
+
+// chgTally puts a round's load into m: the failed requests, all of them,
+// and the rate of those that succeeded over secs. A round in which none
+// succeeded is an error; failures are logged.
+func chgTally(c *harness.Ctx, scenario string, st *chgLoadStats, secs float64, m map[string]float64) error {
+	ok, failed := st.ok.Load(), st.failed.Load()
+	if ok == 0 {
+		return fmt.Errorf("no request succeeded: %v", st.errs)
+	}
+	if failed > 0 {
+		c.Log("%s: %d failed: %s", scenario, failed, strings.Join(st.errs, "; "))
+	}
+	m[harness.Failed] = float64(failed)
+	m["requests"] = float64(ok + failed)
+	m[harness.Rate] = float64(ok) / secs
+	return nil
 }
 
 // chgServing returns the pid GET /v1/status names and its state.
@@ -579,17 +589,11 @@ func runChangeUpgrade(c *harness.Ctx, r *harness.Result) error {
 		if upErr != nil {
 			return nil, upErr
 		}
-		ok, failed := st.ok.Load(), st.failed.Load()
-		if ok == 0 {
-			return nil, fmt.Errorf("no request succeeded: %v", st.errs)
+		m := map[string]float64{"upgrades": float64(len(took)), "upgrade_ms": harness.Median(took), "ended": float64(st.ended.Load())}
+		if err := chgTally(c, r.Scenario, st, secs, m); err != nil {
+			return nil, err
 		}
-		if failed > 0 {
-			c.Log("%s: %d failed: %s", r.Scenario, failed, strings.Join(st.errs, "; "))
-		}
-		return map[string]float64{
-			harness.Failed: float64(failed), "requests": float64(ok + failed), harness.Rate: float64(ok) / secs,
-			"upgrades": float64(len(took)), "upgrade_ms": harness.Median(took), "ended": float64(st.ended.Load()),
-		}, nil
+		return m, nil
 	})
 }
 

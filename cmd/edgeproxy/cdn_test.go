@@ -15,9 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,6 +26,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/echo"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
 	"github.com/edgeproxy/edgeproxy/internal/selfsigned"
+	"github.com/edgeproxy/edgeproxy/internal/srccheck"
 )
 
 // seen is what a test origin tells about the request it got.
@@ -321,41 +320,9 @@ func TestCDNSNI(t *testing.T) {
 	}
 }
 
-// checkedConn is a client's UDP socket that insists every datagram comes
-// from the address and port it sent to, as a connected socket would.
-// quic-go's client matches by connection id and would accept anything.
-type checkedConn struct {
-	net.PacketConn
-	want netip.AddrPort
-	mu   sync.Mutex
-	bad  []string
-	n    int
-}
-
-func (c *checkedConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, from, err := c.PacketConn.ReadFrom(p)
-	if err == nil {
-		ap := from.(*net.UDPAddr).AddrPort()
-		c.mu.Lock()
-		c.n++
-		if netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()) != c.want {
-			c.bad = append(c.bad, ap.String())
-		}
-		c.mu.Unlock()
-	}
-	return n, from, err
-}
-
-// stats returns how many datagrams came and those from wrong sources.
-func (c *checkedConn) stats() (int, []string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n, slices.Clone(c.bad)
-}
-
 // h3Get fetches a URL over HTTP/3 with quic-go's client, every reply checked
 // to come from dst.
-func h3Get(t *testing.T, pool *x509.CertPool, dst netip.AddrPort, url string) (*http.Response, string, *checkedConn) {
+func h3Get(t *testing.T, pool *x509.CertPool, dst netip.AddrPort, url string) (*http.Response, string, *srccheck.Conn) {
 	t.Helper()
 	resp, body, cc, err := h3Do(pool, dst, url)
 	if err != nil {
@@ -371,7 +338,7 @@ func init() {
 }
 
 // h3Do is h3Get for any goroutine of the namespace.
-func h3Do(pool *x509.CertPool, dst netip.AddrPort, url string) (*http.Response, string, *checkedConn, error) {
+func h3Do(pool *x509.CertPool, dst netip.AddrPort, url string) (*http.Response, string, *srccheck.Conn, error) {
 	// The client's source must lie outside the steered prefixes: an
 	// unconnected UDP socket loses its replies to the dispatcher, which
 	// steers every port of a bound prefix (connected sockets win, but
@@ -384,7 +351,7 @@ func h3Do(pool *x509.CertPool, dst netip.AddrPort, url string) (*http.Response, 
 	if err != nil {
 		return nil, "", nil, err
 	}
-	cc := &checkedConn{PacketConn: pc, want: dst}
+	cc := srccheck.New(pc, dst)
 	defer pc.Close()
 	tr := &http3.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool},
@@ -419,7 +386,7 @@ func TestCDNHTTP3(t *testing.T) {
 		if resp.Header.Get("Alt-Svc") != "" {
 			t.Errorf("%s: an HTTP/3 response announces Alt-Svc", dst)
 		}
-		if n, bad := cc.stats(); n == 0 || len(bad) > 0 {
+		if n, bad := cc.Stats(); n == 0 || len(bad) > 0 {
 			t.Errorf("%s: %d datagrams, from wrong sources: %v", dst, n, bad)
 		}
 	}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+
+	"github.com/edgeproxy/edgeproxy/internal/srccheck"
 )
 
 // TestHTTP3MoveThroughBinary: an HTTP/3 connection on an address that a
@@ -32,7 +34,7 @@ func TestHTTP3MoveThroughBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	cc := &checkedConn{PacketConn: pc, want: dst}
+	cc := srccheck.New(pc, dst)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	qc, err := quic.Dial(ctx, cc, net.UDPAddrFromAddrPort(dst),
 		&tls.Config{RootCAs: f.pool, ServerName: "a.example", NextProtos: []string{http3.NextProtoH3}},
@@ -89,7 +91,7 @@ func TestHTTP3MoveThroughBinary(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Error("the moved connection is still open 3 s after its last request")
 	}
-	if n, bad := cc.stats(); n == 0 || len(bad) > 0 {
+	if n, bad := cc.Stats(); n == 0 || len(bad) > 0 {
 		t.Errorf("%d datagrams, from wrong sources: %v", n, bad)
 	}
 	deadline := time.Now().Add(2 * time.Second)

@@ -28,6 +28,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/internal/netns"
 	"github.com/edgeproxy/edgeproxy/internal/selfsigned"
+	"github.com/edgeproxy/edgeproxy/internal/srccheck"
 )
 
 // The continuous load mix: every kind of client an edge serves at once,
@@ -773,7 +774,7 @@ func (m *loadMix) h3(s *stream, addr string) {
 		network, src = "udp6", "[::1]:0"
 	}
 	type h3Conn struct {
-		pc *checkedConn
+		pc *srccheck.Conn
 		qc *quic.Conn
 		cc *http3.ClientConn
 	}
@@ -783,7 +784,7 @@ func (m *loadMix) h3(s *stream, addr string) {
 		if cur == nil {
 			return
 		}
-		_, bad := cur.pc.stats()
+		_, bad := cur.pc.Stats()
 		for _, b := range bad[seenBad:] {
 			s.badSource(b)
 		}
@@ -806,7 +807,7 @@ func (m *loadMix) h3(s *stream, addr string) {
 			s.fail("a UDP socket", err)
 			return false
 		}
-		pc := &checkedConn{PacketConn: raw, want: dst}
+		pc := srccheck.New(raw, dst)
 		ctx, cancel := context.WithTimeout(context.Background(), mixTimeout)
 		defer cancel()
 		qc, err := quic.Dial(ctx, pc, net.UDPAddrFromAddrPort(dst),
