@@ -13,6 +13,9 @@ type metrics struct {
 	refused     *prometheus.CounterVec
 	dropped     *prometheus.CounterVec
 	originDown  *prometheus.CounterVec
+	copied      *prometheus.CounterVec
+
+	copiedBuffer, copiedSplice prometheus.Counter
 
 	logsSuppressed prometheus.Counter
 	fdShortage     prometheus.Counter
@@ -48,6 +51,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "edgeproxy_spectrum_origin_failures_total",
 			Help: "Times an origin failed (TCP connect error, UDP ICMP error) and was skipped for a while.",
 		}, []string{"app"}),
+		copied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_spectrum_tcp_copied_bytes_total",
+			Help: "TCP payload bytes moved, by path: buffer (small messages, read and written through a small buffer) or splice (bulk, through a pipe in the kernel).",
+		}, []string{"path"}),
 		logsSuppressed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgeproxy_spectrum_refusal_logs_suppressed_total",
 			Help: "Refusal log lines left out by the rate limit (the refusals are still counted in edgeproxy_spectrum_refused_total).",
@@ -57,9 +64,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Origin dials and flow sockets that failed with EMFILE or ENFILE: a local shortage, refused as limit, never an origin failure.",
 		}),
 	}
+	m.copiedBuffer, m.copiedSplice = m.copied.WithLabelValues("buffer"), m.copied.WithLabelValues("splice")
 	if reg != nil {
 		reg.MustRegister(m.connections, m.active, m.bytes, m.datagrams, m.refused, m.dropped, m.originDown,
-			m.logsSuppressed, m.fdShortage)
+			m.copied, m.logsSuppressed, m.fdShortage)
 	}
 	return m
 }

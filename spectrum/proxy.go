@@ -10,11 +10,13 @@
 // bound to exactly the address and port the client sent to and connected to
 // the client, so that they come from where the client expects, on any port.
 //
-// TCP forwarding keeps the kernel's zero-copy path: the PROXY header is
-// written first, then each direction splices (splice.go), waiting for data
-// without a pipe and borrowing one from a bounded pool only while data
-// moves, so that an idle connection costs its two sockets' descriptors and
-// no more. Every connection, flow and pipe takes its descriptors from the
+// TCP forwarding copies small messages through a small pooled buffer and
+// keeps the kernel's zero-copy path for bulk: the PROXY header is written
+// first, then each direction reads into the buffer and splices (splice.go)
+// once a read fills it, waiting for data without a buffer or a pipe and
+// borrowing a pipe from a bounded pool only while bulk data moves, so that
+// an idle connection costs its two sockets' descriptors and no more. UDP
+// flows read and forward in batches (recvmmsg, sendmmsg: mmsg.go). Every connection, flow and pipe takes its descriptors from the
 // process's budget (internal/fdlimit). Idle time and bytes are read from
 // TCP_INFO, not by wrapping the connections.
 package spectrum

@@ -2,7 +2,6 @@ package spectrum
 
 import (
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -106,10 +105,19 @@ func (pp *pipePool) inUse() int {
 	return pp.open
 }
 
-var buffers = sync.Pool{New: func() any { b := make([]byte, copyBuffer); return &b }}
+// Small messages are copied, not spliced: splicing one costs two splice
+// calls and a pipe borrowed and given back, where a copy costs a read and a
+// write. copyConn reads into a small pooled buffer and splices only after a
+// read fills it (bulk), until the data stops coming in bulk.
+const smallBuffer = 16 << 10
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, smallBuffer); return &b }}
 
 // copyConn moves src's bytes to dst until src's end or an error. It waits
 // for data holding no pipe and no buffer.
+//
+// Small messages are read and written inside one wait on src (one RawRead
+// call), a read and a write each; no pipe, no peek, no second splice.
 func (p *Proxy) copyConn(dst, src *net.TCPConn) (int64, error) {
 	rs, err := src.SyscallConn()
 	if err != nil {
@@ -120,39 +128,135 @@ func (p *Proxy) copyConn(dst, src *net.TCPConn) (int64, error) {
 		return 0, err
 	}
 	var total int64
+	bulk := false // the last round moved a buffer or more: splice
 	for {
-		// Wait until src is readable (data, its end or an error) without
-		// taking anything: peek at one byte.
-		var peeked int
-		var perr error
-		if err := rs.Read(func(fd uintptr) bool {
-			var b [1]byte
-			peeked, _, perr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			return perr != unix.EAGAIN && perr != unix.EINTR
-		}); err != nil {
+		if bulk {
+			if err := peekWait(rs); err != nil {
+				return total, err
+			}
+			pp, ok := p.pipes.get()
+			if !ok {
+				bulk = false // no pipe: copy through the buffer
+				continue
+			}
+			n, end, err := p.pipes.splice(ws, rs, pp)
+			total += n
+			p.m.copiedSplice.Add(float64(n))
+			if err != nil || end {
+				return total, err
+			}
+			bulk = n >= smallBuffer
+			continue
+		}
+
+		var (
+			bp     *[]byte
+			n      int
+			rerr   error
+			copied int64
+			end    bool
+		)
+		err := rs.Read(func(fd uintptr) bool {
+			for {
+				if bp == nil {
+					bp = buffers.Get().(*[]byte)
+				}
+				n, rerr = unix.Read(int(fd), *bp)
+				switch {
+				case rerr == unix.EINTR:
+					continue
+				case rerr == unix.EAGAIN:
+					buffers.Put(bp) // wait holding no buffer
+					bp = nil
+					return false
+				case rerr != nil || n <= 0:
+					end = true
+					return true
+				case n == len(*bp):
+					return true // bulk: write it, then splice the rest
+				}
+				m, werr := writeAll(ws, (*bp)[:n])
+				copied += int64(m)
+				p.m.copiedBuffer.Add(float64(m))
+				if werr != nil {
+					rerr, end = werr, true
+					return true
+				}
+				// Read again, even after a short read: the end of the
+				// stream or an error may be queued behind the data, with
+				// no edge of its own still to come.
+			}
+		})
+		total += copied
+		if err != nil || end {
+			if bp != nil {
+				buffers.Put(bp)
+			}
+			if err == nil {
+				err = rerr // nil at src's end
+			}
 			return total, err
 		}
-		if perr != nil {
-			return total, perr
-		}
-		if peeked == 0 {
-			return total, nil // the end
+		// A full buffer: more is likely queued; splice it.
+		m, err := writeAll(ws, (*bp)[:n])
+		buffers.Put(bp)
+		total += int64(m)
+		p.m.copiedBuffer.Add(float64(m))
+		if err != nil {
+			return total, err
 		}
 		pp, ok := p.pipes.get()
 		if !ok {
-			n, err := bufferCopy(dst, src)
-			total += n
-			if err != nil {
-				return total, err
-			}
 			continue
 		}
-		n, end, err := p.pipes.splice(ws, rs, pp)
-		total += n
+		sn, end, err := p.pipes.splice(ws, rs, pp)
+		total += sn
+		p.m.copiedSplice.Add(float64(sn))
 		if err != nil || end {
 			return total, err
 		}
+		bulk = sn >= smallBuffer
 	}
+}
+
+// peekWait waits until rs is readable (data, its end or an error) without
+// taking anything: it peeks at one byte.
+func peekWait(rs syscall.RawConn) error {
+	var perr error
+	if err := rs.Read(func(fd uintptr) bool {
+		var b [1]byte
+		_, _, perr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return perr != unix.EAGAIN && perr != unix.EINTR
+	}); err != nil {
+		return err
+	}
+	return perr
+}
+
+// writeAll writes b to ws, waiting for room as needed.
+func writeAll(ws syscall.RawConn, b []byte) (int, error) {
+	var done int
+	var werr error
+	err := ws.Write(func(fd uintptr) bool {
+		for done < len(b) {
+			m, err := unix.Write(int(fd), b[done:])
+			switch err {
+			case nil:
+				done += m
+			case unix.EINTR:
+			case unix.EAGAIN:
+				return false
+			default:
+				werr = err
+				return true
+			}
+		}
+		return true
+	})
+	if err == nil {
+		err = werr
+	}
+	return done, err
 }
 
 // splice moves src's data to dst through the pipe for as long as src has
@@ -208,21 +312,4 @@ func (pool *pipePool) splice(ws, rs syscall.RawConn, pp pipe) (total int64, end 
 			return total, false, errors.Join(err, werr)
 		}
 	}
-}
-
-// bufferCopy moves what src has (up to a buffer) to dst through a pooled
-// buffer, for when no pipe is free.
-func bufferCopy(dst, src *net.TCPConn) (int64, error) {
-	bp := buffers.Get().(*[]byte)
-	defer buffers.Put(bp)
-	n, err := src.Read(*bp)
-	if n > 0 {
-		if _, werr := dst.Write((*bp)[:n]); werr != nil {
-			return 0, werr
-		}
-	}
-	if errors.Is(err, io.EOF) {
-		err = nil
-	}
-	return int64(n), err
 }

@@ -203,7 +203,7 @@ func (pair *tcpPair) closedBy() string {
 
 // sweep ends the connection when neither side moved data for the app's idle
 // timeout, and brings the byte counters up to date. Both come from TCP_INFO:
-// the copies run in the kernel.
+// nothing wraps the connections, and bulk is spliced in the kernel.
 func (pair *tcpPair) sweep(now time.Time) {
 	ci, cerr := tcpInfo(pair.client)
 	oi, oerr := tcpInfo(pair.origin)

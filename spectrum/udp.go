@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -37,14 +38,16 @@ type flowKey struct {
 // the client's later datagrams arrive on it, as the kernel prefers connected
 // sockets), and a socket connected to the origin.
 type flow struct {
-	p    *Proxy
-	key  flowKey
-	app  *app
-	down *net.UDPConn
-	last atomic.Int64 // unix nanoseconds of the last datagram either way
+	p       *Proxy
+	key     flowKey
+	app     *app
+	down    *net.UDPConn
+	downRaw syscall.RawConn
+	last    atomic.Int64 // unix nanoseconds of the last datagram either way
 
-	mu        sync.Mutex // guards up, origin and v2Sent
+	mu        sync.Mutex // guards up, upRaw, origin and v2Sent
 	up        *net.UDPConn
+	upRaw     syscall.RawConn
 	origin    int
 	v2Sent    bool
 	closeOnce sync.Once
@@ -85,6 +88,7 @@ func (p *Proxy) udpLoop() {
 	defer p.wg.Done()
 	b := newBatcher(p.udp)
 	ms := newMessages(sharedBatch, p.maxDatagram, true)
+	out := newSendBatch(1)
 	for {
 		n, err := b.ReadBatch(ms, 0)
 		if err != nil {
@@ -104,7 +108,7 @@ func (p *Proxy) udpLoop() {
 				p.m.dropped.WithLabelValues("", "too_big").Inc()
 				continue
 			}
-			p.datagram(client, edge, m.Buffers[0][:m.N])
+			p.datagram(out, client, edge, m.Buffers[0][:m.N])
 		}
 	}
 }
@@ -130,7 +134,7 @@ func origDst(oob []byte) (netip.AddrPort, error) {
 // datagram handles a datagram that reached the shared socket: the first of
 // a flow (later ones arrive on the flow's connected socket), or one that
 // raced the flow's creation.
-func (p *Proxy) datagram(client, edge netip.AddrPort, payload []byte) {
+func (p *Proxy) datagram(out *sendBatch, client, edge netip.AddrPort, payload []byte) {
 	key := flowKey{client, edge}
 	p.mu.Lock()
 	f := p.flows[key]
@@ -140,7 +144,7 @@ func (p *Proxy) datagram(client, edge netip.AddrPort, payload []byte) {
 			return
 		}
 	}
-	f.toOriginDatagram(payload)
+	f.forwardToOrigin(out, [][]byte{payload})
 }
 
 func (p *Proxy) newFlow(key flowKey) *flow {
@@ -189,6 +193,10 @@ func (p *Proxy) newFlow(key flowKey) *flow {
 	}
 	f := &flow{p: p, key: key, app: a, down: down, start: time.Now(), origin: -1}
 	f.last.Store(time.Now().UnixNano())
+	if f.downRaw, err = down.SyscallConn(); err != nil {
+		down.Close()
+		return fail("socket")
+	}
 	if err := f.connectOrigin(); err != nil {
 		down.Close()
 		if fdlimit.Exhausted(err) {
@@ -249,14 +257,20 @@ func (f *flow) connectOrigin() error {
 			continue
 		}
 		up := c.(*net.UDPConn)
+		raw, err := up.SyscallConn()
+		if err != nil {
+			up.Close()
+			last = err
+			continue
+		}
 		f.mu.Lock()
 		old := f.up
-		f.up, f.origin, f.v2Sent = up, i, false
+		f.up, f.upRaw, f.origin, f.v2Sent = up, raw, i, false
 		f.mu.Unlock()
 		if old != nil {
 			old.Close()
 		}
-		go f.upLoop(up)
+		go f.upLoop(up, raw)
 		return nil
 	}
 	if last == nil {
@@ -265,40 +279,51 @@ func (f *flow) connectOrigin() error {
 	return last
 }
 
-// toOriginDatagram forwards a client's datagram, with the PROXY v2 header
-// on the first of the flow or the SPP header on every one.
-func (f *flow) toOriginDatagram(payload []byte) {
+// forwardToOrigin forwards a batch of a client's datagrams (at most out's size)
+// in one sendmmsg, with the PROXY v2 header on the first of the flow or the
+// SPP header on every one.
+func (f *flow) forwardToOrigin(out *sendBatch, payloads [][]byte) {
+	if len(payloads) == 0 {
+		return
+	}
 	f.last.Store(time.Now().UnixNano())
 	f.mu.Lock()
-	up := f.up
-	var d []byte
-	switch f.app.Proxy {
-	case ProxySimple:
-		d = appendSPP(make([]byte, 0, sppHeaderLen+len(payload)), f.key.client, f.key.edge)
-		d = append(d, payload...)
-	case ProxyV2:
-		if !f.v2Sent {
-			h := proxyproto.HeaderProxyFromAddrs(2, net.UDPAddrFromAddrPort(f.key.client), net.UDPAddrFromAddrPort(f.key.edge))
-			var err error
-			if d, err = h.FormatUDPDatagram(payload); err != nil {
-				d = nil
-			}
+	up, rc := f.up, f.upRaw
+	for _, pl := range payloads {
+		switch {
+		case f.app.Proxy == ProxySimple:
+			out.add(appendSPP(out.header(), f.key.client, f.key.edge), pl)
+		case f.app.Proxy == ProxyV2 && !f.v2Sent:
 			f.v2Sent = true
+			h := proxyproto.HeaderProxyFromAddrs(2, net.UDPAddrFromAddrPort(f.key.client), net.UDPAddrFromAddrPort(f.key.edge))
+			if d, err := h.FormatUDPDatagram(pl); err == nil {
+				out.add(d, nil)
+				continue
+			}
+			out.add(nil, pl)
+		default:
+			out.add(nil, pl)
 		}
 	}
 	f.mu.Unlock()
-	if d == nil {
-		d = payload
-	}
-	if _, err := up.Write(d); err != nil {
-		f.app.metrics.writeDrops.Inc()
+	var failed []int
+	next, _ := out.send(rc, func(i int, err error) {
+		failed = append(failed, i)
 		f.originFailed(up, err)
-		return
+	})
+	f.app.metrics.writeDrops.Add(float64(len(failed) + len(payloads) - next))
+	var bytes int
+	for i, pl := range payloads[:next] {
+		if !slices.Contains(failed, i) {
+			bytes += len(pl)
+		}
 	}
-	f.toOrigin.Add(int64(len(payload)))
-	f.dgToOrigin.Add(1)
-	f.app.metrics.bytesToOrigin.Add(float64(len(payload)))
-	f.app.metrics.datagramsToOrigin.Inc()
+	if sent := next - len(failed); sent > 0 {
+		f.toOrigin.Add(int64(bytes))
+		f.dgToOrigin.Add(int64(sent))
+		f.app.metrics.bytesToOrigin.Add(float64(bytes))
+		f.app.metrics.datagramsToOrigin.Add(float64(sent))
+	}
 }
 
 // originFailed marks the flow's origin down on an ICMP error (seen as
@@ -321,76 +346,108 @@ func (f *flow) originFailed(up *net.UDPConn, err error) {
 	}
 }
 
-// downLoop forwards the client's datagrams, which arrive on the flow's
-// connected edge socket, to the origin.
-func (f *flow) downLoop() {
-	b := newBatcher(f.down)
-	ms := newMessages(flowBatch, f.p.maxDatagram, false)
+// A flow's loops read and forward inside one wait on their socket: a
+// recvmmsg that returns less than a batch emptied the socket's queue, so
+// after forwarding they go straight back to the poller instead of trying a
+// read that would fail with EAGAIN. The poller is edge-triggered and the
+// readiness it records stays set while the loop stays in that one wait, so
+// a datagram that arrived while forwarding is not missed.
+
+// forwardLoop reads batches from rc and hands each to forward, until rc is
+// closed. A read error (an ICMP error on the connected socket) goes to
+// onError, and the loop goes on.
+func (f *flow) forwardLoop(rc syscall.RawConn, in *recvBatch, forward func([][]byte), onError func(error)) {
+	payloads := make([][]byte, 0, len(in.hs))
 	for {
-		n, err := b.ReadBatch(ms, 0)
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			for {
+				n, err := in.recv(int(fd))
+				if err == unix.EAGAIN {
+					return false
+				}
+				if err != nil {
+					rerr = err
+					return true
+				}
+				payloads = payloads[:0]
+				for i := range n {
+					d, trunc := in.datagram(i)
+					if trunc {
+						f.app.metrics.tooBig.Inc()
+						continue
+					}
+					payloads = append(payloads, d)
+				}
+				forward(payloads)
+				if n < len(in.hs) {
+					return false // the queue was empty: wait for the next edge
+				}
+			}
+		})
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			if isTimeoutOrClosed(err) {
-				return
-			}
-			continue // an ICMP error from the client: keep the flow
+			return // closed
 		}
-		for i := range ms[:n] {
-			if truncated(&ms[i]) {
-				f.app.metrics.tooBig.Inc()
-				continue
-			}
-			f.toOriginDatagram(ms[i].Buffers[0][:ms[i].N])
+		if onError != nil {
+			onError(rerr)
 		}
 	}
+}
+
+// downLoop forwards the client's datagrams, which arrive on the flow's
+// connected edge socket, to the origin, a batch at a time.
+func (f *flow) downLoop() {
+	out := newSendBatch(flowBatch)
+	f.forwardLoop(f.downRaw, newRecvBatch(flowBatch, f.p.maxDatagram),
+		func(payloads [][]byte) { f.forwardToOrigin(out, payloads) },
+		nil) // an ICMP error from the client: keep the flow
 }
 
 // upLoop forwards the origin's datagrams to the client, from the edge
-// address and port, stripping the SPP header where there must be one.
-func (f *flow) upLoop(up *net.UDPConn) {
-	b := newBatcher(up)
-	ms := newMessages(flowBatch, f.p.maxDatagram+sppHeaderLen, false)
-	for {
-		n, err := b.ReadBatch(ms, 0)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || isTimeoutOrClosed(err) {
-				return
-			}
-			f.originFailed(up, err)
-			continue
-		}
-		for i := range ms[:n] {
-			if truncated(&ms[i]) {
-				f.app.metrics.tooBig.Inc()
-				continue
-			}
-			d := ms[i].Buffers[0][:ms[i].N]
-			if f.app.Proxy == ProxySimple {
-				_, _, payload, err := parseSPP(d)
-				if err != nil {
-					f.app.metrics.sppMissing.Inc()
-					continue
-				}
-				d = payload
-			}
-			f.last.Store(time.Now().UnixNano())
-			if _, err := f.down.Write(d); err != nil {
-				f.app.metrics.writeDrops.Inc()
-				continue
-			}
-			f.toClient.Add(int64(len(d)))
-			f.dgToClient.Add(1)
-			f.app.metrics.bytesToClient.Add(float64(len(d)))
-			f.app.metrics.datagramsToC.Inc()
-		}
-	}
+// address and port, stripping the SPP header where there must be one, a
+// batch at a time.
+func (f *flow) upLoop(up *net.UDPConn, rc syscall.RawConn) {
+	out := newSendBatch(flowBatch)
+	f.forwardLoop(rc, newRecvBatch(flowBatch, f.p.maxDatagram+sppHeaderLen),
+		func(payloads [][]byte) { f.forwardToClient(out, payloads) },
+		func(err error) { f.originFailed(up, err) })
 }
 
-func isTimeoutOrClosed(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+// forwardToClient sends a batch of the origin's datagrams to the client in
+// one sendmmsg.
+func (f *flow) forwardToClient(out *sendBatch, payloads [][]byte) {
+	var bytes, kept int
+	for _, d := range payloads {
+		if f.app.Proxy == ProxySimple {
+			_, _, payload, err := parseSPP(d)
+			if err != nil {
+				f.app.metrics.sppMissing.Inc()
+				continue
+			}
+			d = payload
+		}
+		out.add(nil, d)
+		payloads[kept] = d
+		kept++
+	}
+	if kept == 0 {
+		return
+	}
+	f.last.Store(time.Now().UnixNano())
+	var failed []int
+	next, _ := out.send(f.downRaw, func(i int, _ error) { failed = append(failed, i) })
+	f.app.metrics.writeDrops.Add(float64(len(failed) + kept - next))
+	for i, d := range payloads[:next] {
+		if !slices.Contains(failed, i) {
+			bytes += len(d)
+		}
+	}
+	if sent := next - len(failed); sent > 0 {
+		f.toClient.Add(int64(bytes))
+		f.dgToClient.Add(int64(sent))
+		f.app.metrics.bytesToClient.Add(float64(bytes))
+		f.app.metrics.datagramsToC.Add(float64(sent))
+	}
 }
 
 // close ends the flow.
