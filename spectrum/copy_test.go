@@ -111,3 +111,26 @@ func TestSpectrumSmallMessagesCopied(t *testing.T) {
 		t.Error("bulk transfer took no pipe")
 	}
 }
+
+// TestSpectrumDataThenEOF: a message and the end of the stream sent at
+// once (they may reach the proxy as one wake-up) both get through: the
+// origin sees the end after the message, and its echo and end come back.
+func TestSpectrumDataThenEOF(t *testing.T) {
+	netns.New(t)
+	_, addr := tcpEchoProxy(t)
+	for i := range 50 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		msg := fmt.Sprintf("message %d", i)
+		c.Write([]byte(msg))
+		c.(*net.TCPConn).CloseWrite()
+		got, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || string(got) != msg {
+			t.Fatalf("connection %d: %q, %v; want %q and the end", i, got, err, msg)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package spectrum
 
 import (
+	"slices"
 	"syscall"
 	"unsafe"
 
@@ -57,7 +58,14 @@ type sendBatch struct {
 	hs   []unix.Mmsghdr
 	iovs [][2]unix.Iovec
 	hdrs [][sppHeaderLen]byte // header scratch, one per datagram
-	n    int
+	n    int                  // datagrams queued
+
+	// send's state and results
+	next   int
+	serr   error
+	failed []int
+	errs   []error
+	fn     func(uintptr) bool
 }
 
 func newSendBatch(n int) *sendBatch {
@@ -65,6 +73,7 @@ func newSendBatch(n int) *sendBatch {
 	for i := range n {
 		b.hs[i].Hdr.Iov = &b.iovs[i][0]
 	}
+	b.fn = b.sendmmsg
 	return b
 }
 
@@ -91,39 +100,54 @@ func (b *sendBatch) full() bool { return b.n == len(b.hs) }
 
 // send sends the queued datagrams on rc, waiting for room if the socket
 // has none, and empties the batch. A datagram the kernel refuses is
-// skipped: failed is called with its index and the error, and the rest
+// skipped (its index and error are left in failed and errs) and the rest
 // are still sent. It returns the index of the first datagram not tried:
 // all of them but on rc's error (closed).
-func (b *sendBatch) send(rc syscall.RawConn, failed func(i int, err error)) (int, error) {
-	n := b.n
-	b.n = 0
-	next := 0
-	for next < n {
-		var serr error
-		err := rc.Write(func(fd uintptr) bool {
-			for next < n {
-				m, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hs[next])), uintptr(n-next), 0, 0, 0)
-				switch e {
-				case 0:
-					next += int(m)
-					continue
-				case unix.EINTR:
-					continue
-				case unix.EAGAIN:
-					return false
-				}
-				serr = e
-				return true
-			}
-			return true
-		})
-		if err != nil {
-			return next, err
+func (b *sendBatch) send(rc syscall.RawConn) (int, error) {
+	b.failed, b.errs = b.failed[:0], b.errs[:0]
+	b.next = 0
+	defer func() { b.n = 0 }()
+	for b.next < b.n {
+		b.serr = nil
+		if err := rc.Write(b.fn); err != nil {
+			return b.next, err
 		}
-		if serr != nil {
-			failed(next, serr)
-			next++
+		if b.serr != nil {
+			b.failed = append(b.failed, b.next)
+			b.errs = append(b.errs, b.serr)
+			b.next++
 		}
 	}
-	return next, nil
+	return b.next, nil
+}
+
+// sendmmsg is send's callback, made once per batch.
+func (b *sendBatch) sendmmsg(fd uintptr) bool {
+	for b.next < b.n {
+		m, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hs[b.next])), uintptr(b.n-b.next), 0, 0, 0)
+		switch e {
+		case 0:
+			b.next += int(m)
+			continue
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		b.serr = e
+		return true
+	}
+	return true
+}
+
+// sentBytes returns the bytes of the payloads sent of those given to the
+// last send (payloads[i] the i-th datagram's), and how many were sent.
+func (b *sendBatch) sentBytes(payloads [][]byte, next int) (bytes, sent int) {
+	for i, pl := range payloads[:next] {
+		if !slices.Contains(b.failed, i) {
+			bytes += len(pl)
+			sent++
+		}
+	}
+	return bytes, sent
 }

@@ -127,6 +127,7 @@ func (p *Proxy) copyConn(dst, src *net.TCPConn) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	w := newFDWriter(ws)
 	var total int64
 	bulk := false // the last round moved a buffer or more: splice
 	for {
@@ -175,7 +176,7 @@ func (p *Proxy) copyConn(dst, src *net.TCPConn) (int64, error) {
 				case n == len(*bp):
 					return true // bulk: write it, then splice the rest
 				}
-				m, werr := writeAll(ws, (*bp)[:n])
+				m, werr := w.writeAll((*bp)[:n])
 				copied += int64(m)
 				p.m.copiedBuffer.Add(float64(m))
 				if werr != nil {
@@ -198,7 +199,7 @@ func (p *Proxy) copyConn(dst, src *net.TCPConn) (int64, error) {
 			return total, err
 		}
 		// A full buffer: more is likely queued; splice it.
-		m, err := writeAll(ws, (*bp)[:n])
+		m, err := w.writeAll((*bp)[:n])
 		buffers.Put(bp)
 		total += int64(m)
 		p.m.copiedBuffer.Add(float64(m))
@@ -233,30 +234,49 @@ func peekWait(rs syscall.RawConn) error {
 	return perr
 }
 
-// writeAll writes b to ws, waiting for room as needed.
-func writeAll(ws syscall.RawConn, b []byte) (int, error) {
-	var done int
-	var werr error
-	err := ws.Write(func(fd uintptr) bool {
-		for done < len(b) {
-			m, err := unix.Write(int(fd), b[done:])
-			switch err {
-			case nil:
-				done += m
-			case unix.EINTR:
-			case unix.EAGAIN:
-				return false
-			default:
-				werr = err
-				return true
-			}
+// fdWriter writes whole buffers to a socket, waiting for room as needed,
+// with its callback made once (a closure per write would be allocated per
+// message).
+type fdWriter struct {
+	rc   syscall.RawConn
+	b    []byte
+	done int
+	err  error
+	fn   func(uintptr) bool
+}
+
+func newFDWriter(rc syscall.RawConn) *fdWriter {
+	w := &fdWriter{rc: rc}
+	w.fn = w.write
+	return w
+}
+
+func (w *fdWriter) write(fd uintptr) bool {
+	for w.done < len(w.b) {
+		m, err := unix.Write(int(fd), w.b[w.done:])
+		switch err {
+		case nil:
+			w.done += m
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false
+		default:
+			w.err = err
+			return true
 		}
-		return true
-	})
-	if err == nil {
-		err = werr
 	}
-	return done, err
+	return true
+}
+
+// writeAll writes b, waiting for room as needed.
+func (w *fdWriter) writeAll(b []byte) (int, error) {
+	w.b, w.done, w.err = b, 0, nil
+	err := w.rc.Write(w.fn)
+	if err == nil {
+		err = w.err
+	}
+	w.b = nil
+	return w.done, err
 }
 
 // splice moves src's data to dst through the pipe for as long as src has

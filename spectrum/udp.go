@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -306,19 +305,14 @@ func (f *flow) forwardToOrigin(out *sendBatch, payloads [][]byte) {
 		}
 	}
 	f.mu.Unlock()
-	var failed []int
-	next, _ := out.send(rc, func(i int, err error) {
-		failed = append(failed, i)
+	next, _ := out.send(rc)
+	for _, err := range out.errs {
 		f.originFailed(up, err)
-	})
-	f.app.metrics.writeDrops.Add(float64(len(failed) + len(payloads) - next))
-	var bytes int
-	for i, pl := range payloads[:next] {
-		if !slices.Contains(failed, i) {
-			bytes += len(pl)
-		}
 	}
-	if sent := next - len(failed); sent > 0 {
+	if drops := len(out.failed) + len(payloads) - next; drops > 0 {
+		f.app.metrics.writeDrops.Add(float64(drops))
+	}
+	if bytes, sent := out.sentBytes(payloads, next); sent > 0 {
 		f.toOrigin.Add(int64(bytes))
 		f.dgToOrigin.Add(int64(sent))
 		f.app.metrics.bytesToOrigin.Add(float64(bytes))
@@ -416,7 +410,7 @@ func (f *flow) upLoop(up *net.UDPConn, rc syscall.RawConn) {
 // forwardToClient sends a batch of the origin's datagrams to the client in
 // one sendmmsg.
 func (f *flow) forwardToClient(out *sendBatch, payloads [][]byte) {
-	var bytes, kept int
+	kept := 0
 	for _, d := range payloads {
 		if f.app.Proxy == ProxySimple {
 			_, _, payload, err := parseSPP(d)
@@ -434,15 +428,11 @@ func (f *flow) forwardToClient(out *sendBatch, payloads [][]byte) {
 		return
 	}
 	f.last.Store(time.Now().UnixNano())
-	var failed []int
-	next, _ := out.send(f.downRaw, func(i int, _ error) { failed = append(failed, i) })
-	f.app.metrics.writeDrops.Add(float64(len(failed) + kept - next))
-	for i, d := range payloads[:next] {
-		if !slices.Contains(failed, i) {
-			bytes += len(d)
-		}
+	next, _ := out.send(f.downRaw)
+	if drops := len(out.failed) + kept - next; drops > 0 {
+		f.app.metrics.writeDrops.Add(float64(drops))
 	}
-	if sent := next - len(failed); sent > 0 {
+	if bytes, sent := out.sentBytes(payloads[:kept], next); sent > 0 {
 		f.toClient.Add(int64(bytes))
 		f.dgToClient.Add(int64(sent))
 		f.app.metrics.bytesToClient.Add(float64(bytes))
