@@ -58,6 +58,7 @@ type sendBatch struct {
 	hs   []unix.Mmsghdr
 	iovs [][2]unix.Iovec
 	hdrs [][sppHeaderLen]byte // header scratch, one per datagram
+	one  [][]byte             // a datagram's only part, if it has one
 	n    int                  // datagrams queued
 
 	// send's state and results
@@ -69,7 +70,7 @@ type sendBatch struct {
 }
 
 func newSendBatch(n int) *sendBatch {
-	b := &sendBatch{hs: make([]unix.Mmsghdr, n), iovs: make([][2]unix.Iovec, n), hdrs: make([][sppHeaderLen]byte, n)}
+	b := &sendBatch{hs: make([]unix.Mmsghdr, n), iovs: make([][2]unix.Iovec, n), hdrs: make([][sppHeaderLen]byte, n), one: make([][]byte, n)}
 	for i := range n {
 		b.hs[i].Hdr.Iov = &b.iovs[i][0]
 	}
@@ -85,12 +86,17 @@ func (b *sendBatch) header() []byte { return b.hdrs[b.n][:0] }
 func (b *sendBatch) add(header, payload []byte) {
 	iov := &b.iovs[b.n]
 	k := 0
+	b.one[b.n] = nil
 	for _, part := range [2][]byte{header, payload} {
 		if len(part) > 0 {
 			iov[k].Base = &part[0]
 			iov[k].SetLen(len(part))
+			b.one[b.n] = part
 			k++
 		}
+	}
+	if k != 1 {
+		b.one[b.n] = nil
 	}
 	b.hs[b.n].Hdr.SetIovlen(k)
 	b.n++
@@ -124,6 +130,22 @@ func (b *sendBatch) send(rc syscall.RawConn) (int, error) {
 // sendmmsg is send's callback, made once per batch.
 func (b *sendBatch) sendmmsg(fd uintptr) bool {
 	for b.next < b.n {
+		if b.next == b.n-1 && b.one[b.next] != nil {
+			// One datagram of one part: write(2) skips the message
+			// header's copy-in.
+			_, err := unix.Write(int(fd), b.one[b.next])
+			switch err {
+			case nil:
+				b.next++
+				continue
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false
+			}
+			b.serr = err
+			return true
+		}
 		m, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hs[b.next])), uintptr(b.n-b.next), 0, 0, 0)
 		switch e {
 		case 0:
