@@ -28,7 +28,6 @@ const (
 	// defaultMaxPipes bounds the pipes lent at once (two descriptors
 	// each, counted in the budget).
 	defaultMaxPipes = 512
-	copyBuffer      = 32 << 10
 )
 
 type pipe struct{ r, w int }
