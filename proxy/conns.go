@@ -129,7 +129,7 @@ func (p *Proxy) eachUnowned(fn func(leave, kill func())) {
 	}
 	for _, hc := range p.h1conns.all() {
 		if !p.ownsTCP(hc.edge) {
-			fn(hc.leave, func() { hc.c.Close() })
+			fn(hc.leave, hc.kill)
 		}
 	}
 	for _, c := range p.handoffs.all() {

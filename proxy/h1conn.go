@@ -54,8 +54,11 @@ type h1Conn struct {
 	c            net.Conn
 	isTLS        bool
 	edge, client netip.AddrPort
-	buf          []byte // the read buffer; buf[r:w] is unread
+	buf          []byte  // the read buffer; buf[r:w] is unread
+	bufp         *[]byte // buf's, from h1BufPool
 	r, w         int
+	idleDue      int64 // while waiting for a later request: its idle timeout, Unix nanoseconds
+	parking      bool  // the read deadline is the park's (parkAfter), not the idle timeout
 
 	head    *h1Head // during a request (h1Heads)
 	closeRq bool    // the client asked to close after this request
@@ -67,6 +70,15 @@ type h1Conn struct {
 
 	idle atomic.Bool // waiting for a request's first byte
 	stop atomic.Bool // shutting down: the connection ends after its request
+
+	// In the idle set (h1idle.go), guarded by its lock.
+	slot               int32
+	parkGen            uint32
+	parkFD             int
+	parkDue            int64
+	parkList           *h1List
+	parkPrev, parkNext *h1Conn
+	active             interface{ Dec() }
 }
 
 // h1Bufs are the buffers of an exchange: the origin's reads, and the
@@ -82,9 +94,12 @@ func (p *Proxy) serveH1Conn(c net.Conn, isTLS bool) {
 	p.conns.Add(1)
 	active := p.m.active.WithLabelValues(proto)
 	active.Inc()
+	ended := false // the connection went to the engine, which ends it
 	defer func() {
-		active.Dec()
-		p.conns.Add(-1)
+		if !ended {
+			active.Dec()
+			p.conns.Add(-1)
+		}
 	}()
 	// The TLS handshake and the first request's head, within the head
 	// timeout from the connection's start.
@@ -105,28 +120,48 @@ func (p *Proxy) serveH1Conn(c net.Conn, isTLS bool) {
 		}
 	}
 	hc := &h1Conn{
-		p: p, c: c, isTLS: isTLS, buf: make([]byte, h1BufSize),
+		p: p, c: c, isTLS: isTLS, active: active, parkFD: -1,
 		edge: netaddr.AddrPort(c.LocalAddr()), client: netaddr.AddrPort(c.RemoteAddr()),
 	}
 	if !p.h1conns.add(hc, p.closing) {
 		c.Close() // shutting down
 		return
 	}
-	defer p.h1conns.remove(hc)
+	ended = true
+	hc.takeBuf()
 	if p.ownsTCP != nil && !p.ownsTCP(hc.edge) {
 		// Its address left the cdn while it was accepted or shook
 		// hands, before the set had it for Reowned to find: it goes
 		// after its first request.
 		hc.leave()
 	}
-	hc.serve()
+	hc.run(true)
 }
 
-func (hc *h1Conn) serve() {
-	for first := true; ; first = false {
-		n, ok := hc.readHead(first)
+// run serves the connection on the calling goroutine until it ends or
+// parks (h1idle.go).
+func (hc *h1Conn) run(first bool) {
+	if !hc.serve(first) {
+		hc.finish()
+	}
+}
+
+// finish ends the connection (closed, or handed over and served to its
+// end): once, by its goroutine or by the idle set's taker.
+func (hc *h1Conn) finish() {
+	hc.p.h1conns.remove(hc)
+	hc.release()
+	hc.active.Dec()
+	hc.p.conns.Add(-1)
+}
+
+// serve serves requests; it reports true when the connection parked, and
+// then belongs to the idle set.
+func (hc *h1Conn) serve(first bool) (parked bool) {
+	for ; ; first = false {
+		n, ok, parked := hc.readHead(first)
 		if !ok {
-			return
+			return parked
 		}
 		hc.head = h1Heads.Get().(*h1Head)
 		ok = parseHead(hc.buf[hc.r:hc.r+n], hc.head)
@@ -139,7 +174,7 @@ func (hc *h1Conn) serve() {
 		if !ok {
 			hc.putHead()
 			hc.handoff()
-			return
+			return false
 		}
 		keep := hc.exchange(s, rt)
 		hc.putHead()
@@ -149,14 +184,15 @@ func (hc *h1Conn) serve() {
 		}
 		if !keep {
 			hc.c.Close()
-			return
+			return false
 		}
 		if hc.w > hc.r {
 			// The next request's head came with this one (pipelined): its
 			// head timeout runs from now.
 			hc.c.SetReadDeadline(time.Unix(0, dueIn(hc.p.limits().ReadHeaderTimeout)))
 		} else {
-			hc.c.SetReadDeadline(time.Unix(0, dueIn(hc.p.limits().IdleTimeout)))
+			hc.idleDue = dueIn(hc.p.limits().IdleTimeout)
+			hc.c.SetReadDeadline(time.Unix(0, hc.idleDue))
 		}
 	}
 }
@@ -164,8 +200,9 @@ func (hc *h1Conn) serve() {
 // readHead reads until buf[r:] starts with a whole head, and returns its
 // length. It reports false when the connection ended: closed by the
 // client, idle at shutdown, handed over, or answered (a head that did not
-// arrive in time).
-func (hc *h1Conn) readHead(first bool) (int, bool) {
+// arrive in time); or, parked true, when it parked: the connection is the
+// idle set's then.
+func (hc *h1Conn) readHead(first bool) (n int, ok, parked bool) {
 	from := 0
 	// A head over max_header_bytes (when it is below the buffer) goes to
 	// the fasthttp path, whose buffer is that limit: it answers 431.
@@ -175,20 +212,20 @@ func (hc *h1Conn) readHead(first bool) (int, bool) {
 			if end := headEnd(hc.buf[hc.r:hc.w], from); end >= 0 {
 				if end > max {
 					hc.handoff()
-					return 0, false
+					return 0, false, false
 				}
-				return end, true
+				return end, true, false
 			}
 			from = hc.w - hc.r
 			if from >= max && max < len(hc.buf) {
 				hc.handoff()
-				return 0, false
+				return 0, false, false
 			}
 		}
 		if hc.w == len(hc.buf) {
 			if hc.r == 0 {
 				hc.handoff() // a head larger than the engine's buffer
-				return 0, false
+				return 0, false, false
 			}
 			hc.w = copy(hc.buf, hc.buf[hc.r:hc.w])
 			hc.r = 0
@@ -202,10 +239,30 @@ func (hc *h1Conn) readHead(first bool) (int, bool) {
 			// was told), which is answered with Connection: close.
 			if hc.stop.Load() && !first && !unread(hc.c) {
 				hc.c.Close()
-				return 0, false
+				return 0, false, false
+			}
+			// Waited for parkAfter, a later request's wait goes on in
+			// the idle set.
+			if !first && !hc.parking && hc.p.idle != nil && hc.idleDue-coarseNanos() > int64(2*parkAfter) {
+				hc.parking = true
+				hc.c.SetReadDeadline(time.Unix(0, dueIn(parkAfter)))
 			}
 		}
 		n, err := hc.c.Read(hc.buf[hc.w:])
+		if hc.parking && !pending {
+			hc.parking = false
+			if n == 0 && isTimeout(err) && coarseNanos() < hc.idleDue {
+				hc.release()
+				if hc.park() {
+					return 0, false, true // the set's now: hc is not ours
+				}
+				hc.takeBuf()
+				// Not parked (told to go, or the set is closed): the idle
+				// timeout stands, and the check above.
+				hc.c.SetReadDeadline(time.Unix(0, hc.idleDue))
+				continue
+			}
+		}
 		hc.idle.Store(false)
 		if n > 0 {
 			if !pending && !first {
@@ -221,7 +278,7 @@ func (hc *h1Conn) readHead(first bool) (int, bool) {
 			hc.refuseHead(&refusal{status: 408, reason: refuseTimeout, msg: "the request head did not arrive in time"})
 		}
 		hc.c.Close()
-		return 0, false
+		return 0, false, false
 	}
 }
 
@@ -648,6 +705,7 @@ func (hc *h1Conn) handoff() {
 	// The read deadline stands: the head timeout of the request handed
 	// over, from its first byte.
 	hoc := &handoffConn{Conn: hc.c, pending: bytes.Clone(hc.buf[hc.r:hc.w]), edge: hc.edge}
+	hc.release() // the engine is done with the connection
 	hoc.fresh.Store(true)
 	hc.p.handoffs.add(hoc, nil)
 	defer hc.p.handoffs.remove(hoc)
@@ -665,12 +723,30 @@ func (hc *h1Conn) handoff() {
 }
 
 // leave tells the connection to go: after its request in progress, or now
-// when it is waiting for one.
+// when it is waiting for one (parked or not).
 func (hc *h1Conn) leave() {
 	hc.stop.Store(true)
+	if hc.p.idle != nil && hc.p.idle.takeConn(hc) {
+		if unread(hc.c) {
+			go hc.resume() // answered with Connection: close
+			return
+		}
+		hc.closeParked()
+		return
+	}
 	if hc.idle.Load() && !unread(hc.c) {
 		hc.c.Close()
 	}
+}
+
+// kill closes the connection now, parked or not.
+func (hc *h1Conn) kill() {
+	hc.stop.Store(true)
+	if hc.p.idle != nil && hc.p.idle.takeConn(hc) {
+		hc.closeParked()
+		return
+	}
+	hc.c.Close()
 }
 
 // unread reports whether bytes from the client wait unread in c's
@@ -747,5 +823,5 @@ func (p *Proxy) shutdownH1(ctx context.Context) error {
 	for _, hc := range p.h1conns.all() {
 		hc.leave()
 	}
-	return p.h1conns.wait(ctx, func(hc *h1Conn) { hc.c.Close() })
+	return p.h1conns.wait(ctx, (*h1Conn).kill)
 }

@@ -191,6 +191,7 @@ type Proxy struct {
 	started  bool                    // Start ran
 	stopped  bool                    // Shutdown has the generations
 	h1conns  connSet[*h1Conn]        // the HTTP/1.1 engine's connections
+	idle     *idleSet                // those of them parked while idle (h1idle.go); nil: none park
 	handoffs connSet[*handoffConn]   // those it handed to fasthttp
 	h2conns  connSet[*h2Conn]
 	ownsTCP  func(netip.AddrPort) bool
@@ -247,7 +248,10 @@ func New(opts Options) (*Proxy, error) {
 		opts.Registerer.MustRegister(newOriginCollector(p.pools), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "edgeproxy_cdn_connections_unowned",
 			Help: "Client connections held on addresses the cdn no longer owns: told to go after a move, until they have (HTTP/1.1, HTTP/2 and HTTP/3).",
-		}, func() float64 { return float64(p.unowned()) }))
+		}, func() float64 { return float64(p.unowned()) }), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "edgeproxy_cdn_connections_parked",
+			Help: "HTTP/1.1 keep-alive connections idle in the idle set, without a goroutine or a read buffer (also in edgeproxy_cdn_connections_active).",
+		}, func() float64 { return float64(p.idle.parked.Load()) }))
 	}
 	if err := p.SetConfig(opts.Config); err != nil {
 		return nil, err
@@ -285,6 +289,13 @@ func New(opts Options) (*Proxy, error) {
 			p.tcp.Close()
 			return nil, err
 		}
+	}
+	if p.idle, err = newIdleSet(); err != nil {
+		p.tcp.Close()
+		if p.qs != nil {
+			p.qs.Close()
+		}
+		return nil, fmt.Errorf("cdn: idle set: %w", err)
 	}
 	p.setupServers()
 	return p, nil
@@ -566,6 +577,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		}
 	})
 	wg.Wait()
+	p.idle.close()
 	p.pools.stopCheckers()
 	if p.quic != nil {
 		p.quic.Close() // stops reading; the socket is ours to close

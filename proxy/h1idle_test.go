@@ -1,0 +1,222 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/edgeproxy/edgeproxy/internal/netaddr"
+	"github.com/edgeproxy/edgeproxy/internal/netns"
+)
+
+func netaddrOf(a net.Addr) netip.AddrPort { return netaddr.AddrPort(a) }
+
+// idleGet makes one keep-alive request on cl and reads its response.
+func idleGet(t *testing.T, cl net.Conn, br *bufio.Reader) *http.Response {
+	t.Helper()
+	cl.SetDeadline(time.Now().Add(5 * time.Second))
+	defer cl.SetDeadline(time.Time{})
+	if _, err := fmt.Fprint(cl, "GET /len/3 HTTP/1.1\r\nHost: a.example\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "xxx" {
+		t.Fatalf("body %q, %v", b, err)
+	}
+	return resp
+}
+
+// waitIdle polls cond for up to 3s.
+func waitIdle(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(3 * time.Second); !cond(); {
+		if time.Now().After(end) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// expectClosed reads from cl until the proxy closes it, within 2s.
+func expectClosed(t *testing.T, cl net.Conn, br *bufio.Reader) {
+	t.Helper()
+	cl.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if b, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("read %q, %v; want the proxy's close", b, err)
+	}
+}
+
+// TestH1IdleParks: keep-alive connections idle past parkAfter are parked,
+// their goroutines gone and their buffers returned; bytes arriving on one
+// bring it back to a goroutine, which answers them; it parks again after.
+// Parked, they still count as open connections.
+func TestH1IdleParks(t *testing.T) {
+	netns.New(t)
+	og := startH1Origin(t)
+	p := newTestProxy(t, og.addr, Limits{IdleTimeout: 5 * time.Second})
+	srv := serveH1Test(t, p)
+	const n = 20
+	cls := make([]net.Conn, n)
+	brs := make([]*bufio.Reader, n)
+	for i := range cls {
+		cls[i], _ = srv.dial(t)
+		brs[i] = bufio.NewReader(cls[i])
+		idleGet(t, cls[i], brs[i])
+	}
+	busy := runtime.NumGoroutine()
+	waitIdle(t, "the connections to park", func() bool { return p.idle.parked.Load() == n })
+	// The goroutines end as their connections park (the set's own is one).
+	waitIdle(t, "the goroutines to end", func() bool { return runtime.NumGoroutine() <= busy-n+2 })
+	if got := p.OpenConnections(); got != n {
+		t.Errorf("open connections while parked: %d, want %d", got, n)
+	}
+	if got := len(p.h1conns.all()); got != n {
+		t.Errorf("engine's connections while parked: %d, want %d", got, n)
+	}
+	for i := range cls {
+		resp := idleGet(t, cls[i], brs[i])
+		if resp.Close {
+			t.Errorf("connection %d: the answer after parking closes it", i)
+		}
+	}
+	if got := p.idle.parked.Load(); got == n {
+		t.Errorf("still %d parked after each was served", got)
+	}
+	waitIdle(t, "the connections to park again", func() bool { return p.idle.parked.Load() == n })
+	// A client that closes a parked connection ends it.
+	for _, cl := range cls {
+		cl.Close()
+	}
+	waitIdle(t, "the connections to end", func() bool { return p.OpenConnections() == 0 && p.idle.parked.Load() == 0 })
+	if got := len(p.h1conns.all()); got != 0 {
+		t.Errorf("engine's connections after the clients closed: %d", got)
+	}
+}
+
+// TestH1ParkedIdleTimeout: a parked connection is closed at its idle
+// timeout (within the clock's step and some scheduling), not before, and
+// ends.
+func TestH1ParkedIdleTimeout(t *testing.T) {
+	netns.New(t)
+	og := startH1Origin(t)
+	const idle = 700 * time.Millisecond
+	const slack = 300 * time.Millisecond
+	p := newTestProxy(t, og.addr, Limits{IdleTimeout: idle})
+	srv := serveH1Test(t, p)
+	cl, _ := srv.dial(t)
+	br := bufio.NewReader(cl)
+	idleGet(t, cl, br)
+	start := time.Now()
+	waitIdle(t, "the connection to park", func() bool { return p.idle.parked.Load() == 1 })
+	expectClosed(t, cl, br)
+	if took := time.Since(start); took < idle-clockStep || took > idle+slack {
+		t.Errorf("closed after %v idle, want %v", took, idle)
+	}
+	waitIdle(t, "the connection to end", func() bool { return p.OpenConnections() == 0 && p.idle.parked.Load() == 0 })
+}
+
+// TestH1ParkedLeave: a parked connection on an address that left the cdn
+// closes when it is told to go (Reowned), and one whose request arrived as
+// it was told is answered, with Connection: close; at shutdown parked
+// connections close at once.
+func TestH1ParkedLeave(t *testing.T) {
+	netns.New(t)
+	og := startH1Origin(t)
+	p := newTestProxy(t, og.addr, Limits{IdleTimeout: 5 * time.Second})
+	var moved atomic.Bool
+	p.ownsTCP = func(netip.AddrPort) bool { return !moved.Load() }
+	srv := serveH1Test(t, p)
+	dial := func() (net.Conn, *bufio.Reader) {
+		cl, _ := srv.dial(t)
+		br := bufio.NewReader(cl)
+		idleGet(t, cl, br)
+		return cl, br
+	}
+	a, abr := dial()
+	b, bbr := dial()
+	waitIdle(t, "the connections to park", func() bool { return p.idle.parked.Load() == 2 })
+	// b's request is on its way as the move tells it to go: the set does
+	// not see it come (its event disarmed), the move does.
+	for _, hc := range p.h1conns.all() {
+		if hc.client == netaddrOf(b.LocalAddr()) {
+			p.idle.mu.Lock()
+			if err := unix.EpollCtl(p.idle.epfd, unix.EPOLL_CTL_MOD, hc.parkFD, &unix.EpollEvent{}); err != nil {
+				t.Fatal(err)
+			}
+			p.idle.mu.Unlock()
+		}
+	}
+	fmt.Fprint(b, "GET /len/3 HTTP/1.1\r\nHost: a.example\r\n\r\n")
+	time.Sleep(20 * time.Millisecond)
+	moved.Store(true)
+	p.leaveUnowned()
+	expectClosed(t, a, abr)
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bbr, nil)
+	if err != nil {
+		t.Fatalf("the request sent as it was told to go: %v", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != 200 || !resp.Close {
+		t.Errorf("the request sent as it was told to go: %d, close %v; want 200 and close", resp.StatusCode, resp.Close)
+	}
+	expectClosed(t, b, bbr)
+	waitIdle(t, "the moved connections to end", func() bool { return p.OpenConnections() == 0 })
+
+	// Shutdown: parked connections close at once, and the drain ends.
+	moved.Store(false)
+	c, cbr := dial()
+	d, dbr := dial()
+	waitIdle(t, "the connections to park", func() bool { return p.idle.parked.Load() == 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := p.shutdownH1(ctx); err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the drain of parked connections took %v", took)
+	}
+	expectClosed(t, c, cbr)
+	expectClosed(t, d, dbr)
+	if got := p.idle.parked.Load(); got != 0 {
+		t.Errorf("%d parked after the drain", got)
+	}
+}
+
+// TestH1ParkedKill: CloseUnowned closes a parked connection on an
+// address that left the cdn now, and ends it.
+func TestH1ParkedKill(t *testing.T) {
+	netns.New(t)
+	og := startH1Origin(t)
+	p := newTestProxy(t, og.addr, Limits{IdleTimeout: 5 * time.Second})
+	var moved atomic.Bool
+	p.ownsTCP = func(netip.AddrPort) bool { return !moved.Load() }
+	srv := serveH1Test(t, p)
+	cl, _ := srv.dial(t)
+	br := bufio.NewReader(cl)
+	idleGet(t, cl, br)
+	waitIdle(t, "the connection to park", func() bool { return p.idle.parked.Load() == 1 })
+	moved.Store(true)
+	if got := p.unowned(); got != 1 {
+		t.Errorf("unowned: %d, want the parked one", got)
+	}
+	if got := p.CloseUnowned(); got != 1 {
+		t.Errorf("CloseUnowned: %d, want 1", got)
+	}
+	expectClosed(t, cl, br)
+	waitIdle(t, "the connection to end", func() bool { return p.OpenConnections() == 0 && p.idle.parked.Load() == 0 })
+}
