@@ -54,8 +54,9 @@ type h1Conn struct {
 	c            net.Conn
 	isTLS        bool
 	edge, client netip.AddrPort
-	buf          []byte  // the read buffer; buf[r:w] is unread
-	bufp         *[]byte // buf's, from h1BufPool
+	buf          []byte     // the read buffer; buf[r:w] is unread
+	bufp         *[]byte    // buf's, from h1BufPool
+	scr          *h1Scratch // req's, scratch's and hostBuf's, from h1Scratches
 	r, w         int
 	idleDue      int64 // while waiting for a later request: its idle timeout, Unix nanoseconds
 	parking      bool  // the read deadline is the park's (parkAfter), not the idle timeout
@@ -87,12 +88,11 @@ var h1Bufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
 // serveH1Conn serves a client connection from its start.
 func (p *Proxy) serveH1Conn(c net.Conn, isTLS bool) {
-	proto := "http/1.1"
+	active := p.activeH1
 	if isTLS {
-		proto = "http/1.1+tls"
+		active = p.activeH1TLS
 	}
 	p.conns.Add(1)
-	active := p.m.active.WithLabelValues(proto)
 	active.Inc()
 	ended := false // the connection went to the engine, which ends it
 	defer func() {

@@ -280,6 +280,16 @@ func (s *idleSet) close() {
 // h1BufPool is the engine's read buffers: a parked connection holds none.
 var h1BufPool = sync.Pool{New: func() any { b := make([]byte, h1BufSize); return &b }}
 
+// h1Scratch is a connection's buffers for the origin's request, the
+// policy's values and the lower-cased host, pooled: a new connection's
+// requests do not grow them from nothing, a parked one holds none.
+type h1Scratch struct{ req, scratch, hostBuf []byte }
+
+var h1Scratches = sync.Pool{New: func() any { return new(h1Scratch) }}
+
+// h1ScratchMax is the capacity past which a buffer is not pooled.
+const h1ScratchMax = 16 << 10
+
 // park parks the idle connection (its goroutine then ends), and reports
 // whether it did.
 func (hc *h1Conn) park() bool {
@@ -296,16 +306,29 @@ func (hc *h1Conn) release() {
 		h1BufPool.Put(hc.bufp)
 		hc.bufp, hc.buf = nil, nil
 	}
+	if sc := hc.scr; sc != nil {
+		keep := func(b []byte) []byte {
+			if cap(b) > h1ScratchMax {
+				return nil
+			}
+			return b[:0]
+		}
+		sc.req, sc.scratch, sc.hostBuf = keep(hc.req), keep(hc.scratch), keep(hc.hostBuf)
+		h1Scratches.Put(sc)
+		hc.scr = nil
+	}
 	hc.req, hc.scratch, hc.hostBuf = nil, nil, nil
 	hc.rec = record{}
 	hc.st = nil
 }
 
-// takeBuf gives the connection a read buffer.
+// takeBuf gives the connection a read buffer and its scratch buffers.
 func (hc *h1Conn) takeBuf() {
 	hc.bufp = h1BufPool.Get().(*[]byte)
 	hc.buf = *hc.bufp
 	hc.r, hc.w = 0, 0
+	sc := h1Scratches.Get().(*h1Scratch)
+	hc.scr, hc.req, hc.scratch, hc.hostBuf = sc, sc.req, sc.scratch, sc.hostBuf
 }
 
 // resume serves a parked connection whose bytes arrived, on a goroutine

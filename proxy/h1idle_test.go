@@ -220,3 +220,68 @@ func TestH1ParkedKill(t *testing.T) {
 	expectClosed(t, cl, br)
 	waitIdle(t, "the connection to end", func() bool { return p.OpenConnections() == 0 && p.idle.parked.Load() == 0 })
 }
+
+// TestAcceptOnServingGoroutine: connections are served on the goroutine
+// that accepted them; one that holds its goroutine (a client that sends
+// nothing) leaves another accepting, and short connections one after
+// another take no new goroutine each.
+func TestAcceptOnServingGoroutine(t *testing.T) {
+	netns.New(t)
+	og := startH1Origin(t)
+	p := newTestProxy(t, og.addr, Limits{ReadHeaderTimeout: 5 * time.Second})
+	port := uint16(p.tcp.Addr().(*net.TCPAddr).Port)
+	cfg := p.Config()
+	cfg.HTTPPorts = []uint16{port}
+	if err := p.SetConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		p.Shutdown(ctx)
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	// Silent clients, each holding the goroutine that accepted it.
+	for range 8 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	waitIdle(t, "the silent connections to be accepted", func() bool { return p.OpenConnections() == 8 })
+	one := func() {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprint(c, "GET /len/3 HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("a connection after the silent ones: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	for range 5 {
+		one()
+	}
+	base := runtime.NumGoroutine()
+	for range 100 {
+		one()
+	}
+	if got := runtime.NumGoroutine(); got > base+maxIdleAcceptors {
+		t.Errorf("goroutines after 100 short connections: %d, from %d", got, base)
+	}
+	if got := p.acceptors.Load(); got < 1 || got > maxIdleAcceptors {
+		t.Errorf("%d goroutines waiting to accept, want 1 to %d", got, maxIdleAcceptors)
+	}
+}

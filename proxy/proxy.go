@@ -206,11 +206,16 @@ type Proxy struct {
 	qsm      quicSockMetrics
 	tlsConf  *tls.Config // one for every TLS connection: session tickets work across them
 
-	conns   atomic.Int64 // client connections, TCP and QUIC
-	quicHS  atomic.Int64 // QUIC handshakes in flight
-	closing chan struct{}
-	once    sync.Once
-	wg      sync.WaitGroup
+	conns atomic.Int64 // client connections, TCP and QUIC
+	// acceptors counts the goroutines waiting in Accept (acceptLoop).
+	acceptors atomic.Int64
+	// The engine's edgeproxy_cdn_connections_active gauges, looked up
+	// once rather than at every connection.
+	activeH1, activeH1TLS prometheus.Gauge
+	quicHS                atomic.Int64 // QUIC handshakes in flight
+	closing               chan struct{}
+	once                  sync.Once
+	wg                    sync.WaitGroup
 }
 
 // New creates the proxy's sockets in the network namespace of the calling
@@ -231,6 +236,7 @@ func New(opts Options) (*Proxy, error) {
 		closing: make(chan struct{}),
 	}
 	p.lim.Store(&opts.Limits)
+	p.activeH1, p.activeH1TLS = p.m.active.WithLabelValues("http/1.1"), p.m.active.WithLabelValues("http/1.1+tls")
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -262,6 +268,11 @@ func New(opts Options) (*Proxy, error) {
 
 	var lc net.ListenConfig
 	lc.SetMultipathTCP(false) // the sockmap refuses MPTCP sockets
+	// No TCP keep-alive probes on client connections (as nginx's default):
+	// they would cost four socket options at every accept, and the
+	// proxy's own timeouts (head, idle, send, tunnel idle) bound every
+	// state a connection can be left in by a client that vanished.
+	lc.KeepAlive = -1
 	ln, err := lc.Listen(context.Background(), "tcp", "[::]:0")
 	if err != nil {
 		return nil, fmt.Errorf("cdn: tcp socket: %w", err)
@@ -464,11 +475,23 @@ func (p *Proxy) quicConfigForClient(base *tls.Config) func(*tls.ClientHelloInfo)
 	}
 }
 
-// acceptLoop hands each connection to the cleartext or the TLS server, by
-// the port the client dialled; other ports are closed.
+// maxIdleAcceptors bounds the goroutines waiting to accept: one that
+// finds as many waiting when its connection ends, ends.
+const maxIdleAcceptors = 16
+
+// acceptLoop accepts connections and serves each on the goroutine that
+// accepted it: before it serves one, a goroutine that finds no other
+// waiting to accept starts one, and when its connection ends (or parks,
+// h1idle.go) it accepts again, unless enough others wait. A new
+// connection so takes no hand-off to another goroutine, and, under a
+// steady load of short connections, no new goroutine whose stack grows
+// again on the request path. Connections on ports that are not the cdn's
+// are closed.
 func (p *Proxy) acceptLoop() {
 	for {
+		p.acceptors.Add(1)
 		c, err := p.tcp.AcceptTCP()
+		waiting := p.acceptors.Add(-1)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return // Shutdown stops the servers
@@ -477,31 +500,43 @@ func (p *Proxy) acceptLoop() {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		if p.resets.banned(netaddr.AddrPort(c.RemoteAddr()).Addr(), time.Now()) {
-			p.fm.bannedRefused.WithLabelValues("tcp").Inc()
-			c.SetLinger(0)
-			c.Close()
-			continue
+		if waiting == 0 {
+			go p.acceptLoop()
 		}
-		if p.conns.Load() >= int64(p.limits().MaxConnections) || !p.fds.Acquire(fdlimit.CDN, 1) {
-			p.m.refusedConns.Inc()
-			c.SetLinger(0)
-			c.Close()
-			continue
+		p.serveAccepted(c)
+		if p.acceptors.Load() >= maxIdleAcceptors {
+			return
 		}
-		// tc gives its descriptor back to the budget when it closes; its
-		// deadlines are lazy (lazyConn).
-		tc := newLazyConn(p.fds.Track(c, fdlimit.CDN), c)
-		isTLS, ok := p.state.Load().ports[netaddr.AddrPort(c.LocalAddr()).Port()]
-		switch {
-		case !ok:
-			c.SetLinger(0)
-			tc.Close()
-		case isTLS:
-			go p.serveH1Conn(tls.Server(tc, p.tlsConf), true)
-		default:
-			go p.serveH1Conn(tc, false)
-		}
+	}
+}
+
+// serveAccepted serves a connection just accepted, by the port the client
+// dialled, on the calling goroutine.
+func (p *Proxy) serveAccepted(c *net.TCPConn) {
+	if p.resets.banned(netaddr.AddrPort(c.RemoteAddr()).Addr(), time.Now()) {
+		p.fm.bannedRefused.WithLabelValues("tcp").Inc()
+		c.SetLinger(0)
+		c.Close()
+		return
+	}
+	if p.conns.Load() >= int64(p.limits().MaxConnections) || !p.fds.Acquire(fdlimit.CDN, 1) {
+		p.m.refusedConns.Inc()
+		c.SetLinger(0)
+		c.Close()
+		return
+	}
+	// tc gives its descriptor back to the budget when it closes; its
+	// deadlines are lazy (lazyConn).
+	tc := newLazyConn(p.fds.Track(c, fdlimit.CDN), c)
+	isTLS, ok := p.state.Load().ports[netaddr.AddrPort(c.LocalAddr()).Port()]
+	switch {
+	case !ok:
+		c.SetLinger(0)
+		tc.Close()
+	case isTLS:
+		p.serveH1Conn(tls.Server(tc, p.tlsConf), true)
+	default:
+		p.serveH1Conn(tc, false)
 	}
 }
 
