@@ -58,8 +58,9 @@ type h1Conn struct {
 	bufp         *[]byte    // buf's, from h1BufPool
 	scr          *h1Scratch // req's, scratch's and hostBuf's, from h1Scratches
 	r, w         int
-	idleDue      int64 // while waiting for a later request: its idle timeout, Unix nanoseconds
-	parking      bool  // the read deadline is the park's (parkAfter), not the idle timeout
+	idleDue      int64         // while waiting for a later request: its idle timeout, Unix nanoseconds
+	idleFor      time.Duration // the idle timeout idleDue is from
+	parking      bool          // the read deadline is the park's (parkAfter), not the idle timeout
 
 	head    *h1Head // during a request (h1Heads)
 	closeRq bool    // the client asked to close after this request
@@ -191,7 +192,8 @@ func (hc *h1Conn) serve(first bool) (parked bool) {
 			// head timeout runs from now.
 			hc.c.SetReadDeadline(time.Unix(0, dueIn(hc.p.limits().ReadHeaderTimeout)))
 		} else {
-			hc.idleDue = dueIn(hc.p.limits().IdleTimeout)
+			hc.idleFor = hc.p.limits().IdleTimeout
+			hc.idleDue = dueIn(hc.idleFor)
 			hc.c.SetReadDeadline(time.Unix(0, hc.idleDue))
 		}
 	}

@@ -143,7 +143,7 @@ func (s *idleSet) park(hc *h1Conn, due int64) bool {
 	}
 	hc.slot, hc.parkGen, hc.parkFD, hc.parkDue = slot, s.gen, fd, due
 	s.slots[slot] = hc
-	timeout := int64(hc.p.limits().IdleTimeout)
+	timeout := int64(hc.idleFor)
 	lst := s.lists[timeout]
 	if lst == nil {
 		lst = &h1List{}

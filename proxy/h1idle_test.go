@@ -285,3 +285,44 @@ func TestAcceptOnServingGoroutine(t *testing.T) {
 		t.Errorf("%d goroutines waiting to accept, want 1 to %d", got, maxIdleAcceptors)
 	}
 }
+
+// TestH1ParkChurn: requests that come as their connections park, or just
+// after, are all answered, and every connection ends when its client
+// closes it (the race detector watches the hand-overs).
+func TestH1ParkChurn(t *testing.T) {
+	netns.New(t)
+	og := startH1Origin(t)
+	p := newTestProxy(t, og.addr, Limits{IdleTimeout: 5 * time.Second})
+	srv := serveH1Test(t, p)
+	const clients, rounds = 8, 10
+	errs := make(chan error, clients)
+	for i := range clients {
+		cl, _ := srv.dial(t)
+		go func() {
+			br := bufio.NewReader(cl)
+			for r := range rounds {
+				// Around parkAfter, either side of it.
+				time.Sleep(parkAfter - 30*time.Millisecond + time.Duration((i*7+r*13)%60)*time.Millisecond)
+				cl.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := fmt.Fprint(cl, "GET /len/3 HTTP/1.1\r\nHost: a.example\r\n\r\n"); err != nil {
+					errs <- err
+					return
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					errs <- fmt.Errorf("client %d, round %d: %w", i, r, err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+			}
+			cl.Close()
+			errs <- nil
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitIdle(t, "the connections to end", func() bool { return p.OpenConnections() == 0 && p.idle.parked.Load() == 0 })
+}
