@@ -227,23 +227,7 @@ func TestH1ParkedKill(t *testing.T) {
 // another take no new goroutine each.
 func TestAcceptOnServingGoroutine(t *testing.T) {
 	netns.New(t)
-	og := startH1Origin(t)
-	p := newTestProxy(t, og.addr, Limits{ReadHeaderTimeout: 5 * time.Second})
-	port := uint16(p.tcp.Addr().(*net.TCPAddr).Port)
-	cfg := p.Config()
-	cfg.HTTPPorts = []uint16{port}
-	if err := p.SetConfig(cfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		p.Shutdown(ctx)
-	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p, addr := startAccepting(t, Limits{ReadHeaderTimeout: 5 * time.Second})
 	// Silent clients, each holding the goroutine that accepted it.
 	for range 8 {
 		c, err := net.Dial("tcp", addr)
@@ -325,4 +309,52 @@ func TestH1ParkChurn(t *testing.T) {
 		}
 	}
 	waitIdle(t, "the connections to end", func() bool { return p.OpenConnections() == 0 && p.idle.parked.Load() == 0 })
+}
+
+// startAccepting starts a proxy with its own accept loop and descriptor
+// budget, cleartext on its socket's port, in the test's namespace.
+func startAccepting(t *testing.T, l Limits) (*Proxy, string) {
+	t.Helper()
+	og := startH1Origin(t)
+	p := newTestProxy(t, og.addr, l)
+	port := uint16(p.tcp.Addr().(*net.TCPAddr).Port)
+	cfg := p.Config()
+	cfg.HTTPPorts = []uint16{port}
+	if err := p.SetConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		p.Shutdown(ctx)
+	})
+	return p, fmt.Sprintf("127.0.0.1:%d", port)
+}
+
+// TestH1ParkedFDBudget: a parked connection keeps its descriptor in the
+// budget, and gives it back when it ends.
+func TestH1ParkedFDBudget(t *testing.T) {
+	netns.New(t)
+	p, addr := startAccepting(t, Limits{IdleTimeout: 5 * time.Second})
+	const n = 5
+	var cls []net.Conn
+	for range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		idleGet(t, c, bufio.NewReader(c))
+		cls = append(cls, c)
+	}
+	waitIdle(t, "the connections to park", func() bool { return p.idle.parked.Load() == n })
+	parked := p.fds.Used()
+	for _, c := range cls {
+		c.Close()
+	}
+	waitIdle(t, "the parked connections to end", func() bool { return p.OpenConnections() == 0 })
+	waitIdle(t, "their descriptors back", func() bool { return parked-p.fds.Used() == n })
 }
