@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -387,38 +386,16 @@ func (c *idleConn) abort(x *exchange) bool {
 // errAborted is what reads and writes of an aborted connection return.
 var errAborted = &net.OpError{Op: "read", Net: "tcp", Err: errClientGone}
 
-// guardStd bounds the HTTP/2 and HTTP/3 requests in flight in the whole
-// process and counts the streams reset against their connection's and
-// client's budgets.
-func (p *Proxy) guardStd(w http.ResponseWriter, r *http.Request) {
+// admitStream counts an HTTP/3 request in flight in the whole process,
+// within limits.max_streams: past it, false, counted as refused (the
+// caller answers 503 with Retry-After), and nothing left counted.
+func (p *Proxy) admitStream() bool {
 	if p.streams.Add(1) > int64(p.limits().MaxStreams) {
 		p.streams.Add(-1)
 		p.fm.streamsRefused.Inc()
-		w.Header().Set("Retry-After", "1")
-		w.Header().Set("Content-Length", "0")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		p.countReset(r)
-		return
+		return false
 	}
-	defer p.streams.Add(-1)
-	if sc := connOf(r.Context()); sc != nil {
-		sc.inflight.Add(1)
-		defer sc.inflight.Add(-1)
-	}
-	p.serveStd(w, r)
-	p.countReset(r)
-}
-
-// countReset counts a request whose stream was reset or cancelled before
-// its handler finished, while its connection lives on (a request's context
-// ends with its connection too, which is not a reset).
-func (p *Proxy) countReset(r *http.Request) {
-	if r.Context().Err() == nil {
-		return
-	}
-	if sc := connOf(r.Context()); sc != nil && !sc.closed.Load() {
-		p.streamReset(sc)
-	}
+	return true
 }
 
 // quicVerifySource asks for a Retry (the client must echo a token, which

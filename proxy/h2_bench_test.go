@@ -3,10 +3,8 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"testing"
 
@@ -19,15 +17,8 @@ import (
 // BenchmarkH2Serve measures HTTP/2 requests through the whole proxy, in
 // process: a raw client keeping 32 streams in flight on one connection (as
 // h2load -m32 does), the pipeline, an in-memory fasthttp origin answering
-// 22 bytes. "xnet" is the server before (x/net/http2's, through the
-// net/http handler h3.go keeps for HTTP/3), "engine" ours. Client and
-// origin costs are in both.
+// 22 bytes. Client and origin costs are in it.
 func BenchmarkH2Serve(b *testing.B) {
-	b.Run("xnet", func(b *testing.B) { benchH2(b, true) })
-	b.Run("engine", func(b *testing.B) { benchH2(b, false) })
-}
-
-func benchH2(b *testing.B, xnet bool) {
 	origin := fasthttputil.NewInmemoryListener()
 	defer origin.Close()
 	go fasthttp.Serve(origin, func(ctx *fasthttp.RequestCtx) { ctx.WriteString("hello from the origin\n") })
@@ -50,14 +41,6 @@ func benchH2(b *testing.B, xnet bool) {
 		}
 		cc.Conn = raw
 		c := net.Conn(cc)
-		if xnet {
-			srv := &http2.Server{MaxConcurrentStreams: 250, MaxReadFrameSize: 1 << 20}
-			base := &http.Server{Handler: p.stdHandler()}
-			http2.ConfigureServer(base, srv)
-			sc := &streamConn{close: func() { c.Close() }}
-			srv.ServeConn(c, &http2.ServeConnOpts{Context: context.WithValue(context.Background(), streamConnKey{}, sc), BaseConfig: base, Handler: base.Handler})
-			return
-		}
 		p.serveH2(c)
 	}()
 	c, err := ln.Dial()

@@ -1,144 +1,43 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
-	"net"
-	"net/http"
+	"io"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/quic-go/qpack"
 	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
-	"github.com/valyala/fasthttp"
+	"github.com/quic-go/quic-go/quicvarint"
 
 	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
 	"github.com/edgeproxy/edgeproxy/internal/netaddr"
 )
 
-// stdHandler is the net/http handler of HTTP/3 (quic-go's http3 serves
-// only through net/http): its requests are copied into fasthttp's and go
-// through the same pipeline as every other engine's.
-func (p *Proxy) stdHandler() http.Handler { return http.HandlerFunc(p.guardStd) }
-
-func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
-	st := p.state.Load()
-	rec := &record{
-		start: time.Now(), id: p.ids.next(), proto: protoName(r),
-		method: r.Method, host: r.Host, path: r.URL.Path,
-	}
-	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		rec.edge = netaddr.AddrPort(la)
-	}
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		rec.client = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	isH3 := r.ProtoMajor == 3
-
-	req := fasthttp.AcquireRequest()
-	defer fasthttp.ReleaseRequest(req)
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseResponse(resp)
-	fail := func(rf *refusal) {
-		p.refuse(st, rec, rf, resp, isH3)
-		p.writeStd(w, resp, rec)
-		p.done(rec)
-	}
-	// The request for the origin, with the client's headers, checked
-	// (h3head.go), then the pipeline's admission, as for HTTP/1.1.
-	if rf := convertStd(r, req); rf != nil {
-		fail(rf)
-		return
-	}
-	if r.ContentLength != 0 {
-		req.Header.SetContentLength(int(r.ContentLength)) // -1: unknown, sent chunked
-	}
-	s, rt, _, rf := p.admit(st, req, rec, true)
-	if rf != nil {
-		fail(rf)
-		return
-	}
-	var bodyRead func() int64
-	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
-		lb := &limitedBody{r: r.Body, max: p.limits().MaxBodyBytes}
-		req.SetBodyStream(lb, int(r.ContentLength))
-		bodyRead = func() int64 { return lb.n }
-	}
-
-	// A stream reset or cancelled abandons its origin exchange.
-	x := p.pools.exchanges.start(r.Context(), rec.id)
-	defer p.pools.exchanges.finish(rec.id, x)
-	if err := p.forwardCtx(r.Context(), s, rt, req, resp, rec, bodyRead); err != nil {
-		p.upstreamFailed(st, rec, err, resp, isH3)
-	} else {
-		p.clientResponse(st, rec, resp, isH3)
-	}
-	p.writeStd(w, resp, rec)
-	resp.CloseBodyStream()
-	p.done(rec)
-}
-
-// writeStd writes resp to an HTTP/3 client through net/http,
-// streaming a streamed body chunk by chunk, each write bounded by the send
-// timeout. It adds what was written to rec's bytes.
-func (p *Proxy) writeStd(w http.ResponseWriter, resp *fasthttp.Response, rec *record) {
-	h := w.Header()
-	for k, v := range resp.Header.All() {
-		if !bytes.EqualFold(k, hTE) { // net/http frames the body itself
-			h.Add(string(k), string(v))
-		}
-	}
-	w.WriteHeader(resp.StatusCode())
-	bs := resp.BodyStream()
-	if bs == nil {
-		if b := resp.Body(); len(b) > 0 {
-			w.Write(b)
-			rec.bytes = int64(len(b))
-		}
-		return
-	}
-	rc := http.NewResponseController(w)
-	bp := bodyBufs.Get().(*[]byte)
-	defer bodyBufs.Put(bp)
-	buf := *bp
-	for {
-		n, err := bs.Read(buf)
-		if n > 0 {
-			rc.SetWriteDeadline(time.Now().Add(p.limits().SendTimeout))
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return
-			}
-			rec.bytes += int64(n)
-			rc.Flush()
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// bodyBufs are the buffers that copy response bodies to HTTP/3
-// clients: a flood of requests does not allocate one each.
-var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-func protoName(r *http.Request) string {
-	if r.ProtoMajor == 3 {
-		return "HTTP/3"
-	}
-	return r.Proto
-}
-
-// h3Conn is one HTTP/3 connection. Each is served by an http3.Server of
-// its own: quic-go's server sends GOAWAY only to all its connections at
-// once (Shutdown), and a move tells only the connections on the moved
-// addresses to go.
+// h3Conn is one HTTP/3 connection, served by the proxy itself (RFC
+// 9114): its control stream with SETTINGS and, when it is told to go,
+// GOAWAY; its request streams each on a goroutine (h3stream.go). A move
+// tells only the connections on the moved addresses to go.
 type h3Conn struct {
-	c    *quic.Conn
-	edge netip.AddrPort // the address the client dialled
-	srv  *http3.Server
-	sc   *streamConn
-	once sync.Once
+	p      *Proxy
+	c      *quic.Conn
+	edge   netip.AddrPort // the address the client dialled
+	client netip.AddrPort
+	sc     *streamConn
+	lim    *Limits // in force when the connection started
+	dec    *h3Decoder
+	ctrl   *quic.SendStream
+	once   sync.Once
+
+	mu        sync.Mutex
+	goingAway bool
+	nextID    quic.StreamID // the first stream id not accepted yet, for GOAWAY
+	active    int           // request streams being served
+	idle      *time.Timer   // closes the connection idle for the idle timeout
+
+	peerCtrl, peerEnc, peerDec atomic.Bool // the client's unidirectional streams seen
 }
 
 // h3Quiet is how often a connection told to go checks whether a request
@@ -163,8 +62,9 @@ func (p *Proxy) serveH3Conn(c *quic.Conn) {
 	ctx := c.Context()
 	p.quicHandshakeDone(ctx)
 	p.amp.validated(c.RemoteAddr())
-	hc := &h3Conn{c: c, edge: netaddr.AddrPort(c.LocalAddr())}
-	release, err := p.qs.attach(netaddr.AddrPort(c.RemoteAddr()), hc.edge,
+	hc := &h3Conn{p: p, c: c, edge: netaddr.AddrPort(c.LocalAddr()), client: netaddr.AddrPort(c.RemoteAddr()),
+		lim: p.limits(), dec: qpack.NewDecoder()}
+	release, err := p.qs.attach(hc.client, hc.edge,
 		func() bool { return p.fds.Acquire(fdlimit.CDN, 1) },
 		func() { p.fds.Release(fdlimit.CDN, 1) })
 	if err != nil {
@@ -172,27 +72,173 @@ func (p *Proxy) serveH3Conn(c *quic.Conn) {
 	} else {
 		context.AfterFunc(ctx, release)
 	}
-	hc.sc = &streamConn{client: netaddr.AddrPort(c.RemoteAddr()).Addr(), close: func() {
-		c.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeExcessiveLoad), "too many streams reset")
+	hc.sc = &streamConn{client: hc.client.Addr(), close: func() {
+		c.CloseWithError(quic.ApplicationErrorCode(h3ExcessiveLoad), "too many streams reset")
 	}}
 	context.AfterFunc(ctx, func() { hc.sc.closed.Store(true) })
-	l := p.limits()
-	hc.srv = &http3.Server{
-		Handler:        p.stdHandler(),
-		IdleTimeout:    l.IdleTimeout,
-		MaxHeaderBytes: l.MaxHeaderBytes,
-		ConnContext: func(ctx context.Context, _ *quic.Conn) context.Context {
-			return context.WithValue(ctx, streamConnKey{}, hc.sc)
-		},
+	defer c.CloseWithError(quic.ApplicationErrorCode(h3NoError), "")
+	if err := hc.openControl(); err != nil {
+		return
 	}
-	defer c.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
 	if !p.h3conns.add(hc, p.closing) {
 		return
 	}
 	defer p.h3conns.remove(hc)
 	p.m.active.WithLabelValues("h3").Inc()
 	defer p.m.active.WithLabelValues("h3").Dec()
-	hc.srv.ServeQUICConn(c)
+	hc.idle = time.AfterFunc(hc.lim.IdleTimeout, func() {
+		c.CloseWithError(quic.ApplicationErrorCode(h3NoError), "idle timeout")
+	})
+	defer hc.idle.Stop()
+	go hc.acceptUni()
+	var wg sync.WaitGroup
+	for {
+		str, err := c.AcceptStream(context.Background())
+		if err != nil {
+			break // the connection ended
+		}
+		str.ReleaseStreamCredit()
+		hc.mu.Lock()
+		if hc.goingAway && str.StreamID() >= hc.nextID {
+			hc.mu.Unlock()
+			str.CancelRead(quic.StreamErrorCode(h3RequestRejected))
+			str.CancelWrite(quic.StreamErrorCode(h3RequestRejected))
+			continue
+		}
+		hc.nextID = max(hc.nextID, str.StreamID()+4)
+		if hc.active++; hc.active == 1 {
+			hc.idle.Stop()
+		}
+		hc.mu.Unlock()
+		hc.sc.inflight.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bp := h3ReadBufs.Get().(*[]byte)
+			s := &h3Stream{c: hc, str: str, bp: bp, buf: *bp, cl: -1}
+			s.serve()
+			hc.sc.inflight.Add(-1)
+			hc.mu.Lock()
+			if hc.active--; hc.active == 0 && !hc.goingAway {
+				hc.idle.Reset(hc.lim.IdleTimeout)
+			}
+			hc.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+}
+
+// openControl opens the proxy's control stream and sends SETTINGS: the
+// largest field section it takes, and (by leaving them out) no dynamic
+// QPACK table and no blocked streams.
+func (hc *h3Conn) openControl() error {
+	str, err := hc.c.OpenUniStream()
+	if err != nil {
+		return err
+	}
+	var set []byte
+	set = quicvarint.Append(set, 0x6) // SETTINGS_MAX_FIELD_SECTION_SIZE
+	set = quicvarint.Append(set, uint64(hc.lim.MaxHeaderBytes))
+	b := quicvarint.Append(nil, 0x0) // the control stream's type
+	b = quicvarint.Append(b, h3FrameSettings)
+	b = quicvarint.Append(b, uint64(len(set)))
+	b = append(b, set...)
+	hc.ctrl = str
+	_, err = str.Write(b)
+	return err
+}
+
+// acceptUni takes the client's unidirectional streams: its control
+// stream (one; SETTINGS first), QPACK's encoder and decoder streams (one
+// each; read and dropped: the proxy allows no dynamic table); push
+// streams are an error, other types are refused (RFC 9114 6.2).
+func (hc *h3Conn) acceptUni() {
+	for {
+		str, err := hc.c.AcceptUniStream(context.Background())
+		if err != nil {
+			return
+		}
+		str.ReleaseStreamCredit()
+		go hc.serveUni(str)
+	}
+}
+
+func (hc *h3Conn) serveUni(str *quic.ReceiveStream) {
+	closeWith := func(code uint64, why string) {
+		hc.c.CloseWithError(quic.ApplicationErrorCode(code), why)
+	}
+	r := quicvarint.NewReader(str)
+	typ, err := quicvarint.Read(r)
+	if err != nil {
+		return
+	}
+	switch typ {
+	case 0x0:
+		if hc.peerCtrl.Swap(true) {
+			closeWith(h3StreamCreation, "a second control stream")
+			return
+		}
+		hc.serveControl(r)
+	case 0x2, 0x3:
+		seen := &hc.peerEnc
+		if typ == 0x3 {
+			seen = &hc.peerDec
+		}
+		if seen.Swap(true) {
+			closeWith(h3StreamCreation, "a second QPACK stream")
+			return
+		}
+		// Nothing is expected on them: with no dynamic table the
+		// encoder has no instruction to send and the decoder nothing to
+		// acknowledge. Read and dropped.
+		io.Copy(io.Discard, io.LimitReader(str, 1<<20))
+	case 0x1:
+		closeWith(h3StreamCreation, "a push stream from a client")
+	default:
+		str.CancelRead(quic.StreamErrorCode(h3StreamCreation))
+	}
+}
+
+// serveControl reads the client's control stream: SETTINGS first and
+// once, then GOAWAY, PRIORITY_UPDATE (ignored) and unknown frames;
+// frames only request streams carry are an error.
+func (hc *h3Conn) serveControl(r quicvarint.Reader) {
+	closeWith := func(code uint64, why string) {
+		hc.c.CloseWithError(quic.ApplicationErrorCode(code), why)
+	}
+	for first := true; ; first = false {
+		typ, err := quicvarint.Read(r)
+		if err != nil {
+			closeWith(h3ClosedCritical, "the control stream ended")
+			return
+		}
+		length, err := quicvarint.Read(r)
+		if err != nil {
+			closeWith(h3ClosedCritical, "the control stream ended")
+			return
+		}
+		if first != (typ == h3FrameSettings) {
+			if first {
+				closeWith(h3MissingSettings, "the control stream does not start with SETTINGS")
+			} else {
+				closeWith(h3FrameUnexpected, "a second SETTINGS")
+			}
+			return
+		}
+		switch typ {
+		case h3FrameData, h3FrameHeaders, h3FramePushPromise, 0x2, 0x6, 0x8, 0x9:
+			closeWith(h3FrameUnexpected, "a frame the control stream cannot carry")
+			return
+		}
+		if length > 1<<16 {
+			closeWith(h3ExcessiveLoad, "a control frame too large")
+			return
+		}
+		if _, err := io.CopyN(io.Discard, r, int64(length)); err != nil {
+			closeWith(h3ClosedCritical, "the control stream ended")
+			return
+		}
+	}
 }
 
 // leave tells the connection to go (its address left the cdn): GOAWAY,
@@ -209,7 +255,7 @@ func (p *Proxy) leaveH3(hc *h3Conn) func() {
 
 // kill closes the connection at once.
 func (hc *h3Conn) kill() {
-	hc.c.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
+	hc.c.CloseWithError(quic.ApplicationErrorCode(h3NoError), "")
 }
 
 // goAway sends GOAWAY, lets the requests in flight finish, and closes the
@@ -218,29 +264,36 @@ func (hc *h3Conn) kill() {
 // per connection.
 func (hc *h3Conn) goAway(ctx context.Context) {
 	hc.once.Do(func() {
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		go func() {
-			t := time.NewTicker(h3Quiet)
-			defer t.Stop()
-			quiet := 0
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					if hc.sc.inflight.Load() > 0 {
-						quiet = 0
-						continue
-					}
-					if quiet++; quiet >= 2 {
-						cancel()
-						return
-					}
+		hc.mu.Lock()
+		hc.goingAway = true
+		id := hc.nextID
+		hc.mu.Unlock()
+		if hc.ctrl != nil {
+			b := quicvarint.Append(nil, h3FrameGoAway)
+			b = quicvarint.Append(b, uint64(quicvarint.Len(uint64(id))))
+			b = quicvarint.Append(b, uint64(id))
+			// Writing may wait for the client's flow control credit; it
+			// returns once the connection is closed.
+			go hc.ctrl.Write(b)
+		}
+		t := time.NewTicker(h3Quiet)
+		defer t.Stop()
+		quiet := 0
+		for quiet < 2 {
+			select {
+			case <-ctx.Done():
+				quiet = 2
+			case <-hc.c.Context().Done():
+				return
+			case <-t.C:
+				if hc.sc.inflight.Load() > 0 {
+					quiet = 0
+					continue
 				}
+				quiet++
 			}
-		}()
-		hc.srv.Shutdown(ctx)
+		}
+		hc.c.CloseWithError(quic.ApplicationErrorCode(h3NoError), "")
 	})
 }
 

@@ -197,7 +197,7 @@ type Proxy struct {
 	ownsTCP  func(netip.AddrPort) bool
 	reown    chan struct{} // Reowned's kick: the bindings changed
 	h2m      *h2Metrics
-	h3conns  connSet[*h3Conn] // HTTP/3 connections, each served by an http3.Server of its own (h3.go)
+	h3conns  connSet[*h3Conn] // HTTP/3 connections, each served by the proxy's HTTP/3 server (h3.go)
 	h3ln     *quic.Listener
 	quic     *quic.Transport
 	qs       *quicSock // the listener and the connections' connected sockets
