@@ -39,7 +39,7 @@ func init() {
 // h3Fixture is a cdn with HTTP/3 on udp/443 in the test's namespace, one
 // site (a.example, certificate for a.example and b.example) whose origin
 // answers with the dialled edge address it was told and holds /slow for
-// 300 ms. The cdn's listener is found by the kernel's normal lookup (no
+// 300 ms (/echo: the request's length, framing and body). The cdn's listener is found by the kernel's normal lookup (no
 // dispatcher): a socket bound to a specific address on 443 takes new flows
 // from it, as the dispatcher's choice of another socket would.
 type h3Fixture struct {
@@ -74,6 +74,11 @@ func startH3(t testing.TB, keyFile string, more ...func(*Options)) *h3Fixture {
 	osrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			time.Sleep(300 * time.Millisecond)
+		}
+		if r.URL.Path == "/echo" { // h3stream_test.go
+			b, err := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "echo %d %q %v %q", r.ContentLength, r.TransferEncoding, err, b)
+			return
 		}
 		fmt.Fprintf(w, "ok %s", r.URL.Path)
 	})}
