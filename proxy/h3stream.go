@@ -77,8 +77,6 @@ func unexpectedOnRequest(typ uint64) bool {
 }
 
 var (
-	h3ReadBufs = sync.Pool{New: func() any { b := make([]byte, h3StreamBufSize); return &b }}
-
 	errH3Frame   = errors.New("http3: a malformed frame")
 	errH3Message = errors.New("http3: a malformed request body (RFC 9114 4.1.2)")
 )
@@ -97,8 +95,7 @@ func (e *h3Error) Error() string { return fmt.Sprintf("http3: %s (%#x)", e.why, 
 type h3Stream struct {
 	c   *h3Conn
 	str *quic.Stream
-	bp  *[]byte
-	buf []byte
+	buf []byte // rbuf, the stream's read buffer
 	r   int
 	w   int
 	eof bool  // the client's FIN has been read into buf
@@ -110,7 +107,18 @@ type h3Stream struct {
 	bodyDone bool   // the stream's end was reached
 	trailers bool
 	reset    bool // the proxy reset the stream itself
+
+	rbuf [h3StreamBufSize]byte
 }
+
+// clear readies s for its pool: everything but the buffer's bytes.
+func (s *h3Stream) clear() {
+	s.c, s.str, s.buf, s.r, s.w, s.eof, s.err = nil, nil, nil, 0, 0, false, nil
+	s.cl, s.got, s.left, s.bodyDone, s.trailers, s.reset = 0, 0, 0, false, false, false
+}
+
+// h3Streams are the request streams' states with their read buffers.
+var h3Streams = sync.Pool{New: func() any { return new(h3Stream) }}
 
 // fill reads more of the stream into buf, compacting it first.
 func (s *h3Stream) fill() error {
@@ -385,10 +393,7 @@ func isLowerToken(s string) bool {
 // response; on the stream's own goroutine.
 func (s *h3Stream) serve() {
 	c, p := s.c, s.c.p
-	defer func() {
-		h3ReadBufs.Put(s.bp)
-		s.bp, s.buf = nil, nil
-	}()
+	s.buf = s.rbuf[:]
 	s.str.SetReadDeadline(time.Now().Add(c.lim.ReadHeaderTimeout))
 	typ, length, err := s.frameHeader()
 	for err == nil && typ != h3FrameHeaders && !unexpectedOnRequest(typ) && typ != h3FrameData {
