@@ -30,6 +30,7 @@ type h3Head struct {
 	pseudo                                uint8
 	regular                               bool
 	cl                                    int64
+	expect                                bool // Expect: 100-continue
 	cookie, hname                         []byte
 	req                                   *fasthttp.Request
 }
@@ -127,12 +128,13 @@ func (h *h3Head) field(name, v string) {
 		}
 		h.host = v
 	case "expect":
-		// The proxy reads the body itself: the origin gets it without
-		// asking, the client is not kept waiting (RFC 9110 10.1.1 lets
-		// it send the body).
+		// The proxy reads the body itself: it says 100 Continue (once
+		// the request is admitted), the origin gets the body without
+		// asking.
 		if !strings.EqualFold(v, "100-continue") {
 			h.rf = &refusal{status: 417, reason: "", msg: "only Expect: 100-continue is understood"}
 		}
+		h.expect = true
 	case "cookie":
 		// RFC 9114 4.2.1: crumbs are joined for HTTP/1.1.
 		if len(h.cookie) > 0 {

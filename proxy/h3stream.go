@@ -489,6 +489,14 @@ func (s *h3Stream) serve() {
 		s.refuseAndClose(st, rec, rf)
 		return
 	}
+	if h.expect && !noBody {
+		o := h3Outs.Get().(*h3Out)
+		o.fs = qpackStatus(o.fs[:0], 100)
+		b := quicvarint.Append(o.buf[:0], h3FrameHeaders)
+		b = quicvarint.Append(b, uint64(len(o.fs)))
+		s.write(append(b, o.fs...))
+		h3Outs.Put(o)
+	}
 	var lb *limitedBody
 	var bodyRead func() int64
 	switch {

@@ -50,6 +50,8 @@ type h3Answer struct {
 	body   string
 	reset  quic.StreamErrorCode
 	err    error
+
+	continued bool // a 100 came first
 }
 
 // roundTrip writes raw on a new stream (FIN after it) and reads the
@@ -106,6 +108,9 @@ func roundTrip(t *testing.T, qc *quic.Conn, raw []byte) h3Answer {
 				}
 				if hf.Name == ":status" {
 					fmt.Sscan(hf.Value, &a.status)
+					if a.status == 100 {
+						a.continued = true
+					}
 				}
 				a.header[hf.Name] = hf.Value
 			}
@@ -201,6 +206,8 @@ func TestHTTP3Frames(t *testing.T) {
 		{"a path that crosses a route", h3Frame(nil, h3FrameHeaders, h3Request("GET", "/a/..%2fb")), 400, "400 Bad Request", 0},
 		{"a head over max_header_bytes", h3Frame(nil, h3FrameHeaders, h3Request("GET", "/x", "x-big", strings.Repeat("b", 40<<10))), 431, "431 Request Header Fields Too Large", 0},
 		{"HEAD", h3Frame(nil, h3FrameHeaders, h3Request("HEAD", "/x")), 200, "", 0},
+		{"Expect: 100-continue", h3Frame(h3Frame(nil, h3FrameHeaders, h3Request("POST", "/echo", "content-length", "2", "expect", "100-continue")),
+			h3FrameData, []byte("hi")), 200, `echo 2 [] <nil> "hi"`, 0},
 	}
 	for _, tc := range cases {
 		a := roundTrip(t, qc, tc.raw)
@@ -210,6 +217,9 @@ func TestHTTP3Frames(t *testing.T) {
 		}
 		if a.status != tc.status || a.reset != tc.reset || !strings.HasPrefix(a.body, tc.body) {
 			t.Errorf("%s: status %d, reset %#x, body %.60q; want %d, %#x, %q", tc.name, a.status, a.reset, a.body, tc.status, tc.reset, tc.body)
+		}
+		if strings.HasPrefix(tc.name, "Expect") != a.continued {
+			t.Errorf("%s: a 100 response %v", tc.name, a.continued)
 		}
 		if cl, ok := a.header["content-length"]; ok && tc.name != "HEAD" && cl != fmt.Sprint(len(a.body)) {
 			t.Errorf("%s: content-length %q, body %d bytes", tc.name, a.header["content-length"], len(a.body))
