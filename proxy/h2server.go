@@ -96,7 +96,6 @@ type h2Conn struct {
 	lastNow     time.Time // the read loop's coarse clock
 	collecting  int       // streams whose small body is being collected
 	bodyArmed   bool      // a read deadline for those bodies is set
-	hname       []byte    // a header name being canonicalized
 
 	mu       sync.Mutex
 	cond     sync.Cond // window changes, flushes, the end

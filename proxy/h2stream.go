@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
@@ -33,46 +31,18 @@ import (
 
 // h2Head is the header block being decoded.
 type h2Head struct {
+	reqHead
 	id                  uint32
 	st                  *h2Stream // trailers: their stream
 	trailers, endStream bool
 	ignore              bool          // a stream after our GOAWAY: decoded, dropped
 	discard             http2.ErrCode // decode only, then reset the stream with this code (0: none)
-	size, raw           int           // the decoded list (RFC 9113 6.5.2) and the block's bytes
-	tooLarge            bool
-
-	malformed string // why the request is malformed ("" when it is not)
-	reason    string // the refusal reason it counts under, if any
-	rf        *refusal
-
-	method, path, scheme, authority, host string
-	pseudo                                uint8 // pseudo-headers seen, one bit each
-	regular                               bool  // a regular header came
-	cl                                    int64 // Content-Length, -1 none
-	expect                                bool  // Expect: 100-continue
-	cookie                                []byte
-	req                                   *fasthttp.Request
+	raw                 int           // the block's bytes
 }
-
-const (
-	pseudoMethod = 1 << iota
-	pseudoPath
-	pseudoScheme
-	pseudoAuthority
-)
 
 func (h *h2Head) release() {
-	if h.req != nil {
-		fasthttp.ReleaseRequest(h.req)
-	}
-	cookie := h.cookie[:0]
-	*h = h2Head{cookie: cookie}
-}
-
-func (h *h2Head) setMalformed(why, reason string) {
-	if h.malformed == "" {
-		h.malformed, h.reason = why, reason
-	}
+	h.reset()
+	*h = h2Head{reqHead: h.reqHead}
 }
 
 // processHeaders starts a header block: a new stream's request, or
@@ -189,106 +159,7 @@ func (c *h2Conn) emit(hf hpack.HeaderField) {
 	if h.tooLarge || h.discard != 0 || h.malformed != "" || h.ignore {
 		return
 	}
-	name, v := hf.Name, hf.Value
-	if len(name) > 0 && name[0] == ':' {
-		if h.trailers {
-			h.setMalformed("a pseudo-header in trailers", "")
-			return
-		}
-		if h.regular {
-			h.setMalformed("a pseudo-header after a regular header", "")
-			return
-		}
-		var bit uint8
-		switch name {
-		case ":method":
-			bit, h.method = pseudoMethod, v
-		case ":path":
-			bit, h.path = pseudoPath, v
-		case ":scheme":
-			bit, h.scheme = pseudoScheme, v
-		case ":authority":
-			bit, h.authority = pseudoAuthority, v
-		default:
-			h.setMalformed("an unknown or response pseudo-header "+name, "")
-			return
-		}
-		if h.pseudo&bit != 0 {
-			h.setMalformed("a repeated "+name, "")
-		}
-		h.pseudo |= bit
-		return
-	}
-	h.regular = true
-	for i := 0; i < len(name); i++ {
-		if ch := name[i]; ch >= 'A' && ch <= 'Z' {
-			h.setMalformed("an upper-case header name", refuseHeaderName)
-			return
-		}
-	}
-	if h.rf != nil {
-		return // refused already: only malformations still matter
-	}
-	if !isToken(name) {
-		h.rf = bad(refuseHeaderName, "a header name is not a token")
-		return
-	}
-	if !validValue(v) || len(v) > 0 && (isSpace(v[0]) || isSpace(v[len(v)-1])) {
-		h.rf = bad(refuseHeaderVal, "a header value has a control byte or outer whitespace")
-		return
-	}
-	switch name {
-	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
-		h.setMalformed("a connection-specific header", refuseConnHeader)
-		return
-	case "te":
-		if v != "trailers" {
-			h.setMalformed("TE other than trailers", refuseConnHeader)
-		}
-		return
-	}
-	if h.trailers {
-		return // checked, not forwarded
-	}
-	switch name {
-	case "content-length":
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 || v[0] == '+' || h.cl >= 0 && h.cl != n {
-			h.setMalformed("a bad Content-Length", "")
-			return
-		}
-		h.cl = n
-	case "host":
-		if h.host != "" {
-			h.setMalformed("a repeated Host", refuseAuthority)
-		}
-		h.host = v
-	case "expect":
-		// The proxy reads the body itself: it says 100 Continue (once
-		// the stream is open), the origin gets the body without asking.
-		if !strings.EqualFold(v, "100-continue") {
-			h.rf = &refusal{status: 417, reason: "", msg: "only Expect: 100-continue is understood"}
-		}
-		h.expect = true
-	case "cookie":
-		// RFC 9113 8.2.3: crumbs are joined for HTTP/1.1.
-		if len(h.cookie) > 0 {
-			h.cookie = append(h.cookie, "; "...)
-		}
-		h.cookie = append(h.cookie, v...)
-	default:
-		// Names in net/http's canonical form, as origins saw them before.
-		nb := append(c.hname[:0], name...)
-		upper := true
-		for i, ch := range nb {
-			if upper && ch >= 'a' && ch <= 'z' {
-				nb[i] = ch - 'a' + 'A'
-			}
-			upper = ch == '-'
-		}
-		c.hname = nb
-		h.req.Header.AddBytesKV(nb, unsafe.Slice(unsafe.StringData(v), len(v)))
-	}
+	h.field(hf.Name, hf.Value, h.trailers)
 }
 
 // endTrailers ends a stream's trailers: dropped, the request body over.
@@ -334,45 +205,13 @@ func (c *h2Conn) endHeaders() error {
 		h.reason = ""
 		return reset(http2.ErrCodeRefusedStream)
 	}
-	if h.pseudo&pseudoMethod == 0 {
+	rf, malformed := h.check(h.endStream)
+	if malformed {
 		return reset(http2.ErrCodeProtocol)
 	}
-	connect := h.method == "CONNECT"
-	switch {
-	case connect && h.pseudo&(pseudoPath|pseudoScheme) != 0,
-		!connect && (h.pseudo&(pseudoPath|pseudoScheme) != pseudoPath|pseudoScheme || h.path == ""):
-		return reset(http2.ErrCodeProtocol)
-	case h.endStream && h.cl > 0:
-		return reset(http2.ErrCodeProtocol) // a Content-Length and no DATA
-	}
-	authority := h.authority
-	if authority == "" {
-		authority = h.host
-	} else if h.host != "" && h.host != authority {
-		h.reason = refuseAuthority
-		return reset(http2.ErrCodeProtocol)
-	}
-	if !connect {
-		if rf := checkAuthority(authority); rf != nil {
-			h.reason = rf.reason
-			return reset(http2.ErrCodeProtocol)
-		}
-	}
-
 	rec := &record{
 		start: c.lastNow, id: p.ids.next(), proto: "HTTP/2", edge: c.edge, client: c.client,
-		method: h.method, host: authority, path: decodedPath(h.path),
-	}
-	rf := h.rf
-	switch {
-	case h.tooLarge:
-		rf = &refusal{status: 431, reason: refuseHeadLarge, msg: "the request head is larger than the limit"}
-	case connect:
-		rf = &refusal{status: 405, reason: refuseConnect, msg: "CONNECT is not served here"}
-	case !isToken(h.method):
-		rf = bad(refuseMethod, "the method is not a token")
-	case rf == nil:
-		rf = checkTarget(h.method == "OPTIONS", h.path)
+		method: h.method, host: h.authority, path: decodedPath(h.path),
 	}
 	st := p.state.Load()
 	if rf != nil {
@@ -396,14 +235,8 @@ func (c *h2Conn) endHeaders() error {
 		return nil
 	}
 
+	h.toRequest()
 	req := h.req
-	req.Header.SetMethod(h.method)
-	req.SetRequestURI(h.path) // exactly what was checked and routed
-	req.Header.SetHost(authority)
-	req.UseHostHeader = true // the URI has no host to take it from
-	if len(h.cookie) > 0 {
-		req.Header.AddBytesKV([]byte("Cookie"), h.cookie)
-	}
 	switch {
 	case h.endStream:
 	case h.cl >= 0:
