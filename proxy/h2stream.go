@@ -376,95 +376,14 @@ type h2Stream struct {
 func (s *h2Stream) dispatch() {
 	s.dispatched = true
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	if w := h2Idle.get(); w != nil {
-		w.next <- s
-		return
-	}
-	go h2Work(s)
+	h2Idle.start(s)
 }
 
-// h2Workers are the goroutines parked after a request, at most
-// h2MaxIdleWorkers; a janitor, running while some are parked, sends away
-// those parked for h2WorkerIdle.
-type h2Workers struct {
-	mu      sync.Mutex
-	idle    []*h2Worker // the longest parked first
-	janitor bool
-}
+// h2Idle are the HTTP/2 streams' parked workers.
+var h2Idle workers[h2Stream]
 
-type h2Worker struct {
-	next   chan *h2Stream // nil: leave
-	parked time.Time
-}
-
-const (
-	h2MaxIdleWorkers = 256
-	h2WorkerIdle     = 10 * time.Second
-)
-
-var h2Idle h2Workers
-
-func (ws *h2Workers) get() *h2Worker {
-	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	n := len(ws.idle)
-	if n == 0 {
-		return nil
-	}
-	w := ws.idle[n-1] // the most recently parked: its stack is warm
-	ws.idle[n-1] = nil
-	ws.idle = ws.idle[:n-1]
-	return w
-}
-
-// park offers w for the next request; false: enough are parked.
-func (ws *h2Workers) park(w *h2Worker, now time.Time) bool {
-	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	if len(ws.idle) >= h2MaxIdleWorkers {
-		return false
-	}
-	w.parked = now
-	ws.idle = append(ws.idle, w)
-	if !ws.janitor {
-		ws.janitor = true
-		go ws.sweep()
-	}
-	return true
-}
-
-// sweep sends away the workers parked for h2WorkerIdle, until none is
-// parked.
-func (ws *h2Workers) sweep() {
-	for {
-		time.Sleep(h2WorkerIdle / 2)
-		now := time.Now()
-		ws.mu.Lock()
-		k := 0
-		for k < len(ws.idle) && now.Sub(ws.idle[k].parked) >= h2WorkerIdle {
-			ws.idle[k].next <- nil
-			k++
-		}
-		ws.idle = append(ws.idle[:0], ws.idle[k:]...)
-		if len(ws.idle) == 0 {
-			ws.janitor = false
-			ws.mu.Unlock()
-			return
-		}
-		ws.mu.Unlock()
-	}
-}
-
-// h2Work runs s, then the requests handed to it while it is parked.
-func h2Work(s *h2Stream) {
-	w := &h2Worker{next: make(chan *h2Stream, 1)}
-	for s != nil {
-		s.run()
-		if !h2Idle.park(w, s.rec.start) {
-			return
-		}
-		s = <-w.next
-	}
+func init() {
+	h2Idle.run = func(s *h2Stream) time.Time { s.run(); return s.rec.start }
 }
 
 // data takes a DATA frame's payload (n with padding) on the read loop.

@@ -114,11 +114,7 @@ func (p *Proxy) serveH3Conn(c *quic.Conn) {
 		hc.wg.Add(1)
 		s := h3Streams.Get().(*h3Stream)
 		s.c, s.str, s.cl = hc, str, -1
-		if w := h3Idle.get(); w != nil {
-			w.next <- s
-		} else {
-			go h3Work(s)
-		}
+		h3Idle.start(s)
 	}
 	hc.wg.Wait()
 }
@@ -134,92 +130,17 @@ func (hc *h3Conn) streamDone() {
 	hc.wg.Done()
 }
 
-// h3Workers are the goroutines parked after a request stream, at most
-// h3MaxIdleWorkers, the most recently parked taken first (its stack has
-// grown on the request path already); a janitor, running while some are
-// parked, sends away those parked for h3WorkerIdle.
-type h3Workers struct {
-	mu      sync.Mutex
-	idle    []*h3Worker // the longest parked first
-	janitor bool
-}
+// h3Idle are the HTTP/3 request streams' parked workers.
+var h3Idle workers[h3Stream]
 
-type h3Worker struct {
-	next   chan *h3Stream // nil: leave
-	parked time.Time
-}
-
-const (
-	h3MaxIdleWorkers = 256
-	h3WorkerIdle     = 10 * time.Second
-)
-
-var h3Idle h3Workers
-
-func (ws *h3Workers) get() *h3Worker {
-	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	n := len(ws.idle)
-	if n == 0 {
-		return nil
-	}
-	w := ws.idle[n-1]
-	ws.idle[n-1] = nil
-	ws.idle = ws.idle[:n-1]
-	return w
-}
-
-// park offers w for the next stream; false: enough are parked.
-func (ws *h3Workers) park(w *h3Worker) bool {
-	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	if len(ws.idle) >= h3MaxIdleWorkers {
-		return false
-	}
-	w.parked = time.Now()
-	ws.idle = append(ws.idle, w)
-	if !ws.janitor {
-		ws.janitor = true
-		go ws.sweep()
-	}
-	return true
-}
-
-// sweep sends away the workers parked for h3WorkerIdle, until none is
-// parked.
-func (ws *h3Workers) sweep() {
-	for {
-		time.Sleep(h3WorkerIdle / 2)
-		now := time.Now()
-		ws.mu.Lock()
-		k := 0
-		for k < len(ws.idle) && now.Sub(ws.idle[k].parked) >= h3WorkerIdle {
-			ws.idle[k].next <- nil
-			k++
-		}
-		ws.idle = append(ws.idle[:0], ws.idle[k:]...)
-		if len(ws.idle) == 0 {
-			ws.janitor = false
-			ws.mu.Unlock()
-			return
-		}
-		ws.mu.Unlock()
-	}
-}
-
-// h3Work serves s, then the streams handed to it while it is parked.
-func h3Work(s *h3Stream) {
-	w := &h3Worker{next: make(chan *h3Stream, 1)}
-	for s != nil {
+func init() {
+	h3Idle.run = func(s *h3Stream) time.Time {
 		hc := s.c
 		s.serve()
 		s.clear()
 		h3Streams.Put(s)
 		hc.streamDone()
-		if !h3Idle.park(w) {
-			return
-		}
-		s = <-w.next
+		return time.Now()
 	}
 }
 
