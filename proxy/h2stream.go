@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"sync"
 	"time"
 
@@ -702,28 +701,7 @@ func (c *h2Conn) sendDataFree(id uint32, body []byte) bool {
 // Content-Length when the body's length is known (bodyLen >= 0).
 func (c *h2Conn) appendHeadersFromLocked(id uint32, resp *fasthttp.Response, bodyLen int, end bool) {
 	b := appendHpackStatus(c.hbuf[:0], resp.StatusCode())
-	for k, v := range resp.Header.All() {
-		nb := c.nameBuf[:0]
-		for _, ch := range k {
-			if ch >= 'A' && ch <= 'Z' {
-				ch += 'a' - 'A'
-			}
-			nb = append(nb, ch)
-		}
-		c.nameBuf = nb
-		switch string(nb) {
-		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer":
-			continue
-		case "content-length":
-			if bodyLen >= 0 {
-				continue // ours follows
-			}
-		}
-		b = appendHpackField(b, nb, v)
-	}
-	if bodyLen >= 0 {
-		b = appendHpackField(b, []byte("content-length"), strconv.AppendInt(c.numBuf[:0], int64(bodyLen), 10))
-	}
+	b = appendRespFields(b, resp, bodyLen, &c.nameBuf, c.numBuf[:], appendHpackField)
 	c.hbuf = b
 	c.appendHeadersLocked(id, b, end)
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"sync"
 	"time"
 
@@ -714,28 +713,7 @@ func (s *h3Stream) write(b []byte) bool {
 // when the body's length is known (bodyLen >= 0).
 func (o *h3Out) appendFields(resp *fasthttp.Response, bodyLen int) {
 	fs := qpackStatus(o.fs[:0], resp.StatusCode())
-	for k, v := range resp.Header.All() {
-		nb := o.name[:0]
-		for _, ch := range k {
-			if ch >= 'A' && ch <= 'Z' {
-				ch += 'a' - 'A'
-			}
-			nb = append(nb, ch)
-		}
-		o.name = nb
-		switch string(nb) {
-		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer":
-			continue
-		case "content-length":
-			if bodyLen >= 0 {
-				continue // ours follows
-			}
-		}
-		fs = qpackLiteral(fs, nb, v)
-	}
-	if bodyLen >= 0 {
-		fs = qpackLiteral(fs, []byte("content-length"), strconv.AppendInt(o.num[:0], int64(bodyLen), 10))
-	}
+	fs = appendRespFields(fs, resp, bodyLen, &o.name, o.num[:], qpackLiteral)
 	o.fs = fs
 }
 

@@ -221,3 +221,34 @@ func (h *reqHead) toRequest() {
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' }
+
+// appendRespFields appends resp's headers for an HTTP/2 or HTTP/3 client
+// to b with field (the protocol's literal encoder): names in lower case
+// (through *name), connection-specific headers dropped, and
+// Content-Length (written in num's room) when the body's length is known
+// (bodyLen >= 0). The caller encodes :status first.
+func appendRespFields(b []byte, resp *fasthttp.Response, bodyLen int, name *[]byte, num []byte, field func(b, name, value []byte) []byte) []byte {
+	for k, v := range resp.Header.All() {
+		nb := (*name)[:0]
+		for _, ch := range k {
+			if ch >= 'A' && ch <= 'Z' {
+				ch += 'a' - 'A'
+			}
+			nb = append(nb, ch)
+		}
+		*name = nb
+		switch string(nb) {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer":
+			continue
+		case "content-length":
+			if bodyLen >= 0 {
+				continue // ours follows
+			}
+		}
+		b = field(b, nb, v)
+	}
+	if bodyLen >= 0 {
+		b = field(b, []byte("content-length"), strconv.AppendInt(num[:0], int64(bodyLen), 10))
+	}
+	return b
+}
