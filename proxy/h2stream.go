@@ -920,6 +920,8 @@ var hpackStatic = func() map[string]int {
 	return m
 }()
 
+// appendHpackInt appends v with a prefix of that many bits (RFC 7541 5.1;
+// QPACK's integers are the same, RFC 9204 4.1.1).
 func appendHpackInt(b []byte, first byte, prefix uint, v int) []byte {
 	limit := 1<<prefix - 1
 	if v < limit {

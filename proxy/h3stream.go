@@ -719,22 +719,8 @@ func (o *h3Out) appendFields(resp *fasthttp.Response, bodyLen int) {
 
 // QPACK, encoding (RFC 9204 4.5): a field section that refers to no
 // dynamic table (the prefix 0, 0), :status from the static table, every
-// other field a literal with a literal name, not Huffman coded.
-
-// qpackPrefixInt appends an integer with an n-bit prefix (RFC 7541 5.1).
-func qpackPrefixInt(b []byte, first byte, n uint, v uint64) []byte {
-	limit := uint64(1)<<n - 1
-	if v < limit {
-		return append(b, first|byte(v))
-	}
-	b = append(b, first|byte(limit))
-	v -= limit
-	for v >= 0x80 {
-		b = append(b, byte(v)|0x80)
-		v >>= 7
-	}
-	return append(b, byte(v))
-}
+// other field a literal with a literal name, not Huffman coded. Its
+// integers are HPACK's (RFC 7541 5.1: appendHpackInt).
 
 // qpackStatus starts a field section with its prefix and :status.
 func qpackStatus(b []byte, status int) []byte {
@@ -767,21 +753,21 @@ func qpackStatus(b []byte, status int) []byte {
 		idx = 71
 	}
 	if idx >= 0 {
-		return qpackPrefixInt(b, 0xc0, 6, uint64(idx)) // indexed field line, static
+		return appendHpackInt(b, 0xc0, 6, idx) // indexed field line, static
 	}
 	if status < 100 || status > 999 {
 		status = 502
 	}
 	// A literal with the static name :status (index 24).
-	b = qpackPrefixInt(b, 0x50, 4, 24)
+	b = appendHpackInt(b, 0x50, 4, 24)
 	return append(b, 3, byte('0'+status/100), byte('0'+status/10%10), byte('0'+status%10))
 }
 
 // qpackLiteral appends a field line with a literal name (lower case).
 func qpackLiteral(b, name, value []byte) []byte {
-	b = qpackPrefixInt(b, 0x20, 3, uint64(len(name)))
+	b = appendHpackInt(b, 0x20, 3, len(name))
 	b = append(b, name...)
-	b = qpackPrefixInt(b, 0, 7, uint64(len(value)))
+	b = appendHpackInt(b, 0, 7, len(value))
 	return append(b, value...)
 }
 
