@@ -63,22 +63,26 @@ func startClock() {
 }
 
 // lazyConn is a TCP connection whose deadlines are held in memory and given
-// to the socket only when they must be: when one asked for comes before
-// the socket's (or the socket has none), and when the socket's passes
-// before the one asked for, which the read or write that saw it then
-// resumes under. A connection whose deadline moves later at every request
-// (a keep-alive connection under its idle, head and send timeouts) so
+// to the socket only when they must be: when a read or write finds the
+// socket not ready and is about to wait in the poller, and the deadline
+// asked for comes before the socket's (or the socket has none); when one
+// asked for comes before the socket's while a read or write waits; and when
+// the socket's passes before the one asked for, which the read or write
+// that saw it then resumes under. A new connection whose request and
+// response each take one read and one write so never arms a timer, and a
+// keep-alive connection whose deadline moves later at every request
 // touches its socket about once per timeout rather than several times per
 // request. Reads and writes see a timeout only once the deadline asked for
-// has passed: TLS, which fails a connection for good after a write
-// timeout, sits above it.
+// has passed, and only when they would wait: a read or write the socket is
+// ready for succeeds (TLS, which fails a connection for good after a write
+// timeout, sits above it).
 //
 // It hides the TCP connection's ReadFrom and WriteTo, which would read and
 // write under the socket's deadlines; CloseWrite stays (upgrades).
 type lazyConn struct {
 	net.Conn // the *fdlimit.Conn: its descriptor goes back to the budget when it closes
 	tcp      *net.TCPConn
-	raw      *rawIO // its reads and writes
+	raw      rawIO // its reads and writes
 	rd, wd   lazyDue
 }
 
@@ -96,14 +100,17 @@ func lazyOf(c net.Conn) *lazyConn {
 func (c *lazyConn) lazy() *lazyConn { return c }
 
 func newLazyConn(c net.Conn, tcp *net.TCPConn) *lazyConn {
-	return &lazyConn{Conn: c, tcp: tcp, raw: newRawIO(tcp)}
+	l := &lazyConn{Conn: c, tcp: tcp}
+	l.raw.init(tcp, l)
+	return l
 }
 
 // lazyDue is one direction's deadline.
 type lazyDue struct {
-	mu     sync.Mutex   // serializes changes of the socket's deadline
-	want   atomic.Int64 // asked for, Unix nanoseconds; 0: none
-	socket atomic.Int64 // the socket's; 0: none. Never later than want when want is set.
+	mu      sync.Mutex   // serializes changes of the socket's deadline
+	want    atomic.Int64 // asked for, Unix nanoseconds; 0: none
+	socket  atomic.Int64 // the socket's; 0: none
+	waiting atomic.Bool  // a read (write) found the socket not ready: it waits in the poller
 }
 
 func deadlineNanos(t time.Time) int64 {
@@ -123,17 +130,28 @@ func nanosDeadline(n int64) time.Time {
 	return time.Unix(0, n)
 }
 
-// ask records the deadline t, and gives it to the socket through apply
-// when it comes before the socket's.
+// ask records the deadline t. The socket gets it when a read or write
+// must wait (arm), or at once when one waits already.
 func (d *lazyDue) ask(t time.Time, apply func(time.Time) error) error {
-	w := deadlineNanos(t)
-	d.want.Store(w)
-	if s := d.socket.Load(); s != 0 && (w == 0 || s <= w) {
+	d.want.Store(deadlineNanos(t))
+	// Stored before waiting is loaded, as arm's caller stores waiting
+	// before arm loads want: one of the two gives the socket the deadline.
+	if !d.waiting.Load() {
+		return nil
+	}
+	return d.arm(apply)
+}
+
+// arm gives the socket the deadline asked for when it comes before the
+// socket's, or the socket has none: before a read or write waits in the
+// poller, or while it does.
+func (d *lazyDue) arm(apply func(time.Time) error) error {
+	if w, s := d.want.Load(), d.socket.Load(); w == 0 || (s != 0 && s <= w) {
 		return nil // the socket's comes first; moved when it passes
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	w = d.want.Load()
+	w := d.want.Load()
 	if s := d.socket.Load(); w == 0 || (s != 0 && s <= w) {
 		return nil
 	}
@@ -162,11 +180,24 @@ func (d *lazyDue) passed(apply func(time.Time) error) bool {
 	}
 }
 
+// waitRead and waitWrite are called by a read or write that found the
+// socket not ready, before it waits in the poller (rawIO).
+func (c *lazyConn) waitRead() {
+	c.rd.waiting.Store(true)
+	c.rd.arm(c.Conn.SetReadDeadline)
+}
+
+func (c *lazyConn) waitWrite() {
+	c.wd.waiting.Store(true)
+	c.wd.arm(c.Conn.SetWriteDeadline)
+}
+
 func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
 
 func (c *lazyConn) Read(p []byte) (int, error) {
 	for {
 		n, err := c.raw.read(p)
+		c.rd.waiting.Store(false)
 		if n > 0 || err == nil || !isTimeout(err) || c.rd.passed(c.Conn.SetReadDeadline) {
 			return n, err
 		}
@@ -177,6 +208,7 @@ func (c *lazyConn) Write(p []byte) (int, error) {
 	done := 0
 	for {
 		n, err := c.raw.write(p[done:])
+		c.wd.waiting.Store(false)
 		done += n
 		if err == nil || !isTimeout(err) || c.wd.passed(c.Conn.SetWriteDeadline) {
 			return done, err

@@ -317,6 +317,13 @@ func startAccepting(t *testing.T, l Limits) (*Proxy, string) {
 	t.Helper()
 	og := startH1Origin(t)
 	p := newTestProxy(t, og.addr, l)
+	return p, startTestAccept(t, p)
+}
+
+// startTestAccept serves p's HTTP/1.1 on the port of its socket, reached
+// on 127.0.0.1 (no dispatcher), and returns that address.
+func startTestAccept(t *testing.T, p *Proxy) string {
+	t.Helper()
 	port := uint16(p.tcp.Addr().(*net.TCPAddr).Port)
 	cfg := p.Config()
 	cfg.HTTPPorts = []uint16{port}
@@ -331,7 +338,7 @@ func startAccepting(t *testing.T, l Limits) (*Proxy, string) {
 		defer cancel()
 		p.Shutdown(ctx)
 	})
-	return p, fmt.Sprintf("127.0.0.1:%d", port)
+	return fmt.Sprintf("127.0.0.1:%d", port)
 }
 
 // TestH1ParkedFDBudget: a parked connection keeps its descriptor in the

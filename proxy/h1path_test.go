@@ -365,9 +365,10 @@ func tcpPair(t *testing.T) (*lazyConn, net.Conn) {
 
 // TestLazyConnDeadlines: a deadline moved later does not reach the socket
 // and still holds (the read resumes past the socket's); one moved earlier
-// does at once; a cleared one lets the read wait; one in the past cuts a
-// read in flight; a write blocked by a client that does not read is cut
-// at its deadline, not the socket's.
+// holds; a cleared one lets the read wait; one in the past cuts a read in
+// flight; reads and writes the socket is ready for arm no timer; a write
+// blocked by a client that does not read is cut at its deadline, not the
+// socket's.
 func TestLazyConnDeadlines(t *testing.T) {
 	netns.New(t)
 	const slack = 200 * time.Millisecond
@@ -431,6 +432,34 @@ func TestLazyConnDeadlines(t *testing.T) {
 			within(t, "read cut", time.Since(start), 0, 0)
 		case <-time.After(2 * time.Second):
 			t.Fatal("a deadline in the past did not cut the read in flight")
+		}
+	})
+	t.Run("ready", func(t *testing.T) {
+		// A read and a write the socket is ready for arm no timer, even
+		// under a deadline that has passed; a read that then waits is cut
+		// at once.
+		c, peer := tcpPair(t)
+		peer.Write([]byte("ab"))
+		time.Sleep(20 * time.Millisecond)
+		c.SetDeadline(time.Now().Add(-time.Second))
+		b := make([]byte, 1)
+		if n, err := c.Read(b); n != 1 || err != nil {
+			t.Fatalf("read of a ready socket: %d, %v", n, err)
+		}
+		if n, err := c.Write([]byte("x")); n != 1 || err != nil {
+			t.Fatalf("write to a ready socket: %d, %v", n, err)
+		}
+		if s, w := c.rd.socket.Load(), c.wd.socket.Load(); s != 0 || w != 0 {
+			t.Errorf("the socket got deadlines (%d, %d) for a read and a write that did not wait", s, w)
+		}
+		c.Read(b) // the second byte
+		start := time.Now()
+		if _, err := c.Read(b); !isTimeout(err) {
+			t.Fatalf("read that waits under a past deadline: %v, want a timeout", err)
+		}
+		within(t, "read cut", time.Since(start), 0, 0)
+		if c.rd.socket.Load() == 0 {
+			t.Error("a read that waited gave the socket no deadline")
 		}
 	})
 	t.Run("write", func(t *testing.T) {

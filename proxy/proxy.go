@@ -273,6 +273,7 @@ func New(opts Options) (*Proxy, error) {
 	// proxy's own timeouts (head, idle, send, tunnel idle) bound every
 	// state a connection can be left in by a client that vanished.
 	lc.KeepAlive = -1
+	lc.Control = deferAccept
 	ln, err := lc.Listen(context.Background(), "tcp", "[::]:0")
 	if err != nil {
 		return nil, fmt.Errorf("cdn: tcp socket: %w", err)
@@ -476,8 +477,33 @@ func (p *Proxy) quicConfigForClient(base *tls.Config) func(*tls.ClientHelloInfo)
 }
 
 // maxIdleAcceptors bounds the goroutines waiting to accept: one that
-// finds as many waiting when its connection ends, ends.
-const maxIdleAcceptors = 16
+// finds as many waiting when its connection ends, ends. It is above the
+// connections a burst of new ones keeps in flight at once, so that a new
+// connection seldom needs a new goroutine (and its stack grown again); an
+// idle one costs a few KB (its stack shrinks at garbage collections).
+const maxIdleAcceptors = 128
+
+// deferAcceptSeconds is TCP_DEFER_ACCEPT on the cdn's socket: the kernel
+// hands a connection over once its first bytes arrived (an HTTP or TLS
+// client speaks first), so the first read finds them rather than waiting
+// in the poller; a connection that sends nothing costs the process
+// nothing until then. One that stays silent is handed over at the SYN-ACK
+// retransmission after this (1 s), and its head timeout runs from then.
+const deferAcceptSeconds = 1
+
+func deferAccept(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, deferAcceptSeconds)
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("TCP_DEFER_ACCEPT: %w", err)
+	}
+	return nil
+}
 
 // acceptLoop accepts connections and serves each on the goroutine that
 // accepted it: before it serves one, a goroutine that finds no other

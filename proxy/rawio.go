@@ -18,7 +18,12 @@ import (
 // an idle period, and the monitor hands the processor to another thread
 // when a write to a local peer runs long (loopback delivers inline):
 // futexes and thread switches at every request at moderate load.
+//
+// The calls are recvfrom and sendto rather than read and write: the
+// socket's own calls, without the file layer's position lock; sendto with
+// MSG_NOSIGNAL, so a peer that reset raises no SIGPIPE.
 type rawIO struct {
+	owner   *lazyConn // told before a read or write waits (its deadlines)
 	rc      syscall.RawConn
 	laddr   net.Addr
 	raddr   net.Addr
@@ -36,23 +41,25 @@ type rawIO struct {
 	werr syscall.Errno
 }
 
-func newRawIO(tc *net.TCPConn) *rawIO {
+func (r *rawIO) init(tc *net.TCPConn, owner *lazyConn) {
 	// A TCPConn always has its raw connection; its addresses are fixed.
-	rc, _ := tc.SyscallConn()
-	r := &rawIO{rc: rc, laddr: tc.LocalAddr(), raddr: tc.RemoteAddr()}
+	r.rc, _ = tc.SyscallConn()
+	r.laddr, r.raddr, r.owner = tc.LocalAddr(), tc.RemoteAddr(), owner
 	r.readFn, r.writeFn = r.readOnce, r.writeAll
-	return r
 }
 
 func (r *rawIO) readOnce(fd uintptr) bool {
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rbuf[0])), uintptr(len(r.rbuf)))
+		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.rbuf[0])), uintptr(len(r.rbuf)), 0, 0, 0)
 		switch e {
 		case 0:
 			r.rn = int(n)
 			return true
 		case syscall.EINTR:
 		case syscall.EAGAIN:
+			if r.owner != nil {
+				r.owner.waitRead()
+			}
 			return false // wait in the poller
 		default:
 			r.rerr = e
@@ -63,12 +70,15 @@ func (r *rawIO) readOnce(fd uintptr) bool {
 
 func (r *rawIO) writeAll(fd uintptr) bool {
 	for r.wn < len(r.wbuf) {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&r.wbuf[r.wn])), uintptr(len(r.wbuf)-r.wn))
+		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&r.wbuf[r.wn])), uintptr(len(r.wbuf)-r.wn), syscall.MSG_NOSIGNAL, 0, 0)
 		switch e {
 		case 0:
 			r.wn += int(n)
 		case syscall.EINTR:
 		case syscall.EAGAIN:
+			if r.owner != nil {
+				r.owner.waitWrite()
+			}
 			return false // wait in the poller
 		default:
 			r.werr = e
@@ -96,7 +106,7 @@ func (r *rawIO) read(p []byte) (int, error) {
 	case err != nil: // a deadline, or closed
 		return 0, r.opError("read", err)
 	case e != 0:
-		return 0, r.opError("read", os.NewSyscallError("read", e))
+		return 0, r.opError("read", os.NewSyscallError("recvfrom", e))
 	case n == 0:
 		return 0, io.EOF
 	}
@@ -117,7 +127,7 @@ func (r *rawIO) write(p []byte) (int, error) {
 	case err != nil:
 		return n, r.opError("write", err)
 	case e != 0:
-		return n, r.opError("write", os.NewSyscallError("write", e))
+		return n, r.opError("write", os.NewSyscallError("sendto", e))
 	}
 	return n, nil
 }
