@@ -1,11 +1,14 @@
 package scenarios
 
 import (
+	"errors"
 	"math"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgeproxy/edgeproxy/bench/harness"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
@@ -69,5 +72,46 @@ func checkResult(t *testing.T, r *harness.Result) {
 	}
 	if len(r.Params) > 0 {
 		t.Logf("params: %v", r.Params)
+	}
+}
+
+// TestRunLoadHung: a load generator that runs past its duration and the
+// slack is killed, and the error says it hung (the harness goes on to the
+// next scenario rather than waiting for it); a Go system under test then
+// leaves its goroutines' stacks in a file.
+func TestRunLoadHung(t *testing.T) {
+	netns.RequireCommand(t, "taskset")
+	defer func(s time.Duration) { loadSlack = s }(loadSlack)
+	loadSlack = 200 * time.Millisecond
+	start := time.Now()
+	_, err := runLoad(100*time.Millisecond, "sleep", "30")
+	if !errors.Is(err, errLoadHung) {
+		t.Fatalf("runLoad of a program that runs on: %v, want errLoadHung", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("killed after %v", took)
+	}
+	if _, err := runLoad(time.Second, "true"); err != nil {
+		t.Errorf("runLoad of a program that ends: %v", err)
+	}
+
+	bin := filepath.Join(t.TempDir(), "sleeper")
+	src := filepath.Join(t.TempDir(), "main.go")
+	os.WriteFile(src, []byte("package main\n\nimport \"time\"\n\nfunc main() { for { time.Sleep(time.Hour) } }\n"), 0o644)
+	if out, err := exec.Command("go", "build", "-o", bin, src).CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	p, err := harness.Start("sleeper", harness.SUTCPU, nil, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	time.Sleep(200 * time.Millisecond) // its signal handlers in place
+	file := filepath.Join(t.TempDir(), "hung.txt")
+	if msg := dumpGoroutines(p, file); !strings.Contains(msg, file) {
+		t.Fatalf("dumpGoroutines: %s", msg)
+	}
+	if b, _ := os.ReadFile(file); !strings.Contains(string(b), "goroutine 1 ") || !strings.Contains(string(b), "main.main") {
+		t.Errorf("the dump has no goroutine stacks:\n%s", b)
 	}
 }

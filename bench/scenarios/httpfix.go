@@ -1,6 +1,7 @@
 package scenarios
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/bench/harness"
@@ -120,11 +122,35 @@ func (f *fixture) alternate(c *harness.Ctx, r *harness.Result, load func(p *prox
 		p := f.proxies[sys]
 		before := p.proc.CPU()
 		lr, err := load(p)
+		if errors.Is(err, errLoadHung) && sys == "edgeproxy" {
+			err = fmt.Errorf("%w\n%s", err, dumpGoroutines(p.proc, filepath.Join(f.dir, "edgeproxy-hung.txt")))
+		}
 		if err != nil {
 			return nil, err
 		}
 		return measured(sys, lr, p.proc.CPU()-before)
 	})
+}
+
+// dumpGoroutines ends a Go system under test with SIGQUIT, which makes it
+// write every goroutine's stack, and saves what it wrote to file: what the
+// process was doing when a load generator waited on it in vain. It
+// returns a line saying where the dump is.
+func dumpGoroutines(p *harness.Proc, file string) string {
+	if err := p.Signal(syscall.SIGQUIT); err != nil {
+		return "no goroutine dump: " + err.Error()
+	}
+	exited := make(chan struct{})
+	go func() { p.Cmd.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		p.Stop()
+	}
+	if err := os.WriteFile(file, []byte(p.Out.String()), 0o644); err != nil {
+		return "no goroutine dump: " + err.Error()
+	}
+	return "edgeproxy's goroutines when it was stopped: " + file
 }
 
 func (f *fixture) start(names ...string) error {
@@ -382,13 +408,24 @@ func unitSeconds(v, unit string) float64 {
 	return f
 }
 
-// runLoad runs a load generator on LoadCPU to its end.
-func runLoad(argv ...string) (string, error) {
+// runLoad runs a load generator on LoadCPU to its end, for at most its
+// load's duration plus loadSlack: one that runs on (a system under test
+// that stopped answering some requests, which the tool waits for) is
+// killed, and the error says so (errLoadHung).
+func runLoad(d time.Duration, argv ...string) (string, error) {
 	p, err := harness.Start(argv[0], harness.LoadCPU, nil, argv...)
 	if err != nil {
 		return "", err
 	}
-	err = p.Cmd.Wait()
+	done := make(chan error, 1)
+	go func() { done <- p.Cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(d + loadSlack):
+		p.Stop()
+		<-done
+		return p.Out.String(), fmt.Errorf("%s: %w after %v: killed\n%s", strings.Join(argv, " "), errLoadHung, d+loadSlack, harness.Tail(p.Out.String()))
+	}
 	out := p.Out.String()
 	if err != nil {
 		return out, fmt.Errorf("%s: %v\n%s", strings.Join(argv, " "), err, harness.Tail(out))
@@ -396,10 +433,16 @@ func runLoad(argv ...string) (string, error) {
 	return out, nil
 }
 
+// loadSlack is how long past its duration a load generator may take to
+// finish its last requests and report.
+var loadSlack = 30 * time.Second
+
+var errLoadHung = errors.New("still running")
+
 // wrk runs wrk (one thread, conns connections) against url for d.
 func wrk(url string, conns int, d time.Duration, extra ...string) (loadResult, error) {
 	argv := append([]string{"wrk", "-t1", "-c" + strconv.Itoa(conns), "-d" + strconv.Itoa(loadSeconds(d)) + "s"}, extra...)
-	out, err := runLoad(append(argv, url)...)
+	out, err := runLoad(time.Duration(loadSeconds(d))*time.Second, append(argv, url)...)
 	if err != nil {
 		return loadResult{}, err
 	}
@@ -427,7 +470,7 @@ func wrk(url string, conns int, d time.Duration, extra ...string) (loadResult, e
 // h2load runs h2load (one thread, conns connections of streams
 // concurrent streams each) against an https url for d.
 func h2load(url string, conns, streams int, d time.Duration) (loadResult, error) {
-	out, err := runLoad("h2load", "-t1", "-c"+strconv.Itoa(conns), "-m"+strconv.Itoa(streams),
+	out, err := runLoad(time.Duration(loadSeconds(d))*time.Second, "h2load", "-t1", "-c"+strconv.Itoa(conns), "-m"+strconv.Itoa(streams),
 		"-D", strconv.Itoa(loadSeconds(d)), url)
 	if err != nil {
 		return loadResult{}, err
