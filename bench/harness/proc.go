@@ -53,9 +53,13 @@ func (p *Proc) Stop() {
 	if p == nil || p.Cmd.Process == nil {
 		return
 	}
-	syscall.Kill(-p.Pid(), syscall.SIGKILL)
+	p.Kill()
 	p.Cmd.Wait()
 }
+
+// Kill kills the process group without waiting: for a caller that already
+// waits for the process (Cmd.Wait must not run twice at once).
+func (p *Proc) Kill() { syscall.Kill(-p.Pid(), syscall.SIGKILL) }
 
 // Signal sends sig to the process (not its group).
 func (p *Proc) Signal(sig syscall.Signal) error { return syscall.Kill(p.Pid(), sig) }

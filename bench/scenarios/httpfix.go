@@ -145,7 +145,8 @@ func dumpGoroutines(p *harness.Proc, file string) string {
 	select {
 	case <-exited:
 	case <-time.After(10 * time.Second):
-		p.Stop()
+		p.Kill()
+		<-exited
 	}
 	if err := os.WriteFile(file, []byte(p.Out.String()), 0o644); err != nil {
 		return "no goroutine dump: " + err.Error()
@@ -422,7 +423,7 @@ func runLoad(d time.Duration, argv ...string) (string, error) {
 	select {
 	case err = <-done:
 	case <-time.After(d + loadSlack):
-		p.Stop()
+		p.Kill()
 		<-done
 		return p.Out.String(), fmt.Errorf("%s: %w after %v: killed\n%s", strings.Join(argv, " "), errLoadHung, d+loadSlack, harness.Tail(p.Out.String()))
 	}
