@@ -43,6 +43,10 @@ func TestDeferAccept(t *testing.T) {
 		t.Fatalf("a request beside a silent connection: %v %v", resp, err)
 	}
 	resp.Body.Close()
+	c.Close()
+	if time.Since(start) < 700*time.Millisecond {
+		waitIdle(t, "the served connection to end", func() bool { return p.OpenConnections() == 0 })
+	}
 	waitIdle(t, "the silent connection to be handed over", func() bool { return p.OpenConnections() == 1 })
 	handed := time.Since(start)
 	if handed < 800*time.Millisecond {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -80,10 +81,19 @@ func startClock() {
 // It hides the TCP connection's ReadFrom and WriteTo, which would read and
 // write under the socket's deadlines; CloseWrite stays (upgrades).
 type lazyConn struct {
-	net.Conn // the *fdlimit.Conn: its descriptor goes back to the budget when it closes
-	tcp      *net.TCPConn
-	raw      rawIO // its reads and writes
+	net.Conn        // a *sockConn, or an origin's *fdlimit.Conn: its descriptor goes back to the budget when it closes
+	tcp      socket // the same connection's socket
+	raw      rawIO  // its reads and writes
 	rd, wd   lazyDue
+}
+
+// socket is what a lazyConn needs of its TCP socket: a *net.TCPConn or a
+// *sockConn.
+type socket interface {
+	SyscallConn() (syscall.RawConn, error)
+	CloseWrite() error
+	LocalAddr() net.Addr
+	RemoteAddr() net.Addr
 }
 
 // lazyOf is the lazyConn under a client connection, or nil.
@@ -99,7 +109,7 @@ func lazyOf(c net.Conn) *lazyConn {
 
 func (c *lazyConn) lazy() *lazyConn { return c }
 
-func newLazyConn(c net.Conn, tcp *net.TCPConn) *lazyConn {
+func newLazyConn(c net.Conn, tcp socket) *lazyConn {
 	l := &lazyConn{Conn: c, tcp: tcp}
 	l.raw.init(tcp, l)
 	return l

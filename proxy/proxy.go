@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -182,8 +183,11 @@ type Proxy struct {
 	tunnels tunnels // upgraded connections
 	state   atomic.Pointer[state]
 
-	tcp *net.TCPListener
-	udp *net.UDPConn // nil without HTTP/3
+	tcp       *net.TCPListener
+	tcpFile   *os.File        // tcp's socket again, for the poller (acceptFile)
+	tcpRaw    syscall.RawConn // tcpFile's: raw accept4 calls (acceptor)
+	tcpClosed atomic.Bool     // closeTCP was called
+	udp       *net.UDPConn    // nil without HTTP/3
 
 	srv      atomic.Pointer[servers] // the current generation of servers (limits.go)
 	srvMu    sync.Mutex              // guards srvs, started, stopped, and SetLimits
@@ -273,16 +277,20 @@ func New(opts Options) (*Proxy, error) {
 	// proxy's own timeouts (head, idle, send, tunnel idle) bound every
 	// state a connection can be left in by a client that vanished.
 	lc.KeepAlive = -1
-	lc.Control = deferAccept
+	lc.Control = listenerOptions
 	ln, err := lc.Listen(context.Background(), "tcp", "[::]:0")
 	if err != nil {
 		return nil, fmt.Errorf("cdn: tcp socket: %w", err)
 	}
 	p.tcp = ln.(*net.TCPListener)
+	if p.tcpFile, p.tcpRaw, err = acceptFile(p.tcp); err != nil {
+		p.tcp.Close()
+		return nil, fmt.Errorf("cdn: tcp socket: %w", err)
+	}
 	if opts.Config.HTTP3 {
 		key, made, err := loadResetKey(opts.QUICResetKeyFile)
 		if err != nil {
-			p.tcp.Close()
+			p.closeTCP()
 			return nil, err
 		}
 		switch {
@@ -293,17 +301,17 @@ func New(opts Options) (*Proxy, error) {
 		}
 		p.resetKey = key
 		if p.udp, err = listenQUIC(opts.Config.HTTP3Port); err != nil {
-			p.tcp.Close()
+			p.closeTCP()
 			return nil, err
 		}
 		if p.qs, err = newQUICSock(here, p.udp, p.limits().MaxQUICSocketsPerAddress, p.qsm.open, p.qsm.failures); err != nil {
 			p.udp.Close()
-			p.tcp.Close()
+			p.closeTCP()
 			return nil, err
 		}
 	}
 	if p.idle, err = newIdleSet(); err != nil {
-		p.tcp.Close()
+		p.closeTCP()
 		if p.qs != nil {
 			p.qs.Close()
 		}
@@ -491,18 +499,24 @@ const maxIdleAcceptors = 128
 // retransmission after this (1 s), and its head timeout runs from then.
 const deferAcceptSeconds = 1
 
-func deferAccept(_, _ string, c syscall.RawConn) error {
+// listenerOptions sets the cdn's socket's options: TCP_DEFER_ACCEPT, and
+// TCP_NODELAY, which the connections it accepts inherit (sockConn sets no
+// option of its own).
+func listenerOptions(_, _ string, c syscall.RawConn) error {
 	var serr error
 	err := c.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, deferAcceptSeconds)
+		if serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, deferAcceptSeconds); serr != nil {
+			serr = fmt.Errorf("TCP_DEFER_ACCEPT: %w", serr)
+			return
+		}
+		if serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1); serr != nil {
+			serr = fmt.Errorf("TCP_NODELAY: %w", serr)
+		}
 	})
 	if err == nil {
 		err = serr
 	}
-	if err != nil {
-		return fmt.Errorf("TCP_DEFER_ACCEPT: %w", err)
-	}
-	return nil
+	return err
 }
 
 // acceptLoop accepts connections and serves each on the goroutine that
@@ -514,9 +528,11 @@ func deferAccept(_, _ string, c syscall.RawConn) error {
 // again on the request path. Connections on ports that are not the cdn's
 // are closed.
 func (p *Proxy) acceptLoop() {
+	a := &acceptor{p: p}
+	a.fn = a.try
 	for {
 		p.acceptors.Add(1)
-		c, err := p.tcp.AcceptTCP()
+		c, err := a.accept()
 		waiting := p.acceptors.Add(-1)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
@@ -536,10 +552,73 @@ func (p *Proxy) acceptLoop() {
 	}
 }
 
+// acceptFile is a second descriptor of the cdn's socket, as a file of
+// the poller, and its raw connection: raw accept4 calls wait in the poller
+// through it (a net listener's raw connection cannot wait). The socket is
+// one: the dispatcher registers the listener's descriptor, and closing the
+// socket closes both (closeTCP).
+func acceptFile(ln *net.TCPListener) (*os.File, syscall.RawConn, error) {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return nil, nil, err
+	}
+	nfd, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, nil, err
+	}
+	if derr != nil {
+		return nil, nil, fmt.Errorf("dup: %w", derr)
+	}
+	f := os.NewFile(uintptr(nfd), "cdn")
+	frc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, frc, nil
+}
+
+// closeTCP closes the cdn's socket: both its descriptors. The goroutines
+// waiting to accept return.
+func (p *Proxy) closeTCP() {
+	p.tcpClosed.Store(true)
+	p.tcp.Close()
+	p.tcpFile.Close()
+}
+
+// acceptor is an accepting goroutine's state: raw accept4 calls on the
+// cdn's socket under the poller (sockConn), one function value for them
+// all.
+type acceptor struct {
+	p   *Proxy
+	fn  func(fd uintptr) bool
+	c   *sockConn
+	err error
+}
+
+func (a *acceptor) try(fd uintptr) bool {
+	var ok bool
+	a.c, ok, a.err = acceptSock(fd)
+	return ok
+}
+
+func (a *acceptor) accept() (*sockConn, error) {
+	a.c, a.err = nil, nil
+	if err := a.p.tcpRaw.Read(a.fn); err != nil {
+		if a.p.tcpClosed.Load() {
+			return nil, net.ErrClosed // the file's error for it is not comparable
+		}
+		return nil, err
+	}
+	c, err := a.c, a.err
+	a.c = nil
+	return c, err
+}
+
 // serveAccepted serves a connection just accepted, by the port the client
 // dialled, on the calling goroutine.
-func (p *Proxy) serveAccepted(c *net.TCPConn) {
-	if p.resets.banned(netaddr.AddrPort(c.RemoteAddr()).Addr(), time.Now()) {
+func (p *Proxy) serveAccepted(c *sockConn) {
+	if p.resets.banned(c.client.Addr(), time.Now()) {
 		p.fm.bannedRefused.WithLabelValues("tcp").Inc()
 		c.SetLinger(0)
 		c.Close()
@@ -551,10 +630,11 @@ func (p *Proxy) serveAccepted(c *net.TCPConn) {
 		c.Close()
 		return
 	}
-	// tc gives its descriptor back to the budget when it closes; its
+	// c gives its descriptor back to the budget when it closes; its
 	// deadlines are lazy (lazyConn).
-	tc := newLazyConn(p.fds.Track(c, fdlimit.CDN), c)
-	isTLS, ok := p.state.Load().ports[netaddr.AddrPort(c.LocalAddr()).Port()]
+	c.fds = p.fds
+	tc := newLazyConn(c, c)
+	isTLS, ok := p.state.Load().ports[c.edge.Port()]
 	switch {
 	case !ok:
 		c.SetLinger(0)
@@ -602,7 +682,7 @@ func (p *Proxy) OpenConnections() int64 { return p.conns.Load() }
 // them.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.once.Do(func() { close(p.closing) })
-	p.tcp.Close()
+	p.closeTCP()
 	var mu sync.Mutex // guards errs
 	var errs []error
 	var wg sync.WaitGroup

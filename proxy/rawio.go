@@ -41,8 +41,8 @@ type rawIO struct {
 	werr syscall.Errno
 }
 
-func (r *rawIO) init(tc *net.TCPConn, owner *lazyConn) {
-	// A TCPConn always has its raw connection; its addresses are fixed.
+func (r *rawIO) init(tc socket, owner *lazyConn) {
+	// A socket always has its raw connection; its addresses are fixed.
 	r.rc, _ = tc.SyscallConn()
 	r.laddr, r.raddr, r.owner = tc.LocalAddr(), tc.RemoteAddr(), owner
 	r.readFn, r.writeFn = r.readOnce, r.writeAll
