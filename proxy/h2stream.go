@@ -293,7 +293,7 @@ func (c *h2Conn) answer(st *state, id uint32, rec *record, rf *refusal, endStrea
 	resp := fasthttp.AcquireResponse()
 	p.refuse(st, rec, rf, resp, false)
 	c.mu.Lock()
-	c.appendResponseLocked(id, resp, resp.Body(), false)
+	c.appendResponseLocked(id, &upResp{fresp: resp}, resp.Body(), false)
 	if !endStream {
 		// RFC 9113 8.1: the answer is complete; the client need not
 		// send the rest.
@@ -367,6 +367,11 @@ type h2Stream struct {
 	rt     *route
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	// The origin exchange (run's).
+	x   exchange
+	u   upResp
+	att streamAttempt
 }
 
 // dispatch hands the request to a goroutine of its own: the origin
@@ -375,6 +380,7 @@ type h2Stream struct {
 func (s *h2Stream) dispatch() {
 	s.dispatched = true
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.x.ctx = s.ctx
 	h2Idle.start(s)
 }
 
@@ -515,6 +521,7 @@ func (s *h2Stream) resetBy(code http2.ErrCode) {
 func (s *h2Stream) abort(err error) {
 	if s.dispatched {
 		s.cancel()
+		s.x.cut(&s.c.p.pools.exchanges)
 		if s.pipe != nil {
 			s.pipe.close(err)
 		}
@@ -539,18 +546,13 @@ func (s *h2Stream) run() {
 	if s.body != nil {
 		bodyRead = func() int64 { return s.body.n }
 	}
-	resp := fasthttp.AcquireResponse()
-	// A stream reset abandons its origin exchange.
-	x := p.pools.exchanges.start(s.ctx, rec.id)
 	st := p.state.Load()
-	if err := p.forwardCtx(s.ctx, s.site, s.rt, s.req, resp, rec, bodyRead); err != nil {
-		p.upstreamFailed(st, rec, err, resp, false)
-	} else {
-		p.clientResponse(st, rec, resp, false)
-	}
-	c.writeResponse(s, resp)
-	resp.CloseBodyStream()
-	p.pools.exchanges.finish(rec.id, x)
+	// A stream reset abandons its origin exchange (abort cuts s.x).
+	p.respond(s.ctx, st, s.site, s.rt, s.req, rec, bodyRead, &s.x, &s.u, &s.att, false)
+	c.writeResponse(s, &s.u)
+	s.x.end()
+	s.u.finish(&p.pools.exchanges)
+	s.att.release()
 	c.mu.Lock()
 	if !s.closed {
 		s.localDone = true
@@ -573,7 +575,6 @@ func (s *h2Stream) run() {
 	s.cancel()
 	p.streams.Add(-1)
 	p.done(rec)
-	fasthttp.ReleaseResponse(resp)
 	fasthttp.ReleaseRequest(s.req)
 	s.req = nil
 }
@@ -585,21 +586,19 @@ var (
 
 // writeResponse writes resp on stream s: HEADERS, and a body read whole
 // in the same append as DATA; a streamed body chunk by chunk.
-func (c *h2Conn) writeResponse(s *h2Stream, resp *fasthttp.Response) {
+func (c *h2Conn) writeResponse(s *h2Stream, resp *upResp) {
 	rec := s.rec
-	status := resp.StatusCode()
+	status := resp.status()
 	noBody := rec.method == "HEAD" || status == 204 || status == 304
 	var bs io.Reader
 	var body []byte
 	if !noBody {
-		if bs = resp.BodyStream(); bs == nil {
-			body = resp.Body()
-		}
+		body, bs = resp.bodyOf()
 	}
 	bp := h2BodyBufs.Get().(*[]byte)
 	defer h2BodyBufs.Put(bp)
 	buf := *bp
-	if cl := resp.Header.ContentLength(); bs != nil && cl >= 0 && cl <= len(buf) {
+	if cl := resp.contentLength(); bs != nil && cl >= 0 && cl <= len(buf) {
 		// A small body of a known length, streamed by the origin client:
 		// read whole, it goes out with its HEADERS in one append.
 		if _, err := io.ReadFull(bs, buf[:cl]); err != nil {
@@ -653,7 +652,7 @@ func (c *h2Conn) writeResponse(s *h2Stream, resp *fasthttp.Response) {
 // appendResponseLocked appends the HEADERS of resp and, when it fits the
 // windows, its whole body as DATA; it reports whether the stream is done
 // (false: the caller sends the body, or what remains of it).
-func (c *h2Conn) appendResponseLocked(id uint32, resp *fasthttp.Response, body []byte, noBody bool) bool {
+func (c *h2Conn) appendResponseLocked(id uint32, resp *upResp, body []byte, noBody bool) bool {
 	end := noBody || len(body) == 0
 	bodyLen := len(body)
 	if noBody {
@@ -699,9 +698,9 @@ func (c *h2Conn) sendDataFree(id uint32, body []byte) bool {
 // appendHeadersFromLocked encodes resp's status and headers for the
 // client: names in lower case, connection-specific headers dropped, and
 // Content-Length when the body's length is known (bodyLen >= 0).
-func (c *h2Conn) appendHeadersFromLocked(id uint32, resp *fasthttp.Response, bodyLen int, end bool) {
-	b := appendHpackStatus(c.hbuf[:0], resp.StatusCode())
-	b = appendRespFields(b, resp, bodyLen, &c.nameBuf, c.numBuf[:], appendHpackField)
+func (c *h2Conn) appendHeadersFromLocked(id uint32, resp *upResp, bodyLen int, end bool) {
+	b := appendHpackStatus(c.hbuf[:0], resp.status())
+	b = resp.appendFields(b, bodyLen, &c.nameBuf, c.numBuf[:], appendHpackField)
 	c.hbuf = b
 	c.appendHeadersLocked(id, b, end)
 }

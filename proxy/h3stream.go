@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -107,6 +108,10 @@ type h3Stream struct {
 	trailers bool
 	reset    bool // the proxy reset the stream itself
 
+	// The origin exchange's response and attempt.
+	u   upResp
+	att streamAttempt
+
 	rbuf [h3StreamBufSize]byte
 }
 
@@ -114,6 +119,7 @@ type h3Stream struct {
 func (s *h3Stream) clear() {
 	s.c, s.str, s.buf, s.r, s.w, s.eof, s.err = nil, nil, nil, 0, 0, false, nil
 	s.cl, s.got, s.left, s.bodyDone, s.trailers, s.reset = 0, 0, 0, false, false, false
+	s.u, s.att = upResp{}, streamAttempt{}
 }
 
 // h3Streams are the request streams' states with their read buffers.
@@ -529,19 +535,16 @@ func (s *h3Stream) serve() {
 		bodyRead = func() int64 { return lb.n }
 	}
 
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseResponse(resp)
 	ctx := s.str.Context()
 	// A stream reset or cancelled abandons its origin exchange.
-	x := p.pools.exchanges.start(ctx, rec.id)
-	if err := p.forwardCtx(ctx, sv, rt, req, resp, rec, bodyRead); err != nil {
-		p.upstreamFailed(st, rec, err, resp, true)
-	} else {
-		p.clientResponse(st, rec, resp, true)
-	}
-	s.writeResponse(resp, rec)
-	resp.CloseBodyStream()
-	p.pools.exchanges.finish(rec.id, x)
+	xs := &p.pools.exchanges
+	x := &exchange{ctx: ctx}
+	x.stop = context.AfterFunc(ctx, func() { x.cut(xs) })
+	p.respond(ctx, st, sv, rt, req, rec, bodyRead, x, &s.u, &s.att, true)
+	s.writeResponse(&s.u, rec)
+	x.end()
+	s.u.finish(xs)
+	s.att.release()
 	s.countReset()
 	s.finish()
 	p.done(rec)
@@ -573,7 +576,7 @@ func (s *h3Stream) refuseAndClose(st *state, rec *record, rf *refusal) {
 	p := s.c.p
 	resp := fasthttp.AcquireResponse()
 	p.refuse(st, rec, rf, resp, true)
-	s.writeResponse(resp, rec)
+	s.writeResponse(&upResp{fresp: resp}, rec)
 	fasthttp.ReleaseResponse(resp)
 	s.finish()
 	p.done(rec)
@@ -592,20 +595,18 @@ var h3Outs = sync.Pool{New: func() any { return new(h3Out) }}
 // writeResponse writes resp on the stream: HEADERS and a body read whole
 // in one write, a streamed body chunk by chunk as DATA frames, each write
 // bounded by the send timeout. It sets rec's bytes.
-func (s *h3Stream) writeResponse(resp *fasthttp.Response, rec *record) {
-	status := resp.StatusCode()
+func (s *h3Stream) writeResponse(resp *upResp, rec *record) {
+	status := resp.status()
 	noBody := rec.method == "HEAD" || status == 204 || status == 304
 	var bs io.Reader
 	var body []byte
 	if !noBody {
-		if bs = resp.BodyStream(); bs == nil {
-			body = resp.Body()
-		}
+		body, bs = resp.bodyOf()
 	}
 	o := h3Outs.Get().(*h3Out)
 	defer h3Outs.Put(o)
 	buf := o.buf[:]
-	cl := resp.Header.ContentLength()
+	cl := resp.contentLength()
 	small := bs != nil && cl >= 0 && cl < len(buf)/2
 	bodyLen := len(body)
 	switch {
@@ -711,9 +712,9 @@ func (s *h3Stream) write(b []byte) bool {
 // appendFields encodes resp's status and headers for the client: names
 // in lower case, connection-specific headers dropped, and Content-Length
 // when the body's length is known (bodyLen >= 0).
-func (o *h3Out) appendFields(resp *fasthttp.Response, bodyLen int) {
-	fs := qpackStatus(o.fs[:0], resp.StatusCode())
-	fs = appendRespFields(fs, resp, bodyLen, &o.name, o.num[:], qpackLiteral)
+func (o *h3Out) appendFields(resp *upResp, bodyLen int) {
+	fs := qpackStatus(o.fs[:0], resp.status())
+	fs = resp.appendFields(fs, bodyLen, &o.name, o.num[:], qpackLiteral)
 	o.fs = fs
 }
 
