@@ -259,9 +259,14 @@ type exchange struct {
 	ctx  context.Context
 	stop func() bool
 
-	mu   sync.Mutex
-	conn *idleConn // carrying the request, nil before the head is written
-	done bool
+	mu      sync.Mutex
+	conn    *idleConn // carrying the request, nil before the head is written
+	done    bool
+	cutDone bool // cut once (exchange.cut)
+
+	// In the watch list (exchanges.watch), under its lock.
+	wprev, wnext *exchange
+	watched      bool
 }
 
 // exchanges maps request ids to their exchanges.
@@ -269,6 +274,74 @@ type exchanges struct {
 	m                    sync.Map
 	n                    atomic.Int64       // entries in m: none, no head to look through
 	beforeSend, inFlight prometheus.Counter // abandoned requests, by stage
+
+	// The watched exchanges (HTTP/3's): their contexts are looked at every
+	// watchEvery by one goroutine, running while there are some, rather
+	// than each registering a callback (context.AfterFunc allocates a
+	// callback context, its parent's Done channel and children map: about
+	// half a kilobyte for every request).
+	wmu      sync.Mutex
+	watching *exchange
+	sweeping bool
+}
+
+// watchEvery is how often the watched exchanges' contexts are looked at:
+// a client gone is cut within it.
+const watchEvery = 10 * time.Millisecond
+
+// watch adds x, bound by exchange.bind as it writes, to the watch list:
+// when its context ends before unwatch, its connection is cut.
+func (xs *exchanges) watch(x *exchange) {
+	xs.wmu.Lock()
+	x.wprev, x.wnext, x.watched = nil, xs.watching, true
+	if xs.watching != nil {
+		xs.watching.wprev = x
+	}
+	xs.watching = x
+	if !xs.sweeping {
+		xs.sweeping = true
+		go xs.sweep()
+	}
+	xs.wmu.Unlock()
+}
+
+// unwatch takes x off the list; once it returns the sweeper holds no
+// reference to x.
+func (xs *exchanges) unwatch(x *exchange) {
+	xs.wmu.Lock()
+	if x.watched {
+		if x.wprev != nil {
+			x.wprev.wnext = x.wnext
+		} else {
+			xs.watching = x.wnext
+		}
+		if x.wnext != nil {
+			x.wnext.wprev = x.wprev
+		}
+		x.wprev, x.wnext, x.watched = nil, nil, false
+	}
+	xs.wmu.Unlock()
+}
+
+// sweep cuts the watched exchanges whose client went, every watchEvery,
+// until none is watched.
+func (xs *exchanges) sweep() {
+	t := time.NewTicker(watchEvery)
+	defer t.Stop()
+	for range t.C {
+		xs.wmu.Lock()
+		if xs.watching == nil {
+			xs.sweeping = false
+			xs.wmu.Unlock()
+			return
+		}
+		for x := xs.watching; x != nil; x = x.wnext {
+			if x.ctx.Err() != nil {
+				x.cut(xs)
+			}
+		}
+		xs.wmu.Unlock()
+	}
 }
 
 // start registers the exchange of request id under ctx; its abort runs

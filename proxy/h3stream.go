@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -108,7 +107,8 @@ type h3Stream struct {
 	trailers bool
 	reset    bool // the proxy reset the stream itself
 
-	// The origin exchange's response and attempt.
+	// The origin exchange, its response and attempt.
+	x   exchange
 	u   upResp
 	att streamAttempt
 
@@ -119,7 +119,7 @@ type h3Stream struct {
 func (s *h3Stream) clear() {
 	s.c, s.str, s.buf, s.r, s.w, s.eof, s.err = nil, nil, nil, 0, 0, false, nil
 	s.cl, s.got, s.left, s.bodyDone, s.trailers, s.reset = 0, 0, 0, false, false, false
-	s.u, s.att = upResp{}, streamAttempt{}
+	s.x, s.u, s.att = exchange{}, upResp{}, streamAttempt{}
 }
 
 // h3Streams are the request streams' states with their read buffers.
@@ -538,11 +538,12 @@ func (s *h3Stream) serve() {
 	ctx := s.str.Context()
 	// A stream reset or cancelled abandons its origin exchange.
 	xs := &p.pools.exchanges
-	x := &exchange{ctx: ctx}
-	x.stop = context.AfterFunc(ctx, func() { x.cut(xs) })
-	p.respond(ctx, st, sv, rt, req, rec, bodyRead, x, &s.u, &s.att, true)
+	s.x.ctx = ctx
+	xs.watch(&s.x)
+	p.respond(ctx, st, sv, rt, req, rec, bodyRead, &s.x, &s.u, &s.att, true)
 	s.writeResponse(&s.u, rec)
-	x.end()
+	xs.unwatch(&s.x)
+	s.x.end()
 	s.u.finish(xs)
 	s.att.release()
 	s.countReset()

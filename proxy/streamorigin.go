@@ -301,9 +301,10 @@ func idleOf(c net.Conn) *idleConn {
 func (x *exchange) cut(xs *exchanges) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if x.done || x.conn == nil {
+	if x.done || x.conn == nil || x.cutDone {
 		return
 	}
+	x.cutDone = true
 	if x.conn.abort(x) {
 		xs.inFlight.Inc()
 	}

@@ -261,27 +261,7 @@ func TestH2OriginExchangeClientGone(t *testing.T) {
 	ln := fasthttputil.NewInmemoryListener()
 	defer ln.Close()
 	cut := make(chan time.Duration, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		br := bufio.NewReader(c)
-		for {
-			line, err := br.ReadString('\n')
-			if err != nil || line == "\r\n" {
-				break
-			}
-		}
-		start := time.Now()
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, err = br.ReadByte() // never answered: the proxy must close it
-		if err == io.EOF {
-			cut <- time.Since(start)
-		}
-		close(cut)
-	}()
+	go hangOrigin(ln, cut)
 	dialIdle(f, ln)
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://a.example/hang", nil)
@@ -312,5 +292,66 @@ func dialIdle(f *h2Fixture, ln *fasthttputil.InmemoryListener) {
 			return nil, err
 		}
 		return &idleConn{Conn: c, t: &f.p.pools.t, xs: &f.p.pools.exchanges, headNext: true}, nil
+	}
+}
+
+// hangOrigin accepts one connection, reads a request head and never
+// answers; cut gets how long after the head the proxy closed it.
+func hangOrigin(ln net.Listener, cut chan<- time.Duration) {
+	c, err := ln.Accept()
+	if err != nil {
+		close(cut)
+		return
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil || line == "\r\n" {
+			break
+		}
+	}
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := br.ReadByte(); err == io.EOF {
+		cut <- time.Since(start)
+	}
+	close(cut)
+}
+
+// TestHTTP3OriginExchangeClientGone: an HTTP/3 client that cancels its
+// request while the origin has not answered has that origin connection
+// cut within the watch's period (exchanges.watch), counted in progress.
+func TestHTTP3OriginExchangeClientGone(t *testing.T) {
+	cut := make(chan time.Duration, 1)
+	f := startH3(t, "", func(opts *Options) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go hangOrigin(ln, cut)
+		opts.Config.Sites[0].Origins = []Origin{{URL: mustURL("http://" + ln.Addr().String())}}
+	})
+	c := f.dial(t, netip.MustParseAddrPort("198.51.100.7:443"), "a.example")
+	if _, err := c.get("/hang", 300*time.Millisecond); err == nil {
+		t.Fatal("a cancelled request got a response")
+	}
+	d, ok := <-cut
+	if !ok {
+		t.Fatal("the origin connection was not closed when the client cancelled its request")
+	}
+	if d > time.Second {
+		t.Errorf("the origin connection closed %v after the request", d)
+	}
+	if !waitFor(time.Second, func() bool { return testutil.ToFloat64(f.p.pools.exchanges.inFlight) == 1 }) {
+		t.Errorf("in_progress abandoned %v, want 1", testutil.ToFloat64(f.p.pools.exchanges.inFlight))
+	}
+	if !waitFor(time.Second, func() bool {
+		f.p.pools.exchanges.wmu.Lock()
+		defer f.p.pools.exchanges.wmu.Unlock()
+		return f.p.pools.exchanges.watching == nil && !f.p.pools.exchanges.sweeping
+	}) {
+		t.Error("the watch still runs with nothing in flight")
 	}
 }
