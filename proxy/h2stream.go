@@ -234,8 +234,8 @@ func (c *h2Conn) endHeaders() error {
 		return nil
 	}
 
-	h.toRequest()
 	req := h.req
+	req.Header.SetMethod(h.method)
 	switch {
 	case h.endStream:
 	case h.cl >= 0:
@@ -243,7 +243,7 @@ func (c *h2Conn) endHeaders() error {
 	default:
 		req.Header.SetContentLength(-1) // unknown: chunked to the origin
 	}
-	s, rt, _, rf := p.admit(st, req, rec, true)
+	s, rt, rf := p.admitHead(st, &h.reqHead, req, rec)
 	if rf != nil {
 		p.streams.Add(-1)
 		c.answer(st, id, rec, rf, h.endStream)
@@ -252,9 +252,10 @@ func (c *h2Conn) endHeaders() error {
 	}
 
 	strm := &h2Stream{
-		c: c, id: id, req: req, rec: rec, site: s, rt: rt, cl: h.cl,
+		c: c, id: id, req: req, ohead: h.origin, rec: rec, site: s, rt: rt, cl: h.cl,
 		recvWin: h2StreamWindow, remoteDone: h.endStream,
 	}
+	h.origin = nil // the stream's
 	expect := h.expect
 	h.req = nil // the stream's now
 	h.release()
@@ -362,6 +363,7 @@ type h2Stream struct {
 	timedOut   bool
 
 	req    *fasthttp.Request
+	ohead  *reqOriginHead // the head for the origin (admitHead), nil on the fasthttp path
 	rec    *record
 	site   *site
 	rt     *route
@@ -461,6 +463,7 @@ func (c *h2Conn) sweepBodies() {
 		c.answer(c.p.state.Load(), s.id, s.rec, &refusal{status: 408, reason: refuseTimeout, msg: "the request body stopped coming"}, false)
 		fasthttp.ReleaseRequest(s.req)
 		s.req = nil
+		s.putHead()
 		c.p.streams.Add(-1)
 	}
 }
@@ -533,6 +536,7 @@ func (s *h2Stream) abort(err error) {
 		s.c.p.done(s.rec)
 		fasthttp.ReleaseRequest(s.req)
 		s.req = nil
+		s.putHead()
 		s.c.p.streams.Add(-1)
 	}
 }
@@ -548,7 +552,7 @@ func (s *h2Stream) run() {
 	}
 	st := p.state.Load()
 	// A stream reset abandons its origin exchange (abort cuts s.x).
-	p.respond(s.ctx, st, s.site, s.rt, s.req, rec, bodyRead, &s.x, &s.u, &s.att, false)
+	p.respond(s.ctx, st, s.site, s.rt, s.req, s.ohead, rec, bodyRead, &s.x, &s.u, &s.att, false)
 	c.writeResponse(s, &s.u)
 	s.x.end()
 	s.u.finish(&p.pools.exchanges)
@@ -577,6 +581,15 @@ func (s *h2Stream) run() {
 	p.done(rec)
 	fasthttp.ReleaseRequest(s.req)
 	s.req = nil
+	s.putHead()
+}
+
+// putHead gives the origin head's buffer back.
+func (s *h2Stream) putHead() {
+	if s.ohead != nil {
+		putOriginHead(s.ohead)
+		s.ohead = nil
+	}
 }
 
 var (

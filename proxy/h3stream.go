@@ -481,7 +481,7 @@ func (s *h3Stream) serve() {
 	defer p.streams.Add(-1)
 
 	req := h.req
-	h.toRequest()
+	req.Header.SetMethod(h.method)
 	switch {
 	case noBody:
 	case h.cl >= 0:
@@ -489,7 +489,7 @@ func (s *h3Stream) serve() {
 	default:
 		req.Header.SetContentLength(-1) // unknown: chunked to the origin
 	}
-	sv, rt, _, rf := p.admit(st, req, rec, true)
+	sv, rt, rf := p.admitHead(st, &h.reqHead, req, rec)
 	if rf != nil {
 		s.refuseAndClose(st, rec, rf)
 		return
@@ -540,7 +540,7 @@ func (s *h3Stream) serve() {
 	xs := &p.pools.exchanges
 	s.x.ctx = ctx
 	xs.watch(&s.x)
-	p.respond(ctx, st, sv, rt, req, rec, bodyRead, &s.x, &s.u, &s.att, true)
+	p.respond(ctx, st, sv, rt, req, h.origin, rec, bodyRead, &s.x, &s.u, &s.att, true)
 	s.writeResponse(&s.u, rec)
 	xs.unwatch(&s.x)
 	s.x.end()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"unsafe"
 
 	"github.com/valyala/fasthttp"
 )
@@ -146,4 +147,57 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 		err = fmt.Errorf("%w: %w", errClientBody, err)
 	}
 	return n, err
+}
+
+// admitHead is admit for an HTTP/2 or HTTP/3 request, whose head is h
+// (decoded and checked: reqHead) and whose body req carries (its declared
+// length in req.Header.ContentLength, as for admit). A route whose origins
+// all speak HTTP/1.1 gets its origin head written now, into h.origin, for
+// the engine's exchange (streamAttempt); any other gets req completed
+// from h and rewritten by the forwarding policy, for the fasthttp path.
+func (p *Proxy) admitHead(st *state, h *reqHead, req *fasthttp.Request, rec *record) (s *site, rt *route, rf *refusal) {
+	sc := &h.sc
+	if sc.spoofed > 0 {
+		p.m.spoofed.Add(float64(sc.spoofed))
+	}
+	if loopIn(sc.loop, st.cfg.LoopID) {
+		return nil, nil, &refusal{status: 508, msg: "the request has been through this CDN already (CDN-Loop)"}
+	}
+	s = st.router.lookup(rec.host, rec.edge.Addr())
+	if s == nil {
+		return nil, nil, &refusal{status: 421, msg: "no site " + rec.host + " on this address"}
+	}
+	rec.site = s.name
+	if cl := req.Header.ContentLength(); int64(cl) > p.limits().MaxBodyBytes {
+		return s, nil, &refusal{status: 413, msg: "the request body is larger than the limit"}
+	}
+	rt = s.route(cleanPath(rec.path))
+	host := unsafe.Slice(unsafe.StringData(h.authority), len(h.authority))
+	if h1Only(rt) {
+		sp := scratches.Get().(*[]byte)
+		var f forwarded
+		var sb []byte
+		f, sb = forwardedValues((*sp)[:0], sc, rec.client, rec.edge, host, true, st.cfg.LoopID, rec.id)
+		oh := originHeads.Get().(*reqOriginHead)
+		oh.b = h.appendOrigin(oh.b[:0], &f)
+		oh.contentType = h.hasContentType()
+		*sp = sb[:0]
+		scratches.Put(sp)
+		h.origin = oh
+		return s, rt, nil
+	}
+	h.toRequest()
+	rewriteRequest(&req.Header, sc, rec.client, rec.edge, req.Host(), true, st.cfg.LoopID, rec.id)
+	return s, rt, nil
+}
+
+// h1Only reports whether every origin of rt speaks HTTP/1.1 (none may
+// speak HTTP/2): its requests take the engine's exchange.
+func h1Only(rt *route) bool {
+	for _, w := range rt.origins {
+		if w.o.h2.tr != nil && w.o.h2.proto.Load() != protoH1 {
+			return false
+		}
+	}
+	return true
 }

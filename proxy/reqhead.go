@@ -3,6 +3,7 @@ package proxy
 import (
 	"strconv"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"github.com/valyala/fasthttp"
@@ -32,9 +33,37 @@ type reqHead struct {
 	regular                               bool  // a regular header came
 	cl                                    int64 // Content-Length, -1 none
 	expect                                bool  // Expect: 100-continue
-	cookie, hname                         []byte
+	cookie                                []byte
 	req                                   *fasthttp.Request
+
+	// The regular fields for the origin, in order (Host, Cookie,
+	// Content-Length, Expect and TE apart), names in net/http's canonical
+	// form in names; sc is their scan for the forwarding policy. They go
+	// into req (toRequest) only for the fasthttp path: the engine's
+	// exchange writes them itself (appendStreamRequest).
+	fields []reqField
+	names  []byte
+	sc     h1Scan
+	// origin is the request's head for the origin as admitHead wrote it
+	// for the engine's exchange (nil: the fasthttp path), from
+	// originHeads.
+	origin *reqOriginHead
 }
+
+// reqOriginHead is a request head written for the origin (appendOrigin).
+type reqOriginHead struct {
+	b           []byte
+	contentType bool // the request has a Content-Type
+}
+
+// reqField is a regular field of a request head.
+type reqField struct {
+	name  []byte // in reqHead.names
+	value string
+}
+
+// originHeads are the buffers of origin request heads.
+var originHeads = sync.Pool{New: func() any { return &reqOriginHead{b: make([]byte, 0, 1024)} }}
 
 const (
 	pseudoMethod = 1 << iota
@@ -49,7 +78,21 @@ func (h *reqHead) reset() {
 	if h.req != nil {
 		fasthttp.ReleaseRequest(h.req)
 	}
-	*h = reqHead{cookie: h.cookie[:0], hname: h.hname[:0]}
+	if h.origin != nil {
+		putOriginHead(h.origin)
+	}
+	clear(h.fields) // the values' strings
+	sc := &h.sc
+	*h = reqHead{cookie: h.cookie[:0], fields: h.fields[:0], names: h.names[:0],
+		sc: h1Scan{xff: sc.xff[:0], fwd: sc.fwd[:0], loop: sc.loop[:0], conn: sc.conn[:0]}}
+}
+
+// putOriginHead gives an origin head's buffer back.
+func putOriginHead(o *reqOriginHead) {
+	if cap(o.b) <= 16<<10 {
+		o.b, o.contentType = o.b[:0], false
+		originHeads.Put(o)
+	}
 }
 
 func (h *reqHead) setMalformed(why, reason string) {
@@ -151,7 +194,9 @@ func (h *reqHead) field(name, v string, trailers bool) {
 		h.cookie = append(h.cookie, v...)
 	default:
 		// Names in net/http's canonical form, as origins saw them before.
-		nb := append(h.hname[:0], name...)
+		start := len(h.names)
+		h.names = append(h.names, name...)
+		nb := h.names[start:len(h.names):len(h.names)]
 		upper := true
 		for i, ch := range nb {
 			if upper && ch >= 'a' && ch <= 'z' {
@@ -159,8 +204,8 @@ func (h *reqHead) field(name, v string, trailers bool) {
 			}
 			upper = ch == '-'
 		}
-		h.hname = nb
-		h.req.Header.AddBytesKV(nb, unsafe.Slice(unsafe.StringData(v), len(v)))
+		h.fields = append(h.fields, reqField{nb, v})
+		h.sc.header(nb, unsafe.Slice(unsafe.StringData(v), len(v)))
 	}
 }
 
@@ -208,17 +253,66 @@ func (h *reqHead) check(noBody bool) (rf *refusal, malformed bool) {
 	return rf, false
 }
 
-// toRequest completes the request from the checked pseudo-headers.
+// toRequest completes the fasthttp request from the checked head: the
+// pseudo-headers, the fields, the joined Cookie.
 func (h *reqHead) toRequest() {
 	req := h.req
 	req.Header.SetMethod(h.method)
 	req.SetRequestURI(h.path) // exactly what was checked and routed
 	req.Header.SetHost(h.authority)
 	req.UseHostHeader = true // the URI has no host to take it from
+	for _, f := range h.fields {
+		req.Header.AddBytesKV(f.name, unsafe.Slice(unsafe.StringData(f.value), len(f.value)))
+	}
 	if len(h.cookie) > 0 {
 		req.Header.AddBytesKV([]byte("Cookie"), h.cookie)
 	}
 }
+
+// appendOrigin writes the head for the origin as the fasthttp path's
+// Request.Write would after the forwarding policy (rewriteRequest): the
+// request line, Host (the authority), the fields less those the policy
+// drops, Cookie, and the policy's own; without the framing and the final
+// CRLF (appendStreamRequest adds them).
+func (h *reqHead) appendOrigin(b []byte, f *forwarded) []byte {
+	b = append(b, h.method...)
+	b = append(b, ' ')
+	b = append(b, h.path...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, h.authority...)
+	b = append(b, "\r\n"...)
+	for _, fl := range h.fields {
+		if h.sc.drop && dropRequest(fl.name) {
+			continue
+		}
+		b = append(b, fl.name...)
+		b = append(b, ": "...)
+		b = append(b, fl.value...)
+		b = append(b, "\r\n"...)
+	}
+	if len(h.cookie) > 0 {
+		b = appendField(b, hCookie, h.cookie)
+	}
+	b = appendField(b, hXFF, f.xff)
+	b = appendField(b, hProto, f.proto)
+	b = appendField(b, hHost, f.host)
+	b = appendField(b, hFwd, f.fwd)
+	b = appendField(b, hLoop, f.loop)
+	b = appendField(b, hEdge, f.edge)
+	return appendField(b, hReqID, f.id)
+}
+
+// hasContentType reports whether the fields have a Content-Type.
+func (h *reqHead) hasContentType() bool {
+	for _, f := range h.fields {
+		if sameName(f.name, hContentType, false) {
+			return true
+		}
+	}
+	return false
+}
+
+var hContentType = []byte("Content-Type")
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' }
 
@@ -248,7 +342,7 @@ func appendRespFields(b []byte, resp *fasthttp.Response, bodyLen int, name *[]by
 		b = field(b, nb, v)
 	}
 	if bodyLen >= 0 {
-		b = field(b, []byte("content-length"), strconv.AppendInt(num[:0], int64(bodyLen), 10))
+		b = field(b, fContentLength, strconv.AppendInt(num[:0], int64(bodyLen), 10))
 	}
 	return b
 }

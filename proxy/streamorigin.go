@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http/httputil"
 	"strconv"
+	"unsafe"
 
 	"github.com/valyala/fasthttp"
 )
@@ -125,10 +127,10 @@ func appendOriginFields(b []byte, r *h1Resp, bodyLen int, id, altSvc string, nam
 		return nb
 	}
 	if r.server != nil {
-		b = field(b, []byte("server"), r.server)
+		b = field(b, fServer, r.server)
 	}
 	if d := dateLine(); len(d) > len("Date: \r\n") {
-		b = field(b, []byte("date"), d[len("Date: "):len(d)-2])
+		b = field(b, fDate, d[len("Date: "):len(d)-2])
 	}
 	for i := range r.n {
 		k := r.names[i]
@@ -145,23 +147,34 @@ func appendOriginFields(b []byte, r *h1Resp, bodyLen int, id, altSvc string, nam
 	}
 	switch {
 	case bodyLen >= 0:
-		b = field(b, []byte("content-length"), strconv.AppendInt(num[:0], int64(bodyLen), 10))
+		b = field(b, fContentLength, strconv.AppendInt(num[:0], int64(bodyLen), 10))
 	case r.cl >= 0:
-		b = field(b, []byte("content-length"), strconv.AppendInt(num[:0], r.cl, 10))
+		b = field(b, fContentLength, strconv.AppendInt(num[:0], r.cl, 10))
 	}
-	b = field(b, []byte("x-request-id"), []byte(id))
+	b = field(b, fRequestID, unsafe.Slice(unsafe.StringData(id), len(id)))
 	if altSvc != "" {
-		b = field(b, []byte("alt-svc"), []byte(altSvc))
+		b = field(b, fAltSvc, unsafe.Slice(unsafe.StringData(altSvc), len(altSvc)))
 	}
 	return b
 }
+
+// The field names appendOriginFields writes (a []byte conversion in the
+// call would allocate: field is a function value).
+var (
+	fServer        = []byte("server")
+	fDate          = []byte("date")
+	fContentLength = []byte("content-length")
+	fRequestID     = []byte("x-request-id")
+	fAltSvc        = []byte("alt-svc")
+)
 
 // streamAttempt is the exchange of an HTTP/2 or HTTP/3 request with an
 // HTTP/1.1 origin (forwardLoop's attempt).
 type streamAttempt struct {
 	p        *Proxy
 	ctx      context.Context
-	req      *fasthttp.Request
+	req      *fasthttp.Request // the body, and the head when head is nil
+	head     *reqOriginHead    // the head admitHead wrote (nil: req.Write)
 	bodyRead func() int64
 	x        *exchange
 	isHead   bool
@@ -216,18 +229,25 @@ func (a *streamAttempt) try(o *origin) error {
 		// Past its age, the connection carries one more request and closes.
 		aged := false
 		if o.hc.MaxConnDuration > 0 && !a.req.ConnectionClose() && coarseNow().Sub(cc.CreatedTime()) > o.hc.MaxConnDuration {
-			a.req.SetConnectionClose()
+			if a.head == nil {
+				a.req.SetConnectionClose()
+			}
 			aged = true
 		}
-		bw := o.hc.AcquireWriter(conn)
-		err = a.req.Write(bw)
-		if aged {
-			a.req.Header.ResetConnectionClose()
+		if a.head != nil {
+			err = a.writeRequest(conn, aged)
+		} else {
+			bw := o.hc.AcquireWriter(conn)
+			err = a.req.Write(bw)
+			if aged {
+				a.req.Header.ResetConnectionClose()
+			}
+			if err == nil {
+				err = bw.Flush()
+			}
+			o.hc.ReleaseWriter(bw)
+			err = originTimeout(err)
 		}
-		if err == nil {
-			err = bw.Flush()
-		}
-		o.hc.ReleaseWriter(bw)
 		keep := false
 		if err == nil {
 			if err = a.bind(conn); err == nil {
@@ -244,8 +264,6 @@ func (a *streamAttempt) try(o *origin) error {
 					return nil
 				}
 			}
-		} else {
-			err = originTimeout(err)
 		}
 		if keep && !aged {
 			o.hc.ReleaseConn(cc)
@@ -513,20 +531,14 @@ func (b *originBody) close() {
 	}
 }
 
-// forwardStream forwards an HTTP/2 or HTTP/3 request (admitted, in req)
-// for a client whose going away ends ctx, and fills u with the origin's
-// response; x is the request's exchange, ended by the caller (x.end).
-// A route whose origins all speak HTTP/1.1 takes the exchange above;
-// others the fasthttp path, into u.fresp (acquired here).
-func (p *Proxy) forwardStream(ctx context.Context, s *site, rt *route, req *fasthttp.Request, rec *record, bodyRead func() int64, x *exchange, u *upResp, a *streamAttempt) error {
-	h1only := true
-	for _, w := range rt.origins {
-		if w.o.h2.tr != nil && w.o.h2.proto.Load() != protoH1 {
-			h1only = false
-			break
-		}
-	}
-	if !h1only {
+// forwardStream forwards an HTTP/2 or HTTP/3 request (admitted: its head
+// in head as admitHead wrote it, or in req; its body in req) for a client
+// whose going away ends ctx, and fills u with the origin's response; x is
+// the request's exchange, ended by the caller (x.end). A route whose
+// origins all speak HTTP/1.1 takes the exchange above; others the
+// fasthttp path, into u.fresp (acquired here).
+func (p *Proxy) forwardStream(ctx context.Context, s *site, rt *route, req *fasthttp.Request, head *reqOriginHead, rec *record, bodyRead func() int64, x *exchange, u *upResp, a *streamAttempt) error {
+	if head == nil && !h1Only(rt) {
 		// fasthttp's client: the origin connection is found by the
 		// request id it writes (exchanges.start).
 		u.fresp = fasthttp.AcquireResponse()
@@ -534,7 +546,7 @@ func (p *Proxy) forwardStream(ctx context.Context, s *site, rt *route, req *fast
 		return p.forwardCtx(ctx, s, rt, req, u.fresp, rec, bodyRead)
 	}
 	method := req.Header.Method()
-	*a = streamAttempt{p: p, ctx: ctx, req: req, bodyRead: bodyRead, x: x, isHead: string(method) == "HEAD",
+	*a = streamAttempt{p: p, ctx: ctx, req: req, head: head, bodyRead: bodyRead, x: x, isHead: string(method) == "HEAD",
 		retry: idempotent(method) && bodyRead == nil && !hasBody(&req.Header)}
 	err := p.forwardLoop(ctx, s, rt, rec, a)
 	if err != nil {
@@ -549,8 +561,8 @@ func (p *Proxy) forwardStream(ctx context.Context, s *site, rt *route, req *fast
 // u the response to write: the origin's, rewritten for the client, or
 // the proxy's error page. The caller writes it, then calls u.finish,
 // a.release and x.end.
-func (p *Proxy) respond(ctx context.Context, st *state, s *site, rt *route, req *fasthttp.Request, rec *record, bodyRead func() int64, x *exchange, u *upResp, a *streamAttempt, h3 bool) {
-	if err := p.forwardStream(ctx, s, rt, req, rec, bodyRead, x, u, a); err != nil {
+func (p *Proxy) respond(ctx context.Context, st *state, s *site, rt *route, req *fasthttp.Request, head *reqOriginHead, rec *record, bodyRead func() int64, x *exchange, u *upResp, a *streamAttempt, h3 bool) {
+	if err := p.forwardStream(ctx, s, rt, req, head, rec, bodyRead, x, u, a); err != nil {
 		u.r, u.body, u.stream = nil, nil, nil
 		if u.fresp == nil {
 			u.fresp = fasthttp.AcquireResponse()
@@ -566,4 +578,113 @@ func (p *Proxy) respond(ctx context.Context, st *state, s *site, rt *route, req 
 		return
 	}
 	p.clientResponse(st, rec, u.fresp, h3)
+}
+
+// defaultReqType is the Content-Type fasthttp's Request.Write gives a
+// request body of a known length that has none: the fasthttp path's
+// origins got it, so these do.
+const defaultReqType = "Content-Type: application/octet-stream\r\n"
+
+// writeRequest writes the head admitHead wrote, its framing (the body's
+// Content-Length, chunked for a body of unknown length, Content-Length: 0
+// for a method other than GET and HEAD without one, as Request.Write
+// frames it), Connection: close when the connection is past its age, and
+// the body: a whole one in the head's write when it is small, a streamed
+// one as it is read. An error reading the body is the client's, as the
+// body reader gives it; writing, the origin's.
+func (a *streamAttempt) writeRequest(conn net.Conn, aged bool) error {
+	req, oh := a.req, a.head
+	b := oh.b
+	n := len(b)
+	defer func() { oh.b = b[:n] }()
+	stream := req.BodyStream()
+	cl := req.Header.ContentLength()
+	var body []byte
+	switch {
+	case stream != nil && cl >= 0:
+		if cl > 0 && !oh.contentType {
+			b = append(b, defaultReqType...)
+		}
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, int64(cl), 10)
+		b = append(b, "\r\n"...)
+	case stream != nil:
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
+	default:
+		body = req.Body()
+		if m := req.Header.Method(); len(body) > 0 || string(m) != "GET" && string(m) != "HEAD" {
+			if len(body) > 0 && !oh.contentType {
+				b = append(b, defaultReqType...)
+			}
+			b = append(b, "Content-Length: "...)
+			b = strconv.AppendInt(b, int64(len(body)), 10)
+			b = append(b, "\r\n"...)
+		}
+	}
+	if aged {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	if len(body) <= smallBody {
+		b = append(b, body...)
+		body = nil
+	}
+	if _, err := conn.Write(b); err != nil {
+		return originTimeout(err)
+	}
+	if len(body) > 0 {
+		if _, err := conn.Write(body); err != nil {
+			return originTimeout(err)
+		}
+	}
+	if stream == nil {
+		return nil
+	}
+	if a.ibp == nil {
+		a.ibp = h1Bufs.Get().(*[]byte)
+	}
+	buf := (*a.ibp)[:cap(*a.ibp)]
+	if cl >= 0 {
+		for left := int64(cl); left > 0; {
+			m, err := stream.Read(buf[:min(int64(len(buf)), left)])
+			if m > 0 {
+				if _, werr := conn.Write(buf[:m]); werr != nil {
+					return originTimeout(werr)
+				}
+				left -= int64(m)
+			}
+			switch {
+			case err == io.EOF && left > 0:
+				return fmt.Errorf("%w: %w", errClientBody, io.ErrUnexpectedEOF)
+			case err != nil && err != io.EOF:
+				return err
+			}
+		}
+		return nil
+	}
+	// Chunked: each read a chunk, its size line in the room before it.
+	const room = 18
+	for {
+		m, err := stream.Read(buf[room : len(buf)-2])
+		if m > 0 {
+			var hdr [room]byte
+			h := append(strconv.AppendInt(hdr[:0], int64(m), 16), "\r\n"...)
+			start := room - len(h)
+			copy(buf[start:], h)
+			end := room + m
+			buf[end], buf[end+1] = '\r', '\n'
+			if _, werr := conn.Write(buf[start : end+2]); werr != nil {
+				return originTimeout(werr)
+			}
+		}
+		if err == io.EOF {
+			if _, werr := conn.Write([]byte("0\r\n\r\n")); werr != nil {
+				return originTimeout(werr)
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }

@@ -2,12 +2,15 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 )
 
@@ -353,5 +357,135 @@ func TestHTTP3OriginExchangeClientGone(t *testing.T) {
 		return f.p.pools.exchanges.watching == nil && !f.p.pools.exchanges.sweeping
 	}) {
 		t.Error("the watch still runs with nothing in flight")
+	}
+}
+
+// captureConn keeps what is written to it.
+type captureConn struct {
+	net.Conn
+	out bytes.Buffer
+}
+
+func (c *captureConn) Write(b []byte) (int, error) { return c.out.Write(b) }
+
+// TestStreamRequestSameAsFasthttp: the origin request the engine's
+// exchange writes for an HTTP/2 or HTTP/3 request (admitHead,
+// writeRequest) has the same header lines and body as the one the
+// fasthttp path wrote (toRequest, rewriteRequest, Request.Write), for
+// heads with spoofed and look-alike policy headers, cookie crumbs, and
+// bodies whole, sized and chunked.
+func TestStreamRequestSameAsFasthttp(t *testing.T) {
+	p, err := New(Options{Config: Config{HTTPSPorts: []uint16{443}, LoopID: "edge-a",
+		Sites: []Site{{Hosts: []string{"*"}, Origins: []Origin{{URL: mustURL("http://origin.test")}}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.tcp.Close()
+	st := p.state.Load()
+	fields := [][2]string{{"user-agent", "ua/1"}, {"accept", "*/*"}, {"x-forwarded-for", "203.0.113.9"},
+		{"forwarded", "for=203.0.113.9"}, {"cdn-loop", "other"}, {"x-request-id", "spoofed"}, {"x_edge_addr", "spoof"},
+		{"x-forwarded-proto", "gopher"}, {"cookie", "a=1"}, {"cookie", "b=2"}, {"x-custom-header", "v"},
+		{"proxy-authorization", "secret"}}
+	type bodyKind int
+	const (
+		none bodyKind = iota
+		whole
+		sized
+		chunked
+	)
+	cases := []struct {
+		method string
+		body   bodyKind
+		ctype  bool
+	}{
+		{"GET", none, false}, {"HEAD", none, false}, {"DELETE", none, false}, {"POST", whole, false},
+		{"POST", whole, true}, {"PUT", sized, false}, {"POST", chunked, true}, {"POST", none, false},
+	}
+	payload := strings.Repeat("0123456789", 3000)
+	for _, c := range cases {
+		name := fmt.Sprintf("%s body=%d type=%v", c.method, c.body, c.ctype)
+		build := func() (*reqHead, *fasthttp.Request, *record) {
+			h := &reqHead{cl: -1}
+			h.req = fasthttp.AcquireRequest()
+			h.req.Header.DisableNormalizing()
+			for _, f := range [][2]string{{":method", c.method}, {":scheme", "https"}, {":authority", "a.example"}, {":path", "/p?q=1"}} {
+				h.field(f[0], f[1], false)
+			}
+			for _, f := range fields {
+				h.field(f[0], f[1], false)
+			}
+			if c.ctype {
+				h.field("content-type", "text/x-test", false)
+			}
+			if rf, bad := h.check(c.body == none); bad || rf != nil {
+				t.Fatalf("%s: check: %v %v", name, rf, h.malformed)
+			}
+			req := h.req
+			req.Header.SetMethod(h.method)
+			switch c.body {
+			case whole:
+				req.SetBodyString(payload[:100])
+			case sized:
+				req.SetBodyStream(strings.NewReader(payload), len(payload))
+			case chunked:
+				req.SetBodyStream(strings.NewReader(payload), -1)
+			}
+			rec := &record{start: time.Now(), id: "0123456789abcdef", proto: "HTTP/2", method: h.method, host: h.authority,
+				path: decodedPath(h.path), client: netip.MustParseAddrPort("198.51.100.1:5555"), edge: netip.MustParseAddrPort("192.0.2.1:443")}
+			return h, req, rec
+		}
+		// The engine's.
+		h, req, rec := build()
+		_, rt, rf := p.admitHead(st, h, req, rec)
+		if rf != nil || h.origin == nil {
+			t.Fatalf("%s: not admitted to the engine's exchange (%v)", name, rf)
+		}
+		a := &streamAttempt{p: p, req: req, head: h.origin}
+		cc := &captureConn{}
+		if err := a.writeRequest(cc, false); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		a.release()
+		h.reset()
+		// fasthttp's.
+		h2, req2, rec2 := build()
+		h2.toRequest()
+		rewriteRequest(&req2.Header, &h2.sc, rec2.client, rec2.edge, req2.Host(), true, st.cfg.LoopID, rec2.id)
+		req2.URI().DisablePathNormalizing = true
+		var fb bytes.Buffer
+		bw := bufio.NewWriter(&fb)
+		if err := req2.Write(bw); err != nil {
+			t.Fatal(err)
+		}
+		bw.Flush()
+		h2.reset()
+		_ = rt
+		split := func(b []byte) ([]string, string) {
+			head, body, _ := bytes.Cut(b, []byte("\r\n\r\n"))
+			lines := strings.Split(string(head), "\r\n")
+			slices.Sort(lines[1:])
+			return lines, string(body)
+		}
+		gl, gb := split(cc.out.Bytes())
+		wl, wb := split(fb.Bytes())
+		if !slices.Equal(gl, wl) {
+			t.Errorf("%s: the engine's head\n%s\nfasthttp's\n%s", name, strings.Join(gl, "\n"), strings.Join(wl, "\n"))
+		}
+		if c.body == chunked { // the chunks' sizes are each writer's own
+			dechunk := func(s string) string {
+				b, err := io.ReadAll(httputil.NewChunkedReader(strings.NewReader(s)))
+				if err != nil {
+					t.Errorf("%s: chunked body: %v", name, err)
+				}
+				return string(b)
+			}
+			gb, wb = dechunk(gb), dechunk(wb)
+			if gb != payload {
+				t.Errorf("%s: the body sent is not the body read", name)
+			}
+		}
+		if gb != wb {
+			t.Errorf("%s: bodies differ: %d and %d bytes", name, len(gb), len(wb))
+		}
 	}
 }
