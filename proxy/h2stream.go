@@ -208,10 +208,13 @@ func (c *h2Conn) endHeaders() error {
 	if malformed {
 		return reset(http2.ErrCodeProtocol)
 	}
-	rec := &record{
+	// The stream and its record in one allocation (a refused request
+	// leaves it to the collector).
+	strm := &h2Stream{recv: record{
 		start: c.lastNow, id: p.ids.next(), proto: "HTTP/2", edge: c.edge, client: c.client,
 		method: h.method, host: h.authority, path: decodedPath(h.path),
-	}
+	}}
+	rec := &strm.recv
 	st := p.state.Load()
 	if rf != nil {
 		c.answer(st, id, rec, rf, h.endStream)
@@ -251,8 +254,8 @@ func (c *h2Conn) endHeaders() error {
 		return nil
 	}
 
-	strm := &h2Stream{
-		c: c, id: id, req: req, ohead: h.origin, rec: rec, site: s, rt: rt, cl: h.cl,
+	*strm = h2Stream{
+		c: c, id: id, req: req, ohead: h.origin, recv: strm.recv, rec: rec, site: s, rt: rt, cl: h.cl,
 		recvWin: h2StreamWindow, remoteDone: h.endStream,
 	}
 	h.origin = nil // the stream's
@@ -364,7 +367,8 @@ type h2Stream struct {
 
 	req    *fasthttp.Request
 	ohead  *reqOriginHead // the head for the origin (admitHead), nil on the fasthttp path
-	rec    *record
+	rec    *record        // &recv
+	recv   record
 	site   *site
 	rt     *route
 	ctx    context.Context

@@ -107,6 +107,8 @@ type h3Stream struct {
 	trailers bool
 	reset    bool // the proxy reset the stream itself
 
+	rec record // the request's (done reads it before the stream is pooled again)
+
 	// The origin exchange, its response and attempt.
 	x   exchange
 	u   upResp
@@ -119,7 +121,7 @@ type h3Stream struct {
 func (s *h3Stream) clear() {
 	s.c, s.str, s.buf, s.r, s.w, s.eof, s.err = nil, nil, nil, 0, 0, false, nil
 	s.cl, s.got, s.left, s.bodyDone, s.trailers, s.reset = 0, 0, 0, false, false, false
-	s.x, s.u, s.att = exchange{}, upResp{}, streamAttempt{}
+	s.rec, s.x, s.u, s.att = record{}, exchange{}, upResp{}, streamAttempt{}
 }
 
 // h3Streams are the request streams' states with their read buffers.
@@ -419,7 +421,8 @@ func (s *h3Stream) serve() {
 		c.c.CloseWithError(quic.ApplicationErrorCode(h3FrameUnexpected), "a request stream must start with HEADERS")
 		return
 	}
-	rec := &record{start: time.Now(), proto: "HTTP/3", edge: c.edge, client: c.client}
+	s.rec = record{start: time.Now(), proto: "HTTP/3", edge: c.edge, client: c.client}
+	rec := &s.rec
 	st := p.state.Load()
 	if length > uint64(c.lim.MaxHeaderBytes) {
 		// Not read: the client must not send the rest.
