@@ -489,3 +489,52 @@ func TestStreamRequestSameAsFasthttp(t *testing.T) {
 		}
 	}
 }
+
+// readConn is a connection whose reads come from r.
+type readConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *readConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+func (c *readConn) Close() error               { return nil }
+
+// FuzzStreamOriginResp: whatever an origin answers, the exchange's reading
+// of it (streamAttempt.read, originBody) does not panic; a response it
+// takes has a final status, a whole body exactly its Content-Length, a
+// streamed one no more than it, and fields that encode.
+func FuzzStreamOriginResp(f *testing.F) {
+	for _, a := range rawAnswers {
+		f.Add([]byte(a), false)
+	}
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n"), false)
+	f.Add([]byte("HTTP/1.1 200 OK\nContent-Length: 3\n\nabc"), true)
+	f.Add([]byte("HTTP/1.0 200 OK\r\n\r\nto the end"), false)
+	f.Fuzz(func(t *testing.T, b []byte, head bool) {
+		a := &streamAttempt{isHead: head}
+		defer a.release()
+		_, err := a.read(&readConn{r: bytes.NewReader(b)})
+		if err != nil {
+			return
+		}
+		r := a.r
+		if r.status < 200 && r.status != 101 || r.status > 999 {
+			t.Fatalf("status %d taken", r.status)
+		}
+		if a.strm == nil && a.body != nil && int64(len(a.body)) != r.cl {
+			t.Fatalf("a whole body of %d bytes for Content-Length %d", len(a.body), r.cl)
+		}
+		if a.strm != nil {
+			got, _ := io.ReadAll(io.LimitReader(a.strm, 1<<20))
+			if r.cl >= 0 && int64(len(got)) > r.cl {
+				t.Fatalf("a streamed body of %d bytes for Content-Length %d", len(got), r.cl)
+			}
+		}
+		var name []byte
+		var num [20]byte
+		fs := appendOriginFields(nil, r, -1, "0123456789abcdef", "h3=\":443\"", &name, num[:], appendHpackField)
+		if len(fs) == 0 {
+			t.Fatal("no fields")
+		}
+	})
+}
