@@ -123,7 +123,9 @@ func (f *fixture) alternate(c *harness.Ctx, r *harness.Result, load func(p *prox
 		before := p.proc.CPU()
 		lr, err := load(p)
 		if errors.Is(err, errLoadHung) && sys == "edgeproxy" {
-			err = fmt.Errorf("%w\n%s", err, dumpGoroutines(p.proc, filepath.Join(f.dir, "edgeproxy-hung.txt")))
+			// Beside the run's scratch directory, which goes at its end.
+			file := filepath.Join(os.TempDir(), fmt.Sprintf("edgebench-%s-edgeproxy-hung.txt", time.Now().Format("20060102-150405")))
+			err = fmt.Errorf("%w\n%s", err, dumpGoroutines(p.proc, file))
 		}
 		if err != nil {
 			return nil, err
