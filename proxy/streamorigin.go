@@ -16,9 +16,10 @@ import (
 )
 
 // The origin exchange of HTTP/2 and HTTP/3 requests with an HTTP/1.1
-// origin: the request is written by fasthttp's Request.Write on a pooled
-// connection of the origin's HostClient (the head admit rewrote, a body
-// read whole or streamed, sized or chunked), and the response head is
+// origin: the request is written on a pooled connection of the origin's
+// HostClient by writeRequest, framed as fasthttp's Request.Write frames it
+// (the head admitHead wrote, a body read whole or streamed, sized or
+// chunked), and the response head is
 // read and checked by the HTTP/1.1 engine's parseResp (h1head.go), not by
 // fasthttp's client: the client's writer then encodes it from the
 // engine's h1Resp (appendOriginFields) without a fasthttp.Response in
