@@ -220,7 +220,7 @@ func (c *barChart) any() bool { return len(c.Series) > 0 && len(c.Groups) > 0 }
 // colours per system, the same in every chart; others take the palette.
 var (
 	colours = map[string]string{
-		"edgeproxy": "#d9480f", "edgeproxy-h3": "#f76707", "edgeproxy-h2": "#ffa94d", "nginx": "#2b8a3e", "haproxy": "#1864ab", "direct": "#868e96",
+		"edgeproxy": "#d9480f", "edgeproxy-h3": "#f76707", "edgeproxy-h2": "#ffa94d", "nginx": "#2b8a3e", "nginx-h2": "#69db7c", "haproxy": "#1864ab", "direct": "#868e96",
 		"kernel": "#868e96", "repeated": "#d9480f", "spread": "#5f3dc4",
 	}
 	palette = []string{"#e67700", "#0b7285", "#a61e4d", "#5c940d", "#364fc7", "#495057"}

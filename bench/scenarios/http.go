@@ -299,7 +299,7 @@ func runLatency(c *harness.Ctx, r *harness.Result) error {
 // both, 16 connections × 32 streams, closed loop (bench/load).
 func runH3(c *harness.Ctx, r *harness.Result) error {
 	const conns, streams = 16, 32
-	r.Title = "HTTP/3 against edgeproxy's own HTTP/2 (16 connections × 32 streams)"
+	r.Title = "HTTP/3 against edgeproxy's and nginx's HTTP/2, one client (16 connections × 32 streams)"
 	r.Unit = "request"
 	r.Primary, r.Secondary = harness.CPUPerUnit, harness.Rate
 	setVersions(r)
@@ -307,13 +307,14 @@ func runH3(c *harness.Ctx, r *harness.Result) error {
 	r.Params["connections"] = conns
 	r.Params["streams_per_connection"] = streams
 	r.Params["load_s"] = d.Seconds()
-	r.Notes = append(r.Notes, "closed loop (bench/load) in the harness process, pinned to the load CPU; no peer here speaks HTTP/3: edgeproxy-h2 is the same edgeproxy over HTTP/2")
+	r.Notes = append(r.Notes, "closed loop (bench/load) in the harness process, pinned to the load CPU; no peer here speaks HTTP/3: edgeproxy-h2 is the same edgeproxy over HTTP/2, nginx-h2 nginx's HTTP/2, both under the same client as HTTP/3 "+
+		"(a client's batching moves the server's CPU per request: http-h2 measures HTTP/2 under h2load)")
 	f, err := newFixture(c, proxyOpts{http3: true})
 	if err != nil {
 		return err
 	}
 	defer f.stop()
-	if err := f.start("edgeproxy"); err != nil {
+	if err := f.start("edgeproxy", "nginx"); err != nil {
 		return err
 	}
 	dial, err := newNSDialer()
@@ -321,8 +322,11 @@ func runH3(c *harness.Ctx, r *harness.Result) error {
 		return err
 	}
 	defer dial.close()
-	p := f.proxies["edgeproxy"]
-	return harness.Alternate(c, r, []string{"edgeproxy-h3", "edgeproxy-h2"}, func(sys string, round int) (map[string]float64, error) {
+	return harness.Alternate(c, r, []string{"edgeproxy-h3", "edgeproxy-h2", "nginx-h2"}, func(sys string, round int) (map[string]float64, error) {
+		p := f.proxies["edgeproxy"]
+		if sys == "nginx-h2" {
+			p = f.proxies["nginx"]
+		}
 		o := load.HTTPOptions{URL: "https://" + p.tls + "/", Proto: "h2", Duration: d, Conns: conns, Streams: streams,
 			Insecure: true, ServerName: "bench.example", Dial: dial.DialContext}
 		if sys == "edgeproxy-h3" {
