@@ -262,7 +262,7 @@ func (s *h3Stream) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	s.str.SetReadDeadline(time.Now().Add(s.c.lim.BodyTimeout))
+	s.str.SetReadDeadline(time.Unix(0, dueIn(s.c.lim.BodyTimeout)))
 	for s.left == 0 {
 		if s.bodyDone {
 			return 0, io.EOF
@@ -401,7 +401,7 @@ func isLowerToken(s string) bool {
 func (s *h3Stream) serve() {
 	c, p := s.c, s.c.p
 	s.buf = s.rbuf[:]
-	s.str.SetReadDeadline(time.Now().Add(c.lim.ReadHeaderTimeout))
+	s.str.SetReadDeadline(time.Unix(0, dueIn(c.lim.ReadHeaderTimeout))) // the coarse clock (clock.go)
 	typ, length, err := s.frameHeader()
 	for err == nil && typ != h3FrameHeaders && !unexpectedOnRequest(typ) && typ != h3FrameData {
 		// Unknown and reserved frame types before HEADERS are skipped.
@@ -702,7 +702,7 @@ func (s *h3Stream) writeResponse(resp *upResp, rec *record) {
 // write writes b within the send timeout; false when the stream has
 // ended (reset, stopped, timed out: then reset).
 func (s *h3Stream) write(b []byte) bool {
-	s.str.SetWriteDeadline(time.Now().Add(s.c.lim.SendTimeout))
+	s.str.SetWriteDeadline(time.Unix(0, dueIn(s.c.lim.SendTimeout)))
 	if _, err := s.str.Write(b); err != nil {
 		var se *quic.StreamError
 		if !errors.As(err, &se) {
