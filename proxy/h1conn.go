@@ -462,6 +462,51 @@ func originTimeout(err error) error {
 	return err
 }
 
+// readRespHead reads an origin's response head on conn into ib and parses
+// it into r, past interim (1xx) responses: it returns the bytes read and
+// where the head ends (what follows is the body's). An error is the
+// origin's: a head over ib, a connection closed or timed out before a
+// whole head, a malformed head, too many interim responses, a 101 (the
+// proxy never asks for one here).
+func readRespHead(conn net.Conn, ib []byte, r *h1Resp) (n, end int, err error) {
+	for interim := 0; ; {
+		for scanned := 0; ; {
+			if end = respHeadEnd(ib[:n], scanned); end >= 0 {
+				break
+			}
+			if n == len(ib) {
+				return 0, 0, &errOriginHead{"larger than 8 KiB"}
+			}
+			scanned = n
+			m, err := conn.Read(ib[n:])
+			n += m
+			if err != nil && respHeadEnd(ib[:n], scanned) < 0 {
+				switch {
+				case n == 0 && err == io.EOF:
+					return 0, 0, fasthttp.ErrConnectionClosed
+				case err == io.EOF:
+					err = io.ErrUnexpectedEOF
+				}
+				return 0, 0, originTimeout(err)
+			}
+		}
+		if err := parseResp(ib[:end], r); err != nil {
+			return 0, 0, err
+		}
+		if st := r.status; st >= 200 || st == 101 {
+			break
+		}
+		if interim++; interim > maxInterim {
+			return 0, 0, errTooManyInterim
+		}
+		n = copy(ib, ib[end:n])
+	}
+	if r.status == 101 {
+		return 0, 0, &errOriginHead{"101 Switching Protocols to a request without Upgrade"}
+	}
+	return n, end, nil
+}
+
 // relay reads the origin's response on conn and sends it to the client.
 // It reports whether conn may carry another request. An error before the
 // first byte to the client is the origin's, with nothing sent (an error
@@ -472,41 +517,9 @@ func (hc *h1Conn) relay(conn net.Conn) (keep bool, err error) {
 	ib := (*ibp)[:h1OriginHead]
 	r := h1Resps.Get().(*h1Resp)
 	defer h1Resps.Put(r)
-	n, end := 0, -1
-	for interim := 0; ; {
-		for scanned := 0; ; {
-			if end = respHeadEnd(ib[:n], scanned); end >= 0 {
-				break
-			}
-			if n == len(ib) {
-				return false, &errOriginHead{"larger than 8 KiB"}
-			}
-			scanned = n
-			m, err := conn.Read(ib[n:])
-			n += m
-			if err != nil && respHeadEnd(ib[:n], scanned) < 0 {
-				switch {
-				case n == 0 && err == io.EOF:
-					return false, fasthttp.ErrConnectionClosed
-				case err == io.EOF:
-					err = io.ErrUnexpectedEOF
-				}
-				return false, originTimeout(err)
-			}
-		}
-		if err := parseResp(ib[:end], r); err != nil {
-			return false, err
-		}
-		if st := r.status; st >= 200 || st == 101 {
-			break
-		}
-		if interim++; interim > maxInterim {
-			return false, errTooManyInterim
-		}
-		n = copy(ib, ib[end:n])
-	}
-	if r.status == 101 {
-		return false, &errOriginHead{"101 Switching Protocols to a request without Upgrade"}
+	n, end, err := readRespHead(conn, ib, r)
+	if err != nil {
+		return false, err
 	}
 	hc.rec.status = r.status
 	st := hc.st

@@ -353,41 +353,9 @@ func (a *streamAttempt) read(conn net.Conn) (keep bool, err error) {
 		a.r = h1Resps.Get().(*h1Resp)
 	}
 	r := a.r
-	n, end := 0, -1
-	for interim := 0; ; {
-		for scanned := 0; ; {
-			if end = respHeadEnd(ib[:n], scanned); end >= 0 {
-				break
-			}
-			if n == len(ib) {
-				return false, &errOriginHead{"larger than 8 KiB"}
-			}
-			scanned = n
-			m, err := conn.Read(ib[n:])
-			n += m
-			if err != nil && respHeadEnd(ib[:n], scanned) < 0 {
-				switch {
-				case n == 0 && err == io.EOF:
-					return false, fasthttp.ErrConnectionClosed
-				case err == io.EOF:
-					err = io.ErrUnexpectedEOF
-				}
-				return false, originTimeout(err)
-			}
-		}
-		if err := parseResp(ib[:end], r); err != nil {
-			return false, err
-		}
-		if st := r.status; st >= 200 || st == 101 {
-			break
-		}
-		if interim++; interim > maxInterim {
-			return false, errTooManyInterim
-		}
-		n = copy(ib, ib[end:n])
-	}
-	if r.status == 101 {
-		return false, &errOriginHead{"101 Switching Protocols to a request without Upgrade"}
+	n, end, err := readRespHead(conn, ib, r)
+	if err != nil {
+		return false, err
 	}
 	// r's slices point into ib[:end]: the body goes after it.
 	rest := ib[end:n]
