@@ -190,13 +190,7 @@ func appendOriginRequest(b []byte, h *h1Head, host []byte, f *forwarded, conn []
 		}
 		b = appendField(b, k, h.values[i])
 	}
-	b = appendField(b, hXFF, f.xff)
-	b = appendField(b, hProto, f.proto)
-	b = appendField(b, hHost, f.host)
-	b = appendField(b, hFwd, f.fwd)
-	b = appendField(b, hLoop, f.loop)
-	b = appendField(b, hEdge, f.edge)
-	return appendField(b, hReqID, f.id)
+	return f.append(b)
 }
 
 func appendField(b, k, v []byte) []byte {

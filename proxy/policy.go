@@ -216,6 +216,18 @@ type forwarded struct {
 	xff, proto, host, fwd, loop, edge, id []byte
 }
 
+// append writes the headers the policy adds, with their values, to an
+// origin request's head b.
+func (f *forwarded) append(b []byte) []byte {
+	b = appendField(b, hXFF, f.xff)
+	b = appendField(b, hProto, f.proto)
+	b = appendField(b, hHost, f.host)
+	b = appendField(b, hFwd, f.fwd)
+	b = appendField(b, hLoop, f.loop)
+	b = appendField(b, hEdge, f.edge)
+	return appendField(b, hReqID, f.id)
+}
+
 // forwardedValues builds the values of the headers the policy adds,
 // extending those the scan found, into b (returned grown).
 func forwardedValues(b []byte, sc *h1Scan, client, edge netip.AddrPort, host []byte, tls bool, loopID, id string) (forwarded, []byte) {

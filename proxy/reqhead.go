@@ -293,13 +293,7 @@ func (h *reqHead) appendOrigin(b []byte, f *forwarded) []byte {
 	if len(h.cookie) > 0 {
 		b = appendField(b, hCookie, h.cookie)
 	}
-	b = appendField(b, hXFF, f.xff)
-	b = appendField(b, hProto, f.proto)
-	b = appendField(b, hHost, f.host)
-	b = appendField(b, hFwd, f.fwd)
-	b = appendField(b, hLoop, f.loop)
-	b = appendField(b, hEdge, f.edge)
-	return appendField(b, hReqID, f.id)
+	return f.append(b)
 }
 
 // hasContentType reports whether the fields have a Content-Type.
