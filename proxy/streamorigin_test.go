@@ -280,6 +280,9 @@ func TestH2OriginExchangeClientGone(t *testing.T) {
 	if d > 2*time.Second {
 		t.Errorf("the origin connection closed %v after the reset", d)
 	}
+	// Counted as the connection is cut: the origin may see the close
+	// first.
+	waitFor(2*time.Second, func() bool { return testutil.ToFloat64(f.p.pools.exchanges.inFlight) == 1 })
 	if n := testutil.ToFloat64(f.p.pools.exchanges.inFlight); n != 1 {
 		t.Errorf("in_progress abandoned %v, want 1", n)
 	}
