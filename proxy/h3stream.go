@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -101,9 +102,10 @@ type h3Stream struct {
 	err error // the read error other than EOF
 
 	// The request body.
-	cl, got  int64  // declared length (-1 unknown) and received
-	left     uint64 // payload left in the current DATA frame
-	bodyDone bool   // the stream's end was reached
+	cl, got  int64   // declared length (-1 unknown) and received
+	left     uint64  // payload left in the current DATA frame
+	bodyDone bool    // the stream's end was reached
+	peek     [1]byte // a body of unknown length's first byte (serve)
 	trailers bool
 	reset    bool // the proxy reset the stream itself
 
@@ -505,6 +507,28 @@ func (s *h3Stream) serve() {
 		s.write(append(b, o.fs...))
 		h3Outs.Put(o)
 	}
+	// No length, and the stream's end not read yet: whether a body
+	// follows shows at its first byte or at the end (a GET's FIN may come
+	// in a packet after its HEADERS). A request without one goes without
+	// one, not with an empty chunked body.
+	var first []byte
+	if !noBody && h.cl < 0 {
+		n, err := s.Read(s.peek[:])
+		switch {
+		case n > 0:
+			first = s.peek[:n]
+		case err == io.EOF:
+			noBody = true
+		case errors.Is(err, errClientGone):
+			rec.status = 499
+			p.done(rec)
+			s.countReset()
+			return
+		default:
+			s.refuseAndClose(st, rec, &refusal{status: 400, msg: "the request body could not be read"})
+			return
+		}
+	}
 	var lb *limitedBody
 	var bodyRead func() int64
 	switch {
@@ -534,6 +558,9 @@ func (s *h3Stream) serve() {
 		req.SwapBody(body)
 	default:
 		lb = &limitedBody{r: s, max: p.limits().MaxBodyBytes}
+		if first != nil {
+			lb.r = io.MultiReader(bytes.NewReader(first), s)
+		}
 		req.SetBodyStream(lb, int(h.cl))
 		bodyRead = func() int64 { return lb.n }
 	}

@@ -268,3 +268,44 @@ func TestHTTP3Frames(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTP3FinAfterHeaders: a request whose stream ends in a later packet
+// than its HEADERS (no Content-Length) goes to the origin without a body,
+// not with an empty chunked one (which an origin could read as a request
+// of its own); one whose DATA comes later still goes chunked, every byte
+// of it.
+func TestHTTP3FinAfterHeaders(t *testing.T) {
+	f := startH3(t, "")
+	qc := rawDial(t, f, netip.MustParseAddrPort("192.0.2.10:443"))
+	for _, c := range []struct {
+		name string
+		data []byte // sent after the pause, before the FIN
+		want string
+	}{
+		{"no body", nil, `echo 0 [] <nil> ""`},
+		{"a body after the pause", []byte("xy"), `echo -1 ["chunked"] <nil> "xy"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			str, err := qc.OpenStreamSync(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			str.SetDeadline(time.Now().Add(3 * time.Second))
+			str.Write(h3Frame(nil, h3FrameHeaders, h3Request("POST", "/echo")))
+			time.Sleep(100 * time.Millisecond) // the HEADERS alone in their packet, read alone
+			if c.data != nil {
+				str.Write(h3Frame(nil, h3FrameData, c.data))
+			}
+			str.Close()
+			b, err := io.ReadAll(str)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Contains(b, []byte(c.want)) {
+				t.Errorf("the origin saw %q, want %s", b, c.want)
+			}
+		})
+	}
+}
