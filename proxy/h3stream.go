@@ -519,6 +519,7 @@ func (s *h3Stream) serve() {
 			first = s.peek[:n]
 		case err == io.EOF:
 			noBody = true
+			req.Header.SetContentLength(0) // not chunked on the fasthttp path either
 		case errors.Is(err, errClientGone):
 			rec.status = 499
 			p.done(rec)
