@@ -238,14 +238,7 @@ func (c *h2Conn) endHeaders() error {
 	}
 
 	req := h.req
-	req.Header.SetMethod(h.method)
-	switch {
-	case h.endStream:
-	case h.cl >= 0:
-		req.Header.SetContentLength(int(h.cl))
-	default:
-		req.Header.SetContentLength(-1) // unknown: chunked to the origin
-	}
+	h.frame(h.endStream)
 	s, rt, rf := p.admitHead(st, &h.reqHead, req, rec)
 	if rf != nil {
 		p.streams.Add(-1)

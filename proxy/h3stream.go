@@ -486,14 +486,7 @@ func (s *h3Stream) serve() {
 	defer p.streams.Add(-1)
 
 	req := h.req
-	req.Header.SetMethod(h.method)
-	switch {
-	case noBody:
-	case h.cl >= 0:
-		req.Header.SetContentLength(int(h.cl))
-	default:
-		req.Header.SetContentLength(-1) // unknown: chunked to the origin
-	}
+	h.frame(noBody)
 	sv, rt, rf := p.admitHead(st, &h.reqHead, req, rec)
 	if rf != nil {
 		s.refuseAndClose(st, rec, rf)

@@ -296,6 +296,20 @@ func (h *reqHead) appendOrigin(b []byte, f *forwarded) []byte {
 	return f.append(b)
 }
 
+// frame gives the request its method and its body's framing: none when
+// the client's stream ended with the head, the Content-Length when there
+// is one, else unknown (chunked to the origin).
+func (h *reqHead) frame(ended bool) {
+	h.req.Header.SetMethod(h.method)
+	switch {
+	case ended:
+	case h.cl >= 0:
+		h.req.Header.SetContentLength(int(h.cl))
+	default:
+		h.req.Header.SetContentLength(-1)
+	}
+}
+
 // hasContentType reports whether the fields have a Content-Type.
 func (h *reqHead) hasContentType() bool {
 	for _, f := range h.fields {
