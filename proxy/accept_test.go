@@ -31,19 +31,9 @@ func TestDeferAccept(t *testing.T) {
 	if n := p.OpenConnections(); n != 0 {
 		t.Fatalf("%d connections open with only a silent one dialled, want 0", n)
 	}
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
+	if status, err := requestClose(addr); err != nil || status != 200 {
+		t.Fatalf("a request beside a silent connection: %d %v", status, err)
 	}
-	defer c.Close()
-	fmt.Fprint(c, "GET /len/3 HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n")
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("a request beside a silent connection: %v %v", resp, err)
-	}
-	resp.Body.Close()
-	c.Close()
 	if time.Since(start) < 700*time.Millisecond {
 		waitIdle(t, "the served connection to end", func() bool { return p.OpenConnections() == 0 })
 	}
@@ -61,6 +51,24 @@ func TestDeferAccept(t *testing.T) {
 	if took := time.Since(start); took > handed+500*time.Millisecond+time.Second {
 		t.Errorf("silent connection closed after %v, handed over after %v: want its head timeout after that", took, handed)
 	}
+}
+
+// requestClose makes one request (Connection: close) on a new connection
+// to addr, reads the whole response and closes the connection: its status.
+func requestClose(addr string) (int, error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	fmt.Fprint(c, "GET /len/3 HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0, err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, err
 }
 
 // TestAcceptorsReused: bursts of new connections in flight at once are

@@ -239,20 +239,8 @@ func TestAcceptOnServingGoroutine(t *testing.T) {
 	waitIdle(t, "the silent connections to be accepted", func() bool { return p.OpenConnections() == 8 })
 	one := func() {
 		t.Helper()
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		fmt.Fprint(c, "GET /len/3 HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n")
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatalf("a connection after the silent ones: %v", err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		if resp.StatusCode != 200 {
-			t.Fatalf("status %d", resp.StatusCode)
+		if status, err := requestClose(addr); err != nil || status != 200 {
+			t.Fatalf("a connection after the silent ones: %d %v", status, err)
 		}
 	}
 	for range 5 {
