@@ -160,6 +160,9 @@ type rawH2 struct {
 	hdr map[uint32][]hpack.HeaderField
 	cur uint32
 	wmu sync.Mutex // the framer's writes, and the encoder
+	// inBlock: a header block is open, so no frame but its
+	// CONTINUATIONs may go (next holds its SETTINGS acks back).
+	inBlock atomic.Bool
 }
 
 // w runs fn, which writes frames, alone.
@@ -225,8 +228,10 @@ func (r *rawH2) next(d time.Duration) (http2.Frame, error) {
 		}
 		switch f := f.(type) {
 		case *http2.SettingsFrame:
-			if !f.IsAck() && r.wmu.TryLock() { // a flooding writer may hold it (and block)
-				r.fr.WriteSettingsAck()
+			if !f.IsAck() && !r.inBlock.Load() && r.wmu.TryLock() { // a flooding writer may hold it (and block)
+				if !r.inBlock.Load() {
+					r.fr.WriteSettingsAck()
+				}
 				r.wmu.Unlock()
 			}
 			continue
@@ -612,6 +617,7 @@ func TestHostileH2Floods(t *testing.T) {
 		}},
 		{"empty_continuation", func(r *rawH2, i int) error {
 			if i == 0 {
+				r.inBlock.Store(true)
 				return r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: r.block(get("/")...)})
 			}
 			return r.fr.WriteContinuation(1, false, nil)
@@ -660,7 +666,10 @@ func TestHostileH2Floods(t *testing.T) {
 	// A header block past twice max_header_bytes (CONTINUATION frames
 	// with data) is a connection error.
 	r := f.raw(t)
-	r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: r.block(get("/")...)})
+	r.w(func() error {
+		r.inBlock.Store(true)
+		return r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: r.block(get("/")...)})
+	})
 	go func() {
 		for i := range 1000 {
 			if r.w(func() error {
