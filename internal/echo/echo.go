@@ -103,6 +103,7 @@ func ServeUDP(pc *net.UDPConn, name string) {
 	}
 	buf := make([]byte, 2048)
 	oob := make([]byte, 256)
+	local := pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	for {
 		_, oobn, _, from, err := pc.ReadMsgUDPAddrPort(buf, oob)
 		if err != nil {
@@ -116,6 +117,13 @@ func ServeUDP(pc *net.UDPConn, name string) {
 			continue
 		}
 		reply := fmt.Sprintf("%s %s\n", name, dst)
+		if dst == local {
+			// Sent to pc's own address: answer from pc. A socket
+			// bound to the same address would, until it closed,
+			// take datagrams meant for pc.
+			pc.WriteToUDPAddrPort([]byte(reply), from)
+			continue
+		}
 		ReplyFrom(dst, from, []byte(reply))
 	}
 }
@@ -141,7 +149,8 @@ func OrigDst(oob []byte) (netip.AddrPort, error) {
 
 // ReplyFrom sends b to dst from src, through a socket bound to src (with
 // SO_REUSEADDR and FREEBIND, so that it may share the port with a wildcard
-// socket and use an address that is only routed locally).
+// socket and use an address that is only routed locally) and connected to
+// dst, so that while it lives it takes no datagram from anyone else.
 func ReplyFrom(src, dst netip.AddrPort, b []byte) error {
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
@@ -149,7 +158,7 @@ func ReplyFrom(src, dst netip.AddrPort, b []byte) error {
 	if src.Addr().Is4() {
 		family, network = unix.AF_INET, "udp4"
 	}
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+	d := net.Dialer{LocalAddr: net.UDPAddrFromAddrPort(src), Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		if err := c.Control(func(fd uintptr) {
 			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
@@ -163,12 +172,12 @@ func ReplyFrom(src, dst netip.AddrPort, b []byte) error {
 		}
 		return serr
 	}}
-	pc, err := lc.ListenPacket(context.Background(), network, src.String())
+	c, err := d.Dial(network, dst.String())
 	if err != nil {
 		return err
 	}
-	defer pc.Close()
-	_, err = pc.(*net.UDPConn).WriteToUDPAddrPort(b, dst)
+	defer c.Close()
+	_, err = c.Write(b)
 	return err
 }
 
