@@ -246,26 +246,26 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // failOp answers an error of a bindings operation with its status.
 func (a *api) failOp(w http.ResponseWriter, r *http.Request, err error) {
-	if es := bindings.AsErrors(err); es != nil {
+	var be *bindings.Error
+	if !errors.As(err, &be) {
+		a.fail(w, r, http.StatusInternalServerError, codeInternal, "", err.Error())
+		return
+	}
+	if len(be.Problems) > 0 {
 		status, code := http.StatusBadRequest, codeInvalidState
-		if bindings.KindOf(err) == bindings.KindConflict {
+		if be.Kind == bindings.KindConflict {
 			status, code = http.StatusConflict, codeConflict
 		}
-		envErrs := make([]apiError, len(es))
-		for i, e := range es {
+		envErrs := make([]apiError, len(be.Problems))
+		for i, e := range be.Problems {
 			envErrs[i] = apiError{Code: code, Message: e.Field + ": " + e.Item + ": " + e.Reason}
 		}
 		a.opts.Logger.Info("admin request refused", "method", r.Method, "path", r.URL.Path, "status", status, "error", err)
 		writeJSON(w, status, envelope{Success: false, Errors: envErrs, Messages: []string{}, Result: nil})
 		return
 	}
-	var oe *bindings.OpError
-	errors.As(err, &oe)
-	field, msg := "", err.Error()
-	if oe != nil {
-		field, msg = oe.Field, oe.Msg
-	}
-	switch bindings.KindOf(err) {
+	field, msg := be.Field, be.Reason
+	switch be.Kind {
 	case bindings.KindInvalid:
 		a.fail(w, r, http.StatusBadRequest, codeInvalidField, field, msg)
 	case bindings.KindConflict:

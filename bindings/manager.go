@@ -98,7 +98,7 @@ func (m *Manager) changeLocked(st *State, svc Services, guards []Guard) error {
 	}
 	start := time.Now()
 	if err := m.apply.Replace(Table(st, svc)); err != nil {
-		return &OpError{Kind: KindInternal, Msg: fmt.Sprintf("the data plane refused the change: %v", err)}
+		return internalErr("the data plane refused the change: %v", err)
 	}
 	took := time.Since(start)
 	if m.store != nil {
@@ -107,7 +107,7 @@ func (m *Manager) changeLocked(st *State, svc Services, guards []Guard) error {
 			if rerr := m.apply.Replace(Table(m.state, m.svc)); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("and restoring the data plane failed: %w", rerr))
 			}
-			return &OpError{Kind: KindInternal, Msg: fmt.Sprintf("persist the change: %v", err)}
+			return internalErr("persist the change: %v", err)
 		}
 	}
 	m.setStateLocked(st, svc, guards)
@@ -124,7 +124,7 @@ func (m *Manager) changeLocked(st *State, svc Services, guards []Guard) error {
 func (m *Manager) Hold(why string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.held = &OpError{Kind: KindUnavailable, Msg: why}
+	m.held = &Error{Kind: KindUnavailable, Reason: why}
 }
 
 // Release lets changes through again after Hold.
@@ -162,14 +162,14 @@ func (m *Manager) commitLocked(remove, add []dispatch.Binding, mutate, undo func
 	am, amends := m.apply.(Amender)
 	if amends {
 		if err := am.Amend(remove, add); err != nil {
-			return &OpError{Kind: KindInternal, Msg: fmt.Sprintf("the data plane refused the change: %v", err)}
+			return internalErr("the data plane refused the change: %v", err)
 		}
 		mutate()
 	} else {
 		mutate()
 		if err := m.apply.Replace(Table(m.state, m.svc)); err != nil {
 			undo()
-			return &OpError{Kind: KindInternal, Msg: fmt.Sprintf("the data plane refused the change: %v", err)}
+			return internalErr("the data plane refused the change: %v", err)
 		}
 	}
 	took := time.Since(start)
@@ -185,7 +185,7 @@ func (m *Manager) commitLocked(remove, add []dispatch.Binding, mutate, undo func
 			if rerr != nil {
 				err = errors.Join(err, fmt.Errorf("and restoring the data plane failed: %w", rerr))
 			}
-			return &OpError{Kind: KindInternal, Msg: fmt.Sprintf("persist the change: %v", err)}
+			return internalErr("persist the change: %v", err)
 		}
 	}
 	// The change is made: the snapshot follows it, path by path.

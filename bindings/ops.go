@@ -2,62 +2,11 @@ package bindings
 
 import (
 	"cmp"
-	"errors"
-	"fmt"
 	"net/netip"
 	"slices"
 
 	"github.com/edgeproxy/edgeproxy/dispatch"
 )
-
-// Kind classifies an operation's error, for the admin API's status codes.
-type Kind int
-
-// The kinds of operation errors.
-const (
-	KindInvalid     Kind = iota + 1 // a field or the resulting state breaks a rule
-	KindConflict                    // duplicate or overlapping
-	KindConfigOwned                 // the item is declared by the configuration file
-	KindNotFound                    // no such id
-	KindHasBindings                 // a prefix with bindings, deleted without cascade
-	KindInternal                    // the data plane or the store failed
-	KindUnavailable                 // changes are held for now (a live upgrade hands the writer role on)
-)
-
-// OpError is an error of an operation on the binding state.
-type OpError struct {
-	Kind  Kind
-	Field string // the offending field, if one is
-	Msg   string
-}
-
-func (e *OpError) Error() string {
-	if e.Field != "" {
-		return e.Field + ": " + e.Msg
-	}
-	return e.Msg
-}
-
-func opErr(kind Kind, field, format string, args ...any) error {
-	return &OpError{Kind: kind, Field: field, Msg: fmt.Sprintf(format, args...)}
-}
-
-// KindOf returns the kind of an error of an operation.
-func KindOf(err error) Kind {
-	var oe *OpError
-	if errors.As(err, &oe) {
-		return oe.Kind
-	}
-	if es := AsErrors(err); es != nil {
-		for _, e := range es {
-			if e.Conflict {
-				return KindConflict
-			}
-		}
-		return KindInvalid
-	}
-	return KindInternal
-}
 
 // Merge returns the configuration's items followed by the API's.
 func Merge(fromConfig, fromAPI *State) *State {

@@ -10,43 +10,6 @@ import (
 	"github.com/edgeproxy/edgeproxy/dispatch"
 )
 
-// Error is one rule a candidate state breaks: the item, the field of it that
-// is wrong, and why.
-type Error struct {
-	Item     string // e.g. "binding 192.0.2.0/25 -> cdn (config)"
-	Field    string // e.g. "cidr", "service_id", "port"
-	Reason   string
-	Conflict bool // a duplicate or an overlap, rather than a broken rule
-}
-
-func (e *Error) Error() string {
-	return fmt.Sprintf("%s: %s: %s", e.Item, e.Field, e.Reason)
-}
-
-// Errors is every rule a candidate state breaks.
-type Errors []*Error
-
-func (es Errors) Error() string {
-	s := make([]string, len(es))
-	for i, e := range es {
-		s[i] = e.Error()
-	}
-	return strings.Join(s, "; ")
-}
-
-// AsErrors returns the validation errors in err, if any.
-func AsErrors(err error) Errors {
-	var es Errors
-	if errors.As(err, &es) {
-		return es
-	}
-	var e *Error
-	if errors.As(err, &e) {
-		return Errors{e}
-	}
-	return nil
-}
-
 // Guard is an address that no prefix may contain, with what it is: an
 // operator must not be able to steer the admin API, an origin or the host's
 // own addresses away. Validate knows no sockets and no interfaces: callers
@@ -93,11 +56,11 @@ var reserved = []struct {
 
 // Validate checks a whole candidate state against what the services serve
 // and the guarded addresses. It is a pure function: the configuration
-// loader, reload and the admin API share it. It returns Errors, naming every
-// offending item and the rule it breaks, or nil.
+// loader, reload and the admin API share it. It returns an *Error whose
+// Problems name every offending item and the rule it breaks, or nil.
 func Validate(st *State, svc Services, guards []Guard) error {
 	var e errList
-	e.list = append(e.list, validateServices(svc)...)
+	validateServices(&e, svc)
 
 	idx := newIndex(st)
 	for i, p := range st.Prefixes {
@@ -124,26 +87,6 @@ func Validate(st *State, svc Services, guards []Guard) error {
 		checkBinding(&e, b, idx, svc)
 	}
 	return e.err()
-}
-
-// errList collects validation errors. Items are described only when they
-// are wrong: describing costs more than checking.
-type errList struct{ list Errors }
-
-func (e *errList) add(item fmt.Stringer, field, format string, args ...any) {
-	e.list = append(e.list, &Error{Item: item.String(), Field: field, Reason: fmt.Sprintf(format, args...)})
-}
-
-func (e *errList) conflict(item fmt.Stringer, field, format string, args ...any) {
-	e.add(item, field, format, args...)
-	e.list[len(e.list)-1].Conflict = true
-}
-
-func (e *errList) err() error {
-	if len(e.list) > 0 {
-		return e.list
-	}
-	return nil
 }
 
 // checkPrefix checks the rules of one prefix: its CIDR and length, its
@@ -248,10 +191,9 @@ func checkBinding(e *errList, b Binding, idx *index, svc Services) {
 }
 
 // validateServices checks the cdn's ports and the spectrum apps.
-func validateServices(svc Services) Errors {
-	var errs Errors
+func validateServices(e *errList, svc Services) {
 	add := func(item, field, format string, args ...any) {
-		errs = append(errs, &Error{Item: item, Field: field, Reason: fmt.Sprintf(format, args...)})
+		e.addKind(KindInvalid, item, field, format, args...)
 	}
 	seen := map[uint16]string{}
 	for _, ps := range []struct {
@@ -299,7 +241,6 @@ func validateServices(svc Services) Errors {
 			}
 		}
 	}
-	return errs
 }
 
 func sameClass(a, b dispatch.PortRange) bool { return specificity(a) == specificity(b) }
