@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -58,6 +59,19 @@ const maxBody = 64 << 10
 
 // Handler returns the admin API's handler.
 func Handler(opts Options) http.Handler {
+	a := makeAPI(opts)
+	mux := http.NewServeMux()
+	for pattern, h := range a.routes() {
+		mux.HandleFunc(pattern, a.serve(h))
+	}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.opts.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", a.readyz)
+	return a.middleware(mux)
+}
+
+// makeAPI fills in the options' defaults and registers the API's metrics.
+func makeAPI(opts Options) *api {
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
@@ -75,28 +89,48 @@ func Handler(opts Options) http.Handler {
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 5},
 	}, []string{"route"})
 	opts.Registry.MustRegister(a.requests, a.latency)
+	return a
+}
 
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/services", a.services)
-	mux.HandleFunc("GET /v1/prefixes", a.listPrefixes)
-	mux.HandleFunc("POST /v1/prefixes", a.createPrefix)
-	mux.HandleFunc("GET /v1/prefixes/{prefix_id}", a.getPrefix)
-	mux.HandleFunc("DELETE /v1/prefixes/{prefix_id}", a.deletePrefix)
-	mux.HandleFunc("GET /v1/prefixes/{prefix_id}/bindings", a.listBindings)
-	mux.HandleFunc("POST /v1/prefixes/{prefix_id}/bindings", a.createBinding)
-	mux.HandleFunc("GET /v1/prefixes/{prefix_id}/bindings/{binding_id}", a.getBinding)
-	mux.HandleFunc("PATCH /v1/prefixes/{prefix_id}/bindings/{binding_id}", a.moveBinding)
-	mux.HandleFunc("DELETE /v1/prefixes/{prefix_id}/bindings/{binding_id}", a.deleteBinding)
-	mux.HandleFunc("GET /v1/lookup", a.lookup)
-	mux.HandleFunc("GET /v1/origins", a.origins)
-	mux.HandleFunc("GET /v1/status", a.status)
-	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
-		a.fail(w, r, http.StatusNotFound, codeNotFound, "", fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("GET /readyz", a.readyz)
-	return a.middleware(mux)
+// routes are the /v1 routes by pattern; "/v1/" answers every other path.
+func (a *api) routes() map[string]handlerFunc {
+	return map[string]handlerFunc{
+		"GET /v1/services":                                      a.services,
+		"GET /v1/prefixes":                                      a.listPrefixes,
+		"POST /v1/prefixes":                                     a.createPrefix,
+		"GET /v1/prefixes/{prefix_id}":                          a.getPrefix,
+		"DELETE /v1/prefixes/{prefix_id}":                       a.deletePrefix,
+		"GET /v1/prefixes/{prefix_id}/bindings":                 a.listBindings,
+		"POST /v1/prefixes/{prefix_id}/bindings":                a.createBinding,
+		"GET /v1/prefixes/{prefix_id}/bindings/{binding_id}":    a.getBinding,
+		"PATCH /v1/prefixes/{prefix_id}/bindings/{binding_id}":  a.moveBinding,
+		"DELETE /v1/prefixes/{prefix_id}/bindings/{binding_id}": a.deleteBinding,
+		"GET /v1/lookup":                                        a.lookup,
+		"GET /v1/origins":                                       a.origins,
+		"GET /v1/status":                                        a.status,
+		"/v1/":                                                  a.noRoute,
+	}
+}
+
+// handlerFunc is a /v1 route: it writes its result, or returns the error
+// that serve answers with.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// serve adapts a route to net/http: an error it returns is answered, once,
+// in the envelope with its status and code.
+func (a *api) serve(h handlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			a.fail(w, r, err)
+		}
+	}
+}
+
+// fail answers err and logs it.
+func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
+	e := errorOf(err)
+	a.opts.Logger.Info("admin request failed", "method", r.Method, "path", r.URL.Path, "status", e.Status, "error", e.Message())
+	writeError(w, e)
 }
 
 type api struct {
@@ -104,33 +138,6 @@ type api struct {
 	m        *bindings.Manager
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
-}
-
-// Error codes of the envelope; docs/api.md lists them.
-const (
-	codeInvalidJSON  = 1000
-	codeInvalidField = 1001
-	codeInvalidState = 1002
-	codeConflict     = 1003
-	codeConfigOwned  = 1004
-	codeNotFound     = 1005
-	codeHasBindings  = 1006
-	codeUnauthorized = 1007
-	codeForbidden    = 1008
-	codeInternal     = 1009
-	codeUnavailable  = 1010
-)
-
-type envelope struct {
-	Success  bool        `json:"success"`
-	Errors   []apiError  `json:"errors"`
-	Messages []string    `json:"messages"`
-	Result   interface{} `json:"result"`
-}
-
-type apiError struct {
-	Code    int    `json:"code"`
-	Message string `json:"message"`
 }
 
 // statusWriter records the status for the metrics.
@@ -153,16 +160,14 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-func (a *api) middleware(next http.Handler) http.Handler {
+func (a *api) middleware(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
-		if mutating(r.Method) && a.opts.Token != "" && !a.authorized(sw, r) {
-			// authorized wrote the error.
-		} else if mutating(r.Method) && a.opts.Writable != nil && a.changes(next, r) && a.unavailable(sw, r) {
-			// unavailable wrote the error.
+		if err := a.admit(mux, r); err != nil {
+			a.fail(sw, r, err)
 		} else {
-			next.ServeHTTP(sw, r)
+			mux.ServeHTTP(sw, r)
 		}
 		route := r.Pattern
 		if route == "" {
@@ -173,29 +178,33 @@ func (a *api) middleware(next http.Handler) http.Handler {
 	})
 }
 
+// admit checks a mutating call before its route sees it: the bearer token,
+// then whether the binding state may change now.
+func (a *api) admit(mux *http.ServeMux, r *http.Request) error {
+	if !mutating(r.Method) {
+		return nil
+	}
+	if a.opts.Token != "" {
+		if err := a.authorize(r); err != nil {
+			return err
+		}
+	}
+	if a.opts.Writable != nil && changes(mux, r) {
+		if err := a.opts.Writable(); err != nil {
+			return unavailable(err.Error(), "60")
+		}
+	}
+	return nil
+}
+
 // changes reports whether r is one of the /v1 routes that change the
 // binding state, and sets r.Pattern for the metrics.
-func (a *api) changes(next http.Handler, r *http.Request) bool {
-	mux, ok := next.(*http.ServeMux)
-	if !ok {
-		return strings.HasPrefix(r.URL.Path, "/v1/")
-	}
+func changes(mux *http.ServeMux, r *http.Request) bool {
 	_, pattern := mux.Handler(r)
 	if !strings.Contains(pattern, " /v1/") {
 		return false // unknown routes answer 404, as ever
 	}
 	r.Pattern = pattern
-	return true
-}
-
-// unavailable answers 503 when the binding state cannot change now.
-func (a *api) unavailable(w http.ResponseWriter, r *http.Request) bool {
-	err := a.opts.Writable()
-	if err == nil {
-		return false
-	}
-	w.Header().Set("Retry-After", "60")
-	a.fail(w, r, http.StatusServiceUnavailable, codeUnavailable, "", fmt.Sprintf("changes are refused for now: %v", err))
 	return true
 }
 
@@ -207,85 +216,24 @@ func mutating(method string) bool {
 	return false
 }
 
-// authorized checks the bearer token in constant time. It never logs the
+// authorize checks the bearer token in constant time. It never logs the
 // token, given or expected.
-func (a *api) authorized(w http.ResponseWriter, r *http.Request) bool {
+func (a *api) authorize(r *http.Request) error {
 	h := r.Header.Get("Authorization")
 	if h == "" {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="edgeproxy"`)
-		a.fail(w, r, http.StatusUnauthorized, codeUnauthorized, "", "this call changes state and needs \"Authorization: Bearer <token>\"")
-		return false
+		e := fieldError(http.StatusUnauthorized, codeUnauthorized, "", "this call changes state and needs \"Authorization: Bearer <token>\"")
+		e.header = http.Header{"Www-Authenticate": {`Bearer realm="edgeproxy"`}}
+		return e
 	}
 	given, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok || subtle.ConstantTimeCompare([]byte(given), []byte(a.opts.Token)) != 1 {
-		a.fail(w, r, http.StatusForbidden, codeForbidden, "", "the bearer token is wrong")
-		return false
+		return fieldError(http.StatusForbidden, codeForbidden, "", "the bearer token is wrong")
 	}
-	return true
+	return nil
 }
 
-func (a *api) ok(w http.ResponseWriter, result any) {
-	writeJSON(w, http.StatusOK, envelope{Success: true, Errors: []apiError{}, Messages: []string{}, Result: result})
-}
-
-func (a *api) fail(w http.ResponseWriter, r *http.Request, status, code int, field, msg string) {
-	if field != "" {
-		msg = field + ": " + msg
-	}
-	a.opts.Logger.Info("admin request failed", "method", r.Method, "path", r.URL.Path, "status", status, "error", msg)
-	writeJSON(w, status, envelope{Success: false, Errors: []apiError{{Code: code, Message: msg}}, Messages: []string{}, Result: nil})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-// failOp answers an error of a bindings operation with its status.
-func (a *api) failOp(w http.ResponseWriter, r *http.Request, err error) {
-	var be *bindings.Error
-	if !errors.As(err, &be) {
-		a.fail(w, r, http.StatusInternalServerError, codeInternal, "", err.Error())
-		return
-	}
-	if len(be.Problems) > 0 {
-		status, code := http.StatusBadRequest, codeInvalidState
-		if be.Kind == bindings.KindConflict {
-			status, code = http.StatusConflict, codeConflict
-		}
-		envErrs := make([]apiError, len(be.Problems))
-		for i, e := range be.Problems {
-			envErrs[i] = apiError{Code: code, Message: e.Field + ": " + e.Item + ": " + e.Reason}
-		}
-		a.opts.Logger.Info("admin request refused", "method", r.Method, "path", r.URL.Path, "status", status, "error", err)
-		writeJSON(w, status, envelope{Success: false, Errors: envErrs, Messages: []string{}, Result: nil})
-		return
-	}
-	field, msg := be.Field, be.Reason
-	switch be.Kind {
-	case bindings.KindInvalid:
-		a.fail(w, r, http.StatusBadRequest, codeInvalidField, field, msg)
-	case bindings.KindConflict:
-		a.fail(w, r, http.StatusConflict, codeConflict, field, msg)
-	case bindings.KindConfigOwned:
-		a.fail(w, r, http.StatusConflict, codeConfigOwned, field, msg)
-	case bindings.KindHasBindings:
-		a.fail(w, r, http.StatusConflict, codeHasBindings, field, msg)
-	case bindings.KindNotFound:
-		a.fail(w, r, http.StatusNotFound, codeNotFound, field, msg)
-	case bindings.KindUnavailable:
-		w.Header().Set("Retry-After", "5")
-		a.fail(w, r, http.StatusServiceUnavailable, codeUnavailable, field, "changes are refused for now: "+msg)
-	default:
-		a.fail(w, r, http.StatusInternalServerError, codeInternal, field, msg)
-	}
-}
-
-// decode reads a JSON body strictly into v. On error it has answered.
-func (a *api) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+// decode reads a JSON body strictly into v.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
@@ -293,23 +241,21 @@ func (a *api) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 		err = errors.New("data after the JSON object")
 	}
 	if err == nil {
-		return true
+		return nil
 	}
 	var te *json.UnmarshalTypeError
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &te) && te.Field == "":
-		a.fail(w, r, http.StatusBadRequest, codeInvalidJSON, "body", fmt.Sprintf("must be a JSON object, not %s", te.Value))
+		return badBody(http.StatusBadRequest, "must be a JSON object, not %s", te.Value)
 	case errors.As(err, &te):
-		a.fail(w, r, http.StatusBadRequest, codeInvalidField, te.Field, fmt.Sprintf("must be a JSON %s, not %s", jsonKind(te.Type.Kind().String()), te.Value))
+		return badField(te.Field, "must be a JSON %s, not %s", jsonKind(te.Type.Kind().String()), te.Value)
 	case errors.As(err, &mbe):
-		a.fail(w, r, http.StatusRequestEntityTooLarge, codeInvalidJSON, "body", fmt.Sprintf("larger than %d bytes", maxBody))
+		return badBody(http.StatusRequestEntityTooLarge, "larger than %d bytes", maxBody)
 	case errors.Is(err, io.EOF):
-		a.fail(w, r, http.StatusBadRequest, codeInvalidJSON, "body", "empty: send a JSON object")
-	default:
-		a.fail(w, r, http.StatusBadRequest, codeInvalidJSON, "body", "not valid JSON: "+strings.TrimPrefix(err.Error(), "json: "))
+		return badBody(http.StatusBadRequest, "empty: send a JSON object")
 	}
-	return false
+	return badBody(http.StatusBadRequest, "not valid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
 }
 
 func jsonKind(goKind string) string {
@@ -396,30 +342,33 @@ func toBinding(b bindings.Binding) Binding {
 
 // Handlers.
 
-func (a *api) services(w http.ResponseWriter, r *http.Request) {
+func (a *api) noRoute(w http.ResponseWriter, r *http.Request) error {
+	return fieldError(http.StatusNotFound, codeNotFound, "", fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
+}
+
+func (a *api) services(w http.ResponseWriter, r *http.Request) error {
 	out := make([]Service, len(bindings.Catalogue))
 	for i, s := range bindings.Catalogue {
 		out[i] = Service{ID: string(s.ID), Name: s.Name}
 	}
-	a.ok(w, out)
+	return writeResult(w, out)
 }
 
-func (a *api) listPrefixes(w http.ResponseWriter, r *http.Request) {
+func (a *api) listPrefixes(w http.ResponseWriter, r *http.Request) error {
 	ps := a.m.Prefixes()
 	out := make([]Prefix, len(ps))
 	for i, p := range ps {
 		out[i] = toPrefix(p)
 	}
-	a.ok(w, out)
+	return writeResult(w, out)
 }
 
-func (a *api) getPrefix(w http.ResponseWriter, r *http.Request) {
+func (a *api) getPrefix(w http.ResponseWriter, r *http.Request) error {
 	p, err := a.m.Prefix(r.PathValue("prefix_id"))
 	if err != nil {
-		a.failOp(w, r, err)
-		return
+		return err
 	}
-	a.ok(w, toPrefix(p))
+	return writeResult(w, toPrefix(p))
 }
 
 type createPrefixBody struct {
@@ -427,34 +376,32 @@ type createPrefixBody struct {
 	ServiceID *string `json:"service_id"`
 }
 
-func (a *api) createPrefix(w http.ResponseWriter, r *http.Request) {
+func (a *api) createPrefix(w http.ResponseWriter, r *http.Request) error {
 	var body createPrefixBody
-	if !a.decode(w, r, &body) {
-		return
+	if err := decode(w, r, &body); err != nil {
+		return err
 	}
-	cidr, ok := a.cidrField(w, r, body.CIDR)
-	if !ok {
-		return
+	cidr, err := cidrField(body.CIDR)
+	if err != nil {
+		return err
 	}
-	svc, ok := a.serviceField(w, r, body.ServiceID)
-	if !ok {
-		return
+	svc, err := serviceField(body.ServiceID)
+	if err != nil {
+		return err
 	}
 	p, err := a.m.CreatePrefix(cidr, svc)
 	if err != nil {
-		a.failOp(w, r, err)
-		return
+		return err
 	}
-	a.ok(w, toPrefix(p))
+	return writeResult(w, toPrefix(p))
 }
 
-func (a *api) deletePrefix(w http.ResponseWriter, r *http.Request) {
+func (a *api) deletePrefix(w http.ResponseWriter, r *http.Request) error {
 	cascade := false
 	if v := r.URL.Query().Get("cascade"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			a.fail(w, r, http.StatusBadRequest, codeInvalidField, "cascade", fmt.Sprintf("%q is not true or false", v))
-			return
+			return badField("cascade", "%q is not true or false", v)
 		}
 		cascade = b
 	}
@@ -464,32 +411,29 @@ func (a *api) deletePrefix(w http.ResponseWriter, r *http.Request) {
 		err = a.m.DeletePrefix(id, cascade)
 	}
 	if err != nil {
-		a.failOp(w, r, err)
-		return
+		return err
 	}
-	a.ok(w, toPrefix(p))
+	return writeResult(w, toPrefix(p))
 }
 
-func (a *api) listBindings(w http.ResponseWriter, r *http.Request) {
+func (a *api) listBindings(w http.ResponseWriter, r *http.Request) error {
 	bs, err := a.m.Bindings(r.PathValue("prefix_id"))
 	if err != nil {
-		a.failOp(w, r, err)
-		return
+		return err
 	}
 	out := make([]Binding, len(bs))
 	for i, b := range bs {
 		out[i] = toBinding(b)
 	}
-	a.ok(w, out)
+	return writeResult(w, out)
 }
 
-func (a *api) getBinding(w http.ResponseWriter, r *http.Request) {
+func (a *api) getBinding(w http.ResponseWriter, r *http.Request) error {
 	b, err := a.m.Binding(r.PathValue("prefix_id"), r.PathValue("binding_id"))
 	if err != nil {
-		a.failOp(w, r, err)
-		return
+		return err
 	}
-	a.ok(w, toBinding(b))
+	return writeResult(w, toBinding(b))
 }
 
 type createBindingBody struct {
@@ -499,47 +443,49 @@ type createBindingBody struct {
 	Port      *int    `json:"port"`
 }
 
-func (a *api) createBinding(w http.ResponseWriter, r *http.Request) {
+func (a *api) createBinding(w http.ResponseWriter, r *http.Request) error {
 	var body createBindingBody
-	if !a.decode(w, r, &body) {
-		return
+	if err := decode(w, r, &body); err != nil {
+		return err
 	}
-	cidr, ok := a.cidrField(w, r, body.CIDR)
-	if !ok {
-		return
+	cidr, err := cidrField(body.CIDR)
+	if err != nil {
+		return err
 	}
-	svc, ok := a.serviceField(w, r, body.ServiceID)
-	if !ok {
-		return
+	svc, err := serviceField(body.ServiceID)
+	if err != nil {
+		return err
 	}
-	var proto dispatch.Protocol
-	var port uint16
-	switch {
-	case body.Protocol == nil && body.Port == nil:
-	case body.Protocol == nil:
-		a.fail(w, r, http.StatusBadRequest, codeInvalidField, "protocol", "a port-scoped binding needs protocol (tcp or udp) with port")
-		return
-	case body.Port == nil:
-		a.fail(w, r, http.StatusBadRequest, codeInvalidField, "port", "a port-scoped binding needs port with protocol")
-		return
-	default:
-		var err error
-		if proto, err = dispatch.ParseProtocol(*body.Protocol); err != nil {
-			a.fail(w, r, http.StatusBadRequest, codeInvalidField, "protocol", err.Error())
-			return
-		}
-		if *body.Port < 1 || *body.Port > 65535 {
-			a.fail(w, r, http.StatusBadRequest, codeInvalidField, "port", fmt.Sprintf("%d is not a port (want 1-65535)", *body.Port))
-			return
-		}
-		port = uint16(*body.Port)
+	proto, port, err := scopeFields(body.Protocol, body.Port)
+	if err != nil {
+		return err
 	}
 	b, err := a.m.CreateBinding(r.PathValue("prefix_id"), cidr, proto, port, svc)
 	if err != nil {
-		a.failOp(w, r, err)
-		return
+		return err
 	}
-	a.ok(w, toBinding(b))
+	return writeResult(w, toBinding(b))
+}
+
+// scopeFields checks a binding's optional port scope: protocol and port,
+// both or neither.
+func scopeFields(protocol *string, port *int) (dispatch.Protocol, uint16, error) {
+	switch {
+	case protocol == nil && port == nil:
+		return 0, 0, nil
+	case protocol == nil:
+		return 0, 0, badField("protocol", "a port-scoped binding needs protocol (tcp or udp) with port")
+	case port == nil:
+		return 0, 0, badField("port", "a port-scoped binding needs port with protocol")
+	}
+	proto, err := dispatch.ParseProtocol(*protocol)
+	if err != nil {
+		return 0, 0, badField("protocol", "%v", err)
+	}
+	if *port < 1 || *port > 65535 {
+		return 0, 0, badField("port", "%d is not a port (want 1-65535)", *port)
+	}
+	return proto, uint16(*port), nil
 }
 
 type moveBody struct {
@@ -558,57 +504,53 @@ const maxDrain = 24 * time.Hour
 // drainField checks a change's "drain": a duration above zero and at most
 // a day, after which the connections still held on the addresses that left
 // their service are closed. Absent: 0, nothing is closed.
-func (a *api) drainField(w http.ResponseWriter, r *http.Request, v *string) (time.Duration, bool) {
+func (a *api) drainField(v *string) (time.Duration, error) {
 	if v == nil {
-		return 0, true
+		return 0, nil
 	}
 	d, err := time.ParseDuration(*v)
 	switch {
 	case err != nil:
-		a.fail(w, r, http.StatusBadRequest, codeInvalidField, "drain", fmt.Sprintf("%q is not a duration (such as \"30s\")", *v))
-		return 0, false
+		return 0, badField("drain", "%q is not a duration (such as \"30s\")", *v)
 	case d <= 0 || d > maxDrain:
-		a.fail(w, r, http.StatusBadRequest, codeInvalidField, "drain", fmt.Sprintf("%s is out of range: above 0 and at most %s", d, maxDrain))
-		return 0, false
+		return 0, badField("drain", "%s is out of range: above 0 and at most %s", d, maxDrain)
 	case a.opts.Drain == nil:
-		a.fail(w, r, http.StatusBadRequest, codeInvalidField, "drain", "this node cannot drain connections")
-		return 0, false
+		return 0, badField("drain", "this node cannot drain connections")
 	}
-	return d, true
+	return d, nil
 }
 
-func (a *api) moveBinding(w http.ResponseWriter, r *http.Request) {
+func (a *api) moveBinding(w http.ResponseWriter, r *http.Request) error {
 	var body moveBody
-	if !a.decode(w, r, &body) {
-		return
+	if err := decode(w, r, &body); err != nil {
+		return err
 	}
-	svc, ok := a.serviceField(w, r, body.ServiceID)
-	if !ok {
-		return
+	svc, err := serviceField(body.ServiceID)
+	if err != nil {
+		return err
 	}
-	drain, ok := a.drainField(w, r, body.Drain)
-	if !ok {
-		return
+	drain, err := a.drainField(body.Drain)
+	if err != nil {
+		return err
 	}
 	b, err := a.m.MoveBinding(r.PathValue("prefix_id"), r.PathValue("binding_id"), svc)
 	if err != nil {
-		a.failOp(w, r, err)
-		return
+		return err
 	}
-	if drain > 0 {
-		a.opts.Drain(drain)
-	}
-	a.ok(w, toBinding(b))
+	a.drain(drain)
+	return writeResult(w, toBinding(b))
 }
 
-func (a *api) deleteBinding(w http.ResponseWriter, r *http.Request) {
+func (a *api) deleteBinding(w http.ResponseWriter, r *http.Request) error {
 	var body deleteBody
-	if r.ContentLength != 0 && !a.decode(w, r, &body) {
-		return
+	if r.ContentLength != 0 {
+		if err := decode(w, r, &body); err != nil {
+			return err
+		}
 	}
-	drain, ok := a.drainField(w, r, body.Drain)
-	if !ok {
-		return
+	drain, err := a.drainField(body.Drain)
+	if err != nil {
+		return err
 	}
 	pid, id := r.PathValue("prefix_id"), r.PathValue("binding_id")
 	b, err := a.m.Binding(pid, id)
@@ -616,35 +558,23 @@ func (a *api) deleteBinding(w http.ResponseWriter, r *http.Request) {
 		err = a.m.DeleteBinding(pid, id)
 	}
 	if err != nil {
-		a.failOp(w, r, err)
-		return
+		return err
 	}
-	if drain > 0 {
-		a.opts.Drain(drain)
-	}
-	a.ok(w, toBinding(b))
+	a.drain(drain)
+	return writeResult(w, toBinding(b))
 }
 
-func (a *api) lookup(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	addr := q.Get("addr")
-	if addr == "" {
-		a.fail(w, r, http.StatusBadRequest, codeInvalidField, "addr", "missing: want ?addr=IP:PORT")
-		return
+// drain starts the drain deadline a change asked for, if it asked.
+func (a *api) drain(d time.Duration) {
+	if d > 0 {
+		a.opts.Drain(d)
 	}
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" {
-		a.fail(w, r, http.StatusBadRequest, codeInvalidField, "addr", fmt.Sprintf("%q is not IP:PORT (e.g. 192.0.2.1:443 or [2001:db8::1]:443)", addr))
-		return
-	}
-	ps := q.Get("protocol")
-	if ps == "" {
-		ps = "tcp"
-	}
-	proto, err := dispatch.ParseProtocol(ps)
+}
+
+func (a *api) lookup(w http.ResponseWriter, r *http.Request) error {
+	proto, ap, err := lookupQuery(r.URL.Query())
 	if err != nil {
-		a.fail(w, r, http.StatusBadRequest, codeInvalidField, "protocol", err.Error())
-		return
+		return err
 	}
 	res := a.m.Resolve(proto, ap.Addr(), ap.Port())
 	out := Lookup{Outcome: string(res.Outcome), Reason: res.Reason}
@@ -659,16 +589,36 @@ func (a *api) lookup(w http.ResponseWriter, r *http.Request) {
 	if res.App != nil {
 		out.App = &App{Name: res.App.Name, Protocol: res.App.Protocol.String(), Edge: res.App.Edge.String(), Ports: res.App.Ports.String()}
 	}
-	a.ok(w, out)
+	return writeResult(w, out)
+}
+
+// lookupQuery checks a lookup's ?addr=IP:PORT&protocol=tcp (default tcp).
+func lookupQuery(q url.Values) (dispatch.Protocol, netip.AddrPort, error) {
+	addr := q.Get("addr")
+	if addr == "" {
+		return 0, netip.AddrPort{}, badField("addr", "missing: want ?addr=IP:PORT")
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" {
+		return 0, netip.AddrPort{}, badField("addr", "%q is not IP:PORT (e.g. 192.0.2.1:443 or [2001:db8::1]:443)", addr)
+	}
+	ps := q.Get("protocol")
+	if ps == "" {
+		ps = "tcp"
+	}
+	proto, err := dispatch.ParseProtocol(ps)
+	if err != nil {
+		return 0, netip.AddrPort{}, badField("protocol", "%v", err)
+	}
+	return proto, ap, nil
 }
 
 // origins lists the cdn's origin pools: state, load and reuse.
-func (a *api) origins(w http.ResponseWriter, r *http.Request) {
+func (a *api) origins(w http.ResponseWriter, r *http.Request) error {
 	if a.opts.Origins == nil {
-		a.fail(w, r, http.StatusNotFound, codeNotFound, "", "the cdn does not run on this node")
-		return
+		return fieldError(http.StatusNotFound, codeNotFound, "", "the cdn does not run on this node")
 	}
-	a.ok(w, a.opts.Origins())
+	return writeResult(w, a.opts.Origins())
 }
 
 // Status is GET /v1/status: the process that serves the node, and how it
@@ -697,12 +647,11 @@ type Upgrades struct {
 	LastError string `json:"last_error,omitempty"`
 }
 
-func (a *api) status(w http.ResponseWriter, r *http.Request) {
+func (a *api) status(w http.ResponseWriter, r *http.Request) error {
 	if a.opts.Status == nil {
-		a.fail(w, r, http.StatusNotFound, codeNotFound, "", "no status on this node")
-		return
+		return fieldError(http.StatusNotFound, codeNotFound, "", "no status on this node")
 	}
-	a.ok(w, a.opts.Status())
+	return writeResult(w, a.opts.Status())
 }
 
 func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
@@ -716,28 +665,24 @@ func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "ready\n")
 }
 
-func (a *api) cidrField(w http.ResponseWriter, r *http.Request, v *string) (netip.Prefix, bool) {
+func cidrField(v *string) (netip.Prefix, error) {
 	if v == nil {
-		a.fail(w, r, http.StatusBadRequest, codeInvalidField, "cidr", "missing")
-		return netip.Prefix{}, false
+		return netip.Prefix{}, badField("cidr", "missing")
 	}
 	p, err := bindings.ParseCIDR(*v)
 	if err != nil {
-		a.fail(w, r, http.StatusBadRequest, codeInvalidField, "cidr", err.Error())
-		return netip.Prefix{}, false
+		return netip.Prefix{}, badField("cidr", "%v", err)
 	}
-	return p, true
+	return p, nil
 }
 
-func (a *api) serviceField(w http.ResponseWriter, r *http.Request, v *string) (bindings.Service, bool) {
+func serviceField(v *string) (bindings.Service, error) {
 	if v == nil {
-		a.fail(w, r, http.StatusBadRequest, codeInvalidField, "service_id", "missing")
-		return "", false
+		return "", badField("service_id", "missing")
 	}
 	s, err := bindings.ParseService(*v)
 	if err != nil {
-		a.fail(w, r, http.StatusBadRequest, codeInvalidField, "service_id", err.Error())
-		return "", false
+		return "", badField("service_id", "%v", err)
 	}
-	return s, true
+	return s, nil
 }
