@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -25,11 +24,9 @@ const defaultAdmin = "http://127.0.0.1:9180"
 
 // client talks to a running instance's admin API.
 type client struct {
-	base      string
-	token     string
+	api       *admin.Client
 	tokenFile string
 	json      bool
-	http      *http.Client
 	stdout    io.Writer
 }
 
@@ -41,96 +38,41 @@ func clientFlags(fs *flag.FlagSet) (admin, tokenFile *string, asJSON *bool) {
 	return
 }
 
-func newClient(admin, tokenFile string, asJSON bool, stdout io.Writer) (*client, error) {
-	if admin == "" {
-		admin = os.Getenv("EDGEPROXY_ADMIN")
+func newClient(adminURL, tokenFile string, asJSON bool, stdout io.Writer) (*client, error) {
+	if adminURL == "" {
+		adminURL = os.Getenv("EDGEPROXY_ADMIN")
 	}
-	if admin == "" {
-		admin = defaultAdmin
+	if adminURL == "" {
+		adminURL = defaultAdmin
 	}
-	if !strings.Contains(admin, "://") {
-		admin = "http://" + admin
-	}
-	c := &client{base: strings.TrimRight(admin, "/"), tokenFile: tokenFile, json: asJSON, stdout: stdout,
-		http: &http.Client{Timeout: 30 * time.Second}}
+	var token string
 	if tokenFile != "" {
 		b, err := os.ReadFile(tokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("--token-file: %w", err)
 		}
-		c.token = strings.TrimSpace(string(b))
+		token = strings.TrimSpace(string(b))
 	}
-	return c, nil
-}
-
-// apiResponse is the API's envelope.
-type apiResponse struct {
-	Success bool `json:"success"`
-	Errors  []struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	} `json:"errors"`
-	Result json.RawMessage `json:"result"`
+	return &client{api: admin.NewClient(adminURL, token), tokenFile: tokenFile, json: asJSON, stdout: stdout}, nil
 }
 
 // do calls the API and decodes the result into out (if not nil). Errors say
 // what the user can do about them.
 func (c *client) do(method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
+	err := c.api.Do(method, path, body, out)
+	var ue *admin.UnreachableError
+	var ae *admin.Error
+	switch {
+	case errors.As(err, &ue):
+		return fmt.Errorf("%v (is edgeproxy running? set --admin or EDGEPROXY_ADMIN)", err)
+	case !errors.As(err, &ae):
+		return err
+	case ae.Status == http.StatusUnauthorized:
+		return fmt.Errorf("the admin API needs a token for this call: pass --token-file FILE (%s)", ae.Message())
+	case ae.Status == http.StatusForbidden:
+		return fmt.Errorf("the admin API refused the token in %s (%s)", c.tokenFile, ae.Message())
 	}
-	req, err := http.NewRequest(method, c.base+path, rd)
-	if err != nil {
-		return fmt.Errorf("admin URL %q: %v", c.base, err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fmt.Errorf("cannot reach the admin API at %s: %v (is edgeproxy running? set --admin or EDGEPROXY_ADMIN)", c.base, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("read the admin API's answer: %v", err)
-	}
-	var env apiResponse
-	if err := json.Unmarshal(raw, &env); err != nil {
-		return fmt.Errorf("the admin API at %s answered %s with something that is not its JSON envelope", c.base, resp.Status)
-	}
-	if !env.Success {
-		var msgs []string
-		for _, e := range env.Errors {
-			msgs = append(msgs, e.Message)
-		}
-		msg := strings.Join(msgs, "; ")
-		switch resp.StatusCode {
-		case http.StatusUnauthorized:
-			return fmt.Errorf("the admin API needs a token for this call: pass --token-file FILE (%s)", msg)
-		case http.StatusForbidden:
-			return fmt.Errorf("the admin API refused the token in %s (%s)", c.tokenFile, msg)
-		}
-		return fmt.Errorf("%s: %s", resp.Status, msg)
-	}
-	if out != nil {
-		if err := json.Unmarshal(env.Result, out); err != nil {
-			return fmt.Errorf("decode the admin API's result: %v", err)
-		}
-	}
-	return nil
+	return err
 }
 
 // printJSON prints v indented.
