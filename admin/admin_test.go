@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -38,33 +37,50 @@ func newAPI(t testing.TB, token string) (http.Handler, *bindings.Manager) {
 
 type response struct {
 	status int
-	env    struct {
-		Success bool `json:"success"`
-		Errors  []struct {
-			Code    int    `json:"code"`
-			Message string `json:"message"`
-		} `json:"errors"`
-		Messages []string        `json:"messages"`
-		Result   json.RawMessage `json:"result"`
+	env    Envelope
+	body   string
+	res    *Response
+}
+
+// handlerTransport serves a client's calls with a handler, in process.
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	if req.Body == nil {
+		req.Body = http.NoBody
 	}
-	body string
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, req)
+	return rec.Result(), nil
+}
+
+// testClient is a Client of h.
+func testClient(h http.Handler) *Client {
+	return &Client{Base: "http://admin.test", HTTP: &http.Client{Transport: handlerTransport{h}}}
 }
 
 func call(t testing.TB, h http.Handler, method, path, body string, header ...string) response {
 	t.Helper()
-	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	c := testClient(h)
+	req, err := c.NewRequest(method, path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	r := response{status: rec.Code, body: rec.Body.String()}
+	res, err := c.Send(req)
+	if res == nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	r := response{status: res.Status, env: res.Envelope, body: string(res.Body), res: res}
 	if strings.HasPrefix(path, "/v1") {
-		if err := json.Unmarshal(rec.Body.Bytes(), &r.env); err != nil {
-			t.Fatalf("%s %s: not the envelope: %v\n%s", method, path, err, rec.Body)
+		if err != nil {
+			t.Fatalf("%s %s: not the envelope: %v\n%s", method, path, err, res.Body)
 		}
-		if r.env.Success != (rec.Code == 200) || r.env.Errors == nil || r.env.Messages == nil {
-			t.Fatalf("%s %s: envelope %s does not fit status %d", method, path, rec.Body, rec.Code)
+		if r.env.Success != (r.status == 200) || r.env.Errors == nil || r.env.Messages == nil {
+			t.Fatalf("%s %s: envelope %s does not fit status %d", method, path, res.Body, r.status)
 		}
 	}
 	return r
@@ -72,7 +88,7 @@ func call(t testing.TB, h http.Handler, method, path, body string, header ...str
 
 func (r response) result(t testing.TB, v any) {
 	t.Helper()
-	if err := json.Unmarshal(r.env.Result, v); err != nil {
+	if err := r.res.Decode(v); err != nil {
 		t.Fatalf("result %s: %v", r.env.Result, err)
 	}
 }
@@ -311,25 +327,25 @@ func FuzzAPI(f *testing.F) {
 		ids := []string{pid, "x", bindings.BindingID(netip.MustParsePrefix("198.51.100.0/25"), 0, 0)}
 		rt := routes[int(route)%len(routes)]
 		path := strings.NewReplacer("{p}", pid, "{b}", ids[int(which)%len(ids)]).Replace(rt.path)
-		req := httptest.NewRequest(rt.method, "/", strings.NewReader(body))
+		c := testClient(h)
+		req, err := c.NewRequest(rt.method, "/", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
 		req.URL.Path = path
 		req.URL.RawQuery = query
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		if rec.Code >= 500 {
-			t.Fatalf("%s %s?%s %q: %d %s", rt.method, path, query, body, rec.Code, rec.Body)
+		res, err := c.Send(req)
+		if res == nil {
+			t.Fatalf("%s %s?%s %q: %v", rt.method, path, query, body, err)
 		}
-		var env struct {
-			Success bool `json:"success"`
-			Errors  []struct {
-				Message string `json:"message"`
-			} `json:"errors"`
+		if res.Status >= 500 {
+			t.Fatalf("%s %s?%s %q: %d %s", rt.method, path, query, body, res.Status, res.Body)
 		}
-		if err := json.Unmarshal(rec.Body.Bytes(), &env); err != nil {
-			t.Fatalf("not the envelope: %s", rec.Body)
+		if err != nil {
+			t.Fatalf("not the envelope: %s", res.Body)
 		}
-		if rec.Code == 400 {
-			for _, e := range env.Errors {
+		if res.Status == 400 {
+			for _, e := range res.Errors {
 				field, reason, ok := strings.Cut(e.Message, ": ")
 				if !ok || reason == "" || !knownField(field) {
 					t.Fatalf("400 without a field and a reason: %q", e.Message)

@@ -13,7 +13,8 @@ import (
 )
 
 // Client calls a running node's admin API and reads its envelope: the
-// CLI's and the tests' one way to make a call.
+// CLI's and the tests' one way to make a call. It is safe for concurrent
+// use.
 type Client struct {
 	// Base is the API's URL, without a trailing slash: "http://127.0.0.1:9180".
 	Base string

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/dispatch"
 	"github.com/edgeproxy/edgeproxy/internal/echo"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
@@ -20,35 +20,24 @@ import (
 
 // apiClient calls a running server's admin API from inside its namespace.
 type apiClient struct {
-	t    *testing.T
-	base string
-	hc   *http.Client
+	t *testing.T
+	*admin.Client
 }
 
 func (c apiClient) do(method, path, body string) (int, json.RawMessage) {
 	c.t.Helper()
-	req, err := http.NewRequest(method, c.base+path, strings.NewReader(body))
+	req, err := c.NewRequest(method, path, strings.NewReader(body))
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	resp, err := c.hc.Do(req)
+	res, err := c.Send(req)
 	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var env struct {
-		Result json.RawMessage `json:"result"`
-		Errors []struct {
-			Message string `json:"message"`
-		} `json:"errors"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
 		c.t.Fatalf("%s %s: %v", method, path, err)
 	}
-	if resp.StatusCode != 200 {
-		return resp.StatusCode, json.RawMessage(fmt.Sprint(env.Errors))
+	if res.Status != 200 {
+		return res.Status, json.RawMessage(fmt.Sprint(res.Errors))
 	}
-	return resp.StatusCode, env.Result
+	return res.Status, res.Result
 }
 
 // must calls the API, wants 200, and returns the result's id.
@@ -74,7 +63,7 @@ func startWithAPI(t *testing.T, storePath string) (*Server, apiClient) {
 	serveHost(t, "tcp", 22)
 	serveHost(t, "tcp", 443)
 	s := startAgain(t, storePath)
-	return s, apiClient{t: t, base: "http://" + s.AdminAddr().String(), hc: ns.HTTPClient()}
+	return s, apiClient{t: t, Client: &admin.Client{Base: "http://" + s.AdminAddr().String(), HTTP: ns.HTTPClient()}}
 }
 
 func startAgain(t *testing.T, storePath string) *Server {
@@ -177,7 +166,7 @@ func TestRestartRestoresAPIState(t *testing.T) {
 	}
 
 	s2 := startAgain(t, store)
-	api.base = "http://" + s2.AdminAddr().String()
+	api.Base = "http://" + s2.AdminAddr().String()
 	_, res := api.do("GET", "/v1/prefixes/"+pid+"/bindings", "")
 	var bs []struct {
 		CIDR string `json:"cidr"`
@@ -222,14 +211,14 @@ func TestStoreProblemsStopTheStart(t *testing.T) {
 // bindings applied; /metrics carries the dispatcher's counters.
 func TestReadinessAndMetrics(t *testing.T) {
 	_, api := startWithAPI(t, "")
-	resp, err := api.hc.Get(api.base + "/readyz")
+	resp, err := api.HTTP.Get(api.Base + "/readyz")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("readyz: %v %v", resp, err)
 	}
 	resp.Body.Close()
 	api.must("POST", "/v1/prefixes", `{"cidr":"192.0.2.0/24","service_id":"cdn"}`)
 	askTCP(t, "192.0.2.1:443")
-	resp, err = api.hc.Get(api.base + "/metrics")
+	resp, err = api.HTTP.Get(api.Base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
 )
 
@@ -160,20 +161,18 @@ spectrum:
 	for _, line := range examples {
 		cmdLine := os.Expand(line, func(k string) string { return env[k] })
 		out, ok := shell(t, cmdLine)
-		var resp struct {
-			Success bool `json:"success"`
-			Result  struct {
-				ID string `json:"id"`
-			} `json:"result"`
+		var resp admin.Envelope
+		var item struct {
+			ID string `json:"id"`
 		}
-		if !ok || json.Unmarshal([]byte(out), &resp) != nil || !resp.Success {
+		if !ok || json.Unmarshal([]byte(out), &resp) != nil || !resp.Success || json.Unmarshal(resp.Result, &item) != nil {
 			t.Fatalf("docs/api.md: %q: %s", line, out)
 		}
 		switch {
 		case env["PREFIX"] == "":
-			env["PREFIX"] = resp.Result.ID
+			env["PREFIX"] = item.ID
 		case env["BINDING"] == "":
-			env["BINDING"] = resp.Result.ID
+			env["BINDING"] = item.ID
 		}
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/internal/echo"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
 )
@@ -274,22 +274,15 @@ spectrum:
 			t.Fatalf("cdn request %d: %d %q", i, resp.StatusCode, b)
 		}
 	}
-	resp, err := in.hc.Get(in.admin + "/v1/origins")
-	if err != nil {
-		t.Fatalf("admin API: %v", err)
+	var origins []struct {
+		Origin, State string
+		Failures      int
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	var origins struct {
-		Result []struct {
-			Origin, State string
-			Failures      int
-		} `json:"result"`
+	api := &admin.Client{Base: in.admin, HTTP: in.hc}
+	if err := api.Do("GET", "/v1/origins", nil, &origins); err != nil || len(origins) != 1 {
+		t.Fatalf("admin API /v1/origins: %v %+v", err, origins)
 	}
-	if resp.StatusCode != 200 || json.Unmarshal(b, &origins) != nil || len(origins.Result) != 1 {
-		t.Fatalf("admin API /v1/origins: %d %s", resp.StatusCode, b)
-	}
-	if o := origins.Result[0]; o.State != "up" || o.Failures != 0 {
+	if o := origins[0]; o.State != "up" || o.Failures != 0 {
 		t.Errorf("cdn origin %s: %s, %d failures", o.Origin, o.State, o.Failures)
 	}
 	if got := in.metric(t, failures); got != 0 {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/internal/echo"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
@@ -314,13 +315,10 @@ func TestKill9LosesNoAcknowledgedChange(t *testing.T) {
 	body := fmt.Sprintf("store: {path: %q}\n", store)
 	in := startInstance(t, ns, body)
 	hc := ns.HTTPClient()
+	api := &admin.Client{Base: in.admin, HTTP: hc}
 	post := func(path, body string) bool {
-		resp, err := hc.Post(in.admin+path, "application/json", strings.NewReader(body))
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
+		_, err := api.Call("POST", path, strings.NewReader(body))
+		return err == nil
 	}
 	if !post("/v1/prefixes", `{"cidr":"10.9.0.0/16","service_id":"spectrum"}`) {
 		t.Fatal("onboard the prefix")
@@ -364,19 +362,12 @@ func TestKill9LosesNoAcknowledgedChange(t *testing.T) {
 	}
 
 	in2 := startInstance(t, ns, body)
-	resp, err := hc.Get(in2.admin + "/v1/prefixes/" + pid + "/bindings")
-	if err != nil {
+	var after []admin.Binding
+	if err := (&admin.Client{Base: in2.admin, HTTP: hc}).Do("GET", "/v1/prefixes/"+pid+"/bindings", nil, &after); err != nil {
 		t.Fatal(err)
 	}
-	var env struct {
-		Result []struct {
-			CIDR string `json:"cidr"`
-		} `json:"result"`
-	}
-	json.NewDecoder(resp.Body).Decode(&env)
-	resp.Body.Close()
 	have := map[string]bool{}
-	for _, b := range env.Result {
+	for _, b := range after {
 		have[b.CIDR] = true
 	}
 	var lost []string
@@ -385,7 +376,7 @@ func TestKill9LosesNoAcknowledgedChange(t *testing.T) {
 			lost = append(lost, c)
 		}
 	}
-	t.Logf("%d writes acknowledged before SIGKILL, %d bindings after the restart", len(want), len(env.Result)-1)
+	t.Logf("%d writes acknowledged before SIGKILL, %d bindings after the restart", len(want), len(after)-1)
 	if len(lost) > 0 {
 		t.Fatalf("%d acknowledged changes lost: %v", len(lost), lost)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -16,6 +15,7 @@ import (
 
 	"golang.org/x/net/websocket"
 
+	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
 	"github.com/edgeproxy/edgeproxy/internal/selfsigned"
 )
@@ -99,19 +99,13 @@ func (f *originsFixture) get(host, path string) (int, string, error) {
 // originStates reads GET /v1/origins.
 func (f *originsFixture) originStates(t *testing.T) map[string]map[string]any {
 	t.Helper()
-	resp, err := f.hc.Get(f.in.admin + "/v1/origins")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var env struct {
-		Result []map[string]any `json:"result"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
+	var origins []map[string]any
+	api := &admin.Client{Base: f.in.admin, HTTP: f.hc}
+	if err := api.Do("GET", "/v1/origins", nil, &origins); err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]map[string]any{}
-	for _, o := range env.Result {
+	for _, o := range origins {
 		out[o["origin"].(string)] = o
 	}
 	return out

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
@@ -115,18 +114,11 @@ func startUpgradable(t *testing.T, ns *netns.NS, body string, env ...string) *up
 func status(t *testing.T, ns *netns.NS, adminURL string) *admin.Status {
 	hc := ns.HTTPClient()
 	defer hc.CloseIdleConnections()
-	resp, err := hc.Get(adminURL + "/v1/status")
-	if err != nil {
+	var st admin.Status
+	if err := (&admin.Client{Base: adminURL, HTTP: hc}).Do("GET", "/v1/status", nil, &st); err != nil {
 		return nil
 	}
-	defer resp.Body.Close()
-	var env struct {
-		Result admin.Status `json:"result"`
-	}
-	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&env) != nil {
-		return nil
-	}
-	return &env.Result
+	return &st
 }
 
 // install copies src to dst the way a package manager replaces a binary:
