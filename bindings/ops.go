@@ -216,29 +216,38 @@ func (m *Manager) MoveBinding(prefixID, id string, svc Service) (Binding, error)
 		return Binding{}, opErr(KindNotFound, "prefix_id", "no prefix has id %q", prefixID)
 	}
 	if p := m.state.Prefixes[i]; p.DefaultBinding().ID == id {
-		if p.Source != FromAPI {
-			return Binding{}, opErr(KindConfigOwned, "binding_id", "the default binding of %s is declared by the configuration file; change it there", p.CIDR)
-		}
-		moved := p
-		moved.Service = svc
-		var e errList
-		checkPrefix(&e, moved, m.idx, m.guards)
-		if err := e.err(); err != nil {
-			return Binding{}, err
-		}
-		if svc == p.Service {
-			return p.DefaultBinding(), nil
-		}
-		return moved.DefaultBinding(), m.commitLocked(
-			[]dispatch.Binding{dispatchBinding(p.DefaultBinding())}, []dispatch.Binding{dispatchBinding(moved.DefaultBinding())},
-			func() { m.setPrefixServiceLocked(p.ID, svc) },
-			func() { m.setPrefixServiceLocked(p.ID, p.Service) })
+		return m.moveDefaultLocked(p, svc)
 	}
 	j, ok := m.bindingPos[id]
 	if !ok || m.state.Bindings[j].PrefixID != prefixID {
 		return Binding{}, opErr(KindNotFound, "binding_id", "prefix %s has no binding with id %q", prefixID, id)
 	}
-	b := m.state.Bindings[j]
+	return m.moveBindingLocked(m.state.Bindings[j], svc)
+}
+
+// moveDefaultLocked gives prefix p's default binding, so the prefix, to svc.
+func (m *Manager) moveDefaultLocked(p Prefix, svc Service) (Binding, error) {
+	if p.Source != FromAPI {
+		return Binding{}, opErr(KindConfigOwned, "binding_id", "the default binding of %s is declared by the configuration file; change it there", p.CIDR)
+	}
+	moved := p
+	moved.Service = svc
+	var e errList
+	checkPrefix(&e, moved, m.idx, m.guards)
+	if err := e.err(); err != nil {
+		return Binding{}, err
+	}
+	if svc == p.Service {
+		return p.DefaultBinding(), nil
+	}
+	return moved.DefaultBinding(), m.commitLocked(
+		[]dispatch.Binding{dispatchBinding(p.DefaultBinding())}, []dispatch.Binding{dispatchBinding(moved.DefaultBinding())},
+		func() { m.setPrefixServiceLocked(p.ID, svc) },
+		func() { m.setPrefixServiceLocked(p.ID, p.Service) })
+}
+
+// moveBindingLocked gives binding b, not a prefix's default, to svc.
+func (m *Manager) moveBindingLocked(b Binding, svc Service) (Binding, error) {
 	if b.Source != FromAPI {
 		return Binding{}, opErr(KindConfigOwned, "binding_id", "%s is declared by the configuration file; change it there", describeBinding(b))
 	}
@@ -254,8 +263,8 @@ func (m *Manager) MoveBinding(prefixID, id string, svc Service) (Binding, error)
 	}
 	return moved, m.commitLocked(
 		[]dispatch.Binding{dispatchBinding(b)}, []dispatch.Binding{dispatchBinding(moved)},
-		func() { m.state.Bindings[m.bindingPos[id]].Service = svc },
-		func() { m.state.Bindings[m.bindingPos[id]].Service = b.Service })
+		func() { m.state.Bindings[m.bindingPos[b.ID]].Service = svc },
+		func() { m.state.Bindings[m.bindingPos[b.ID]].Service = b.Service })
 }
 
 // DeleteBinding deletes an API-made binding. A prefix's default binding

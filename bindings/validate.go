@@ -192,52 +192,66 @@ func checkBinding(e *errList, b Binding, idx *index, svc Services) {
 
 // validateServices checks the cdn's ports and the spectrum apps.
 func validateServices(e *errList, svc Services) {
-	add := func(item, field, format string, args ...any) {
-		e.addKind(KindInvalid, item, field, format, args...)
+	validateCDNPorts(e, svc.CDN)
+	validateApps(e, svc.Apps)
+}
+
+// validateCDNPorts checks the cdn's ports: real, each in one list, and the
+// HTTP/3 port one of the HTTPS ports.
+func validateCDNPorts(e *errList, cdn CDNPorts) {
+	add := func(field, format string, args ...any) {
+		e.addKind(KindInvalid, "cdn", field, format, args...)
 	}
 	seen := map[uint16]string{}
 	for _, ps := range []struct {
 		field string
 		ports []uint16
-	}{{"http_ports", svc.CDN.HTTP}, {"https_ports", svc.CDN.HTTPS}} {
+	}{{"http_ports", cdn.HTTP}, {"https_ports", cdn.HTTPS}} {
 		for _, p := range ps.ports {
 			if p == 0 {
-				add("cdn", ps.field, "0 is not a port")
+				add(ps.field, "0 is not a port")
 			} else if other, dup := seen[p]; dup {
-				add("cdn", ps.field, "port %d is already in %s", p, other)
+				add(ps.field, "port %d is already in %s", p, other)
 			}
 			seen[p] = ps.field
 		}
 	}
-	if svc.CDN.HTTP3 && !slices.Contains(svc.CDN.HTTPS, svc.CDN.HTTP3Port) {
-		add("cdn", "http3_port", "%d is not one of https_ports %v", svc.CDN.HTTP3Port, svc.CDN.HTTPS)
+	if cdn.HTTP3 && !slices.Contains(cdn.HTTPS, cdn.HTTP3Port) {
+		add("http3_port", "%d is not one of https_ports %v", cdn.HTTP3Port, cdn.HTTPS)
 	}
+}
 
+// validateApps checks the spectrum apps: named once each, an edge, a
+// protocol and a port range, and no two of one class overlapping on one edge.
+func validateApps(e *errList, apps []App) {
 	names := map[string]bool{}
-	for i, a := range svc.Apps {
+	for i, a := range apps {
 		item := describeApp(a)
+		add := func(field, format string, args ...any) {
+			e.addKind(KindInvalid, item, field, format, args...)
+		}
 		switch {
 		case a.Name == "":
-			add(item, "name", "an app needs a name")
+			add("name", "an app needs a name")
 		case names[a.Name]:
-			add(item, "name", "another app is named %q", a.Name)
+			add("name", "another app is named %q", a.Name)
 		}
 		names[a.Name] = true
 		if err := checkCIDR(a.Edge); err != nil {
-			add(item, "edge", "%v", err)
+			add("edge", "%v", err)
 			continue
 		}
 		if a.Protocol != dispatch.TCP && a.Protocol != dispatch.UDP {
-			add(item, "protocol", "%s is neither tcp nor udp", a.Protocol)
+			add("protocol", "%s is neither tcp nor udp", a.Protocol)
 			continue
 		}
 		if r := a.Ports; r.First > r.Last || (r.First == 0 && !r.Any()) {
-			add(item, "ports", "%d-%d is not a port range", r.First, r.Last)
+			add("ports", "%d-%d is not a port range", r.First, r.Last)
 			continue
 		}
-		for _, o := range svc.Apps[:i] {
+		for _, o := range apps[:i] {
 			if o.Protocol == a.Protocol && o.Edge == a.Edge && sameClass(o.Ports, a.Ports) && o.Ports.Overlaps(a.Ports) {
-				add(item, "ports", "overlap those of %s on the same edge: which app serves a port must be clear", describeApp(o))
+				add("ports", "overlap those of %s on the same edge: which app serves a port must be clear", describeApp(o))
 			}
 		}
 	}
