@@ -43,9 +43,9 @@ func Table(st *State, svc Services) *dispatch.Table {
 	}
 	t := &dispatch.Table{
 		Owners: map[dispatch.Owner]dispatch.Policy{
-			ownerCDN:      {Kind: dispatch.KindPorts, Ports: cdnPorts},
-			ownerSpectrum: {Kind: dispatch.KindApps},
-			ownerMT:       {Kind: dispatch.KindPass},
+			ownerCDN:      {Kind: dispatch.PolicyPorts, Ports: cdnPorts},
+			ownerSpectrum: {Kind: dispatch.PolicyApps},
+			ownerMT:       {Kind: dispatch.PolicyPass},
 		},
 		Bindings: make([]dispatch.Binding, 0, len(st.Prefixes)+len(st.Bindings)),
 		Apps:     make([]dispatch.App, 0, len(svc.Apps)),

@@ -135,12 +135,12 @@ func labelFor(prefix string, p Protocol) string { return prefix + "/" + p.String
 // table returns a random valid table.
 func (g *gen) table() *Table {
 	t := &Table{Owners: map[Owner]Policy{
-		rApps1: {Kind: KindApps},
-		rApps2: {Kind: KindApps},
-		rPass:  {Kind: KindPass},
+		rApps1: {Kind: PolicyApps},
+		rApps2: {Kind: PolicyApps},
+		rPass:  {Kind: PolicyPass},
 	}}
 	for _, o := range []Owner{rPorts1, rPorts2} {
-		pol := Policy{Kind: KindPorts, Ports: map[ProtoPort]string{}}
+		pol := Policy{Kind: PolicyPorts, Ports: map[ProtoPort]string{}}
 		for range g.r.IntN(6) {
 			p := g.proto()
 			pol.Ports[ProtoPort{p, g.port()}] = labelFor([]string{"a", "b"}[o-1], p)

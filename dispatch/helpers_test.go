@@ -25,11 +25,11 @@ var serviceOwner = map[string]Owner{"cdn": ownerCDN, "spectrum": ownerSpectrum, 
 
 func basePolicies() map[Owner]Policy {
 	return map[Owner]Policy{
-		ownerCDN: {Kind: KindPorts, Ports: map[ProtoPort]string{
+		ownerCDN: {Kind: PolicyPorts, Ports: map[ProtoPort]string{
 			{TCP, 80}: "cdn/tcp", {TCP, 443}: "cdn/tcp", {UDP, 443}: "cdn/udp",
 		}},
-		ownerSpectrum: {Kind: KindApps},
-		ownerMT:       {Kind: KindPass},
+		ownerSpectrum: {Kind: PolicyApps},
+		ownerMT:       {Kind: PolicyPass},
 	}
 }
 

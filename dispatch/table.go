@@ -46,27 +46,27 @@ func ParseProtocol(s string) (Protocol, error) {
 // Owner 0 is not valid.
 type Owner uint8
 
-// Kind says how an owner decides about the ports of its addresses.
-type Kind uint8
+// PolicyKind says how an owner decides about the ports of its addresses.
+type PolicyKind uint8
 
-// The kinds of owner.
+// The kinds of policy.
 const (
-	// KindPass hands every port to the kernel's normal socket lookup.
-	KindPass Kind = 1
-	// KindPorts steers the (protocol, port) pairs of Policy.Ports to their
+	// PolicyPass hands every port to the kernel's normal socket lookup.
+	PolicyPass PolicyKind = 1
+	// PolicyPorts steers the (protocol, port) pairs of Policy.Ports to their
 	// labels and refuses every other port.
-	KindPorts Kind = 2
-	// KindApps steers what the owner's Apps serve and refuses the rest.
-	KindApps Kind = 3
+	PolicyPorts PolicyKind = 2
+	// PolicyApps steers what the owner's Apps serve and refuses the rest.
+	PolicyApps PolicyKind = 3
 )
 
-func (k Kind) String() string {
+func (k PolicyKind) String() string {
 	switch k {
-	case KindPass:
+	case PolicyPass:
 		return "pass"
-	case KindPorts:
+	case PolicyPorts:
 		return "ports"
-	case KindApps:
+	case PolicyApps:
 		return "apps"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
@@ -82,8 +82,8 @@ func (pp ProtoPort) String() string { return fmt.Sprintf("%s/%d", pp.Protocol, p
 
 // Policy is what an owner does with the traffic it owns.
 type Policy struct {
-	Kind Kind
-	// Ports maps each served (protocol, port) to a label. Only for KindPorts;
+	Kind PolicyKind
+	// Ports maps each served (protocol, port) to a label. Only for PolicyPorts;
 	// nil or empty refuses every port.
 	Ports map[ProtoPort]string
 }
@@ -149,7 +149,7 @@ func (r PortRange) class() int {
 	return 1
 }
 
-// App is an application of a KindApps owner: a protocol and ports on an edge
+// App is an application of a PolicyApps owner: a protocol and ports on an edge
 // range, steered to a label.
 type App struct {
 	Owner    Owner
@@ -237,11 +237,11 @@ func (t *Table) Validate() error {
 			return invalid("owner 0 is reserved")
 		}
 		switch pol.Kind {
-		case KindPass, KindApps:
+		case PolicyPass, PolicyApps:
 			if len(pol.Ports) > 0 {
-				return invalid("owner %d: ports are only for kind %s, not %s", o, KindPorts, pol.Kind)
+				return invalid("owner %d: ports are only for kind %s, not %s", o, PolicyPorts, pol.Kind)
 			}
-		case KindPorts:
+		case PolicyPorts:
 			for pp, label := range pol.Ports {
 				if err := checkProtocol(pp.Protocol); err != nil {
 					return invalid("owner %d port %s: %v", o, pp, err)
@@ -301,8 +301,8 @@ func (t *Table) Validate() error {
 	groups := make(map[akey][]int)
 	for i, a := range t.Apps {
 		pol, ok := t.Owners[a.Owner]
-		if !ok || pol.Kind != KindApps {
-			return invalid("apps[%d] %s: owner %d is not of kind %s", i, a, a.Owner, KindApps)
+		if !ok || pol.Kind != PolicyApps {
+			return invalid("apps[%d] %s: owner %d is not of kind %s", i, a, a.Owner, PolicyApps)
 		}
 		if err := checkProtocol(a.Protocol); err != nil {
 			return invalid("apps[%d] %s: %v", i, a, err)
@@ -396,13 +396,13 @@ func (t *Table) Decide(p Protocol, dst netip.AddrPort) Verdict {
 	// 2. The owner's verdict.
 	pol := t.Owners[owner.Owner]
 	switch pol.Kind {
-	case KindPass:
+	case PolicyPass:
 		return Verdict{Action: Kernel}
-	case KindPorts:
+	case PolicyPorts:
 		if label, ok := pol.Ports[ProtoPort{p, port}]; ok {
 			return Verdict{Action: Steer, Label: label}
 		}
-	case KindApps:
+	case PolicyApps:
 		if a := t.app(owner.Owner, p, addr, port); a != nil {
 			return Verdict{Action: Steer, Label: a.Label}
 		}

@@ -270,8 +270,8 @@ func TestHTTP3SurvivesUpgradeAndMove(t *testing.T) {
 	table := func(moved bool) *dispatch.Table {
 		tb := &dispatch.Table{
 			Owners: map[dispatch.Owner]dispatch.Policy{
-				cdn:      {Kind: dispatch.KindPorts, Ports: map[dispatch.ProtoPort]string{{Protocol: dispatch.UDP, Port: 443}: "cdn/udp"}},
-				spectrum: {Kind: dispatch.KindPorts, Ports: map[dispatch.ProtoPort]string{{Protocol: dispatch.UDP, Port: 443}: "spectrum/udp"}},
+				cdn:      {Kind: dispatch.PolicyPorts, Ports: map[dispatch.ProtoPort]string{{Protocol: dispatch.UDP, Port: 443}: "cdn/udp"}},
+				spectrum: {Kind: dispatch.PolicyPorts, Ports: map[dispatch.ProtoPort]string{{Protocol: dispatch.UDP, Port: 443}: "spectrum/udp"}},
 			},
 			Bindings: []dispatch.Binding{{Prefix: netip.MustParsePrefix("192.0.2.0/24"), Owner: cdn}},
 		}

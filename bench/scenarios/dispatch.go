@@ -257,7 +257,7 @@ const (
 func dispConnTable(n int) (*dispatch.Table, []netip.Addr) {
 	const owner dispatch.Owner = 1
 	t := &dispatch.Table{Owners: map[dispatch.Owner]dispatch.Policy{
-		owner: {Kind: dispatch.KindPorts, Ports: map[dispatch.ProtoPort]string{{Protocol: dispatch.TCP, Port: connPort}: "bench/tcp"}},
+		owner: {Kind: dispatch.PolicyPorts, Ports: map[dispatch.ProtoPort]string{{Protocol: dispatch.TCP, Port: connPort}: "bench/tcp"}},
 	}}
 	rnd := rand.New(rand.NewPCG(11, uint64(n)))
 	seen := make(map[uint64]bool, n)
