@@ -1,11 +1,5 @@
-// Package dispatch owns edgeproxy's sk_lookup program: it loads and attaches
-// it to the network namespace the calling thread runs in, pins it, registers
-// the services' sockets under labels, writes the steering Table into the
-// program's maps atomically, and reads the program's counters.
-//
-// The package knows no service names. Its tables speak of owners (numbers
-// with a Policy), labels (names of registered sockets) and verdicts; package
-// bindings fills them. It never logs: errors carry what went wrong.
+//go:build linux
+
 package dispatch
 
 import (
@@ -24,9 +18,6 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/bpf"
 )
-
-// DefaultPinDir is where pinned state lives unless configured otherwise.
-const DefaultPinDir = "/sys/fs/bpf/edgeproxy"
 
 // metaMagic marks pinned maps as edgeproxy's ("edgeprox").
 const metaMagic = 0x786f727065676465
