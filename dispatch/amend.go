@@ -20,169 +20,105 @@ import (
 // API call that moves one binding cost microseconds in the data plane. Any
 // larger change is written into the other generation and switched to.
 func (d *Dispatcher) Amend(remove, add []Binding) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	objs, done, err := d.use()
-	if err != nil {
-		return err
-	}
-	defer done()
-
-	cur := d.written[d.active]
-	type key struct {
-		v4 bool
-		k4 bpf.DispatchBind4Key
-		k6 bpf.DispatchBind6Key
-	}
-	keyOf := func(b Binding) key {
-		if b.Prefix.Addr().Is4() {
-			return key{v4: true, k4: bpf.DispatchBind4Key{Prefixlen: 32 + uint32(b.Prefix.Bits()), Proto: uint8(b.Protocol), Port: b.Port, Addr: ip4(b.Prefix.Addr())}}
+	return d.change(func(objs *bpf.DispatchObjects) error {
+		changes, err := planAmend(d.written[d.active], remove, add)
+		switch {
+		case err != nil:
+			return err
+		case len(changes) == 0:
+			return nil
+		case len(changes) == 1:
+			return d.amendInPlace(objs, changes[0])
 		}
-		return key{k6: bpf.DispatchBind6Key{Prefixlen: 32 + uint32(b.Prefix.Bits()), Proto: uint8(b.Protocol), Port: b.Port, Addr: ip6(b.Prefix.Addr())}}
-	}
-	present := func(k key) bool {
-		if k.v4 {
-			_, ok := cur.bind4[k.k4]
-			return ok
-		}
-		_, ok := cur.bind6[k.k6]
-		return ok
-	}
+		return d.amendSwitch(objs, changes)
+	})
+}
 
-	// The net change per key: a value, or nil to delete.
-	type change struct {
-		b   Binding
-		val *bpf.DispatchBindVal
-	}
-	changes := map[key]change{}
-	var order []key
+// planAmend checks remove and add against cur, the generation the program
+// reads, and returns the net change per key, in the order of the calls.
+func planAmend(cur *entries, remove, add []Binding) ([]bindChange, error) {
+	at := map[bindKey]int{} // the index in changes of a key's change
+	var changes []bindChange
 	for i, b := range remove {
 		if err := checkBinding(b); err != nil {
-			return invalid("remove[%d] %s: %v", i, b, err)
+			return nil, invalid("remove[%d] %s: %v", i, b, err)
 		}
-		k := keyOf(b)
-		if !present(k) {
-			return invalid("remove[%d] %s: not in the table", i, b)
+		k := bindKeyOf(b)
+		if !cur.hasBind(k) {
+			return nil, invalid("remove[%d] %s: not in the table", i, b)
 		}
-		if _, dup := changes[k]; dup {
-			return invalid("remove[%d] %s: removed twice", i, b)
+		if _, dup := at[k]; dup {
+			return nil, invalid("remove[%d] %s: removed twice", i, b)
 		}
-		changes[k] = change{b: b}
-		order = append(order, k)
+		at[k] = len(changes)
+		changes = append(changes, bindChange{b: b, k: k})
 	}
 	for i, b := range add {
 		if err := checkBinding(b); err != nil {
-			return invalid("add[%d] %s: %v", i, b, err)
+			return nil, invalid("add[%d] %s: %v", i, b, err)
 		}
 		if cur.owners[uint32(b.Owner)] == 0 {
-			return invalid("add[%d] %s: owner %d has no policy", i, b, b.Owner)
+			return nil, invalid("add[%d] %s: owner %d has no policy", i, b, b.Owner)
 		}
-		k := keyOf(b)
-		c, removed := changes[k]
-		if present(k) && !(removed && c.val == nil) {
-			return invalid("add[%d] %s: already in the table", i, b)
+		k := bindKeyOf(b)
+		j, seen := at[k]
+		if cur.hasBind(k) && !(seen && changes[j].val == nil) {
+			return nil, invalid("add[%d] %s: already in the table", i, b)
 		}
-		if removed && c.val != nil {
-			return invalid("add[%d] %s: added twice", i, b)
+		if seen && changes[j].val != nil {
+			return nil, invalid("add[%d] %s: added twice", i, b)
 		}
-		if !removed {
-			order = append(order, k)
+		c := bindChange{b: b, k: k, val: bindVal(b)}
+		if seen {
+			changes[j] = c
+			continue
 		}
-		changes[k] = change{b: b, val: &bpf.DispatchBindVal{Owner: uint32(b.Owner), Plen: uint32(b.Prefix.Bits())}}
+		at[k] = len(changes)
+		changes = append(changes, c)
 	}
-	if len(order) == 0 {
-		return nil
-	}
+	return changes, nil
+}
 
-	if len(order) > 1 {
-		next := cur.clone()
-		for _, k := range order {
-			c := changes[k]
-			pi := portIndex(c.b.Protocol, c.b.Port)
-			switch {
-			case k.v4 && c.val != nil:
-				if _, ok := next.bind4[k.k4]; !ok && c.b.PortScoped() {
-					next.portScoped[pi]++
-				}
-				next.bind4[k.k4] = *c.val
-			case k.v4:
-				delete(next.bind4, k.k4)
-				if c.b.PortScoped() {
-					next.portScoped[pi]--
-				}
-			case c.val != nil:
-				if _, ok := next.bind6[k.k6]; !ok && c.b.PortScoped() {
-					next.portScoped[pi]++
-				}
-				next.bind6[k.k6] = *c.val
-			default:
-				delete(next.bind6, k.k6)
-				if c.b.PortScoped() {
-					next.portScoped[pi]--
-				}
-			}
-			if c.b.PortScoped() {
-				setPortScoped(next, pi)
-			}
-		}
-		if err := d.checkLimits(next); err != nil {
-			return err
-		}
-		return d.switchTo(objs, next)
+// amendSwitch writes the table the program reads, with changes made, into
+// the other generation and switches to it.
+func (d *Dispatcher) amendSwitch(objs *bpf.DispatchObjects, changes []bindChange) error {
+	next := d.written[d.active].clone()
+	for _, c := range changes {
+		next.apply(c)
 	}
+	if err := d.checkLimits(next); err != nil {
+		return err
+	}
+	return d.switchTo(objs, next)
+}
 
-	// One entry: in place, in the generation the program reads. A new
-	// port-scoped entry raises its port's flag first (the flag only lets
-	// the program look; the entry is not there yet); a removed one lowers
-	// it after.
-	k := order[0]
-	c := changes[k]
-	gen := uint8(d.active)
+// amendInPlace writes one change in place, in the generation the program
+// reads. A new port-scoped entry raises its port's flag first (the flag
+// only lets the program look; the entry is not there yet); a removed one
+// lowers it after.
+func (d *Dispatcher) amendInPlace(objs *bpf.DispatchObjects, c bindChange) error {
+	cur, gen := d.written[d.active], uint8(d.active)
 	pi := portIndex(c.b.Protocol, c.b.Port)
-	isNew := !present(k)
-	if err := func() error {
-		if c.b.PortScoped() && isNew && c.val != nil {
+	raise := c.b.PortScoped() && c.val != nil && !cur.hasBind(c.k)
+	lower := c.b.PortScoped() && c.val == nil
+	err := func() error {
+		if raise {
 			cur.portScoped[pi]++
 			if err := d.writePortinfo(objs, cur, gen, pi); err != nil {
 				return err
 			}
 		}
-		switch {
-		case k.v4 && c.val != nil:
-			kk := k.k4
-			kk.Gen = gen
-			if err := objs.Bind4.Put(kk, c.val); err != nil {
-				return err
-			}
-			cur.bind4[k.k4] = *c.val
-		case k.v4:
-			kk := k.k4
-			kk.Gen = gen
-			if err := objs.Bind4.Delete(kk); err != nil {
-				return err
-			}
-			delete(cur.bind4, k.k4)
-		case c.val != nil:
-			kk := k.k6
-			kk.Gen = gen
-			if err := objs.Bind6.Put(kk, c.val); err != nil {
-				return err
-			}
-			cur.bind6[k.k6] = *c.val
-		default:
-			kk := k.k6
-			kk.Gen = gen
-			if err := objs.Bind6.Delete(kk); err != nil {
-				return err
-			}
-			delete(cur.bind6, k.k6)
+		if err := writeBind(objs, gen, c.k, c.val); err != nil {
+			return err
 		}
-		if c.b.PortScoped() && c.val == nil {
+		cur.setBind(c.k, c.val)
+		if lower {
 			cur.portScoped[pi]--
 			return d.writePortinfo(objs, cur, gen, pi)
 		}
 		return nil
-	}(); err != nil {
+	}()
+	if err != nil {
 		// Resynchronize the mirror with what the maps hold.
 		if e, rerr := d.readGen(gen); rerr == nil {
 			d.written[gen] = e
@@ -192,26 +128,27 @@ func (d *Dispatcher) Amend(remove, add []Binding) error {
 	return nil
 }
 
-// setPortScoped sets or clears the port-scoped flag of portinfo index pi
-// from the count in e.
-func setPortScoped(e *entries, pi uint32) {
-	v := e.portinfo[pi] &^ piPortScoped
-	if e.portScoped[pi] > 0 {
-		v |= piPortScoped
-	} else {
-		delete(e.portScoped, pi)
+// writeBind gives key k of generation gen the value val in bind4 or bind6,
+// or deletes it when val is nil.
+func writeBind(objs *bpf.DispatchObjects, gen uint8, k bindKey, val *bpf.DispatchBindVal) error {
+	if k.v4 {
+		k.k4.Gen = gen
+		if val == nil {
+			return objs.Bind4.Delete(k.k4)
+		}
+		return objs.Bind4.Put(k.k4, val)
 	}
-	if v == 0 {
-		delete(e.portinfo, pi)
-	} else {
-		e.portinfo[pi] = v
+	k.k6.Gen = gen
+	if val == nil {
+		return objs.Bind6.Delete(k.k6)
 	}
+	return objs.Bind6.Put(k.k6, val)
 }
 
 // writePortinfo brings slot pi of generation gen in line with e's count.
 func (d *Dispatcher) writePortinfo(objs *bpf.DispatchObjects, e *entries, gen uint8, pi uint32) error {
 	setPortScoped(e, pi)
-	return objs.Portinfo.Put(uint32(gen)<<17|pi, e.portinfo[pi])
+	return objs.Portinfo.Put(portinfoBase(gen)+pi, e.portinfo[pi])
 }
 
 // checkBinding is Table.Validate's check of one binding.

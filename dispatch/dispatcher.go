@@ -251,7 +251,7 @@ func (d *Dispatcher) checkPinned() error {
 	}
 	defer mm.Close()
 	var m bpf.DispatchMeta
-	if mm.ValueSize() != 16 {
+	if mm.ValueSize() != metaSize {
 		return fmt.Errorf("%w: %s is not a meta map", ErrForeign, path)
 	}
 	if err := mm.Lookup(uint32(0), &m); err != nil {
@@ -348,14 +348,10 @@ func netnsInode() (uint64, error) {
 // Attach attaches the program to the network namespace of the calling thread,
 // or, when pinned state was taken over, swaps it into the pinned link in one
 // step. It refuses when another sk_lookup program is attached there.
-func (d *Dispatcher) Attach() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	objs, done, err := d.use()
-	if err != nil {
-		return err
-	}
-	defer done()
+func (d *Dispatcher) Attach() error { return d.change(d.attach) }
+
+// attach is Attach with mu held and objs in use.
+func (d *Dispatcher) attach(objs *bpf.DispatchObjects) error {
 	if d.link != nil {
 		if d.handed {
 			return d.swapInLocked(objs)
@@ -426,6 +422,19 @@ func (d *Dispatcher) use() (objs *bpf.DispatchObjects, done func(), err error) {
 		return nil, nil, ErrClosed
 	}
 	return d.objs, d.life.RUnlock, nil
+}
+
+// change runs fn with mu held and the objects in use: the start of every
+// method that changes the data plane. It returns ErrClosed once closed.
+func (d *Dispatcher) change(fn func(objs *bpf.DispatchObjects) error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	objs, done, err := d.use()
+	if err != nil {
+		return err
+	}
+	defer done()
+	return fn(objs)
 }
 
 // closeLocked releases everything; the caller holds mu and life, or is Open.
@@ -524,7 +533,7 @@ func checkUnloadable(dir string) error {
 	}
 	if mm, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.DispatchMapMeta), nil); err == nil {
 		var m bpf.DispatchMeta
-		ok := mm.ValueSize() == 16 && mm.Lookup(uint32(0), &m) == nil
+		ok := mm.ValueSize() == metaSize && mm.Lookup(uint32(0), &m) == nil
 		mm.Close()
 		if ok && m.Magic == metaMagic {
 			return nil

@@ -19,7 +19,7 @@ type entries struct {
 	app4     map[bpf.DispatchApp4Key]bpf.DispatchAppVal
 	app6     map[bpf.DispatchApp6Key]bpf.DispatchAppVal
 	ports    map[bpf.DispatchPortKey]uint32
-	portinfo map[uint32]uint32 // (udp<<16 | port) -> flags | class<<16
+	portinfo map[uint32]uint32 // portIndex -> flags | class<<piClassShift
 	owners   map[uint32]uint32 // owner -> kind
 
 	// portScoped counts the port-scoped bindings per portinfo index, so
@@ -50,22 +50,6 @@ func (e *entries) clone() *entries {
 	}
 }
 
-// Flags of portinfo values; the range class sits in the high 16 bits.
-const (
-	piPortScoped = 1
-	piSingleApp  = 2
-)
-
-// maxClasses bounds the range classes per protocol (16 bits in portinfo).
-const maxClasses = 1<<16 - 1
-
-func portIndex(p Protocol, port uint16) uint32 {
-	if p == UDP {
-		return 1<<16 | uint32(port)
-	}
-	return uint32(port)
-}
-
 // ip4 returns the address as the uint32 whose memory holds it in network
 // byte order, as the program reads ctx->local_ip4.
 func ip4(a netip.Addr) uint32 {
@@ -81,11 +65,127 @@ func ip6(a netip.Addr) (out [4]uint32) {
 	return out
 }
 
+// bindKey is a binding's key: in bind4 for an IPv4 prefix, else in bind6.
+type bindKey struct {
+	v4 bool
+	k4 bpf.DispatchBind4Key
+	k6 bpf.DispatchBind6Key
+}
+
+// bindKeyOf is the one constructor of binding keys (of generation 0).
+func bindKeyOf(b Binding) bindKey {
+	plen, addr := bindKeyBits+uint32(b.Prefix.Bits()), b.Prefix.Addr()
+	if addr.Is4() {
+		return bindKey{v4: true, k4: bpf.DispatchBind4Key{Prefixlen: plen, Proto: uint8(b.Protocol), Port: b.Port, Addr: ip4(addr)}}
+	}
+	return bindKey{k6: bpf.DispatchBind6Key{Prefixlen: plen, Proto: uint8(b.Protocol), Port: b.Port, Addr: ip6(addr)}}
+}
+
+// bindVal is b's value in bind4 or bind6.
+func bindVal(b Binding) *bpf.DispatchBindVal {
+	return &bpf.DispatchBindVal{Owner: uint32(b.Owner), Plen: uint32(b.Prefix.Bits())}
+}
+
+// portKeyOf is the one constructor of keys of the ports map (of generation 0).
+func portKeyOf(o Owner, pp ProtoPort) bpf.DispatchPortKey {
+	return bpf.DispatchPortKey{Owner: uint8(o), Proto: uint8(pp.Protocol), Port: uint32(pp.Port)}
+}
+
+// putApp is the one constructor of app keys (of generation 0): it puts a's
+// entry of kind for port (a port, a range class, or 0 for any port).
+func (e *entries) putApp(a App, kind bpf.DispatchAppKind, port uint32, v bpf.DispatchAppVal) {
+	plen, addr := appKeyBits+uint32(a.Edge.Bits()), a.Edge.Addr()
+	if addr.Is4() {
+		e.app4[bpf.DispatchApp4Key{Prefixlen: plen, Proto: uint8(a.Protocol), Kind: uint8(kind), Owner: uint8(a.Owner), Port: port, Addr: ip4(addr)}] = v
+		return
+	}
+	e.app6[bpf.DispatchApp6Key{Prefixlen: plen, Proto: uint8(a.Protocol), Kind: uint8(kind), Owner: uint8(a.Owner), Port: port, Addr: ip6(addr)}] = v
+}
+
+// hasBind reports whether e holds key k.
+func (e *entries) hasBind(k bindKey) bool {
+	if k.v4 {
+		_, ok := e.bind4[k.k4]
+		return ok
+	}
+	_, ok := e.bind6[k.k6]
+	return ok
+}
+
+// setBind gives k the value v, or deletes it when v is nil.
+func (e *entries) setBind(k bindKey, v *bpf.DispatchBindVal) {
+	switch {
+	case k.v4 && v != nil:
+		e.bind4[k.k4] = *v
+	case k.v4:
+		delete(e.bind4, k.k4)
+	case v != nil:
+		e.bind6[k.k6] = *v
+	default:
+		delete(e.bind6, k.k6)
+	}
+}
+
+// bindChange is the change of one binding's entry: to val, or away when
+// val is nil.
+type bindChange struct {
+	b   Binding
+	k   bindKey
+	val *bpf.DispatchBindVal
+}
+
+// apply makes c in e, with the port-scoped count and flag of c's port.
+func (e *entries) apply(c bindChange) {
+	had := e.hasBind(c.k)
+	e.setBind(c.k, c.val)
+	if !c.b.PortScoped() {
+		return
+	}
+	pi := portIndex(c.b.Protocol, c.b.Port)
+	switch {
+	case c.val != nil && !had:
+		e.portScoped[pi]++
+	case c.val == nil && had:
+		e.portScoped[pi]--
+	}
+	setPortScoped(e, pi)
+}
+
+// setPortScoped sets or clears the port-scoped flag of portinfo index pi
+// from the count in e.
+func setPortScoped(e *entries, pi uint32) {
+	v := e.portinfo[pi] &^ piPortScoped
+	if e.portScoped[pi] > 0 {
+		v |= piPortScoped
+	} else {
+		delete(e.portScoped, pi)
+	}
+	if v == 0 {
+		delete(e.portinfo, pi)
+	} else {
+		e.portinfo[pi] = v
+	}
+}
+
+// countPortScoped counts the port-scoped bindings of e per port, as read
+// back from the maps.
+func (e *entries) countPortScoped() {
+	for k := range e.bind4 {
+		if k.Proto != 0 {
+			e.portScoped[portIndex(Protocol(k.Proto), k.Port)]++
+		}
+	}
+	for k := range e.bind6 {
+		if k.Proto != 0 {
+			e.portScoped[portIndex(Protocol(k.Proto), k.Port)]++
+		}
+	}
+}
+
 // compile turns a validated table into map entries. label returns the index
 // of a label name.
 func compile(t *Table, label func(string) (uint32, error)) (*entries, error) {
 	e := newEntries()
-
 	for o, pol := range t.Owners {
 		e.owners[uint32(o)] = uint32(pol.Kind)
 		for pp, name := range pol.Ports {
@@ -93,33 +193,12 @@ func compile(t *Table, label func(string) (uint32, error)) (*entries, error) {
 			if err != nil {
 				return nil, err
 			}
-			e.ports[bpf.DispatchPortKey{Owner: uint8(o), Proto: uint8(pp.Protocol), Port: uint32(pp.Port)}] = idx
+			e.ports[portKeyOf(o, pp)] = idx
 		}
 	}
-
 	for _, b := range t.Bindings {
-		v := bpf.DispatchBindVal{Owner: uint32(b.Owner), Plen: uint32(b.Prefix.Bits())}
-		if b.PortScoped() {
-			e.portinfo[portIndex(b.Protocol, b.Port)] |= piPortScoped
-			e.portScoped[portIndex(b.Protocol, b.Port)]++
-		}
-		if b.Prefix.Addr().Is4() {
-			e.bind4[bpf.DispatchBind4Key{
-				Prefixlen: 32 + uint32(b.Prefix.Bits()),
-				Proto:     uint8(b.Protocol),
-				Port:      b.Port,
-				Addr:      ip4(b.Prefix.Addr()),
-			}] = v
-		} else {
-			e.bind6[bpf.DispatchBind6Key{
-				Prefixlen: 32 + uint32(b.Prefix.Bits()),
-				Proto:     uint8(b.Protocol),
-				Port:      b.Port,
-				Addr:      ip6(b.Prefix.Addr()),
-			}] = v
-		}
+		e.apply(bindChange{b: b, k: bindKeyOf(b), val: bindVal(b)})
 	}
-
 	for _, p := range []Protocol{TCP, UDP} {
 		if err := compileApps(e, t.Apps, p, label); err != nil {
 			return nil, err
@@ -164,7 +243,7 @@ func compileApps(e *entries, apps []App, p Protocol, label func(string) (uint32,
 		}
 		classOf[i] = next
 		for port := cuts[i]; port < cuts[i+1]; port++ {
-			e.portinfo[portIndex(p, uint16(port))] |= next << 16
+			e.portinfo[portIndex(p, uint16(port))] |= next << piClassShift
 		}
 		next++
 	}
@@ -178,27 +257,7 @@ func compileApps(e *entries, apps []App, p Protocol, label func(string) (uint32,
 			return err
 		}
 		v := bpf.DispatchAppVal{Label: idx, Plen: uint32(a.Edge.Bits())}
-		put := func(kind bpf.DispatchAppKind, port uint32) {
-			if a.Edge.Addr().Is4() {
-				e.app4[bpf.DispatchApp4Key{
-					Prefixlen: 64 + uint32(a.Edge.Bits()),
-					Proto:     uint8(p),
-					Kind:      uint8(kind),
-					Owner:     uint8(a.Owner),
-					Port:      port,
-					Addr:      ip4(a.Edge.Addr()),
-				}] = v
-			} else {
-				e.app6[bpf.DispatchApp6Key{
-					Prefixlen: 64 + uint32(a.Edge.Bits()),
-					Proto:     uint8(p),
-					Kind:      uint8(kind),
-					Owner:     uint8(a.Owner),
-					Port:      port,
-					Addr:      ip6(a.Edge.Addr()),
-				}] = v
-			}
-		}
+		put := func(kind bpf.DispatchAppKind, port uint32) { e.putApp(a, kind, port, v) }
 		switch a.Ports.class() {
 		case 2:
 			e.portinfo[portIndex(p, a.Ports.First)] |= piSingleApp

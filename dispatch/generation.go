@@ -22,22 +22,16 @@ func (d *Dispatcher) Replace(t *Table) error {
 	if err := t.Validate(); err != nil {
 		return err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	objs, done, err := d.use()
-	if err != nil {
-		return err
-	}
-	defer done()
-
-	next, err := compile(t, d.labelIndex)
-	if err != nil {
-		return err
-	}
-	if err := d.checkLimits(next); err != nil {
-		return err
-	}
-	return d.switchTo(objs, next)
+	return d.change(func(objs *bpf.DispatchObjects) error {
+		next, err := compile(t, d.labelIndex)
+		if err != nil {
+			return err
+		}
+		if err := d.checkLimits(next); err != nil {
+			return err
+		}
+		return d.switchTo(objs, next)
+	})
 }
 
 // switchTo writes next into the generation the program does not read and
@@ -108,25 +102,25 @@ func waitForReaders() {
 // writeGen turns generation gen from old into next.
 func (d *Dispatcher) writeGen(gen uint8, old, next *entries) error {
 	o := d.objs
-	if err := syncMap(o.Bind4, old.bind4, next.bind4, func(k *bpf.DispatchBind4Key) { k.Gen = gen }, cmpBind4); err != nil {
+	if err := syncMap(o.Bind4, gen, bind4Gen, old.bind4, next.bind4, cmpBind4); err != nil {
 		return fmt.Errorf("write bind4: %w", err)
 	}
-	if err := syncMap(o.Bind6, old.bind6, next.bind6, func(k *bpf.DispatchBind6Key) { k.Gen = gen }, cmpBind6); err != nil {
+	if err := syncMap(o.Bind6, gen, bind6Gen, old.bind6, next.bind6, cmpBind6); err != nil {
 		return fmt.Errorf("write bind6: %w", err)
 	}
-	if err := syncMap(o.App4, old.app4, next.app4, func(k *bpf.DispatchApp4Key) { k.Gen = gen }, cmpApp4); err != nil {
+	if err := syncMap(o.App4, gen, app4Gen, old.app4, next.app4, cmpApp4); err != nil {
 		return fmt.Errorf("write app4: %w", err)
 	}
-	if err := syncMap(o.App6, old.app6, next.app6, func(k *bpf.DispatchApp6Key) { k.Gen = gen }, cmpApp6); err != nil {
+	if err := syncMap(o.App6, gen, app6Gen, old.app6, next.app6, cmpApp6); err != nil {
 		return fmt.Errorf("write app6: %w", err)
 	}
-	if err := syncMap(o.Ports, old.ports, next.ports, func(k *bpf.DispatchPortKey) { k.Gen = gen }, nil); err != nil {
+	if err := syncMap(o.Ports, gen, portGen, old.ports, next.ports, nil); err != nil {
 		return fmt.Errorf("write ports: %w", err)
 	}
-	if err := syncArray(o.Portinfo, old.portinfo, next.portinfo, uint32(gen)<<17); err != nil {
+	if err := syncArray(o.Portinfo, old.portinfo, next.portinfo, portinfoBase(gen)); err != nil {
 		return fmt.Errorf("write portinfo: %w", err)
 	}
-	if err := syncArray(o.Owners, old.owners, next.owners, uint32(gen)*256); err != nil {
+	if err := syncArray(o.Owners, old.owners, next.owners, ownersBase(gen)); err != nil {
 		return fmt.Errorf("write owners: %w", err)
 	}
 	return nil
@@ -135,73 +129,30 @@ func (d *Dispatcher) writeGen(gen uint8, old, next *entries) error {
 // readGen reads generation gen back from the maps: after a takeover, or when
 // a write failed half-way.
 func (d *Dispatcher) readGen(gen uint8) (*entries, error) {
-	o := d.objs
-	e := newEntries()
-	if err := readMap(o.Bind4, func(k bpf.DispatchBind4Key, v bpf.DispatchBindVal) {
-		if k.Gen == gen {
-			k.Gen = 0
-			e.bind4[k] = v
-		}
-	}); err != nil {
-		return nil, fmt.Errorf("read bind4: %w", err)
-	}
-	if err := readMap(o.Bind6, func(k bpf.DispatchBind6Key, v bpf.DispatchBindVal) {
-		if k.Gen == gen {
-			k.Gen = 0
-			e.bind6[k] = v
-		}
-	}); err != nil {
-		return nil, fmt.Errorf("read bind6: %w", err)
-	}
-	if err := readMap(o.App4, func(k bpf.DispatchApp4Key, v bpf.DispatchAppVal) {
-		if k.Gen == gen {
-			k.Gen = 0
-			e.app4[k] = v
-		}
-	}); err != nil {
-		return nil, fmt.Errorf("read app4: %w", err)
-	}
-	if err := readMap(o.App6, func(k bpf.DispatchApp6Key, v bpf.DispatchAppVal) {
-		if k.Gen == gen {
-			k.Gen = 0
-			e.app6[k] = v
-		}
-	}); err != nil {
-		return nil, fmt.Errorf("read app6: %w", err)
-	}
-	if err := readMap(o.Ports, func(k bpf.DispatchPortKey, v uint32) {
-		if k.Gen == gen {
-			k.Gen = 0
-			e.ports[k] = v
-		}
-	}); err != nil {
-		return nil, fmt.Errorf("read ports: %w", err)
-	}
-	for k := range e.bind4 {
-		if k.Proto != 0 {
-			e.portScoped[portIndex(Protocol(k.Proto), k.Port)]++
+	o, e := d.objs, newEntries()
+	for _, r := range []struct {
+		name string
+		read func() error
+	}{
+		{"bind4", func() error { return readGenMap(o.Bind4, gen, bind4Gen, e.bind4) }},
+		{"bind6", func() error { return readGenMap(o.Bind6, gen, bind6Gen, e.bind6) }},
+		{"app4", func() error { return readGenMap(o.App4, gen, app4Gen, e.app4) }},
+		{"app6", func() error { return readGenMap(o.App6, gen, app6Gen, e.app6) }},
+		{"ports", func() error { return readGenMap(o.Ports, gen, portGen, e.ports) }},
+		{"portinfo", func() error { return readGenArray(o.Portinfo, portinfoBase(gen), portinfoSlots, e.portinfo) }},
+		{"owners", func() error { return readGenArray(o.Owners, ownersBase(gen), ownerSlots, e.owners) }},
+	} {
+		if err := r.read(); err != nil {
+			return nil, fmt.Errorf("read %s: %w", r.name, err)
 		}
 	}
-	for k := range e.bind6 {
-		if k.Proto != 0 {
-			e.portScoped[portIndex(Protocol(k.Proto), k.Port)]++
-		}
-	}
-	base, size := uint32(gen)<<17, uint32(1<<17)
-	if err := readMap(o.Portinfo, func(k, v uint32) {
-		if k >= base && k < base+size && v != 0 {
-			e.portinfo[k-base] = v
-		}
-	}); err != nil {
-		return nil, fmt.Errorf("read portinfo: %w", err)
-	}
-	base, size = uint32(gen)*256, 256
-	if err := readMap(o.Owners, func(k, v uint32) {
-		if k >= base && k < base+size && v != 0 {
-			e.owners[k-base] = v
-		}
-	}); err != nil {
-		return nil, fmt.Errorf("read owners: %w", err)
-	}
+	e.countPortScoped()
 	return e, nil
 }
+
+// The generation byte of the keys of each map that has one.
+func bind4Gen(k *bpf.DispatchBind4Key) *uint8 { return &k.Gen }
+func bind6Gen(k *bpf.DispatchBind6Key) *uint8 { return &k.Gen }
+func app4Gen(k *bpf.DispatchApp4Key) *uint8   { return &k.Gen }
+func app6Gen(k *bpf.DispatchApp6Key) *uint8   { return &k.Gen }
+func portGen(k *bpf.DispatchPortKey) *uint8   { return &k.Gen }

@@ -67,14 +67,10 @@ func (d *Dispatcher) adoptLink(f *os.File) error {
 // back into the pins: the rollback of a handover whose new process failed
 // after its Attach. Before that Attach it changes nothing that was not
 // this dispatcher's already.
-func (d *Dispatcher) Reclaim() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	objs, done, err := d.use()
-	if err != nil {
-		return err
-	}
-	defer done()
+func (d *Dispatcher) Reclaim() error { return d.change(d.reclaim) }
+
+// reclaim is Reclaim with mu held and objs in use.
+func (d *Dispatcher) reclaim(objs *bpf.DispatchObjects) error {
 	if d.link == nil {
 		return errors.New("dispatch: reclaim: not attached")
 	}

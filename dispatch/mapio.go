@@ -49,13 +49,13 @@ func cmpAddr6(a, b [4]uint32) int {
 // batchSize bounds the entries of one batch syscall.
 const batchSize = 8192
 
-// syncMap writes the difference from old to next into m, with setGen applied
-// to every key, in the order of order when it is not nil.
-func syncMap[K comparable, V comparable](m *ebpf.Map, old, next map[K]V, setGen func(*K), order func(a, b K) int) error {
+// syncMap writes the difference from old to next into generation gen of m
+// (each key's genOf set to gen), in the order of order when it is not nil.
+func syncMap[K comparable, V comparable](m *ebpf.Map, gen uint8, genOf func(*K) *uint8, old, next map[K]V, order func(a, b K) int) error {
 	var dels []K
 	for k := range old {
 		if _, ok := next[k]; !ok {
-			setGen(&k)
+			*genOf(&k) = gen
 			dels = append(dels, k)
 		}
 	}
@@ -68,7 +68,7 @@ func syncMap[K comparable, V comparable](m *ebpf.Map, old, next map[K]V, setGen 
 		if ov, ok := old[k]; ok && ov == v {
 			continue
 		}
-		setGen(&k)
+		*genOf(&k) = gen
 		ups = append(ups, kv{k, v})
 	}
 	if order != nil {
@@ -140,6 +140,27 @@ func batchDelete[K any](m *ebpf.Map, keys []K) error {
 		keys = keys[n:]
 	}
 	return nil
+}
+
+// readGenMap reads the entries of generation gen of m into into, with
+// their generation (genOf of a key) set to 0.
+func readGenMap[K comparable, V any](m *ebpf.Map, gen uint8, genOf func(*K) *uint8, into map[K]V) error {
+	return readMap(m, func(k K, v V) {
+		if g := genOf(&k); *g == gen {
+			*g = 0
+			into[k] = v
+		}
+	})
+}
+
+// readGenArray reads the non-zero slots of the generation of an array map
+// whose size slots start at base into into, by their index from base.
+func readGenArray(m *ebpf.Map, base, size uint32, into map[uint32]uint32) error {
+	return readMap(m, func(k, v uint32) {
+		if k >= base && k < base+size && v != 0 {
+			into[k-base] = v
+		}
+	})
 }
 
 // readMap calls fn for every entry of m, in batches where the kernel can.

@@ -35,7 +35,11 @@ var (
 // CheckSocket says whether conn could be registered under label, as
 // Register checks it, without touching the dispatcher: a start checks
 // every socket before its first write.
-func CheckSocket(label string, conn syscall.Conn) error {
+func CheckSocket(label string, conn syscall.Conn) error { return onSocket(label, conn, nil) }
+
+// onSocket checks that conn fits label, as checkSocket says, then runs fn,
+// when not nil, on its descriptor. Errors name the label.
+func onSocket(label string, conn syscall.Conn, fn func(fd uintptr) error) error {
 	if err := CheckLabel(label); err != nil {
 		return fmt.Errorf("register: %w: %v", ErrBadSocket, err)
 	}
@@ -45,7 +49,11 @@ func CheckSocket(label string, conn syscall.Conn) error {
 		return fmt.Errorf("register %s: %w", label, err)
 	}
 	var opErr error
-	if err := raw.Control(func(fd uintptr) { opErr = checkSocket(int(fd), want) }); err != nil {
+	if err := raw.Control(func(fd uintptr) {
+		if opErr = checkSocket(int(fd), want); opErr == nil && fn != nil {
+			opErr = fn(fd)
+		}
+	}); err != nil {
 		return fmt.Errorf("register %s: %w", label, err)
 	}
 	if opErr != nil {
@@ -64,57 +72,30 @@ func (d *Dispatcher) Register(label string, conn syscall.Conn) error {
 	if err := CheckLabel(label); err != nil {
 		return fmt.Errorf("register: %w: %v", ErrBadSocket, err)
 	}
-	want, _ := labelProtocol(label)
-	raw, rerr := conn.SyscallConn()
-	if rerr != nil {
-		return fmt.Errorf("register %s: %w", label, rerr)
-	}
-
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	objs, done, err := d.use()
-	if err != nil {
-		return err
-	}
-	defer done()
-	var opErr error
-	err = raw.Control(func(fd uintptr) {
-		if opErr = checkSocket(int(fd), want); opErr != nil {
-			return
-		}
-		var idx uint32
-		if idx, opErr = d.labelIndex(label); opErr != nil {
-			return
-		}
-		opErr = objs.Sockets.Update(idx, uint64(fd), ebpf.UpdateAny)
+	return d.change(func(objs *bpf.DispatchObjects) error {
+		return onSocket(label, conn, func(fd uintptr) error {
+			idx, err := d.labelIndex(label)
+			if err != nil {
+				return err
+			}
+			return objs.Sockets.Update(idx, uint64(fd), ebpf.UpdateAny)
+		})
 	})
-	if err == nil {
-		err = opErr
-	}
-	if err != nil {
-		return fmt.Errorf("register %s: %w", label, err)
-	}
-	return nil
 }
 
 // Unregister removes the socket of label; lookups for it then drop and count
 // a miss. It is not an error if none is registered.
 func (d *Dispatcher) Unregister(label string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	objs, done, err := d.use()
-	if err != nil {
-		return err
-	}
-	defer done()
-	idx, ok := d.labelOf(label)
-	if !ok {
+	return d.change(func(objs *bpf.DispatchObjects) error {
+		idx, ok := d.labelOf(label)
+		if !ok {
+			return nil
+		}
+		if err := objs.Sockets.Delete(idx); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("unregister %s: %w", label, err)
+		}
 		return nil
-	}
-	if err := objs.Sockets.Delete(idx); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("unregister %s: %w", label, err)
-	}
-	return nil
+	})
 }
 
 // Cookie returns the socket cookie registered under label, and false if
