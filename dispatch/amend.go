@@ -150,18 +150,3 @@ func (d *Dispatcher) writePortinfo(objs *bpf.DispatchObjects, e *entries, gen ui
 	setPortScoped(e, pi)
 	return objs.Portinfo.Put(portinfoBase(gen)+pi, e.portinfo[pi])
 }
-
-// checkBinding is Table.Validate's check of one binding.
-func checkBinding(b Binding) error {
-	switch {
-	case !b.Prefix.IsValid():
-		return fmt.Errorf("no prefix")
-	case b.Prefix != b.Prefix.Masked():
-		return fmt.Errorf("host bits set")
-	case b.Prefix.Addr().Is4In6():
-		return fmt.Errorf("IPv4-mapped IPv6 prefix")
-	case (b.Protocol != 0 || b.Port != 0) && (checkProtocol(b.Protocol) != nil || b.Port == 0):
-		return fmt.Errorf("a port-scoped binding needs tcp or udp and a port")
-	}
-	return nil
-}

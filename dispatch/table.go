@@ -230,8 +230,74 @@ func checkProtocol(p Protocol) error {
 	return nil
 }
 
+// ScopeError is a port scope that does not hold.
+type ScopeError struct {
+	Field  string // the half at fault: "protocol" or "port"
+	Reason string
+}
+
+func (e *ScopeError) Error() string { return e.Field + ": " + e.Reason }
+
+// CheckScope checks the port scope of a binding: protocol and port both
+// zero (the binding takes every port of its prefix), or both set, tcp or
+// udp and a port from 1 to 65535. The error is a *ScopeError.
+func CheckScope(p Protocol, port int) error {
+	switch {
+	case p == 0 && port == 0:
+		return nil
+	case p == 0:
+		return &ScopeError{"protocol", "protocol and port go together: a port-scoped binding needs tcp or udp with its port"}
+	case p != TCP && p != UDP:
+		return &ScopeError{"protocol", fmt.Sprintf("%s is neither tcp nor udp", p)}
+	case port == 0:
+		return &ScopeError{"port", "protocol and port go together: a port-scoped binding needs a port from 1 to 65535 with its protocol"}
+	case port < 1 || port > 65535:
+		return &ScopeError{"port", fmt.Sprintf("%d is not a port (want 1-65535)", port)}
+	}
+	return nil
+}
+
+// ParseScope parses the port scope of a binding as written: protocol ""
+// and port 0 for none, as CheckScope has it. The error is a *ScopeError.
+func ParseScope(protocol string, port int) (Protocol, uint16, error) {
+	var p Protocol
+	if protocol != "" {
+		var err error
+		if p, err = ParseProtocol(protocol); err != nil {
+			return 0, 0, &ScopeError{"protocol", err.Error()}
+		}
+	}
+	if err := CheckScope(p, port); err != nil {
+		return 0, 0, err
+	}
+	return p, uint16(port), nil
+}
+
+// checkBinding checks one binding on its own: its prefix and its scope.
+func checkBinding(b Binding) error {
+	switch {
+	case !b.Prefix.IsValid():
+		return errors.New("no prefix")
+	case b.Prefix != b.Prefix.Masked():
+		return fmt.Errorf("host bits set (want %s)", b.Prefix.Masked())
+	case b.Prefix.Addr().Is4In6():
+		return errors.New("IPv4-mapped IPv6 prefix; write it as IPv4")
+	}
+	return CheckScope(b.Protocol, int(b.Port))
+}
+
 // Validate checks t and returns an error naming the first offending item.
 func (t *Table) Validate() error {
+	if err := t.validateOwners(); err != nil {
+		return err
+	}
+	if err := t.validateBindings(); err != nil {
+		return err
+	}
+	return t.validateApps()
+}
+
+func (t *Table) validateOwners() error {
 	for o, pol := range t.Owners {
 		if o == 0 {
 			return invalid("owner 0 is reserved")
@@ -257,7 +323,10 @@ func (t *Table) Validate() error {
 			return invalid("owner %d: unknown kind %d", o, pol.Kind)
 		}
 	}
+	return nil
+}
 
+func (t *Table) validateBindings() error {
 	type bkey struct {
 		p        netip.Prefix
 		protocol Protocol
@@ -265,22 +334,8 @@ func (t *Table) Validate() error {
 	}
 	seen := make(map[bkey]int, len(t.Bindings))
 	for i, b := range t.Bindings {
-		if !b.Prefix.IsValid() {
-			return invalid("bindings[%d]: no prefix", i)
-		}
-		if b.Prefix != b.Prefix.Masked() {
-			return invalid("bindings[%d] %s: host bits set (want %s)", i, b, b.Prefix.Masked())
-		}
-		if b.Prefix.Addr().Is4In6() {
-			return invalid("bindings[%d] %s: IPv4-mapped IPv6 prefix; write it as IPv4", i, b)
-		}
-		if b.Protocol != 0 || b.Port != 0 {
-			if err := checkProtocol(b.Protocol); err != nil {
-				return invalid("bindings[%d] %s: %v", i, b, err)
-			}
-			if b.Port == 0 {
-				return invalid("bindings[%d] %s: a port-scoped binding needs a port", i, b)
-			}
+		if err := checkBinding(b); err != nil {
+			return invalid("bindings[%d] %s: %v", i, b, err)
 		}
 		if _, ok := t.Owners[b.Owner]; !ok {
 			return invalid("bindings[%d] %s: owner %d has no policy", i, b, b.Owner)
@@ -291,7 +346,10 @@ func (t *Table) Validate() error {
 		}
 		seen[k] = i
 	}
+	return nil
+}
 
+func (t *Table) validateApps() error {
 	type akey struct {
 		owner    Owner
 		protocol Protocol
@@ -300,20 +358,7 @@ func (t *Table) Validate() error {
 	}
 	groups := make(map[akey][]int)
 	for i, a := range t.Apps {
-		pol, ok := t.Owners[a.Owner]
-		if !ok || pol.Kind != PolicyApps {
-			return invalid("apps[%d] %s: owner %d is not of kind %s", i, a, a.Owner, PolicyApps)
-		}
-		if err := checkProtocol(a.Protocol); err != nil {
-			return invalid("apps[%d] %s: %v", i, a, err)
-		}
-		if !a.Edge.IsValid() || a.Edge != a.Edge.Masked() || a.Edge.Addr().Is4In6() {
-			return invalid("apps[%d] %s: edge is not a masked IPv4 or IPv6 prefix", i, a)
-		}
-		if a.Ports.First > a.Ports.Last || (a.Ports.First == 0 && !a.Ports.Any()) {
-			return invalid("apps[%d] %s: %d-%d is not a port range", i, a, a.Ports.First, a.Ports.Last)
-		}
-		if err := checkLabelFor(a.Label, a.Protocol); err != nil {
+		if err := t.checkApp(a); err != nil {
 			return invalid("apps[%d] %s: %v", i, a, err)
 		}
 		k := akey{a.Owner, a.Protocol, a.Edge, a.Ports.class()}
@@ -325,6 +370,23 @@ func (t *Table) Validate() error {
 		groups[k] = append(groups[k], i)
 	}
 	return nil
+}
+
+// checkApp checks one app on its own.
+func (t *Table) checkApp(a App) error {
+	if pol, ok := t.Owners[a.Owner]; !ok || pol.Kind != PolicyApps {
+		return fmt.Errorf("owner %d is not of kind %s", a.Owner, PolicyApps)
+	}
+	if err := checkProtocol(a.Protocol); err != nil {
+		return err
+	}
+	if !a.Edge.IsValid() || a.Edge != a.Edge.Masked() || a.Edge.Addr().Is4In6() {
+		return errors.New("edge is not a masked IPv4 or IPv6 prefix")
+	}
+	if a.Ports.First > a.Ports.Last || (a.Ports.First == 0 && !a.Ports.Any()) {
+		return fmt.Errorf("%d-%d is not a port range", a.Ports.First, a.Ports.Last)
+	}
+	return checkLabelFor(a.Label, a.Protocol)
 }
 
 // Action is what the data plane does with a packet.
