@@ -136,11 +136,9 @@ func (s *Store) load() (*State, error) {
 		if err != nil {
 			return nil, fmt.Errorf("store %s: bindings[%d] %s: service_id: %v", s.path, i, cidr, err)
 		}
-		var proto dispatch.Protocol
-		if b.Protocol != "" || b.Port != 0 {
-			if proto, err = dispatch.ParseProtocol(b.Protocol); err != nil || b.Port == 0 {
-				return nil, fmt.Errorf("store %s: bindings[%d] %s: protocol %q and port %d do not make a port scope", s.path, i, cidr, b.Protocol, b.Port)
-			}
+		proto, _, err := dispatch.ParseScope(b.Protocol, int(b.Port))
+		if err != nil {
+			return nil, fmt.Errorf("store %s: bindings[%d] %s: protocol %q and port %d do not make a port scope (%v)", s.path, i, cidr, b.Protocol, b.Port, err)
 		}
 		st.Bindings = append(st.Bindings, NewBinding(cidr, proto, b.Port, svc, FromAPI))
 	}

@@ -167,15 +167,12 @@ func checkBinding(e *errList, b Binding, idx *index, svc Services) {
 	case p.CIDR == b.CIDR && !b.PortScoped():
 		e.conflict(item, "cidr", "duplicate of the default binding of %s (change the prefix's service instead)", describePrefix(p))
 	}
-	if b.Protocol == 0 && b.Port == 0 {
+	var serr *dispatch.ScopeError
+	if errors.As(dispatch.CheckScope(b.Protocol, int(b.Port)), &serr) {
+		e.add(item, serr.Field, "%s", serr.Reason)
 		return
 	}
-	if b.Protocol != dispatch.TCP && b.Protocol != dispatch.UDP {
-		e.add(item, "protocol", "%s is neither tcp nor udp", b.Protocol)
-		return
-	}
-	if b.Port == 0 {
-		e.add(item, "port", "a port-scoped binding needs a port from 1 to 65535")
+	if !b.PortScoped() {
 		return
 	}
 	switch b.Service {
