@@ -608,23 +608,12 @@ func (c *Config) BindingState() (*bindings.State, error) {
 			errs = append(errs, fmt.Errorf("bindings[%d] %s: service: %v", i, b.CIDR, err))
 			continue
 		}
-		var proto dispatch.Protocol
-		switch {
-		case b.Protocol == "" && b.Port == 0:
-		case b.Protocol == "" || b.Port == 0:
-			errs = append(errs, fmt.Errorf("bindings[%d] %s: protocol and port go together (a port-scoped binding needs both)", i, b.CIDR))
+		proto, port, err := dispatch.ParseScope(b.Protocol, b.Port)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bindings[%d] %s: %v", i, b.CIDR, err))
 			continue
-		default:
-			if proto, err = dispatch.ParseProtocol(b.Protocol); err != nil {
-				errs = append(errs, fmt.Errorf("bindings[%d] %s: protocol: %v", i, b.CIDR, err))
-				continue
-			}
-			if b.Port < 1 || b.Port > 65535 {
-				errs = append(errs, fmt.Errorf("bindings[%d] %s: port: %d is not a port (want 1-65535)", i, b.CIDR, b.Port))
-				continue
-			}
 		}
-		st.Bindings = append(st.Bindings, bindings.NewBinding(cidr, proto, uint16(b.Port), svc, bindings.FromConfig))
+		st.Bindings = append(st.Bindings, bindings.NewBinding(cidr, proto, port, svc, bindings.FromConfig))
 	}
 	st.AssignPrefixes()
 	return st, errors.Join(errs...)
