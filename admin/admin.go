@@ -456,8 +456,10 @@ func (a *api) createBinding(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	proto, port, err := scopeFields(body.Protocol, body.Port)
-	if err != nil {
+	proto, port, err := dispatch.ParseScope(value(body.Protocol), value(body.Port))
+	if serr, ok := errors.AsType[*dispatch.ScopeError](err); ok {
+		return badField(serr.Field, "%s", serr.Reason)
+	} else if err != nil {
 		return err
 	}
 	b, err := a.m.CreateBinding(r.PathValue("prefix_id"), cidr, proto, port, svc)
@@ -467,25 +469,13 @@ func (a *api) createBinding(w http.ResponseWriter, r *http.Request) error {
 	return writeResult(w, toBinding(b))
 }
 
-// scopeFields checks a binding's optional port scope: protocol and port,
-// both or neither.
-func scopeFields(protocol *string, port *int) (dispatch.Protocol, uint16, error) {
-	switch {
-	case protocol == nil && port == nil:
-		return 0, 0, nil
-	case protocol == nil:
-		return 0, 0, badField("protocol", "a port-scoped binding needs protocol (tcp or udp) with port")
-	case port == nil:
-		return 0, 0, badField("port", "a port-scoped binding needs port with protocol")
+// value is what p points to, or the zero value when p is nil.
+func value[T any](p *T) T {
+	if p == nil {
+		var zero T
+		return zero
 	}
-	proto, err := dispatch.ParseProtocol(*protocol)
-	if err != nil {
-		return 0, 0, badField("protocol", "%v", err)
-	}
-	if *port < 1 || *port > 65535 {
-		return 0, 0, badField("port", "%d is not a port (want 1-65535)", *port)
-	}
-	return proto, uint16(*port), nil
+	return *p
 }
 
 type moveBody struct {
