@@ -100,19 +100,9 @@ func appFor(apps []App, proto dispatch.Protocol, addr netip.Addr, port uint16) *
 		if !a.Serves(proto, addr, port) {
 			continue
 		}
-		if best == nil || cmp.Or(cmp.Compare(a.Edge.Bits(), best.Edge.Bits()), cmp.Compare(specificity(a.Ports), specificity(best.Ports))) > 0 {
+		if best == nil || cmp.Or(cmp.Compare(a.Edge.Bits(), best.Edge.Bits()), cmp.Compare(a.Ports.Specificity(), best.Ports.Specificity())) > 0 {
 			best = a
 		}
 	}
 	return best
-}
-
-func specificity(r dispatch.PortRange) int {
-	switch {
-	case r.Single():
-		return 2
-	case r.Any():
-		return 0
-	}
-	return 1
 }

@@ -254,7 +254,7 @@ func validateApps(e *errList, apps []App) {
 	}
 }
 
-func sameClass(a, b dispatch.PortRange) bool { return specificity(a) == specificity(b) }
+func sameClass(a, b dispatch.PortRange) bool { return a.Specificity() == b.Specificity() }
 
 // appsCover reports whether apps serve proto/port on every address of cidr.
 func appsCover(apps []App, proto dispatch.Protocol, port uint16, cidr netip.Prefix) bool {

@@ -215,7 +215,7 @@ func compile(t *Table, label func(string) (uint32, error)) (*entries, error) {
 func compileApps(e *entries, apps []App, p Protocol, label func(string) (uint32, error)) error {
 	var cuts []int // each range [a,b] starts a piece at a and at b+1
 	for _, a := range apps {
-		if a.Protocol == p && a.Ports.class() == 1 {
+		if a.Protocol == p && a.Ports.Specificity() == specRange {
 			cuts = append(cuts, int(a.Ports.First), int(a.Ports.Last)+1)
 		}
 	}
@@ -227,7 +227,7 @@ func compileApps(e *entries, apps []App, p Protocol, label func(string) (uint32,
 	classOf := make([]uint32, len(cuts))
 	covered := func(lo int) bool {
 		for _, a := range apps {
-			if a.Protocol == p && a.Ports.class() == 1 && a.Ports.Contains(uint16(lo)) {
+			if a.Protocol == p && a.Ports.Specificity() == specRange && a.Ports.Contains(uint16(lo)) {
 				return true
 			}
 		}
@@ -258,13 +258,13 @@ func compileApps(e *entries, apps []App, p Protocol, label func(string) (uint32,
 		}
 		v := bpf.DispatchAppVal{Label: idx, Plen: uint32(a.Edge.Bits())}
 		put := func(kind bpf.DispatchAppKind, port uint32) { e.putApp(a, kind, port, v) }
-		switch a.Ports.class() {
-		case 2:
+		switch a.Ports.Specificity() {
+		case specSingle:
 			e.portinfo[portIndex(p, a.Ports.First)] |= piSingleApp
 			put(bpf.DispatchAppKindAPP_SINGLE, uint32(a.Ports.First))
-		case 0:
+		case specAny:
 			put(bpf.DispatchAppKindAPP_ANY, 0)
-		case 1:
+		case specRange:
 			for i := 0; i+1 < len(cuts); i++ {
 				if classOf[i] != 0 && a.Ports.Contains(uint16(cuts[i])) {
 					put(bpf.DispatchAppKindAPP_RANGE, classOf[i])

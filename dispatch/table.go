@@ -138,15 +138,23 @@ func (r PortRange) String() string {
 	return fmt.Sprintf("%d-%d", r.First, r.Last)
 }
 
-// class orders port specifications: a single port beats a range beats any.
-func (r PortRange) class() int {
+// The specificities of port ranges, least specific first.
+const (
+	specAny = iota
+	specRange
+	specSingle
+)
+
+// Specificity orders port specifications where an address's apps meet: a
+// single port beats a range beats any port.
+func (r PortRange) Specificity() int {
 	switch {
 	case r.Single():
-		return 2
+		return specSingle
 	case r.Any():
-		return 0
+		return specAny
 	}
-	return 1
+	return specRange
 }
 
 // App is an application of a PolicyApps owner: a protocol and ports on an edge
@@ -361,7 +369,7 @@ func (t *Table) validateApps() error {
 		if err := t.checkApp(a); err != nil {
 			return invalid("apps[%d] %s: %v", i, a, err)
 		}
-		k := akey{a.Owner, a.Protocol, a.Edge, a.Ports.class()}
+		k := akey{a.Owner, a.Protocol, a.Edge, a.Ports.Specificity()}
 		for _, j := range groups[k] {
 			if t.Apps[j].Ports.Overlaps(a.Ports) {
 				return invalid("apps[%d] %s: ports overlap apps[%d] %s on the same edge", i, a, j, t.Apps[j])
@@ -483,7 +491,7 @@ func (t *Table) app(owner Owner, p Protocol, addr netip.Addr, port uint16) *App 
 		}
 		if best == nil || cmp.Or(
 			cmp.Compare(a.Edge.Bits(), best.Edge.Bits()),
-			cmp.Compare(a.Ports.class(), best.Ports.class())) > 0 {
+			cmp.Compare(a.Ports.Specificity(), best.Ports.Specificity())) > 0 {
 			best = a
 		}
 	}

@@ -2,12 +2,13 @@ package spectrum
 
 import (
 	"cmp"
-	"fmt"
 	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/dispatch"
 )
 
 // Protocol is tcp or udp.
@@ -20,33 +21,7 @@ const (
 )
 
 // Ports is an inclusive port range; {0, 65535} is any port.
-type Ports struct{ First, Last uint16 }
-
-// Any reports whether p stands for every port.
-func (p Ports) Any() bool { return p.First == 0 && p.Last == 65535 }
-
-func (p Ports) contains(port uint16) bool { return port >= p.First && port <= p.Last }
-
-// specificity orders port specs: a single port over a range over any port.
-func (p Ports) specificity() int {
-	switch {
-	case p.Any():
-		return 0
-	case p.First == p.Last:
-		return 2
-	}
-	return 1
-}
-
-func (p Ports) String() string {
-	switch {
-	case p.Any():
-		return "*"
-	case p.First == p.Last:
-		return strconv.Itoa(int(p.First))
-	}
-	return fmt.Sprintf("%d-%d", p.First, p.Last)
-}
+type Ports = dispatch.PortRange
 
 // Origin is where an app forwards to: a host (name or address) and a port,
 // 0 to keep the port the client dialled.
@@ -246,10 +221,10 @@ func (t *table) match(proto Protocol, addr netip.Addr, port uint16) *app {
 	addr = addr.Unmap()
 	var best *app
 	for _, a := range t.apps {
-		if a.Protocol != proto || !a.Edge.Contains(addr) || !a.Ports.contains(port) {
+		if a.Protocol != proto || !a.Edge.Contains(addr) || !a.Ports.Contains(port) {
 			continue
 		}
-		if best == nil || cmp.Or(cmp.Compare(a.Edge.Bits(), best.Edge.Bits()), cmp.Compare(a.Ports.specificity(), best.Ports.specificity())) > 0 {
+		if best == nil || cmp.Or(cmp.Compare(a.Edge.Bits(), best.Edge.Bits()), cmp.Compare(a.Ports.Specificity(), best.Ports.Specificity())) > 0 {
 			best = a
 		}
 	}

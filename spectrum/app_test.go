@@ -29,15 +29,15 @@ func TestMatchAgreesWithBindings(t *testing.T) {
 			switch r.IntN(3) {
 			case 0:
 				p := pool[r.IntN(len(pool))]
-				ports = Ports{p, p}
+				ports = Ports{First: p, Last: p}
 			case 1:
 				a, b := pool[r.IntN(len(pool))], pool[r.IntN(len(pool))]
-				ports = Ports{min(a, b), max(a, b)}
+				ports = Ports{First: min(a, b), Last: max(a, b)}
 				if ports.First == ports.Last {
 					continue
 				}
 			default:
-				ports = Ports{0, 65535}
+				ports = dispatch.AnyPort
 			}
 			proto, dproto := TCP, dispatch.TCP
 			if r.IntN(2) == 0 {
@@ -83,10 +83,10 @@ func TestOriginAddr(t *testing.T) {
 		dialed uint16
 		want   string
 	}{
-		{Ports{22, 22}, Origin{"127.0.0.1", 2222}, 22, "127.0.0.1:2222"},
-		{Ports{1000, 2000}, Origin{"127.0.0.1", 3000}, 1005, "127.0.0.1:3005"},
-		{Ports{0, 65535}, Origin{"::1", 4000}, 8765, "[::1]:4000"},
-		{Ports{7000, 7010}, Origin{"origin.example", 0}, 7005, "origin.example:7005"},
+		{Ports{First: 22, Last: 22}, Origin{"127.0.0.1", 2222}, 22, "127.0.0.1:2222"},
+		{Ports{First: 1000, Last: 2000}, Origin{"127.0.0.1", 3000}, 1005, "127.0.0.1:3005"},
+		{dispatch.AnyPort, Origin{"::1", 4000}, 8765, "[::1]:4000"},
+		{Ports{First: 7000, Last: 7010}, Origin{"origin.example", 0}, 7005, "origin.example:7005"},
 	} {
 		a := newApp(App{Name: "x", Protocol: TCP, Ports: tc.ports, Origins: []Origin{tc.origin}}, m)
 		if got := a.originAddr(0, tc.dialed); got != tc.want {

@@ -35,7 +35,7 @@ func tcpEchoProxy(t *testing.T) (*Proxy, string) {
 	}()
 	oport := uint16(origin.Addr().(*net.TCPAddr).Port)
 	p, err := New(Options{Apps: []App{
-		{Name: "t", Protocol: TCP, Edge: netip.MustParsePrefix("127.0.0.0/8"), Ports: Ports{0, 65535}, Origins: []Origin{{Host: "127.0.0.1", Port: oport}}},
+		{Name: "t", Protocol: TCP, Edge: netip.MustParsePrefix("127.0.0.0/8"), Ports: Ports{First: 0, Last: 65535}, Origins: []Origin{{Host: "127.0.0.1", Port: oport}}},
 	}})
 	if err != nil {
 		t.Fatal(err)

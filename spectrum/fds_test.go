@@ -45,8 +45,8 @@ func acceptedPair(t *testing.T) *net.TCPConn {
 func TestHostileSpectrumDialEMFILE(t *testing.T) {
 	netns.New(t)
 	p, err := New(Options{Apps: []App{
-		{Name: "t", Protocol: TCP, Edge: netip.MustParsePrefix("127.0.0.0/8"), Ports: Ports{0, 65535}, Origins: []Origin{{Host: "127.0.0.1", Port: 1}}},
-		{Name: "u", Protocol: UDP, Edge: netip.MustParsePrefix("192.0.2.0/24"), Ports: Ports{0, 65535}, Origins: []Origin{{Host: "127.0.0.1", Port: 1}}},
+		{Name: "t", Protocol: TCP, Edge: netip.MustParsePrefix("127.0.0.0/8"), Ports: Ports{First: 0, Last: 65535}, Origins: []Origin{{Host: "127.0.0.1", Port: 1}}},
+		{Name: "u", Protocol: UDP, Edge: netip.MustParsePrefix("192.0.2.0/24"), Ports: Ports{First: 0, Last: 65535}, Origins: []Origin{{Host: "127.0.0.1", Port: 1}}},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -101,8 +101,8 @@ func TestHostileSpectrumBudgetRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, err := New(Options{FDs: b, Apps: []App{
-		{Name: "t", Protocol: TCP, Edge: netip.MustParsePrefix("127.0.0.0/8"), Ports: Ports{0, 65535}, Origins: []Origin{{Host: "127.0.0.1", Port: 1}}},
-		{Name: "u", Protocol: UDP, Edge: netip.MustParsePrefix("192.0.2.0/24"), Ports: Ports{0, 65535}, Origins: []Origin{{Host: "127.0.0.1", Port: 1}}},
+		{Name: "t", Protocol: TCP, Edge: netip.MustParsePrefix("127.0.0.0/8"), Ports: Ports{First: 0, Last: 65535}, Origins: []Origin{{Host: "127.0.0.1", Port: 1}}},
+		{Name: "u", Protocol: UDP, Edge: netip.MustParsePrefix("192.0.2.0/24"), Ports: Ports{First: 0, Last: 65535}, Origins: []Origin{{Host: "127.0.0.1", Port: 1}}},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +144,7 @@ func TestSpectrumPipesBounded(t *testing.T) {
 	}()
 	oport := uint16(origin.Addr().(*net.TCPAddr).Port)
 	p, err := New(Options{MaxPipes: 2, Apps: []App{
-		{Name: "t", Protocol: TCP, Edge: netip.MustParsePrefix("127.0.0.0/8"), Ports: Ports{0, 65535}, Origins: []Origin{{Host: "127.0.0.1", Port: oport}}},
+		{Name: "t", Protocol: TCP, Edge: netip.MustParsePrefix("127.0.0.0/8"), Ports: Ports{First: 0, Last: 65535}, Origins: []Origin{{Host: "127.0.0.1", Port: oport}}},
 	}})
 	if err != nil {
 		t.Fatal(err)
