@@ -29,7 +29,7 @@ var (
 	ErrBadSocket error = &sockErr{"socket cannot be registered", unix.EINVAL}
 	// ErrMPTCP reports an MPTCP socket, which the sockmap refuses; it also
 	// matches unix.EOPNOTSUPP. Go 1.24+ makes TCP listeners MPTCP by default.
-	ErrMPTCP error = &sockErr{"socket is MPTCP, which the sockmap refuses: create the listener with net.ListenConfig.SetMultipathTCP(false)", unix.EOPNOTSUPP}
+	ErrMPTCP error = &sockErr{"socket is MPTCP, which the sockmap refuses: create the listener with package steered, or net.ListenConfig.SetMultipathTCP(false)", unix.EOPNOTSUPP}
 )
 
 // CheckSocket says whether conn could be registered under label, as
