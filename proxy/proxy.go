@@ -35,6 +35,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
 
+	"github.com/edgeproxy/edgeproxy/dispatch/steered"
 	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
 	"github.com/edgeproxy/edgeproxy/internal/netaddr"
 	"github.com/edgeproxy/edgeproxy/internal/sockns"
@@ -270,14 +271,12 @@ func New(opts Options) (*Proxy, error) {
 		p.log.Warn("cdn: https_ports serve TLS but no certificate is configured: every handshake fails", "https_ports", c.HTTPSPorts)
 	}
 
-	var lc net.ListenConfig
-	lc.SetMultipathTCP(false) // the sockmap refuses MPTCP sockets
+	lc := steered.ListenConfig(listenerOptions)
 	// No TCP keep-alive probes on client connections (as nginx's default):
 	// they would cost four socket options at every accept, and the
 	// proxy's own timeouts (head, idle, send, tunnel idle) bound every
 	// state a connection can be left in by a client that vanished.
 	lc.KeepAlive = -1
-	lc.Control = listenerOptions
 	ln, err := lc.Listen(context.Background(), "tcp", "[::]:0")
 	if err != nil {
 		return nil, fmt.Errorf("cdn: tcp socket: %w", err)

@@ -38,6 +38,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
+	"github.com/edgeproxy/edgeproxy/dispatch/steered"
 	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
 	"github.com/edgeproxy/edgeproxy/internal/sockns"
 )
@@ -153,24 +154,13 @@ func New(opts Options) (*Proxy, error) {
 		return nil, err
 	}
 
-	var lc net.ListenConfig
-	lc.SetMultipathTCP(false) // the sockmap refuses MPTCP sockets
-	ln, err := lc.Listen(context.Background(), "tcp", "[::]:0")
-	if err != nil {
+	if p.tcp, err = steered.Listen("tcp", "[::]:0"); err != nil {
 		return nil, fmt.Errorf("spectrum: tcp socket: %w", err)
 	}
-	p.tcp = ln.(*net.TCPListener)
-	ulc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		return setsockopts(c,
-			opt{unix.SOL_IP, unix.IP_RECVORIGDSTADDR, 1},
-			opt{unix.SOL_IPV6, unix.IPV6_RECVORIGDSTADDR, 1})
-	}}
-	pc, err := ulc.ListenPacket(context.Background(), "udp", "[::]:0")
-	if err != nil {
+	if p.udp, err = steered.ListenPacket("udp", "[::]:0"); err != nil {
 		p.tcp.Close()
 		return nil, fmt.Errorf("spectrum: udp socket: %w", err)
 	}
-	p.udp = pc.(*net.UDPConn)
 	if opts.Registerer != nil && opts.Owns != nil {
 		opts.Registerer.MustRegister(p.unownedGauges()...)
 	}

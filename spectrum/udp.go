@@ -15,6 +15,7 @@ import (
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 
+	"github.com/edgeproxy/edgeproxy/dispatch/steered"
 	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
 	"github.com/edgeproxy/edgeproxy/internal/netaddr"
 )
@@ -99,7 +100,7 @@ func (p *Proxy) udpLoop() {
 		for i := range ms[:n] {
 			m := &ms[i]
 			client := netaddr.AddrPort(m.Addr)
-			edge, err := origDst(m.OOB[:m.NN])
+			edge, err := steered.OrigDst(m.OOB[:m.NN])
 			if err != nil {
 				continue
 			}
@@ -110,24 +111,6 @@ func (p *Proxy) udpLoop() {
 			p.datagram(out, client, edge, m.Buffers[0][:m.N])
 		}
 	}
-}
-
-// origDst parses IP_ORIGDSTADDR or IPV6_ORIGDSTADDR.
-func origDst(oob []byte) (netip.AddrPort, error) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	for _, m := range msgs {
-		switch {
-		case m.Header.Level == unix.SOL_IP && m.Header.Type == unix.IP_ORIGDSTADDR && len(m.Data) >= 8:
-			return netip.AddrPortFrom(netip.AddrFrom4([4]byte(m.Data[4:8])), uint16(m.Data[2])<<8|uint16(m.Data[3])), nil
-		case m.Header.Level == unix.SOL_IPV6 && m.Header.Type == unix.IPV6_ORIGDSTADDR && len(m.Data) >= 24:
-			a := netip.AddrFrom16([16]byte(m.Data[8:24])).Unmap()
-			return netip.AddrPortFrom(a, uint16(m.Data[2])<<8|uint16(m.Data[3])), nil
-		}
-	}
-	return netip.AddrPort{}, errors.New("no original destination")
 }
 
 // datagram handles a datagram that reached the shared socket: the first of

@@ -1,7 +1,6 @@
 package scenarios
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/bench/harness"
 	"github.com/edgeproxy/edgeproxy/dispatch"
+	"github.com/edgeproxy/edgeproxy/dispatch/steered"
 )
 
 // The dispatch group: the sk_lookup program's own figures.
@@ -400,15 +400,13 @@ func runDispatchConnRate(c *harness.Ctx, r *harness.Result) error {
 		return fmt.Errorf("open dispatcher: %w", err)
 	}
 	defer disp.Close()
-	var lc net.ListenConfig
-	lc.SetMultipathTCP(false) // the sockmap refuses MPTCP sockets
-	steered, err := lc.Listen(context.Background(), "tcp", "[::]:0")
+	ln, err := steered.Listen("tcp", "[::]:0")
 	if err != nil {
 		return err
 	}
-	defer steered.Close()
-	go dispAcceptClose(steered)
-	if err := disp.Register("bench/tcp", steered.(*net.TCPListener)); err != nil {
+	defer ln.Close()
+	go dispAcceptClose(ln)
+	if err := disp.Register("bench/tcp", ln); err != nil {
 		return err
 	}
 	plain, err := net.Listen("tcp", fmt.Sprintf("[::]:%d", connPlainPort))

@@ -23,25 +23,25 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/edgeproxy/edgeproxy/dispatch/steered"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
 )
 
 // ListenTCP returns a dual-stack, non-MPTCP TCP listener on addr (such as
 // "[::]:0"), ready to be registered with the dispatcher.
 func ListenTCP(addr string, reusePort bool) (*net.TCPListener, error) {
-	var lc net.ListenConfig
-	lc.SetMultipathTCP(false)
-	if reusePort {
-		lc.Control = func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			if err := c.Control(func(fd uintptr) {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-			}); err != nil {
-				return err
-			}
-			return serr
-		}
+	if !reusePort {
+		return steered.Listen("tcp", addr)
 	}
+	lc := steered.ListenConfig(func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	})
 	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, err
@@ -72,21 +72,15 @@ func ServeTCP(ln net.Listener, name string) {
 // ListenUDP returns a dual-stack UDP socket on addr (such as "[::]:0") with
 // SO_REUSEADDR and the original destination of every datagram reported.
 func ListenUDP(addr string) (*net.UDPConn, error) {
-	lc := net.ListenConfig{Control: func(network, _ string, c syscall.RawConn) error {
+	lc := steered.ListenConfig(func(network, address string, c syscall.RawConn) error {
 		var serr error
 		if err := c.Control(func(fd uintptr) {
-			serr = errors.Join(
-				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1),
-				unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_RECVORIGDSTADDR, 1),
-			)
-			if network != "udp4" {
-				serr = errors.Join(serr, unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_RECVORIGDSTADDR, 1))
-			}
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
 		}); err != nil {
 			return err
 		}
-		return serr
-	}}
+		return errors.Join(serr, steered.ReportOrigDst(network, address, c))
+	})
 	pc, err := lc.ListenPacket(context.Background(), "udp", addr)
 	if err != nil {
 		return nil, err
@@ -112,7 +106,7 @@ func ServeUDP(pc *net.UDPConn, name string) {
 			}
 			continue
 		}
-		dst, err := OrigDst(oob[:oobn])
+		dst, err := steered.OrigDst(oob[:oobn])
 		if err != nil {
 			continue
 		}
@@ -126,25 +120,6 @@ func ServeUDP(pc *net.UDPConn, name string) {
 		}
 		ReplyFrom(dst, from, []byte(reply))
 	}
-}
-
-// OrigDst parses the IP_ORIGDSTADDR or IPV6_ORIGDSTADDR control message.
-func OrigDst(oob []byte) (netip.AddrPort, error) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	for _, m := range msgs {
-		switch {
-		case m.Header.Level == unix.SOL_IP && m.Header.Type == unix.IP_ORIGDSTADDR && len(m.Data) >= 8:
-			port := uint16(m.Data[2])<<8 | uint16(m.Data[3])
-			return netip.AddrPortFrom(netip.AddrFrom4([4]byte(m.Data[4:8])), port), nil
-		case m.Header.Level == unix.SOL_IPV6 && m.Header.Type == unix.IPV6_ORIGDSTADDR && len(m.Data) >= 24:
-			port := uint16(m.Data[2])<<8 | uint16(m.Data[3])
-			return netip.AddrPortFrom(netip.AddrFrom16([16]byte(m.Data[8:24])), port), nil
-		}
-	}
-	return netip.AddrPort{}, errors.New("no original destination in control message")
 }
 
 // ReplyFrom sends b to dst from src, through a socket bound to src (with
