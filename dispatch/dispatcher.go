@@ -104,86 +104,30 @@ func Open(opts Options) (_ *Dispatcher, err error) {
 	}
 	d := &Dispatcher{pinDir: opts.PinDir}
 	d.labels.Store(&map[string]uint32{})
-	if v, ok := spec.Variables["schema_version"]; !ok {
-		return nil, errors.New("dispatch object has no schema_version")
-	} else if err := v.Get(&d.schema); err != nil {
-		return nil, fmt.Errorf("read schema_version: %w", err)
+	if err := d.readSpec(spec); err != nil {
+		return nil, err
 	}
-	d.limits = limits{
-		bind:  int(spec.Maps[bpf.DispatchMapBind4].MaxEntries / 2),
-		apps:  int(spec.Maps[bpf.DispatchMapApp4].MaxEntries / 2),
-		ports: int(spec.Maps[bpf.DispatchMapPorts].MaxEntries / 2),
-	}
-
-	var copts ebpf.CollectionOptions
 	if d.pinDir != "" {
-		switch l := opts.Lock; {
-		case l == nil:
-			if d.lock, err = LockPinDir(d.pinDir); err != nil {
-				return nil, err
-			}
-			defer func() {
-				if err != nil {
-					d.lock.Close()
-				}
-			}()
-		case l.Dir() != filepath.Clean(d.pinDir):
-			return nil, fmt.Errorf("dispatch: the lock given is on %s, not on the pin dir %s", l.Dir(), d.pinDir)
+		if err := d.holdPinDir(opts.Lock); err != nil {
+			return nil, err
 		}
-		if opts.Link == nil {
-			if err := d.checkPinned(); err != nil {
-				return nil, err
+		defer func() {
+			if err != nil {
+				d.lock.Close()
 			}
-			for _, name := range pinnedMaps() {
-				spec.Maps[name].Pinning = ebpf.PinByName
-			}
-			copts.Maps.PinPath = d.pinDir
-		}
+		}()
 	}
-
-	objs := new(bpf.DispatchObjects)
-	if err := spec.LoadAndAssign(objs, &copts); err != nil {
-		if errors.Is(err, ebpf.ErrMapIncompatible) {
-			return nil, fmt.Errorf("%w: %s holds maps of another layout (run `edgeproxy unload`): %v", ErrForeign, d.pinDir, err)
-		}
-		var verr *ebpf.VerifierError
-		if errors.As(err, &verr) {
-			return nil, fmt.Errorf("load dispatch program: %+v", verr)
-		}
-		return nil, fmt.Errorf("load dispatch program: %w", err)
+	if err := d.load(spec, d.pinDir != "" && opts.Link == nil); err != nil {
+		return nil, err
 	}
-	d.objs = objs
 	defer func() {
 		if err != nil {
 			d.closeLocked()
 		}
 	}()
-
-	var m bpf.DispatchMeta
-	if err := objs.Meta.Lookup(uint32(0), &m); err != nil {
-		return nil, fmt.Errorf("read meta: %w", err)
-	}
-	if m.Magic == 0 {
-		m = bpf.DispatchMeta{Magic: metaMagic, Schema: d.schema}
-		if err := objs.Meta.Put(uint32(0), &m); err != nil {
-			return nil, fmt.Errorf("write meta: %w", err)
-		}
-	}
-
-	if err := d.readLabels(); err != nil {
+	if err := d.readState(); err != nil {
 		return nil, err
 	}
-	var st bpf.DispatchState
-	if err := objs.State.Lookup(uint32(0), &st); err != nil {
-		return nil, fmt.Errorf("read state: %w", err)
-	}
-	d.active = st.Gen & 1
-	for gen := range d.written {
-		if d.written[gen], err = d.readGen(uint8(gen)); err != nil {
-			return nil, err
-		}
-	}
-
 	switch {
 	case opts.Link != nil:
 		if err := d.adoptLink(opts.Link); err != nil {
@@ -195,13 +139,98 @@ func Open(opts Options) (_ *Dispatcher, err error) {
 		}
 	}
 	// A previous process may have flipped generations a moment ago.
-	done := make(chan struct{})
-	d.quiesced = done
-	go func() {
-		waitForReaders()
-		close(done)
-	}()
+	d.quiesced = readersDone()
 	return d, nil
+}
+
+// readSpec reads the schema version and the maps' capacities from spec.
+func (d *Dispatcher) readSpec(spec *ebpf.CollectionSpec) error {
+	v, ok := spec.Variables["schema_version"]
+	if !ok {
+		return errors.New("dispatch object has no schema_version")
+	}
+	if err := v.Get(&d.schema); err != nil {
+		return fmt.Errorf("read schema_version: %w", err)
+	}
+	d.limits = limits{
+		bind:  int(spec.Maps[bpf.DispatchMapBind4].MaxEntries / 2),
+		apps:  int(spec.Maps[bpf.DispatchMapApp4].MaxEntries / 2),
+		ports: int(spec.Maps[bpf.DispatchMapPorts].MaxEntries / 2),
+	}
+	return nil
+}
+
+// holdPinDir takes the pin dir's lock, or checks that l, the caller's, is
+// on the pin dir.
+func (d *Dispatcher) holdPinDir(l *Lock) error {
+	if l == nil {
+		var err error
+		d.lock, err = LockPinDir(d.pinDir)
+		return err
+	}
+	if l.Dir() != filepath.Clean(d.pinDir) {
+		return fmt.Errorf("dispatch: the lock given is on %s, not on the pin dir %s", l.Dir(), d.pinDir)
+	}
+	return nil
+}
+
+// load loads the program and its maps, taking the pinned maps over when
+// pinned.
+func (d *Dispatcher) load(spec *ebpf.CollectionSpec, pinned bool) error {
+	var copts ebpf.CollectionOptions
+	if pinned {
+		if err := d.checkPinned(); err != nil {
+			return err
+		}
+		for _, name := range pinnedMaps() {
+			spec.Maps[name].Pinning = ebpf.PinByName
+		}
+		copts.Maps.PinPath = d.pinDir
+	}
+	objs := new(bpf.DispatchObjects)
+	if err := spec.LoadAndAssign(objs, &copts); err != nil {
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return fmt.Errorf("%w: %s holds maps of another layout (run `edgeproxy unload`): %v", ErrForeign, d.pinDir, err)
+		}
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return fmt.Errorf("load dispatch program: %+v", verr)
+		}
+		return fmt.Errorf("load dispatch program: %w", err)
+	}
+	d.objs = objs
+	return nil
+}
+
+// readState reads what the maps hold: it marks them as ours when they are
+// new, and reads the labels, the active generation and both generations.
+func (d *Dispatcher) readState() error {
+	objs := d.objs
+	var m bpf.DispatchMeta
+	if err := objs.Meta.Lookup(uint32(0), &m); err != nil {
+		return fmt.Errorf("read meta: %w", err)
+	}
+	if m.Magic == 0 {
+		m = bpf.DispatchMeta{Magic: metaMagic, Schema: d.schema}
+		if err := objs.Meta.Put(uint32(0), &m); err != nil {
+			return fmt.Errorf("write meta: %w", err)
+		}
+	}
+	if err := d.readLabels(); err != nil {
+		return err
+	}
+	var st bpf.DispatchState
+	if err := objs.State.Lookup(uint32(0), &st); err != nil {
+		return fmt.Errorf("read state: %w", err)
+	}
+	d.active = st.Gen & 1
+	for gen := range d.written {
+		var err error
+		if d.written[gen], err = d.readGen(uint8(gen)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // pinnedMaps returns the names of the maps that outlive the process with

@@ -209,45 +209,12 @@ func compile(t *Table, label func(string) (uint32, error)) (*entries, error) {
 
 // compileApps writes the app entries of protocol p. Single-port apps are keyed
 // by their port and any-port apps by port 0. Range apps are keyed by range
-// class: the ports of p are cut at every range's ends into intervals, each
-// interval with a set of covering ranges gets a class number in portinfo,
-// and each range app gets one entry per class it covers.
+// class (rangeClasses), one entry per class they cover.
 func compileApps(e *entries, apps []App, p Protocol, label func(string) (uint32, error)) error {
-	var cuts []int // each range [a,b] starts a piece at a and at b+1
-	for _, a := range apps {
-		if a.Protocol == p && a.Ports.Specificity() == specRange {
-			cuts = append(cuts, int(a.Ports.First), int(a.Ports.Last)+1)
-		}
+	classes, err := rangeClasses(e, apps, p)
+	if err != nil {
+		return err
 	}
-	slices.Sort(cuts)
-	cuts = slices.Compact(cuts)
-
-	// classOf[i] is the class of the piece [cuts[i], cuts[i+1]); 0 if no
-	// range covers it.
-	classOf := make([]uint32, len(cuts))
-	covered := func(lo int) bool {
-		for _, a := range apps {
-			if a.Protocol == p && a.Ports.Specificity() == specRange && a.Ports.Contains(uint16(lo)) {
-				return true
-			}
-		}
-		return false
-	}
-	next := uint32(1)
-	for i := 0; i+1 < len(cuts); i++ {
-		if !covered(cuts[i]) {
-			continue
-		}
-		if next > maxClasses {
-			return fmt.Errorf("%w: more than %d distinct %s port ranges", ErrInvalidTable, maxClasses, p)
-		}
-		classOf[i] = next
-		for port := cuts[i]; port < cuts[i+1]; port++ {
-			e.portinfo[portIndex(p, uint16(port))] |= next << piClassShift
-		}
-		next++
-	}
-
 	for _, a := range apps {
 		if a.Protocol != p {
 			continue
@@ -257,20 +224,59 @@ func compileApps(e *entries, apps []App, p Protocol, label func(string) (uint32,
 			return err
 		}
 		v := bpf.DispatchAppVal{Label: idx, Plen: uint32(a.Edge.Bits())}
-		put := func(kind bpf.DispatchAppKind, port uint32) { e.putApp(a, kind, port, v) }
 		switch a.Ports.Specificity() {
 		case specSingle:
 			e.portinfo[portIndex(p, a.Ports.First)] |= piSingleApp
-			put(bpf.DispatchAppKindAPP_SINGLE, uint32(a.Ports.First))
+			e.putApp(a, bpf.DispatchAppKindAPP_SINGLE, uint32(a.Ports.First), v)
 		case specAny:
-			put(bpf.DispatchAppKindAPP_ANY, 0)
+			e.putApp(a, bpf.DispatchAppKindAPP_ANY, 0, v)
 		case specRange:
-			for i := 0; i+1 < len(cuts); i++ {
-				if classOf[i] != 0 && a.Ports.Contains(uint16(cuts[i])) {
-					put(bpf.DispatchAppKindAPP_RANGE, classOf[i])
+			for _, c := range classes {
+				if a.Ports.Contains(c.first) {
+					e.putApp(a, bpf.DispatchAppKindAPP_RANGE, c.class, v)
 				}
 			}
 		}
 	}
 	return nil
+}
+
+// rangeClass is a piece of the ports that ranges cover, from first on, and
+// its class number.
+type rangeClass struct {
+	first uint16
+	class uint32
+}
+
+// rangeClasses cuts the ports of p at every range app's ends into pieces,
+// gives each piece that some range covers a class number, and writes the
+// class of each of its ports into portinfo. A range covers a piece whole
+// or not at all, so its first port stands for it.
+func rangeClasses(e *entries, apps []App, p Protocol) ([]rangeClass, error) {
+	var ranges []PortRange
+	var cuts []int // each range [a,b] starts a piece at a and at b+1
+	for _, a := range apps {
+		if a.Protocol == p && a.Ports.Specificity() == specRange {
+			ranges = append(ranges, a.Ports)
+			cuts = append(cuts, int(a.Ports.First), int(a.Ports.Last)+1)
+		}
+	}
+	slices.Sort(cuts)
+	cuts = slices.Compact(cuts)
+	var classes []rangeClass
+	for i := 0; i+1 < len(cuts); i++ {
+		lo := uint16(cuts[i])
+		if !slices.ContainsFunc(ranges, func(r PortRange) bool { return r.Contains(lo) }) {
+			continue
+		}
+		next := uint32(len(classes) + 1)
+		if next > maxClasses {
+			return nil, fmt.Errorf("%w: more than %d distinct %s port ranges", ErrInvalidTable, maxClasses, p)
+		}
+		classes = append(classes, rangeClass{lo, next})
+		for port := cuts[i]; port < cuts[i+1]; port++ {
+			e.portinfo[portIndex(p, uint16(port))] |= next << piClassShift
+		}
+	}
+	return classes, nil
 }

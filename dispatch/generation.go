@@ -63,12 +63,7 @@ func (d *Dispatcher) switchTo(objs *bpf.DispatchObjects, next *entries) error {
 	}
 	d.active = gen
 
-	quiesced := make(chan struct{})
-	d.quiesced = quiesced
-	go func() {
-		waitForReaders()
-		close(quiesced)
-	}()
+	d.quiesced = readersDone()
 	return nil
 }
 
@@ -86,6 +81,17 @@ func (d *Dispatcher) checkLimits(e *entries) error {
 		return fmt.Errorf("%w: %d port entries exceed the capacity of %d", ErrInvalidTable, len(e.ports), d.limits.ports)
 	}
 	return nil
+}
+
+// readersDone returns a channel that is closed once every program run that
+// started before the call has finished.
+func readersDone() chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		waitForReaders()
+		close(done)
+	}()
+	return done
 }
 
 // waitForReaders returns once every program run that started before the call
