@@ -261,30 +261,16 @@ func (d *Dispatcher) checkPinned() error {
 	if len(des) == 0 {
 		return nil
 	}
-	var unknown []string
-	for _, de := range des {
-		if de.Name() != linkPin && !slices.Contains(pinnedMaps(), de.Name()) {
-			unknown = append(unknown, de.Name())
-		}
-	}
-	if len(unknown) > 0 {
+	if unknown := foreignPins(des); len(unknown) > 0 {
 		return fmt.Errorf("%w: %s holds %s", ErrForeign, d.pinDir, strings.Join(unknown, ", "))
 	}
 	path := filepath.Join(d.pinDir, bpf.DispatchMapMeta)
-	mm, err := ebpf.LoadPinnedMap(path, nil)
-	if errors.Is(err, os.ErrNotExist) {
+	m, err := readPinnedMeta(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("%w: %s has pinned objects but no meta map (run `edgeproxy unload`)", ErrForeign, d.pinDir)
-	}
-	if err != nil {
-		return fmt.Errorf("%w: open %s: %v", ErrForeign, path, err)
-	}
-	defer mm.Close()
-	var m bpf.DispatchMeta
-	if mm.ValueSize() != metaSize {
-		return fmt.Errorf("%w: %s is not a meta map", ErrForeign, path)
-	}
-	if err := mm.Lookup(uint32(0), &m); err != nil {
-		return fmt.Errorf("%w: read %s: %v", ErrForeign, path, err)
+	case err != nil:
+		return err
 	}
 	switch {
 	case m.Magic == 0:
@@ -296,6 +282,39 @@ func (d *Dispatcher) checkPinned() error {
 			ErrStale, d.pinDir, m.Schema, d.schema)
 	}
 	return nil
+}
+
+// foreignPins returns the names in a pin dir's entries that edgeproxy does
+// not pin: directories, and names that are not the link's or a map's.
+func foreignPins(des []os.DirEntry) []string {
+	var unknown []string
+	for _, de := range des {
+		if de.IsDir() || (de.Name() != linkPin && !slices.Contains(pinnedMaps(), de.Name())) {
+			unknown = append(unknown, de.Name())
+		}
+	}
+	return unknown
+}
+
+// readPinnedMeta reads the meta map pinned at path. A map that is there
+// but not a meta map is ErrForeign; none there is os.ErrNotExist.
+func readPinnedMeta(path string) (bpf.DispatchMeta, error) {
+	var m bpf.DispatchMeta
+	mm, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return m, err
+	}
+	if err != nil {
+		return m, fmt.Errorf("%w: open %s: %v", ErrForeign, path, err)
+	}
+	defer mm.Close()
+	if mm.ValueSize() != metaSize {
+		return m, fmt.Errorf("%w: %s is not a meta map", ErrForeign, path)
+	}
+	if err := mm.Lookup(uint32(0), &m); err != nil {
+		return m, fmt.Errorf("%w: read %s: %v", ErrForeign, path, err)
+	}
+	return m, nil
 }
 
 // loadPinnedLink takes over a pinned link, after checking that it is ours and
@@ -551,26 +570,24 @@ func checkUnloadable(dir string) error {
 	if len(des) == 0 {
 		return fmt.Errorf("%w: %s is empty", ErrNothingPinned, dir)
 	}
-	var unknown []string
-	for _, de := range des {
-		if de.IsDir() || (de.Name() != linkPin && !slices.Contains(pinnedMaps(), de.Name())) {
-			unknown = append(unknown, de.Name())
-		}
-	}
-	if len(unknown) > 0 {
+	if unknown := foreignPins(des); len(unknown) > 0 {
 		return fmt.Errorf("%w: %s holds %s, which edgeproxy does not pin: nothing removed", ErrForeign, dir, strings.Join(unknown, ", "))
 	}
-	if mm, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.DispatchMapMeta), nil); err == nil {
-		var m bpf.DispatchMeta
-		ok := mm.ValueSize() == metaSize && mm.Lookup(uint32(0), &m) == nil
-		mm.Close()
-		if ok && m.Magic == metaMagic {
+	if m, err := readPinnedMeta(filepath.Join(dir, bpf.DispatchMapMeta)); err == nil {
+		if m.Magic == metaMagic {
 			return nil
 		}
-		if ok && m.Magic != 0 {
+		if m.Magic != 0 {
 			return fmt.Errorf("%w: %s has magic %#x: nothing removed", ErrForeign, filepath.Join(dir, bpf.DispatchMapMeta), m.Magic)
 		}
 	}
+	return checkLayout(dir, des)
+}
+
+// checkLayout says whether the maps pinned in dir, which holds no meta map
+// of ours, are of our layout: a first start that stopped before it wrote
+// the meta map.
+func checkLayout(dir string, des []os.DirEntry) error {
 	spec, err := bpf.LoadDispatch()
 	if err != nil {
 		return fmt.Errorf("load dispatch spec: %w", err)

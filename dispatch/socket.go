@@ -136,18 +136,8 @@ func checkSocket(fd int, want Protocol) error {
 		return fmt.Errorf("%w: read socket protocol: %v", ErrBadSocket, err)
 	}
 
-	switch domain {
-	case unix.AF_INET:
-	case unix.AF_INET6:
-		v6only, err := unix.GetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
-		if err != nil {
-			return fmt.Errorf("%w: read IPV6_V6ONLY: %v", ErrBadSocket, err)
-		}
-		if v6only != 0 {
-			return fmt.Errorf("%w: the IPv6 socket is IPv6-only and cannot take IPv4 traffic: bind it to the wildcard [::] (Go makes a socket bound to a specific IPv6 address IPv6-only)", ErrBadSocket)
-		}
-	default:
-		return fmt.Errorf("%w: address family %d is neither AF_INET nor AF_INET6", ErrBadSocket, domain)
+	if err := checkFamily(fd, domain); err != nil {
+		return err
 	}
 
 	if proto == unix.IPPROTO_MPTCP {
@@ -176,6 +166,25 @@ func checkSocket(fd int, want Protocol) error {
 		}
 	}
 	return nil
+}
+
+// checkFamily says what makes fd, of address family domain, unfit: only
+// IPv4 and dual-stack IPv6 sockets take every packet a label may get.
+func checkFamily(fd, domain int) error {
+	switch domain {
+	case unix.AF_INET:
+		return nil
+	case unix.AF_INET6:
+		v6only, err := unix.GetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
+		if err != nil {
+			return fmt.Errorf("%w: read IPV6_V6ONLY: %v", ErrBadSocket, err)
+		}
+		if v6only != 0 {
+			return fmt.Errorf("%w: the IPv6 socket is IPv6-only and cannot take IPv4 traffic: bind it to the wildcard [::] (Go makes a socket bound to a specific IPv6 address IPv6-only)", ErrBadSocket)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: address family %d is neither AF_INET nor AF_INET6", ErrBadSocket, domain)
 }
 
 func sockaddrString(sa unix.Sockaddr) string {
