@@ -242,7 +242,7 @@ func validateApps(e *errList, apps []App) {
 			add("protocol", "%s is neither tcp nor udp", a.Protocol)
 			continue
 		}
-		if r := a.Ports; r.First > r.Last || (r.First == 0 && !r.Any()) {
+		if r := a.Ports; !r.Valid() {
 			add("ports", "%d-%d is not a port range", r.First, r.Last)
 			continue
 		}

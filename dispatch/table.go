@@ -125,6 +125,10 @@ func (r PortRange) Single() bool { return r.First == r.Last && r.First != 0 }
 // Contains reports whether r covers port.
 func (r PortRange) Contains(port uint16) bool { return port >= r.First && port <= r.Last }
 
+// Valid reports whether r is a port range: First no later than Last, and
+// port 0 only in AnyPort.
+func (r PortRange) Valid() bool { return r.First <= r.Last && (r.First != 0 || r.Any()) }
+
 // Overlaps reports whether r and o share a port.
 func (r PortRange) Overlaps(o PortRange) bool { return r.First <= o.Last && o.First <= r.Last }
 
@@ -391,7 +395,7 @@ func (t *Table) checkApp(a App) error {
 	if !a.Edge.IsValid() || a.Edge != a.Edge.Masked() || a.Edge.Addr().Is4In6() {
 		return errors.New("edge is not a masked IPv4 or IPv6 prefix")
 	}
-	if a.Ports.First > a.Ports.Last || (a.Ports.First == 0 && !a.Ports.Any()) {
+	if !a.Ports.Valid() {
 		return fmt.Errorf("%d-%d is not a port range", a.Ports.First, a.Ports.Last)
 	}
 	return checkLabelFor(a.Label, a.Protocol)
