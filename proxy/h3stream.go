@@ -404,23 +404,8 @@ func (s *h3Stream) serve() {
 	c, p := s.c, s.c.p
 	s.buf = s.rbuf[:]
 	s.str.SetReadDeadline(time.Unix(0, dueIn(c.lim.ReadHeaderTimeout))) // the coarse clock (clock.go)
-	typ, length, err := s.frameHeader()
-	for err == nil && typ != h3FrameHeaders && !unexpectedOnRequest(typ) && typ != h3FrameData {
-		// Unknown and reserved frame types before HEADERS are skipped.
-		if length > h3MaxSkippedFrameBytes {
-			s.resetWith(h3ExcessiveLoad)
-			return
-		}
-		if err = s.skip(length); err == nil {
-			typ, length, err = s.frameHeader()
-		}
-	}
-	if err != nil {
-		s.resetWith(h3RequestIncomplete)
-		return
-	}
-	if typ != h3FrameHeaders {
-		c.c.CloseWithError(quic.ApplicationErrorCode(h3FrameUnexpected), "a request stream must start with HEADERS")
+	length, ok := s.headersFrame()
+	if !ok {
 		return
 	}
 	s.rec = record{start: time.Now(), proto: "HTTP/3", edge: c.edge, client: c.client}
@@ -433,27 +418,10 @@ func (s *h3Stream) serve() {
 		s.refuseAndClose(st, rec, &refusal{status: 431, reason: refuseHeadLarge, msg: "the request head is larger than the limit"})
 		return
 	}
-	block, err := s.block(length)
-	if err != nil {
-		s.resetWith(h3RequestIncomplete)
-		return
-	}
 	h := h3Heads.Get().(*h3Head)
 	defer h.release()
-	h.req = fasthttp.AcquireRequest()
-	h.req.Header.DisableNormalizing()
-	h.cl, h.maxSize = -1, c.lim.MaxHeaderBytes
-	dec := c.dec.Decode(block)
-	for {
-		hf, err := dec()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			s.resetWith(h3QPACKDecompression)
-			return
-		}
-		h.field(hf.Name, hf.Value)
+	if !s.decodeHead(h, length) {
+		return
 	}
 	// The stream's end already read: no body.
 	noBody := s.eof && s.r == s.w
@@ -472,14 +440,7 @@ func (s *h3Stream) serve() {
 		return
 	}
 	if !p.admitStream() {
-		o := h3Outs.Get().(*h3Out)
-		fs := qpackStatus(o.fs[:0], 503)
-		fs = qpackLiteral(fs, []byte("retry-after"), []byte("1"))
-		o.fs = qpackLiteral(fs, []byte("content-length"), []byte("0"))
-		b := quicvarint.Append(o.buf[:0], h3FrameHeaders)
-		b = quicvarint.Append(b, uint64(len(o.fs)))
-		s.write(append(b, o.fs...))
-		h3Outs.Put(o)
+		s.writeBare(503, true)
 		s.finish()
 		return
 	}
@@ -493,70 +454,11 @@ func (s *h3Stream) serve() {
 		return
 	}
 	if h.expect && !noBody {
-		o := h3Outs.Get().(*h3Out)
-		o.fs = qpackStatus(o.fs[:0], 100)
-		b := quicvarint.Append(o.buf[:0], h3FrameHeaders)
-		b = quicvarint.Append(b, uint64(len(o.fs)))
-		s.write(append(b, o.fs...))
-		h3Outs.Put(o)
+		s.writeBare(100, false)
 	}
-	// No length, and the stream's end not read yet: whether a body
-	// follows shows at its first byte or at the end (a GET's FIN may come
-	// in a packet after its HEADERS). A request without one goes without
-	// one, not with an empty chunked body.
-	var first []byte
-	if !noBody && h.cl < 0 {
-		n, err := s.Read(s.peek[:])
-		switch {
-		case n > 0:
-			first = s.peek[:n]
-		case err == io.EOF:
-			noBody = true
-			req.Header.SetContentLength(0) // not chunked on the fasthttp path either
-		case errors.Is(err, errClientGone):
-			rec.status = 499
-			p.done(rec)
-			s.countReset()
-			return
-		default:
-			s.refuseAndClose(st, rec, &refusal{status: 400, msg: "the request body could not be read"})
-			return
-		}
-	}
-	var lb *limitedBody
-	var bodyRead func() int64
-	switch {
-	case noBody:
-		s.bodyDone = true
-	case h.cl == 0:
-		// Nothing may come but trailers and unknown frames.
-		if _, err := s.Read(make([]byte, 1)); err != io.EOF {
-			s.refuseAndClose(st, rec, &refusal{status: 400, msg: "the request body could not be read"})
-			return
-		}
-	case h.cl > 0 && h.cl <= h3SmallBody && h.cl <= p.limits().MaxBodyBytes:
-		// Read whole, then forwarded with its length.
-		body := req.SwapBody(nil)
-		body = append(body[:0], make([]byte, h.cl)...)
-		if _, err := io.ReadFull(s, body); err != nil {
-			req.SwapBody(body)
-			if errors.Is(err, errClientGone) {
-				rec.status = 499
-				p.done(rec)
-				s.countReset()
-				return
-			}
-			s.refuseAndClose(st, rec, &refusal{status: 400, msg: "the request body could not be read"})
-			return
-		}
-		req.SwapBody(body)
-	default:
-		lb = &limitedBody{r: s, max: p.limits().MaxBodyBytes}
-		if first != nil {
-			lb.r = io.MultiReader(bytes.NewReader(first), s)
-		}
-		req.SetBodyStream(lb, int(h.cl))
-		bodyRead = func() int64 { return lb.n }
+	bodyRead, ok := s.requestBody(st, h, rec, noBody)
+	if !ok {
+		return
 	}
 
 	ctx := s.str.Context()
@@ -573,6 +475,139 @@ func (s *h3Stream) serve() {
 	s.countReset()
 	s.finish()
 	p.done(rec)
+}
+
+// headersFrame reads up to the request's HEADERS frame, skipping unknown
+// and reserved frame types before it, and returns its length. On false
+// the stream or the connection has been ended.
+func (s *h3Stream) headersFrame() (uint64, bool) {
+	typ, length, err := s.frameHeader()
+	for err == nil && typ != h3FrameHeaders && !unexpectedOnRequest(typ) && typ != h3FrameData {
+		if length > h3MaxSkippedFrameBytes {
+			s.resetWith(h3ExcessiveLoad)
+			return 0, false
+		}
+		if err = s.skip(length); err == nil {
+			typ, length, err = s.frameHeader()
+		}
+	}
+	if err != nil {
+		s.resetWith(h3RequestIncomplete)
+		return 0, false
+	}
+	if typ != h3FrameHeaders {
+		s.c.c.CloseWithError(quic.ApplicationErrorCode(h3FrameUnexpected), "a request stream must start with HEADERS")
+		return 0, false
+	}
+	return length, true
+}
+
+// decodeHead reads the HEADERS frame's block of length bytes and decodes
+// it into h. On false the stream has been reset.
+func (s *h3Stream) decodeHead(h *h3Head, length uint64) bool {
+	block, err := s.block(length)
+	if err != nil {
+		s.resetWith(h3RequestIncomplete)
+		return false
+	}
+	h.req = fasthttp.AcquireRequest()
+	h.req.Header.DisableNormalizing()
+	h.cl, h.maxSize = -1, s.c.lim.MaxHeaderBytes
+	dec := s.c.dec.Decode(block)
+	for {
+		hf, err := dec()
+		if err == io.EOF {
+			return true
+		}
+		if err != nil {
+			s.resetWith(h3QPACKDecompression)
+			return false
+		}
+		h.field(hf.Name, hf.Value)
+	}
+}
+
+// writeBare writes a HEADERS frame of status alone: a 100 Continue, or an
+// answer without a body and, with retry, Retry-After: 1.
+func (s *h3Stream) writeBare(status int, retry bool) {
+	o := h3Outs.Get().(*h3Out)
+	fs := qpackStatus(o.fs[:0], status)
+	if retry {
+		fs = qpackLiteral(fs, []byte("retry-after"), []byte("1"))
+		fs = qpackLiteral(fs, []byte("content-length"), []byte("0"))
+	}
+	o.fs = fs
+	b := quicvarint.Append(o.buf[:0], h3FrameHeaders)
+	b = quicvarint.Append(b, uint64(len(o.fs)))
+	s.write(append(b, o.fs...))
+	h3Outs.Put(o)
+}
+
+// requestBody sets the request's body up: none, read whole when small, or
+// streamed under the body limit, whose bytes read so far bodyRead tells.
+// On false the request has been answered or counted.
+func (s *h3Stream) requestBody(st *state, h *h3Head, rec *record, noBody bool) (bodyRead func() int64, ok bool) {
+	p, req := s.c.p, h.req
+	// No length, and the stream's end not read yet: whether a body
+	// follows shows at its first byte or at the end (a GET's FIN may come
+	// in a packet after its HEADERS). A request without one goes without
+	// one, not with an empty chunked body.
+	var first []byte
+	if !noBody && h.cl < 0 {
+		n, err := s.Read(s.peek[:])
+		switch {
+		case n > 0:
+			first = s.peek[:n]
+		case err == io.EOF:
+			noBody = true
+			req.Header.SetContentLength(0) // not chunked on the fasthttp path either
+		case errors.Is(err, errClientGone):
+			s.clientGone(rec)
+			return nil, false
+		default:
+			s.refuseAndClose(st, rec, &refusal{status: 400, msg: "the request body could not be read"})
+			return nil, false
+		}
+	}
+	switch {
+	case noBody:
+		s.bodyDone = true
+	case h.cl == 0:
+		// Nothing may come but trailers and unknown frames.
+		if _, err := s.Read(make([]byte, 1)); err != io.EOF {
+			s.refuseAndClose(st, rec, &refusal{status: 400, msg: "the request body could not be read"})
+			return nil, false
+		}
+	case h.cl > 0 && h.cl <= h3SmallBody && h.cl <= p.limits().MaxBodyBytes:
+		// Read whole, then forwarded with its length.
+		body := req.SwapBody(nil)
+		body = append(body[:0], make([]byte, h.cl)...)
+		_, err := io.ReadFull(s, body)
+		req.SwapBody(body)
+		if errors.Is(err, errClientGone) {
+			s.clientGone(rec)
+			return nil, false
+		}
+		if err != nil {
+			s.refuseAndClose(st, rec, &refusal{status: 400, msg: "the request body could not be read"})
+			return nil, false
+		}
+	default:
+		lb := &limitedBody{r: s, max: p.limits().MaxBodyBytes}
+		if first != nil {
+			lb.r = io.MultiReader(bytes.NewReader(first), s)
+		}
+		req.SetBodyStream(lb, int(h.cl))
+		bodyRead = func() int64 { return lb.n }
+	}
+	return bodyRead, true
+}
+
+// clientGone counts a request whose client went before its body came.
+func (s *h3Stream) clientGone(rec *record) {
+	rec.status = 499
+	s.c.p.done(rec)
+	s.countReset()
 }
 
 // countReset counts a request whose stream the client reset or stopped
