@@ -223,16 +223,7 @@ func (c *h2Conn) endHeaders() error {
 	}
 	if p.streams.Add(1) > int64(p.limits().MaxStreams) {
 		p.streams.Add(-1)
-		p.fm.streamsRefused.Inc()
-		c.mu.Lock()
-		c.hbuf = append(c.hbuf[:0], 0x08, 3, '5', '0', '3') // :status 503
-		c.hbuf = appendHpackField(c.hbuf, []byte("retry-after"), []byte("1"))
-		c.hbuf = appendHpackField(c.hbuf, []byte("content-length"), []byte("0"))
-		c.appendHeadersLocked(id, c.hbuf, true)
-		if !h.endStream {
-			c.wbuf = appendRSTStream(c.wbuf, id, http2.ErrCodeNo)
-		}
-		c.mu.Unlock()
+		c.refuseOverStreams(id, h.endStream)
 		h.release()
 		return nil
 	}
@@ -247,6 +238,30 @@ func (c *h2Conn) endHeaders() error {
 		return nil
 	}
 
+	c.openStream(strm, h, s, rt, rec)
+	return nil
+}
+
+// refuseOverStreams answers stream id 503 with Retry-After: past the
+// process's limits.max_streams.
+func (c *h2Conn) refuseOverStreams(id uint32, endStream bool) {
+	c.p.fm.streamsRefused.Inc()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hbuf = append(c.hbuf[:0], 0x08, 3, '5', '0', '3') // :status 503
+	c.hbuf = appendHpackField(c.hbuf, []byte("retry-after"), []byte("1"))
+	c.hbuf = appendHpackField(c.hbuf, []byte("content-length"), []byte("0"))
+	c.appendHeadersLocked(id, c.hbuf, true)
+	if !endStream {
+		c.wbuf = appendRSTStream(c.wbuf, id, http2.ErrCodeNo)
+	}
+}
+
+// openStream makes the admitted request of head h stream strm: the
+// connection's, its request and origin head taken from h, and its body
+// collected whole, piped, or none, and dispatched when it can go.
+func (c *h2Conn) openStream(strm *h2Stream, h *h2Head, s *site, rt *route, rec *record) {
+	p, id, req := c.p, h.id, h.req
 	*strm = h2Stream{
 		c: c, id: id, req: req, ohead: h.origin, recv: strm.recv, rec: rec, site: s, rt: rt, cl: h.cl,
 		recvWin: h2StreamWindow, remoteDone: h.endStream,
@@ -280,7 +295,6 @@ func (c *h2Conn) endHeaders() error {
 		req.SetBodyStream(strm.body, int(strm.cl))
 		strm.dispatch()
 	}
-	return nil
 }
 
 // answer writes the edge's own answer to a request the read loop refused,
