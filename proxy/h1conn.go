@@ -533,83 +533,23 @@ func (hc *h1Conn) relay(conn net.Conn) (keep bool, err error) {
 		}
 		h1Bufs.Put(obp)
 	}()
-	closing := hc.closing()
+	out = appendClientHead(out, r, clientLength(isHead, r), hc.rec.id, st.altSvc, hc.closing())
 	switch {
 	case bodyless(isHead, r.status):
-		length := int64(-2)
-		switch {
-		case r.status == 204 || r.status < 200:
-		case r.cl >= 0:
-			length = r.cl // a HEAD's or 304's framing is the origin's
-		case r.chunked:
-			length = -1
-		}
-		out = appendClientHead(out, r, length, hc.rec.id, st.altSvc, closing)
 		if err := hc.write(out); err != nil {
 			return false, err
 		}
 		return !r.close && len(body) == 0, nil
 	case r.cl >= 0:
-		exact := int64(len(body)) <= r.cl
-		if !exact {
-			body = body[:r.cl] // more than it announced: the rest is not a response
-		}
-		out = appendClientHead(out, r, r.cl, hc.rec.id, st.altSvc, closing)
-		if r.cl <= smallBody {
-			// Read whole, sent with the head in one write.
-			out = append(out, body...)
-			need := int(r.cl) - len(body)
-			out = slices.Grow(out, need)
-			for need > 0 {
-				m, err := conn.Read(out[len(out) : len(out)+need])
-				out = out[:len(out)+m]
-				need -= m
-				if err != nil && need > 0 {
-					if err == io.EOF {
-						err = io.ErrUnexpectedEOF
-					}
-					return false, originTimeout(err)
-				}
-			}
-			if err := hc.write(out); err != nil {
-				return false, err
-			}
-			hc.rec.bytes = r.cl
-			return exact && !r.close, nil
-		}
-		out = append(out, body...)
-		if err := hc.write(out); err != nil {
-			return false, err
-		}
-		hc.rec.bytes = int64(len(body))
-		if err := hc.copyBody(io.LimitReader(conn, r.cl-int64(len(body))), r.cl-int64(len(body)), false, ib); err != nil {
-			return false, err
-		}
-		return exact && !r.close, nil
+		out, keep, err = hc.relayLength(conn, r, out, body, ib)
+		return keep, err
 	case r.chunked:
-		br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(body), conn), 4096)
-		out = appendClientHead(out, r, -1, hc.rec.id, st.altSvc, closing)
 		if err := hc.write(out); err != nil {
 			return false, err
 		}
-		if err := hc.copyBody(httputil.NewChunkedReader(br), -1, true, ib); err != nil {
-			return false, err
-		}
-		// The trailer section is not forwarded: read to its end.
-		for {
-			line, err := br.ReadSlice('\n')
-			if err != nil {
-				return false, &sentError{err}
-			}
-			if len(bytes.TrimRight(line, "\r\n")) == 0 {
-				break
-			}
-		}
-		return !r.close && br.Buffered() == 0, nil
+		return hc.relayChunked(conn, r, body, ib)
 	default: // delimited by the origin's closing the connection
-		out = appendClientHead(out, r, -1, hc.rec.id, st.altSvc, closing)
-		out = append(out, body...)
-		if err := hc.write(out[:len(out)-len(body)]); err != nil {
+		if err := hc.write(out); err != nil {
 			return false, err
 		}
 		src := io.MultiReader(bytes.NewReader(body), conn)
@@ -618,6 +558,82 @@ func (hc *h1Conn) relay(conn net.Conn) (keep bool, err error) {
 		}
 		return false, nil
 	}
+}
+
+// clientLength is the Content-Length the client's head says: -1 for none
+// (chunked, or to the close), -2 for none of a bodiless answer whose
+// framing the origin did not give.
+func clientLength(isHead bool, r *h1Resp) int64 {
+	switch {
+	case !bodyless(isHead, r.status):
+		return r.cl
+	case r.status == 204 || r.status < 200:
+		return -2
+	case r.cl >= 0:
+		return r.cl // a HEAD's or 304's framing is the origin's
+	case r.chunked:
+		return -1
+	}
+	return -2
+}
+
+// relayLength sends a response of r.cl bytes after the head in out, of
+// which body came with the head: a small one read whole and sent with the
+// head in one write, a larger one copied. It returns out, grown.
+func (hc *h1Conn) relayLength(conn net.Conn, r *h1Resp, out, body, ib []byte) ([]byte, bool, error) {
+	exact := int64(len(body)) <= r.cl
+	if !exact {
+		body = body[:r.cl] // more than it announced: the rest is not a response
+	}
+	out = append(out, body...)
+	if r.cl > smallBody {
+		if err := hc.write(out); err != nil {
+			return out, false, err
+		}
+		hc.rec.bytes = int64(len(body))
+		rest := r.cl - int64(len(body))
+		if err := hc.copyBody(io.LimitReader(conn, rest), rest, false, ib); err != nil {
+			return out, false, err
+		}
+		return out, exact && !r.close, nil
+	}
+	need := int(r.cl) - len(body)
+	out = slices.Grow(out, need)
+	for need > 0 {
+		m, err := conn.Read(out[len(out) : len(out)+need])
+		out = out[:len(out)+m]
+		need -= m
+		if err != nil && need > 0 {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return out, false, originTimeout(err)
+		}
+	}
+	if err := hc.write(out); err != nil {
+		return out, false, err
+	}
+	hc.rec.bytes = r.cl
+	return out, exact && !r.close, nil
+}
+
+// relayChunked copies a chunked body, of which body came with the head,
+// and reads the trailer section to its end without forwarding it.
+func (hc *h1Conn) relayChunked(conn net.Conn, r *h1Resp, body, ib []byte) (bool, error) {
+	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(body), conn), 4096)
+	if err := hc.copyBody(httputil.NewChunkedReader(br), -1, true, ib); err != nil {
+		return false, err
+	}
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return false, &sentError{err}
+		}
+		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			break
+		}
+	}
+	return !r.close && br.Buffered() == 0, nil
 }
 
 // copyBody copies the rest of a body from src to the client: n bytes, or
