@@ -126,97 +126,113 @@ func (p *Proxy) copyConn(dst, src *net.TCPConn) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	w := newFDWriter(ws)
-	var total int64
+	c := &tcpCopy{p: p, rs: rs, ws: ws, w: newFDWriter(ws)}
 	bulk := false // the last round moved a buffer or more: splice
 	for {
+		var done bool
 		if bulk {
-			if err := peekWait(rs); err != nil {
-				return total, err
-			}
-			pp, ok := p.pipes.get()
-			if !ok {
-				bulk = false // no pipe: copy through the buffer
-				continue
-			}
-			n, end, err := p.pipes.splice(ws, rs, pp)
-			total += n
-			p.m.copiedSplice.Add(float64(n))
-			if err != nil || end {
-				return total, err
-			}
-			bulk = n >= smallBuffer
-			continue
+			bulk, done, err = c.spliceRound(true)
+		} else {
+			bulk, done, err = c.bufferRound()
 		}
-
-		var (
-			bp     *[]byte
-			n      int
-			rerr   error
-			copied int64
-			end    bool
-		)
-		err := rs.Read(func(fd uintptr) bool {
-			for {
-				if bp == nil {
-					bp = buffers.Get().(*[]byte)
-				}
-				n, rerr = unix.Read(int(fd), *bp)
-				switch {
-				case rerr == unix.EINTR:
-					continue
-				case rerr == unix.EAGAIN:
-					buffers.Put(bp) // wait holding no buffer
-					bp = nil
-					return false
-				case rerr != nil || n <= 0:
-					end = true
-					return true
-				case n == len(*bp):
-					return true // bulk: write it, then splice the rest
-				}
-				m, werr := w.writeAll((*bp)[:n])
-				copied += int64(m)
-				p.m.copiedBuffer.Add(float64(m))
-				if werr != nil {
-					rerr, end = werr, true
-					return true
-				}
-				// Read again, even after a short read: the end of the
-				// stream or an error may be queued behind the data, with
-				// no edge of its own still to come.
-			}
-		})
-		total += copied
-		if err != nil || end {
-			if bp != nil {
-				buffers.Put(bp)
-			}
-			if err == nil {
-				err = rerr // nil at src's end
-			}
-			return total, err
+		if done {
+			return c.total, err
 		}
-		// A full buffer: more is likely queued; splice it.
-		m, err := w.writeAll((*bp)[:n])
-		buffers.Put(bp)
-		total += int64(m)
-		p.m.copiedBuffer.Add(float64(m))
-		if err != nil {
-			return total, err
-		}
-		pp, ok := p.pipes.get()
-		if !ok {
-			continue
-		}
-		sn, end, err := p.pipes.splice(ws, rs, pp)
-		total += sn
-		p.m.copiedSplice.Add(float64(sn))
-		if err != nil || end {
-			return total, err
-		}
-		bulk = sn >= smallBuffer
 	}
+}
+
+// tcpCopy is one direction of copyConn: its sockets and the bytes moved.
+type tcpCopy struct {
+	p      *Proxy
+	rs, ws syscall.RawConn
+	w      *fdWriter
+	total  int64
+}
+
+// spliceRound splices what src has through a pooled pipe, after waiting
+// for it when wait is set. Without a pipe to spare, the next round copies
+// through the buffer. It reports whether the round moved a buffer or more
+// (bulk), and whether the copy is done (src's end, or err).
+func (c *tcpCopy) spliceRound(wait bool) (bulk, done bool, err error) {
+	if wait {
+		if err := peekWait(c.rs); err != nil {
+			return false, true, err
+		}
+	}
+	pp, ok := c.p.pipes.get()
+	if !ok {
+		return false, false, nil
+	}
+	n, end, err := c.p.pipes.splice(c.ws, c.rs, pp)
+	c.total += n
+	c.p.m.copiedSplice.Add(float64(n))
+	if err != nil || end {
+		return false, true, err
+	}
+	return n >= smallBuffer, false, nil
+}
+
+// bufferRound reads and writes small messages inside one wait on src,
+// holding a buffer only while it reads; a read that fills the buffer is
+// written and the rest spliced.
+func (c *tcpCopy) bufferRound() (bulk, done bool, err error) {
+	var (
+		bp     *[]byte
+		n      int
+		rerr   error
+		copied int64
+		end    bool
+	)
+	err = c.rs.Read(func(fd uintptr) bool {
+		for {
+			if bp == nil {
+				bp = buffers.Get().(*[]byte)
+			}
+			n, rerr = unix.Read(int(fd), *bp)
+			switch {
+			case rerr == unix.EINTR:
+				continue
+			case rerr == unix.EAGAIN:
+				buffers.Put(bp) // wait holding no buffer
+				bp = nil
+				return false
+			case rerr != nil || n <= 0:
+				end = true
+				return true
+			case n == len(*bp):
+				return true // bulk: write it, then splice the rest
+			}
+			m, werr := c.w.writeAll((*bp)[:n])
+			copied += int64(m)
+			c.p.m.copiedBuffer.Add(float64(m))
+			if werr != nil {
+				rerr, end = werr, true
+				return true
+			}
+			// Read again, even after a short read: the end of the
+			// stream or an error may be queued behind the data, with
+			// no edge of its own still to come.
+		}
+	})
+	c.total += copied
+	if err != nil || end {
+		if bp != nil {
+			buffers.Put(bp)
+		}
+		if err == nil {
+			err = rerr // nil at src's end
+		}
+		return false, true, err
+	}
+	// A full buffer: more is likely queued; splice it.
+	m, err := c.w.writeAll((*bp)[:n])
+	buffers.Put(bp)
+	c.total += int64(m)
+	c.p.m.copiedBuffer.Add(float64(m))
+	if err != nil {
+		return false, true, err
+	}
+	return c.spliceRound(false)
 }
 
 // peekWait waits until rs is readable (data, its end or an error) without
