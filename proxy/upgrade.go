@@ -74,92 +74,108 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx, st *state, s *site, rt *r
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.SetBytesV("Upgrade", upgrade)
 
-	oc, err := p.dialOrigin(o)
+	oc, br, resp, err := p.askUpgrade(o, s, req)
+	if err != nil {
+		p.log.Info("cdn upstream error", "request_id", rec.id, "upstream", o.name, "error", err)
+		status, msg := errorStatus(err)
+		p.failH1(ctx, st, rec, status, msg)
+		return
+	}
+	rec.status = resp.StatusCode
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		p.upgradeDeclined(ctx, st, rec, resp, oc)
+		return
+	}
+	oc.SetDeadline(time.Time{})
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) { p.runTunnel(c, oc, br, resp, rec) })
+}
+
+// askUpgrade sends the Upgrade request's head to origin o and reads its
+// response, within the upstream timeout. br holds what the origin sent
+// after its response head.
+func (p *Proxy) askUpgrade(o *origin, s *site, req *fasthttp.Request) (oc net.Conn, br *bufio.Reader, resp *http.Response, err error) {
+	oc, err = p.dialOrigin(o)
 	if err != nil {
 		if originFault(err) {
 			o.failures.Add(1)
 			o.health.failed(time.Now(), err, s.passive)
 		}
-		p.log.Info("cdn upstream error", "request_id", rec.id, "upstream", o.name, "error", err)
-		status, msg := errorStatus(err)
-		p.failH1(ctx, st, rec, status, msg)
-		return
+		return nil, nil, nil, err
 	}
 	oc.SetDeadline(time.Now().Add(p.limits().UpstreamTimeout))
-	br := bufio.NewReader(oc)
-	var resp *http.Response
+	br = bufio.NewReader(oc)
 	if _, err = oc.Write(req.Header.Header()); err == nil {
 		resp, err = http.ReadResponse(br, nil)
 	}
 	if err != nil {
 		oc.Close()
-		p.log.Info("cdn upstream error", "request_id", rec.id, "upstream", o.name, "error", err)
-		status, msg := errorStatus(err)
-		p.failH1(ctx, st, rec, status, msg)
-		return
+		return nil, nil, nil, err
 	}
 	o.health.succeeded()
-	rec.status = resp.StatusCode
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		// The origin declined: an ordinary response, after which the
-		// connection to the origin ends.
-		for k, vs := range resp.Header {
-			for _, v := range vs {
-				ctx.Response.Header.Add(k, v)
-			}
+	return oc, br, resp, nil
+}
+
+// upgradeDeclined answers with the origin's response to an Upgrade it
+// declined, an ordinary one, after which the connection to the origin
+// ends.
+func (p *Proxy) upgradeDeclined(ctx *fasthttp.RequestCtx, st *state, rec *record, resp *http.Response, oc net.Conn) {
+	for k, vs := range resp.Header {
+		for _, v := range vs {
+			ctx.Response.Header.Add(k, v)
 		}
-		ctx.Response.SetStatusCode(resp.StatusCode)
-		rewriteResponse(&ctx.Response.Header, rec.id, st.altSvc)
-		ctx.SetConnectionClose()
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	}
+	ctx.Response.SetStatusCode(resp.StatusCode)
+	rewriteResponse(&ctx.Response.Header, rec.id, st.altSvc)
+	ctx.SetConnectionClose()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	oc.Close()
+	ctx.Response.SetBody(body)
+	rec.bytes = int64(len(body))
+	p.done(rec)
+}
+
+// runTunnel relays the upgraded connection c and its origin's oc both ways
+// until both ends are done, after the origin's 101 and what br holds.
+func (p *Proxy) runTunnel(c, oc net.Conn, br *bufio.Reader, resp *http.Response, rec *record) {
+	t := &tunnel{client: c, origin: oc}
+	p.tunnels.add(t)
+	p.m.upgrades.Inc()
+	defer func() {
+		c.Close()
 		oc.Close()
-		ctx.Response.SetBody(body)
-		rec.bytes = int64(len(body))
+		p.m.upgrades.Dec()
+		p.tunnels.remove(t)
 		p.done(rec)
+	}()
+	c.SetDeadline(time.Time{})
+	// The origin's 101, its headers as they are, and our request id.
+	head := []byte("HTTP/1.1 101 " + http.StatusText(101) + "\r\n")
+	for k, vs := range resp.Header {
+		for _, v := range vs {
+			head = append(head, k+": "+v+"\r\n"...)
+		}
+	}
+	head = append(head, "X-Request-Id: "+rec.id+"\r\n\r\n"...)
+	if _, err := c.Write(head); err != nil {
 		return
 	}
-	oc.SetDeadline(time.Time{})
-	ctx.HijackSetNoResponse(true)
-	ctx.Hijack(func(c net.Conn) {
-		t := &tunnel{client: c, origin: oc}
-		p.tunnels.add(t)
-		p.m.upgrades.Inc()
-		defer func() {
-			c.Close()
-			oc.Close()
-			p.m.upgrades.Dec()
-			p.tunnels.remove(t)
-			p.done(rec)
-		}()
-		c.SetDeadline(time.Time{})
-		// The origin's 101, its headers as they are, and our request id.
-		head := []byte("HTTP/1.1 101 " + http.StatusText(101) + "\r\n")
-		for k, vs := range resp.Header {
-			for _, v := range vs {
-				head = append(head, k+": "+v+"\r\n"...)
-			}
-		}
-		head = append(head, "X-Request-Id: "+rec.id+"\r\n\r\n"...)
-		if _, err := c.Write(head); err != nil {
+	// br may hold the origin's first frames, read with its 101.
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		if _, err := c.Write(b); err != nil {
 			return
 		}
-		// br may hold the origin's first frames, read with its 101.
-		if n := br.Buffered(); n > 0 {
-			b, _ := br.Peek(n)
-			if _, err := c.Write(b); err != nil {
-				return
-			}
+	}
+	up := relay(c, oc, p.limits().TunnelIdleTimeout)
+	down := relay(oc, c, p.limits().TunnelIdleTimeout)
+	for range 2 {
+		select {
+		case n := <-up:
+			rec.bytes += n
+		case <-down:
 		}
-		up := relay(c, oc, p.limits().TunnelIdleTimeout)
-		down := relay(oc, c, p.limits().TunnelIdleTimeout)
-		for range 2 {
-			select {
-			case n := <-up:
-				rec.bytes += n
-			case <-down:
-			}
-		}
-	})
+	}
 }
 
 // relay copies src to dst, each read bounded by idle, then half-closes
