@@ -728,9 +728,14 @@ func (s *h3Stream) writeResponse(resp *upResp, rec *record) {
 		}
 		return
 	}
-	if !s.write(b) {
-		return
+	if s.write(b) {
+		s.streamBody(bs, buf, rec)
 	}
+}
+
+// streamBody sends bs as DATA frames, a read a frame, through buf, the
+// frame's header put just in front of the bytes read.
+func (s *h3Stream) streamBody(bs io.Reader, buf []byte, rec *record) {
 	for {
 		n, err := bs.Read(buf[h3FrameHeaderRoom:])
 		if n > 0 {
