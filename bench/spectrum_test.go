@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -90,7 +90,7 @@ prefixes: [{cidr: 192.0.2.0/24, service: spectrum}]
 spectrum:
   apps: [{name: bulk, protocol: tcp, edge: 192.0.2.0/24, ports: "5000", origins: ["127.0.0.1:19000"]}]
 `), 0o600)
-	ep := pinned(binary, "run", "--config", epCfg)
+	ep := pinned(buildEdgeproxy(b), "run", "--config", epCfg)
 	var epLog bytes.Buffer
 	ep.Stderr = &epLog
 	if err := ep.Start(); err != nil {
@@ -141,17 +141,6 @@ listen bulk
 	b.ReportMetric(s/h, "spectrum/haproxy")
 }
 
-func waitTCP(b *testing.B, addr string) {
-	for range 200 {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	b.Fatalf("nothing listens on %s", addr)
-}
-
 func medianOf(xs []float64) float64 {
 	s := append([]float64(nil), xs...)
 	for i := range s {
@@ -194,7 +183,7 @@ prefixes: [{cidr: 192.0.2.0/24, service: spectrum}]
 spectrum:
   apps: [{name: echo, protocol: udp, edge: 192.0.2.0/24, ports: "5001", origins: ["127.0.0.1:19002"]}]
 `), 0o600)
-	ep := pinned(binary, "run", "--config", epCfg)
+	ep := pinned(buildEdgeproxy(b), "run", "--config", epCfg)
 	if err := ep.Start(); err != nil {
 		b.Fatal(err)
 	}
