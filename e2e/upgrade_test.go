@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"fmt"
@@ -30,6 +30,10 @@ var builds struct {
 	err  error
 }
 
+// acceptDrain is how long the old process keeps accepting after the
+// switch, as docs/operations.md states it.
+const acceptDrain = time.Second
+
 func otherBuilds(t *testing.T) (next, nextLayout string) {
 	t.Helper()
 	builds.once.Do(func() {
@@ -44,7 +48,7 @@ func otherBuilds(t *testing.T) (next, nextLayout string) {
 			if b.tags != "" {
 				args = append(args, "-tags", b.tags)
 			}
-			if out, err := exec.Command("go", append(args, ".")...).CombinedOutput(); err != nil {
+			if out, err := exec.Command("go", append(args, "../cmd/edgeproxy")...).CombinedOutput(); err != nil {
 				builds.err = fmt.Errorf("go build %s: %v\n%s", b.version, err, out)
 				return
 			}
@@ -226,7 +230,7 @@ spectrum:
 func TestUpgradeChildKilledWithWriterRole(t *testing.T) {
 	f := newMixFixture(t, "shutdown_grace: 2s\n")
 	body := strings.Replace(f.body, "store: {path: \"\"}\n", "", 1)
-	u := startUpgradable(t, f.ns, body, pauseEnv+"=writer")
+	u := startUpgradable(t, f.ns, body, "EDGEPROXY_UPGRADE_PAUSE=writer")
 	parent := u.hc()
 	mix := startLoadMix(t, f.ns, f.mixAll("192.0.2.10"))
 	time.Sleep(300 * time.Millisecond)
@@ -260,7 +264,7 @@ func TestUpgradeChildKilledWithWriterRole(t *testing.T) {
 func TestUpgradeChildNotReady(t *testing.T) {
 	ns := netns.New(t)
 	echo.Start(t, "origin", "127.0.0.1:7007")
-	u := startUpgradable(t, ns, killBody, pauseEnv+"=ready")
+	u := startUpgradable(t, ns, killBody, "EDGEPROXY_UPGRADE_PAUSE=ready")
 	parent := u.hc()
 	line := u.failedUpgrade(t, nil)
 	if e, _ := line["error"].(string); !strings.Contains(e, "not ready within 10s") {

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"os"
@@ -11,7 +11,7 @@ import (
 // by SIGHUP, and gives the drain more time than shutdown_grace's default,
 // with commands this binary has.
 func TestSystemdUnit(t *testing.T) {
-	b, err := os.ReadFile("../../docs/edgeproxy.service")
+	b, err := os.ReadFile("../docs/edgeproxy.service")
 	if err != nil {
 		t.Fatal(err)
 	}

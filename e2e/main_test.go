@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bytes"
@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "edgeproxy")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", binary, "../cmd/edgeproxy").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build edgeproxy: %v\n%s", err, out)
 		os.Exit(1)
 	}

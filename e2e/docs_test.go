@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -71,7 +71,7 @@ func TestREADMEExamples(t *testing.T) {
 	ns := netns.New(t)
 	startRun(t, ns, "", "127.0.0.1:9180") // the embedded demo
 
-	blocks := shBlocks(t, "../../README.md")
+	blocks := shBlocks(t, "../README.md")
 	var try, session []string
 	for _, b := range blocks {
 		switch {
@@ -149,7 +149,7 @@ spectrum:
   apps: [{name: web, protocol: tcp, edge: 192.0.2.0/24, ports: "443", origins: ["127.0.0.1:18443"]}]
 `)
 	var examples []string
-	for _, b := range shBlocks(t, "../../docs/api.md") {
+	for _, b := range shBlocks(t, "../docs/api.md") {
 		if len(b) > 0 && strings.HasPrefix(b[0], "curl -s 127.0.0.1:9180/v1/prefixes -d") {
 			examples = b
 		}

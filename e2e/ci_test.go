@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"os"
@@ -12,7 +12,7 @@ import (
 // pgrep), and keeps the packages it installs from starting their services
 // at all (a policy-rc.d that refuses, removed again afterwards).
 func TestCIStopsNothingByName(t *testing.T) {
-	b, err := os.ReadFile("../../.ci/run")
+	b, err := os.ReadFile("../.ci/run")
 	if err != nil {
 		t.Fatal(err)
 	}
