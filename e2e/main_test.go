@@ -19,7 +19,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/internal/echo"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
-	"github.com/edgeproxy/edgeproxy/internal/syncbuf"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // binary is the edgeproxy binary the tests run, built once.
@@ -105,7 +105,7 @@ func TestRunEntersNetns(t *testing.T) {
 
 	// Start it from a goroutine off this thread: in the original namespace.
 	cmd := exec.Command(binary, "run", "--config", cfg)
-	var stderr syncbuf.Buffer
+	var stderr testutil.Buffer
 	cmd.Stderr = &stderr
 	started := make(chan error)
 	go func() { started <- cmd.Start() }()
@@ -148,7 +148,7 @@ type instance struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	admin  string
-	stderr *syncbuf.Buffer
+	stderr *testutil.Buffer
 	config string // the file it runs on
 }
 
@@ -168,7 +168,7 @@ func startWrapped(t *testing.T, ns *netns.NS, body string, wrap ...string) *inst
 		body = "admin: {listen: 127.0.0.1:9180}\n" + body
 	}
 	cfg := writeFile(t, "dispatch: {pin_dir: \"\"}\n"+body)
-	in := &instance{t: t, admin: "http://127.0.0.1:9180", stderr: new(syncbuf.Buffer), config: cfg}
+	in := &instance{t: t, admin: "http://127.0.0.1:9180", stderr: new(testutil.Buffer), config: cfg}
 	args := append(append([]string{}, wrap...), binary, "run", "--config", cfg)
 	in.cmd = exec.Command(args[0], args[1:]...)
 	in.cmd.Stderr = in.stderr

@@ -17,7 +17,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/internal/echo"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
-	"github.com/edgeproxy/edgeproxy/internal/syncbuf"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // signalsConfig is a cdn site whose origin is silentOrigin's and a spectrum
@@ -255,7 +255,7 @@ func TestSignalStopsAtOnceWhenIdle(t *testing.T) {
 // Ctrl-C with a spectrum connection open ends in about that, not in 30 s.
 func TestDemoStopsWithinShortGrace(t *testing.T) {
 	ns := netns.New(t)
-	in := &instance{t: t, admin: "http://127.0.0.1:9180", stderr: new(syncbuf.Buffer)}
+	in := &instance{t: t, admin: "http://127.0.0.1:9180", stderr: new(testutil.Buffer)}
 	in.cmd = exec.Command(binary, "run")
 	in.cmd.Stderr = in.stderr
 	if err := in.cmd.Start(); err != nil {
@@ -310,7 +310,7 @@ func TestDemoStopsWithinShortGrace(t *testing.T) {
 // in the test's namespace and waits until /readyz on admin answers 200.
 func startRun(t *testing.T, ns *netns.NS, cfg, admin string) *instance {
 	t.Helper()
-	in := &instance{t: t, admin: "http://" + admin, stderr: new(syncbuf.Buffer), config: cfg}
+	in := &instance{t: t, admin: "http://" + admin, stderr: new(testutil.Buffer), config: cfg}
 	args := []string{"run"}
 	if cfg != "" {
 		args = append(args, "--config", cfg)

@@ -17,7 +17,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/internal/echo"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
-	"github.com/edgeproxy/edgeproxy/internal/syncbuf"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // builds are the binaries the upgrade tests move between, built once:
@@ -80,7 +80,7 @@ func startUpgradable(t *testing.T, ns *netns.NS, body string, env ...string) *up
 	u := &upgradable{exe: filepath.Join(dir, "edgeproxy"), pin: filepath.Join(netns.BPFFS(t), "edgeproxy"), pids: map[int]bool{}}
 	install(t, binary, u.exe)
 	cfg := writeFile(t, fmt.Sprintf("admin: {listen: 127.0.0.1:9180}\ndispatch: {pin_dir: %q}\nstore: {path: %q}\n", u.pin, filepath.Join(dir, "store.json"))+body)
-	in := &instance{t: t, admin: "http://127.0.0.1:9180", stderr: new(syncbuf.Buffer), config: cfg}
+	in := &instance{t: t, admin: "http://127.0.0.1:9180", stderr: new(testutil.Buffer), config: cfg}
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

@@ -18,11 +18,11 @@ import (
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgeproxy/edgeproxy/internal/echo"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
-	"github.com/edgeproxy/edgeproxy/internal/syncbuf"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // spectrumServer starts the wiring in a fresh namespace with the real
@@ -209,10 +209,10 @@ func TestSpectrumFirewall(t *testing.T) {
 			t.Errorf("%s from %s: %s, want %s", tc.network, tc.src, got, tc.want)
 		}
 	}
-	if n := testutil.ToFloat64(s.Spectrum.RefusedCounter("fw", "tcp", "firewall")); n != 1 {
+	if n := promtest.ToFloat64(s.Spectrum.RefusedCounter("fw", "tcp", "firewall")); n != 1 {
 		t.Errorf("tcp firewall refusals = %v, want 1", n)
 	}
-	if n := testutil.ToFloat64(s.Spectrum.RefusedCounter("fw-udp", "udp", "firewall")); n != 2 {
+	if n := promtest.ToFloat64(s.Spectrum.RefusedCounter("fw-udp", "udp", "firewall")); n != 2 {
 		t.Errorf("udp firewall refusals = %v, want 2", n)
 	}
 }
@@ -295,7 +295,7 @@ func TestSpectrumFlowExpiry(t *testing.T) {
 	if got := ask(); got != "o 127.0.0.1:5353" {
 		t.Fatalf("after expiry: %q", got)
 	}
-	if n := testutil.ToFloat64(s.Spectrum.ConnectionsCounter("short", "udp")); n != 2 {
+	if n := promtest.ToFloat64(s.Spectrum.ConnectionsCounter("short", "udp")); n != 2 {
 		t.Fatalf("flows started = %v, want 2", n)
 	}
 }
@@ -325,7 +325,7 @@ frontend origin
   http-request return status 200 content-type text/plain lf-string "%[src]:%[src_port] %[dst]:%[dst_port]\n"
 `), 0o600)
 	cmd := exec.Command(haproxy, "-f", cfg, "-db")
-	var out syncbuf.Buffer
+	var out testutil.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -487,7 +487,7 @@ func TestSpectrumSimpleProxyProtocol(t *testing.T) {
 	if n, err := c.Read(buf); err == nil {
 		t.Fatalf("a reply without the SPP header reached the client: %q", buf[:n])
 	}
-	if n := testutil.ToFloat64(s.Spectrum.DroppedCounter("spp", "spp_missing")); n != 1 {
+	if n := promtest.ToFloat64(s.Spectrum.DroppedCounter("spp", "spp_missing")); n != 1 {
 		t.Fatalf("spp_missing drops = %v, want 1", n)
 	}
 }

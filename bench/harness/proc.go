@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/internal/syncbuf"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // The CPUs: the system under test runs alone on SUTCPU; load generators
@@ -27,7 +27,7 @@ const (
 type Proc struct {
 	Name string
 	Cmd  *exec.Cmd
-	Out  *syncbuf.Buffer // its stdout and stderr
+	Out  *testutil.Buffer // its stdout and stderr
 }
 
 // Start runs argv pinned to cpu (taskset), with GOMAXPROCS=1 for Go
@@ -36,7 +36,7 @@ func Start(name string, cpu int, env []string, argv ...string) (*Proc, error) {
 	args := append([]string{"-c", strconv.Itoa(cpu)}, argv...)
 	cmd := exec.Command("taskset", args...)
 	cmd.Env = append(append(os.Environ(), "GOMAXPROCS=1"), env...)
-	p := &Proc{Name: name, Cmd: cmd, Out: new(syncbuf.Buffer)}
+	p := &Proc{Name: name, Cmd: cmd, Out: new(testutil.Buffer)}
 	cmd.Stdout, cmd.Stderr = p.Out, p.Out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

@@ -1,6 +1,6 @@
-// Package syncbuf is a bytes.Buffer that a child process's output may be
-// written to while a test reads it.
-package syncbuf
+// Package testutil holds the helpers tests share: a buffer a child
+// process's output may be written to while a test reads it.
+package testutil
 
 import (
 	"bytes"
