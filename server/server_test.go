@@ -3,9 +3,6 @@ package server
 import (
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -15,43 +12,19 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/cases"
 	"github.com/edgeproxy/edgeproxy/internal/echo"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // echoSockets starts named echo servers for every service label: the cdn's
 // answer "cdn", spectrum's "spectrum".
 func echoSockets(t *testing.T) map[string]syscall.Conn {
 	t.Helper()
-	socks := map[string]syscall.Conn{}
-	for _, label := range bindings.Labels {
-		name, proto, _ := strings.Cut(label, "/")
-		if proto == "tcp" {
-			ln, err := echo.ListenTCP("[::]:0", false)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { ln.Close() })
-			go echo.ServeTCP(ln, name)
-			socks[label] = ln
-		} else {
-			pc, err := echo.ListenUDP("[::]:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { pc.Close() })
-			go echo.ServeUDP(pc, name)
-			socks[label] = pc
-		}
-	}
-	return socks
+	return echo.Sockets(t, bindings.Labels...)
 }
 
 func writeConfig(t testing.TB, yaml string) *config.Config {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "edgeproxy.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
+	cfg, err := config.Load(testutil.WriteConfig(t, yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,20 +78,10 @@ func serveHost(t *testing.T, proto string, port uint16) {
 	t.Helper()
 	addr := fmt.Sprintf("[::]:%d", port)
 	if proto == "tcp" {
-		ln, err := echo.ListenTCP(addr, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go echo.ServeTCP(ln, "host")
+		echo.StartTCP(t, "host", addr, false)
 		return
 	}
-	pc, err := echo.ListenUDP(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go echo.ServeUDP(pc, "host")
+	echo.StartUDP(t, "host", addr)
 }
 
 // TestStartWithoutSocketsFailsClosed: a service label without a socket

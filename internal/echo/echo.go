@@ -223,19 +223,52 @@ func FreebindUDPDialer(src netip.Addr, port int) *net.Dialer {
 	return d
 }
 
-// Start serves name over TCP and UDP on addr until the test ends.
-func Start(tb testing.TB, name, addr string) {
+// Start serves name over TCP and UDP on addr until the test ends, and
+// returns the two sockets (to register with a dispatcher, or to learn the
+// port of "[::]:0").
+func Start(tb testing.TB, name, addr string) (*net.TCPListener, *net.UDPConn) {
 	tb.Helper()
-	ln, err := ListenTCP(addr, false)
+	return StartTCP(tb, name, addr, false), StartUDP(tb, name, addr)
+}
+
+// StartTCP serves name over TCP on addr until the test ends, with
+// SO_REUSEPORT if reusePort (to join a group on the same address).
+func StartTCP(tb testing.TB, name, addr string, reusePort bool) *net.TCPListener {
+	tb.Helper()
+	ln, err := ListenTCP(addr, reusePort)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() { ln.Close() })
+	go ServeTCP(ln, name)
+	return ln
+}
+
+// StartUDP serves name over UDP on addr until the test ends.
+func StartUDP(tb testing.TB, name, addr string) *net.UDPConn {
+	tb.Helper()
 	pc, err := ListenUDP(addr)
 	if err != nil {
-		ln.Close()
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { ln.Close(); pc.Close() })
-	go ServeTCP(ln, name)
+	tb.Cleanup(func() { pc.Close() })
 	go ServeUDP(pc, name)
+	return pc
+}
+
+// Sockets starts an echo server on "[::]:0" under each service label
+// ("cdn/tcp", "spectrum/udp", ...), named by the label's service and of its
+// protocol, and returns them by label.
+func Sockets(tb testing.TB, labels ...string) map[string]syscall.Conn {
+	tb.Helper()
+	socks := map[string]syscall.Conn{}
+	for _, label := range labels {
+		name, proto, _ := strings.Cut(label, "/")
+		if proto == "tcp" {
+			socks[label] = StartTCP(tb, name, "[::]:0", false)
+		} else {
+			socks[label] = StartUDP(tb, name, "[::]:0")
+		}
+	}
+	return socks
 }

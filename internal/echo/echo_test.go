@@ -12,12 +12,7 @@ import (
 // client sent to, so a connected client receives it, over IPv4 and IPv6.
 func TestUDPReplyFromOrigDst(t *testing.T) {
 	netns.New(t)
-	pc, err := ListenUDP("[::]:5353")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	go ServeUDP(pc, "named")
+	StartUDP(t, "named", "[::]:5353")
 	for _, dst := range []string{"198.51.100.10:5353", "127.0.0.1:5353", "[2001:db8::1]:5353", "[::1]:5353"} {
 		got, err := Ask("udp", netip.MustParseAddrPort(dst), 2*time.Second)
 		if err != nil || got != "named" {
