@@ -1,4 +1,4 @@
-package server
+package spectrum_test
 
 import (
 	"bufio"
@@ -20,22 +20,28 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/edgeproxy/edgeproxy/bindings"
+	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/echo"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
 	"github.com/edgeproxy/edgeproxy/internal/testutil"
+	"github.com/edgeproxy/edgeproxy/server"
 )
 
 // spectrumServer starts the wiring in a fresh namespace with the real
 // spectrum proxy (and named echo sockets for the cdn), from this
 // configuration's prefixes and apps.
-func spectrumServer(t *testing.T, yaml string) (*netns.NS, *Server) {
+func spectrumServer(t *testing.T, yaml string) (*netns.NS, *server.Server) {
 	t.Helper()
 	ns := netns.New(t)
-	cfg := writeConfig(t, "admin: {listen: \"127.0.0.1:0\"}\ndispatch: {pin_dir: \"\"}\nstore: {path: \"\"}\n"+yaml)
-	socks := echoSockets(t)
+	cfg, err := config.Load(testutil.WriteConfig(t, "admin: {listen: \"127.0.0.1:0\"}\ndispatch: {pin_dir: \"\"}\nstore: {path: \"\"}\n"+yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	socks := echo.Sockets(t, bindings.Labels...)
 	delete(socks, "spectrum/tcp")
 	delete(socks, "spectrum/udp")
-	s, err := Start(Options{Config: cfg, Sockets: socks, Logger: testLogger(t)})
+	s, err := server.Start(server.Options{Config: cfg, Sockets: socks, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
