@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // onCPU returns a command pinned to cpu, with GOMAXPROCS=1 for Go programs.
@@ -48,14 +48,9 @@ func started(b *testing.B, cmd *exec.Cmd) *exec.Cmd {
 
 func waitTCP(b *testing.B, addr string) {
 	b.Helper()
-	for range 400 {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(25 * time.Millisecond)
+	if err := testutil.WaitFor(10*time.Second, func() error { return testutil.Accepts(addr) }); err != nil {
+		b.Fatalf("nothing listens on %s: %v", addr, err)
 	}
-	b.Fatalf("nothing listens on %s", addr)
 }
 
 // nginx starts an nginx with the given http{} body on cpu, master and one

@@ -16,13 +16,14 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/internal/echo"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // pinnedConfig is a configuration with pinned state in pin, a spectrum echo
 // app on 192.0.2.0/24 tcp/7 to an origin on 127.0.0.1:7007, and the admin
 // API on admin.
 func pinnedConfig(t *testing.T, pin, admin string) string {
-	return writeFile(t, fmt.Sprintf(`shutdown_grace: 1s
+	return testutil.WriteConfig(t, fmt.Sprintf(`shutdown_grace: 1s
 admin: {listen: %q}
 dispatch: {pin_dir: %q}
 store: {path: ""}
@@ -49,21 +50,11 @@ func startPinned(t *testing.T, ns *netns.NS, cfg, admin string) *exec.Cmd {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	hc := ns.HTTPClient()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := hc.Get("http://" + admin + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return cmd
-			}
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(logPath)
-			t.Fatalf("edgeproxy did not become ready: %v\n%s", err, log)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := testutil.WaitFor(10*time.Second, func() error { return testutil.Answers(hc, "http://"+admin+"/readyz", 200) }); err != nil {
+		log, _ := os.ReadFile(logPath)
+		t.Fatalf("edgeproxy did not become ready: %v\n%s", err, log)
 	}
+	return cmd
 }
 
 // serving checks that the instance with its admin API on admin still
@@ -199,20 +190,9 @@ func TestDemoPassesHostGuards(t *testing.T) {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	hc := ns.HTTPClient()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := hc.Get("http://127.1.1.7:8080/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(logPath)
-			t.Fatalf("the demo does not serve: %v\n%s", err, log)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := testutil.WaitFor(10*time.Second, func() error { return testutil.Answers(hc, "http://127.1.1.7:8080/", 200) }); err != nil {
+		log, _ := os.ReadFile(logPath)
+		t.Fatalf("the demo does not serve: %v\n%s", err, log)
 	}
 	if got := askName(t, "tcp", "127.1.2.3:7"); got == echo.Refused || got == "" {
 		t.Fatalf("demo spectrum echo: %q", got)

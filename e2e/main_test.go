@@ -60,22 +60,13 @@ func runBinary(t *testing.T, args ...string) (string, string, int) {
 	return stdout.String(), stderr.String(), code
 }
 
-func writeFile(t *testing.T, body string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "edgeproxy.yaml")
-	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func TestCheck(t *testing.T) {
-	good := writeFile(t, "prefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n")
+	good := testutil.WriteConfig(t, "prefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n")
 	out, _, code := runBinary(t, "check", "--config", good)
 	if code != 0 || !strings.Contains(out, "ok (1 prefixes") {
 		t.Errorf("valid file: exit %d, %q", code, out)
 	}
-	bad := writeFile(t, "prefixes: [{cidr: 192.0.2.0/24, service: cdn}]\nbindings: [{cidr: 192.0.2.0/25, service: magic-transit}]\n")
+	bad := testutil.WriteConfig(t, "prefixes: [{cidr: 192.0.2.0/24, service: cdn}]\nbindings: [{cidr: 192.0.2.0/25, service: magic-transit}]\n")
 	_, errOut, code := runBinary(t, "check", "--config", bad)
 	if code != 1 || !strings.Contains(errOut, "binding 192.0.2.0/25") || !strings.Contains(errOut, "magic-transit can only be the default") {
 		t.Errorf("invalid file: exit %d, %q", code, errOut)
@@ -101,7 +92,7 @@ func TestCheck(t *testing.T) {
 func TestRunEntersNetns(t *testing.T) {
 	ns := netns.New(t)
 	serveHost(t, 8443) // not a cdn port: refused on cdn addresses
-	cfg := writeFile(t, fmt.Sprintf("dispatch: {netns: %q, pin_dir: \"\"}\nstore: {path: \"\"}\nprefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n", ns.Path()))
+	cfg := testutil.WriteConfig(t, fmt.Sprintf("dispatch: {netns: %q, pin_dir: \"\"}\nstore: {path: \"\"}\nprefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n", ns.Path()))
 
 	// Start it from a goroutine off this thread: in the original namespace.
 	cmd := exec.Command(binary, "run", "--config", cfg)
@@ -167,7 +158,7 @@ func startWrapped(t *testing.T, ns *netns.NS, body string, wrap ...string) *inst
 	if !strings.Contains(body, "admin:") {
 		body = "admin: {listen: 127.0.0.1:9180}\n" + body
 	}
-	cfg := writeFile(t, "dispatch: {pin_dir: \"\"}\n"+body)
+	cfg := testutil.WriteConfig(t, "dispatch: {pin_dir: \"\"}\n"+body)
 	in := &instance{t: t, admin: "http://127.0.0.1:9180", stderr: new(testutil.Buffer), config: cfg}
 	args := append(append([]string{}, wrap...), binary, "run", "--config", cfg)
 	in.cmd = exec.Command(args[0], args[1:]...)
@@ -177,18 +168,10 @@ func startWrapped(t *testing.T, ns *netns.NS, body string, wrap ...string) *inst
 	}
 	t.Cleanup(in.stop)
 	hc := ns.HTTPClient()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := hc.Get(in.admin + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			return in
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("edgeproxy did not come up: %v\n%s", err, in.stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := testutil.WaitFor(10*time.Second, func() error { return testutil.Answers(hc, in.admin+"/healthz", 0) }); err != nil {
+		t.Fatalf("edgeproxy did not come up: %v\n%s", err, in.stderr)
 	}
+	return in
 }
 
 // stop kills the instance, unless it has exited already.
@@ -284,8 +267,8 @@ spectrum:
 
 func TestCLIToken(t *testing.T) {
 	ns := netns.New(t)
-	token := writeFile(t, "s3cret\n")
-	wrong := writeFile(t, "nope\n")
+	token := testutil.WriteConfig(t, "s3cret\n")
+	wrong := testutil.WriteConfig(t, "nope\n")
 	in := startInstance(t, ns, fmt.Sprintf("admin: {listen: 127.0.0.1:9180, token_file: %q}\nstore: {path: \"\"}\nprefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n", token))
 	_, errOut, code := in.cli("bindings", "add", "--admin", in.admin, "192.0.2.0/25", "spectrum")
 	if code != 1 || !strings.Contains(errOut, "needs a token for this call: pass --token-file") {

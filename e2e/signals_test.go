@@ -264,16 +264,11 @@ func TestDemoStopsWithinShortGrace(t *testing.T) {
 	t.Cleanup(in.stop)
 	in.logOnFailure()
 	var c net.Conn
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var err error
-		if c, err = ns.DialContext(context.Background(), "tcp", "127.1.2.3:7"); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the demo's spectrum echo: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := testutil.WaitFor(10*time.Second, func() (err error) {
+		c, err = ns.DialContext(context.Background(), "tcp", "127.1.2.3:7")
+		return err
+	}); err != nil {
+		t.Fatalf("the demo's spectrum echo: %v", err)
 	}
 	defer c.Close()
 	// The demo echo greets, then answers each line: the connection is
@@ -324,20 +319,10 @@ func startRun(t *testing.T, ns *netns.NS, cfg, admin string) *instance {
 	in.logOnFailure()
 	hc := ns.HTTPClient()
 	defer hc.CloseIdleConnections()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := hc.Get(in.admin + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return in
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("edgeproxy did not become ready: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := testutil.WaitFor(10*time.Second, func() error { return testutil.Answers(hc, in.admin+"/readyz", 200) }); err != nil {
+		t.Fatalf("edgeproxy did not become ready: %v", err)
 	}
+	return in
 }
 
 // TestSignalCutLeavesPinnedStateAsAStop: a drain cut by a second SIGTERM
@@ -350,7 +335,7 @@ func TestSignalCutLeavesPinnedStateAsAStop(t *testing.T) {
 	echo.Start(t, "origin", "127.0.0.1:7007")
 	serveHost(t, 7) // what the prefix would reach if it were let go
 	pin := filepath.Join(netns.BPFFS(t), "edgeproxy")
-	cfg := writeFile(t, fmt.Sprintf(`shutdown_grace: 30s
+	cfg := testutil.WriteConfig(t, fmt.Sprintf(`shutdown_grace: 30s
 admin: {listen: 127.0.0.1:9180}
 dispatch: {pin_dir: %q}
 store: {path: ""}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -79,7 +80,7 @@ func startUpgradable(t *testing.T, ns *netns.NS, body string, env ...string) *up
 	dir := t.TempDir()
 	u := &upgradable{exe: filepath.Join(dir, "edgeproxy"), pin: filepath.Join(netns.BPFFS(t), "edgeproxy"), pids: map[int]bool{}}
 	install(t, binary, u.exe)
-	cfg := writeFile(t, fmt.Sprintf("admin: {listen: 127.0.0.1:9180}\ndispatch: {pin_dir: %q}\nstore: {path: %q}\n", u.pin, filepath.Join(dir, "store.json"))+body)
+	cfg := testutil.WriteConfig(t, fmt.Sprintf("admin: {listen: 127.0.0.1:9180}\ndispatch: {pin_dir: %q}\nstore: {path: %q}\n", u.pin, filepath.Join(dir, "store.json"))+body)
 	in := &instance{t: t, admin: "http://127.0.0.1:9180", stderr: new(testutil.Buffer), config: cfg}
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -104,12 +105,13 @@ func startUpgradable(t *testing.T, ns *netns.NS, body string, env ...string) *up
 	})
 	in.logOnFailure()
 	u.hc = func() *admin.Status { return status(t, ns, in.admin) }
-	deadline := time.Now().Add(10 * time.Second)
-	for u.hc() == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("edgeproxy did not come up")
+	if err := testutil.WaitFor(10*time.Second, func() error {
+		if u.hc() == nil {
+			return errors.New("no status")
 		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatal("edgeproxy did not come up")
 	}
 	return u
 }

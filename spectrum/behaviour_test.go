@@ -365,14 +365,9 @@ func addrPortOf(a net.Addr) netip.AddrPort { return a.(*net.TCPAddr).AddrPort() 
 
 func waitListening(t *testing.T, addr string, log fmt.Stringer) {
 	t.Helper()
-	for range 100 {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := testutil.WaitFor(2*time.Second, func() error { return testutil.Accepts(addr) }); err != nil {
+		t.Fatalf("nothing listens on %s: %v\n%s", addr, err, log)
 	}
-	t.Fatalf("nothing listens on %s:\n%s", addr, log)
 }
 
 // TestSpectrumUDPProxyProtocolV2: the first datagram of a flow carries a
