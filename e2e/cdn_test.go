@@ -135,12 +135,7 @@ func startCDN(t *testing.T) *cdnFixture {
 	}
 	f.originA = testOrigin(t, "origin-a", "127.0.0.1:18080")
 	testOrigin(t, "origin-b", "127.0.0.1:18081")
-	udp, err := echo.ListenUDP("127.0.0.1:18443")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { udp.Close() })
-	go echo.ServeUDP(udp, "spectrum-udp-origin")
+	echo.StartUDP(t, "spectrum-udp-origin", "127.0.0.1:18443")
 	f.accessLog = filepath.Join(dir, "access.log")
 	f.in = startInstance(t, f.ns, fmt.Sprintf(`store: {path: ""}
 prefixes:

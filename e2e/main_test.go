@@ -126,12 +126,7 @@ func TestRunEntersNetns(t *testing.T) {
 }
 
 func serveHost(t *testing.T, port int) {
-	ln, err := echo.ListenTCP(fmt.Sprintf("[::]:%d", port), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go echo.ServeTCP(ln, "host")
+	echo.StartTCP(t, "host", fmt.Sprintf("[::]:%d", port), false)
 }
 
 // instance is an edgeproxy run by a test, in the test's namespace.
@@ -430,12 +425,7 @@ func TestSpectrumBehaviourThroughBinary(t *testing.T) {
 			}()
 		}
 	}()
-	pc, err := echo.ListenUDP("127.0.0.1:7011")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	go echo.ServeUDP(pc, "origin")
+	echo.StartUDP(t, "origin", "127.0.0.1:7011")
 	in := startInstance(t, ns, `store: {path: ""}
 prefixes: [{cidr: 192.0.2.0/24, service: spectrum}]
 spectrum:
