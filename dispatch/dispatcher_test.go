@@ -258,13 +258,7 @@ func TestReusePortGroup(t *testing.T) {
 		if i > 0 {
 			addr = lns[0].Addr().String()
 		}
-		ln, err := echo.ListenTCP(addr, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go echo.ServeTCP(ln, name)
-		lns = append(lns, ln)
+		lns = append(lns, echo.StartTCP(t, name, addr, true))
 	}
 	if err := d.Register("cdn/tcp", lns[0]); err != nil {
 		t.Fatal(err)

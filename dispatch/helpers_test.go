@@ -122,18 +122,7 @@ func serveNamed(tb testing.TB, d *Dispatcher, name string) {
 // address; the test closes them.
 func listenNamed(tb testing.TB, name string) (*net.TCPListener, *net.UDPConn) {
 	tb.Helper()
-	ln, err := echo.ListenTCP("[::]:0", false)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pc, err := echo.ListenUDP("[::]:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ln.Close(); pc.Close() })
-	go echo.ServeTCP(ln, name)
-	go echo.ServeUDP(pc, name)
-	return ln, pc
+	return echo.Start(tb, name, "[::]:0")
 }
 
 // serveHost starts "host" echo servers on the wildcard address and the given
@@ -143,19 +132,9 @@ func serveHost(tb testing.TB, proto string, port uint16) {
 	addr := fmt.Sprintf("[::]:%d", port)
 	switch proto {
 	case "tcp":
-		ln, err := echo.ListenTCP(addr, false)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { ln.Close() })
-		go echo.ServeTCP(ln, "host")
+		echo.StartTCP(tb, "host", addr, false)
 	case "udp":
-		pc, err := echo.ListenUDP(addr)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { pc.Close() })
-		go echo.ServeUDP(pc, "host")
+		echo.StartUDP(tb, "host", addr)
 	}
 }
 
