@@ -18,6 +18,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/edgeproxy/edgeproxy/internal/srccheck"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // TestHTTP3MoveThroughBinary: an HTTP/3 connection on an address that a
@@ -94,13 +95,14 @@ func TestHTTP3MoveThroughBinary(t *testing.T) {
 	if n, bad := cc.Stats(); n == 0 || len(bad) > 0 {
 		t.Errorf("%d datagrams, from wrong sources: %v", n, bad)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for metricValue(t, f, "edgeproxy_cdn_quic_sockets_connected") != 0 || metricValue(t, f, "edgeproxy_cdn_connections_unowned") != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("after the moved connection closed: connected sockets %v, unowned %v",
-				metricValue(t, f, "edgeproxy_cdn_quic_sockets_connected"), metricValue(t, f, "edgeproxy_cdn_connections_unowned"))
+	if err := testutil.WaitFor(2*time.Second, func() error {
+		connected, unowned := metricValue(t, f, "edgeproxy_cdn_quic_sockets_connected"), metricValue(t, f, "edgeproxy_cdn_connections_unowned")
+		if connected != 0 || unowned != 0 {
+			return fmt.Errorf("connected sockets %v, unowned %v", connected, unowned)
 		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatalf("after the moved connection closed: %v", err)
 	}
 	hctx, hcancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer hcancel()

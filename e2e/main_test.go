@@ -106,19 +106,17 @@ func TestRunEntersNetns(t *testing.T) {
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 
 	dst := netip.MustParseAddrPort("192.0.2.1:8443")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	if err := testutil.WaitFor(10*time.Second, func() error {
 		got, err := echo.Ask("tcp", dst, time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got == echo.Refused {
-			break
+		if got != echo.Refused {
+			return fmt.Errorf("192.0.2.1:8443 still answers %q", got)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("192.0.2.1:8443 still answers %q: edgeproxy did not steer in this namespace\n%s", got, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatalf("%v: edgeproxy did not steer in this namespace\n%s", err, stderr.String())
 	}
 	if got, _ := echo.Ask("tcp", netip.MustParseAddrPort("198.51.100.1:8443"), time.Second); got != "host" {
 		t.Errorf("unbound address: %q, want the host service", got)

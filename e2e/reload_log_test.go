@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // TestReloadAccessLog: SIGHUP applies cdn.access_log: to a new file, off,
@@ -41,12 +43,13 @@ cdn:
 		}
 		in.cmd.Process.Signal(syscall.SIGHUP)
 		reloads++
-		deadline := time.Now().Add(5 * time.Second)
-		for strings.Count(in.stderr.String(), `"msg":"reload`) < reloads {
-			if time.Now().After(deadline) {
-				t.Fatalf("no reload line after SIGHUP %d:\n%s", reloads, in.stderr)
+		if err := testutil.WaitFor(5*time.Second, func() error {
+			if strings.Count(in.stderr.String(), `"msg":"reload`) < reloads {
+				return errors.New("no reload line yet")
 			}
-			time.Sleep(20 * time.Millisecond)
+			return nil
+		}); err != nil {
+			t.Fatalf("no reload line after SIGHUP %d:\n%s", reloads, in.stderr)
 		}
 		if !strings.Contains(in.stderr.String(), want) {
 			t.Fatalf("reload %d: want %q in\n%s", reloads, want, in.stderr)

@@ -88,18 +88,19 @@ func (in *instance) logLines(msg string) []map[string]any {
 // waitLog waits up to d for a log line with msg for which ok holds.
 func (in *instance) waitLog(d time.Duration, msg string, ok func(map[string]any) bool) map[string]any {
 	in.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
+	var found map[string]any
+	if err := testutil.WaitFor(d, func() error {
 		for _, rec := range in.logLines(msg) {
 			if ok(rec) {
-				return rec
+				found = rec
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			in.t.Fatalf("no %q log line as wanted within %v", msg, d)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return errors.New("not yet")
+	}); err != nil {
+		in.t.Fatalf("no %q log line as wanted within %v", msg, d)
 	}
+	return found
 }
 
 // logOnFailure logs the instance's log if the test fails.
