@@ -18,6 +18,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
 	"github.com/edgeproxy/edgeproxy/internal/selfsigned"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // liveOrigin is a test origin that can be killed and brought back on the
@@ -217,21 +218,23 @@ func TestOriginFailover(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	victim.kill()
 	killedAt := victim.n.Load()
-	deadline := time.Now().Add(3 * time.Second)
-	for f.originStates(t)["http://127.0.0.1:18222"]["state"] != "down" {
-		if time.Now().After(deadline) {
-			t.Fatalf("the killed origin is not down: %v", f.originStates(t)["http://127.0.0.1:18222"])
+	if err := testutil.WaitFor(3*time.Second, func() error {
+		if st := f.originStates(t)["http://127.0.0.1:18222"]; st["state"] != "down" {
+			return fmt.Errorf("%v", st)
 		}
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatalf("the killed origin is not down: %v", err)
 	}
 	time.Sleep(500 * time.Millisecond)
 	victim.start()
-	deadline = time.Now().Add(3 * time.Second)
-	for f.originStates(t)["http://127.0.0.1:18222"]["state"] != "up" {
-		if time.Now().After(deadline) {
-			t.Fatalf("the healed origin is not up: %v", f.originStates(t)["http://127.0.0.1:18222"])
+	if err := testutil.WaitFor(3*time.Second, func() error {
+		if st := f.originStates(t)["http://127.0.0.1:18222"]; st["state"] != "up" {
+			return fmt.Errorf("%v", st)
 		}
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatalf("the healed origin is not up: %v", err)
 	}
 	healedAt := victim.n.Load()
 	time.Sleep(500 * time.Millisecond)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/internal/netns"
 	"github.com/edgeproxy/edgeproxy/internal/selfsigned"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // TestReloadLimits: SIGHUP changes cdn.limits and cdn.timeouts without a
@@ -84,10 +85,13 @@ cdn:
 		if err := in.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
-		for deadline := time.Now().Add(5 * time.Second); reloads() == before; time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("the reload was not applied:\n%s", in.stderr)
+		if err := testutil.WaitFor(5*time.Second, func() error {
+			if reloads() == before {
+				return errors.New("no reload yet")
 			}
+			return nil
+		}); err != nil {
+			t.Fatalf("the reload was not applied:\n%s", in.stderr)
 		}
 	}
 
@@ -218,18 +222,15 @@ cdn:
 		c.c.Close()
 	}
 	// The held ones closed: new connections are taken again.
-	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	if err := testutil.WaitFor(3*time.Second, func() error {
 		c, err := dial()
 		if err == nil {
 			_, err = ask(c, "GET", "", "")
 			c.c.Close()
 		}
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after: no connection taken below max_connections: %v", err)
-		}
+		return err
+	}); err != nil {
+		t.Fatalf("after: no connection taken below max_connections: %v", err)
 	}
 
 	// The engine: a new connection idle past the new idle timeout is
