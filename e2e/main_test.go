@@ -1,3 +1,7 @@
+// Package e2e tests edgeproxy through its built binary: TestMain builds
+// ./cmd/edgeproxy once; the tests run it, those that serve traffic in a
+// network namespace of their own, and talk to it as an operator and a
+// client would.
 package e2e
 
 import (
