@@ -438,14 +438,15 @@ func checkAttached(nsfd int) error {
 	if err != nil {
 		return nil // the query is an aid; attaching reports real problems
 	}
-	for _, p := range res.Programs {
-		name, err := programNameByID(p.ID)
-		if err != nil {
-			name = "?"
-		}
-		return fmt.Errorf("%w: sk_lookup program %d (%q) is already attached to this network namespace", ErrForeign, p.ID, name)
+	if len(res.Programs) == 0 {
+		return nil
 	}
-	return nil
+	p := res.Programs[0]
+	name, err := programNameByID(p.ID)
+	if err != nil {
+		name = "?"
+	}
+	return fmt.Errorf("%w: sk_lookup program %d (%q) is already attached to this network namespace", ErrForeign, p.ID, name)
 }
 
 // Close releases the dispatcher. Unpinned, the program is detached and the
