@@ -102,8 +102,6 @@ func (b *sendBatch) add(header, payload []byte) {
 	b.n++
 }
 
-func (b *sendBatch) full() bool { return b.n == len(b.hs) }
-
 // send sends the queued datagrams on rc, waiting for room if the socket
 // has none, and empties the batch. A datagram the kernel refuses is
 // skipped (its index and error are left in failed and errs) and the rest
