@@ -103,13 +103,6 @@ type streamConn struct {
 	inflight atomic.Int64
 }
 
-type streamConnKey struct{}
-
-func connOf(ctx context.Context) *streamConn {
-	sc, _ := ctx.Value(streamConnKey{}).(*streamConn)
-	return sc
-}
-
 // window counts events in fixed windows.
 type window struct {
 	mu    sync.Mutex

@@ -5,34 +5,22 @@ import (
 	"sync"
 )
 
-// chanListener is a net.Listener fed by the accept loop, so that one TCP
-// socket can serve the cleartext and the TLS server.
+// chanListener is a net.Listener that delivers no connection: the accept
+// loop hands connections to the servers itself, and the servers' Serve and
+// Shutdown still want a listener of their own. Accept waits for Close.
 type chanListener struct {
 	addr  net.Addr
-	ch    chan net.Conn
 	once  sync.Once
 	close chan struct{}
 }
 
 func newChanListener(addr net.Addr) *chanListener {
-	return &chanListener{addr: addr, ch: make(chan net.Conn), close: make(chan struct{})}
-}
-
-func (l *chanListener) deliver(c net.Conn) {
-	select {
-	case l.ch <- c:
-	case <-l.close:
-		c.Close()
-	}
+	return &chanListener{addr: addr, close: make(chan struct{})}
 }
 
 func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.close:
-		return nil, net.ErrClosed
-	}
+	<-l.close
+	return nil, net.ErrClosed
 }
 
 func (l *chanListener) Close() error {
