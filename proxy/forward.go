@@ -91,12 +91,12 @@ func (e *dialError) Unwrap() error { return e.err }
 // that is safe, and fills resp. bodyRead reports how much of a streamed
 // request body was consumed (nil: none).
 func (p *Proxy) forward(s *site, rt *route, req *fasthttp.Request, resp *fasthttp.Response, rec *record, bodyRead func() int64) error {
-	return p.forwardCtx(nil, s, rt, req, resp, rec, bodyRead)
+	return p.forwardCtx(context.Background(), s, rt, req, resp, rec, bodyRead)
 }
 
-// forwardCtx is forward for a client whose going away ends ctx (nil: one
-// that cannot tell): a request whose client has gone is not sent, and
-// errClientGone is no fault of the origin's.
+// forwardCtx is forward for a client whose going away ends ctx
+// (context.Background(): one that cannot tell): a request whose client
+// has gone is not sent, and errClientGone is no fault of the origin's.
 func (p *Proxy) forwardCtx(ctx context.Context, s *site, rt *route, req *fasthttp.Request, resp *fasthttp.Response, rec *record, bodyRead func() int64) error {
 	return p.forwardLoop(ctx, s, rt, rec, &fasthttpAttempt{p: p, ctx: ctx, req: req, resp: resp, bodyRead: bodyRead})
 }

@@ -344,7 +344,7 @@ func (hc *h1Conn) admit() (*site, *route, bool) {
 // reports whether the connection takes another request.
 func (hc *h1Conn) exchange(s *site, rt *route) bool {
 	p := hc.p
-	err := p.forwardLoop(nil, s, rt, &hc.rec, hc)
+	err := p.forwardLoop(context.Background(), s, rt, &hc.rec, hc)
 	defer p.done(&hc.rec)
 	if err == nil {
 		return !hc.closing()
