@@ -139,7 +139,7 @@ func (p *Proxy) eachUnowned(fn func(leave, kill func())) {
 	}
 	for _, c := range p.h2conns.all() {
 		if !p.ownsTCP(c.edge) {
-			fn(c.shutdown, func() { c.fail(h2ConnClosed) })
+			fn(c.shutdown, func() { c.fail(errH2ConnClosed) })
 		}
 	}
 }

@@ -119,8 +119,8 @@ type h2Conn struct {
 	writes, responses uint64 // conn.Write calls and responses, for tests
 }
 
-// h2ConnClosed is werr when the connection was closed by us.
-var h2ConnClosed = errors.New("http2: connection closed")
+// errH2ConnClosed is werr when the connection was closed by us.
+var errH2ConnClosed = errors.New("http2: connection closed")
 
 // serveH2 serves a TLS connection that negotiated h2.
 func (p *Proxy) serveH2(c net.Conn) error {
@@ -150,7 +150,7 @@ func (p *Proxy) newH2Conn(c net.Conn) *h2Conn {
 		sendConn: 65535, peerWin: 65535, peerMax: 16384,
 	}
 	hc.cond.L = &hc.mu
-	hc.sc = &streamConn{client: hc.client.Addr(), close: func() { hc.fail(h2ConnClosed) }}
+	hc.sc = &streamConn{client: hc.client.Addr(), close: func() { hc.fail(errH2ConnClosed) }}
 	hc.fr = http2.NewFramer(nil, hc.br)
 	hc.fr.SetMaxReadFrameSize(h2MaxFrame)
 	hc.fr.SetReuseFrames()
@@ -165,7 +165,7 @@ func (p *Proxy) shutdownH2(ctx context.Context) error {
 	for _, c := range p.h2conns.all() {
 		c.shutdown()
 	}
-	return p.h2conns.wait(ctx, func(c *h2Conn) { c.fail(h2ConnClosed) })
+	return p.h2conns.wait(ctx, func(c *h2Conn) { c.fail(errH2ConnClosed) })
 }
 
 // serve runs the connection's read loop until the connection ends.
@@ -332,7 +332,7 @@ func (c *h2Conn) goAwayError(code http2.ErrCode) {
 // teardown ends every stream of a connection that ended and closes it.
 func (c *h2Conn) teardown() {
 	c.sc.closed.Store(true) // what follows is no client's reset
-	c.fail(h2ConnClosed)
+	c.fail(errH2ConnClosed)
 	c.mu.Lock()
 	streams := make([]*h2Stream, 0, len(c.streams))
 	for _, s := range c.streams {
@@ -377,7 +377,7 @@ func (c *h2Conn) shutdown() {
 // to say; under c.mu.
 func (c *h2Conn) closeLocked() {
 	if c.werr == nil {
-		c.werr = h2ConnClosed
+		c.werr = errH2ConnClosed
 	}
 	c.cond.Broadcast()
 	// Once written out: a flusher in progress closes it when done.
@@ -401,7 +401,7 @@ func (c *h2Conn) flushLocked(yield bool) {
 		runtime.Gosched()
 		c.mu.Lock()
 	}
-	for len(c.wbuf) > 0 && (c.werr == nil || c.werr == h2ConnClosed && c.goingAway) {
+	for len(c.wbuf) > 0 && (c.werr == nil || c.werr == errH2ConnClosed && c.goingAway) {
 		buf := c.wbuf
 		c.wbuf = c.spare[:0]
 		c.mu.Unlock()
@@ -415,7 +415,7 @@ func (c *h2Conn) flushLocked(yield bool) {
 			c.spare = nil // a big batch's buffer is not kept for the connection's life
 		}
 		if err != nil {
-			if c.werr == nil || c.werr == h2ConnClosed {
+			if c.werr == nil || c.werr == errH2ConnClosed {
 				c.werr = err
 			}
 			c.wbuf = c.wbuf[:0]

@@ -81,7 +81,7 @@ func newH2Fixture(t testing.TB, lim Limits, origin fasthttp.RequestHandler) *h2F
 	t.Cleanup(func() {
 		f.ln.Close()
 		for _, hc := range p.h2conns.all() {
-			hc.fail(h2ConnClosed)
+			hc.fail(errH2ConnClosed)
 		}
 		p.tcp.Close()
 		f.origin.Close()

@@ -150,7 +150,7 @@ func (p *Proxy) runTunnel(c, oc net.Conn, br *bufio.Reader, resp *http.Response,
 	}()
 	c.SetDeadline(time.Time{})
 	// The origin's 101, its headers as they are, and our request id.
-	head := []byte("HTTP/1.1 101 " + http.StatusText(101) + "\r\n")
+	head := []byte("HTTP/1.1 101 " + http.StatusText(http.StatusSwitchingProtocols) + "\r\n")
 	for k, vs := range resp.Header {
 		for _, v := range vs {
 			head = append(head, k+": "+v+"\r\n"...)
