@@ -18,7 +18,6 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	"github.com/valyala/fasthttp"
-	"golang.org/x/net/http2"
 )
 
 // HTTPOptions configures HTTP.
@@ -299,43 +298,47 @@ func (s *slot[C]) get(ctx context.Context, alive func(C) bool, dial func(context
 	return c, nil
 }
 
-// h2 is HTTP/2 on x/net/http2: Conns connections of its own, each with
-// Streams workers.
+// h2 is HTTP/2 on net/http's client connections: Conns connections of its
+// own, each with Streams workers.
 type h2 struct {
 	u       *url.URL
 	o       HTTPOptions
-	slots   []slot[*http2.ClientConn]
+	slots   []slot[*http.ClientConn]
 	streams int
-	dial    func(context.Context) (*http2.ClientConn, error)
+	dial    func(context.Context) (*http.ClientConn, error)
 	dials   atomic.Int64
 }
 
 func newH2(ctx context.Context, u *url.URL, addr string, o HTTPOptions, tlsConf *tls.Config, dial func(context.Context, string, string) (net.Conn, error)) (*h2, error) {
-	t := &http2.Transport{AllowHTTP: u.Scheme == "http"}
-	c := &h2{u: u, o: o, streams: o.Streams, slots: make([]slot[*http2.ClientConn], o.Conns)}
-	c.dial = func(ctx context.Context) (*http2.ClientConn, error) {
-		dctx, cancel := context.WithTimeout(ctx, o.Timeout)
-		defer cancel()
-		conn, err := dial(dctx, "tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		if u.Scheme == "https" {
+	t := &http.Transport{
+		DialContext: dial,
+		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
 			tc := tls.Client(conn, withALPN(tlsConf, "h2"))
-			if err = tc.HandshakeContext(dctx); err == nil && tc.ConnectionState().NegotiatedProtocol != "h2" {
+			if err = tc.HandshakeContext(ctx); err == nil && tc.ConnectionState().NegotiatedProtocol != "h2" {
 				err = fmt.Errorf("load: %s did not negotiate h2 (ALPN %q)", addr, tc.ConnectionState().NegotiatedProtocol)
 			}
-			conn = tc
-		}
-		var cc *http2.ClientConn
-		if err == nil {
-			cc, err = t.NewClientConn(conn)
-		}
-		if err != nil {
-			conn.Close()
-			return nil, err
-		}
-		return cc, nil
+			if err != nil {
+				conn.Close()
+				return nil, err
+			}
+			return tc, nil
+		},
+		Protocols: new(http.Protocols),
+	}
+	if u.Scheme == "http" {
+		t.Protocols.SetUnencryptedHTTP2(true) // prior knowledge
+	} else {
+		t.Protocols.SetHTTP2(true)
+	}
+	c := &h2{u: u, o: o, streams: o.Streams, slots: make([]slot[*http.ClientConn], o.Conns)}
+	c.dial = func(ctx context.Context) (*http.ClientConn, error) {
+		dctx, cancel := context.WithTimeout(ctx, o.Timeout)
+		defer cancel()
+		return t.NewClientConn(dctx, u.Scheme, addr)
 	}
 	for i := range c.slots {
 		if _, err := c.slots[i].get(ctx, h2alive, c.dial, &c.dials); err != nil {
@@ -346,10 +349,7 @@ func newH2(ctx context.Context, u *url.URL, addr string, o HTTPOptions, tlsConf 
 	return c, nil
 }
 
-func h2alive(cc *http2.ClientConn) bool {
-	st := cc.State()
-	return !st.Closed && !st.Closing
-}
+func h2alive(cc *http.ClientConn) bool { return cc.Err() == nil }
 
 func withALPN(c *tls.Config, proto string) *tls.Config {
 	c = c.Clone()

@@ -12,8 +12,6 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/internal/selfsigned"
 	"github.com/quic-go/quic-go/http3"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 )
 
 func hello(w http.ResponseWriter, r *http.Request) { w.Write([]byte("hello\n")) }
@@ -95,13 +93,17 @@ func TestHTTP2(t *testing.T) {
 	checkHTTP(t, r, err, 100)
 
 	// cleartext, prior knowledge
-	h2cSrv := httptest.NewServer(h2c.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h2cSrv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor != 2 {
 			http.Error(w, "want h2", http.StatusBadRequest)
 			return
 		}
 		hello(w, r)
-	}), &http2.Server{}))
+	}))
+	h2cSrv.Config.Protocols = new(http.Protocols)
+	h2cSrv.Config.Protocols.SetHTTP1(true)
+	h2cSrv.Config.Protocols.SetUnencryptedHTTP2(true)
+	h2cSrv.Start()
 	defer h2cSrv.Close()
 	r, err = HTTP(context.Background(), HTTPOptions{URL: h2cSrv.URL, Proto: "h2", Rate: 300, Duration: 300 * time.Millisecond, Conns: 1, Streams: 4})
 	checkHTTP(t, r, err, 80)
