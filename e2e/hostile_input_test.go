@@ -25,8 +25,9 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
-// The hostile-input tests of issue 10, items 1, 2, 7 and 13, through the
-// binary on all three protocols. Bounded by default; EDGEPROXY_ATTACK=1
+// The hostile-input tests of the forwarding headers, the request checks,
+// the route paths and the request ids, through the binary on all three
+// protocols. Bounded by default; EDGEPROXY_ATTACK=1
 // runs the full-size version and logs its figures ("attack: ...").
 
 func attackMode() bool { return os.Getenv("EDGEPROXY_ATTACK") == "1" }
@@ -53,21 +54,15 @@ func rawH1(t *testing.T, req string) (*http.Response, string) {
 
 // h2Client speaks HTTP/2 to 192.0.2.10:443 from inside the namespace.
 func h2Client(f *cdnFixture) *http.Client {
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http2.Transport{
+	tr := &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: f.pool},
-		DialTLSContext: func(ctx context.Context, network, _ string, cfg *tls.Config) (net.Conn, error) {
-			c, err := f.ns.DialContext(ctx, network, "192.0.2.10:443")
-			if err != nil {
-				return nil, err
-			}
-			tc := tls.Client(c, cfg)
-			if err := tc.HandshakeContext(ctx); err != nil {
-				c.Close()
-				return nil, err
-			}
-			return tc, nil
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return f.ns.DialContext(ctx, network, "192.0.2.10:443")
 		},
-	}}
+		Protocols: new(http.Protocols),
+	}
+	tr.Protocols.SetHTTP2(true)
+	return &http.Client{Timeout: 5 * time.Second, Transport: tr}
 }
 
 // h3Client speaks HTTP/3 to dst; call it on the test's goroutine (its
@@ -173,7 +168,7 @@ func leaks(s seen, want map[string]string) []string {
 // TestHostileSpoofedHeaders: a client's copies of the forwarding headers,
 // in any letter case or with underscores, never reach the origin, over
 // HTTP/1.1, HTTP/2 and HTTP/3: the origin sees exactly the proxy's
-// values (item 1; on old main the lowercase copies came first, and the
+// values (before this check the lowercase copies came first, and the
 // underscore spellings went through on every protocol).
 func TestHostileSpoofedHeaders(t *testing.T) {
 	f := startCDN(t)
@@ -273,8 +268,8 @@ func edgePage(t *testing.T, what string, resp *http.Response, body string, statu
 }
 
 // TestHostileHTTP1Heads: HTTP/1.1 heads that fasthttp's parser lets
-// through and no origin may get are answered at the edge (item 2): on old
-// main the origin got them (CONNECT forwarded, userinfo turned into an
+// through and no origin may get are answered at the edge: before these checks
+// the origin got them (CONNECT forwarded, userinfo turned into an
 // Authorization header, Connection: Content-Length a 502).
 func TestHostileHTTP1Heads(t *testing.T) {
 	f := startCDN(t)
@@ -350,7 +345,7 @@ func h2Exchange(t *testing.T, c net.Conn, fr *http2.Framer, stream uint32, field
 }
 
 // TestHostileH2PseudoHeaders: pseudo-headers written into the origin's
-// request line or Host are checked first (item 2): on old main
+// request line or Host are checked first: before this check
 // `:method = "GET /api/admin HTTP/1.1"` reached the origin as
 // `GET /api/admin HTTP/1.1 /x HTTP/1.1`.
 func TestHostileH2PseudoHeaders(t *testing.T) {
@@ -390,7 +385,7 @@ func TestHostileH2PseudoHeaders(t *testing.T) {
 
 // TestHostileRoutePaths: a path that the route and the origin would read
 // apart (an encoded slash or backslash, a dot segment raw or encoded) is
-// refused on all three protocols (item 7): on old main `/x/..%2fapi/t`
+// refused on all three protocols: before this check `/x/..%2fapi/t`
 // took the /api/ route and reached its origin as `/x/..%2fapi/t`.
 func TestHostileRoutePaths(t *testing.T) {
 	f := startCDN(t)
@@ -430,8 +425,8 @@ func TestHostileRoutePaths(t *testing.T) {
 // TestHostileRefusedHeadsAreSeen: requests fasthttp's parser refuses (a
 // head over max_header_bytes, a malformed head, one that stops coming)
 // get the edge's error page with a request id, an access log line with
-// that id, and a sample in edgeproxy_cdn_requests_total (item 13: on old
-// main they had none of the three).
+// that id, and a sample in edgeproxy_cdn_requests_total (before, they had
+// none of the three).
 func TestHostileRefusedHeadsAreSeen(t *testing.T) {
 	f := startCDN(t)
 	n := 1

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -97,12 +96,14 @@ type nopLogger struct{}
 func (nopLogger) Printf(string, ...any) {}
 
 func (f *h2Fixture) client() *http.Client {
-	return &http.Client{Timeout: 20 * time.Second, Transport: &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(context.Context, string, string, *tls.Config) (net.Conn, error) {
+	tr := &http.Transport{
+		DialContext: func(context.Context, string, string) (net.Conn, error) {
 			return f.ln.Dial()
 		},
-	}}
+		Protocols: new(http.Protocols),
+	}
+	tr.Protocols.SetUnencryptedHTTP2(true) // prior knowledge
+	return &http.Client{Timeout: 20 * time.Second, Transport: tr}
 }
 
 // echoOrigin answers "METHOD TARGET len=N " and the request body; with a
