@@ -17,6 +17,8 @@ import (
 	"golang.org/x/net/http2"
 )
 
+//lint:file-ignore SA1019 the origins' HTTP/2 stays on x/net/http2's Transport for now: refusedStream tells a stream the origin refused (safe to retry elsewhere) by x/net/http2's StreamError, which net/http's bundled HTTP/2 does not return.
+
 // An https origin that offers h2 in ALPN is spoken to over HTTP/2: one
 // connection carries every concurrent request (x/net/http2's Transport
 // keeps the connections), which is the best reuse there is. Others stay
