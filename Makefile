@@ -53,9 +53,10 @@ check-bpf: ## check that the committed BPF objects match bpf/dispatch.c
 	done && echo "bpf objects match bpf/dispatch.c"
 
 .PHONY: lint
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet and staticcheck (the go.mod tool's version)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
 
 .PHONY: clean
 clean: ## remove build output
