@@ -195,8 +195,7 @@ func (s *Store) Writable() error {
 // Save writes the API-made items of st (Source FromAPI), replacing the file
 // atomically. When Save returns nil the change is on disk. When the items
 // are those the file holds already, nothing is written. The encoding is
-// written by hand: it costs about 100 ns an item, so the file's fsync
-// dominates.
+// written by hand, cheap beside the file's fsync, which dominates.
 func (s *Store) Save(st *State) error {
 	b := encodeState(st)
 	s.mu.Lock()

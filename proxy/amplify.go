@@ -15,7 +15,7 @@ import (
 // at most three times the bytes it received from it. quic-go checks its
 // count before each datagram rather than sizing the datagram to what is
 // left, so its first flight and the probes that repeat it reach 3× plus one
-// datagram (3.02–3.4× measured, by the Initial's size). A spoofed source
+// datagram (docs/security.md has the measurements). A spoofed source
 // makes that a reflection. ampConn is the QUIC socket as quic-go sees it,
 // and holds every address that sent an Initial to the limit itself, to the
 // byte, until its handshake completes: a datagram that would pass it is not

@@ -4,14 +4,15 @@
 //
 // It owns one dual-stack TCP socket and one UDP socket, registered under
 // cdn/tcp and cdn/udp, and a connected UDP socket for each HTTP/3
-// connection past its handshake (quicsock.go). On the TCP socket the port the client dialled decides
-// cleartext or TLS. HTTP/1.1 runs on fasthttp (the hot path: the spike in
-// docs/cdn.md measured net/http with httputil.ReverseProxy at a third of
-// nginx's rate, fasthttp at 0.85×); HTTP/2 on a server of the proxy's own
-// (h2server.go), built for proxying; HTTP/3 on quic-go through a net/http
-// handler (h3.go). Every engine hands its requests to one pipeline
-// (pipeline.go): routing, the forwarding policy, the origin pools, error
-// pages, metrics and the access log are the same for all.
+// connection past its handshake (quicsock.go). On the TCP socket the port
+// the client dialled decides cleartext or TLS. HTTP/1.1 runs on an engine of
+// the proxy's own for bodiless GET and HEAD (h1conn.go), which hands every
+// other request to fasthttp (h1.go); net/http was measured and left behind
+// (docs/cdn.md has the figures). HTTP/2 runs on a server of the proxy's own
+// (h2server.go), built for proxying; HTTP/3 on one of its own over quic-go's
+// connections and streams (h3.go). Every engine hands its requests to one
+// pipeline (pipeline.go): routing, the forwarding policy, the origin pools,
+// error pages, metrics and the access log are the same for all.
 package proxy
 
 import (
