@@ -14,8 +14,8 @@ import (
 )
 
 // The hostile-input tests of the forwarding policy and the checks every
-// request passes before it becomes an HTTP/1.1 head (issue 10, items 1, 2
-// and 7), and the fuzz targets that keep them.
+// request passes before it becomes an HTTP/1.1 head, and the fuzz targets
+// that keep them.
 
 const (
 	testID     = "0123456789abcdef"
@@ -93,7 +93,7 @@ var hopNames = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-A
 // by a client in another letter case or with underscores, never reach the
 // origin; the origin sees exactly one of each, the proxy's, and no
 // hop-by-hop header in any spelling, nor one named in Connection in any
-// case. Item 1 of issue 10: on old main the lowercase copies came first.
+// case. (Before this check the lowercase copies came first.)
 func TestHostileForwardingHeaderCase(t *testing.T) {
 	raw := "GET /x HTTP/1.1\r\nHost: a.example\r\n" +
 		"x-edge-addr: 198.51.100.66:80\r\nX-EDGE-ADDR: 198.51.100.67:80\r\nX_Edge_Addr: 198.51.100.68:80\r\n" +
@@ -185,7 +185,7 @@ func TestHostileResponseHeaderCase(t *testing.T) {
 	}
 }
 
-// hostileH1 are HTTP/1.1 requests the edge must refuse (item 2 and 7),
+// hostileH1 are HTTP/1.1 requests the edge must refuse,
 // with their status and reason; each is what fasthttp's parser lets
 // through. TestHostileHTTP1Refusals in cmd/edgeproxy sends them through
 // the binary.
@@ -263,7 +263,7 @@ func stdRequest(method, target, authority string, hdr ...string) *http.Request {
 }
 
 // TestHostileStdConversion: what arrives over HTTP/3 is checked before it
-// becomes an HTTP/1.1 head (item 2): on old main the method went into the
+// becomes an HTTP/1.1 head: before this check the method went into the
 // request line as it came. Status 0: malformed, a stream error
 // (H3_MESSAGE_ERROR), its reason still counted.
 func TestHostileStdConversion(t *testing.T) {
