@@ -29,9 +29,9 @@ type Resolution struct {
 }
 
 // Resolve says what happens to a packet of protocol proto to addr and port,
-// under state st and what the services serve. It follows DESIGN.md's rules
-// literally and is the service-level model that the data plane must agree
-// with.
+// under state st and what the services serve. It follows the rules of
+// docs/design.md literally and is the service-level model that the data
+// plane must agree with.
 func Resolve(st *State, svc Services, proto dispatch.Protocol, addr netip.Addr, port uint16) Resolution {
 	addr = addr.Unmap()
 	var owner *Binding

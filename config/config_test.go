@@ -9,7 +9,8 @@ import (
 	"github.com/edgeproxy/edgeproxy/dispatch"
 )
 
-// designExample is the core shape of DESIGN.md's external contract.
+// designExample is the core shape of the configuration docs/design.md
+// describes.
 const designExample = `
 node: edge-1
 shutdown_grace: 30s

@@ -1,6 +1,7 @@
-// Package cases holds the worked examples of binding semantics shared by
-// every layer's tests (a copy of ../shared/cases/bindings.yaml, kept equal by
-// TestSharedCopy) and decodes them.
+// Package cases holds the worked examples of binding semantics that every
+// layer's tests share, and decodes them. bindings.yaml, embedded here, is
+// their source of truth: the cases live in this repository and nowhere else
+// (docs/design.md, "The shared cases").
 package cases
 
 import (

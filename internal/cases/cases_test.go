@@ -1,27 +1,6 @@
 package cases
 
-import (
-	"bytes"
-	"os"
-	"testing"
-)
-
-// TestSharedCopy keeps the embedded copy equal to the shared file when the
-// shared tree sits beside the repository (it does on developer machines; a
-// lone clone has only the copy).
-func TestSharedCopy(t *testing.T) {
-	shared, err := os.ReadFile("../../../shared/cases/bindings.yaml")
-	if os.IsNotExist(err) {
-		t.Log("no ../shared beside the repository; the embedded copy stands alone")
-		return
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(shared, raw) {
-		t.Fatal("internal/cases/bindings.yaml differs from ../shared/cases/bindings.yaml: copy it over")
-	}
-}
+import "testing"
 
 func TestLoad(t *testing.T) {
 	f, err := Load()
