@@ -9,8 +9,8 @@ import (
 	"github.com/edgeproxy/edgeproxy/dispatch"
 )
 
-// designExample is the core shape of the configuration docs/design.md
-// describes.
+// designExample is the core shape of the configuration file (docs/config.md
+// has every key).
 const designExample = `
 node: edge-1
 shutdown_grace: 30s
