@@ -346,8 +346,8 @@ func appendAddrPort(b []byte, p netip.AddrPort) []byte {
 	case !p.IsValid():
 		return b
 	case a.Is6() && !a.Is4In6() && a.Zone() == "":
-		// netip formats IPv6 a group at a time: a third of a line's
-		// cost with an IPv6 client.
+		// netip formats IPv6 a group at a time, a large share of a
+		// line's cost with an IPv6 client (docs/cdn.md, "Observability").
 		b = append(b, '[')
 		b = appendIPv6(b, a.As16())
 		b = append(b, ']', ':')
