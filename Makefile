@@ -40,7 +40,7 @@ bench-smoke: ## every benchmark scenario for about a second (what CI runs throug
 	$(GO) run ./bench/cmd/edgebench run -tiny -out $$(mktemp -d)
 
 .PHONY: generate
-generate: ## regenerate the BPF objects from bpf/dispatch.c (needs clang, llvm, libbpf-dev)
+generate: ## regenerate the BPF objects from bpf/dispatch.c (needs clang, llvm, libbpf-dev: the versions .ci/run pins)
 	cd bpf && $(GO) generate
 
 .PHONY: check-bpf
