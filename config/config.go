@@ -725,7 +725,7 @@ func (c *Config) SpectrumApps() []spectrum.App {
 		pr, _ := bindings.ParsePorts(a.Ports)
 		sa := spectrum.App{
 			Name: a.Name, Protocol: spectrum.Protocol(a.Protocol), Edge: edge,
-			Ports:          spectrum.Ports{First: pr.First, Last: pr.Last},
+			Ports:          pr,
 			Proxy:          spectrum.ProxyProtocol(a.ProxyProtocol),
 			IdleTimeout:    time.Duration(a.IdleTimeout),
 			ConnectTimeout: time.Duration(a.ConnectTimeout),

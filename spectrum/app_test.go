@@ -44,7 +44,7 @@ func TestMatchAgreesWithBindings(t *testing.T) {
 				proto, dproto = UDP, dispatch.UDP
 			}
 			name := fmt.Sprint("a", i)
-			ba := bindings.App{Name: name, Protocol: dproto, Edge: edge, Ports: dispatch.PortRange{First: ports.First, Last: ports.Last}}
+			ba := bindings.App{Name: name, Protocol: dproto, Edge: edge, Ports: ports}
 			if bindings.Validate(st, bindings.Services{Apps: append(svc.Apps, ba)}, nil) != nil {
 				continue // same edge, overlapping: not a valid configuration
 			}
