@@ -5,7 +5,9 @@
 // A namespace belongs to an OS thread. New locks the test's goroutine to its
 // thread and moves that thread; sockets created on it live in the namespace
 // and may then be used from any goroutine. Code that must create sockets on
-// other goroutines (load generators) runs them through NS.Go.
+// other goroutines (load generators) runs them through NS.Go; a service
+// started in the namespace is given NS.Dial and NS.Socket, which make its
+// later sockets there.
 //
 // Privileged tests call New (or Require): without root and CAP_BPF the test
 // skips with a reason, unless EDGEPROXY_REQUIRE_PRIVILEGES=1, which CI sets:
@@ -224,17 +226,50 @@ func BPFFS(tb testing.TB) string {
 	return dir
 }
 
-// DialContext dials from inside ns, whatever thread calls it: for clients
-// such as net/http's Transport that dial on goroutines of their own.
-func (ns *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+// Dial dials with d from inside ns, whatever thread calls it: the Dial of
+// a service (spectrum.Options, proxy.Options, server.Options) that a test
+// serves in ns, whose later sockets (origin connections, UDP flows'
+// sockets) would otherwise be born in the namespace of whatever thread
+// makes them.
+func (ns *NS) Dial(ctx context.Context, d *net.Dialer, network, addr string) (net.Conn, error) {
 	var c net.Conn
 	err := ns.Do(func() error {
-		var d net.Dialer
 		var err error
 		c, err = d.DialContext(ctx, network, addr)
 		return err
 	})
 	return c, err
+}
+
+// Socket is socket(2) inside ns, whatever thread calls it: the Socket of
+// a cdn (proxy.Options, server.Options) that a test serves in ns, which
+// makes each HTTP/3 connection's socket.
+func (ns *NS) Socket(domain, typ, proto int) (int, error) {
+	fd := -1
+	err := ns.Do(func() error {
+		var err error
+		fd, err = unix.Socket(domain, typ, proto)
+		return err
+	})
+	return fd, err
+}
+
+// ListenPacket listens from inside ns, whatever thread calls it: for a
+// client's sockets made on goroutines of its own (bench/load's HTTP/3).
+func (ns *NS) ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error) {
+	var c net.PacketConn
+	err := ns.Do(func() error {
+		var err error
+		c, err = new(net.ListenConfig).ListenPacket(ctx, network, address)
+		return err
+	})
+	return c, err
+}
+
+// DialContext dials from inside ns, whatever thread calls it: for clients
+// such as net/http's Transport that dial on goroutines of their own.
+func (ns *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return ns.Dial(ctx, &net.Dialer{}, network, addr)
 }
 
 // HTTPClient returns an HTTP client whose connections are made inside ns.
