@@ -15,9 +15,9 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/netns"
 )
 
-// tcpEchoProxy starts an echo origin and a proxy in front of it, and
+// tcpEchoProxy starts an echo origin and a proxy in front of it in ns, and
 // returns the proxy and the address to dial.
-func tcpEchoProxy(t *testing.T) (*Proxy, string) {
+func tcpEchoProxy(t *testing.T, ns *netns.NS) (*Proxy, string) {
 	t.Helper()
 	origin, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -34,7 +34,7 @@ func tcpEchoProxy(t *testing.T) (*Proxy, string) {
 		}
 	}()
 	oport := uint16(origin.Addr().(*net.TCPAddr).Port)
-	p, err := New(Options{Apps: []App{
+	p, err := New(Options{Dial: ns.Dial, Apps: []App{
 		{Name: "t", Protocol: TCP, Edge: netip.MustParsePrefix("127.0.0.0/8"), Ports: Ports{First: 0, Last: 65535}, Origins: []Origin{{Host: "127.0.0.1", Port: oport}}},
 	}})
 	if err != nil {
@@ -49,8 +49,8 @@ func tcpEchoProxy(t *testing.T) (*Proxy, string) {
 // through the buffer, never spliced (no pipe is ever taken), and each comes
 // back whole; a bulk transfer on the same proxy is spliced, byte for byte.
 func TestSpectrumSmallMessagesCopied(t *testing.T) {
-	netns.New(t)
-	p, addr := tcpEchoProxy(t)
+	ns := netns.New(t)
+	p, addr := tcpEchoProxy(t, ns)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -116,8 +116,8 @@ func TestSpectrumSmallMessagesCopied(t *testing.T) {
 // once (they may reach the proxy as one wake-up) both get through: the
 // origin sees the end after the message, and its echo and end come back.
 func TestSpectrumDataThenEOF(t *testing.T) {
-	netns.New(t)
-	_, addr := tcpEchoProxy(t)
+	ns := netns.New(t)
+	_, addr := tcpEchoProxy(t, ns)
 	for i := range 50 {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {

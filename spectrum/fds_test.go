@@ -43,8 +43,8 @@ func acceptedPair(t *testing.T) *net.TCPConn {
 // ENFILE (the proxy's shortage) refuses the connection or flow as limit and
 // marks no origin down; a refused dial (the origin's fault) still does.
 func TestHostileSpectrumDialEMFILE(t *testing.T) {
-	netns.New(t)
-	p, err := New(Options{Apps: []App{
+	ns := netns.New(t)
+	p, err := New(Options{Dial: ns.Dial, Apps: []App{
 		{Name: "t", Protocol: TCP, Edge: netip.MustParsePrefix("127.0.0.0/8"), Ports: Ports{First: 0, Last: 65535}, Origins: []Origin{{Host: "127.0.0.1", Port: 1}}},
 		{Name: "u", Protocol: UDP, Edge: netip.MustParsePrefix("192.0.2.0/24"), Ports: Ports{First: 0, Last: 65535}, Origins: []Origin{{Host: "127.0.0.1", Port: 1}}},
 	}})
@@ -95,12 +95,12 @@ func TestHostileSpectrumDialEMFILE(t *testing.T) {
 // TestHostileSpectrumBudgetRefuses: with the budget spent (by another
 // service), connections and flows are refused as limit, before any dial.
 func TestHostileSpectrumBudgetRefuses(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	b, err := fdlimit.New(fdlimit.Options{Limit: fdlimit.OpenNow() + 200, Accept: -1, Admin: -1, Dial: -1, CDN: 50, Other: 20})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(Options{FDs: b, Apps: []App{
+	p, err := New(Options{FDs: b, Dial: ns.Dial, Apps: []App{
 		{Name: "t", Protocol: TCP, Edge: netip.MustParsePrefix("127.0.0.0/8"), Ports: Ports{First: 0, Last: 65535}, Origins: []Origin{{Host: "127.0.0.1", Port: 1}}},
 		{Name: "u", Protocol: UDP, Edge: netip.MustParsePrefix("192.0.2.0/24"), Ports: Ports{First: 0, Last: 65535}, Origins: []Origin{{Host: "127.0.0.1", Port: 1}}},
 	}})
@@ -127,7 +127,7 @@ func TestHostileSpectrumBudgetRefuses(t *testing.T) {
 // byte arrives in order, and when they end the descriptors are back in the
 // budget but for the pipes kept for reuse.
 func TestSpectrumPipesBounded(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	origin, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +143,7 @@ func TestSpectrumPipesBounded(t *testing.T) {
 		}
 	}()
 	oport := uint16(origin.Addr().(*net.TCPAddr).Port)
-	p, err := New(Options{MaxPipes: 2, Apps: []App{
+	p, err := New(Options{MaxPipes: 2, Dial: ns.Dial, Apps: []App{
 		{Name: "t", Protocol: TCP, Edge: netip.MustParsePrefix("127.0.0.0/8"), Ports: Ports{First: 0, Last: 65535}, Origins: []Origin{{Host: "127.0.0.1", Port: oport}}},
 	}})
 	if err != nil {

@@ -40,7 +40,6 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/dispatch/steered"
 	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
-	"github.com/edgeproxy/edgeproxy/internal/sockns"
 )
 
 // Options configure a Proxy.
@@ -77,6 +76,13 @@ type Options struct {
 	// spectrum: connections and flows on one that is not are counted, and
 	// closed by CloseUnowned. Nil: every destination.
 	Owns func(udp bool, dst netip.AddrPort) bool
+	// Dial makes the sockets the proxy opens after New, with d: origin
+	// connections (d's Timeout the app's connect timeout) and each UDP
+	// flow's socket on the edge address (d's LocalAddr and Control). Nil:
+	// d.DialContext, in the namespace of the thread that asks (every
+	// thread's, in production). A test serving in a network namespace of
+	// its own passes one that dials there.
+	Dial func(ctx context.Context, d *net.Dialer, network, address string) (net.Conn, error)
 }
 
 // DefaultMaxDatagram is the default largest UDP payload: above a 1500-byte
@@ -86,7 +92,6 @@ const DefaultMaxDatagram = 2048
 
 // Proxy is the L4 proxy.
 type Proxy struct {
-	here *sockns.Here
 	tcp  *net.TCPListener
 	udp  *net.UDPConn
 	apps atomic.Pointer[table]
@@ -94,7 +99,8 @@ type Proxy struct {
 	log  *slog.Logger
 
 	fds                *fdlimit.Budget
-	dial               func(network, addr string, timeout time.Duration) (net.Conn, error) // origins; tests replace it
+	dialWith           func(ctx context.Context, d *net.Dialer, network, address string) (net.Conn, error) // every later socket (Options.Dial)
+	dial               func(network, addr string, timeout time.Duration) (net.Conn, error)                 // origins; tests replace it
 	pipes              *pipePool
 	refusals           *logLimiter
 	maxConns, maxFlows int
@@ -114,12 +120,9 @@ type Proxy struct {
 }
 
 // New creates the proxy's sockets in the network namespace of the calling
-// thread, which must be the one the dispatcher steers in. Start serves them.
+// thread, which must be the one the dispatcher steers in; its later sockets
+// are Options.Dial's. Start serves them.
 func New(opts Options) (*Proxy, error) {
-	here, err := sockns.Capture()
-	if err != nil {
-		return nil, err
-	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -130,15 +133,18 @@ func New(opts Options) (*Proxy, error) {
 	}
 	m := newMetrics(opts.Registerer)
 	p := &Proxy{
-		here: here, m: m, log: log, fds: fds,
+		m: m, log: log, fds: fds, dialWith: opts.Dial,
 		refusals: newLogLimiter(refusalLogsPerSecond, m.logsSuppressed),
 		maxConns: opts.MaxConnections, maxFlows: opts.MaxFlows, maxFlowsPerApp: opts.MaxFlowsPerApp,
 		maxDatagram: opts.MaxDatagram, owns: opts.Owns,
 		pairs: map[*tcpPair]struct{}{}, flows: map[flowKey]*flow{},
 		closing: make(chan struct{}),
 	}
+	if p.dialWith == nil {
+		p.dialWith = dialDirect
+	}
 	p.dial = func(network, addr string, timeout time.Duration) (net.Conn, error) {
-		return (&net.Dialer{Timeout: timeout}).Dial(network, addr)
+		return p.dialWith(context.Background(), &net.Dialer{Timeout: timeout}, network, addr)
 	}
 	p.pipes = &pipePool{fds: fds, max: cmp.Or(max(opts.MaxPipes, 0), defaultMaxPipes)}
 	if p.maxConns <= 0 {
@@ -150,10 +156,10 @@ func New(opts Options) (*Proxy, error) {
 	if p.maxDatagram <= 0 {
 		p.maxDatagram = DefaultMaxDatagram
 	}
-	if err := p.SetApps(opts.Apps); err != nil {
+	err := p.SetApps(opts.Apps)
+	if err != nil {
 		return nil, err
 	}
-
 	if p.tcp, err = steered.Listen("tcp", "[::]:0"); err != nil {
 		return nil, fmt.Errorf("spectrum: tcp socket: %w", err)
 	}
@@ -165,6 +171,11 @@ func New(opts Options) (*Proxy, error) {
 		opts.Registerer.MustRegister(p.unownedGauges()...)
 	}
 	return p, nil
+}
+
+// dialDirect is Options.Dial's default.
+func dialDirect(ctx context.Context, d *net.Dialer, network, address string) (net.Conn, error) {
+	return d.DialContext(ctx, network, address)
 }
 
 // SetApps replaces the applications. Connections and flows already open

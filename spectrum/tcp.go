@@ -140,9 +140,7 @@ func (p *Proxy) dialOrigin(a *app, port uint16) (*net.TCPConn, string, error) {
 	var last error
 	for _, i := range a.originOrder() {
 		addr := a.originAddr(i, port)
-		var c net.Conn
-		var err error
-		p.here.Do(func() { c, err = p.dial("tcp", addr, a.ConnectTimeout) })
+		c, err := p.dial("tcp", addr, a.ConnectTimeout)
 		if fdlimit.Exhausted(err) {
 			p.m.fdShortage.Inc()
 			return nil, "", err

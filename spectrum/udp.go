@@ -82,8 +82,8 @@ func newMessages(n, size int, oob bool) []ipv4.Message {
 // truncated reports whether a datagram did not fit its buffer.
 func truncated(m *ipv4.Message) bool { return m.Flags&unix.MSG_TRUNC != 0 }
 
-// udpLoop reads the first datagrams of flows from the shared socket, on a
-// thread in the proxy's namespace, where it creates the flows' sockets.
+// udpLoop reads the first datagrams of flows from the shared socket and
+// makes the flows' sockets (Options.Dial).
 func (p *Proxy) udpLoop() {
 	defer p.wg.Done()
 	b := newBatcher(p.udp)
@@ -209,9 +209,7 @@ func (p *Proxy) edgeSocket(key flowKey) (*net.UDPConn, error) {
 			return setsockopts(c, opt{unix.SOL_SOCKET, unix.SO_REUSEADDR, 1}, freebind)
 		},
 	}
-	var c net.Conn
-	var err error
-	p.here.Do(func() { c, err = d.DialContext(context.Background(), network, key.client.String()) })
+	c, err := p.dialWith(context.Background(), &d, network, key.client.String())
 	if err != nil {
 		return nil, err
 	}
@@ -226,9 +224,7 @@ func (f *flow) connectOrigin() error {
 	var last error
 	for _, i := range a.originOrder() {
 		addr := a.originAddr(i, f.key.edge.Port())
-		var c net.Conn
-		var err error
-		f.p.here.Do(func() { c, err = f.p.dial("udp", addr, 0) })
+		c, err := f.p.dial("udp", addr, 0)
 		if fdlimit.Exhausted(err) {
 			f.p.m.fdShortage.Inc()
 			return err
