@@ -19,8 +19,8 @@ import (
 // the silent one is handed over about a second later, and its head
 // timeout runs from then.
 func TestDeferAccept(t *testing.T) {
-	netns.New(t)
-	p, addr := startAccepting(t, Limits{ReadHeaderTimeout: 500 * time.Millisecond})
+	ns := netns.New(t)
+	p, addr := startAccepting(t, ns, Limits{ReadHeaderTimeout: 500 * time.Millisecond})
 	start := time.Now()
 	silent, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -75,7 +75,7 @@ func requestClose(addr string) (int, error) {
 // served by the goroutines that served the last burst, waiting to accept,
 // not by a new goroutine each.
 func TestAcceptorsReused(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	// An origin that makes a goroutine per connection only (net/http's
 	// makes one per request too), whose connections the first burst pools,
 	// and that answers each request after 50 ms, so that a burst's
@@ -106,7 +106,7 @@ func TestAcceptorsReused(t *testing.T) {
 			}()
 		}
 	}()
-	p := newTestProxy(t, oln.Addr().String(), Limits{})
+	p := newTestProxy(t, ns, oln.Addr().String(), Limits{})
 	addr := startTestAccept(t, p)
 	const burst, bursts = 32, 5
 	run := func() {

@@ -25,7 +25,7 @@ import (
 // next request is answered (panic mode), not refused for the 30 s
 // ejection. The good answer ends the ejection.
 func TestHostilePanicModeOnlyOrigin(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -37,6 +37,7 @@ func TestHostilePanicModeOnlyOrigin(t *testing.T) {
 	p, err := New(Options{
 		Config:     Config{Sites: []Site{{Hosts: []string{"a.example"}, Origins: origins("http://" + addr)}}},
 		Registerer: reg,
+		Dial:       ns.Dial,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -107,15 +108,16 @@ func TestHostilePanicModeOnlyOrigin(t *testing.T) {
 // the origin; and exchanges that end normally leave their connections in
 // the pool (no churn).
 func TestHostileResetAbandonsOriginExchange(t *testing.T) {
-	netns.New(t)
 	for _, scheme := range []string{"http", "https"} {
 		t.Run(scheme, func(t *testing.T) { testResetAbandons(t, scheme) })
 	}
 }
 
 // testResetAbandons is TestHostileResetAbandonsOriginExchange against an
-// HTTP/1.1 origin over scheme; it runs on the test's namespace thread.
+// HTTP/1.1 origin over scheme, in a namespace of its own (a subtest runs
+// on a goroutine of its own).
 func testResetAbandons(t *testing.T, scheme string) {
+	ns := netns.New(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -150,6 +152,7 @@ func testResetAbandons(t *testing.T, scheme string) {
 		Config: Config{Sites: []Site{{Hosts: []string{"a.example"}, Origins: origins(scheme + "://" + ln.Addr().String()),
 			OriginTLS: OriginTLS{InsecureSkipVerify: scheme == "https"}}}},
 		Limits: Limits{UpstreamTimeout: 10 * time.Second},
+		Dial:   ns.Dial,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -291,8 +294,8 @@ func testResetAbandons(t *testing.T, scheme string) {
 // whatever connection it comes on; under it, admitted and counted in
 // flight.
 func TestHostileStreamLimit(t *testing.T) {
-	netns.New(t)
-	p, err := New(Options{Limits: Limits{MaxStreams: 3}})
+	ns := netns.New(t)
+	p, err := New(Options{Limits: Limits{MaxStreams: 3}, Dial: ns.Dial})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -173,7 +173,7 @@ func exchangeRaw(t *testing.T, who string, c net.Conn, br *bufio.Reader, req str
 // headers in any letter case, and for responses of every framing; and the
 // engine served every one of them itself.
 func TestH1EnginesSameAnswers(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	big := strings.Repeat("b", 3*smallBody)
 	og := startScriptOrigin(t, map[string]string{
 		"plain":    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
@@ -191,7 +191,7 @@ func TestH1EnginesSameAnswers(t *testing.T) {
 		"http10":  "HTTP/1.0 200 OK\r\nX-Close: yes\r\nContent-Length: 3\r\n\r\nold",
 		"lf":      "HTTP/1.1 200 OK\nContent-Length: 2\nX-Lf: 1\n\nlf",
 	})
-	p := newTestProxy(t, og.addr, Limits{})
+	p := newTestProxy(t, ns, og.addr, Limits{})
 	engine := serveH1Test(t, p)
 	general := serveFasthttpTest(t, p)
 
@@ -269,11 +269,11 @@ func serveFasthttpTest(t *testing.T, p *Proxy) *countListener {
 // connection while it is idle, without saying so, costs the client
 // nothing: the engine sends the GET again on a new connection.
 func TestH1StaleOriginConnection(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	og := startScriptOrigin(t, map[string]string{
 		"once": "HTTP/1.1 200 OK\r\nX-Close: yes\r\nContent-Length: 2\r\n\r\nok",
 	})
-	p := newTestProxy(t, og.addr, Limits{})
+	p := newTestProxy(t, ns, og.addr, Limits{})
 	engine := serveH1Test(t, p)
 	cl, _ := engine.dial(t)
 	br := bufio.NewReader(cl)
@@ -293,7 +293,7 @@ func TestH1StaleOriginConnection(t *testing.T) {
 // body cut short are the origin's failure (502), never a response passed
 // on half-made.
 func TestH1EngineOriginHeads(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	cases := map[string]struct {
 		script, status, body string
 	}{
@@ -313,7 +313,7 @@ func TestH1EngineOriginHeads(t *testing.T) {
 		scripts[k] = c.script
 	}
 	og := startScriptOrigin(t, scripts)
-	p := newTestProxy(t, og.addr, Limits{})
+	p := newTestProxy(t, ns, og.addr, Limits{})
 	engine := serveH1Test(t, p)
 	for k, c := range cases {
 		cl, _ := engine.dial(t)

@@ -64,9 +64,9 @@ func expectClosed(t *testing.T, cl net.Conn, br *bufio.Reader) {
 // bring it back to a goroutine, which answers them; it parks again after.
 // Parked, they still count as open connections.
 func TestH1IdleParks(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	og := startH1Origin(t)
-	p := newTestProxy(t, og.addr, Limits{IdleTimeout: 5 * time.Second})
+	p := newTestProxy(t, ns, og.addr, Limits{IdleTimeout: 5 * time.Second})
 	srv := serveH1Test(t, p)
 	const n = 20
 	cls := make([]net.Conn, n)
@@ -110,11 +110,11 @@ func TestH1IdleParks(t *testing.T) {
 // timeout (within the clock's step and some scheduling), not before, and
 // ends.
 func TestH1ParkedIdleTimeout(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	og := startH1Origin(t)
 	const idle = 700 * time.Millisecond
 	const slack = 300 * time.Millisecond
-	p := newTestProxy(t, og.addr, Limits{IdleTimeout: idle})
+	p := newTestProxy(t, ns, og.addr, Limits{IdleTimeout: idle})
 	srv := serveH1Test(t, p)
 	cl, _ := srv.dial(t)
 	br := bufio.NewReader(cl)
@@ -133,9 +133,9 @@ func TestH1ParkedIdleTimeout(t *testing.T) {
 // it was told is answered, with Connection: close; at shutdown parked
 // connections close at once.
 func TestH1ParkedLeave(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	og := startH1Origin(t)
-	p := newTestProxy(t, og.addr, Limits{IdleTimeout: 5 * time.Second})
+	p := newTestProxy(t, ns, og.addr, Limits{IdleTimeout: 5 * time.Second})
 	var moved atomic.Bool
 	p.ownsTCP = func(netip.AddrPort) bool { return !moved.Load() }
 	srv := serveH1Test(t, p)
@@ -200,9 +200,9 @@ func TestH1ParkedLeave(t *testing.T) {
 // TestH1ParkedKill: CloseUnowned closes a parked connection on an
 // address that left the cdn now, and ends it.
 func TestH1ParkedKill(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	og := startH1Origin(t)
-	p := newTestProxy(t, og.addr, Limits{IdleTimeout: 5 * time.Second})
+	p := newTestProxy(t, ns, og.addr, Limits{IdleTimeout: 5 * time.Second})
 	var moved atomic.Bool
 	p.ownsTCP = func(netip.AddrPort) bool { return !moved.Load() }
 	srv := serveH1Test(t, p)
@@ -226,8 +226,8 @@ func TestH1ParkedKill(t *testing.T) {
 // nothing) leaves another accepting, and short connections one after
 // another take no new goroutine each.
 func TestAcceptOnServingGoroutine(t *testing.T) {
-	netns.New(t)
-	p, addr := startAccepting(t, Limits{ReadHeaderTimeout: 5 * time.Second})
+	ns := netns.New(t)
+	p, addr := startAccepting(t, ns, Limits{ReadHeaderTimeout: 5 * time.Second})
 	// Silent clients, each holding the goroutine that accepted it.
 	for range 8 {
 		c, err := net.Dial("tcp", addr)
@@ -262,9 +262,9 @@ func TestAcceptOnServingGoroutine(t *testing.T) {
 // after, are all answered, and every connection ends when its client
 // closes it (the race detector watches the hand-overs).
 func TestH1ParkChurn(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	og := startH1Origin(t)
-	p := newTestProxy(t, og.addr, Limits{IdleTimeout: 5 * time.Second})
+	p := newTestProxy(t, ns, og.addr, Limits{IdleTimeout: 5 * time.Second})
 	srv := serveH1Test(t, p)
 	const clients, rounds = 8, 10
 	errs := make(chan error, clients)
@@ -300,11 +300,11 @@ func TestH1ParkChurn(t *testing.T) {
 }
 
 // startAccepting starts a proxy with its own accept loop and descriptor
-// budget, cleartext on its socket's port, in the test's namespace.
-func startAccepting(t *testing.T, l Limits) (*Proxy, string) {
+// budget, cleartext on its socket's port, in ns (the test's namespace).
+func startAccepting(t *testing.T, ns *netns.NS, l Limits) (*Proxy, string) {
 	t.Helper()
 	og := startH1Origin(t)
-	p := newTestProxy(t, og.addr, l)
+	p := newTestProxy(t, ns, og.addr, l)
 	return p, startTestAccept(t, p)
 }
 
@@ -332,8 +332,8 @@ func startTestAccept(t *testing.T, p *Proxy) string {
 // TestH1ParkedFDBudget: a parked connection keeps its descriptor in the
 // budget, and gives it back when it ends.
 func TestH1ParkedFDBudget(t *testing.T) {
-	netns.New(t)
-	p, addr := startAccepting(t, Limits{IdleTimeout: 5 * time.Second})
+	ns := netns.New(t)
+	p, addr := startAccepting(t, ns, Limits{IdleTimeout: 5 * time.Second})
 	const n = 5
 	var cls []net.Conn
 	for range n {

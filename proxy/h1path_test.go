@@ -65,9 +65,10 @@ func startH1Origin(t *testing.T) *h1Origin {
 	return o
 }
 
-func newTestProxy(t *testing.T, origin string, l Limits) *Proxy {
+// newTestProxy makes a proxy in ns in front of origin.
+func newTestProxy(t *testing.T, ns *netns.NS, origin string, l Limits) *Proxy {
 	t.Helper()
-	p, err := New(Options{Config: Config{Sites: []Site{{Hosts: []string{"a.example"}, Origins: origins("http://" + origin)}}}, Limits: l})
+	p, err := New(Options{Config: Config{Sites: []Site{{Hosts: []string{"a.example"}, Origins: origins("http://" + origin)}}}, Limits: l, Dial: ns.Dial})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,9 +81,9 @@ func newTestProxy(t *testing.T, origin string, l Limits) *Proxy {
 // length, streams; either way the bytes are the origin's and the
 // connection goes back to the pool.
 func TestOriginBodyWholeOrStreamed(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	og := startH1Origin(t)
-	p := newTestProxy(t, og.addr, Limits{})
+	p := newTestProxy(t, ns, og.addr, Limits{})
 	s := p.state.Load().router.lookup("a.example", netip.Addr{})
 	rt := s.route("/")
 	o := rt.origins[0].o
@@ -215,9 +216,9 @@ func (l *countListener) dial(t *testing.T) (net.Conn, *countConn) {
 // out in one write, head and body; a large or chunked one still streams:
 // its first bytes reach the client before the origin sent its last.
 func TestH1SmallResponseOneWrite(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	og := startH1Origin(t)
-	p := newTestProxy(t, og.addr, Limits{})
+	p := newTestProxy(t, ns, og.addr, Limits{})
 	cl, cc := serveH1Test(t, p).dial(t)
 	br := bufio.NewReader(cl)
 	get := func(path string) *http.Response {
@@ -273,11 +274,11 @@ func TestH1SmallResponseOneWrite(t *testing.T) {
 // for later ones), and an idle keep-alive connection is closed within the
 // idle timeout plus the step, not before.
 func TestH1StalledClientCut(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	og := startH1Origin(t)
 	const head, idle = 400 * time.Millisecond, 500 * time.Millisecond
 	const slack = 250 * time.Millisecond // scheduling, under -race on a busy machine
-	p := newTestProxy(t, og.addr, Limits{ReadHeaderTimeout: head, IdleTimeout: idle})
+	p := newTestProxy(t, ns, og.addr, Limits{ReadHeaderTimeout: head, IdleTimeout: idle})
 	srv := serveH1Test(t, p)
 
 	cl, _ := srv.dial(t)

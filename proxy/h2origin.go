@@ -57,7 +57,7 @@ func (op *originPools) setupH2(o *origin) {
 	}
 }
 
-// dialTLS dials addr in the proxy's namespace and shakes hands.
+// dialTLS dials addr and shakes hands.
 func (op *originPools) dialTLS(ctx context.Context, addr string, tc *tls.Config, timeout time.Duration) (*tls.Conn, error) {
 	c, err := op.dial(ctx, addr, timeout)
 	if err != nil {

@@ -19,9 +19,9 @@ import (
 // generation goes when that connection ends. A limit below the engine's
 // buffer holds on the engine too. The other values swap in place.
 func TestSetLimitsGenerations(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	og := startH1Origin(t)
-	p := newTestProxy(t, og.addr, Limits{MaxHeaderBytes: 32 << 10})
+	p := newTestProxy(t, ns, og.addr, Limits{MaxHeaderBytes: 32 << 10})
 	srv := serveH1Test(t, p)
 	gens := func() int {
 		p.srvMu.Lock()

@@ -20,7 +20,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
-	"github.com/edgeproxy/edgeproxy/internal/sockns"
 )
 
 // OriginTLS is how the proxy speaks TLS to https origins.
@@ -79,9 +78,9 @@ func (op *originPools) timeouts() *upstreamTimeouts {
 
 // originPools keeps the shared pools.
 type originPools struct {
-	here *sockns.Here
-	fds  *fdlimit.Budget // a dial takes a descriptor in class fdlimit.Dial
-	log  *slog.Logger
+	dialWith func(ctx context.Context, d *net.Dialer, network, address string) (net.Conn, error) // Options.Dial; nil: d.DialContext
+	fds      *fdlimit.Budget                                                                     // a dial takes a descriptor in class fdlimit.Dial
+	log      *slog.Logger
 
 	mu    sync.Mutex // guards pools
 	pools map[string]*origin
@@ -345,18 +344,23 @@ func (o *originStream) CloseWithError(err error) error {
 	return nil
 }
 
-// dial connects to addr from the proxy's network namespace; a failure is
-// a dialError (nothing was sent). The connection's descriptor comes from
-// the budget and goes back when it closes; a refusal (or EMFILE) is a
-// local shortage (fdlimit.Exhausted), which originFault does not blame on
-// the origin. Its deadlines are lazy (lazyConn).
+// dial connects to addr (Options.Dial); a failure is a dialError (nothing
+// was sent). The connection's descriptor comes from the budget and goes
+// back when it closes; a refusal (or EMFILE) is a local shortage
+// (fdlimit.Exhausted), which originFault does not blame on the origin. Its
+// deadlines are lazy (lazyConn).
 func (op *originPools) dial(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error) {
 	if !op.fds.Acquire(fdlimit.Dial, 1) {
 		return nil, &dialError{fdlimit.ErrExhausted}
 	}
+	d := &net.Dialer{Timeout: timeout}
 	var c net.Conn
 	var err error
-	op.here.Do(func() { c, err = (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr) })
+	if op.dialWith != nil {
+		c, err = op.dialWith(ctx, d, "tcp", addr)
+	} else {
+		c, err = d.DialContext(ctx, "tcp", addr)
+	}
 	if err != nil {
 		op.fds.Release(fdlimit.Dial, 1)
 		return nil, &dialError{err}

@@ -39,7 +39,6 @@ import (
 	"github.com/edgeproxy/edgeproxy/dispatch/steered"
 	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
 	"github.com/edgeproxy/edgeproxy/internal/netaddr"
-	"github.com/edgeproxy/edgeproxy/internal/sockns"
 )
 
 // Config is what the proxy serves; SetConfig swaps it at run time.
@@ -157,6 +156,13 @@ type Options struct {
 	// reset instead of silence. Empty: a random key for this process
 	// (which resets only its own connections).
 	QUICResetKeyFile string
+	// Dial connects to origins with d (its Timeout the upstream connect
+	// timeout), and Socket makes each HTTP/3 connection's socket, as
+	// socket(2). Nil: d.DialContext and unix.Socket, in the namespace of
+	// the thread that asks (every thread's, in production). A test serving
+	// in a network namespace of its own passes ones that make them there.
+	Dial   func(ctx context.Context, d *net.Dialer, network, address string) (net.Conn, error)
+	Socket func(domain, typ, proto int) (int, error)
 }
 
 // state is the part of the proxy that SetConfig swaps.
@@ -170,7 +176,6 @@ type state struct {
 
 // Proxy is the CDN ingress proxy.
 type Proxy struct {
-	here    *sockns.Here
 	fds     *fdlimit.Budget
 	lim     atomic.Pointer[Limits] // SetLimits swaps it (limits.go)
 	owns    func(netip.AddrPort) bool
@@ -225,18 +230,15 @@ type Proxy struct {
 }
 
 // New creates the proxy's sockets in the network namespace of the calling
-// thread. Start serves them.
+// thread; its later sockets are Options.Dial's and Options.Socket's. Start
+// serves them.
 func New(opts Options) (*Proxy, error) {
-	here, err := sockns.Capture()
-	if err != nil {
-		return nil, err
-	}
 	opts.Limits.setDefaults()
 	if opts.FDs == nil {
 		opts.FDs = fdlimit.Default()
 	}
 	p := &Proxy{
-		here: here, fds: opts.FDs, owns: opts.OwnsHTTP3, ownsTCP: opts.OwnsTCP, reown: make(chan struct{}, 1),
+		fds: opts.FDs, owns: opts.OwnsHTTP3, ownsTCP: opts.OwnsTCP, reown: make(chan struct{}, 1),
 		log: opts.Logger,
 		m:   newMetrics(opts.Registerer), fm: newFloodMetrics(opts.Registerer), h2m: newH2Metrics(opts.Registerer), ids: newRequestIDs(),
 		closing: make(chan struct{}),
@@ -251,7 +253,7 @@ func New(opts Options) (*Proxy, error) {
 	p.access.register(opts.Registerer)
 	l := p.limits()
 	p.resets = newResetGuard(l.ConnResetBudget, l.ClientResetBudget, l.ResetBan, resetClients)
-	p.pools = &originPools{here: here, fds: opts.FDs, log: p.log, pools: map[string]*origin{}}
+	p.pools = &originPools{dialWith: opts.Dial, fds: opts.FDs, log: p.log, pools: map[string]*origin{}}
 	p.pools.setTimeouts(l)
 	p.pools.exchanges.beforeSend = p.fm.abandoned.WithLabelValues("before_send")
 	p.pools.exchanges.inFlight = p.fm.abandoned.WithLabelValues("in_progress")
@@ -304,7 +306,7 @@ func New(opts Options) (*Proxy, error) {
 			p.closeTCP()
 			return nil, err
 		}
-		if p.qs, err = newQUICSock(here, p.udp, p.limits().MaxQUICSocketsPerAddress, p.qsm.open, p.qsm.failures); err != nil {
+		if p.qs, err = newQUICSock(opts.Socket, p.udp, p.limits().MaxQUICSocketsPerAddress, p.qsm.open, p.qsm.failures); err != nil {
 			p.udp.Close()
 			p.closeTCP()
 			return nil, err

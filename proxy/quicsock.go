@@ -20,8 +20,6 @@ import (
 	"github.com/quic-go/quic-go"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
-
-	"github.com/edgeproxy/edgeproxy/internal/sockns"
 )
 
 // quicSock is the cdn's QUIC socket as quic.Transport sees it: the
@@ -44,12 +42,12 @@ import (
 // to the listener and replayed on every new socket, so datagrams read from a
 // connected socket carry the dialled address as packet info too.
 type quicSock struct {
-	here  *sockns.Here // where the connected sockets are made
-	ln    *net.UDPConn
-	lnPC  *ipv4.PacketConn
-	lnRaw syscall.RawConn
-	ep    *os.File // the epoll instance, pollable
-	epRaw syscall.RawConn
+	socket func(domain, typ, proto int) (int, error) // makes the connected sockets (Options.Socket)
+	ln     *net.UDPConn
+	lnPC   *ipv4.PacketConn
+	lnRaw  syscall.RawConn
+	ep     *os.File // the epoll instance, pollable
+	epRaw  syscall.RawConn
 
 	replay sync.Mutex   // held while opts run on a new socket
 	mu     sync.RWMutex // guards opts, rbuf, wbuf, byID, byPath, perAddr, nextID
@@ -114,7 +112,12 @@ func (s *quicSock) setMaxPerAddr(n int) {
 	s.mu.Unlock()
 }
 
-func newQUICSock(here *sockns.Here, ln *net.UDPConn, maxPerAddr int, sockets prometheus.Gauge, failures *prometheus.CounterVec) (*quicSock, error) {
+// newQUICSock serves ln and makes the connected sockets with socket (nil:
+// unix.Socket).
+func newQUICSock(socket func(domain, typ, proto int) (int, error), ln *net.UDPConn, maxPerAddr int, sockets prometheus.Gauge, failures *prometheus.CounterVec) (*quicSock, error) {
+	if socket == nil {
+		socket = unix.Socket
+	}
 	raw, err := ln.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -128,7 +131,7 @@ func newQUICSock(here *sockns.Here, ln *net.UDPConn, maxPerAddr int, sockets pro
 		return nil, err
 	}
 	s := &quicSock{
-		here: here, ln: ln, lnPC: ipv4.NewPacketConn(ln), lnRaw: raw,
+		socket: socket, ln: ln, lnPC: ipv4.NewPacketConn(ln), lnRaw: raw,
 		ep:   os.NewFile(uintptr(epfd), "quic-epoll"),
 		byID: map[uint64]*connSock{}, byPath: map[sockPath]*connSock{}, nextID: lnID + 1,
 		perAddr: map[netip.Addr]int{}, maxPerAddr: maxPerAddr,
@@ -382,7 +385,7 @@ func (s *quicSock) attach(remote, local netip.AddrPort, acquire func() bool, rel
 	}
 	var c *net.UDPConn
 	var reason string
-	s.here.Do(func() { c, reason, err = s.connect(path, local.Port()) })
+	c, reason, err = s.connect(path, local.Port())
 	if err != nil {
 		unhold()
 		releaseFD()
@@ -471,7 +474,7 @@ func (s *quicSock) fail(reason string) {
 // dialled address and port and connected to the client. It returns the
 // reason of a failure for the metric.
 func (s *quicSock) connect(path sockPath, port uint16) (*net.UDPConn, string, error) {
-	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	fd, err := s.socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
 	if err != nil {
 		return nil, "socket", fmt.Errorf("%w: socket: %v", errNoSock, err)
 	}

@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeproxy/edgeproxy/internal/netns"
-	"github.com/edgeproxy/edgeproxy/internal/sockns"
 )
 
 // openConnected opens n connected sockets on 192.0.2.10:443 for clients
@@ -47,13 +46,12 @@ func BenchmarkQUICListenerDatagram(b *testing.B) {
 		on string
 	}{{0, ""}, {1024, "192.0.2.10:443"}, {5000, "192.0.2.10:443"}, {5000, "192.0.2.11:443"}} {
 		b.Run(fmt.Sprintf("connected=%d/on=%s", tc.n, tc.on), func(b *testing.B) {
-			netns.New(b)
-			here, _ := sockns.Capture()
+			ns := netns.New(b)
 			ln, err := listenQUIC(443)
 			if err != nil {
 				b.Fatal(err)
 			}
-			s, err := newQUICSock(here, ln, 1<<20, nil, nil)
+			s, err := newQUICSock(ns.Socket, ln, 1<<20, nil, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -171,13 +169,12 @@ func BenchmarkQUICSockConnect(b *testing.B) {
 func BenchmarkQUICSockPingPong(b *testing.B) {
 	for _, connected := range []bool{true, false} {
 		b.Run(fmt.Sprintf("connected=%v", connected), func(b *testing.B) {
-			netns.New(b)
-			here, _ := sockns.Capture()
+			ns := netns.New(b)
 			ln, err := listenQUIC(443)
 			if err != nil {
 				b.Fatal(err)
 			}
-			s, err := newQUICSock(here, ln, 1<<20, nil, nil)
+			s, err := newQUICSock(ns.Socket, ln, 1<<20, nil, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -99,6 +99,8 @@ func startH3(t testing.TB, keyFile string, more ...func(*Options)) *h3Fixture {
 		},
 		QUICResetKeyFile: keyFile,
 		Registerer:       f.reg,
+		Dial:             f.ns.Dial,
+		Socket:           f.ns.Socket,
 	}
 	for _, m := range more {
 		m(&opts)
@@ -392,7 +394,7 @@ func TestHTTP3StatelessResetSharedKey(t *testing.T) {
 			if !shared {
 				bkey = filepath.Join(t.TempDir(), "other-key")
 			}
-			b, err := New(Options{Config: Config{HTTP3: true, HTTP3Port: 443}, QUICResetKeyFile: bkey})
+			b, err := New(Options{Config: Config{HTTP3: true, HTTP3Port: 443}, QUICResetKeyFile: bkey, Dial: a.ns.Dial, Socket: a.ns.Socket})
 			if err != nil {
 				t.Fatal(err)
 			}
