@@ -31,7 +31,7 @@ func TestOpenAccessLog(t *testing.T) {
 // TestAccessLogAcrossReload: the access log file keeps its lines across a
 // reload, and Close writes them all and closes the file.
 func TestAccessLogAcrossReload(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	path := filepath.Join(t.TempDir(), "access.log")
 	conf := func(origin string) string {
 		return fmt.Sprintf(`node: edge-7
@@ -43,7 +43,7 @@ prefixes:
   - {cidr: 192.0.2.0/24, service: cdn}
 `, path, origin)
 	}
-	s, err := Start(Options{Config: writeConfig(t, conf("http://127.0.0.1:1"))})
+	s, err := Start(Options{Config: writeConfig(t, conf("http://127.0.0.1:1")), Dial: ns.Dial, Socket: ns.Socket})
 	if err != nil {
 		t.Fatal(err)
 	}

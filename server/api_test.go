@@ -20,7 +20,8 @@ import (
 
 // apiClient calls a running server's admin API from inside its namespace.
 type apiClient struct {
-	t *testing.T
+	t  *testing.T
+	ns *netns.NS // the test's namespace, where the server runs
 	*admin.Client
 }
 
@@ -62,11 +63,11 @@ func startWithAPI(t *testing.T, storePath string) (*Server, apiClient) {
 	ns := netns.New(t)
 	serveHost(t, "tcp", 22)
 	serveHost(t, "tcp", 443)
-	s := startAgain(t, storePath)
-	return s, apiClient{t: t, Client: &admin.Client{Base: "http://" + s.AdminAddr().String(), HTTP: ns.HTTPClient()}}
+	s := startAgain(t, ns, storePath)
+	return s, apiClient{t: t, ns: ns, Client: &admin.Client{Base: "http://" + s.AdminAddr().String(), HTTP: ns.HTTPClient()}}
 }
 
-func startAgain(t *testing.T, storePath string) *Server {
+func startAgain(t *testing.T, ns *netns.NS, storePath string) *Server {
 	t.Helper()
 	cfg := writeConfig(t, fmt.Sprintf(`admin: {listen: "127.0.0.1:0"}
 dispatch: {pin_dir: ""}
@@ -75,7 +76,7 @@ spectrum:
   apps:
     - {name: any-tcp, protocol: tcp, edge: 192.0.2.0/24, ports: "*", origins: ["127.0.0.1:9"]}
 `, storePath))
-	s, err := Start(Options{Config: cfg, Sockets: echoSockets(t)})
+	s, err := Start(Options{Config: cfg, Sockets: echoSockets(t), Dial: ns.Dial, Socket: ns.Socket})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +166,7 @@ func TestRestartRestoresAPIState(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s2 := startAgain(t, store)
+	s2 := startAgain(t, api.ns, store)
 	api.Base = "http://" + s2.AdminAddr().String()
 	_, res := api.do("GET", "/v1/prefixes/"+pid+"/bindings", "")
 	var bs []struct {
@@ -185,7 +186,7 @@ func TestRestartRestoresAPIState(t *testing.T) {
 // TestStoreProblemsStopTheStart: a corrupt store, or one that conflicts with
 // the configuration, stops the start with an error naming the items.
 func TestStoreProblemsStopTheStart(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	dir := t.TempDir()
 	corrupt := filepath.Join(dir, "corrupt.json")
 	os.WriteFile(corrupt, []byte(`{"version":1,"prefixes":[{"cidr":"192.0.2.0/24"`), 0o600)
@@ -196,7 +197,7 @@ func TestStoreProblemsStopTheStart(t *testing.T) {
 		{conflict, "prefix 192.0.2.0/24 (cdn, from config): cidr: overlaps prefix 192.0.2.0/23 (cdn, from api)"},
 	} {
 		cfg := writeConfig(t, fmt.Sprintf("admin: {listen: \"127.0.0.1:0\"}\ndispatch: {pin_dir: \"\"}\nstore: {path: %q}\nprefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n", tc.store))
-		s, err := Start(Options{Config: cfg})
+		s, err := Start(Options{Config: cfg, Dial: ns.Dial, Socket: ns.Socket})
 		if err == nil {
 			s.Close()
 			t.Fatalf("store %s: started", tc.store)

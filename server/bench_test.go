@@ -55,7 +55,7 @@ func BenchmarkAPIChange(b *testing.B) {
 			ns := netns.New(b)
 			path, bd := storeWith(b, n)
 			cfg := writeConfigB(b, fmt.Sprintf("admin: {listen: \"127.0.0.1:0\"}\ndispatch: {pin_dir: \"\"}\nstore: {path: %q}\ncdn: {http_ports: [80], https_ports: [443], http3: true, http3_port: 443}\n", path))
-			s, err := Start(Options{Config: cfg})
+			s, err := Start(Options{Config: cfg, Dial: ns.Dial, Socket: ns.Socket})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -32,7 +32,7 @@ var h3Target = netip.MustParseAddrPort("192.0.2.10:443")
 // store (/128s and /64s in the /48s of 2001:db8::/32, 1000 to a prefix,
 // every tenth port-scoped udp/443). It returns the server and the pool
 // that trusts its certificate.
-func h3Server(tb testing.TB, n int) (*Server, *x509.CertPool) {
+func h3Server(tb testing.TB, ns *netns.NS, n int) (*Server, *x509.CertPool) {
 	tb.Helper()
 	dir := tb.TempDir()
 	cert, key, err := selfsigned.Write(dir, "a", "a.example")
@@ -84,7 +84,7 @@ cdn:
   certificates: [{cert_file: %q, key_file: %q, default: true}]
   sites: [{hosts: [a.example], origins: ["http://127.0.0.1:1"]}]
 `, store, cert, key))
-	s, err := Start(Options{Config: cfg})
+	s, err := Start(Options{Config: cfg, Dial: ns.Dial, Socket: ns.Socket})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -129,12 +129,12 @@ func handshake(tr *quic.Transport, tlsConf *tls.Config, timeout time.Duration) e
 // the lock. 1000 bindings, 8×5 handshakes; EDGEPROXY_ATTACK=1: 100,000
 // bindings, 8×50.
 func TestHostileHTTP3HandshakeWhileAPIHoldsLock(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	n, each := 1000, 5
 	if os.Getenv("EDGEPROXY_ATTACK") == "1" {
 		n, each = 100_000, 50
 	}
-	s, pool := h3Server(t, n)
+	s, pool := h3Server(t, ns, n)
 	tr, tlsConf := h3Client(t, pool)
 	if err := handshake(tr, tlsConf, 5*time.Second); err != nil {
 		t.Fatalf("a handshake with the API idle: %v", err)
@@ -196,8 +196,8 @@ func TestHostileHTTP3HandshakeWhileAPIHoldsLock(t *testing.T) {
 func BenchmarkHTTP3Handshake(b *testing.B) {
 	for _, n := range []int{10, 100_000} {
 		b.Run(fmt.Sprintf("bindings=%d", n), func(b *testing.B) {
-			netns.New(b)
-			_, pool := h3Server(b, n)
+			ns := netns.New(b)
+			_, pool := h3Server(b, ns, n)
 			tr, tlsConf := h3Client(b, pool)
 			if err := handshake(tr, tlsConf, 5*time.Second); err != nil {
 				b.Fatal(err)

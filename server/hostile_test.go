@@ -63,7 +63,7 @@ spectrum:
     - {name: any-tcp, protocol: tcp, edge: 192.0.2.0/24, ports: "*", origins: ["127.0.0.1:9"]}
 `, store)), 0o600)
 	cfg := writeConfig(t, string(mustRead(t, cfgPath)))
-	s, err := Start(Options{Config: cfg, Sockets: echoSockets(t)})
+	s, err := Start(Options{Config: cfg, Sockets: echoSockets(t), Dial: ns.Dial, Socket: ns.Socket})
 	if err != nil {
 		t.Fatalf("start with a read-only store: %v", err)
 	}
@@ -137,7 +137,7 @@ func TestHostilePrefixCoversInterfaceAddress(t *testing.T) {
 	}
 	const want = "contains 198.51.100.7 (address 198.51.100.7 of interface lo)"
 	cfg := writeConfig(t, "admin: {listen: \"127.0.0.1:0\"}\ndispatch: {pin_dir: \"\"}\nstore: {path: \"\"}\nprefixes: [{cidr: 198.51.100.0/24, service: cdn}]\n")
-	if s, err := Start(Options{Config: cfg, Sockets: echoSockets(t)}); err == nil {
+	if s, err := Start(Options{Config: cfg, Sockets: echoSockets(t), Dial: ns.Dial, Socket: ns.Socket}); err == nil {
 		s.Close()
 		t.Fatal("started with a prefix covering an interface's address")
 	} else if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "cidr") {
@@ -147,7 +147,7 @@ func TestHostilePrefixCoversInterfaceAddress(t *testing.T) {
 	okPath := filepath.Join(t.TempDir(), "ok.yaml")
 	os.WriteFile(okPath, []byte("admin: {listen: \"127.0.0.1:0\"}\ndispatch: {pin_dir: \"\"}\nstore: {path: \"\"}\nprefixes: [{cidr: 203.0.113.0/24, service: cdn}]\n"), 0o600)
 	cfg = writeConfig(t, string(mustRead(t, okPath)))
-	s, err := Start(Options{Config: cfg, Sockets: echoSockets(t)})
+	s, err := Start(Options{Config: cfg, Sockets: echoSockets(t), Dial: ns.Dial, Socket: ns.Socket})
 	if err != nil {
 		t.Fatalf("a locally routed prefix: %v", err)
 	}
@@ -175,10 +175,10 @@ func TestHostilePrefixCoversInterfaceAddress(t *testing.T) {
 // the same process, fails with ErrLocked naming this pid before anything
 // else, and the first keeps serving.
 func TestHostileSecondStartInProcess(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	pin := filepath.Join(netns.BPFFS(t), "edgeproxy")
 	yaml := fmt.Sprintf("admin: {listen: \"127.0.0.1:0\"}\ndispatch: {pin_dir: %q}\nstore: {path: \"\"}\nprefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n", pin)
-	a, err := Start(Options{Config: writeConfig(t, yaml), Sockets: echoSockets(t)})
+	a, err := Start(Options{Config: writeConfig(t, yaml), Sockets: echoSockets(t), Dial: ns.Dial, Socket: ns.Socket})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestHostileSecondStartInProcess(t *testing.T) {
 	if got := askTCP(t, "192.0.2.1:443"); got != "cdn" {
 		t.Fatalf("first: %s", got)
 	}
-	b, err := Start(Options{Config: writeConfig(t, yaml), Sockets: echoSockets(t)})
+	b, err := Start(Options{Config: writeConfig(t, yaml), Sockets: echoSockets(t), Dial: ns.Dial, Socket: ns.Socket})
 	if err == nil {
 		b.Close()
 		t.Fatal("a second start on the same pin dir succeeded")

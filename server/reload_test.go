@@ -13,7 +13,7 @@ import (
 // prefix an API-made binding lives in) puts the services' configuration
 // back as it was.
 func TestReloadRollsBack(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	const base = `dispatch: {pin_dir: ""}
 store: {path: ""}
 admin: {listen: "127.0.0.1:0"}
@@ -23,7 +23,7 @@ prefixes:
   - {cidr: 192.0.2.0/24, service: cdn}
   - {cidr: 198.51.100.0/24, service: spectrum}
 `
-	s, err := Start(Options{Config: writeConfig(t, base)})
+	s, err := Start(Options{Config: writeConfig(t, base), Dial: ns.Dial, Socket: ns.Socket})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,6 +49,13 @@ type Options struct {
 	// Handover, when set, starts the server as the new process of a live
 	// upgrade (see Handover).
 	Handover *Handover
+	// Dial and Socket make the services' sockets after Start (origin
+	// connections, UDP flows' and HTTP/3 connections' sockets), as
+	// spectrum.Options and proxy.Options describe. Nil: in the namespace of
+	// the thread that asks, which in production is every thread's; tests
+	// serving in a namespace of their own pass netns's.
+	Dial   func(ctx context.Context, d *net.Dialer, network, address string) (net.Conn, error)
+	Socket func(domain, typ, proto int) (int, error)
 }
 
 // Server is a running edgeproxy.
@@ -225,8 +232,8 @@ func Start(opts Options) (_ *Server, err error) {
 		s.Spectrum, err = spectrum.New(spectrum.Options{
 			Apps: cfg.SpectrumApps(), FDs: s.FDs, MaxConnections: cfg.Spectrum.MaxConnections,
 			MaxFlows: cfg.Spectrum.MaxUDPFlows, MaxFlowsPerApp: cfg.Spectrum.MaxUDPFlowsPerApp,
-			MaxDatagram: cfg.Spectrum.MaxDatagram,
-			Registerer:  s.Registry, Logger: log.With("component", "spectrum"),
+			MaxDatagram: cfg.Spectrum.MaxDatagram, Dial: opts.Dial,
+			Registerer: s.Registry, Logger: log.With("component", "spectrum"),
 			Owns: func(udp bool, dst netip.AddrPort) bool {
 				proto := dispatch.TCP
 				if udp {
@@ -258,7 +265,7 @@ func Start(opts Options) (_ *Server, err error) {
 		}
 		s.access = closer
 		s.CDN, err = proxy.New(proxy.Options{
-			Config: pcfg, Limits: limits, FDs: s.FDs,
+			Config: pcfg, Limits: limits, FDs: s.FDs, Dial: opts.Dial, Socket: opts.Socket,
 			// Every HTTP/3 handshake asks: the lock-free snapshot, never
 			// Resolve, which scans under the lock the admin API needs.
 			OwnsHTTP3: func(dst netip.AddrPort) bool {

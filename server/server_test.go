@@ -42,9 +42,9 @@ func TestSharedCasesThroughConfig(t *testing.T) {
 	}
 	for _, c := range f.Cases {
 		t.Run(c.Name, func(t *testing.T) {
-			netns.New(t)
+			ns := netns.New(t)
 			cfg := writeConfig(t, c.ConfigYAML(""))
-			s, err := Start(Options{Config: cfg, Sockets: echoSockets(t)})
+			s, err := Start(Options{Config: cfg, Sockets: echoSockets(t), Dial: ns.Dial, Socket: ns.Socket})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -87,9 +87,9 @@ func serveHost(t *testing.T, proto string, port uint16) {
 // TestStartWithoutSocketsFailsClosed: a service label without a socket
 // drops its traffic; nothing reaches a host listener.
 func TestStartWithoutSocketsFailsClosed(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	cfg := writeConfig(t, "dispatch: {pin_dir: \"\"}\nprefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n")
-	s, err := Start(Options{Config: cfg, Sockets: map[string]syscall.Conn{"cdn/tcp": nil, "cdn/udp": nil}})
+	s, err := Start(Options{Config: cfg, Sockets: map[string]syscall.Conn{"cdn/tcp": nil, "cdn/udp": nil}, Dial: ns.Dial, Socket: ns.Socket})
 	if err != nil {
 		t.Fatal(err)
 	}

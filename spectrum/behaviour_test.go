@@ -41,7 +41,7 @@ func spectrumServer(t *testing.T, yaml string) (*netns.NS, *server.Server) {
 	socks := echo.Sockets(t, bindings.Labels...)
 	delete(socks, "spectrum/tcp")
 	delete(socks, "spectrum/udp")
-	s, err := server.Start(server.Options{Config: cfg, Sockets: socks, Logger: testLogger(t)})
+	s, err := server.Start(server.Options{Config: cfg, Sockets: socks, Logger: testLogger(t), Dial: ns.Dial, Socket: ns.Socket})
 	if err != nil {
 		t.Fatal(err)
 	}
