@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/internal/sockns"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	"github.com/valyala/fasthttp"
@@ -48,6 +47,9 @@ type HTTPOptions struct {
 	// Dial, if set, opens the TCP connections (h1, h2), e.g. inside a
 	// network namespace; it replaces LocalAddr for them.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// ListenPacket, if set, makes each HTTP/3 connection's UDP socket on
+	// LocalAddr, e.g. inside a network namespace. Nil: net.ListenConfig's.
+	ListenPacket func(ctx context.Context, network, address string) (net.PacketConn, error)
 }
 
 // HTTPResult is what HTTP measured. Requests counts every request sent
@@ -98,13 +100,10 @@ func HTTP(ctx context.Context, o HTTPOptions) (*HTTPResult, error) {
 	if tlsConf.ServerName == "" {
 		tlsConf.ServerName = u.Hostname()
 	}
-	here, err := sockns.Capture()
-	if err != nil {
-		return nil, err
-	}
 	dial := o.Dial
 	if dial == nil {
-		if dial, err = dialer(here, o.LocalAddr); err != nil {
+		var err error
+		if dial, err = dialer(o.LocalAddr); err != nil {
 			return nil, err
 		}
 	}
@@ -119,7 +118,7 @@ func HTTP(ctx context.Context, o HTTPOptions) (*HTTPResult, error) {
 		if u.Scheme != "https" {
 			return nil, errors.New("load: HTTP/3 needs an https:// URL")
 		}
-		c, err = newH3(ctx, here, addr, o, tlsConf)
+		c, err = newH3(ctx, addr, o, tlsConf)
 	default:
 		return nil, fmt.Errorf("load: unknown protocol %q (h1, h2 or h3)", o.Proto)
 	}
@@ -414,28 +413,29 @@ func h3alive(c *h3conn) bool {
 	return true
 }
 
-func newH3(ctx context.Context, here *sockns.Here, addr string, o HTTPOptions, tlsConf *tls.Config) (*h3, error) {
+func newH3(ctx context.Context, addr string, o HTTPOptions, tlsConf *tls.Config) (*h3, error) {
 	u, _ := url.Parse(o.URL)
 	c := &h3{u: u, o: o, streams: o.Streams, slots: make([]slot[*h3conn], o.Conns)}
 	raddr, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, err
 	}
-	laddr := &net.UDPAddr{}
-	if o.LocalAddr != "" {
-		if laddr.IP = net.ParseIP(o.LocalAddr); laddr.IP == nil {
-			return nil, fmt.Errorf("load: local address %q is not an IP", o.LocalAddr)
-		}
+	if o.LocalAddr != "" && net.ParseIP(o.LocalAddr) == nil {
+		return nil, fmt.Errorf("load: local address %q is not an IP", o.LocalAddr)
 	}
+	listen := o.ListenPacket
+	if listen == nil {
+		listen = new(net.ListenConfig).ListenPacket
+	}
+	laddr := net.JoinHostPort(o.LocalAddr, "0")
 	tr := &http3.Transport{}
 	qconf := &quic.Config{MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: 10 * time.Second}
 	c.dial = func(ctx context.Context) (*h3conn, error) {
-		var udp *net.UDPConn
-		var err error
-		here.Do(func() { udp, err = net.ListenUDP("udp", laddr) })
+		pc, err := listen(ctx, "udp", laddr)
 		if err != nil {
 			return nil, err
 		}
+		udp := pc.(*net.UDPConn)
 		qt := &quic.Transport{Conn: udp}
 		dctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
@@ -482,11 +482,8 @@ func (c *h3) close() {
 	}
 }
 
-// dialer returns a TCP dial function that binds to localAddr (if set) and
-// creates its sockets in here's network namespace, whatever goroutine
-// calls it: sockets belong to the namespace of the thread that makes them,
-// and a test may have moved only one thread into a namespace of its own.
-func dialer(here *sockns.Here, localAddr string) (func(context.Context, string, string) (net.Conn, error), error) {
+// dialer returns a TCP dial function that binds to localAddr (if set).
+func dialer(localAddr string) (func(context.Context, string, string) (net.Conn, error), error) {
 	d := &net.Dialer{}
 	if localAddr != "" {
 		ip := net.ParseIP(localAddr)
@@ -495,8 +492,5 @@ func dialer(here *sockns.Here, localAddr string) (func(context.Context, string, 
 		}
 		d.LocalAddr = &net.TCPAddr{IP: ip}
 	}
-	return func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-		here.Do(func() { c, err = d.DialContext(ctx, network, addr) })
-		return c, err
-	}, nil
+	return d.DialContext, nil
 }

@@ -15,10 +15,11 @@ import (
 
 // TestInNamespace runs the generators from a test whose thread alone is in
 // a fresh network namespace, against servers on a documentation prefix
-// routed to lo there, as the harness's smoke tests do: every socket the
-// generators make on other goroutines must land in the namespace too.
+// routed to lo there, as the harness's smoke tests do: given the
+// namespace's dial and listen functions, every socket the generators make
+// on other goroutines lands in the namespace too.
 func TestInNamespace(t *testing.T) {
-	netns.New(t)
+	ns := netns.New(t)
 	ctx := context.Background()
 
 	ln, err := net.Listen("tcp", "192.0.2.130:18210")
@@ -28,10 +29,10 @@ func TestInNamespace(t *testing.T) {
 	srv := &http.Server{Handler: http.HandlerFunc(hello)}
 	go srv.Serve(ln)
 	defer srv.Close()
-	r, err := HTTP(ctx, HTTPOptions{URL: "http://192.0.2.130:18210/", Rate: 1000, Duration: 200 * time.Millisecond, Conns: 4})
+	r, err := HTTP(ctx, HTTPOptions{URL: "http://192.0.2.130:18210/", Rate: 1000, Duration: 200 * time.Millisecond, Conns: 4, Dial: ns.DialContext})
 	checkHTTP(t, r, err, 150)
 
-	c, err := TCPConnect(ctx, TCPConnectOptions{Addr: "192.0.2.130:18210", Duration: 100 * time.Millisecond, Conns: 2,
+	c, err := TCPConnect(ctx, TCPConnectOptions{Addr: "192.0.2.130:18210", Duration: 100 * time.Millisecond, Conns: 2, Dial: ns.DialContext,
 		Request: []byte("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")})
 	if err != nil || c.Errors != 0 || c.Conns < 10 {
 		t.Fatalf("tcpconn: %+v %v", c, err)
@@ -53,7 +54,7 @@ func TestInNamespace(t *testing.T) {
 	h3srv := &http3.Server{Handler: http.HandlerFunc(hello), TLSConfig: http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})}
 	go h3srv.Serve(udp)
 	defer h3srv.Close()
-	r, err = HTTP(ctx, HTTPOptions{URL: "https://192.0.2.131:18211/", Proto: "h3", Insecure: true, LocalAddr: "127.0.0.1", Duration: 200 * time.Millisecond, Conns: 1, Streams: 4})
+	r, err = HTTP(ctx, HTTPOptions{URL: "https://192.0.2.131:18211/", Proto: "h3", Insecure: true, LocalAddr: "127.0.0.1", Duration: 200 * time.Millisecond, Conns: 1, Streams: 4, ListenPacket: ns.ListenPacket})
 	checkHTTP(t, r, err, 50)
 
 	echo, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP("192.0.2.132"), Port: 18212})
@@ -71,11 +72,11 @@ func TestInNamespace(t *testing.T) {
 			echo.WriteToUDP(b[:n], from)
 		}
 	}()
-	u, err := UDP(ctx, UDPOptions{Addr: "192.0.2.132:18212", LocalAddr: "127.0.0.1", Rate: 2000, Duration: 200 * time.Millisecond})
+	u, err := UDP(ctx, UDPOptions{Addr: "192.0.2.132:18212", LocalAddr: "127.0.0.1", Rate: 2000, Duration: 200 * time.Millisecond, Dial: ns.Dial})
 	if err != nil || u.Sent != 400 || u.Loss > 0.01 {
 		t.Fatalf("udp rate: %+v %v", u, err)
 	}
-	u, err = UDP(ctx, UDPOptions{Addr: "192.0.2.132:18212", LocalAddr: "127.0.0.1", Inflight: 2, Duration: 100 * time.Millisecond})
+	u, err = UDP(ctx, UDPOptions{Addr: "192.0.2.132:18212", LocalAddr: "127.0.0.1", Inflight: 2, Duration: 100 * time.Millisecond, Dial: ns.Dial})
 	if err != nil || u.Lost != 0 || u.Received < 50 {
 		t.Fatalf("udp rr: %+v %v", u, err)
 	}

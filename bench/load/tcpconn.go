@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"time"
-
-	"github.com/edgeproxy/edgeproxy/internal/sockns"
 )
 
 // TCPConnectOptions configures TCPConnect.
@@ -66,11 +64,8 @@ func TCPConnect(ctx context.Context, o TCPConnectOptions) (*ConnResult, error) {
 	}
 	dial := o.Dial
 	if dial == nil {
-		here, err := sockns.Capture()
-		if err != nil {
-			return nil, err
-		}
-		if dial, err = dialer(here, o.LocalAddr); err != nil {
+		var err error
+		if dial, err = dialer(o.LocalAddr); err != nil {
 			return nil, err
 		}
 	}

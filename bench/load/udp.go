@@ -10,8 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/edgeproxy/edgeproxy/internal/sockns"
 )
 
 // UDPOptions configures UDP. The server must echo each datagram's first 16
@@ -37,6 +35,10 @@ type UDPOptions struct {
 
 	Duration time.Duration // default 10 s
 	Timeout  time.Duration // rr: per reply, default 1 s; rate: the wait for late replies, default 200 ms
+
+	// Dial, if set, makes each socket with d (bound to LocalAddr), e.g.
+	// inside a network namespace. Nil: d.DialContext.
+	Dial func(ctx context.Context, d *net.Dialer, network, address string) (net.Conn, error)
 }
 
 // UDPResult is what UDP measured: datagrams Sent, matching replies
@@ -70,10 +72,18 @@ func UDP(ctx context.Context, o UDPOptions) (*UDPResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	laddr := &net.UDPAddr{}
+	d := &net.Dialer{}
 	if o.LocalAddr != "" {
-		if laddr.IP = net.ParseIP(o.LocalAddr); laddr.IP == nil {
+		ip := net.ParseIP(o.LocalAddr)
+		if ip == nil {
 			return nil, fmt.Errorf("load: local address %q is not an IP", o.LocalAddr)
+		}
+		d.LocalAddr = &net.UDPAddr{IP: ip}
+	}
+	dial := o.Dial
+	if dial == nil {
+		dial = func(ctx context.Context, d *net.Dialer, network, address string) (net.Conn, error) {
+			return d.DialContext(ctx, network, address)
 		}
 	}
 	n := max(o.Inflight, 1)
@@ -86,17 +96,12 @@ func UDP(ctx context.Context, o UDPOptions) (*UDPResult, error) {
 			c.Close()
 		}
 	}()
-	here, err := sockns.Capture()
-	if err != nil {
-		return nil, err
-	}
 	for range n {
-		var c *net.UDPConn
-		here.Do(func() { c, err = net.DialUDP("udp", laddr, raddr) })
+		c, err := dial(ctx, d, "udp", raddr.String())
 		if err != nil {
 			return nil, err
 		}
-		conns = append(conns, c)
+		conns = append(conns, c.(*net.UDPConn))
 	}
 	if o.Rate > 0 {
 		if o.Timeout <= 0 {

@@ -330,7 +330,7 @@ func runH3(c *harness.Ctx, r *harness.Result) error {
 		o := load.HTTPOptions{URL: "https://" + p.tls + "/", Proto: "h2", Duration: d, Conns: conns, Streams: streams,
 			Insecure: true, ServerName: "bench.example", Dial: dial.DialContext}
 		if sys == "edgeproxy-h3" {
-			o.Proto, o.Dial, o.LocalAddr = "h3", nil, "127.0.0.1"
+			o.Proto, o.Dial, o.LocalAddr, o.ListenPacket = "h3", nil, "127.0.0.1", dial.ListenPacket
 		}
 		before := p.proc.CPU()
 		res, err := generate(o)

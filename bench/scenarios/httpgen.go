@@ -61,24 +61,36 @@ func newNSDialer() (*nsDialer, error) {
 
 func (d *nsDialer) close() { unix.Close(d.fd) }
 
-// DialContext dials from a fresh thread that has entered the namespace;
-// the thread ends with its goroutine.
+// DialContext dials from a fresh thread that has entered the namespace.
 func (d *nsDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
+	return d.Dial(ctx, &net.Dialer{}, network, addr)
+}
+
+// Dial dials with dl from a fresh thread that has entered the namespace
+// (load.UDPOptions.Dial).
+func (d *nsDialer) Dial(ctx context.Context, dl *net.Dialer, network, addr string) (c net.Conn, err error) {
+	err = d.do(func() error { c, err = dl.DialContext(ctx, network, addr); return err })
+	return c, err
+}
+
+// ListenPacket listens from a fresh thread that has entered the namespace
+// (load.HTTPOptions.ListenPacket).
+func (d *nsDialer) ListenPacket(ctx context.Context, network, addr string) (c net.PacketConn, err error) {
+	err = d.do(func() error { c, err = new(net.ListenConfig).ListenPacket(ctx, network, addr); return err })
+	return c, err
+}
+
+// do runs fn on a fresh thread that has entered the namespace; the thread
+// ends with its goroutine.
+func (d *nsDialer) do(fn func() error) error {
+	ch := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread must not serve others
 		if err := unix.Setns(d.fd, unix.CLONE_NEWNET); err != nil {
-			ch <- res{nil, fmt.Errorf("setns: %w", err)}
+			ch <- fmt.Errorf("setns: %w", err)
 			return
 		}
-		var dl net.Dialer
-		c, err := dl.DialContext(ctx, network, addr)
-		ch <- res{c, err}
+		ch <- fn()
 	}()
-	r := <-ch
-	return r.c, r.err
+	return <-ch
 }

@@ -188,6 +188,11 @@ func l4RunUDPRR(c *harness.Ctx, r *harness.Result) error {
 		return err
 	}
 	defer e.stop()
+	ns, err := newNSDialer() // the generator's sockets, in the scenario's namespace
+	if err != nil {
+		return err
+	}
+	defer ns.close()
 	return harness.Alternate(c, r, systems, func(sys string, round int) (map[string]float64, error) {
 		defer l4PinSelf(harness.LoadCPU)()
 		cpu := e.cpuOf(sys)
@@ -196,7 +201,7 @@ func l4RunUDPRR(c *harness.Ctx, r *harness.Result) error {
 		h := load.NewHistogram()
 		err := l4Enough(e.minCPU(sys, cpu), func() error {
 			res, err := load.UDP(context.Background(), load.UDPOptions{Addr: l4UdpTarget[sys], LocalAddr: "127.0.0.1",
-				Size: size, Inflight: flows, Duration: d, Timeout: 200 * time.Millisecond})
+				Size: size, Inflight: flows, Duration: d, Timeout: 200 * time.Millisecond, Dial: ns.Dial})
 			if err != nil {
 				return err
 			}
@@ -247,6 +252,11 @@ func l4RunUDPPPS(c *harness.Ctx, r *harness.Result) error {
 		return err
 	}
 	defer e.stop()
+	ns, err := newNSDialer() // the generator's sockets, in the scenario's namespace
+	if err != nil {
+		return err
+	}
+	defer ns.close()
 	held := map[string]float64{}
 	return harness.Alternate(c, r, systems, func(sys string, round int) (map[string]float64, error) {
 		defer l4PinSelf(harness.LoadCPU)()
@@ -261,7 +271,7 @@ func l4RunUDPPPS(c *harness.Ctx, r *harness.Result) error {
 		for i := 0; i < steps || (best == nil && i < steps+4); i++ {
 			cpu := e.cpuOf(sys)
 			res, err := load.UDP(context.Background(), load.UDPOptions{Addr: l4UdpTarget[sys], LocalAddr: "127.0.0.1",
-				Size: size, Rate: rate, Sockets: flows, Duration: step, Timeout: 100 * time.Millisecond})
+				Size: size, Rate: rate, Sockets: flows, Duration: step, Timeout: 100 * time.Millisecond, Dial: ns.Dial})
 			if err != nil {
 				return nil, err
 			}
