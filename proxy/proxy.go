@@ -352,6 +352,9 @@ func (p *Proxy) SetConfig(cfg Config) error {
 	if cfg.LoopID == "" {
 		cfg.LoopID = "edgeproxy"
 	}
+	if err := CheckSites(cfg.Sites, func(i int) string { return fmt.Sprintf("sites[%d]", i) }); err != nil {
+		return fmt.Errorf("cdn: %w", err)
+	}
 	r, err := newRouter(cfg.Sites, p.pools.get, func(site string) prometheus.Counter { return p.m.retries.WithLabelValues(site) })
 	if err != nil {
 		return fmt.Errorf("cdn: %w", err)
@@ -365,10 +368,7 @@ func (p *Proxy) SetConfig(cfg Config) error {
 		hc.setDefaults()
 		for _, rt := range r.sites[i].routes {
 			for _, w := range rt.origins {
-				if prev, ok := checks[w.o]; ok && prev != hc {
-					return fmt.Errorf("cdn: sites[%d]: origin %s has another site's health check with other settings", i, w.o.name)
-				}
-				checks[w.o] = hc
+				checks[w.o] = hc // one per origin: CheckSites
 			}
 		}
 	}

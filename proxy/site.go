@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -152,14 +153,11 @@ func (s *site) route(path string) *route {
 	return s.routes[len(s.routes)-1]
 }
 
-// newRouter builds the router; pools gives the shared pool of an origin,
-// retried the retry counter of a site.
+// newRouter builds the router of sites that pass CheckSites; pools gives
+// the shared pool of an origin, retried the retry counter of a site.
 func newRouter(sites []Site, pools func(*url.URL, OriginTLS) (*origin, error), retried func(site string) prometheus.Counter) (*router, error) {
 	r := &router{exact: map[string][]*site{}}
 	for i, in := range sites {
-		if len(in.Hosts) == 0 || len(in.Origins) == 0 {
-			return nil, fmt.Errorf("sites[%d]: a site needs hosts and origins", i)
-		}
 		in.Passive.setDefaults()
 		in.Retries.setDefaults()
 		s := &site{name: normalizeHost(in.Hosts[0]), edges: in.EdgeIPs, passive: in.Passive, retries: in.Retries, budget: newRetryBudget(in.Retries)}
@@ -180,9 +178,6 @@ func newRouter(sites []Site, pools func(*url.URL, OriginTLS) (*origin, error), r
 			return rt, nil
 		}
 		for _, in := range in.Routes {
-			if !strings.HasPrefix(in.Path, "/") || len(in.Origins) == 0 {
-				return nil, fmt.Errorf("sites[%d]: route %q needs a path starting with / and origins", i, in.Path)
-			}
 			rt, err := mk(in.Path, in.Origins)
 			if err != nil {
 				return nil, err
@@ -211,4 +206,77 @@ func newRouter(sites []Site, pools func(*url.URL, OriginTLS) (*origin, error), r
 	}
 	slices.SortStableFunc(r.wild, func(a, b wildSite) int { return len(b.suffix) - len(a.suffix) })
 	return r, nil
+}
+
+// CheckSites checks the rules every set of sites the proxy serves keeps,
+// without side effects: a site has hosts and origins, a route a path
+// starting with / and origins, and an origin several sites share has one
+// health check. name says how an error names the i-th site
+// ("cdn.sites[0]" in the configuration file). Origins without a URL are
+// skipped (their error is the caller's).
+func CheckSites(sites []Site, name func(i int) string) error {
+	var errs []error
+	for i, s := range sites {
+		errs = append(errs, checkSite(s, name(i))...)
+	}
+	errs = append(errs, checkSharedHealth(sites, name)...)
+	return errors.Join(errs...)
+}
+
+func checkSite(s Site, at string) []error {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(at+format, args...)) }
+	if len(s.Hosts) == 0 {
+		fail(".hosts: a site needs at least one host")
+	}
+	if len(s.Origins) == 0 {
+		fail(".origins: a site needs at least one origin")
+	}
+	for j, r := range s.Routes {
+		if !strings.HasPrefix(r.Path, "/") {
+			fail(".routes[%d].path: %q does not start with /", j, r.Path)
+		}
+		if len(r.Origins) == 0 {
+			fail(".routes[%d].origins: a route needs at least one origin", j)
+		}
+	}
+	return errs
+}
+
+// checkSharedHealth: an origin shared by sites has one health check.
+func checkSharedHealth(sites []Site, name func(int) string) []error {
+	var errs []error
+	type first struct {
+		site  int
+		check HealthCheck
+	}
+	checkOf := map[string]first{}
+	for i, s := range sites {
+		if s.HealthCheck == nil {
+			continue
+		}
+		hc := *s.HealthCheck
+		hc.setDefaults()
+		for _, o := range s.allOrigins() {
+			if o.URL == nil {
+				continue
+			}
+			k := originKey(o.URL) // the origin's pool
+			if f, ok := checkOf[k]; !ok {
+				checkOf[k] = first{i, hc}
+			} else if f.check != hc {
+				errs = append(errs, fmt.Errorf("%s.health_check: origin %s is also an origin of %s, whose health check differs", name(i), o.URL, name(f.site)))
+			}
+		}
+	}
+	return errs
+}
+
+// allOrigins lists the site's origins, its routes' included.
+func (s Site) allOrigins() []Origin {
+	out := slices.Clone(s.Origins)
+	for _, r := range s.Routes {
+		out = append(out, r.Origins...)
+	}
+	return out
 }

@@ -2,6 +2,8 @@ package spectrum
 
 import (
 	"cmp"
+	"errors"
+	"fmt"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -229,4 +231,38 @@ func (t *table) match(proto Protocol, addr netip.Addr, port uint16) *app {
 		}
 	}
 	return best
+}
+
+// CheckApp checks the rules an app keeps, without side effects: it has
+// origins; an origin with a port maps the app's whole port range to ports
+// that exist; its PROXY protocol mode is one its protocol can carry; its
+// limit is not negative. at names the app in errors
+// ("spectrum.apps[0]" in the configuration file).
+func CheckApp(a App, at string) error {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(at+format, args...)) }
+	if len(a.Origins) == 0 {
+		fail(".origins: an app needs at least one origin")
+	}
+	for j, o := range a.Origins {
+		if o.Port != 0 && !a.Ports.Any() && int(o.Port)+int(a.Ports.Last-a.Ports.First) > 65535 {
+			fail(".origins[%d]: %q: the range %s maps past port 65535 from there", j, o, a.Ports)
+		}
+	}
+	if a.MaxConnections < 0 {
+		fail(".max_connections: %d is negative", a.MaxConnections)
+	}
+	switch a.Proxy {
+	case "", ProxyOff, ProxyV1, ProxyV2:
+		if a.Proxy == ProxyV1 && a.Protocol == UDP {
+			fail(".proxy_protocol: v1 is for tcp; udp takes v2 or simple")
+		}
+	case ProxySimple:
+		if a.Protocol != UDP {
+			fail(".proxy_protocol: simple (Simple Proxy Protocol) is for udp apps")
+		}
+	default:
+		fail(".proxy_protocol: %q is not one of off, v1, v2, simple", a.Proxy)
+	}
+	return errors.Join(errs...)
 }
