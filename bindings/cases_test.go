@@ -31,15 +31,7 @@ func caseState(t testing.TB, c cases.Case) (*bindings.State, bindings.Services) 
 	if err != nil {
 		t.Fatalf("case %s: %v", c.Name, err)
 	}
-	st, err := cfg.BindingState()
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := cfg.Services()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st, svc
+	return cfg.State, cfg.Services
 }
 
 func parseProbe(t testing.TB, p cases.Probe) (dispatch.Protocol, netip.AddrPort) {

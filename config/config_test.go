@@ -64,11 +64,11 @@ func TestDesignExample(t *testing.T) {
 	if c.Node != "edge-1" || time.Duration(c.ShutdownGrace) != 30*time.Second || c.PinDir() != "/sys/fs/bpf/edgeproxy" {
 		t.Errorf("decoded %+v", c)
 	}
-	st, _ := c.BindingState()
+	st := c.State
 	if len(st.Prefixes) != 1 || len(st.Bindings) != 3 || st.Bindings[2].Protocol != dispatch.TCP || st.Bindings[2].PrefixID != st.Prefixes[0].ID {
 		t.Errorf("state %+v", st)
 	}
-	svc, _ := c.Services()
+	svc := c.Services
 	if len(svc.Apps) != 1 || svc.Apps[0].Ports.First != 22 || !svc.CDN.Serves(dispatch.UDP, 443) {
 		t.Errorf("services %+v", svc)
 	}
@@ -149,7 +149,7 @@ func TestSpectrumApps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	apps := c.SpectrumApps()
+	apps := c.Apps
 	a := apps[0]
 	if a.Protocol != "udp" || a.Ports.First != 1000 || a.Ports.Last != 2000 || a.Proxy != "simple" ||
 		a.IdleTimeout != 30*time.Second || a.ConnectTimeout != 2*time.Second || a.MaxConnections != 7 ||
@@ -188,15 +188,14 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		// A valid configuration yields a valid state and table.
-		st, err := c.BindingState()
+		again, err := c.Config.Plan()
 		if err != nil {
+			t.Fatalf("valid config, invalid plan the second time: %v", err)
+		}
+		if err := again.Validate(); err != nil {
 			t.Fatalf("valid config, invalid state: %v", err)
 		}
-		svc, err := c.Services()
-		if err != nil {
-			t.Fatalf("valid config, invalid services: %v", err)
-		}
-		if err := bindings.Table(st, svc).Validate(); err != nil {
+		if err := bindings.Table(c.State, c.Services).Validate(); err != nil {
 			t.Fatalf("valid config, invalid dispatch table: %v", err)
 		}
 	})
@@ -211,10 +210,7 @@ func TestFloodLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, l, err := c.ProxyConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := c.Limits
 	if l.MaxStreams != 100 || l.ConnResetBudget != 7 || l.ClientResetBudget != 70 || l.ResetBan != 5*time.Minute ||
 		l.MaxQUICHandshakes != 50 || l.QUICRetryThreshold != 5 || l.QUICHandshakeTimeout != time.Second {
 		t.Errorf("limits %+v", l)

@@ -36,8 +36,8 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// Load reads, decodes and validates a configuration file.
-func Load(path string) (*Config, error) {
+// Load reads a configuration file and returns its plan.
+func Load(path string) (*Plan, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -49,8 +49,8 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
-// Parse decodes and validates a configuration.
-func Parse(b []byte) (*Config, error) {
+// Parse decodes a configuration and returns its plan.
+func Parse(b []byte) (*Plan, error) {
 	c := Default()
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -61,10 +61,7 @@ func Parse(b []byte) (*Config, error) {
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		return nil, errors.New("decode: more than one YAML document")
 	}
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return c.Plan()
 }
 
 func decodeStrict(n *yaml.Node, v any) error {

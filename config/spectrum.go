@@ -9,37 +9,80 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/bindings"
+	"github.com/edgeproxy/edgeproxy/dispatch"
 	"github.com/edgeproxy/edgeproxy/spectrum"
 )
 
-// SpectrumApps returns the spectrum apps as the L4 proxy takes them. Call it
-// on a validated configuration.
-func (c *Config) SpectrumApps() []spectrum.App {
-	var out []spectrum.App
-	for _, a := range c.Spectrum.Apps {
-		edge, _ := bindings.ParseCIDR(a.Edge)
-		pr, _ := bindings.ParsePorts(a.Ports)
-		sa := spectrum.App{
-			Name: a.Name, Protocol: spectrum.Protocol(a.Protocol), Edge: edge,
-			Ports:          spectrum.Ports{First: pr.First, Last: pr.Last},
-			Proxy:          spectrum.ProxyProtocol(a.ProxyProtocol),
-			IdleTimeout:    time.Duration(a.IdleTimeout),
-			ConnectTimeout: time.Duration(a.ConnectTimeout),
-			MaxConnections: a.MaxConnections,
+// spectrum plans the spectrum apps and checks the L4 proxy's limits.
+func (b *planner) spectrum() {
+	sp := b.p.Spectrum
+	for i, a := range sp.Apps {
+		b.app(i, a)
+	}
+	b.negative("spectrum", []string{"max_connections", "max_udp_flows", "max_udp_flows_per_app"},
+		sp.MaxConnections, sp.MaxUDPFlows, sp.MaxUDPFlowsPerApp)
+	if d := sp.MaxDatagram; d < 0 || d > 65535 {
+		b.fail("spectrum.max_datagram: %d is not a UDP payload size (0-65535)", d)
+	}
+}
+
+// app plans spectrum.apps[i]: what it serves, for the binding state, and
+// the app as the L4 proxy takes it; the literal addresses of its origins
+// are guards.
+func (b *planner) app(i int, a App) {
+	at := fmt.Sprintf("spectrum.apps[%d]", i)
+	proto, err := dispatch.ParseProtocol(a.Protocol)
+	if err != nil {
+		b.fail("%s.protocol: %v", at, err)
+		return
+	}
+	edge, err := bindings.ParseCIDR(a.Edge)
+	if err != nil {
+		b.fail("%s.edge: %v", at, err)
+		return
+	}
+	pr, err := bindings.ParsePorts(a.Ports)
+	if err != nil {
+		b.fail("%s.ports: %v", at, err)
+		return
+	}
+	sa := spectrum.App{
+		Name: a.Name, Protocol: spectrum.Protocol(a.Protocol), Edge: edge,
+		Ports:          spectrum.Ports{First: pr.First, Last: pr.Last},
+		Proxy:          spectrum.ProxyProtocol(a.ProxyProtocol),
+		IdleTimeout:    time.Duration(a.IdleTimeout),
+		ConnectTimeout: time.Duration(a.ConnectTimeout),
+		MaxConnections: a.MaxConnections,
+	}
+	for j, o := range a.Origins {
+		host, port, err := ParseAppOrigin(o)
+		if err != nil {
+			b.fail("%s.origins[%d]: %v", at, j, err)
+			sa.Origins = append(sa.Origins, spectrum.Origin{}) // the plan fails; CheckApp still counts it
+			continue
 		}
-		for _, o := range a.Origins {
-			host, port, _ := ParseAppOrigin(o)
-			sa.Origins = append(sa.Origins, spectrum.Origin{Host: host, Port: port})
+		sa.Origins = append(sa.Origins, spectrum.Origin{Host: host, Port: port})
+		if addr, err := netip.ParseAddr(host); err == nil {
+			b.guard(addr, fmt.Sprintf("origin %s of %s.origins[%d]", o, at, j))
 		}
-		for _, e := range a.IPFirewall.Allow {
-			p, _ := parseEdgeIP(e)
-			sa.Firewall.Allow = append(sa.Firewall.Allow, p)
+	}
+	sa.Firewall.Allow = b.edgeIPs(at+".ip_firewall.allow", a.IPFirewall.Allow)
+	sa.Firewall.Deny = b.edgeIPs(at+".ip_firewall.deny", a.IPFirewall.Deny)
+	b.check(spectrum.CheckApp(sa, at))
+	b.p.Services.Apps = append(b.p.Services.Apps, bindings.App{Name: a.Name, Protocol: proto, Edge: edge, Ports: pr})
+	b.p.Apps = append(b.p.Apps, sa)
+}
+
+// edgeIPs parses a list of addresses and prefixes at key.
+func (b *planner) edgeIPs(key string, in []string) []netip.Prefix {
+	var out []netip.Prefix
+	for j, e := range in {
+		p, err := parseEdgeIP(e)
+		if err != nil {
+			b.fail("%s[%d]: %v", key, j, err)
+			continue
 		}
-		for _, e := range a.IPFirewall.Deny {
-			p, _ := parseEdgeIP(e)
-			sa.Firewall.Deny = append(sa.Firewall.Deny, p)
-		}
-		out = append(out, sa)
+		out = append(out, p)
 	}
 	return out
 }

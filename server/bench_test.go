@@ -102,6 +102,6 @@ func pct(ds []time.Duration, p int) float64 {
 	return float64(s[(len(s)-1)*p/100].Microseconds()) / 1000
 }
 
-func writeConfigB(b *testing.B, yaml string) *config.Config {
+func writeConfigB(b *testing.B, yaml string) *config.Plan {
 	return writeConfig(b, yaml)
 }

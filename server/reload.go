@@ -22,7 +22,7 @@ import (
 // take effect for new connections and requests (proxy.SetLimits). The
 // access log is opened again at every reload: a new path takes effect,
 // and a rotated file is followed.
-func (s *Server) Reload(next *config.Config) error {
+func (s *Server) Reload(next *config.Plan) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	return s.counted(next, s.reload(next))
@@ -40,7 +40,7 @@ func (s *Server) ReloadFile(path string) error {
 	return s.counted(next, err)
 }
 
-func (s *Server) counted(next *config.Config, err error) error {
+func (s *Server) counted(next *config.Plan, err error) error {
 	if err != nil {
 		s.reloads.WithLabelValues("error").Inc()
 		return err
@@ -51,25 +51,13 @@ func (s *Server) counted(next *config.Config, err error) error {
 	return nil
 }
 
-func (s *Server) reload(next *config.Config) error {
+func (s *Server) reload(next *config.Plan) error {
 	if err := s.upgrading(); err != nil {
 		return err
 	}
-	if err := next.Validate(); err != nil {
+	if err := restartOnly(s.cfg.Config, next.Config); err != nil {
 		return err
 	}
-	if err := restartOnly(s.cfg, next); err != nil {
-		return err
-	}
-	fromConfig, err := next.BindingState()
-	if err != nil {
-		return err
-	}
-	svc, err := next.Services()
-	if err != nil {
-		return err
-	}
-
 	guards, err := s.guards(next)
 	if err != nil {
 		return err
@@ -95,7 +83,7 @@ func (s *Server) reload(next *config.Config) error {
 		}
 	}
 	if s.CDN != nil {
-		pcfg, lim, err := next.ProxyConfig()
+		pcfg, err := next.ProxyConfig()
 		if err != nil {
 			rollback()
 			return err
@@ -107,18 +95,18 @@ func (s *Server) reload(next *config.Config) error {
 		}
 		undo = append(undo, func() { s.CDN.SetConfig(old) })
 		oldLim := s.CDN.Limits()
-		s.CDN.SetLimits(lim)
+		s.CDN.SetLimits(next.Limits)
 		undo = append(undo, func() { s.CDN.SetLimits(oldLim) })
 	}
 	if s.Spectrum != nil {
 		old := s.Spectrum.Apps()
-		if err := s.Spectrum.SetApps(next.SpectrumApps()); err != nil {
+		if err := s.Spectrum.SetApps(next.Apps); err != nil {
 			rollback()
 			return err
 		}
 		undo = append(undo, func() { s.Spectrum.SetApps(old) })
 	}
-	if err := s.Bindings.Reconfigure(fromConfig, svc, guards); err != nil {
+	if err := s.Bindings.Reconfigure(next.State, next.Services, guards); err != nil {
 		rollback()
 		return err
 	}

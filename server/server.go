@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,7 +36,7 @@ import (
 
 // Options configure a Server.
 type Options struct {
-	Config *config.Config
+	Config *config.Plan
 	// Sockets are registered with the dispatcher under their labels
 	// (bindings.Labels), in place of the services' own sockets: a service
 	// whose labels all appear here does not start. A label that appears
@@ -60,7 +61,7 @@ type Options struct {
 
 // Server is a running edgeproxy.
 type Server struct {
-	cfg      *config.Config
+	cfg      *config.Plan
 	log      *slog.Logger
 	lock     *dispatch.Lock // the pin dir's: one writer; nil unpinned
 	disp     *dispatch.Dispatcher
@@ -114,14 +115,7 @@ func Start(opts Options) (_ *Server, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	fromConfig, err := cfg.BindingState()
-	if err != nil {
-		return nil, err
-	}
-	svc, err := cfg.Services()
-	if err != nil {
-		return nil, err
-	}
+	fromConfig, svc := cfg.State, cfg.Services
 	token, err := readToken(cfg.Admin.TokenFile)
 	if err != nil {
 		return nil, err
@@ -230,7 +224,7 @@ func Start(opts Options) (_ *Server, err error) {
 	spectrumTCP, spectrumUDP := bindings.Label(bindings.Spectrum, dispatch.TCP), bindings.Label(bindings.Spectrum, dispatch.UDP)
 	if !given(spectrumTCP) || !given(spectrumUDP) {
 		s.Spectrum, err = spectrum.New(spectrum.Options{
-			Apps: cfg.SpectrumApps(), FDs: s.FDs, MaxConnections: cfg.Spectrum.MaxConnections,
+			Apps: cfg.Apps, FDs: s.FDs, MaxConnections: cfg.Spectrum.MaxConnections,
 			MaxFlows: cfg.Spectrum.MaxUDPFlows, MaxFlowsPerApp: cfg.Spectrum.MaxUDPFlowsPerApp,
 			MaxDatagram: cfg.Spectrum.MaxDatagram, Dial: opts.Dial,
 			Registerer: s.Registry, Logger: log.With("component", "spectrum"),
@@ -255,7 +249,7 @@ func Start(opts Options) (_ *Server, err error) {
 	}
 	cdnTCP, cdnUDP := bindings.Label(bindings.CDN, dispatch.TCP), bindings.Label(bindings.CDN, dispatch.UDP)
 	if !given(cdnTCP) || (cfg.CDN.HTTP3 && !given(cdnUDP)) {
-		pcfg, limits, err := cfg.ProxyConfig()
+		pcfg, err := cfg.ProxyConfig()
 		if err != nil {
 			return nil, err
 		}
@@ -265,7 +259,7 @@ func Start(opts Options) (_ *Server, err error) {
 		}
 		s.access = closer
 		s.CDN, err = proxy.New(proxy.Options{
-			Config: pcfg, Limits: limits, FDs: s.FDs, Dial: opts.Dial, Socket: opts.Socket,
+			Config: pcfg, Limits: cfg.Limits, FDs: s.FDs, Dial: opts.Dial, Socket: opts.Socket,
 			// Every HTTP/3 handshake asks: the lock-free snapshot, never
 			// Resolve, which scans under the lock the admin API needs.
 			OwnsHTTP3: func(dst netip.AddrPort) bool {
@@ -398,8 +392,8 @@ func (s *Server) writable(store *bindings.Store) func() error {
 // (admin listen address, origins) and every address assigned to an
 // interface of the namespace, as `ip addr` lists them. Addresses merely
 // covered by a local route are not assigned, and may be steered.
-func (s *Server) guards(cfg *config.Config) ([]bindings.Guard, error) {
-	gs := cfg.Guards()
+func (s *Server) guards(cfg *config.Plan) ([]bindings.Guard, error) {
+	gs := slices.Clone(cfg.Guards)
 	ifs, err := net.Interfaces()
 	if err != nil {
 		return nil, fmt.Errorf("list the interfaces' addresses: %w", err)

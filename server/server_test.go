@@ -22,7 +22,7 @@ func echoSockets(t *testing.T) map[string]syscall.Conn {
 	return echo.Sockets(t, bindings.Labels...)
 }
 
-func writeConfig(t testing.TB, yaml string) *config.Config {
+func writeConfig(t testing.TB, yaml string) *config.Plan {
 	t.Helper()
 	cfg, err := config.Load(testutil.WriteConfig(t, yaml))
 	if err != nil {

@@ -56,7 +56,7 @@ var upgradeFixed = []string{"dispatch.pin_dir", "dispatch.netns", "store.path", 
 
 // RestartOnly returns cfg's values of the keys a live upgrade may not
 // change, by key.
-func RestartOnly(cfg *config.Config) map[string]string {
+func RestartOnly(cfg *config.Plan) map[string]string {
 	return map[string]string{
 		"dispatch.pin_dir": cfg.PinDir(),
 		"dispatch.netns":   cfg.Dispatch.Netns,
@@ -67,7 +67,7 @@ func RestartOnly(cfg *config.Config) map[string]string {
 
 // CheckRestartOnly refuses a configuration that changes one of the keys a
 // live upgrade may not change, naming it.
-func CheckRestartOnly(running map[string]string, cfg *config.Config) error {
+func CheckRestartOnly(running map[string]string, cfg *config.Plan) error {
 	mine := RestartOnly(cfg)
 	var errs []error
 	for _, k := range upgradeFixed {

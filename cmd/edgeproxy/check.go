@@ -20,8 +20,6 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	st, _ := cfg.BindingState()
-	svc, _ := cfg.Services()
-	fmt.Fprintf(stdout, "%s: ok (%d prefixes, %d bindings, %d spectrum apps)\n", *path, len(st.Prefixes), len(st.Bindings), len(svc.Apps))
+	fmt.Fprintf(stdout, "%s: ok (%d prefixes, %d bindings, %d spectrum apps)\n", *path, len(cfg.State.Prefixes), len(cfg.State.Bindings), len(cfg.Apps))
 	return nil
 }

@@ -54,7 +54,7 @@ func serve(ctx context.Context, path string, child *upgradeChild, stdout, stderr
 	if err != nil {
 		return err
 	}
-	var cfg *config.Config
+	var cfg *config.Plan
 	demo := path == ""
 	if demo {
 		dir, derr := os.MkdirTemp("", "edgeproxy-demo")

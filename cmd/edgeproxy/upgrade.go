@@ -114,7 +114,7 @@ type upgradeResult struct {
 // upgrade runs the parent's side of a live upgrade and returns how it
 // ended. exe is the binary's path as the process started (the file there
 // now is what runs: a package upgrade takes effect).
-func upgrade(s *server.Server, cfg *config.Config, exe string, log *slog.Logger) upgradeResult {
+func upgrade(s *server.Server, cfg *config.Plan, exe string, log *slog.Logger) upgradeResult {
 	start := time.Now()
 	if !s.BeginUpgrade() {
 		return upgradeResult{err: errors.New("an upgrade is already under way, or the process is draining")}
@@ -138,7 +138,7 @@ func upgrade(s *server.Server, cfg *config.Config, exe string, log *slog.Logger)
 // startChild starts the new process and talks it through the phases. It
 // says whether the child had the writer role (then a failure must take the
 // data plane back).
-func startChild(s *server.Server, cfg *config.Config, exe string, log *slog.Logger, start time.Time) (res upgradeResult, hadWriter bool) {
+func startChild(s *server.Server, cfg *config.Plan, exe string, log *slog.Logger, start time.Time) (res upgradeResult, hadWriter bool) {
 	lock, link, err := s.HandOn()
 	if err != nil {
 		return upgradeResult{err: err}, false

@@ -1,0 +1,125 @@
+package config
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/edgeproxy/edgeproxy/bindings"
+	"github.com/edgeproxy/edgeproxy/proxy"
+	"github.com/edgeproxy/edgeproxy/spectrum"
+)
+
+// Plan is a configuration file and what it declares, every string of it
+// parsed once: the binding state, what the services serve, the guards, the
+// cdn's configuration and limits, the spectrum apps. Start, reload and
+// check take a plan; nothing parses the file's strings again.
+type Plan struct {
+	// Config is the file as decoded, defaults set.
+	*Config
+	// State is the binding state the file declares.
+	State *bindings.State
+	// Services is what the services serve: the cdn's ports and the apps.
+	Services bindings.Services
+	// Guards are the addresses no prefix may contain: the admin listen
+	// address and the literal addresses of origins.
+	Guards []bindings.Guard
+	// Proxy is the cdn's configuration as the proxy takes it, without its
+	// certificates, which ProxyConfig loads.
+	Proxy proxy.Config
+	// Limits are the cdn's limits and timeouts.
+	Limits proxy.Limits
+	// Apps are the spectrum apps as the L4 proxy takes them.
+	Apps []spectrum.App
+}
+
+// Plan checks every key of c and builds its plan, in one pass. The error
+// names every item that is wrong by its key path.
+func (c *Config) Plan() (*Plan, error) {
+	b := &planner{p: &Plan{Config: c, State: &bindings.State{}}}
+	b.admin()
+	b.prefixes()
+	b.bindings()
+	b.cdn()
+	b.spectrum()
+	b.fdBudget()
+	if err := errors.Join(b.errs...); err != nil {
+		return nil, err
+	}
+	if err := b.p.Validate(); err != nil {
+		return nil, err
+	}
+	return b.p, nil
+}
+
+// Validate checks the plan as a whole: the binding state with what the
+// services serve, against the guards (bindings.Validate).
+func (p *Plan) Validate() error {
+	return bindings.Validate(p.State, p.Services, p.Guards)
+}
+
+// ProxyConfig returns the cdn's configuration as the proxy takes it,
+// loading the certificates.
+func (p *Plan) ProxyConfig() (proxy.Config, error) {
+	pc := p.Proxy
+	pc.Certificates = nil
+	for i, cf := range p.CDN.Certificates {
+		cert, err := tls.LoadX509KeyPair(cf.CertFile, cf.KeyFile)
+		if err != nil {
+			return pc, fmt.Errorf("cdn.certificates[%d]: %w", i, err)
+		}
+		pc.Certificates = append(pc.Certificates, proxy.Certificate{Certificate: cert, Default: cf.Default, Source: cf.CertFile})
+	}
+	return pc, nil
+}
+
+// planner builds a plan and gathers the errors of every section.
+type planner struct {
+	p    *Plan
+	errs []error
+}
+
+func (b *planner) fail(format string, args ...any) {
+	b.errs = append(b.errs, fmt.Errorf(format, args...))
+}
+
+// check adds err, a service's check of its part of the plan.
+func (b *planner) check(err error) {
+	if err != nil {
+		b.errs = append(b.errs, err)
+	}
+}
+
+// guard adds an address no prefix may contain.
+func (b *planner) guard(a netip.Addr, what string) {
+	b.p.Guards = append(b.p.Guards, bindings.Guard{Addr: a.Unmap(), What: what})
+}
+
+// ports checks a list of ports at key.
+func (b *planner) ports(key string, in []int) []uint16 {
+	out := make([]uint16, 0, len(in))
+	for i, p := range in {
+		if p < 1 || p > 65535 {
+			b.fail("%s[%d]: %d is not a port (want 1-65535)", key, i, p)
+			continue
+		}
+		out = append(out, uint16(p))
+	}
+	return out
+}
+
+// negative refuses negative numbers, by key under section.
+func (b *planner) negative(section string, keys []string, values ...int) {
+	for i, n := range values {
+		if n < 0 {
+			b.fail("%s.%s: %d is negative", section, keys[i], n)
+		}
+	}
+}
+
+func (b *planner) fdBudget() {
+	f := b.p.FDBudget
+	b.negative("fd_budget", []string{"limit", "reserve_accept", "reserve_admin", "reserve_dial", "reserve_cdn", "reserve_other"},
+		f.Limit, f.ReserveAccept, f.ReserveAdmin, f.ReserveDial, f.ReserveCDN, f.ReserveOther)
+}
