@@ -92,7 +92,7 @@ func TestDefaults(t *testing.T) {
 // TestErrorsNameTheItem: every error names the key path and the reason.
 func TestErrorsNameTheItem(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
-		{"nodes: x", "field nodes not found"},
+		{"nodes: x", "nodes: unknown key"},
 		{"admin: {listen: nowhere}", "admin.listen"},
 		{"shutdown_grace: soon", "not a duration"},
 		{"spectrum: {apps: [{name: a, protocol: tcp, edge: 192.0.2.0/24, ports: \"70000\", origins: [\"127.0.0.1:1\"]}]}", `spectrum.apps[0].ports: "70000" is not a port`},
@@ -110,7 +110,7 @@ func TestErrorsNameTheItem(t *testing.T) {
 		{"spectrum: {max_udp_flows_per_app: -1}", "spectrum.max_udp_flows_per_app"},
 		{"fd_budget: {reserve_dial: -1}", "fd_budget.reserve_dial"},
 		{"fd_budget: {limit: -5}", "fd_budget.limit"},
-		{"fd_budget: {limits: 5}", "field limits not found"},
+		{"fd_budget: {limits: 5}", "fd_budget.limits: unknown key"},
 		{"cdn: {http_ports: [0]}", "cdn.http_ports[0]"},
 		{"cdn: {http_ports: [443]}", "port 443 is already in"},
 		{"cdn: {http3_port: 8443}", "http3_port: 8443 is not one of https_ports"},
@@ -122,7 +122,7 @@ func TestErrorsNameTheItem(t *testing.T) {
 		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], balance: random}]}", "cdn.sites[0].balance: \"random\""},
 		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], health_check: {path: health}}]}", "cdn.sites[0].health_check.path"},
 		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], health_check: {path: /h, interval: 1s, timeout: 2s}}]}", "cdn.sites[0].health_check.timeout"},
-		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], health_check: {path: /h, intervall: 1s}}]}", "field intervall not found"},
+		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], health_check: {path: /h, intervall: 1s}}]}", "cdn.sites[0].health_check.intervall: unknown key"},
 		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], retries: {budget: 2}}]}", "cdn.sites[0].retries"},
 		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], origin_tls: {ca_file: /nonexistent/ca.pem}}]}", "cdn.sites[0].origin_tls.ca_file"},
 		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], health_check: {path: /a}}, {hosts: [b.example], origins: [\"http://x\"], health_check: {path: /b}}]}", "origin http://x is also an origin of cdn.sites[0]"},
@@ -214,5 +214,62 @@ func TestFloodLimits(t *testing.T) {
 	if l.MaxStreams != 100 || l.ConnResetBudget != 7 || l.ClientResetBudget != 70 || l.ResetBan != 5*time.Minute ||
 		l.MaxQUICHandshakes != 50 || l.QUICRetryThreshold != 5 || l.QUICHandshakeTimeout != time.Second {
 		t.Errorf("limits %+v", l)
+	}
+}
+
+// TestDecodeErrorsNameTheKeyPath: a key the schema does not have and a value
+// of the wrong kind are named by their key path, in the file's words, not
+// Go's: one case per shape.
+func TestDecodeErrorsNameTheKeyPath(t *testing.T) {
+	app := "{name: a, protocol: tcp, edge: 192.0.2.0/24, ports: \"1\", origins: [x]"
+	for _, tc := range []struct{ yaml, want string }{
+		{"nodes: x", "nodes: unknown key"},
+		{"spectrum: {apps: [" + app + ", prot: tcp}]}", "spectrum.apps[0].prot: unknown key"},
+		{"cdn: {sites: [{hosts: [a.example], origins: [{url: \"http://o\", wieght: 3}]}]}", "cdn.sites[0].origins[0].wieght: unknown key"},
+		{"node: [a]", "node: must be a string"},
+		{"node: {a: b}", "node: must be a string"},
+		{"cdn: {http_ports: [x]}", "cdn.http_ports[0]: must be an integer"},
+		{"cdn: {http3: maybe}", "cdn.http3: must be true or false"},
+		{"cdn: {sites: [{hosts: [a.example], origins: [\"http://x\"], retries: {budget: lots}}]}", "cdn.sites[0].retries.budget: must be a number"},
+		{"prefixes: 192.0.2.0/24", "prefixes: must be a list"},
+		{"admin: 127.0.0.1:1", "admin: must be a mapping of keys"},
+		{"[1, 2]", "the file: must be a mapping of keys"},
+		{"shutdown_grace: soon", `shutdown_grace: "soon" is not a duration`},
+		{"shutdown_grace: [1s]", "shutdown_grace: must be a duration"},
+		{"cdn: {sites: [{hosts: [a.example], origins: [[x]]}]}", "cdn.sites[0].origins[0]: must be a mapping of keys"},
+		{"base: &b {listen: 127.0.0.1:1}\nadmin: *b", "base: unknown key"},
+		{"x: &b {listn: 127.0.0.1:1}\nadmin: {<<: *b}", "admin.listn: unknown key"},
+	} {
+		_, err := Parse([]byte(tc.yaml))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s:\n got %v\nwant an error containing %q", tc.yaml, err, tc.want)
+			continue
+		}
+		for _, goName := range []string{"config.", "!!", "unmarshal", "field "} {
+			if strings.Contains(err.Error(), goName) {
+				t.Errorf("%s: %v speaks Go (%q)", tc.yaml, err, goName)
+			}
+		}
+	}
+	// Aliases and merge keys still decode.
+	c, err := Parse([]byte("dispatch: &d {pin_dir: \"\"}\nstore: {path: \"\"}\nadmin: {<<: {listen: \"127.0.0.1:9\"}}\n"))
+	if err != nil || c.Admin.Listen != "127.0.0.1:9" || c.PinDir() != "" {
+		t.Errorf("merge key: %v %+v", err, c)
+	}
+	// A scalar of another type is a string where a string is wanted.
+	if c, err := Parse([]byte("node: 5")); err != nil || c.Node != "5" {
+		t.Errorf("node: 5: %v", err)
+	}
+}
+
+// TestAliasBomb: a document whose aliases would make the walk of its
+// schema explode is refused, bounded.
+func TestAliasBomb(t *testing.T) {
+	origins := strings.Repeat("x, ", 2000)
+	apps := strings.Repeat(", *a", 2000)
+	doc := "spectrum: {apps: [&a {name: a, origins: [" + origins + "x]}" + apps + "]}"
+	_, err := Parse([]byte(doc))
+	if err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Fatalf("got %v", err)
 	}
 }
