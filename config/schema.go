@@ -12,15 +12,17 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
 )
 
-// Config is the whole configuration file.
+// Config is the whole configuration file. A key tagged reload:"restart"
+// holds sockets, servers or the data plane's state: a reload cannot change
+// it (RestartKeys, CheckReload).
 type Config struct {
 	// Node names this instance in logs and metrics. Empty: the host name.
-	Node string `yaml:"node"`
+	Node string `yaml:"node" reload:"restart"`
 	// ShutdownGrace bounds how long SIGTERM waits for connections to drain.
-	ShutdownGrace Duration `yaml:"shutdown_grace"`
-	Admin         Admin    `yaml:"admin"`
-	Dispatch      Dispatch `yaml:"dispatch"`
-	Store         Store    `yaml:"store"`
+	ShutdownGrace Duration `yaml:"shutdown_grace" reload:"restart"`
+	Admin         Admin    `yaml:"admin" reload:"restart"`
+	Dispatch      Dispatch `yaml:"dispatch" reload:"restart"`
+	Store         Store    `yaml:"store" reload:"restart"`
 	// Prefixes are onboarded with their default service.
 	Prefixes []Prefix `yaml:"prefixes"`
 	// Bindings move parts of prefixes (or one protocol and port of them) to
@@ -30,7 +32,7 @@ type Config struct {
 	Spectrum Spectrum  `yaml:"spectrum"`
 	// FDBudget shares the process's file descriptors out among the
 	// services.
-	FDBudget FDBudget `yaml:"fd_budget"`
+	FDBudget FDBudget `yaml:"fd_budget" reload:"restart"`
 }
 
 // FDBudget sizes the process's one descriptor budget (internal/fdlimit).
@@ -111,9 +113,9 @@ type CDN struct {
 	// HTTPSPorts are the TCP ports served with TLS.
 	HTTPSPorts []int `yaml:"https_ports"`
 	// HTTP3 serves HTTP/3 on UDP HTTP3Port.
-	HTTP3 bool `yaml:"http3"`
+	HTTP3 bool `yaml:"http3" reload:"restart"`
 	// HTTP3Port is the UDP port of HTTP/3; one of HTTPSPorts.
-	HTTP3Port int `yaml:"http3_port"`
+	HTTP3Port int `yaml:"http3_port" reload:"restart"`
 	// LoopID is the CDN-Loop token (RFC 8586) added to forwarded requests;
 	// a request that carries it already is refused with 508. Empty:
 	// "edgeproxy".
@@ -128,7 +130,7 @@ type CDN struct {
 	// QUICResetKeyFile holds the QUIC stateless-reset key the node's
 	// processes share; made at the first start if missing. Empty: beside
 	// the store (QUICResetKeyPath).
-	QUICResetKeyFile string `yaml:"quic_reset_key_file"`
+	QUICResetKeyFile string `yaml:"quic_reset_key_file" reload:"restart"`
 }
 
 // CDNLimits bound what clients may send. Zero: the default.
@@ -257,16 +259,16 @@ type Origin struct {
 type Spectrum struct {
 	// MaxConnections bounds concurrent TCP connections (two file
 	// descriptors each). Zero: as many as the descriptor budget allows.
-	MaxConnections int `yaml:"max_connections"`
+	MaxConnections int `yaml:"max_connections" reload:"restart"`
 	// MaxUDPFlows bounds concurrent UDP flows (two file descriptors each).
 	// Zero: as many as the descriptor budget allows.
-	MaxUDPFlows int `yaml:"max_udp_flows"`
+	MaxUDPFlows int `yaml:"max_udp_flows" reload:"restart"`
 	// MaxUDPFlowsPerApp bounds one app's UDP flows, so that one app's flood
 	// cannot take every other app's. Zero: half of max_udp_flows with two
 	// UDP apps or more, else max_udp_flows.
-	MaxUDPFlowsPerApp int `yaml:"max_udp_flows_per_app"`
+	MaxUDPFlowsPerApp int `yaml:"max_udp_flows_per_app" reload:"restart"`
 	// MaxDatagram is the largest UDP payload forwarded. Zero: 2048.
-	MaxDatagram int   `yaml:"max_datagram"`
+	MaxDatagram int   `yaml:"max_datagram" reload:"restart"`
 	Apps        []App `yaml:"apps"`
 }
 

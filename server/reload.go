@@ -1,10 +1,7 @@
 package server
 
 import (
-	"errors"
-	"fmt"
 	"io"
-	"reflect"
 
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/proxy"
@@ -17,8 +14,8 @@ import (
 // back and the running configuration stays. Connections are never
 // dropped: established ones keep their socket and their app or site.
 // Keys that need new sockets (listen addresses, ports of HTTP/3, the
-// store, the data plane's pinning) cannot change by reload; a file that
-// changes them is refused, naming them. The cdn's limits and timeouts
+// store, the data plane's pinning) cannot change by reload
+// (config.RestartKeys); a file that changes them is refused, naming them. The cdn's limits and timeouts
 // take effect for new connections and requests (proxy.SetLimits). The
 // access log is opened again at every reload: a new path takes effect,
 // and a rotated file is followed.
@@ -55,7 +52,7 @@ func (s *Server) reload(next *config.Plan) error {
 	if err := s.upgrading(); err != nil {
 		return err
 	}
-	if err := restartOnly(s.cfg.Config, next.Config); err != nil {
+	if err := config.CheckReload(s.cfg.Config, next.Config); err != nil {
 		return err
 	}
 	guards, err := s.guards(next)
@@ -121,32 +118,4 @@ func (s *Server) reload(next *config.Plan) error {
 		s.access = accessCloser
 	}
 	return nil
-}
-
-// restartOnly refuses changes to keys a reload cannot apply.
-func restartOnly(cur, next *config.Config) error {
-	var errs []error
-	for _, k := range []struct {
-		key       string
-		cur, next any
-	}{
-		{"node", cur.Node, next.Node},
-		{"shutdown_grace", cur.ShutdownGrace, next.ShutdownGrace},
-		{"admin", cur.Admin, next.Admin},
-		{"dispatch", cur.Dispatch, next.Dispatch},
-		{"store", cur.Store, next.Store},
-		{"cdn.http3", cur.CDN.HTTP3, next.CDN.HTTP3},
-		{"cdn.http3_port", cur.CDN.HTTP3Port, next.CDN.HTTP3Port},
-		{"cdn.quic_reset_key_file", cur.QUICResetKeyPath(), next.QUICResetKeyPath()},
-		{"spectrum.max_connections", cur.Spectrum.MaxConnections, next.Spectrum.MaxConnections},
-		{"spectrum.max_udp_flows", cur.Spectrum.MaxUDPFlows, next.Spectrum.MaxUDPFlows},
-		{"spectrum.max_udp_flows_per_app", cur.Spectrum.MaxUDPFlowsPerApp, next.Spectrum.MaxUDPFlowsPerApp},
-		{"fd_budget", cur.FDBudget, next.FDBudget},
-		{"spectrum.max_datagram", cur.Spectrum.MaxDatagram, next.Spectrum.MaxDatagram},
-	} {
-		if !reflect.DeepEqual(k.cur, k.next) {
-			errs = append(errs, fmt.Errorf("%s: changing it needs a restart (a reload cannot apply it)", k.key))
-		}
-	}
-	return errors.Join(errs...)
 }
