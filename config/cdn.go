@@ -114,7 +114,7 @@ func (b *planner) site(i int, s Site) proxy.Site {
 		EdgeIPs: b.edgeIPs(at+".edge_ips", s.EdgeIPs),
 		Origins: b.origins(at+".origins", s.Origins),
 		Passive: proxy.PassiveHealth{MaxFailures: s.PassiveHealth.MaxFailures, Ejection: time.Duration(s.PassiveHealth.Ejection)},
-		Retries: proxy.Retries{Budget: s.Retries.Budget, MinPerSecond: s.Retries.MinPerSecond},
+		Retries: b.retries(at+".retries", s.Retries),
 		OriginTLS: proxy.OriginTLS{
 			InsecureSkipVerify: s.OriginTLS.InsecureSkipVerify, CAFile: s.OriginTLS.CAFile, ServerName: s.OriginTLS.ServerName,
 		},
@@ -141,21 +141,27 @@ func (b *planner) site(i int, s Site) proxy.Site {
 	if s.PassiveHealth.MaxFailures < 0 {
 		b.fail("%s.passive_health.max_failures: %d is negative", at, s.PassiveHealth.MaxFailures)
 	}
-	if r := s.Retries; (r.Max != nil && (*r.Max < 0 || *r.Max > 10)) || r.Budget < 0 || r.Budget > 1 || r.MinPerSecond < 0 {
-		b.fail("%s.retries: max is 0 to 10, budget 0 to 1, min_per_second not negative", at)
-	}
-	if s.Retries.Max != nil {
-		ps.Retries.Max = *s.Retries.Max
-		if ps.Retries.Max == 0 {
-			ps.Retries.Max = -1 // the proxy's "off"
-		}
-	}
 	if f := s.OriginTLS.CAFile; f != "" {
 		if _, err := os.Stat(f); err != nil {
 			b.fail("%s.origin_tls.ca_file: %v", at, err)
 		}
 	}
 	return ps
+}
+
+// retries checks a site's retries and makes the proxy's.
+func (b *planner) retries(at string, r Retries) proxy.Retries {
+	if (r.Max != nil && (*r.Max < 0 || *r.Max > 10)) || r.Budget < 0 || r.Budget > 1 || r.MinPerSecond < 0 {
+		b.fail("%s: max is 0 to 10, budget 0 to 1, min_per_second not negative", at)
+	}
+	out := proxy.Retries{Budget: r.Budget, MinPerSecond: r.MinPerSecond}
+	if r.Max != nil {
+		out.Max = *r.Max
+		if out.Max == 0 {
+			out.Max = -1 // the proxy's "off"
+		}
+	}
+	return out
 }
 
 // origins parses a list of origins at key. An origin whose URL does not
