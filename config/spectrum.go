@@ -48,7 +48,7 @@ func (b *planner) app(i int, a App) {
 	}
 	sa := spectrum.App{
 		Name: a.Name, Protocol: spectrum.Protocol(a.Protocol), Edge: edge,
-		Ports:          spectrum.Ports{First: pr.First, Last: pr.Last},
+		Ports:          pr,
 		Proxy:          spectrum.ProxyProtocol(a.ProxyProtocol),
 		IdleTimeout:    time.Duration(a.IdleTimeout),
 		ConnectTimeout: time.Duration(a.ConnectTimeout),

@@ -64,21 +64,10 @@ func (b *planner) binding(i int, in Binding) (bindings.Binding, bool) {
 		b.fail("bindings[%d] %s: service: %v", i, in.CIDR, err)
 		return bindings.Binding{}, false
 	}
-	var proto dispatch.Protocol
-	switch {
-	case in.Protocol == "" && in.Port == 0:
-	case in.Protocol == "" || in.Port == 0:
-		b.fail("bindings[%d] %s: protocol and port go together (a port-scoped binding needs both)", i, in.CIDR)
+	proto, port, err := dispatch.ParseScope(in.Protocol, in.Port)
+	if err != nil {
+		b.fail("bindings[%d] %s: %v", i, in.CIDR, err)
 		return bindings.Binding{}, false
-	default:
-		if proto, err = dispatch.ParseProtocol(in.Protocol); err != nil {
-			b.fail("bindings[%d] %s: protocol: %v", i, in.CIDR, err)
-			return bindings.Binding{}, false
-		}
-		if in.Port < 1 || in.Port > 65535 {
-			b.fail("bindings[%d] %s: port: %d is not a port (want 1-65535)", i, in.CIDR, in.Port)
-			return bindings.Binding{}, false
-		}
 	}
-	return bindings.NewBinding(cidr, proto, uint16(in.Port), svc, bindings.FromConfig), true
+	return bindings.NewBinding(cidr, proto, port, svc, bindings.FromConfig), true
 }
