@@ -115,7 +115,6 @@ func Start(opts Options) (_ *Server, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	fromConfig, svc := cfg.State, cfg.Services
 	token, err := readToken(cfg.Admin.TokenFile)
 	if err != nil {
 		return nil, err
@@ -126,17 +125,9 @@ func Start(opts Options) (_ *Server, err error) {
 			s.Close()
 		}
 	}()
-	if cfg.PinDir() != "" {
-		if opts.Handover != nil {
-			s.lock, err = dispatch.AdoptLock(opts.Handover.Lock, cfg.PinDir())
-		} else {
-			s.lock, err = dispatch.LockPinDir(cfg.PinDir())
-		}
-		if err != nil {
-			return nil, fmt.Errorf("dispatch.pin_dir: %w", err)
-		}
+	if err := s.lockPinDir(opts.Handover); err != nil {
+		return nil, err
 	}
-
 	if err := s.checkHandover(opts.Handover); err != nil {
 		return nil, err
 	}
@@ -146,30 +137,9 @@ func Start(opts Options) (_ *Server, err error) {
 	}
 	// The store and the whole binding state: at once, or, for a live
 	// upgrade, once the running process gave the writer role up.
-	var store *bindings.Store
-	fromAPI := &bindings.State{}
-	var initial *bindings.State
-	loadState := func() error {
-		if cfg.Store.Path != "" {
-			store = bindings.NewStore(cfg.Store.Path)
-			if fromAPI, err = store.Load(); err != nil {
-				return err
-			}
-			if werr := store.Writable(); werr != nil {
-				log.Warn("the store is read-only: the node serves its bindings, API changes are refused until it can be written", "store", store.Path(), "error", werr)
-			}
-		}
-		initial = bindings.Merge(fromConfig, fromAPI)
-		if err := bindings.Validate(initial.Clone(), svc, guards); err != nil {
-			if store != nil && len(fromAPI.Prefixes)+len(fromAPI.Bindings) > 0 {
-				return fmt.Errorf("the configuration and the store %s do not fit together: %w", store.Path(), err)
-			}
-			return err
-		}
-		return nil
-	}
+	st := &startState{fromConfig: cfg.State, svc: cfg.Services, guards: guards, fromAPI: &bindings.State{}}
 	if opts.Handover == nil {
-		if err := loadState(); err != nil {
+		if err := st.load(cfg, log); err != nil {
 			return nil, err
 		}
 	}
@@ -179,110 +149,18 @@ func Start(opts Options) (_ *Server, err error) {
 	}
 	defer adminSock.Close() // listening, it is s.adminLn's
 
-	dopts := dispatch.Options{PinDir: cfg.PinDir(), Lock: s.lock}
-	if opts.Handover != nil {
-		dopts.Link = opts.Handover.Link
-	}
-	d, err := dispatch.Open(dopts)
-	if err != nil {
-		return nil, fmt.Errorf("dispatcher: %w", err)
-	}
-	s.disp = d
-	// The descriptor budget, once the dispatcher's maps are open: they are
-	// counted in what is open at the start.
-	if s.FDs, err = fdlimit.New(cfg.FDBudgetOptions()); err != nil {
+	if err := s.openDispatcher(opts.Handover, st); err != nil {
 		return nil, err
 	}
-	log.Info("descriptor budget", "budget", s.FDs.String())
-	s.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "edgeproxy_config_reloads_total",
-		Help: "Configuration reloads (SIGHUP) by result: ok, or error (the running configuration stayed).",
-	}, []string{"result"})
-	s.lastReload = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "edgeproxy_config_last_reload_success_timestamp_seconds",
-		Help: "When the configuration was last loaded successfully (start or reload), Unix time.",
-	})
-	s.lastReload.SetToCurrentTime()
-	storeReadOnly := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "edgeproxy_store_read_only",
-		Help: "1 while the store cannot be written: the node serves, API changes are refused with 503.",
-	}, func() float64 {
-		if store != nil && store.Writable() != nil {
-			return 1
-		}
-		return 0
-	})
-	s.upgradeMetrics()
-	s.Registry.MustRegister(s.reloads, s.lastReload, storeReadOnly, d.Collector(),
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), s.FDs)
-
 	sockets := maps.Clone(opts.Sockets)
 	if sockets == nil {
 		sockets = map[string]syscall.Conn{}
 	}
-	given := func(label string) bool { _, ok := sockets[label]; return ok }
-	spectrumTCP, spectrumUDP := bindings.Label(bindings.Spectrum, dispatch.TCP), bindings.Label(bindings.Spectrum, dispatch.UDP)
-	if !given(spectrumTCP) || !given(spectrumUDP) {
-		s.Spectrum, err = spectrum.New(spectrum.Options{
-			Apps: cfg.Apps, FDs: s.FDs, MaxConnections: cfg.Spectrum.MaxConnections,
-			MaxFlows: cfg.Spectrum.MaxUDPFlows, MaxFlowsPerApp: cfg.Spectrum.MaxUDPFlowsPerApp,
-			MaxDatagram: cfg.Spectrum.MaxDatagram, Dial: opts.Dial,
-			Registerer: s.Registry, Logger: log.With("component", "spectrum"),
-			Owns: func(udp bool, dst netip.AddrPort) bool {
-				proto := dispatch.TCP
-				if udp {
-					proto = dispatch.UDP
-				}
-				return s.Bindings.Ownership().Owner(proto, dst.Addr(), dst.Port()) == bindings.Spectrum
-			},
-		})
-		if err != nil {
-			return nil, err
-		}
-		if !given(spectrumTCP) {
-			sockets[spectrumTCP] = s.Spectrum.TCPListener()
-		}
-		if !given(spectrumUDP) {
-			sockets[spectrumUDP] = s.Spectrum.UDPConn()
-		}
-		s.Spectrum.Start()
+	if err := s.startSpectrum(opts, sockets); err != nil {
+		return nil, err
 	}
-	cdnTCP, cdnUDP := bindings.Label(bindings.CDN, dispatch.TCP), bindings.Label(bindings.CDN, dispatch.UDP)
-	if !given(cdnTCP) || (cfg.CDN.HTTP3 && !given(cdnUDP)) {
-		pcfg, err := cfg.ProxyConfig()
-		if err != nil {
-			return nil, err
-		}
-		accessLog, closer, err := openAccessLog(cfg.CDN.AccessLog, cfg.Node)
-		if err != nil {
-			return nil, err
-		}
-		s.access = closer
-		s.CDN, err = proxy.New(proxy.Options{
-			Config: pcfg, Limits: cfg.Limits, FDs: s.FDs, Dial: opts.Dial, Socket: opts.Socket,
-			// Every HTTP/3 handshake asks: the lock-free snapshot, never
-			// Resolve, which scans under the lock the admin API needs.
-			OwnsHTTP3: func(dst netip.AddrPort) bool {
-				return s.Bindings.OwnsCDN(dispatch.UDP, dst.Addr(), dst.Port())
-			},
-			OwnsTCP: func(dst netip.AddrPort) bool {
-				return s.Bindings.OwnsCDN(dispatch.TCP, dst.Addr(), dst.Port())
-			},
-			Registerer: s.Registry, Logger: log.With("component", "cdn"), AccessLog: accessLog,
-			QUICResetKeyFile: cfg.QUICResetKeyPath(),
-		})
-		if err != nil {
-			return nil, err
-		}
-		if !given(cdnTCP) {
-			sockets[cdnTCP] = s.CDN.TCPListener()
-		}
-		if !given(cdnUDP) && s.CDN.UDPConn() != nil {
-			sockets[cdnUDP] = s.CDN.UDPConn()
-		}
-		if err := s.CDN.Start(); err != nil {
-			return nil, err
-		}
+	if err := s.startCDN(opts, sockets); err != nil {
+		return nil, err
 	}
 	for label, conn := range sockets {
 		if conn != nil {
@@ -297,11 +175,197 @@ func Start(opts Options) (_ *Server, err error) {
 		if err := opts.Handover.WriterRole(); err != nil {
 			return nil, fmt.Errorf("upgrade: the writer role: %w", err)
 		}
-		if err := loadState(); err != nil {
+		if err := st.load(cfg, log); err != nil {
 			return nil, err
 		}
 	}
-	s.Bindings = bindings.NewManager(d, store)
+	if err := s.applyAndAttach(st, sockets); err != nil {
+		return nil, err
+	}
+	if err := s.serveAdmin(adminSock, opts.Handover != nil, token, st.store); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// startState is the binding state Start applies: the configuration's,
+// and the store's once it is read.
+type startState struct {
+	fromConfig, fromAPI, initial *bindings.State
+	svc                          bindings.Services
+	guards                       []bindings.Guard
+	store                        *bindings.Store // nil without store.path
+}
+
+// load reads the store and checks the configuration's and the store's
+// state together.
+func (st *startState) load(cfg *config.Plan, log *slog.Logger) (err error) {
+	if cfg.Store.Path != "" {
+		st.store = bindings.NewStore(cfg.Store.Path)
+		if st.fromAPI, err = st.store.Load(); err != nil {
+			return err
+		}
+		if werr := st.store.Writable(); werr != nil {
+			log.Warn("the store is read-only: the node serves its bindings, API changes are refused until it can be written", "store", st.store.Path(), "error", werr)
+		}
+	}
+	st.initial = bindings.Merge(st.fromConfig, st.fromAPI)
+	if err := bindings.Validate(st.initial.Clone(), st.svc, st.guards); err != nil {
+		if st.store != nil && len(st.fromAPI.Prefixes)+len(st.fromAPI.Bindings) > 0 {
+			return fmt.Errorf("the configuration and the store %s do not fit together: %w", st.store.Path(), err)
+		}
+		return err
+	}
+	return nil
+}
+
+// lockPinDir takes the pin dir's one-writer lock, or, for a live upgrade,
+// the one the running process handed down.
+func (s *Server) lockPinDir(h *Handover) (err error) {
+	dir := s.cfg.PinDir()
+	if dir == "" {
+		return nil
+	}
+	if h != nil {
+		s.lock, err = dispatch.AdoptLock(h.Lock, dir)
+	} else {
+		s.lock, err = dispatch.LockPinDir(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("dispatch.pin_dir: %w", err)
+	}
+	return nil
+}
+
+// openDispatcher opens the dispatcher, then the descriptor budget, and
+// registers the process's own metrics.
+func (s *Server) openDispatcher(h *Handover, st *startState) (err error) {
+	dopts := dispatch.Options{PinDir: s.cfg.PinDir(), Lock: s.lock}
+	if h != nil {
+		dopts.Link = h.Link
+	}
+	if s.disp, err = dispatch.Open(dopts); err != nil {
+		return fmt.Errorf("dispatcher: %w", err)
+	}
+	// The descriptor budget, once the dispatcher's maps are open: they are
+	// counted in what is open at the start.
+	if s.FDs, err = fdlimit.New(s.cfg.FDBudgetOptions()); err != nil {
+		return err
+	}
+	s.log.Info("descriptor budget", "budget", s.FDs.String())
+	s.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "edgeproxy_config_reloads_total",
+		Help: "Configuration reloads (SIGHUP) by result: ok, or error (the running configuration stayed).",
+	}, []string{"result"})
+	s.lastReload = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "edgeproxy_config_last_reload_success_timestamp_seconds",
+		Help: "When the configuration was last loaded successfully (start or reload), Unix time.",
+	})
+	s.lastReload.SetToCurrentTime()
+	storeReadOnly := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edgeproxy_store_read_only",
+		Help: "1 while the store cannot be written: the node serves, API changes are refused with 503.",
+	}, func() float64 {
+		if st.store != nil && st.store.Writable() != nil {
+			return 1
+		}
+		return 0
+	})
+	s.upgradeMetrics()
+	s.Registry.MustRegister(s.reloads, s.lastReload, storeReadOnly, s.disp.Collector(),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), s.FDs)
+	return nil
+}
+
+// startSpectrum starts spectrum, unless the caller gave both its labels
+// sockets; its sockets go into sockets under the labels not given.
+func (s *Server) startSpectrum(opts Options, sockets map[string]syscall.Conn) (err error) {
+	cfg := s.cfg
+	_, haveTCP := sockets[spectrumTCP]
+	_, haveUDP := sockets[spectrumUDP]
+	if haveTCP && haveUDP {
+		return nil
+	}
+	s.Spectrum, err = spectrum.New(spectrum.Options{
+		Apps: cfg.Apps, FDs: s.FDs, MaxConnections: cfg.Spectrum.MaxConnections,
+		MaxFlows: cfg.Spectrum.MaxUDPFlows, MaxFlowsPerApp: cfg.Spectrum.MaxUDPFlowsPerApp,
+		MaxDatagram: cfg.Spectrum.MaxDatagram, Dial: opts.Dial,
+		Registerer: s.Registry, Logger: s.log.With("component", "spectrum"),
+		Owns: func(udp bool, dst netip.AddrPort) bool {
+			proto := dispatch.TCP
+			if udp {
+				proto = dispatch.UDP
+			}
+			return s.Bindings.Ownership().Owner(proto, dst.Addr(), dst.Port()) == bindings.Spectrum
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if !haveTCP {
+		sockets[spectrumTCP] = s.Spectrum.TCPListener()
+	}
+	if !haveUDP {
+		sockets[spectrumUDP] = s.Spectrum.UDPConn()
+	}
+	s.Spectrum.Start()
+	return nil
+}
+
+// startCDN starts the cdn, unless the caller gave its labels sockets; its
+// sockets go into sockets under the labels not given.
+func (s *Server) startCDN(opts Options, sockets map[string]syscall.Conn) error {
+	cfg := s.cfg
+	_, haveTCP := sockets[cdnTCP]
+	_, haveUDP := sockets[cdnUDP]
+	if haveTCP && (!cfg.CDN.HTTP3 || haveUDP) {
+		return nil
+	}
+	pcfg, err := cfg.ProxyConfig()
+	if err != nil {
+		return err
+	}
+	accessLog, closer, err := openAccessLog(cfg.CDN.AccessLog, cfg.Node)
+	if err != nil {
+		return err
+	}
+	s.access = closer
+	s.CDN, err = proxy.New(proxy.Options{
+		Config: pcfg, Limits: cfg.Limits, FDs: s.FDs, Dial: opts.Dial, Socket: opts.Socket,
+		// Every HTTP/3 handshake asks: the lock-free snapshot, never
+		// Resolve, which scans under the lock the admin API needs.
+		OwnsHTTP3: func(dst netip.AddrPort) bool {
+			return s.Bindings.OwnsCDN(dispatch.UDP, dst.Addr(), dst.Port())
+		},
+		OwnsTCP: func(dst netip.AddrPort) bool {
+			return s.Bindings.OwnsCDN(dispatch.TCP, dst.Addr(), dst.Port())
+		},
+		Registerer: s.Registry, Logger: s.log.With("component", "cdn"), AccessLog: accessLog,
+		QUICResetKeyFile: cfg.QUICResetKeyPath(),
+	})
+	if err != nil {
+		return err
+	}
+	if !haveTCP {
+		sockets[cdnTCP] = s.CDN.TCPListener()
+	}
+	if !haveUDP && s.CDN.UDPConn() != nil {
+		sockets[cdnUDP] = s.CDN.UDPConn()
+	}
+	return s.CDN.Start()
+}
+
+// The services' sockets' labels.
+var (
+	spectrumTCP, spectrumUDP = bindings.Label(bindings.Spectrum, dispatch.TCP), bindings.Label(bindings.Spectrum, dispatch.UDP)
+	cdnTCP, cdnUDP           = bindings.Label(bindings.CDN, dispatch.TCP), bindings.Label(bindings.CDN, dispatch.UDP)
+)
+
+// applyAndAttach makes the binding manager, writes the binding state into
+// the data plane, registers the sockets and attaches the program.
+func (s *Server) applyAndAttach(st *startState, sockets map[string]syscall.Conn) error {
+	d := s.disp
+	s.Bindings = bindings.NewManager(d, st.store)
 	applySeconds := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "edgeproxy_bindings_apply_seconds",
 		Help:    "Time to write a changed binding table into the data plane.",
@@ -317,31 +381,36 @@ func Start(opts Options) (_ *Server, err error) {
 	// The first write into the data plane: everything that could fail
 	// without touching it has run. (For a live upgrade these maps are our
 	// own until Attach swaps them in.)
-	if err := s.Bindings.Apply(initial, svc, guards); err != nil {
-		return nil, fmt.Errorf("apply the binding state: %w", err)
+	if err := s.Bindings.Apply(st.initial, st.svc, st.guards); err != nil {
+		return fmt.Errorf("apply the binding state: %w", err)
 	}
 	for label, conn := range sockets {
 		if conn == nil {
 			continue
 		}
 		if err := d.Register(label, conn); err != nil {
-			return nil, err
+			return err
 		}
 		s.required = append(s.required, label)
 	}
 	if err := d.Attach(); err != nil {
-		return nil, err
+		return err
 	}
-	log.Info("dispatcher attached", "pin_dir", cfg.PinDir(), "prefixes", len(fromConfig.Prefixes)+len(fromAPI.Prefixes),
-		"bindings", len(fromConfig.Bindings)+len(fromAPI.Bindings), "apps", len(svc.Apps))
+	s.log.Info("dispatcher attached", "pin_dir", s.cfg.PinDir(), "prefixes", len(st.fromConfig.Prefixes)+len(st.fromAPI.Prefixes),
+		"bindings", len(st.fromConfig.Bindings)+len(st.fromAPI.Bindings), "apps", len(st.svc.Apps))
+	return nil
+}
 
+// serveAdmin listens on the bound admin socket and serves the API; for a
+// live upgrade with binding changes held until the handover is confirmed.
+func (s *Server) serveAdmin(adminSock *os.File, upgrading bool, token string, store *bindings.Store) (err error) {
 	if s.adminLn, err = listenAdmin(adminSock); err != nil {
-		return nil, fmt.Errorf("admin.listen: %w", err)
+		return fmt.Errorf("admin.listen: %w", err)
 	}
 	// The admin API's connections stay within its reserve of the budget:
 	// more wait in the listen queue.
 	s.adminLn = netutil.LimitListener(s.adminLn, max(s.FDs.AdminReserve(), 8))
-	if opts.Handover != nil {
+	if upgrading {
 		// Until the running process confirms the handover (Confirmed) it
 		// may still take the data plane back: no change may land here.
 		s.Bindings.Hold("an upgrade is in progress: the new process waits for the old one to confirm the handover")
@@ -349,7 +418,7 @@ func Start(opts Options) (_ *Server, err error) {
 	s.adminSrv = &http.Server{
 		Handler: admin.Handler(admin.Options{
 			Bindings: s.Bindings, Token: token, Ready: s.ready, Registry: s.Registry,
-			Logger: log.With("component", "admin"), Origins: s.origins(),
+			Logger: s.log.With("component", "admin"), Origins: s.origins(),
 			Writable: s.writable(store), Status: s.status, Drain: s.drain,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -359,8 +428,8 @@ func Start(opts Options) (_ *Server, err error) {
 		MaxHeaderBytes:    64 << 10,
 	}
 	go s.adminSrv.Serve(s.adminLn)
-	log.Info("admin API listening", "addr", s.adminLn.Addr().String(), "token", token != "")
-	return s, nil
+	s.log.Info("admin API listening", "addr", s.adminLn.Addr().String(), "token", token != "")
+	return nil
 }
 
 // readToken reads the admin token; an empty path means none.
