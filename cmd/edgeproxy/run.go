@@ -54,26 +54,12 @@ func serve(ctx context.Context, path string, child *upgradeChild, stdout, stderr
 	if err != nil {
 		return err
 	}
-	var cfg *config.Plan
 	demo := path == ""
-	if demo {
-		dir, derr := os.MkdirTemp("", "edgeproxy-demo")
-		if derr != nil {
-			return derr
-		}
-		defer os.RemoveAll(dir)
-		certFile, keyFile, cerr := selfsigned.Write(dir, "demo", "demo.edgeproxy.test", "*.edgeproxy.test", "127.1.1.7")
-		if cerr != nil {
-			return cerr
-		}
-		yaml := strings.NewReplacer("{{cert}}", certFile, "{{key}}", keyFile).Replace(string(demoConfig))
-		cfg, err = config.Parse([]byte(yaml))
-	} else {
-		cfg, err = config.Load(path)
-	}
+	cfg, cleanup, err := loadPlan(path)
 	if err != nil {
 		return err
 	}
+	defer cleanup()
 	if child != nil {
 		if err := server.CheckRestartOnly(child.restartOnly, cfg); err != nil {
 			return fmt.Errorf("upgrade: %w", err)
@@ -115,7 +101,42 @@ func serve(ctx context.Context, path string, child *upgradeChild, stdout, stderr
 		log.Info("upgrade: this process serves the node", "pid", os.Getpid())
 	}
 	if demo {
-		fmt.Fprintf(stdout, `edgeproxy %s demo
+		fmt.Fprintf(stdout, demoBanner, version, s.AdminAddr())
+	}
+	notify(log, sdnotify.Ready("serving"))
+	handedOver := serveSignals(ctx, s, cfg, path, exe, log)
+	stop(ctx, s, cfg, handedOver, log)
+	return nil
+}
+
+// loadPlan reads the configuration at path, or with no path the embedded
+// demo's, whose certificate it makes in a temporary directory that
+// cleanup removes.
+func loadPlan(path string) (cfg *config.Plan, cleanup func(), err error) {
+	if path != "" {
+		cfg, err = config.Load(path)
+		return cfg, func() {}, err
+	}
+	dir, err := os.MkdirTemp("", "edgeproxy-demo")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup = func() { os.RemoveAll(dir) }
+	certFile, keyFile, err := selfsigned.Write(dir, "demo", "demo.edgeproxy.test", "*.edgeproxy.test", "127.1.1.7")
+	if err == nil {
+		yaml := strings.NewReplacer("{{cert}}", certFile, "{{key}}", keyFile).Replace(string(demoConfig))
+		cfg, err = config.Parse([]byte(yaml))
+	}
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	return cfg, cleanup, nil
+}
+
+// demoBanner is what the demo prints at start: its version, then the
+// admin API's address.
+const demoBanner = `edgeproxy %s demo
   cdn:      127.1.1.0/24: HTTP on tcp/8080, HTTPS and HTTP/2 on tcp/8443, HTTP/3 on udp/8443 (self-signed certificate)
   spectrum: 127.1.2.0/24, apps echo-tcp (tcp/7), echo-udp (udp/7), whoami-proxy-v1 (tcp/1000-1999, PROXY v1)
   admin API on http://%s
@@ -134,9 +155,11 @@ try:
   edgeproxy lookup 127.1.1.200:8080/tcp
   edgeproxy bindings move ID cdn                     ID from bindings add or list
 stop with Ctrl-C (open connections get 3 s, a second Ctrl-C stops at once); the program detaches (the demo is unpinned) and the machine is as it was
-`, version, s.AdminAddr())
-	}
-	notify(log, sdnotify.Ready("serving"))
+`
+
+// serveSignals serves until ctx ends or an upgrade hands the node over,
+// which it reports: SIGHUP reloads path, SIGUSR2 starts an upgrade.
+func serveSignals(ctx context.Context, s *server.Server, cfg *config.Plan, path, exe string, log *slog.Logger) (handedOver bool) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -144,7 +167,6 @@ stop with Ctrl-C (open connections get 3 s, a second Ctrl-C stops at once); the 
 	signal.Notify(usr2, syscall.SIGUSR2)
 	defer signal.Stop(usr2)
 	var upgrading chan upgradeResult // non-nil while an upgrade runs
-	handedOver := false
 	for ctx.Err() == nil && !handedOver {
 		select {
 		case <-ctx.Done():
@@ -154,7 +176,7 @@ stop with Ctrl-C (open connections get 3 s, a second Ctrl-C stops at once); the 
 			notify(log, sdnotify.Ready("serving"))
 		case <-usr2:
 			switch {
-			case demo:
+			case path == "":
 				log.Warn("upgrade refused: the embedded demo has no file for a new process to read (run with --config)")
 			case upgrading != nil:
 				log.Warn("upgrade refused: one is under way")
@@ -171,6 +193,12 @@ stop with Ctrl-C (open connections get 3 s, a second Ctrl-C stops at once); the 
 		// Stopped during an upgrade: it ends (ready, or taken back) first.
 		handedOver = (<-upgrading).err == nil
 	}
+	return handedOver
+}
+
+// stop drains the server within the shutdown grace, after the log line
+// that says why and what it held.
+func stop(ctx context.Context, s *server.Server, cfg *config.Plan, handedOver bool, log *slog.Logger) {
 	if handedOver {
 		// The new process serves: this one takes what its listeners
 		// still hold, then drains. The unit's main pid is the child's
@@ -191,7 +219,6 @@ stop with Ctrl-C (open connections get 3 s, a second Ctrl-C stops at once); the 
 	}
 	log.Info("stopping", append(attrs, openConnections(s)...)...)
 	drain(s, grace, againSignals(ctx), log)
-	return nil
 }
 
 // notify logs a failure to tell systemd of a state change (the service
