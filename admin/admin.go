@@ -376,16 +376,22 @@ type createPrefixBody struct {
 	ServiceID *string `json:"service_id"`
 }
 
+// fields checks a new prefix's or binding's cidr and service_id.
+func (b *createPrefixBody) fields() (netip.Prefix, bindings.Service, error) {
+	cidr, err := cidrField(b.CIDR)
+	if err != nil {
+		return netip.Prefix{}, "", err
+	}
+	svc, err := serviceField(b.ServiceID)
+	return cidr, svc, err
+}
+
 func (a *api) createPrefix(w http.ResponseWriter, r *http.Request) error {
 	var body createPrefixBody
 	if err := decode(w, r, &body); err != nil {
 		return err
 	}
-	cidr, err := cidrField(body.CIDR)
-	if err != nil {
-		return err
-	}
-	svc, err := serviceField(body.ServiceID)
+	cidr, svc, err := body.fields()
 	if err != nil {
 		return err
 	}
@@ -437,10 +443,9 @@ func (a *api) getBinding(w http.ResponseWriter, r *http.Request) error {
 }
 
 type createBindingBody struct {
-	CIDR      *string `json:"cidr"`
-	ServiceID *string `json:"service_id"`
-	Protocol  *string `json:"protocol"`
-	Port      *int    `json:"port"`
+	createPrefixBody
+	Protocol *string `json:"protocol"`
+	Port     *int    `json:"port"`
 }
 
 func (a *api) createBinding(w http.ResponseWriter, r *http.Request) error {
@@ -448,11 +453,7 @@ func (a *api) createBinding(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &body); err != nil {
 		return err
 	}
-	cidr, err := cidrField(body.CIDR)
-	if err != nil {
-		return err
-	}
-	svc, err := serviceField(body.ServiceID)
+	cidr, svc, err := body.fields()
 	if err != nil {
 		return err
 	}
