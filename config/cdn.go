@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/proxy"
+	"github.com/edgeproxy/edgeproxy/proxy/cdnconf"
 )
 
 // cdn plans the cdn: its ports (for the binding state and the proxy),
@@ -39,7 +39,7 @@ func (b *planner) cdn() {
 	for i, s := range c.Sites {
 		pc.Sites = append(pc.Sites, b.site(i, s))
 	}
-	b.check(proxy.CheckSites(pc.Sites, siteKey))
+	b.check(cdnconf.CheckSites(pc.Sites, siteKey))
 	b.hostsOnce(pc.Sites)
 }
 
@@ -86,7 +86,7 @@ func (b *planner) cdnLimits() {
 	if t.QUICHandshake < 0 {
 		b.fail("cdn.timeouts.quic_handshake: negative")
 	}
-	b.p.Limits = proxy.Limits{
+	b.p.Limits = cdnconf.Limits{
 		MaxHeaderBytes: l.MaxHeaderBytes, MaxBodyBytes: l.MaxBodyBytes, MaxConnections: l.MaxConnections,
 		ReadHeaderTimeout: time.Duration(t.ReadHeader), BodyTimeout: time.Duration(t.Body), SendTimeout: time.Duration(t.Send),
 		IdleTimeout: time.Duration(t.Idle), UpstreamConnectTimeout: time.Duration(t.UpstreamConnect), UpstreamTimeout: time.Duration(t.Upstream),
@@ -101,21 +101,21 @@ func (b *planner) cdnLimits() {
 
 // site plans cdn.sites[i] as the proxy takes it; the literal addresses of
 // its origins are guards. The rules of sites as the proxy serves them are
-// proxy.CheckSites'.
-func (b *planner) site(i int, s Site) proxy.Site {
+// cdnconf.CheckSites'.
+func (b *planner) site(i int, s Site) cdnconf.Site {
 	at := siteKey(i)
 	for j, h := range s.Hosts {
 		if err := checkHost(h); err != nil {
 			b.fail("%s.hosts[%d]: %v", at, j, err)
 		}
 	}
-	ps := proxy.Site{
-		Hosts: s.Hosts, Balance: proxy.Balance(s.Balance),
+	ps := cdnconf.Site{
+		Hosts: s.Hosts, Balance: cdnconf.Balance(s.Balance),
 		EdgeIPs: b.edgeIPs(at+".edge_ips", s.EdgeIPs),
 		Origins: b.origins(at+".origins", s.Origins),
-		Passive: proxy.PassiveHealth{MaxFailures: s.PassiveHealth.MaxFailures, Ejection: time.Duration(s.PassiveHealth.Ejection)},
+		Passive: cdnconf.PassiveHealth{MaxFailures: s.PassiveHealth.MaxFailures, Ejection: time.Duration(s.PassiveHealth.Ejection)},
 		Retries: b.retries(at+".retries", s.Retries),
-		OriginTLS: proxy.OriginTLS{
+		OriginTLS: cdnconf.OriginTLS{
 			InsecureSkipVerify: s.OriginTLS.InsecureSkipVerify, CAFile: s.OriginTLS.CAFile, ServerName: s.OriginTLS.ServerName,
 		},
 	}
@@ -128,10 +128,10 @@ func (b *planner) site(i int, s Site) proxy.Site {
 		}
 	}
 	for j, r := range s.Routes {
-		ps.Routes = append(ps.Routes, proxy.Route{Path: r.Path, Origins: b.origins(fmt.Sprintf("%s.routes[%d].origins", at, j), r.Origins)})
+		ps.Routes = append(ps.Routes, cdnconf.Route{Path: r.Path, Origins: b.origins(fmt.Sprintf("%s.routes[%d].origins", at, j), r.Origins)})
 	}
 	switch ps.Balance {
-	case "", proxy.RoundRobin, proxy.LeastConnections:
+	case "", cdnconf.RoundRobin, cdnconf.LeastConnections:
 	default:
 		b.fail("%s.balance: %q is not round_robin or least_connections", at, s.Balance)
 	}
@@ -150,11 +150,11 @@ func (b *planner) site(i int, s Site) proxy.Site {
 }
 
 // retries checks a site's retries and makes the proxy's.
-func (b *planner) retries(at string, r Retries) proxy.Retries {
+func (b *planner) retries(at string, r Retries) cdnconf.Retries {
 	if (r.Max != nil && (*r.Max < 0 || *r.Max > 10)) || r.Budget < 0 || r.Budget > 1 || r.MinPerSecond < 0 {
 		b.fail("%s: max is 0 to 10, budget 0 to 1, min_per_second not negative", at)
 	}
-	out := proxy.Retries{Budget: r.Budget, MinPerSecond: r.MinPerSecond}
+	out := cdnconf.Retries{Budget: r.Budget, MinPerSecond: r.MinPerSecond}
 	if r.Max != nil {
 		out.Max = *r.Max
 		if out.Max == 0 {
@@ -166,8 +166,8 @@ func (b *planner) retries(at string, r Retries) proxy.Retries {
 
 // origins parses a list of origins at key. An origin whose URL does not
 // parse is kept without one, so that the list keeps its length.
-func (b *planner) origins(key string, in []Origin) []proxy.Origin {
-	out := make([]proxy.Origin, 0, len(in))
+func (b *planner) origins(key string, in []Origin) []cdnconf.Origin {
+	out := make([]cdnconf.Origin, 0, len(in))
 	for k, o := range in {
 		u, err := parseOriginURL(o.URL)
 		if err != nil {
@@ -176,12 +176,12 @@ func (b *planner) origins(key string, in []Origin) []proxy.Origin {
 		if o.Weight < 0 {
 			b.fail("%s[%d].weight: %d is negative", key, k, o.Weight)
 		}
-		out = append(out, proxy.Origin{URL: u, Weight: o.Weight})
+		out = append(out, cdnconf.Origin{URL: u, Weight: o.Weight})
 	}
 	return out
 }
 
-func (b *planner) healthCheck(at string, hc HealthCheck) *proxy.HealthCheck {
+func (b *planner) healthCheck(at string, hc HealthCheck) *cdnconf.HealthCheck {
 	if !strings.HasPrefix(hc.Path, "/") {
 		b.fail("%s.path: %q does not start with /", at, hc.Path)
 	}
@@ -191,14 +191,14 @@ func (b *planner) healthCheck(at string, hc HealthCheck) *proxy.HealthCheck {
 	if hc.Timeout > hc.Interval && hc.Interval > 0 {
 		b.fail("%s.timeout: %v is longer than the interval %v", at, time.Duration(hc.Timeout), time.Duration(hc.Interval))
 	}
-	return &proxy.HealthCheck{
+	return &cdnconf.HealthCheck{
 		Path: hc.Path, Interval: time.Duration(hc.Interval), Timeout: time.Duration(hc.Timeout),
 		Healthy: hc.Healthy, Unhealthy: hc.Unhealthy,
 	}
 }
 
 // hostsOnce: a host names one site on any address.
-func (b *planner) hostsOnce(sites []proxy.Site) {
+func (b *planner) hostsOnce(sites []cdnconf.Site) {
 	for i, a := range sites {
 		for j := i + 1; j < len(sites); j++ {
 			for _, h := range a.Hosts {

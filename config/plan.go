@@ -7,7 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/edgeproxy/edgeproxy/bindings"
-	"github.com/edgeproxy/edgeproxy/proxy"
+	"github.com/edgeproxy/edgeproxy/proxy/cdnconf"
 	"github.com/edgeproxy/edgeproxy/spectrum"
 )
 
@@ -27,9 +27,9 @@ type Plan struct {
 	Guards []bindings.Guard
 	// Proxy is the cdn's configuration as the proxy takes it, without its
 	// certificates, which ProxyConfig loads.
-	Proxy proxy.Config
+	Proxy cdnconf.Config
 	// Limits are the cdn's limits and timeouts.
-	Limits proxy.Limits
+	Limits cdnconf.Limits
 	// Apps are the spectrum apps as the L4 proxy takes them.
 	Apps []spectrum.App
 }
@@ -61,7 +61,7 @@ func (p *Plan) Validate() error {
 
 // ProxyConfig returns the cdn's configuration as the proxy takes it,
 // loading the certificates.
-func (p *Plan) ProxyConfig() (proxy.Config, error) {
+func (p *Plan) ProxyConfig() (cdnconf.Config, error) {
 	pc := p.Proxy
 	pc.Certificates = nil
 	for i, cf := range p.CDN.Certificates {
@@ -69,7 +69,7 @@ func (p *Plan) ProxyConfig() (proxy.Config, error) {
 		if err != nil {
 			return pc, fmt.Errorf("cdn.certificates[%d]: %w", i, err)
 		}
-		pc.Certificates = append(pc.Certificates, proxy.Certificate{Certificate: cert, Default: cf.Default, Source: cf.CertFile})
+		pc.Certificates = append(pc.Certificates, cdnconf.Certificate{Certificate: cert, Default: cf.Default, Source: cf.CertFile})
 	}
 	return pc, nil
 }

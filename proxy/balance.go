@@ -1,27 +1,22 @@
 package proxy
 
 import (
-	"net/url"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/proxy/cdnconf"
 )
 
-// Balance is how a route chooses among its origins.
-type Balance string
+// Balance is how a route chooses among its origins (cdnconf.Balance).
+type Balance = cdnconf.Balance
 
+// The ways of Balance.
 const (
-	// RoundRobin takes the origins in turn, each as often as its weight
-	// (smooth weighted round-robin, as nginx does it).
-	RoundRobin Balance = "round_robin"
-	// LeastConnections takes the origin with the fewest requests in
-	// flight relative to its weight.
-	LeastConnections Balance = "least_connections"
+	RoundRobin       = cdnconf.RoundRobin
+	LeastConnections = cdnconf.LeastConnections
 )
 
-// Origin is an origin of a site with its weight (default 1).
-type Origin struct {
-	URL    *url.URL
-	Weight int
-}
+// Origin is an origin of a site with its weight (cdnconf.Origin).
+type Origin = cdnconf.Origin
 
 // weighted is an origin of a route with its weight.
 type weighted struct {

@@ -35,7 +35,7 @@ func TestHostileCDNDialOutOfFDs(t *testing.T) {
 	}
 	rt := &route{origins: []weighted{{o: o, weight: 1}}, balance: RoundRobin, equalWeights: true}
 	r := Retries{}
-	r.setDefaults()
+	r.SetDefaults()
 	s := &site{passive: PassiveHealth{MaxFailures: 1, Ejection: time.Minute}, retries: r, budget: newRetryBudget(r),
 		retried: prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})}
 	for i := range 5 {
@@ -56,7 +56,7 @@ func TestHostileCDNDialOutOfFDs(t *testing.T) {
 	// A timeout of its own: the default (the interval, 5 ms) could run out
 	// under load before the budget refuses the dial, and fail the check.
 	hc := HealthCheck{Path: "/", Interval: 5 * time.Millisecond, Timeout: time.Second, Unhealthy: 1}
-	hc.setDefaults()
+	hc.SetDefaults()
 	c := p.pools.startChecker(o, hc)
 	time.Sleep(100 * time.Millisecond)
 	c.stop()

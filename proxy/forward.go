@@ -11,32 +11,12 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/edgeproxy/edgeproxy/proxy/cdnconf"
 )
 
-// Retries bound the retries of a site's requests: at most Max more
-// attempts on other origins, and retries at most Budget of the site's
-// requests (plus MinPerSecond), so that a sick origin is not hammered.
-// Zero values take the defaults, 2, 0.2 and 10; Max -1 turns retries off.
-type Retries struct {
-	Max          int
-	Budget       float64
-	MinPerSecond float64
-}
-
-func (r *Retries) setDefaults() {
-	switch {
-	case r.Max < 0:
-		r.Max = 0
-	case r.Max == 0:
-		r.Max = 2
-	}
-	if r.Budget <= 0 {
-		r.Budget = 0.2
-	}
-	if r.MinPerSecond <= 0 {
-		r.MinPerSecond = 10
-	}
-}
+// Retries bound the retries of a site's requests (cdnconf.Retries).
+type Retries = cdnconf.Retries
 
 // retryBudget lets retries be at most a ratio of requests, plus a floor
 // per second: tokens are thousandths of a retry.

@@ -9,49 +9,17 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/proxy/cdnconf"
 )
 
-// HealthCheck is an active check: GET Path every Interval; an origin is
-// down after Unhealthy failed checks in a row and up again after Healthy
-// good ones. A check is good when the origin answers 2xx or 3xx within
-// Timeout.
-type HealthCheck struct {
-	Path               string
-	Interval, Timeout  time.Duration
-	Healthy, Unhealthy int
-}
+// HealthCheck is an active check of a site's origins
+// (cdnconf.HealthCheck).
+type HealthCheck = cdnconf.HealthCheck
 
-func (h *HealthCheck) setDefaults() {
-	if h.Interval <= 0 {
-		h.Interval = 5 * time.Second
-	}
-	if h.Timeout <= 0 {
-		h.Timeout = min(2*time.Second, h.Interval)
-	}
-	if h.Healthy <= 0 {
-		h.Healthy = 2
-	}
-	if h.Unhealthy <= 0 {
-		h.Unhealthy = 3
-	}
-}
-
-// PassiveHealth ejects an origin after MaxFailures connection failures or
-// timeouts in a row, for Ejection (doubling while it keeps failing, up to
-// 8×). Zero values take the defaults, 3 and 30s.
-type PassiveHealth struct {
-	MaxFailures int
-	Ejection    time.Duration
-}
-
-func (ph *PassiveHealth) setDefaults() {
-	if ph.MaxFailures <= 0 {
-		ph.MaxFailures = 3
-	}
-	if ph.Ejection <= 0 {
-		ph.Ejection = 30 * time.Second
-	}
-}
+// PassiveHealth ejects an origin that keeps failing
+// (cdnconf.PassiveHealth).
+type PassiveHealth = cdnconf.PassiveHealth
 
 // originHealth is an origin's state, shared by every route that uses it.
 type originHealth struct {
@@ -160,7 +128,7 @@ func (op *originPools) startChecker(o *origin, cfg HealthCheck) *checker {
 		Transport: tr, Timeout: cfg.Timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	target := o.url.Scheme + "://" + hostPort(o.url) + cfg.Path
+	target := o.url.Scheme + "://" + cdnconf.HostPort(o.url) + cfg.Path
 	go func() {
 		defer close(c.done)
 		defer tr.CloseIdleConnections()

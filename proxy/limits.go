@@ -27,7 +27,7 @@ func (p *Proxy) Limits() Limits { return *p.lim.Load() }
 // values; established connections keep running (docs/config.md says
 // which value each key takes for them).
 func (p *Proxy) SetLimits(l Limits) {
-	l.setDefaults()
+	l.SetDefaults()
 	p.srvMu.Lock()
 	defer p.srvMu.Unlock()
 	old := p.lim.Load()

@@ -20,19 +20,12 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
+	"github.com/edgeproxy/edgeproxy/proxy/cdnconf"
 )
 
-// OriginTLS is how the proxy speaks TLS to https origins.
-type OriginTLS struct {
-	// InsecureSkipVerify accepts any certificate: for private origins only.
-	InsecureSkipVerify bool
-	// CAFile, when set, holds the CAs that origins' certificates must
-	// chain to, in place of the system's.
-	CAFile string
-	// ServerName overrides the name verified and sent as SNI; empty: the
-	// origin URL's host.
-	ServerName string
-}
+// OriginTLS is how the proxy speaks TLS to https origins
+// (cdnconf.OriginTLS).
+type OriginTLS = cdnconf.OriginTLS
 
 // origin is an origin server with its keep-alive connection pool and its
 // health. There is one per origin URL (and TLS settings) for the whole
@@ -99,7 +92,7 @@ const maxConnAge = 5 * time.Minute
 func (op *originPools) get(u *url.URL, ot OriginTLS) (*origin, error) {
 	op.mu.Lock()
 	defer op.mu.Unlock()
-	key := originKey(u)
+	key := cdnconf.OriginKey(u)
 	if ot != (OriginTLS{}) && u.Scheme == "https" {
 		var opts []string
 		if ot.InsecureSkipVerify {
@@ -133,7 +126,7 @@ func (op *originPools) get(u *url.URL, ot OriginTLS) (*origin, error) {
 	}
 	o := &origin{url: u, name: key, scheme: []byte(u.Scheme)}
 	o.hc = &fasthttp.HostClient{
-		Addr:      hostPort(u),
+		Addr:      cdnconf.HostPort(u),
 		IsTLS:     isTLS,
 		TLSConfig: tc,
 		// The name is resolved at every new connection: a DNS change is
@@ -383,18 +376,6 @@ func (op *originPools) all() []*origin {
 	}
 	slices.SortFunc(out, func(a, b *origin) int { return strings.Compare(a.name, b.name) })
 	return out
-}
-
-func originKey(u *url.URL) string { return u.Scheme + "://" + hostPort(u) }
-
-func hostPort(u *url.URL) string {
-	if u.Port() != "" {
-		return u.Host
-	}
-	if u.Scheme == "https" {
-		return net.JoinHostPort(u.Hostname(), "443")
-	}
-	return net.JoinHostPort(u.Hostname(), "80")
 }
 
 // idleConn bounds each read and each write of an upstream connection, so

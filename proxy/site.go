@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -12,39 +11,15 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeproxy/edgeproxy/proxy/cdnconf"
 )
 
-// Site is a customer's site.
-type Site struct {
-	// Hosts are exact names or "*." wildcards. A wildcard matches any name
-	// below it, as nginx's server_name does, but not the name itself. "*"
-	// alone makes the site the catch-all of its addresses, tried last.
-	Hosts []string
-	// EdgeIPs restrict the site to these addresses; empty: every cdn
-	// address. Elsewhere the site does not exist: no certificate for its
-	// names, 421 for its Host.
-	EdgeIPs []netip.Prefix
-	// Origins are the default route's origins.
-	Origins []Origin
-	// Routes send path prefixes to other origins; the longest prefix wins.
-	Routes []Route
-	// Balance chooses among a route's origins; empty: RoundRobin.
-	Balance Balance
-	// HealthCheck, when set, checks every origin of the site actively.
-	HealthCheck *HealthCheck
-	// Passive ejects origins that keep failing.
-	Passive PassiveHealth
-	// Retries bound the retries of the site's requests.
-	Retries Retries
-	// OriginTLS is how https origins are spoken to.
-	OriginTLS OriginTLS
-}
+// Site is a customer's site (cdnconf.Site).
+type Site = cdnconf.Site
 
-// Route sends a path prefix to origins.
-type Route struct {
-	Path    string
-	Origins []Origin
-}
+// Route sends a path prefix to origins (cdnconf.Route).
+type Route = cdnconf.Route
 
 // site is a Site ready to route.
 type site struct {
@@ -158,8 +133,8 @@ func (s *site) route(path string) *route {
 func newRouter(sites []Site, pools func(*url.URL, OriginTLS) (*origin, error), retried func(site string) prometheus.Counter) (*router, error) {
 	r := &router{exact: map[string][]*site{}}
 	for i, in := range sites {
-		in.Passive.setDefaults()
-		in.Retries.setDefaults()
+		in.Passive.SetDefaults()
+		in.Retries.SetDefaults()
 		s := &site{name: normalizeHost(in.Hosts[0]), edges: in.EdgeIPs, passive: in.Passive, retries: in.Retries, budget: newRetryBudget(in.Retries)}
 		s.retried = retried(s.name)
 		mk := func(path string, os []Origin) (*route, error) {
@@ -208,75 +183,8 @@ func newRouter(sites []Site, pools func(*url.URL, OriginTLS) (*origin, error), r
 	return r, nil
 }
 
-// CheckSites checks the rules every set of sites the proxy serves keeps,
-// without side effects: a site has hosts and origins, a route a path
-// starting with / and origins, and an origin several sites share has one
-// health check. name says how an error names the i-th site
-// ("cdn.sites[0]" in the configuration file). Origins without a URL are
-// skipped (their error is the caller's).
+// CheckSites checks the rules every set of sites the proxy serves keeps
+// (cdnconf.CheckSites).
 func CheckSites(sites []Site, name func(i int) string) error {
-	var errs []error
-	for i, s := range sites {
-		errs = append(errs, checkSite(s, name(i))...)
-	}
-	errs = append(errs, checkSharedHealth(sites, name)...)
-	return errors.Join(errs...)
-}
-
-func checkSite(s Site, at string) []error {
-	var errs []error
-	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(at+format, args...)) }
-	if len(s.Hosts) == 0 {
-		fail(".hosts: a site needs at least one host")
-	}
-	if len(s.Origins) == 0 {
-		fail(".origins: a site needs at least one origin")
-	}
-	for j, r := range s.Routes {
-		if !strings.HasPrefix(r.Path, "/") {
-			fail(".routes[%d].path: %q does not start with /", j, r.Path)
-		}
-		if len(r.Origins) == 0 {
-			fail(".routes[%d].origins: a route needs at least one origin", j)
-		}
-	}
-	return errs
-}
-
-// checkSharedHealth: an origin shared by sites has one health check.
-func checkSharedHealth(sites []Site, name func(int) string) []error {
-	var errs []error
-	type first struct {
-		site  int
-		check HealthCheck
-	}
-	checkOf := map[string]first{}
-	for i, s := range sites {
-		if s.HealthCheck == nil {
-			continue
-		}
-		hc := *s.HealthCheck
-		hc.setDefaults()
-		for _, o := range s.allOrigins() {
-			if o.URL == nil {
-				continue
-			}
-			k := originKey(o.URL) // the origin's pool
-			if f, ok := checkOf[k]; !ok {
-				checkOf[k] = first{i, hc}
-			} else if f.check != hc {
-				errs = append(errs, fmt.Errorf("%s.health_check: origin %s is also an origin of %s, whose health check differs", name(i), o.URL, name(f.site)))
-			}
-		}
-	}
-	return errs
-}
-
-// allOrigins lists the site's origins, its routes' included.
-func (s Site) allOrigins() []Origin {
-	out := slices.Clone(s.Origins)
-	for _, r := range s.Routes {
-		out = append(out, r.Origins...)
-	}
-	return out
+	return cdnconf.CheckSites(sites, name)
 }

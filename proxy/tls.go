@@ -9,16 +9,11 @@ import (
 	"strings"
 
 	"github.com/edgeproxy/edgeproxy/internal/netaddr"
+	"github.com/edgeproxy/edgeproxy/proxy/cdnconf"
 )
 
-// Certificate is a certificate chain with its key. Default marks the one
-// presented when no site's name matches.
-type Certificate struct {
-	tls.Certificate
-	Default bool
-	// Source names it in metrics and errors (a file name).
-	Source string
-}
+// Certificate is a certificate chain with its key (cdnconf.Certificate).
+type Certificate = cdnconf.Certificate
 
 // certStore picks certificates by SNI, among the sites that exist on the
 // edge address the client dialled.
