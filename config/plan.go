@@ -8,7 +8,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/proxy/cdnconf"
-	"github.com/edgeproxy/edgeproxy/spectrum"
+	"github.com/edgeproxy/edgeproxy/spectrum/appconf"
 )
 
 // Plan is a configuration file and what it declares, every string of it
@@ -31,7 +31,7 @@ type Plan struct {
 	// Limits are the cdn's limits and timeouts.
 	Limits cdnconf.Limits
 	// Apps are the spectrum apps as the L4 proxy takes them.
-	Apps []spectrum.App
+	Apps []appconf.App
 }
 
 // Plan checks every key of c and builds its plan, in one pass. The error

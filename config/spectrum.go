@@ -10,7 +10,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/dispatch"
-	"github.com/edgeproxy/edgeproxy/spectrum"
+	"github.com/edgeproxy/edgeproxy/spectrum/appconf"
 )
 
 // spectrum plans the spectrum apps and checks the L4 proxy's limits.
@@ -46,10 +46,10 @@ func (b *planner) app(i int, a App) {
 		b.fail("%s.ports: %v", at, err)
 		return
 	}
-	sa := spectrum.App{
-		Name: a.Name, Protocol: spectrum.Protocol(a.Protocol), Edge: edge,
+	sa := appconf.App{
+		Name: a.Name, Protocol: appconf.Protocol(a.Protocol), Edge: edge,
 		Ports:          pr,
-		Proxy:          spectrum.ProxyProtocol(a.ProxyProtocol),
+		Proxy:          appconf.ProxyProtocol(a.ProxyProtocol),
 		IdleTimeout:    time.Duration(a.IdleTimeout),
 		ConnectTimeout: time.Duration(a.ConnectTimeout),
 		MaxConnections: a.MaxConnections,
@@ -58,17 +58,17 @@ func (b *planner) app(i int, a App) {
 		host, port, err := ParseAppOrigin(o)
 		if err != nil {
 			b.fail("%s.origins[%d]: %v", at, j, err)
-			sa.Origins = append(sa.Origins, spectrum.Origin{}) // the plan fails; CheckApp still counts it
+			sa.Origins = append(sa.Origins, appconf.Origin{}) // the plan fails; CheckApp still counts it
 			continue
 		}
-		sa.Origins = append(sa.Origins, spectrum.Origin{Host: host, Port: port})
+		sa.Origins = append(sa.Origins, appconf.Origin{Host: host, Port: port})
 		if addr, err := netip.ParseAddr(host); err == nil {
 			b.guard(addr, fmt.Sprintf("origin %s of %s.origins[%d]", o, at, j))
 		}
 	}
 	sa.Firewall.Allow = b.edgeIPs(at+".ip_firewall.allow", a.IPFirewall.Allow)
 	sa.Firewall.Deny = b.edgeIPs(at+".ip_firewall.deny", a.IPFirewall.Deny)
-	b.check(spectrum.CheckApp(sa, at))
+	b.check(appconf.CheckApp(sa, at))
 	b.p.Services.Apps = append(b.p.Services.Apps, bindings.App{Name: a.Name, Protocol: proto, Edge: edge, Ports: pr})
 	b.p.Apps = append(b.p.Apps, sa)
 }

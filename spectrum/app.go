@@ -2,106 +2,59 @@ package spectrum
 
 import (
 	"cmp"
-	"errors"
-	"fmt"
 	"net/netip"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/dispatch"
+	"github.com/edgeproxy/edgeproxy/spectrum/appconf"
 )
 
-// Protocol is tcp or udp.
-type Protocol string
+// Protocol is tcp or udp (appconf.Protocol).
+type Protocol = appconf.Protocol
 
 // The protocols of apps.
 const (
-	TCP Protocol = "tcp"
-	UDP Protocol = "udp"
+	TCP = appconf.TCP
+	UDP = appconf.UDP
 )
 
 // Ports is an inclusive port range; {0, 65535} is any port.
-type Ports = dispatch.PortRange
+type Ports = appconf.Ports
 
-// Origin is where an app forwards to: a host (name or address) and a port,
-// 0 to keep the port the client dialled.
-type Origin struct {
-	Host string
-	Port uint16
-}
+// Origin is where an app forwards to (appconf.Origin).
+type Origin = appconf.Origin
 
-func (o Origin) String() string {
-	if o.Port == 0 {
-		return o.Host
-	}
-	return netJoin(o.Host, o.Port)
-}
-
-// ProxyProtocol says how the client's address reaches the origin.
-type ProxyProtocol string
+// ProxyProtocol says how the client's address reaches the origin
+// (appconf.ProxyProtocol).
+type ProxyProtocol = appconf.ProxyProtocol
 
 // The PROXY protocol modes.
 const (
-	ProxyOff    ProxyProtocol = "off"
-	ProxyV1     ProxyProtocol = "v1"     // tcp: a text header
-	ProxyV2     ProxyProtocol = "v2"     // tcp, or the first datagram of a udp flow
-	ProxySimple ProxyProtocol = "simple" // udp: Simple Proxy Protocol on every datagram
+	ProxyOff    = appconf.ProxyOff
+	ProxyV1     = appconf.ProxyV1
+	ProxyV2     = appconf.ProxyV2
+	ProxySimple = appconf.ProxySimple
 )
 
-// Firewall allows or denies clients by address before the origin is dialled:
-// a client in Deny is refused; with Allow set, a client must be in it.
-type Firewall struct {
-	Allow, Deny []netip.Prefix
-}
+// Firewall allows or denies clients by address (appconf.Firewall).
+type Firewall = appconf.Firewall
 
-func (f Firewall) allows(a netip.Addr) bool {
-	a = a.Unmap()
-	for _, p := range f.Deny {
-		if p.Contains(a) {
-			return false
-		}
-	}
-	if len(f.Allow) == 0 {
-		return true
-	}
-	for _, p := range f.Allow {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
-// App is a spectrum application.
-type App struct {
-	Name     string
-	Protocol Protocol
-	Edge     netip.Prefix
-	Ports    Ports
-	Origins  []Origin
-	Proxy    ProxyProtocol
-	Firewall Firewall
-	// IdleTimeout closes a connection or flow without traffic either way
-	// for this long. Zero: DefaultTCPIdle or DefaultUDPIdle.
-	IdleTimeout time.Duration
-	// ConnectTimeout bounds a TCP dial to an origin. Zero:
-	// DefaultConnectTimeout.
-	ConnectTimeout time.Duration
-	// MaxConnections bounds the app's concurrent TCP connections or UDP
-	// flows. Zero: no limit of its own (the proxy's limits still hold).
-	MaxConnections int
-}
+// App is a spectrum application (appconf.App).
+type App = appconf.App
 
 // Defaults of App's zero values.
 const (
-	DefaultTCPIdle        = 10 * time.Minute
-	DefaultUDPIdle        = 60 * time.Second
-	DefaultConnectTimeout = 5 * time.Second
-	// originDownFor is how long an origin that failed is skipped.
-	originDownFor = 10 * time.Second
+	DefaultTCPIdle        = appconf.DefaultTCPIdle
+	DefaultUDPIdle        = appconf.DefaultUDPIdle
+	DefaultConnectTimeout = appconf.DefaultConnectTimeout
 )
+
+// originDownFor is how long an origin that failed is skipped.
+const originDownFor = 10 * time.Second
+
+// CheckApp checks the rules an app keeps (appconf.CheckApp).
+func CheckApp(a App, at string) error { return appconf.CheckApp(a, at) }
 
 // app is an App in service: its counters and the health of its origins.
 type app struct {
@@ -200,14 +153,7 @@ func (a *app) originAddr(i int, port uint16) string {
 	case !a.Ports.Any() && a.Ports.First != a.Ports.Last:
 		p += port - a.Ports.First
 	}
-	return netJoin(o.Host, p)
-}
-
-func netJoin(host string, port uint16) string {
-	if a, err := netip.ParseAddr(host); err == nil && a.Is6() {
-		return "[" + host + "]:" + strconv.Itoa(int(port))
-	}
-	return host + ":" + strconv.Itoa(int(port))
+	return appconf.JoinHostPort(o.Host, p)
 }
 
 // table finds the app of a destination.
@@ -231,38 +177,4 @@ func (t *table) match(proto Protocol, addr netip.Addr, port uint16) *app {
 		}
 	}
 	return best
-}
-
-// CheckApp checks the rules an app keeps, without side effects: it has
-// origins; an origin with a port maps the app's whole port range to ports
-// that exist; its PROXY protocol mode is one its protocol can carry; its
-// limit is not negative. at names the app in errors
-// ("spectrum.apps[0]" in the configuration file).
-func CheckApp(a App, at string) error {
-	var errs []error
-	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(at+format, args...)) }
-	if len(a.Origins) == 0 {
-		fail(".origins: an app needs at least one origin")
-	}
-	for j, o := range a.Origins {
-		if o.Port != 0 && !a.Ports.Any() && int(o.Port)+int(a.Ports.Last-a.Ports.First) > 65535 {
-			fail(".origins[%d]: %q: the range %s maps past port 65535 from there", j, o, a.Ports)
-		}
-	}
-	if a.MaxConnections < 0 {
-		fail(".max_connections: %d is negative", a.MaxConnections)
-	}
-	switch a.Proxy {
-	case "", ProxyOff, ProxyV1, ProxyV2:
-		if a.Proxy == ProxyV1 && a.Protocol == UDP {
-			fail(".proxy_protocol: v1 is for tcp; udp takes v2 or simple")
-		}
-	case ProxySimple:
-		if a.Protocol != UDP {
-			fail(".proxy_protocol: simple (Simple Proxy Protocol) is for udp apps")
-		}
-	default:
-		fail(".proxy_protocol: %q is not one of off, v1, v2, simple", a.Proxy)
-	}
-	return errors.Join(errs...)
 }

@@ -83,10 +83,10 @@ func TestOriginAddr(t *testing.T) {
 		dialed uint16
 		want   string
 	}{
-		{Ports{First: 22, Last: 22}, Origin{"127.0.0.1", 2222}, 22, "127.0.0.1:2222"},
-		{Ports{First: 1000, Last: 2000}, Origin{"127.0.0.1", 3000}, 1005, "127.0.0.1:3005"},
-		{dispatch.AnyPort, Origin{"::1", 4000}, 8765, "[::1]:4000"},
-		{Ports{First: 7000, Last: 7010}, Origin{"origin.example", 0}, 7005, "origin.example:7005"},
+		{Ports{First: 22, Last: 22}, Origin{Host: "127.0.0.1", Port: 2222}, 22, "127.0.0.1:2222"},
+		{Ports{First: 1000, Last: 2000}, Origin{Host: "127.0.0.1", Port: 3000}, 1005, "127.0.0.1:3005"},
+		{dispatch.AnyPort, Origin{Host: "::1", Port: 4000}, 8765, "[::1]:4000"},
+		{Ports{First: 7000, Last: 7010}, Origin{Host: "origin.example", Port: 0}, 7005, "origin.example:7005"},
 	} {
 		a := newApp(App{Name: "x", Protocol: TCP, Ports: tc.ports, Origins: []Origin{tc.origin}}, m)
 		if got := a.originAddr(0, tc.dialed); got != tc.want {

@@ -56,7 +56,7 @@ func (p *Proxy) handleTCP(c *net.TCPConn) {
 		p.logRefusal("app", a.Name, "protocol", "tcp", "client", client, "edge", edge, "reason", reason)
 		reset(c)
 	}
-	if !a.Firewall.allows(client.Addr()) {
+	if !a.Firewall.Allows(client.Addr()) {
 		refuse("firewall")
 		return
 	}

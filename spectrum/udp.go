@@ -140,7 +140,7 @@ func (p *Proxy) newFlow(key flowKey) *flow {
 		p.logRefusal("app", a.Name, "protocol", "udp", "client", key.client, "edge", key.edge, "reason", reason)
 		return nil
 	}
-	if !a.Firewall.allows(key.client.Addr()) {
+	if !a.Firewall.Allows(key.client.Addr()) {
 		return refuse("firewall")
 	}
 	p.mu.Lock()
