@@ -53,10 +53,12 @@ check-bpf: ## check that the committed BPF objects match bpf/dispatch.c
 	done && echo "bpf objects match bpf/dispatch.c"
 
 .PHONY: lint
-lint: ## gofmt, go vet and staticcheck (the go.mod tool's version)
+lint: ## gofmt, go vet and staticcheck (the go.mod tool's version); the pure packages build and vet for darwin
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
+	GOOS=darwin $(GO) build ./bindings/... ./config/... ./admin/... ./proxy/cdnconf/... ./spectrum/appconf/...
+	GOOS=darwin $(GO) vet ./bindings/... ./config/... ./admin/... ./proxy/cdnconf/... ./spectrum/appconf/...
 
 .PHONY: clean
 clean: ## remove build output
