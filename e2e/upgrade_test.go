@@ -19,6 +19,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/echo"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
 	"github.com/edgeproxy/edgeproxy/internal/testutil"
+	"github.com/edgeproxy/edgeproxy/server"
 )
 
 // builds are the binaries the upgrade tests move between, built once:
@@ -30,10 +31,6 @@ var builds struct {
 	lay  string
 	err  error
 }
-
-// acceptDrain is how long the old process keeps accepting after the
-// switch, as docs/operations.md states it.
-const acceptDrain = time.Second
 
 func otherBuilds(t *testing.T) (next, nextLayout string) {
 	t.Helper()
@@ -394,18 +391,18 @@ func TestUpgradeUnderLoad(t *testing.T) {
 		st, took := u.upgrade(t)
 		// The old process serves what it holds for the accept drain and
 		// its grace, then closes the long-lived connections.
-		mix.setDeadline(time.Now().Add(acceptDrain + grace - 200*time.Millisecond))
+		mix.setDeadline(time.Now().Add(server.AcceptDrain + grace - 200*time.Millisecond))
 		if st.Version != b.version || st.Upgrades.Generation != i+1 {
 			t.Errorf("upgrade %d: %+v, want version %s, generation %d", i+1, st, b.version, i+1)
 		}
 		start := time.Now()
 		if i == 0 {
-			if code, _ := u.waitExit(acceptDrain + grace + 5*time.Second); code != 0 {
+			if code, _ := u.waitExit(server.AcceptDrain + grace + 5*time.Second); code != 0 {
 				t.Errorf("upgrade %d: the old process exited %d, want 0", i+1, code)
 			}
 		} else {
 			for running(old.PID) {
-				if time.Since(start) > acceptDrain+grace+5*time.Second {
+				if time.Since(start) > server.AcceptDrain+grace+5*time.Second {
 					t.Fatalf("upgrade %d: the old process %d still runs", i+1, old.PID)
 				}
 				time.Sleep(20 * time.Millisecond)

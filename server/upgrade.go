@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -29,6 +30,11 @@ import (
 //  4. drain: the parent's HandedOver closes its admin listener; it drains
 //     as at a stop. Or, when the child failed after phase 2, TakeBack
 //     swaps the parent's program back in and lets changes through again.
+
+// AcceptDrain is how long the old process of a live upgrade keeps
+// accepting after the switch: connections whose handshake began before it
+// complete there.
+const AcceptDrain = time.Second
 
 // Handover is what the new process of a live upgrade is handed.
 type Handover struct {

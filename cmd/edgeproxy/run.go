@@ -203,7 +203,7 @@ func stop(ctx context.Context, s *server.Server, cfg *config.Plan, handedOver bo
 		// The new process serves: this one takes what its listeners
 		// still hold, then drains. The unit's main pid is the child's
 		// now, so systemd hears nothing more from this one.
-		time.Sleep(acceptDrain)
+		time.Sleep(server.AcceptDrain)
 	} else {
 		notify(log, sdnotify.Stopping("draining"))
 	}

@@ -52,10 +52,6 @@ const (
 // upgradeBound is how long the child has, from its start, to be ready.
 const upgradeBound = 10 * time.Second
 
-// acceptDrain is how long the parent keeps accepting after the switch:
-// connections whose handshake began before it complete on the parent.
-const acceptDrain = time.Second
-
 // upgradeMsg is one message of the conversation.
 type upgradeMsg struct {
 	RestartOnly map[string]string `json:"restart_only,omitempty"`
