@@ -3,6 +3,7 @@ package spectrum
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,18 +89,11 @@ func (p *Proxy) handleTCP(c *net.TCPConn) {
 		}
 		return
 	}
-	if a.Proxy == ProxyV1 || a.Proxy == ProxyV2 {
-		version := byte(1)
-		if a.Proxy == ProxyV2 {
-			version = 2
-		}
-		h := proxyproto.HeaderProxyFromAddrs(version, net.TCPAddrFromAddrPort(client), net.TCPAddrFromAddrPort(edge))
-		if _, err := h.WriteTo(origin); err != nil {
-			origin.Close()
-			reset(c)
-			a.metrics.originDown.Inc()
-			return
-		}
+	if err := writeProxyHeader(a.Proxy, origin, client, edge); err != nil {
+		origin.Close()
+		reset(c)
+		a.metrics.originDown.Inc()
+		return
 	}
 	a.metrics.connections.Inc()
 
@@ -107,9 +101,36 @@ func (p *Proxy) handleTCP(c *net.TCPConn) {
 	p.track(pair, true)
 	defer p.track(pair, false)
 
-	// Both directions, each closing its write side when its reader ends, so
-	// that a half-close reaches the other end. copyConn splices, holding a
-	// pipe only while data moves.
+	p.relay(pair)
+	reason := pair.closedBy()
+	p.log.Info("spectrum connection", "app", a.Name, "protocol", "tcp", "client", client, "edge", edge,
+		"origin", originAddr, "bytes_to_origin", pair.toOrigin.Load(), "bytes_to_client", pair.toClient.Load(),
+		"duration", time.Since(pair.start).Round(time.Millisecond).String(), "end", reason)
+}
+
+// writeProxyHeader writes the PROXY protocol header that mode asks for
+// (v1 or v2; none for the others) to the origin.
+func writeProxyHeader(mode ProxyProtocol, origin net.Conn, client, edge netip.AddrPort) error {
+	var version byte
+	switch mode {
+	case ProxyV1:
+		version = 1
+	case ProxyV2:
+		version = 2
+	default:
+		return nil
+	}
+	h := proxyproto.HeaderProxyFromAddrs(version, net.TCPAddrFromAddrPort(client), net.TCPAddrFromAddrPort(edge))
+	_, err := h.WriteTo(origin)
+	return err
+}
+
+// relay copies the pair's bytes both ways, each direction closing its
+// write side when its reader ends, so that a half-close reaches the other
+// end (copyConn splices, holding a pipe only while data moves); then it
+// closes both and accounts for them.
+func (p *Proxy) relay(pair *tcpPair) {
+	c, origin := pair.client, pair.origin
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -125,11 +146,6 @@ func (p *Proxy) handleTCP(c *net.TCPConn) {
 	c.Close()
 	origin.Close()
 	pair.account()
-
-	reason := pair.closedBy()
-	p.log.Info("spectrum connection", "app", a.Name, "protocol", "tcp", "client", client, "edge", edge,
-		"origin", originAddr, "bytes_to_origin", pair.toOrigin.Load(), "bytes_to_client", pair.toClient.Load(),
-		"duration", time.Since(pair.start).Round(time.Millisecond).String(), "end", reason)
 }
 
 // dialOrigin connects to the app's origins in round-robin order, skipping
