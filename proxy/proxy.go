@@ -189,13 +189,7 @@ func New(opts Options) (*Proxy, error) {
 	p.pools.exchanges.inFlight = p.fm.abandoned.WithLabelValues("in_progress")
 	p.qsm = newQUICSockMetrics(opts.Registerer)
 	if opts.Registerer != nil {
-		opts.Registerer.MustRegister(newOriginCollector(p.pools), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "edgeproxy_cdn_connections_unowned",
-			Help: "Client connections held on addresses the cdn no longer owns: told to go after a move, until they have (HTTP/1.1, HTTP/2 and HTTP/3).",
-		}, func() float64 { return float64(p.unowned()) }), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "edgeproxy_cdn_connections_parked",
-			Help: "HTTP/1.1 keep-alive connections idle in the idle set, without a goroutine or a read buffer (also in edgeproxy_cdn_connections_active).",
-		}, func() float64 { return float64(p.idle.parked.Load()) }))
+		p.registerGauges(opts.Registerer)
 	}
 	if err := p.SetConfig(opts.Config); err != nil {
 		return nil, err
@@ -204,44 +198,16 @@ func New(opts Options) (*Proxy, error) {
 		p.log.Warn("cdn: https_ports serve TLS but no certificate is configured: every handshake fails", "https_ports", c.HTTPSPorts)
 	}
 
-	lc := steered.ListenConfig(listenerOptions)
-	// No TCP keep-alive probes on client connections (as nginx's default):
-	// they would cost four socket options at every accept, and the
-	// proxy's own timeouts (head, idle, send, tunnel idle) bound every
-	// state a connection can be left in by a client that vanished.
-	lc.KeepAlive = -1
-	ln, err := lc.Listen(context.Background(), "tcp", "[::]:0")
-	if err != nil {
-		return nil, fmt.Errorf("cdn: tcp socket: %w", err)
-	}
-	p.tcp = ln.(*net.TCPListener)
-	if p.tcpFile, p.tcpRaw, err = acceptFile(p.tcp); err != nil {
-		p.tcp.Close()
-		return nil, fmt.Errorf("cdn: tcp socket: %w", err)
+	if err := p.listenTCP(); err != nil {
+		return nil, err
 	}
 	if opts.Config.HTTP3 {
-		key, made, err := loadResetKey(opts.QUICResetKeyFile)
-		if err != nil {
-			p.closeTCP()
-			return nil, err
-		}
-		switch {
-		case opts.QUICResetKeyFile == "":
-			p.log.Info("cdn: no cdn.quic_reset_key_file (and no store.path): a random QUIC stateless-reset key for this process, so datagrams of another process's connections get resets their clients ignore")
-		case made:
-			p.log.Info("cdn: made the QUIC stateless-reset key", "file", opts.QUICResetKeyFile)
-		}
-		p.resetKey = key
-		if p.udp, err = listenQUIC(opts.Config.HTTP3Port); err != nil {
-			p.closeTCP()
-			return nil, err
-		}
-		if p.qs, err = newQUICSock(opts.Socket, p.udp, p.limits().MaxQUICSocketsPerAddress, p.qsm.open, p.qsm.failures); err != nil {
-			p.udp.Close()
+		if err := p.listenHTTP3(opts); err != nil {
 			p.closeTCP()
 			return nil, err
 		}
 	}
+	var err error
 	if p.idle, err = newIdleSet(); err != nil {
 		p.closeTCP()
 		if p.qs != nil {
@@ -251,6 +217,63 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.setupServers()
 	return p, nil
+}
+
+// registerGauges registers the origins' collector and the gauges of
+// connections held on unowned addresses and parked idle.
+func (p *Proxy) registerGauges(reg prometheus.Registerer) {
+	reg.MustRegister(newOriginCollector(p.pools), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edgeproxy_cdn_connections_unowned",
+		Help: "Client connections held on addresses the cdn no longer owns: told to go after a move, until they have (HTTP/1.1, HTTP/2 and HTTP/3).",
+	}, func() float64 { return float64(p.unowned()) }), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edgeproxy_cdn_connections_parked",
+		Help: "HTTP/1.1 keep-alive connections idle in the idle set, without a goroutine or a read buffer (also in edgeproxy_cdn_connections_active).",
+	}, func() float64 { return float64(p.idle.parked.Load()) }))
+}
+
+// listenTCP opens the cdn's one TCP socket and the descriptor its raw
+// accepts use.
+func (p *Proxy) listenTCP() error {
+	lc := steered.ListenConfig(listenerOptions)
+	// No TCP keep-alive probes on client connections (as nginx's default):
+	// they would cost four socket options at every accept, and the
+	// proxy's own timeouts (head, idle, send, tunnel idle) bound every
+	// state a connection can be left in by a client that vanished.
+	lc.KeepAlive = -1
+	ln, err := lc.Listen(context.Background(), "tcp", "[::]:0")
+	if err != nil {
+		return fmt.Errorf("cdn: tcp socket: %w", err)
+	}
+	p.tcp = ln.(*net.TCPListener)
+	if p.tcpFile, p.tcpRaw, err = acceptFile(p.tcp); err != nil {
+		p.tcp.Close()
+		return fmt.Errorf("cdn: tcp socket: %w", err)
+	}
+	return nil
+}
+
+// listenHTTP3 loads the stateless-reset key and opens the QUIC socket and
+// the connected sockets' set under it.
+func (p *Proxy) listenHTTP3(opts Options) error {
+	key, made, err := loadResetKey(opts.QUICResetKeyFile)
+	if err != nil {
+		return err
+	}
+	switch {
+	case opts.QUICResetKeyFile == "":
+		p.log.Info("cdn: no cdn.quic_reset_key_file (and no store.path): a random QUIC stateless-reset key for this process, so datagrams of another process's connections get resets their clients ignore")
+	case made:
+		p.log.Info("cdn: made the QUIC stateless-reset key", "file", opts.QUICResetKeyFile)
+	}
+	p.resetKey = key
+	if p.udp, err = listenQUIC(opts.Config.HTTP3Port); err != nil {
+		return err
+	}
+	if p.qs, err = newQUICSock(opts.Socket, p.udp, p.limits().MaxQUICSocketsPerAddress, p.qsm.open, p.qsm.failures); err != nil {
+		p.udp.Close()
+		return err
+	}
+	return nil
 }
 
 // listenQUIC opens the QUIC socket: the dual-stack wildcard on the HTTP/3
