@@ -614,24 +614,34 @@ func (a *streamAttempt) writeRequest(conn net.Conn, aged bool) error {
 	}
 	buf := (*a.ibp)[:cap(*a.ibp)]
 	if cl >= 0 {
-		for left := int64(cl); left > 0; {
-			m, err := stream.Read(buf[:min(int64(len(buf)), left)])
-			if m > 0 {
-				if _, werr := conn.Write(buf[:m]); werr != nil {
-					return originTimeout(werr)
-				}
-				left -= int64(m)
-			}
-			switch {
-			case err == io.EOF && left > 0:
-				return fmt.Errorf("%w: %w", errClientBody, io.ErrUnexpectedEOF)
-			case err != nil && err != io.EOF:
-				return err
-			}
-		}
-		return nil
+		return writeLength(conn, stream, buf, int64(cl))
 	}
-	// Chunked: each read a chunk, its size line in the room before it.
+	return writeChunked(conn, stream, buf)
+}
+
+// writeLength copies a body of cl bytes from stream to conn through buf.
+func writeLength(conn net.Conn, stream io.Reader, buf []byte, cl int64) error {
+	for left := cl; left > 0; {
+		m, err := stream.Read(buf[:min(int64(len(buf)), left)])
+		if m > 0 {
+			if _, werr := conn.Write(buf[:m]); werr != nil {
+				return originTimeout(werr)
+			}
+			left -= int64(m)
+		}
+		switch {
+		case err == io.EOF && left > 0:
+			return fmt.Errorf("%w: %w", errClientBody, io.ErrUnexpectedEOF)
+		case err != nil && err != io.EOF:
+			return err
+		}
+	}
+	return nil
+}
+
+// writeChunked copies stream to conn chunked, a chunk a read through buf,
+// its size line in the room before it, and the last chunk at the end.
+func writeChunked(conn net.Conn, stream io.Reader, buf []byte) error {
 	const room = 18
 	for {
 		m, err := stream.Read(buf[room : len(buf)-2])
