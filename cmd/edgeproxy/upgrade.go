@@ -143,25 +143,9 @@ func startChild(s *server.Server, cfg *config.Plan, exe string, log *slog.Logger
 	if lock != nil {
 		defer lock.Close()
 	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	cmd, mine, err := spawnChild(exe, lock, link)
 	if err != nil {
-		return upgradeResult{err: fmt.Errorf("socket pair: %w", err)}, false
-	}
-	mine, theirs := os.NewFile(uintptr(fds[0]), "upgrade"), os.NewFile(uintptr(fds[1]), "upgrade-child")
-	cmd := exec.Command(exe, os.Args[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
-	cmd.ExtraFiles = []*os.File{theirs, link}
-	env := upgradeEnv + "=1"
-	if lock != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, lock)
-		env = upgradeEnv + "=lock"
-	}
-	cmd.Env = append(withoutEnv(os.Environ(), upgradeEnv), env)
-	err = cmd.Start()
-	theirs.Close()
-	if err != nil {
-		mine.Close()
-		return upgradeResult{err: fmt.Errorf("start %s: %w", exe, err)}, false
+		return upgradeResult{err: err}, false
 	}
 	child := cmd.Process.Pid
 	log.Info("upgrade: the new process started", "child", child, "binary", exe)
@@ -226,6 +210,33 @@ func startChild(s *server.Server, cfg *config.Plan, exe string, log *slog.Logger
 			return upgradeResult{child: child}, hadWriter
 		}
 	}
+}
+
+// spawnChild starts exe with this process's arguments as the new process
+// of an upgrade, handing it its end of a socket pair, the link and the
+// pin dir's lock (if any); mine is this process's end.
+func spawnChild(exe string, lock, link *os.File) (cmd *exec.Cmd, mine *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("socket pair: %w", err)
+	}
+	mine, theirs := os.NewFile(uintptr(fds[0]), "upgrade"), os.NewFile(uintptr(fds[1]), "upgrade-child")
+	cmd = exec.Command(exe, os.Args[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
+	cmd.ExtraFiles = []*os.File{theirs, link}
+	env := upgradeEnv + "=1"
+	if lock != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, lock)
+		env = upgradeEnv + "=lock"
+	}
+	cmd.Env = append(withoutEnv(os.Environ(), upgradeEnv), env)
+	err = cmd.Start()
+	theirs.Close()
+	if err != nil {
+		mine.Close()
+		return nil, nil, fmt.Errorf("start %s: %w", exe, err)
+	}
+	return cmd, mine, nil
 }
 
 // withoutEnv returns env without the variable name.
