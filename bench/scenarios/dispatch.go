@@ -377,6 +377,31 @@ func dispPlainNetns(addrs []netip.Addr) (chan<- time.Duration, <-chan float64, e
 	return req, resp, nil
 }
 
+// dispUnrelatedAddrs returns n random addresses of connUnrelated, outside
+// every table the scenario writes.
+func dispUnrelatedAddrs(rnd *rand.Rand, n int) []netip.Addr {
+	addrs := make([]netip.Addr, n)
+	for i := range addrs {
+		a := connUnrelated.Addr().As16()
+		v := rnd.Uint64()
+		for j := range 8 {
+			a[8+j] = byte(v >> (8 * j))
+		}
+		addrs[i] = netip.AddrFrom16(a)
+	}
+	return addrs
+}
+
+// dispDetachedRate asks the plain namespace's dialer for d of connections
+// and returns their rate.
+func dispDetachedRate(d time.Duration, req chan<- time.Duration, resp <-chan float64) (float64, error) {
+	req <- d
+	if rate := <-resp; rate >= 0 {
+		return rate, nil
+	}
+	return 0, errors.New("dial in the plain namespace failed")
+}
+
 func runDispatchConnRate(c *harness.Ctx, r *harness.Result) error {
 	r.Title = "new TCP connections per second, steered (10k bindings) against a plain socket"
 	r.Unit = "connection"
@@ -416,16 +441,8 @@ func runDispatchConnRate(c *harness.Ctx, r *harness.Result) error {
 	defer plain.Close()
 	go dispAcceptClose(plain)
 
-	unrelated := make([]netip.Addr, 4096)
 	rnd := rand.New(rand.NewPCG(1, 2))
-	for i := range unrelated {
-		a := connUnrelated.Addr().As16()
-		v := rnd.Uint64()
-		for j := range 8 {
-			a[8+j] = byte(v >> (8 * j))
-		}
-		unrelated[i] = netip.AddrFrom16(a)
-	}
+	unrelated := dispUnrelatedAddrs(rnd, 4096)
 	req, resp, err := dispPlainNetns(unrelated)
 	if err != nil {
 		return fmt.Errorf("plain namespace: %w", err)
@@ -465,10 +482,7 @@ func runDispatchConnRate(c *harness.Ctx, r *harness.Result) error {
 				case "unrelated":
 					rate, err = dispDialFor(d, unrelated, connPlainPort, rnd)
 				case "detached":
-					req <- d
-					if rate = <-resp; rate < 0 {
-						err = errors.New("dial in the plain namespace failed")
-					}
+					rate, err = dispDetachedRate(d, req, resp)
 				}
 				if err != nil {
 					return fmt.Errorf("%s, %s bindings, round %d: %w", sys, name, round, err)
