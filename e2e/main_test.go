@@ -466,16 +466,7 @@ spectrum:
 		t.Fatal(err)
 	}
 	defer u.Close()
-	answered := false
-	for range 10 {
-		u.Write([]byte("hi\n"))
-		u.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		if n, err := u.Read(make([]byte, 64)); err == nil && n > 0 {
-			answered = true
-			break
-		}
-	}
-	if !answered {
+	if testutil.AskUDP(u, "hi\n", 10, 300*time.Millisecond) == "" {
 		t.Fatal("the udp flow never reached the live origin")
 	}
 	metric := func(name string) string {

@@ -245,17 +245,7 @@ func TestSpectrumFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	answered := false
-	for range 10 {
-		c.Write([]byte("hi\n"))
-		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		line, err := bufio.NewReader(c).ReadString('\n')
-		if err == nil && strings.HasPrefix(line, "live ") {
-			answered = true
-			break
-		}
-	}
-	if !answered {
+	if line := testutil.AskUDP(c, "hi\n", 10, 300*time.Millisecond); !strings.HasPrefix(line, "live ") {
 		t.Fatal("the udp flow never reached the live origin")
 	}
 	// New flows go to the live origin straight away.

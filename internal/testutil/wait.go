@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"net/http"
@@ -44,4 +45,18 @@ func Answers(hc *http.Client, url string, want int) error {
 		return fmt.Errorf("GET %s: %s, want %d", url, resp.Status, want)
 	}
 	return nil
+}
+
+// AskUDP sends msg on the connected UDP socket c and waits each for a line
+// of answer, up to tries times (a datagram may be lost, or go to an origin
+// that fails first). It returns the first line read, or "" when none came.
+func AskUDP(c net.Conn, msg string, tries int, each time.Duration) string {
+	for range tries {
+		c.Write([]byte(msg))
+		c.SetReadDeadline(time.Now().Add(each))
+		if line, err := bufio.NewReader(c).ReadString('\n'); err == nil {
+			return line
+		}
+	}
+	return ""
 }
