@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // pinned returns a command pinned to CPU 0 with GOMAXPROCS=1: the system
@@ -81,15 +82,13 @@ func BenchmarkSpectrumTCPThroughput(b *testing.B) {
 	ln := sink(b, "127.0.0.1:19000")
 	defer ln.Close()
 
-	dir := b.TempDir()
-	epCfg := filepath.Join(dir, "edgeproxy.yaml")
-	os.WriteFile(epCfg, []byte(`admin: {listen: "127.0.0.1:9180"}
+	epCfg := testutil.WriteConfig(b, `admin: {listen: "127.0.0.1:9180"}
 dispatch: {pin_dir: ""}
 store: {path: ""}
 prefixes: [{cidr: 192.0.2.0/24, service: spectrum}]
 spectrum:
   apps: [{name: bulk, protocol: tcp, edge: 192.0.2.0/24, ports: "5000", origins: ["127.0.0.1:19000"]}]
-`), 0o600)
+`)
 	ep := pinned(buildEdgeproxy(b), "run", "--config", epCfg)
 	var epLog bytes.Buffer
 	ep.Stderr = &epLog
@@ -98,7 +97,7 @@ spectrum:
 	}
 	defer func() { ep.Process.Kill(); ep.Wait() }()
 
-	hpCfg := filepath.Join(dir, "haproxy.cfg")
+	hpCfg := filepath.Join(b.TempDir(), "haproxy.cfg")
 	os.WriteFile(hpCfg, []byte(`global
   nbthread 1
   maxconn 1000
@@ -174,15 +173,13 @@ func BenchmarkSpectrumUDPRate(b *testing.B) {
 			origin.WriteTo(buf[:n], from)
 		}
 	}()
-	dir := b.TempDir()
-	epCfg := filepath.Join(dir, "edgeproxy.yaml")
-	os.WriteFile(epCfg, []byte(`admin: {listen: "127.0.0.1:9180"}
+	epCfg := testutil.WriteConfig(b, `admin: {listen: "127.0.0.1:9180"}
 dispatch: {pin_dir: ""}
 store: {path: ""}
 prefixes: [{cidr: 192.0.2.0/24, service: spectrum}]
 spectrum:
   apps: [{name: echo, protocol: udp, edge: 192.0.2.0/24, ports: "5001", origins: ["127.0.0.1:19002"]}]
-`), 0o600)
+`)
 	ep := pinned(buildEdgeproxy(b), "run", "--config", epCfg)
 	if err := ep.Start(); err != nil {
 		b.Fatal(err)
