@@ -37,7 +37,7 @@ type Amender interface {
 // holds equal to validating the whole candidate.
 type Manager struct {
 	apply Applier
-	store *Store // nil: API-made items are not persisted
+	store *FileStore // nil: API-made items are not persisted
 
 	// OnApply, when set, is called after every successful change with the
 	// time the data plane took. Set it before the first change.
@@ -59,7 +59,7 @@ type Manager struct {
 
 // NewManager returns a manager with an empty state, applying through a and
 // persisting API-made items in store (nil: not persisted).
-func NewManager(a Applier, store *Store) *Manager {
+func NewManager(a Applier, store *FileStore) *Manager {
 	m := &Manager{apply: a, store: store}
 	m.setStateLocked(&State{}, Services{}, nil)
 	return m

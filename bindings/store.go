@@ -16,7 +16,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/dispatch"
 )
 
-// Store persists the prefixes and bindings made through the admin API in
+// FileStore persists the prefixes and bindings made through the admin API in
 // one JSON file, rewritten atomically on every change: a temporary file in
 // the same directory, fsync, rename, fsync of the directory. A crash at any
 // point leaves the old file or the new one, never a mix, so a change that
@@ -27,7 +27,7 @@ import (
 // a directory this process cannot write opens read-only: Load works, Save
 // of anything new fails with ErrReadOnly, and Writable says so (the admin
 // API then answers 503 naming the store).
-type Store struct {
+type FileStore struct {
 	path string
 
 	mu       sync.Mutex
@@ -66,10 +66,10 @@ type storedBinding struct {
 }
 
 // NewStore returns the store at path. Nothing is read or written yet.
-func NewStore(path string) *Store { return &Store{path: path} }
+func NewStore(path string) *FileStore { return &FileStore{path: path} }
 
 // Path returns the file's path.
-func (s *Store) Path() string { return s.path }
+func (s *FileStore) Path() string { return s.path }
 
 // Load reads the API-made prefixes and bindings. A missing file is an empty
 // store. A file that cannot be decoded, or whose items are malformed, is an
@@ -78,7 +78,7 @@ func (s *Store) Path() string { return s.path }
 // Load also removes the temporary files a killed writer left behind (the
 // store has one writer: the process holding the pin dir's lock), and finds
 // out whether the directory can be written.
-func (s *Store) Load() (*State, error) {
+func (s *FileStore) Load() (*State, error) {
 	st, err := s.load()
 	if err != nil {
 		return nil, err
@@ -95,7 +95,7 @@ func (s *Store) Load() (*State, error) {
 	return st, nil
 }
 
-func (s *Store) load() (*State, error) {
+func (s *FileStore) load() (*State, error) {
 	b, err := os.ReadFile(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &State{}, nil
@@ -146,11 +146,11 @@ func (s *Store) load() (*State, error) {
 }
 
 // tmpPattern names the temporary files of a store's writes.
-func (s *Store) tmpPattern() string { return "." + filepath.Base(s.path) + ".tmp-*" }
+func (s *FileStore) tmpPattern() string { return "." + filepath.Base(s.path) + ".tmp-*" }
 
 // probe says why the store's directory cannot be written, or nil. A
 // missing directory is created.
-func (s *Store) probe() error {
+func (s *FileStore) probe() error {
 	dir := filepath.Dir(s.path)
 	err := os.MkdirAll(dir, 0o700)
 	if err == nil {
@@ -167,7 +167,7 @@ func (s *Store) probe() error {
 }
 
 // removeStale removes the temporary files of writes that never completed.
-func (s *Store) removeStale() error {
+func (s *FileStore) removeStale() error {
 	stale, err := filepath.Glob(filepath.Join(filepath.Dir(s.path), s.tmpPattern()))
 	if err != nil {
 		return fmt.Errorf("store %s: %w", s.path, err)
@@ -183,7 +183,7 @@ func (s *Store) removeStale() error {
 // Writable returns nil when Save can write, or why not (ErrReadOnly,
 // naming the store). A read-only store looks again, so that a directory
 // made writable is noticed without a restart.
-func (s *Store) Writable() error {
+func (s *FileStore) Writable() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.readOnly != nil {
@@ -196,7 +196,7 @@ func (s *Store) Writable() error {
 // atomically. When Save returns nil the change is on disk. When the items
 // are those the file holds already, nothing is written. The encoding is
 // written by hand, cheap beside the file's fsync, which dominates.
-func (s *Store) Save(st *State) error {
+func (s *FileStore) Save(st *State) error {
 	b := encodeState(st)
 	s.mu.Lock()
 	defer s.mu.Unlock()

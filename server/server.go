@@ -194,7 +194,7 @@ type startState struct {
 	fromConfig, fromAPI, initial *bindings.State
 	svc                          bindings.Services
 	guards                       []bindings.Guard
-	store                        *bindings.Store // nil without store.path
+	store                        *bindings.FileStore // nil without store.path
 }
 
 // load reads the store and checks the configuration's and the store's
@@ -403,7 +403,7 @@ func (s *Server) applyAndAttach(st *startState, sockets map[string]syscall.Conn)
 
 // serveAdmin listens on the bound admin socket and serves the API; for a
 // live upgrade with binding changes held until the handover is confirmed.
-func (s *Server) serveAdmin(adminSock *os.File, upgrading bool, token string, store *bindings.Store) (err error) {
+func (s *Server) serveAdmin(adminSock *os.File, upgrading bool, token string, store *bindings.FileStore) (err error) {
 	if s.adminLn, err = listenAdmin(adminSock); err != nil {
 		return fmt.Errorf("admin.listen: %w", err)
 	}
@@ -450,7 +450,7 @@ func readToken(path string) (string, error) {
 
 // writable says whether the admin API may change the binding state: not
 // while the store cannot be written (a change could not be persisted).
-func (s *Server) writable(store *bindings.Store) func() error {
+func (s *Server) writable(store *bindings.FileStore) func() error {
 	if store == nil {
 		return nil
 	}
