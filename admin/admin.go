@@ -4,6 +4,7 @@
 package admin
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -52,6 +53,18 @@ type Options struct {
 	// a non-nil error (such as a read-only store) answers every /v1
 	// change with 503 and that error, before the change is tried.
 	Writable func() error
+	// Fleet shows the fleet (GET /v1/nodes, GET /v1/fleet); nil on a
+	// single node.
+	Fleet *FleetView
+	// Audit lists the audit log after a revision (GET /v1/audit); nil:
+	// there is none.
+	Audit func(ctx context.Context, since int64, limit int) ([]bindings.AuditEntry, error)
+}
+
+// FleetView is what the API shows of the fleet.
+type FleetView struct {
+	Nodes   func() any // GET /v1/nodes
+	Summary func() any // GET /v1/fleet
 }
 
 // maxBody bounds request bodies.
@@ -78,7 +91,7 @@ func makeAPI(opts Options) *api {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	a := &api{opts: opts, m: opts.Bindings}
+	a := &api{opts: opts, m: opts.Bindings, tokenID: tokenIDOf(opts.Token)}
 	a.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "edgeproxy_api_requests_total",
 		Help: "Admin API requests by route and status code.",
@@ -108,6 +121,9 @@ func (a *api) routes() map[string]handlerFunc {
 		"GET /v1/lookup":                                        a.lookup,
 		"GET /v1/origins":                                       a.origins,
 		"GET /v1/status":                                        a.status,
+		"GET /v1/nodes":                                         a.nodes,
+		"GET /v1/fleet":                                         a.fleet,
+		"GET /v1/audit":                                         a.audit,
 		"/v1/":                                                  a.noRoute,
 	}
 }
@@ -136,6 +152,7 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 type api struct {
 	opts     Options
 	m        *bindings.Manager
+	tokenID  string // names the token in audit entries
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 }
@@ -286,10 +303,10 @@ type Prefix struct {
 	Source      string `json:"source"`
 }
 
-// Provisioning is where a change stands on the node (fleet-wide later).
-type Provisioning struct {
-	State string `json:"state"`
-}
+// Provisioning is how far a change has reached: on a single node it is
+// active once answered; on a fleet, pending until every live node in its
+// scope holds it.
+type Provisioning = bindings.Provisioning
 
 // Binding is a binding, a prefix's default binding included.
 type Binding struct {
@@ -326,13 +343,19 @@ func toPrefix(p bindings.Prefix) Prefix {
 	return Prefix{ID: p.ID, CIDR: p.CIDR.String(), ServiceID: string(p.Service), ServiceName: p.Service.Name(), Source: string(p.Source)}
 }
 
+// binding returns b as the API shows it, with its provisioning.
+func (a *api) binding(b bindings.Binding) Binding {
+	j := toBinding(b)
+	j.Provisioning = a.m.Provisioning(b)
+	return j
+}
+
+// toBinding returns b as the API shows it, without its provisioning.
 func toBinding(b bindings.Binding) Binding {
 	j := Binding{
 		ID: b.ID, PrefixID: b.PrefixID, CIDR: b.CIDR.String(),
 		ServiceID: string(b.Service), ServiceName: b.Service.Name(),
 		Default: b.Default, Source: string(b.Source),
-		// On a single node a change returns once the data plane holds it.
-		Provisioning: Provisioning{State: "active"},
 	}
 	if b.PortScoped() {
 		j.Protocol, j.Port = b.Protocol.String(), b.Port
@@ -395,7 +418,7 @@ func (a *api) createPrefix(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	p, err := a.m.CreatePrefix(cidr, svc)
+	p, err := a.m.CreatePrefix(a.request(r), cidr, svc)
 	if err != nil {
 		return err
 	}
@@ -414,7 +437,7 @@ func (a *api) deletePrefix(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("prefix_id")
 	p, err := a.m.Prefix(id)
 	if err == nil {
-		err = a.m.DeletePrefix(id, cascade)
+		_, err = a.m.DeletePrefix(a.request(r), id, cascade)
 	}
 	if err != nil {
 		return err
@@ -429,7 +452,7 @@ func (a *api) listBindings(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := make([]Binding, len(bs))
 	for i, b := range bs {
-		out[i] = toBinding(b)
+		out[i] = a.binding(b)
 	}
 	return writeResult(w, out)
 }
@@ -439,7 +462,7 @@ func (a *api) getBinding(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeResult(w, toBinding(b))
+	return writeResult(w, a.binding(b))
 }
 
 type createBindingBody struct {
@@ -463,11 +486,15 @@ func (a *api) createBinding(w http.ResponseWriter, r *http.Request) error {
 	} else if err != nil {
 		return err
 	}
-	b, err := a.m.CreateBinding(r.PathValue("prefix_id"), cidr, proto, port, svc)
+	wait, err := waitField(r)
 	if err != nil {
 		return err
 	}
-	return writeResult(w, toBinding(b))
+	b, err := a.m.CreateBinding(a.request(r), r.PathValue("prefix_id"), cidr, proto, port, svc)
+	if err != nil {
+		return err
+	}
+	return writeResult(w, a.waitFor(r, wait, b))
 }
 
 // value is what p points to, or the zero value when p is nil.
@@ -524,12 +551,16 @@ func (a *api) moveBinding(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	b, err := a.m.MoveBinding(r.PathValue("prefix_id"), r.PathValue("binding_id"), svc)
+	wait, err := waitField(r)
+	if err != nil {
+		return err
+	}
+	b, err := a.m.MoveBinding(a.request(r), r.PathValue("prefix_id"), r.PathValue("binding_id"), svc)
 	if err != nil {
 		return err
 	}
 	a.drain(drain)
-	return writeResult(w, toBinding(b))
+	return writeResult(w, a.waitFor(r, wait, b))
 }
 
 func (a *api) deleteBinding(w http.ResponseWriter, r *http.Request) error {
@@ -543,16 +574,18 @@ func (a *api) deleteBinding(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	pid, id := r.PathValue("prefix_id"), r.PathValue("binding_id")
-	b, err := a.m.Binding(pid, id)
-	if err == nil {
-		err = a.m.DeleteBinding(pid, id)
+	wait, err := waitField(r)
+	if err != nil {
+		return err
 	}
+	b, rev, err := a.m.DeleteBinding(a.request(r), r.PathValue("prefix_id"), r.PathValue("binding_id"))
 	if err != nil {
 		return err
 	}
 	a.drain(drain)
-	return writeResult(w, toBinding(b))
+	j := toBinding(b)
+	j.Provisioning = a.waitAt(r, wait, bindings.KeyOf(b), rev)
+	return writeResult(w, j)
 }
 
 // drain starts the drain deadline a change asked for, if it asked.
@@ -574,7 +607,7 @@ func (a *api) lookup(w http.ResponseWriter, r *http.Request) error {
 		out.Service = &s
 	}
 	if res.Binding != nil {
-		b := toBinding(*res.Binding)
+		b := a.binding(*res.Binding)
 		out.Binding = &b
 	}
 	if res.App != nil {

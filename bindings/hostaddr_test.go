@@ -1,6 +1,7 @@
 package bindings_test
 
 import (
+	"context"
 	"net/netip"
 	"strings"
 	"testing"
@@ -44,7 +45,7 @@ func TestHostilePrefixCoversHost(t *testing.T) {
 		if err := m.Apply(&bindings.State{}, bindings.Services{}, iface); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := m.CreatePrefix(netip.MustParsePrefix(tc.cidr), bindings.CDN); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := m.CreatePrefix(context.Background(), netip.MustParsePrefix(tc.cidr), bindings.CDN); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("CreatePrefix %s: %v, want %q", tc.cidr, err, tc.want)
 		}
 	}

@@ -35,22 +35,39 @@ type Amender interface {
 // admin API's single changes check the one item against the same rules
 // (checkPrefix, checkBinding) and the indexes, which TestIncrementalMatchesFull
 // holds equal to validating the whole candidate.
+//
+// On a fleet (SetFleet) the API's changes are not made here: they are
+// validated here, written to the fleet's store, and applied when the fleet
+// hands them back (ApplyEvents), on this node as on every other.
 type Manager struct {
 	apply Applier
-	store *FileStore // nil: API-made items are not persisted
+	store Store // nil: API-made items are not persisted
 
 	// OnApply, when set, is called after every successful change with the
 	// time the data plane took. Set it before the first change.
 	OnApply func(time.Duration)
+	// OnAudit, when set, is called with the audit entry of every change
+	// the API made through this manager, once it is applied. Set it
+	// before the first change.
+	OnAudit func(AuditEntry)
+
+	// OnRevision, when set, is called (under the manager's lock: it must
+	// not block or call back) whenever the state's revision grows.
+	OnRevision func()
+
+	fleet Fleet // nil: a single node
 
 	mu         sync.Mutex // serializes changes; guards the fields below
 	held       error      // non-nil: every change is refused with it (Hold)
 	state      *State
 	svc        Services
 	guards     []Guard
-	idx        *index         // prefixes of state by CIDR
-	prefixPos  map[string]int // prefix id -> index in state.Prefixes
-	bindingPos map[string]int // binding id -> index in state.Bindings
+	idx        *index           // prefixes of state by CIDR
+	prefixPos  map[string]int   // prefix id -> index in state.Prefixes
+	bindingPos map[string]int   // binding id -> index in state.Bindings
+	revision   int64            // the store's revision the state is at
+	revs       map[string]int64 // store key of an API-made item -> revision of its last change
+	applied    *sync.Cond       // broadcast when revision grows
 
 	// own is the ownership snapshot of the current state, replaced (never
 	// changed) at the end of every successful change. Readers take no lock.
@@ -59,10 +76,35 @@ type Manager struct {
 
 // NewManager returns a manager with an empty state, applying through a and
 // persisting API-made items in store (nil: not persisted).
-func NewManager(a Applier, store *FileStore) *Manager {
-	m := &Manager{apply: a, store: store}
+func NewManager(a Applier, store Store) *Manager {
+	m := &Manager{apply: a, store: store, revs: map[string]int64{}}
+	m.applied = sync.NewCond(&m.mu)
 	m.setStateLocked(&State{}, Services{}, nil)
 	return m
+}
+
+// Adopt makes the API-made items st, read from the store at revision rev,
+// the manager's before its first change, without validating or applying
+// them: the Apply that follows (with the configuration's items merged in)
+// validates and applies the whole, and persists only what differs.
+func (m *Manager) Adopt(st *State, rev int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.setStateLocked(st.Clone(), m.svc, m.guards)
+	m.revision = rev
+	for _, p := range st.Prefixes {
+		m.revs[PrefixKey(p.ID)] = rev
+	}
+	for _, b := range st.Bindings {
+		m.revs[BindingKey(b.PrefixID, b.ID)] = rev
+	}
+}
+
+// Revision returns the revision of the store the state is at.
+func (m *Manager) Revision() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.revision
 }
 
 // Apply makes st, with what the services serve and the guarded addresses,
@@ -96,25 +138,63 @@ func (m *Manager) changeLocked(st *State, svc Services, guards []Guard) error {
 	if err := Validate(st, svc, guards); err != nil {
 		return err
 	}
+	mut := diffAPI(m.state, st)
+	if m.fleet != nil && !mut.Empty() {
+		// The fleet's items change only through the fleet: a whole
+		// state (start, reload) takes them as they are.
+		return internalErr("a whole state may not change the fleet's items (%d keys differ)", len(mut.Create)+len(mut.Update)+len(mut.Delete))
+	}
+	return m.replaceLocked(st, svc, guards, m.revision+1, mut)
+}
+
+// replaceLocked applies a validated whole state to the data plane, then
+// persists mut at revision rev (when it changes anything), and makes st
+// current. The caller holds m.mu.
+func (m *Manager) replaceLocked(st *State, svc Services, guards []Guard, rev int64, mut Mutation) error {
 	start := time.Now()
 	if err := m.apply.Replace(Table(st, svc)); err != nil {
 		return internalErr("the data plane refused the change: %v", err)
 	}
 	took := time.Since(start)
-	if m.store != nil {
-		if err := m.store.Save(st); err != nil {
-			// Put the data plane back: nothing was acknowledged.
-			if rerr := m.apply.Replace(Table(m.state, m.svc)); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("and restoring the data plane failed: %w", rerr))
-			}
-			return internalErr("persist the change: %v", err)
+	if err := m.persistLocked(rev, mut); err != nil {
+		// Put the data plane back: nothing was acknowledged.
+		if rerr := m.apply.Replace(Table(m.state, m.svc)); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("and restoring the data plane failed: %w", rerr))
 		}
+		return internalErr("persist the change: %v", err)
 	}
 	m.setStateLocked(st, svc, guards)
+	m.touchedLocked(rev, mut)
 	if m.OnApply != nil {
 		m.OnApply(took)
 	}
 	return nil
+}
+
+// persistLocked commits mut at rev to the store, if there is one and mut
+// changes anything.
+func (m *Manager) persistLocked(rev int64, mut Mutation) error {
+	if m.store == nil || mut.Empty() {
+		return nil
+	}
+	return m.store.Commit(rev, mut)
+}
+
+// touchedLocked records that the keys of mut changed at rev, and that the
+// state is at rev when mut changed anything.
+func (m *Manager) touchedLocked(rev int64, mut Mutation) {
+	if mut.Empty() && rev <= m.revision {
+		return
+	}
+	for _, rs := range [][]Record{mut.Create, mut.Update} {
+		for _, r := range rs {
+			m.revs[r.Key] = rev
+		}
+	}
+	for _, k := range mut.Delete {
+		delete(m.revs, k)
+	}
+	m.seenLocked(rev)
 }
 
 // Hold refuses every change from now on, with an error of KindUnavailable
@@ -150,46 +230,55 @@ func (m *Manager) setStateLocked(st *State, svc Services, guards []Guard) {
 	}
 }
 
-// commitLocked makes a single change: the data plane takes the bindings in
-// remove out and those in add in, mutate changes the state and its indexes,
-// and the store persists it. undo reverts mutate. On any error nothing has
-// changed. The caller holds m.mu and has validated the change.
-func (m *Manager) commitLocked(remove, add []dispatch.Binding, mutate, undo func()) error {
+// change is one planned change of the API: the bindings the data plane
+// takes out and in, the mutation of the state (and its undo), and what the
+// store writes.
+type change struct {
+	remove, add  []dispatch.Binding
+	mutate, undo func()
+	mut          Mutation
+}
+
+// commitLocked makes a single change at the next revision: the data plane
+// takes the bindings in remove out and those in add in, mutate changes the
+// state and its indexes, and the store persists it. On any error nothing
+// has changed. The caller holds m.mu and has validated the change.
+func (m *Manager) commitLocked(c change) error {
 	if m.held != nil {
 		return m.held
 	}
 	start := time.Now()
 	am, amends := m.apply.(Amender)
 	if amends {
-		if err := am.Amend(remove, add); err != nil {
+		if err := am.Amend(c.remove, c.add); err != nil {
 			return internalErr("the data plane refused the change: %v", err)
 		}
-		mutate()
+		c.mutate()
 	} else {
-		mutate()
+		c.mutate()
 		if err := m.apply.Replace(Table(m.state, m.svc)); err != nil {
-			undo()
+			c.undo()
 			return internalErr("the data plane refused the change: %v", err)
 		}
 	}
 	took := time.Since(start)
-	if m.store != nil {
-		if err := m.store.Save(m.state); err != nil {
-			undo()
-			var rerr error
-			if amends {
-				rerr = am.Amend(add, remove)
-			} else {
-				rerr = m.apply.Replace(Table(m.state, m.svc))
-			}
-			if rerr != nil {
-				err = errors.Join(err, fmt.Errorf("and restoring the data plane failed: %w", rerr))
-			}
-			return internalErr("persist the change: %v", err)
+	rev := m.revision + 1
+	if err := m.persistLocked(rev, c.mut); err != nil {
+		c.undo()
+		var rerr error
+		if amends {
+			rerr = am.Amend(c.add, c.remove)
+		} else {
+			rerr = m.apply.Replace(Table(m.state, m.svc))
 		}
+		if rerr != nil {
+			err = errors.Join(err, fmt.Errorf("and restoring the data plane failed: %w", rerr))
+		}
+		return internalErr("persist the change: %v", err)
 	}
 	// The change is made: the snapshot follows it, path by path.
-	m.own.Store(m.own.Load().amended(remove, add))
+	m.own.Store(m.own.Load().amended(c.remove, c.add))
+	m.touchedLocked(rev, c.mut)
 	if m.OnApply != nil {
 		m.OnApply(took)
 	}

@@ -2,6 +2,7 @@ package bindings
 
 import (
 	"cmp"
+	"context"
 	"net/netip"
 	"slices"
 
@@ -108,186 +109,257 @@ func (m *Manager) Binding(prefixID, id string) (Binding, error) {
 	return Binding{}, opErr(KindNotFound, "binding_id", "prefix %s has no binding with id %q", prefixID, id)
 }
 
+// audit returns the audit entry of an action on b, before and after (nil
+// where there is none).
+func audit(action string, before, after *Binding) *AuditEntry {
+	e := &AuditEntry{Action: action}
+	for _, b := range []*Binding{before, after} {
+		if b != nil {
+			e.PrefixID, e.BindingID = b.PrefixID, b.ID
+		}
+	}
+	if before != nil {
+		e.Before = auditItem(*before)
+	}
+	if after != nil {
+		e.After = auditItem(*after)
+	}
+	return e
+}
+
+// dependsOnPrefix is what a change inside prefix id reads: the prefix and
+// its bindings.
+func dependsOnPrefix(id string) []string { return []string{PrefixKey(id), BindingsOf(id)} }
+
 // CreatePrefix onboards a prefix through the API.
-func (m *Manager) CreatePrefix(cidr netip.Prefix, svc Service) (Prefix, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (m *Manager) CreatePrefix(ctx context.Context, cidr netip.Prefix, svc Service) (Prefix, error) {
 	p := NewPrefix(cidr, svc, FromAPI)
+	_, err := m.run(ctx, func() (change, error) { return m.planCreatePrefix(p) })
+	return p, err
+}
+
+func (m *Manager) planCreatePrefix(p Prefix) (change, error) {
 	if i, ok := m.prefixPos[p.ID]; ok {
-		return Prefix{}, opErr(KindConflict, "cidr", "prefix %s already exists (from %s)", cidr, m.state.Prefixes[i].Source)
+		return change{}, opErr(KindConflict, "cidr", "prefix %s already exists (from %s)", p.CIDR, m.state.Prefixes[i].Source)
 	}
 	var e errList
 	checkPrefix(&e, p, m.idx, m.guards)
+	cidr := p.CIDR
 	for _, q := range m.state.Prefixes {
 		if q.CIDR.Addr().Is4() == cidr.Addr().Is4() && q.CIDR.Bits() > cidr.Bits() && cidr.Contains(q.CIDR.Addr()) {
 			e.conflict(prefixItem(p), "cidr", "overlaps %s, which it contains", describePrefix(q))
 		}
 	}
 	if err := e.err(); err != nil {
-		return Prefix{}, err
+		return change{}, err
 	}
-	return p, m.commitLocked(nil, []dispatch.Binding{dispatchBinding(p.DefaultBinding())},
-		func() { m.addPrefixLocked(p) },
-		func() { m.removePrefixLocked(p.ID) })
+	def := p.DefaultBinding()
+	return change{
+		add:    []dispatch.Binding{dispatchBinding(def)},
+		mutate: func() { m.addPrefixLocked(p) },
+		undo:   func() { m.removePrefixLocked(p.ID) },
+		// A new prefix depends on every prefix: none may overlap it.
+		mut: Mutation{Create: []Record{EncodePrefix(p)}, Depends: []string{PrefixKeys}, Audit: audit("create", nil, &def)},
+	}, nil
 }
 
 // DeletePrefix deletes an API-made prefix. With bindings inside, it refuses
-// unless cascade is set, which deletes them too.
-func (m *Manager) DeletePrefix(id string, cascade bool) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+// unless cascade is set, which deletes them too. It returns the revision
+// of the deletion.
+func (m *Manager) DeletePrefix(ctx context.Context, id string, cascade bool) (int64, error) {
+	return m.run(ctx, func() (change, error) { return m.planDeletePrefix(id, cascade) })
+}
+
+func (m *Manager) planDeletePrefix(id string, cascade bool) (change, error) {
 	i, ok := m.prefixPos[id]
 	if !ok {
-		return opErr(KindNotFound, "prefix_id", "no prefix has id %q", id)
+		return change{}, opErr(KindNotFound, "prefix_id", "no prefix has id %q", id)
 	}
 	p := m.state.Prefixes[i]
 	if p.Source != FromAPI {
-		return opErr(KindConfigOwned, "prefix_id", "prefix %s is declared by the configuration file; remove it there", p.CIDR)
+		return change{}, opErr(KindConfigOwned, "prefix_id", "prefix %s is declared by the configuration file; remove it there", p.CIDR)
 	}
 	var inside []Binding
 	for _, b := range m.state.Bindings {
 		if b.PrefixID == id {
 			if b.Source != FromAPI {
-				return opErr(KindConfigOwned, "prefix_id", "%s inside prefix %s is declared by the configuration file", describeBinding(b), p.CIDR)
+				return change{}, opErr(KindConfigOwned, "prefix_id", "%s inside prefix %s is declared by the configuration file", describeBinding(b), p.CIDR)
 			}
 			inside = append(inside, b)
 		}
 	}
 	if len(inside) > 0 && !cascade {
-		return opErr(KindHasBindings, "", "prefix %s has %d bindings: delete them first, or delete with ?cascade=true", p.CIDR, len(inside))
+		return change{}, opErr(KindHasBindings, "", "prefix %s has %d bindings: delete them first, or delete with ?cascade=true", p.CIDR, len(inside))
 	}
-	remove := []dispatch.Binding{dispatchBinding(p.DefaultBinding())}
+	def := p.DefaultBinding()
+	remove := []dispatch.Binding{dispatchBinding(def)}
+	mut := Mutation{Delete: []string{PrefixKey(id)}, Depends: dependsOnPrefix(id), Audit: audit("delete", &def, nil)}
 	for _, b := range inside {
 		remove = append(remove, dispatchBinding(b))
+		mut.Delete = append(mut.Delete, KeyOf(b))
 	}
-	return m.commitLocked(remove, nil,
-		func() {
+	return change{
+		remove: remove,
+		mutate: func() {
 			for _, b := range inside {
 				m.removeBindingLocked(b.ID)
 			}
 			m.removePrefixLocked(id)
 		},
-		func() {
+		undo: func() {
 			m.addPrefixLocked(p)
 			for _, b := range inside {
 				m.addBindingLocked(b)
 			}
-		})
+		},
+		mut: mut,
+	}, nil
 }
 
 // CreateBinding adds a binding inside a prefix through the API.
-func (m *Manager) CreateBinding(prefixID string, cidr netip.Prefix, proto dispatch.Protocol, port uint16, svc Service) (Binding, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	i, ok := m.prefixPos[prefixID]
-	if !ok {
-		return Binding{}, opErr(KindNotFound, "prefix_id", "no prefix has id %q", prefixID)
-	}
-	p := m.state.Prefixes[i]
-	if cidr.Addr().Is4() != p.CIDR.Addr().Is4() || cidr.Bits() < p.CIDR.Bits() || !p.CIDR.Contains(cidr.Addr()) {
-		return Binding{}, opErr(KindInvalid, "cidr", "%s is not inside prefix %s", cidr, p.CIDR)
-	}
+func (m *Manager) CreateBinding(ctx context.Context, prefixID string, cidr netip.Prefix, proto dispatch.Protocol, port uint16, svc Service) (Binding, error) {
 	b := NewBinding(cidr, proto, port, svc, FromAPI)
 	b.PrefixID = prefixID
+	_, err := m.run(ctx, func() (change, error) { return m.planCreateBinding(b) })
+	return b, err
+}
+
+func (m *Manager) planCreateBinding(b Binding) (change, error) {
+	i, ok := m.prefixPos[b.PrefixID]
+	if !ok {
+		return change{}, opErr(KindNotFound, "prefix_id", "no prefix has id %q", b.PrefixID)
+	}
+	p, cidr := m.state.Prefixes[i], b.CIDR
+	if cidr.Addr().Is4() != p.CIDR.Addr().Is4() || cidr.Bits() < p.CIDR.Bits() || !p.CIDR.Contains(cidr.Addr()) {
+		return change{}, opErr(KindInvalid, "cidr", "%s is not inside prefix %s", cidr, p.CIDR)
+	}
 	if b.ID == p.DefaultBinding().ID {
-		return Binding{}, opErr(KindConflict, "cidr", "%s is the prefix's default binding (id %s): PATCH it to change the prefix's service", cidr, b.ID)
+		return change{}, opErr(KindConflict, "cidr", "%s is the prefix's default binding (id %s): PATCH it to change the prefix's service", cidr, b.ID)
 	}
 	if j, ok := m.bindingPos[b.ID]; ok {
 		o := m.state.Bindings[j]
-		return Binding{}, opErr(KindConflict, "cidr", "%s already exists (id %s, from %s)", describeBinding(o), o.ID, o.Source)
+		return change{}, opErr(KindConflict, "cidr", "%s already exists (id %s, from %s)", describeBinding(o), o.ID, o.Source)
 	}
 	var e errList
 	checkBinding(&e, b, m.idx, m.svc)
 	if err := e.err(); err != nil {
-		return Binding{}, err
+		return change{}, err
 	}
-	return b, m.commitLocked(nil, []dispatch.Binding{dispatchBinding(b)},
-		func() { m.addBindingLocked(b) },
-		func() { m.removeBindingLocked(b.ID) })
+	return change{
+		add:    []dispatch.Binding{dispatchBinding(b)},
+		mutate: func() { m.addBindingLocked(b) },
+		undo:   func() { m.removeBindingLocked(b.ID) },
+		mut:    Mutation{Create: []Record{EncodeBinding(b)}, Depends: dependsOnPrefix(b.PrefixID), Audit: audit("create", nil, &b)},
+	}, nil
 }
 
 // MoveBinding gives a binding to another service in one atomic step. Moving
 // a prefix's default binding changes the prefix's default service.
-func (m *Manager) MoveBinding(prefixID, id string, svc Service) (Binding, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (m *Manager) MoveBinding(ctx context.Context, prefixID, id string, svc Service) (Binding, error) {
+	var moved Binding
+	_, err := m.run(ctx, func() (c change, err error) {
+		moved, c, err = m.planMove(prefixID, id, svc)
+		return c, err
+	})
+	return moved, err
+}
+
+func (m *Manager) planMove(prefixID, id string, svc Service) (Binding, change, error) {
 	i, ok := m.prefixPos[prefixID]
 	if !ok {
-		return Binding{}, opErr(KindNotFound, "prefix_id", "no prefix has id %q", prefixID)
+		return Binding{}, change{}, opErr(KindNotFound, "prefix_id", "no prefix has id %q", prefixID)
 	}
 	if p := m.state.Prefixes[i]; p.DefaultBinding().ID == id {
-		return m.moveDefaultLocked(p, svc)
+		return m.planMoveDefault(p, svc)
 	}
 	j, ok := m.bindingPos[id]
 	if !ok || m.state.Bindings[j].PrefixID != prefixID {
-		return Binding{}, opErr(KindNotFound, "binding_id", "prefix %s has no binding with id %q", prefixID, id)
+		return Binding{}, change{}, opErr(KindNotFound, "binding_id", "prefix %s has no binding with id %q", prefixID, id)
 	}
-	return m.moveBindingLocked(m.state.Bindings[j], svc)
+	return m.planMoveBinding(m.state.Bindings[j], svc)
 }
 
-// moveDefaultLocked gives prefix p's default binding, so the prefix, to svc.
-func (m *Manager) moveDefaultLocked(p Prefix, svc Service) (Binding, error) {
+// planMoveDefault gives prefix p's default binding, so the prefix, to svc.
+func (m *Manager) planMoveDefault(p Prefix, svc Service) (Binding, change, error) {
 	if p.Source != FromAPI {
-		return Binding{}, opErr(KindConfigOwned, "binding_id", "the default binding of %s is declared by the configuration file; change it there", p.CIDR)
+		return Binding{}, change{}, opErr(KindConfigOwned, "binding_id", "the default binding of %s is declared by the configuration file; change it there", p.CIDR)
 	}
 	moved := p
 	moved.Service = svc
 	var e errList
 	checkPrefix(&e, moved, m.idx, m.guards)
 	if err := e.err(); err != nil {
-		return Binding{}, err
+		return Binding{}, change{}, err
 	}
 	if svc == p.Service {
-		return p.DefaultBinding(), nil
+		return p.DefaultBinding(), change{}, nil
 	}
-	return moved.DefaultBinding(), m.commitLocked(
-		[]dispatch.Binding{dispatchBinding(p.DefaultBinding())}, []dispatch.Binding{dispatchBinding(moved.DefaultBinding())},
-		func() { m.setPrefixServiceLocked(p.ID, svc) },
-		func() { m.setPrefixServiceLocked(p.ID, p.Service) })
+	before, after := p.DefaultBinding(), moved.DefaultBinding()
+	return after, change{
+		remove: []dispatch.Binding{dispatchBinding(before)},
+		add:    []dispatch.Binding{dispatchBinding(after)},
+		mutate: func() { m.setPrefixServiceLocked(p.ID, svc) },
+		undo:   func() { m.setPrefixServiceLocked(p.ID, p.Service) },
+		mut:    Mutation{Update: []Record{EncodePrefix(moved)}, Depends: dependsOnPrefix(p.ID), Audit: audit("move", &before, &after)},
+	}, nil
 }
 
-// moveBindingLocked gives binding b, not a prefix's default, to svc.
-func (m *Manager) moveBindingLocked(b Binding, svc Service) (Binding, error) {
+// planMoveBinding gives binding b, not a prefix's default, to svc.
+func (m *Manager) planMoveBinding(b Binding, svc Service) (Binding, change, error) {
 	if b.Source != FromAPI {
-		return Binding{}, opErr(KindConfigOwned, "binding_id", "%s is declared by the configuration file; change it there", describeBinding(b))
+		return Binding{}, change{}, opErr(KindConfigOwned, "binding_id", "%s is declared by the configuration file; change it there", describeBinding(b))
 	}
 	moved := b
 	moved.Service = svc
 	var e errList
 	checkBinding(&e, moved, m.idx, m.svc)
 	if err := e.err(); err != nil {
-		return Binding{}, err
+		return Binding{}, change{}, err
 	}
 	if svc == b.Service {
-		return b, nil
+		return b, change{}, nil
 	}
-	return moved, m.commitLocked(
-		[]dispatch.Binding{dispatchBinding(b)}, []dispatch.Binding{dispatchBinding(moved)},
-		func() { m.state.Bindings[m.bindingPos[b.ID]].Service = svc },
-		func() { m.state.Bindings[m.bindingPos[b.ID]].Service = b.Service })
+	return moved, change{
+		remove: []dispatch.Binding{dispatchBinding(b)},
+		add:    []dispatch.Binding{dispatchBinding(moved)},
+		mutate: func() { m.state.Bindings[m.bindingPos[b.ID]].Service = svc },
+		undo:   func() { m.state.Bindings[m.bindingPos[b.ID]].Service = b.Service },
+		mut:    Mutation{Update: []Record{EncodeBinding(moved)}, Depends: dependsOnPrefix(b.PrefixID), Audit: audit("move", &b, &moved)},
+	}, nil
 }
 
-// DeleteBinding deletes an API-made binding. A prefix's default binding
-// cannot be deleted alone: delete the prefix.
-func (m *Manager) DeleteBinding(prefixID, id string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+// DeleteBinding deletes an API-made binding and returns it with the
+// revision of the deletion. A prefix's default binding cannot be deleted
+// alone: delete the prefix.
+func (m *Manager) DeleteBinding(ctx context.Context, prefixID, id string) (Binding, int64, error) {
+	var gone Binding
+	rev, err := m.run(ctx, func() (c change, err error) {
+		gone, c, err = m.planDeleteBinding(prefixID, id)
+		return c, err
+	})
+	return gone, rev, err
+}
+
+func (m *Manager) planDeleteBinding(prefixID, id string) (Binding, change, error) {
 	i, ok := m.prefixPos[prefixID]
 	if !ok {
-		return opErr(KindNotFound, "prefix_id", "no prefix has id %q", prefixID)
+		return Binding{}, change{}, opErr(KindNotFound, "prefix_id", "no prefix has id %q", prefixID)
 	}
 	if p := m.state.Prefixes[i]; p.DefaultBinding().ID == id {
-		return opErr(KindConflict, "binding_id", "the default binding of %s cannot be deleted alone: delete the prefix", p.CIDR)
+		return Binding{}, change{}, opErr(KindConflict, "binding_id", "the default binding of %s cannot be deleted alone: delete the prefix", p.CIDR)
 	}
 	j, ok := m.bindingPos[id]
 	if !ok || m.state.Bindings[j].PrefixID != prefixID {
-		return opErr(KindNotFound, "binding_id", "prefix %s has no binding with id %q", prefixID, id)
+		return Binding{}, change{}, opErr(KindNotFound, "binding_id", "prefix %s has no binding with id %q", prefixID, id)
 	}
 	b := m.state.Bindings[j]
 	if b.Source != FromAPI {
-		return opErr(KindConfigOwned, "binding_id", "%s is declared by the configuration file; remove it there", describeBinding(b))
+		return Binding{}, change{}, opErr(KindConfigOwned, "binding_id", "%s is declared by the configuration file; remove it there", describeBinding(b))
 	}
-	return m.commitLocked([]dispatch.Binding{dispatchBinding(b)}, nil,
-		func() { m.removeBindingLocked(id) },
-		func() { m.addBindingLocked(b) })
+	return b, change{
+		remove: []dispatch.Binding{dispatchBinding(b)},
+		mutate: func() { m.removeBindingLocked(id) },
+		undo:   func() { m.addBindingLocked(b) },
+		mut:    Mutation{Delete: []string{KeyOf(b)}, Depends: dependsOnPrefix(prefixID), Audit: audit("delete", &b, nil)},
+	}, nil
 }

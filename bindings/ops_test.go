@@ -1,6 +1,7 @@
 package bindings_test
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"slices"
@@ -88,7 +89,7 @@ func TestIncrementalMatchesFull(t *testing.T) {
 				}
 				svcID := []bindings.Service{bindings.CDN, bindings.Spectrum, bindings.MagicTransit}[g.r.IntN(3)]
 				cand.Prefixes = append(cand.Prefixes, bindings.NewPrefix(cidr, svcID, bindings.FromAPI))
-				_, err = m.CreatePrefix(cidr, svcID)
+				_, err = m.CreatePrefix(context.Background(), cidr, svcID)
 			case 1: // delete a prefix
 				p := cur.Prefixes[g.r.IntN(len(cur.Prefixes))]
 				cascade := g.r.IntN(2) == 0
@@ -101,7 +102,7 @@ func TestIncrementalMatchesFull(t *testing.T) {
 				special = p.Source != bindings.FromAPI || (inside > 0 && !cascade)
 				cand.Prefixes = slices.DeleteFunc(cand.Prefixes, func(q bindings.Prefix) bool { return q.ID == p.ID })
 				cand.Bindings = slices.DeleteFunc(cand.Bindings, func(b bindings.Binding) bool { return b.PrefixID == p.ID })
-				err = m.DeletePrefix(p.ID, cascade)
+				_, err = m.DeletePrefix(context.Background(), p.ID, cascade)
 			case 2: // create a binding, sometimes outside its prefix or unserved
 				p := cur.Prefixes[g.r.IntN(len(cur.Prefixes))]
 				cidr := g.sub(p.CIDR, 0, 10)
@@ -118,7 +119,7 @@ func TestIncrementalMatchesFull(t *testing.T) {
 				b.PrefixID = p.ID
 				cand.Bindings = append(cand.Bindings, b)
 				special = b.ID == p.DefaultBinding().ID
-				_, err = m.CreateBinding(p.ID, cidr, proto, port, svcID)
+				_, err = m.CreateBinding(context.Background(), p.ID, cidr, proto, port, svcID)
 			case 3: // move a binding or a prefix's default
 				svcID := []bindings.Service{bindings.CDN, bindings.Spectrum, bindings.MagicTransit}[g.r.IntN(3)]
 				if len(cur.Bindings) > 0 && g.r.IntN(3) > 0 {
@@ -126,19 +127,19 @@ func TestIncrementalMatchesFull(t *testing.T) {
 					b := cur.Bindings[i]
 					special = b.Source != bindings.FromAPI
 					cand.Bindings[i].Service = svcID
-					_, err = m.MoveBinding(b.PrefixID, b.ID, svcID)
+					_, err = m.MoveBinding(context.Background(), b.PrefixID, b.ID, svcID)
 				} else {
 					i := g.r.IntN(len(cur.Prefixes))
 					p := cur.Prefixes[i]
 					special = p.Source != bindings.FromAPI
 					cand.Prefixes[i].Service = svcID
-					_, err = m.MoveBinding(p.ID, p.DefaultBinding().ID, svcID)
+					_, err = m.MoveBinding(context.Background(), p.ID, p.DefaultBinding().ID, svcID)
 				}
 			case 4: // delete a binding or, refused, a default
 				if len(cur.Bindings) == 0 || g.r.IntN(5) == 0 {
 					p := cur.Prefixes[g.r.IntN(len(cur.Prefixes))]
 					special = true
-					err = m.DeleteBinding(p.ID, p.DefaultBinding().ID)
+					_, _, err = m.DeleteBinding(context.Background(), p.ID, p.DefaultBinding().ID)
 					if err == nil {
 						t.Fatal("deleted a default binding alone")
 					}
@@ -148,7 +149,7 @@ func TestIncrementalMatchesFull(t *testing.T) {
 				b := cur.Bindings[i]
 				special = b.Source != bindings.FromAPI
 				cand.Bindings = slices.Delete(cand.Bindings, i, i+1)
-				err = m.DeleteBinding(b.PrefixID, b.ID)
+				_, _, err = m.DeleteBinding(context.Background(), b.PrefixID, b.ID)
 			}
 			ops++
 			after, _ := m.Current()

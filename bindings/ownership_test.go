@@ -1,6 +1,7 @@
 package bindings_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -113,33 +114,39 @@ func TestOwnershipFollowsChanges(t *testing.T) {
 	addrB := bindings.NewBinding(netip.MustParsePrefix("203.0.113.0/26"), 0, 0, bindings.CDN, bindings.FromAPI)
 	portB := bindings.NewBinding(netip.MustParsePrefix("203.0.113.16/28"), dispatch.UDP, 443, bindings.Spectrum, bindings.FromAPI)
 	steps := []step{
-		{"create prefix", func() error { _, err := m.CreatePrefix(pfx.CIDR, bindings.Spectrum); return err },
+		{"create prefix", func() error { _, err := m.CreatePrefix(context.Background(), pfx.CIDR, bindings.Spectrum); return err },
 			map[string]bool{"203.0.113.1": false, "198.51.100.1": false}},
 		{"create binding", func() error {
-			_, err := m.CreateBinding(pfx.ID, addrB.CIDR, 0, 0, bindings.CDN)
+			_, err := m.CreateBinding(context.Background(), pfx.ID, addrB.CIDR, 0, 0, bindings.CDN)
 			return err
 		}, map[string]bool{"203.0.113.1": true, "203.0.113.17": true, "203.0.113.64": false}},
 		{"create port-scoped binding", func() error {
-			_, err := m.CreateBinding(pfx.ID, portB.CIDR, dispatch.UDP, 443, bindings.Spectrum)
+			_, err := m.CreateBinding(context.Background(), pfx.ID, portB.CIDR, dispatch.UDP, 443, bindings.Spectrum)
 			return err
 		}, map[string]bool{"203.0.113.1": true, "203.0.113.17": false, "203.0.113.64": false}},
-		{"move port-scoped binding", func() error { _, err := m.MoveBinding(pfx.ID, portB.ID, bindings.CDN); return err },
+		{"move port-scoped binding", func() error {
+			_, err := m.MoveBinding(context.Background(), pfx.ID, portB.ID, bindings.CDN)
+			return err
+		},
 			map[string]bool{"203.0.113.17": true, "203.0.113.64": false}},
-		{"move binding", func() error { _, err := m.MoveBinding(pfx.ID, addrB.ID, bindings.Spectrum); return err },
+		{"move binding", func() error {
+			_, err := m.MoveBinding(context.Background(), pfx.ID, addrB.ID, bindings.Spectrum)
+			return err
+		},
 			map[string]bool{"203.0.113.1": false, "203.0.113.17": true}},
 		{"move default binding", func() error {
-			_, err := m.MoveBinding(pfx.ID, pfx.DefaultBinding().ID, bindings.CDN)
+			_, err := m.MoveBinding(context.Background(), pfx.ID, pfx.DefaultBinding().ID, bindings.CDN)
 			return err
 		}, map[string]bool{"203.0.113.1": false, "203.0.113.17": true, "203.0.113.64": true}},
-		{"delete port-scoped binding", func() error { return m.DeleteBinding(pfx.ID, portB.ID) },
+		{"delete port-scoped binding", func() error { _, _, err := m.DeleteBinding(context.Background(), pfx.ID, portB.ID); return err },
 			map[string]bool{"203.0.113.17": false, "203.0.113.64": true}},
-		{"delete binding", func() error { return m.DeleteBinding(pfx.ID, addrB.ID) },
+		{"delete binding", func() error { _, _, err := m.DeleteBinding(context.Background(), pfx.ID, addrB.ID); return err },
 			map[string]bool{"203.0.113.1": true, "203.0.113.17": true}},
 		{"create again", func() error {
-			_, err := m.CreateBinding(pfx.ID, portB.CIDR, dispatch.UDP, 443, bindings.Spectrum)
+			_, err := m.CreateBinding(context.Background(), pfx.ID, portB.CIDR, dispatch.UDP, 443, bindings.Spectrum)
 			return err
 		}, map[string]bool{"203.0.113.17": false, "203.0.113.1": true}},
-		{"delete prefix with cascade", func() error { return m.DeletePrefix(pfx.ID, true) },
+		{"delete prefix with cascade", func() error { _, err := m.DeletePrefix(context.Background(), pfx.ID, true); return err },
 			map[string]bool{"203.0.113.1": false, "203.0.113.17": false}},
 		{"reload: the configuration's prefix to cdn", func() error {
 			st := cfgState.Clone()
@@ -189,7 +196,7 @@ func TestOwnershipFollowsChanges(t *testing.T) {
 	// A refused change publishes nothing: the data plane refuses.
 	before := m.Ownership()
 	am.fail = errors.New("no room")
-	if _, err := m.CreatePrefix(netip.MustParsePrefix("192.0.2.0/24"), bindings.CDN); err == nil {
+	if _, err := m.CreatePrefix(context.Background(), netip.MustParsePrefix("192.0.2.0/24"), bindings.CDN); err == nil {
 		t.Fatal("created through a failing data plane")
 	}
 	if m.Ownership() != before || h3("192.0.2.1") {
@@ -221,10 +228,10 @@ func TestOwnershipFollowsRandomOperations(t *testing.T) {
 			switch g.r.IntN(5) {
 			case 0:
 				base := cur.Prefixes[g.r.IntN(len(cur.Prefixes))].CIDR
-				m.CreatePrefix(netip.PrefixFrom(base.Addr(), base.Bits()-2+g.r.IntN(5)).Masked(), services[g.r.IntN(3)])
+				m.CreatePrefix(context.Background(), netip.PrefixFrom(base.Addr(), base.Bits()-2+g.r.IntN(5)).Masked(), services[g.r.IntN(3)])
 			case 1:
 				if len(cur.Prefixes) > 1 {
-					m.DeletePrefix(cur.Prefixes[g.r.IntN(len(cur.Prefixes))].ID, g.r.IntN(2) == 0)
+					m.DeletePrefix(context.Background(), cur.Prefixes[g.r.IntN(len(cur.Prefixes))].ID, g.r.IntN(2) == 0)
 				}
 			case 2:
 				p := cur.Prefixes[g.r.IntN(len(cur.Prefixes))]
@@ -236,19 +243,19 @@ func TestOwnershipFollowsRandomOperations(t *testing.T) {
 						proto, port = dispatch.UDP, 443
 					}
 				}
-				m.CreateBinding(p.ID, g.sub(p.CIDR, 0, 10), proto, port, services[g.r.IntN(2)])
+				m.CreateBinding(context.Background(), p.ID, g.sub(p.CIDR, 0, 10), proto, port, services[g.r.IntN(2)])
 			case 3:
 				if len(cur.Bindings) > 0 && g.r.IntN(3) > 0 {
 					b := cur.Bindings[g.r.IntN(len(cur.Bindings))]
-					m.MoveBinding(b.PrefixID, b.ID, services[g.r.IntN(3)])
+					m.MoveBinding(context.Background(), b.PrefixID, b.ID, services[g.r.IntN(3)])
 				} else {
 					p := cur.Prefixes[g.r.IntN(len(cur.Prefixes))]
-					m.MoveBinding(p.ID, p.DefaultBinding().ID, services[g.r.IntN(3)])
+					m.MoveBinding(context.Background(), p.ID, p.DefaultBinding().ID, services[g.r.IntN(3)])
 				}
 			case 4:
 				if len(cur.Bindings) > 0 {
 					b := cur.Bindings[g.r.IntN(len(cur.Bindings))]
-					m.DeleteBinding(b.PrefixID, b.ID)
+					m.DeleteBinding(context.Background(), b.PrefixID, b.ID)
 				}
 			}
 			ops++
@@ -367,13 +374,13 @@ func TestHostileOwnershipCheckTakesNoLock(t *testing.T) {
 		if !m.OwnsCDN(dispatch.UDP, cidr.Addr(), 443) {
 			t.Fatalf("write %d: %s is not the cdn's to begin with", i, cidr)
 		}
-		if _, err := m.CreateBinding(pfx.ID, cidr, dispatch.UDP, 443, bindings.Spectrum); err != nil {
+		if _, err := m.CreateBinding(context.Background(), pfx.ID, cidr, dispatch.UDP, 443, bindings.Spectrum); err != nil {
 			t.Fatal(err)
 		}
 		if m.OwnsCDN(dispatch.UDP, cidr.Addr(), 443) {
 			t.Fatalf("write %d: the snapshot does not hold the binding just created", i)
 		}
-		if err := m.DeleteBinding(pfx.ID, bindings.BindingID(cidr, dispatch.UDP, 443)); err != nil {
+		if _, _, err := m.DeleteBinding(context.Background(), pfx.ID, bindings.BindingID(cidr, dispatch.UDP, 443)); err != nil {
 			t.Fatal(err)
 		}
 		if !m.OwnsCDN(dispatch.UDP, cidr.Addr(), 443) {

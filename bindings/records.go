@@ -3,6 +3,7 @@ package bindings
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -98,7 +99,7 @@ type AuditEntry struct {
 	Before    *AuditItem `json:"before"`
 	After     *AuditItem `json:"after"`
 	RequestID string     `json:"request_id,omitempty"`
-	Node      string     `json:"node,omitempty"` // the node whose API took the change
+	Node      string     `json:"node,omitempty"`  // the node whose API took the change
 	Count     int        `json:"count,omitempty"` // items of a batch
 }
 
@@ -192,4 +193,64 @@ func DecodeRecord(key string, val []byte) (Decoded, error) {
 		return Decoded{Binding: &b}, nil
 	}
 	return Decoded{}, fmt.Errorf("%s: not a prefix's or a binding's key", key)
+}
+
+// KeyOf returns the store key of an API-made binding (a default binding's
+// is its prefix's).
+func KeyOf(b Binding) string {
+	if b.Default {
+		return PrefixKey(b.PrefixID)
+	}
+	return BindingKey(b.PrefixID, b.ID)
+}
+
+// diffAPI returns the mutation that turns the API-made items of old into
+// those of next.
+func diffAPI(old, next *State) Mutation {
+	have := map[string][]byte{}
+	for _, p := range old.Prefixes {
+		if p.Source == FromAPI {
+			r := EncodePrefix(p)
+			have[r.Key] = r.Value
+		}
+	}
+	for _, b := range old.Bindings {
+		if b.Source == FromAPI {
+			r := EncodeBinding(b)
+			have[r.Key] = r.Value
+		}
+	}
+	var m Mutation
+	put := func(r Record) {
+		v, ok := have[r.Key]
+		switch {
+		case !ok:
+			m.Create = append(m.Create, r)
+		case string(v) != string(r.Value):
+			m.Update = append(m.Update, r)
+		}
+		delete(have, r.Key)
+	}
+	for _, p := range next.Prefixes {
+		if p.Source == FromAPI {
+			put(EncodePrefix(p))
+		}
+	}
+	for _, b := range next.Bindings {
+		if b.Source == FromAPI {
+			put(EncodeBinding(b))
+		}
+	}
+	for k := range have {
+		m.Delete = append(m.Delete, k)
+	}
+	slices.Sort(m.Delete)
+	return m
+}
+
+// Event is one key of the store changed at a revision: put with Value, or
+// deleted (Value nil).
+type Event struct {
+	Key   string
+	Value []byte
 }

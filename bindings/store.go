@@ -333,3 +333,74 @@ func writeAtomic(path string, data []byte) (err error) {
 	}
 	return nil
 }
+
+// The FileStore as a Store: it keeps the items it holds and rewrites the
+// file with the mutation applied.
+
+// LoadState reads the items; the file keeps no revision.
+func (s *FileStore) loadState() (*State, error) { return s.Load() }
+
+type fileBacked struct {
+	*FileStore
+	st *State
+}
+
+// AsStore returns s as a Store.
+func (s *FileStore) AsStore() Store { return &fileBacked{FileStore: s} }
+
+func (f *fileBacked) Load() (*State, int64, error) {
+	st, err := f.FileStore.loadState()
+	if err != nil {
+		return nil, 0, err
+	}
+	f.st = st.Clone()
+	st.AssignPrefixes()
+	f.st = st.Clone()
+	return st, 0, nil
+}
+
+func (f *fileBacked) Commit(rev int64, m Mutation) error {
+	next := f.st.Clone()
+	drop := map[string]bool{}
+	for _, k := range m.Delete {
+		drop[k] = true
+	}
+	for _, rs := range [][]Record{m.Update, m.Create} {
+		for _, r := range rs {
+			drop[r.Key] = true
+		}
+	}
+	keep := &State{}
+	for _, p := range next.Prefixes {
+		if !drop[PrefixKey(p.ID)] {
+			keep.Prefixes = append(keep.Prefixes, p)
+		}
+	}
+	for _, b := range next.Bindings {
+		if !drop[KeyOf(b)] {
+			keep.Bindings = append(keep.Bindings, b)
+		}
+	}
+	for _, rs := range [][]Record{m.Update, m.Create} {
+		for _, r := range rs {
+			d, err := DecodeRecord(r.Key, r.Value)
+			if err != nil {
+				return err
+			}
+			if d.Prefix != nil {
+				keep.Prefixes = append(keep.Prefixes, *d.Prefix)
+			} else {
+				keep.Bindings = append(keep.Bindings, *d.Binding)
+			}
+		}
+	}
+	if err := f.Save(keep); err != nil {
+		return err
+	}
+	f.st = keep
+	return nil
+}
+
+func (f *fileBacked) Audit(since int64, limit int) ([]AuditEntry, error) { return nil, nil }
+func (f *fileBacked) Close() error                                       { return nil }
+func (f *fileBacked) String() string                                     { return "store " + f.path }

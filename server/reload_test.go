@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/netip"
 	"strings"
 	"testing"
@@ -29,7 +30,7 @@ prefixes:
 	}
 	defer s.Close()
 	p := s.Bindings.Prefixes()[0] // 192.0.2.0/24
-	if _, err := s.Bindings.CreateBinding(p.ID, netip.MustParsePrefix("192.0.2.128/25"), 0, 0, bindings.Spectrum); err != nil {
+	if _, err := s.Bindings.CreateBinding(context.Background(), p.ID, netip.MustParsePrefix("192.0.2.128/25"), 0, 0, bindings.Spectrum); err != nil {
 		t.Fatal(err)
 	}
 

@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/dispatch"
+	"github.com/edgeproxy/edgeproxy/fleet"
 	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/spectrum"
@@ -66,6 +68,8 @@ type Server struct {
 	lock     *dispatch.Lock // the pin dir's: one writer; nil unpinned
 	disp     *dispatch.Dispatcher
 	Bindings *bindings.Manager
+	store    bindings.Store // nil without store.path
+	fleet    *fleet.Node    // nil on a single node
 	Registry *prometheus.Registry
 	// FDs is the process's descriptor budget, which the services share.
 	FDs *fdlimit.Budget
@@ -182,6 +186,9 @@ func Start(opts Options) (_ *Server, err error) {
 	if err := s.applyAndAttach(st, sockets); err != nil {
 		return nil, err
 	}
+	if err := s.joinFleet(); err != nil {
+		return nil, err
+	}
 	if err := s.serveAdmin(adminSock, opts.Handover != nil, token, st.store); err != nil {
 		return nil, err
 	}
@@ -194,25 +201,28 @@ type startState struct {
 	fromConfig, fromAPI, initial *bindings.State
 	svc                          bindings.Services
 	guards                       []bindings.Guard
-	store                        *bindings.FileStore // nil without store.path
+	store                        bindings.Store // nil without store.path
+	rev                          int64          // the store's revision
 }
 
 // load reads the store and checks the configuration's and the store's
 // state together.
 func (st *startState) load(cfg *config.Plan, log *slog.Logger) (err error) {
 	if cfg.Store.Path != "" {
-		st.store = bindings.NewStore(cfg.Store.Path)
-		if st.fromAPI, err = st.store.Load(); err != nil {
+		if st.store, err = openStore(cfg); err != nil {
+			return err
+		}
+		if st.fromAPI, st.rev, err = st.store.Load(); err != nil {
 			return err
 		}
 		if werr := st.store.Writable(); werr != nil {
-			log.Warn("the store is read-only: the node serves its bindings, API changes are refused until it can be written", "store", st.store.Path(), "error", werr)
+			log.Warn("the store is read-only: the node serves its bindings, API changes are refused until it can be written", "store", st.store.String(), "error", werr)
 		}
 	}
 	st.initial = bindings.Merge(st.fromConfig, st.fromAPI)
 	if err := bindings.Validate(st.initial.Clone(), st.svc, st.guards); err != nil {
 		if st.store != nil && len(st.fromAPI.Prefixes)+len(st.fromAPI.Bindings) > 0 {
-			return fmt.Errorf("the configuration and the store %s do not fit together: %w", st.store.Path(), err)
+			return fmt.Errorf("the configuration and the %s do not fit together: %w", st.store, err)
 		}
 		return err
 	}
@@ -366,6 +376,9 @@ var (
 func (s *Server) applyAndAttach(st *startState, sockets map[string]syscall.Conn) error {
 	d := s.disp
 	s.Bindings = bindings.NewManager(d, st.store)
+	s.store = st.store
+	s.Bindings.Adopt(st.fromAPI, st.rev)
+	s.Bindings.OnAudit = s.auditLine
 	applySeconds := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "edgeproxy_bindings_apply_seconds",
 		Help:    "Time to write a changed binding table into the data plane.",
@@ -403,7 +416,7 @@ func (s *Server) applyAndAttach(st *startState, sockets map[string]syscall.Conn)
 
 // serveAdmin listens on the bound admin socket and serves the API; for a
 // live upgrade with binding changes held until the handover is confirmed.
-func (s *Server) serveAdmin(adminSock *os.File, upgrading bool, token string, store *bindings.FileStore) (err error) {
+func (s *Server) serveAdmin(adminSock *os.File, upgrading bool, token string, store bindings.Store) (err error) {
 	if s.adminLn, err = listenAdmin(adminSock); err != nil {
 		return fmt.Errorf("admin.listen: %w", err)
 	}
@@ -420,6 +433,7 @@ func (s *Server) serveAdmin(adminSock *os.File, upgrading bool, token string, st
 			Bindings: s.Bindings, Token: token, Ready: s.ready, Registry: s.Registry,
 			Logger: s.log.With("component", "admin"), Origins: s.origins(),
 			Writable: s.writable(store), Status: s.status, Drain: s.drain,
+			Fleet: s.fleetView(), Audit: s.audit,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -450,7 +464,7 @@ func readToken(path string) (string, error) {
 
 // writable says whether the admin API may change the binding state: not
 // while the store cannot be written (a change could not be persisted).
-func (s *Server) writable(store *bindings.FileStore) func() error {
+func (s *Server) writable(store bindings.Store) func() error {
 	if store == nil {
 		return nil
 	}
@@ -515,8 +529,14 @@ func (s *Server) Dispatcher() *dispatch.Dispatcher { return s.disp }
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.upgradeMu.Lock()
 	s.state = stateDraining
+	handedOver := s.handedOver
 	s.upgradeMu.Unlock()
 	var errs []error
+	if s.fleet != nil {
+		// Out of the fleet at once, unless the new process of an upgrade
+		// serves this node on: then its own lease keeps the node key.
+		errs = append(errs, s.fleet.Close(!handedOver))
+	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	for _, stop := range []func(context.Context) error{s.spectrumShutdown, s.cdnShutdown} {
@@ -542,6 +562,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if s.disp != nil {
 		errs = append(errs, s.disp.Close())
+	}
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
 	}
 	errs = append(errs, s.lock.Close())
 	return errors.Join(errs...)
@@ -608,4 +631,15 @@ func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	return s.Shutdown(ctx)
+}
+
+// openStore opens the store at store.path.
+func openStore(cfg *config.Plan) (bindings.Store, error) {
+	return bindings.NewStore(cfg.Store.Path).AsStore(), nil
+}
+
+// auditLine logs an applied change: one line, its fields as JSON.
+func (s *Server) auditLine(e bindings.AuditEntry) {
+	b, _ := json.Marshal(e)
+	s.log.Info("audit", "change", json.RawMessage(b))
 }

@@ -1,0 +1,172 @@
+package admin
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/bindings"
+)
+
+// maxWait bounds ?wait=.
+const maxWait = 30 * time.Second
+
+// request returns r's context carrying who asks and the request id, for
+// the change's audit entry: the token's id when the API has a token, else
+// the remote address; the request id the client sent (X-Request-Id), else
+// one made here.
+func (a *api) request(r *http.Request) context.Context {
+	who := r.RemoteAddr
+	if a.opts.Token != "" {
+		who = "token:" + a.tokenID
+	}
+	return bindings.WithRequest(r.Context(), bindings.Request{Who: who, ID: requestID(r)})
+}
+
+// tokenIDOf names a token without revealing it: the start of its hash.
+func tokenIDOf(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:6])
+}
+
+// requestID returns the request's id: X-Request-Id when it is a sane one
+// (at most 64 printable ASCII characters), else a new random one, set on
+// the request so that the answer carries it.
+func requestID(r *http.Request) string {
+	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 64 && printable(id) {
+		return id
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	r.Header.Set("X-Request-Id", id)
+	return id
+}
+
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// waitField reads ?wait=DURATION: how long a change's answer may wait for
+// the change to be active everywhere in its scope (at most maxWait).
+func waitField(r *http.Request) (time.Duration, error) {
+	v := r.URL.Query().Get("wait")
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	switch {
+	case err != nil:
+		return 0, badField("wait", "%q is not a duration (such as \"5s\")", v)
+	case d < 0 || d > maxWait:
+		return 0, badField("wait", "%s is out of range: 0 to %s", d, maxWait)
+	}
+	return d, nil
+}
+
+// waitFor returns b as the API shows it once its change is no longer
+// pending, or wait has passed, or the request ended: whatever state it
+// reached.
+func (a *api) waitFor(r *http.Request, wait time.Duration, b bindings.Binding) Binding {
+	j := toBinding(b)
+	j.Provisioning = a.waitAt(r, wait, bindings.KeyOf(b), a.m.Provisioning(b).Revision)
+	return j
+}
+
+// waitPoll is how often a waiting answer looks again.
+const waitPoll = 10 * time.Millisecond
+
+// waitAt returns the provisioning of key's change at rev once it is no
+// longer pending, or wait has passed, or the request ended.
+func (a *api) waitAt(r *http.Request, wait time.Duration, key string, rev int64) Provisioning {
+	deadline := time.Now().Add(wait)
+	for {
+		p := a.m.ProvisioningAt(key, rev)
+		if p.State != bindings.Pending || time.Now().After(deadline) || r.Context().Err() != nil {
+			return p
+		}
+		t := time.NewTimer(min(waitPoll, time.Until(deadline)))
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+		}
+	}
+}
+
+// A single node is a fleet of one: /v1/nodes lists it, /v1/fleet sums it.
+
+func (a *api) nodes(w http.ResponseWriter, r *http.Request) error {
+	if a.opts.Fleet == nil {
+		return writeResult(w, []singleNode{a.single()})
+	}
+	return writeResult(w, a.opts.Fleet.Nodes())
+}
+
+func (a *api) fleet(w http.ResponseWriter, r *http.Request) error {
+	if a.opts.Fleet == nil {
+		rev := a.m.Revision()
+		return writeResult(w, map[string]any{"revision": rev, "applied": rev, "stale": false, "nodes": 1, "states": map[string]int{"in_sync": 1}})
+	}
+	return writeResult(w, a.opts.Fleet.Summary())
+}
+
+// singleNode is a single node as GET /v1/nodes lists it.
+type singleNode struct {
+	ID       string            `json:"id"`
+	Labels   map[string]string `json:"labels"`
+	Live     bool              `json:"live"`
+	Revision int64             `json:"revision"`
+	State    string            `json:"state"`
+	Error    string            `json:"error"`
+}
+
+func (a *api) single() singleNode {
+	id := ""
+	if a.opts.Status != nil {
+		id = a.opts.Status().Node
+	}
+	return singleNode{ID: id, Labels: map[string]string{}, Live: true, Revision: a.m.Revision(), State: "in_sync"}
+}
+
+// maxAuditLimit bounds ?limit= of GET /v1/audit.
+const maxAuditLimit = 10000
+
+func (a *api) audit(w http.ResponseWriter, r *http.Request) error {
+	if a.opts.Audit == nil {
+		return fieldError(http.StatusNotFound, codeNotFound, "", "this node keeps no audit log")
+	}
+	q := r.URL.Query()
+	since, limit := int64(0), 1000
+	if v := q.Get("since"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return badField("since", "%q is not a revision (a whole number, 0 or more)", v)
+		}
+		since = n
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxAuditLimit {
+			return badField("limit", "%q is out of range: 1 to %d", v, maxAuditLimit)
+		}
+		limit = n
+	}
+	es, err := a.opts.Audit(r.Context(), since, limit)
+	if err != nil {
+		return err
+	}
+	if es == nil {
+		es = []bindings.AuditEntry{}
+	}
+	return writeResult(w, es)
+}

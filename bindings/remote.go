@@ -1,0 +1,146 @@
+package bindings
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// A fleet's changes reach every node here: the events of one revision
+// (ApplyEvents) or the whole state at a revision (Resync), applied through
+// the same validation as the API's changes, to the data plane and to the
+// node's own store (the copy it serves from when the fleet's store cannot
+// be reached, across restarts too).
+
+// ApplyEvents applies the events of one revision as one step. A revision
+// at or below the state's was applied before: nothing happens. A change
+// this node cannot take (its own configuration conflicts, a value it
+// cannot read) is refused: the state stays, the revision still counts as
+// seen, and the error says why. While changes are held (Hold) it returns
+// the hold's error and sees nothing: call it again later.
+func (m *Manager) ApplyEvents(rev int64, evs []Event) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.held != nil {
+		return m.held
+	}
+	if rev <= m.revision {
+		return nil
+	}
+	st := m.state.Clone()
+	err := applyEvents(st, evs)
+	if err == nil {
+		err = m.takeLocked(st, rev)
+	}
+	if err != nil {
+		m.seenLocked(rev)
+	}
+	return err
+}
+
+// Resync makes the fleet's items those of items (every key under the
+// state, at revision rev), keeping the configuration's. When the whole
+// does not fit this node, it takes what fits, item by item, and returns
+// why the others were refused.
+func (m *Manager) Resync(rev int64, items []Event) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.held != nil {
+		return m.held
+	}
+	fromConfig, _ := Split(m.state)
+	st := fromConfig.Clone()
+	if err := applyEvents(st, items); err == nil {
+		if err := m.takeLocked(st, rev); err == nil {
+			return nil
+		}
+	}
+	// Item by item: prefixes first, then the bindings inside them.
+	slices.SortStableFunc(items, func(a, b Event) int {
+		return boolInt(strings.HasPrefix(b.Key, PrefixKeys)) - boolInt(strings.HasPrefix(a.Key, PrefixKeys))
+	})
+	st = fromConfig.Clone()
+	var refused []error
+	for _, ev := range items {
+		next := st.Clone()
+		if err := applyEvents(next, []Event{ev}); err != nil {
+			refused = append(refused, err)
+			continue
+		}
+		next.AssignPrefixes()
+		if err := Validate(next, m.svc, m.guards); err != nil {
+			refused = append(refused, fmt.Errorf("%s: %w", ev.Key, err))
+			continue
+		}
+		st = next
+	}
+	if err := m.takeLocked(st, rev); err != nil {
+		m.seenLocked(rev)
+		return err
+	}
+	return errors.Join(refused...)
+}
+
+// Seen records that the state holds everything up to revision rev: the
+// fleet's store said nothing under the state changed until then.
+func (m *Manager) Seen(rev int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.seenLocked(rev)
+}
+
+func (m *Manager) seenLocked(rev int64) {
+	if rev > m.revision {
+		m.revision = rev
+		m.applied.Broadcast()
+		if m.OnRevision != nil {
+			m.OnRevision()
+		}
+	}
+}
+
+// takeLocked validates st and makes it current at rev, persisting what
+// differs in the node's store.
+func (m *Manager) takeLocked(st *State, rev int64) error {
+	st.AssignPrefixes()
+	if err := Validate(st, m.svc, m.guards); err != nil {
+		return err
+	}
+	return m.replaceLocked(st, m.svc, m.guards, rev, diffAPI(m.state, st))
+}
+
+// applyEvents puts and deletes the events' items in st: a put replaces the
+// item of its key or adds it, a delete removes it if it is there.
+func applyEvents(st *State, evs []Event) error {
+	drop := map[string]bool{}
+	var puts []Decoded
+	for _, ev := range evs {
+		drop[ev.Key] = true
+		if ev.Value == nil {
+			continue
+		}
+		d, err := DecodeRecord(ev.Key, ev.Value)
+		if err != nil {
+			return err
+		}
+		puts = append(puts, d)
+	}
+	st.Prefixes = slices.DeleteFunc(st.Prefixes, func(p Prefix) bool { return p.Source == FromAPI && drop[PrefixKey(p.ID)] })
+	st.Bindings = slices.DeleteFunc(st.Bindings, func(b Binding) bool { return b.Source == FromAPI && drop[KeyOf(b)] })
+	for _, d := range puts {
+		if d.Prefix != nil {
+			st.Prefixes = append(st.Prefixes, *d.Prefix)
+		} else {
+			st.Bindings = append(st.Bindings, *d.Binding)
+		}
+	}
+	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,207 @@
+package bindings
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Fleet is the store a fleet of nodes shares. The manager validates the
+// API's changes against the state it holds and writes them there; the fleet
+// hands every change back to every node, this one included, through
+// ApplyEvents and Resync. Only then is a change applied here.
+type Fleet interface {
+	// Write commits m, validated against the state at revision basedOn,
+	// and returns the revision it committed at. When a key the
+	// validation depended on (m.Depends) changed after basedOn, nothing
+	// is written and the error is a *StaleError.
+	Write(ctx context.Context, basedOn int64, m Mutation) (int64, error)
+	// Provisioning says how far the fleet holds the change of key made at
+	// revision rev.
+	Provisioning(key string, rev int64) Provisioning
+}
+
+// StaleError is a fleet write refused because what its validation read
+// changed: the manager catches up to Revision, validates again and retries.
+type StaleError struct{ Revision int64 }
+
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("the state changed at revision %d since the change was validated", e.Revision)
+}
+
+// The states of a change's provisioning.
+const (
+	Active  = "active"  // every live node in scope holds it
+	Pending = "pending" // the store holds it; some live node in scope does not yet
+	Failed  = "failed"  // a live node in scope refused it
+)
+
+// Provisioning says how far a change has reached: its revision, and how
+// many of the live nodes in its scope hold it.
+type Provisioning struct {
+	State        string            `json:"state"`
+	Revision     int64             `json:"revision"`
+	NodesTotal   int               `json:"nodes_total"`
+	NodesApplied int               `json:"nodes_applied"`
+	NodesFailed  []string          `json:"nodes_failed"`
+	Errors       map[string]string `json:"errors,omitempty"`
+}
+
+// SetFleet makes the manager a node of a fleet: the API's changes go to f.
+// Call it before the first change through the API.
+func (m *Manager) SetFleet(f Fleet) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.fleet = f
+}
+
+// Request is who asks for a change, for its audit entry.
+type Request struct {
+	Who string // the token's id, or the remote address
+	ID  string // the request id
+}
+
+type requestKey struct{}
+
+// WithRequest returns ctx carrying r.
+func WithRequest(ctx context.Context, r Request) context.Context {
+	return context.WithValue(ctx, requestKey{}, r)
+}
+
+func requestOf(ctx context.Context) Request {
+	r, _ := ctx.Value(requestKey{}).(Request)
+	return r
+}
+
+// maxAttempts bounds how often a fleet write is validated again after the
+// state it was validated against changed.
+const maxAttempts = 8
+
+// How long a fleet write waits for this node to catch up before it
+// validates again, and for this node to apply it once written.
+const (
+	catchUp  = time.Second
+	ownApply = 5 * time.Second
+)
+
+// run plans a change under the lock and makes it: here (a single node), or
+// through the fleet, retried against the newer state while what it read
+// changes. It returns the revision the change is at; a plan that changes
+// nothing returns the current one.
+func (m *Manager) run(ctx context.Context, plan func() (change, error)) (int64, error) {
+	if m.fleet == nil {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		c, err := plan()
+		if err != nil || c.mut.Empty() {
+			return m.revision, err
+		}
+		m.stamp(ctx, &c.mut)
+		if err := m.commitLocked(c); err != nil {
+			return 0, err
+		}
+		m.audited(c.mut.Audit, m.revision)
+		return m.revision, nil
+	}
+	for attempt := 1; ; attempt++ {
+		m.mu.Lock()
+		c, err := plan()
+		base, held := m.revision, m.held
+		m.mu.Unlock()
+		switch {
+		case held != nil:
+			return 0, held
+		case err != nil || c.mut.Empty():
+			return base, err
+		}
+		m.stamp(ctx, &c.mut)
+		rev, err := m.fleet.Write(ctx, base, c.mut)
+		var stale *StaleError
+		if errors.As(err, &stale) {
+			if attempt == maxAttempts {
+				return 0, &Error{Kind: KindConflict, Reason: fmt.Sprintf("the state kept changing under the change (%d attempts): try again", attempt)}
+			}
+			// Catch up (bounded: the retry validates against whatever
+			// this node holds by then).
+			wctx, cancel := context.WithTimeout(ctx, catchUp)
+			m.WaitRevision(wctx, stale.Revision)
+			cancel()
+			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		// Answer once this node's data plane holds it too.
+		wctx, cancel := context.WithTimeout(ctx, ownApply)
+		err = m.WaitRevision(wctx, rev)
+		cancel()
+		if err != nil {
+			return rev, err
+		}
+		m.audited(c.mut.Audit, rev)
+		return rev, nil
+	}
+}
+
+// stamp fills in the audit entry's who, request id and time.
+func (m *Manager) stamp(ctx context.Context, mut *Mutation) {
+	if mut.Audit == nil {
+		return
+	}
+	r := requestOf(ctx)
+	mut.Audit.Who, mut.Audit.RequestID, mut.Audit.Time = r.Who, r.ID, time.Now().UTC()
+}
+
+func (m *Manager) audited(e *AuditEntry, rev int64) {
+	if e == nil || m.OnAudit == nil {
+		return
+	}
+	a := *e
+	a.Revision = rev
+	m.OnAudit(a)
+}
+
+// WaitRevision returns once the state is at revision rev or later, or
+// ctx's error when it ends first.
+func (m *Manager) WaitRevision(ctx context.Context, rev int64) error {
+	stop := context.AfterFunc(ctx, func() {
+		m.mu.Lock()
+		m.applied.Broadcast()
+		m.mu.Unlock()
+	})
+	defer stop()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for m.revision < rev {
+		if err := ctx.Err(); err != nil {
+			return &Error{Kind: KindUnavailable, Reason: fmt.Sprintf("the change is in the store at revision %d, but this node holds only revision %d: %v", rev, m.revision, err)}
+		}
+		m.applied.Wait()
+	}
+	return nil
+}
+
+// Provisioning says how far b's last change has reached. An item of the
+// configuration file is this node's own: active.
+func (m *Manager) Provisioning(b Binding) Provisioning {
+	if b.Source != FromAPI {
+		return Provisioning{State: Active, NodesTotal: 1, NodesApplied: 1, NodesFailed: []string{}}
+	}
+	m.mu.Lock()
+	rev := m.revs[KeyOf(b)]
+	m.mu.Unlock()
+	return m.ProvisioningAt(KeyOf(b), rev)
+}
+
+// ProvisioningAt says how far the change of key at revision rev has
+// reached: a deleted item's, for one.
+func (m *Manager) ProvisioningAt(key string, rev int64) Provisioning {
+	if m.fleet == nil {
+		return Provisioning{State: Active, Revision: rev, NodesTotal: 1, NodesApplied: 1, NodesFailed: []string{}}
+	}
+	return m.fleet.Provisioning(key, rev)
+}
