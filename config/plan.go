@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
+	"strings"
+	"time"
 
 	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/proxy/cdnconf"
@@ -44,6 +47,7 @@ func (c *Config) Plan() (*Plan, error) {
 	b.cdn()
 	b.spectrum()
 	b.fdBudget()
+	b.store()
 	if err := errors.Join(b.errs...); err != nil {
 		return nil, err
 	}
@@ -122,4 +126,58 @@ func (b *planner) fdBudget() {
 	f := b.p.FDBudget
 	b.negative("fd_budget", []string{"limit", "reserve_accept", "reserve_admin", "reserve_dial", "reserve_cdn", "reserve_other"},
 		f.Limit, f.ReserveAccept, f.ReserveAdmin, f.ReserveDial, f.ReserveCDN, f.ReserveOther)
+}
+
+// store checks the store's keys: the fleet's needs a node name, endpoints
+// that are URLs, and sane durations.
+func (b *planner) store() {
+	c := b.p.Config
+	e := &c.Store.Etcd
+	if c.Store.AuditRetention < 0 {
+		b.fail("store.audit_retention: %d is negative", c.Store.AuditRetention)
+	}
+	for k, v := range c.Labels {
+		if k == "" || len(k) > 63 || len(v) > 63 {
+			b.fail("labels: %q: %q: keys of 1 to 63 characters, values of at most 63", k, v)
+		}
+	}
+	if !e.Enabled() {
+		if e.Prefix != "" || e.DialTimeout != 0 || e.NodeTTL != 0 || e.CAFile != "" || e.Username != "" {
+			b.fail("store.etcd: set without endpoints: give store.etcd.endpoints, or remove store.etcd")
+		}
+		return
+	}
+	if c.Node == "" {
+		b.fail("node: required with store.etcd: every node of a fleet needs a name of its own")
+	}
+	for i, ep := range e.Endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			b.fail("store.etcd.endpoints[%d]: %q is not an http:// or https:// URL", i, ep)
+		}
+	}
+	if e.Prefix == "" {
+		e.Prefix = "/edgeproxy/"
+	}
+	if !strings.HasSuffix(e.Prefix, "/") {
+		b.fail("store.etcd.prefix: %q must end with /", e.Prefix)
+	}
+	if e.DialTimeout == 0 {
+		e.DialTimeout = Duration(2 * time.Second)
+	}
+	if e.NodeTTL == 0 {
+		e.NodeTTL = Duration(5 * time.Second)
+	}
+	if d := time.Duration(e.DialTimeout); d < 100*time.Millisecond || d > time.Minute {
+		b.fail("store.etcd.dial_timeout: %s is out of range: 100ms to 1m", d)
+	}
+	if d := time.Duration(e.NodeTTL); d < 2*time.Second || d > 10*time.Minute {
+		b.fail("store.etcd.node_ttl: %s is out of range: 2s to 10m (etcd grants leases in whole seconds)", d)
+	}
+	if (e.CertFile == "") != (e.KeyFile == "") {
+		b.fail("store.etcd: cert_file and key_file go together")
+	}
+	if (e.Username == "") != (e.PasswordFile == "") {
+		b.fail("store.etcd: username and password_file go together")
+	}
 }

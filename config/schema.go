@@ -18,6 +18,9 @@ import (
 type Config struct {
 	// Node names this instance in logs and metrics. Empty: the host name.
 	Node string `yaml:"node" reload:"restart"`
+	// Labels describe the node for staged rollouts (a change scoped to a
+	// label selector applies only on the nodes it selects).
+	Labels map[string]string `yaml:"labels" reload:"restart"`
 	// ShutdownGrace bounds how long SIGTERM waits for connections to drain.
 	ShutdownGrace Duration `yaml:"shutdown_grace" reload:"restart"`
 	Admin         Admin    `yaml:"admin" reload:"restart"`
@@ -87,9 +90,36 @@ type Dispatch struct {
 
 // Store configures where API-made prefixes and bindings persist.
 type Store struct {
-	// Path of the store file. Empty: API-made changes are not persisted.
+	// Path of the embedded store (a database file). Empty: API-made
+	// changes are not persisted. With Etcd, it keeps this node's copy of
+	// the last state it applied.
 	Path string `yaml:"path"`
+	// Etcd, when it has endpoints, makes the node one of a fleet sharing
+	// its API-made items through etcd.
+	Etcd Etcd `yaml:"etcd"`
+	// AuditRetention bounds the audit log, in entries. Zero: 100000.
+	AuditRetention int `yaml:"audit_retention"`
 }
+
+// Etcd configures the fleet's store.
+type Etcd struct {
+	Endpoints []string `yaml:"endpoints"`
+	// Prefix is the key prefix of this fleet's keys. Empty: /edgeproxy/.
+	Prefix string `yaml:"prefix"`
+	// DialTimeout bounds connecting and each write. Zero: 2s.
+	DialTimeout Duration `yaml:"dial_timeout"`
+	// NodeTTL is the lease of the node's key: a node that stops is dropped
+	// from the fleet after it. Zero: 5s.
+	NodeTTL      Duration `yaml:"node_ttl"`
+	CAFile       string   `yaml:"ca_file"`
+	CertFile     string   `yaml:"cert_file"`
+	KeyFile      string   `yaml:"key_file"`
+	Username     string   `yaml:"username"`
+	PasswordFile string   `yaml:"password_file"`
+}
+
+// Enabled reports whether the fleet's store is configured.
+func (e Etcd) Enabled() bool { return len(e.Endpoints) > 0 }
 
 // Prefix is an onboarded prefix.
 type Prefix struct {
