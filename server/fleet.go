@@ -1,0 +1,103 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/admin"
+	"github.com/edgeproxy/edgeproxy/bindings"
+	"github.com/edgeproxy/edgeproxy/fleet"
+)
+
+// joinFleet makes the node one of the fleet of store.etcd, once its own
+// state (the last it applied, from its own store) serves: the node
+// follows the fleet from there.
+func (s *Server) joinFleet() error {
+	e := s.cfg.Store.Etcd
+	if !e.Enabled() {
+		return nil
+	}
+	if s.store == nil {
+		s.log.Warn("store.etcd without store.path: a restart while etcd cannot be reached starts with no API-made bindings")
+	}
+	tlsConf, err := etcdTLS(e.CAFile, e.CertFile, e.KeyFile, e.Endpoints)
+	if err != nil {
+		return err
+	}
+	password := ""
+	if e.PasswordFile != "" {
+		b, err := os.ReadFile(e.PasswordFile)
+		if err != nil {
+			return fmt.Errorf("store.etcd.password_file: %w", err)
+		}
+		password = strings.TrimSpace(string(b))
+	}
+	s.fleet, err = fleet.Start(fleet.Options{
+		Node: s.cfg.Node, Labels: s.cfg.Labels, Endpoints: e.Endpoints, Prefix: e.Prefix,
+		DialTimeout: time.Duration(e.DialTimeout), NodeTTL: time.Duration(e.NodeTTL),
+		TLS: tlsConf, Username: e.Username, Password: password, Version: s.version,
+		AuditRetention: s.cfg.Store.AuditRetention,
+		Manager:        s.Bindings, Registerer: s.Registry, Logger: s.log.With("component", "fleet"),
+	})
+	return err
+}
+
+// etcdTLS builds the TLS configuration to etcd: nil for http:// endpoints
+// without files.
+func etcdTLS(caFile, certFile, keyFile string, endpoints []string) (*tls.Config, error) {
+	secure := false
+	for _, ep := range endpoints {
+		secure = secure || strings.HasPrefix(ep, "https://")
+	}
+	if !secure && caFile == "" && certFile == "" {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("store.etcd.ca_file: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("store.etcd.ca_file: %s holds no PEM certificate", caFile)
+		}
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("store.etcd.cert_file: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+// fleetView is what GET /v1/nodes and GET /v1/fleet show; nil on a single
+// node.
+func (s *Server) fleetView() *admin.FleetView {
+	if s.fleet == nil {
+		return nil
+	}
+	return &admin.FleetView{
+		Nodes:   func() any { return s.fleet.Nodes() },
+		Summary: func() any { return s.fleet.Summary() },
+	}
+}
+
+// audit lists the audit log: the fleet's, or the node's own store's.
+func (s *Server) audit(ctx context.Context, since int64, limit int) ([]bindings.AuditEntry, error) {
+	switch {
+	case s.fleet != nil:
+		return s.fleet.Audit(ctx, since, limit)
+	case s.store != nil:
+		return s.store.Audit(since, limit)
+	}
+	return nil, errors.New("this node keeps no audit log: it has no store (store.path)")
+}
