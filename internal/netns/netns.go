@@ -110,13 +110,65 @@ func New(tb testing.TB) *NS {
 		runtime.UnlockOSThread()
 	})
 
+	if err := setUp(); err != nil {
+		tb.Fatalf("%v", err)
+	}
+	return ns
+}
+
+// Fresh makes a fresh network namespace, set up as New's is, without moving
+// the calling goroutine: a thread of its own enters it, sets it up and ends.
+// The namespace lives while the returned NS (its descriptor, closed when the
+// test ends), a thread or process inside it, or a socket of it does. Use it
+// for the second and later namespaces of a test, through Do, Go, Dial,
+// Socket and Path.
+func Fresh(tb testing.TB) *NS {
+	tb.Helper()
+	Require(tb)
+	type made struct {
+		fd  int
+		err error
+	}
+	c := make(chan made, 1)
+	go func() {
+		// The thread is never unlocked: it ends with the goroutine.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			c <- made{-1, fmt.Errorf("unshare netns: %w", err)}
+			return
+		}
+		fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			c <- made{-1, fmt.Errorf("open new netns: %w", err)}
+			return
+		}
+		if err := setUp(); err != nil {
+			unix.Close(fd)
+			c <- made{-1, err}
+			return
+		}
+		c <- made{fd, nil}
+	}()
+	m := <-c
+	if m.err != nil {
+		tb.Fatalf("fresh netns: %v", m.err)
+	}
+	tb.Cleanup(func() { unix.Close(m.fd) })
+	return &NS{fd: m.fd}
+}
+
+// setUp makes the calling thread's fresh namespace what New and Fresh
+// promise: lo up, DocPrefixes routed to it, ICMP rate limits off and
+// tcp_tw_reuse on. The ip commands it runs are forked from the thread, so
+// they act in its namespace.
+func setUp() error {
 	cmds := [][]string{{"link", "set", "lo", "up"}}
 	for _, p := range DocPrefixes {
 		cmds = append(cmds, []string{"route", "add", "local", p, "dev", "lo"})
 	}
 	for _, c := range cmds {
 		if out, err := exec.Command("ip", c...).CombinedOutput(); err != nil {
-			tb.Fatalf("ip %s: %v: %s", strings.Join(c, " "), err, out)
+			return fmt.Errorf("ip %s: %v: %s", strings.Join(c, " "), err, out)
 		}
 	}
 	for k, v := range map[string]string{
@@ -126,10 +178,10 @@ func New(tb testing.TB) *NS {
 		"net/ipv4/tcp_tw_reuse":      "1",
 	} {
 		if err := Sysctl(k, v); err != nil {
-			tb.Fatalf("%v", err)
+			return err
 		}
 	}
-	return ns
+	return nil
 }
 
 // Sysctl writes a sysctl of the calling thread's network namespace, as in
