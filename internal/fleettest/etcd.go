@@ -117,6 +117,16 @@ type Cluster struct {
 func StartCluster(tb testing.TB, n *Net, size int, opts ...Option) *Cluster {
 	tb.Helper()
 	RequireEtcd(tb)
+	if size < 1 || size > 9 {
+		tb.Fatalf("fleettest: a cluster of %d members: want 1 to 9", size)
+	}
+	n.mu.Lock()
+	had := n.etcd
+	n.etcd = true
+	n.mu.Unlock()
+	if had {
+		tb.Fatalf("fleettest: the net already runs an etcd: one StartEtcd or StartCluster a Net")
+	}
 	o := options{heartbeat: 20 * time.Millisecond, election: 200 * time.Millisecond}
 	for _, opt := range opts {
 		opt(&o)

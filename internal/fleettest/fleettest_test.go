@@ -169,6 +169,18 @@ func TestNodesShareKeysThroughEtcd(t *testing.T) {
 	}
 }
 
+func TestEtcdTakesTheTestsFlags(t *testing.T) {
+	n := fleettest.NewNet(t)
+	e := fleettest.StartEtcd(t, n, fleettest.AutoCompaction("periodic", "2s"))
+	b, err := os.ReadFile(e.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"auto-compaction-retention":"2s"`; !strings.Contains(string(b), want) {
+		t.Errorf("etcd's log does not say %s", want)
+	}
+}
+
 func TestEtcdKeepsItsDataAcrossARestart(t *testing.T) {
 	n := fleettest.NewNet(t)
 	e := fleettest.StartEtcd(t, n)

@@ -40,6 +40,7 @@ type Net struct {
 	mu    sync.Mutex
 	nodes []*Node
 	hubIP []netip.Addr // the bridge's addresses, HubAddr first
+	etcd  bool         // an etcd (or cluster) has been started on the hub
 
 	// launch runs functions on one thread inside the hub that lives as long
 	// as the Net: etcd is forked from it, so that its parent-death signal
