@@ -135,6 +135,16 @@ func (w *walker) check(n *yaml.Node, t reflect.Type, path string) {
 		w.check(n, t.Elem(), path)
 	case reflect.Struct:
 		w.mapping(n, t, path)
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			w.fail(path, "must be a mapping of keys")
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			w.scalar(k, t.Key(), path)
+			w.check(n.Content[i+1], t.Elem(), path+"."+k.Value)
+		}
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			w.fail(path, "must be a list")

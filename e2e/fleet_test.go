@@ -1,0 +1,325 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/echo"
+	"github.com/edgeproxy/edgeproxy/internal/fleettest"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
+)
+
+// A fleet in tests: a real etcd in the hub namespace, and edgeproxy
+// processes each in a namespace of its own, joined to it by veth pairs on a
+// bridge (internal/fleettest). Every node serves the same file: the
+// prefix 192.0.2.0/24 to spectrum, whose app answers tcp/7000 through an
+// echo origin in the node's namespace that says the node's name. A binding
+// to the cdn (which does not serve tcp/7000) makes an address refuse: a
+// probe from inside a node's namespace sees which way its data plane
+// steers.
+
+// fleetNode is one edgeproxy of a test's fleet.
+type fleetNode struct {
+	*fleettest.Node
+	t      *testing.T
+	id     string
+	cmd    *exec.Cmd
+	stderr *testutil.Buffer
+	config string
+	hc     *http.Client
+}
+
+const fleetAdmin = "http://127.0.0.1:9180"
+
+// fleetConfig is a node's file.
+func fleetConfig(id, store string, endpoints []string, labels string) string {
+	eps, _ := json.Marshal(endpoints)
+	if labels == "" {
+		labels = "{}"
+	}
+	return fmt.Sprintf(`node: %s
+labels: %s
+admin: {listen: 127.0.0.1:9180}
+shutdown_grace: 1s
+store:
+  path: %s
+  etcd: {endpoints: %s, dial_timeout: 1s, node_ttl: 3s}
+prefixes: [{cidr: 192.0.2.0/24, service: spectrum}]
+spectrum:
+  apps: [{name: probe, protocol: tcp, edge: 192.0.2.0/24, ports: "7000", origins: ["127.0.0.1:7001"]}]
+`, id, labels, store, eps)
+}
+
+// startFleet starts n nodes on net, each with its own echo origin, and
+// waits until every one answers.
+func startFleet(t *testing.T, net *fleettest.Net, n int, endpoints []string, labels func(i int) string) []*fleetNode {
+	t.Helper()
+	var nodes []*fleetNode
+	for i := range n {
+		id := fmt.Sprintf("edge-%d", i+1)
+		fn := &fleetNode{Node: net.Node(t, id), t: t, id: id}
+		fn.hc = fn.NS.HTTPClient()
+		fn.hc.Timeout = 10 * time.Second
+		if err := fn.NS.Do(func() error { echo.StartTCP(t, id, "127.0.0.1:7001", false); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		l := ""
+		if labels != nil {
+			l = labels(i)
+		}
+		fn.config = testutil.WriteConfig(t, fmt.Sprintf("dispatch: {pin_dir: \"\", netns: %s}\n", fn.NS.Path())+
+			fleetConfig(id, filepath.Join(t.TempDir(), "bindings.db"), endpoints, l))
+		fn.start()
+		nodes = append(nodes, fn)
+	}
+	for _, fn := range nodes {
+		fn.waitUp()
+	}
+	return nodes
+}
+
+// start runs the node's edgeproxy.
+func (fn *fleetNode) start() {
+	fn.stderr = new(testutil.Buffer)
+	fn.cmd = exec.Command(binary, "run", "--config", fn.config)
+	fn.cmd.Stderr = fn.stderr
+	if err := fn.cmd.Start(); err != nil {
+		fn.t.Fatal(err)
+	}
+	cmd, stderr := fn.cmd, fn.stderr
+	fn.t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		if fn.t.Failed() {
+			fn.t.Logf("%s's log (last lines):\n%s", fn.id, tail(stderr.String(), 30))
+		}
+	})
+}
+
+// waitUp waits for the node's readiness.
+func (fn *fleetNode) waitUp() {
+	fn.t.Helper()
+	if err := testutil.WaitFor(15*time.Second, func() error { return testutil.Answers(fn.hc, fleetAdmin+"/readyz", 200) }); err != nil {
+		fn.t.Fatalf("%s did not come up: %v\n%s", fn.id, err, tail(fn.stderr.String(), 30))
+	}
+}
+
+// kill ends the node's process at once (SIGKILL).
+func (fn *fleetNode) kill() {
+	fn.cmd.Process.Kill()
+	fn.cmd.Wait()
+}
+
+// api calls the node's admin API and decodes the envelope's result into
+// out (when not nil); it returns the status.
+func (fn *fleetNode) api(method, path string, body any, out any) (int, string) {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, fleetAdmin+path, rd)
+	resp, err := fn.hc.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var env struct {
+		Result json.RawMessage `json:"result"`
+	}
+	if json.Unmarshal(raw, &env) == nil && out != nil && resp.StatusCode == 200 {
+		json.Unmarshal(env.Result, out)
+	}
+	return resp.StatusCode, string(raw)
+}
+
+// fleetBinding is the part of a binding the fleet tests read.
+type fleetBinding struct {
+	ID           string `json:"id"`
+	CIDR         string `json:"cidr"`
+	ServiceID    string `json:"service_id"`
+	Provisioning struct {
+		State        string            `json:"state"`
+		Revision     int64             `json:"revision"`
+		NodesTotal   int               `json:"nodes_total"`
+		NodesApplied int               `json:"nodes_applied"`
+		NodesFailed  []string          `json:"nodes_failed"`
+		Errors       map[string]string `json:"errors"`
+	} `json:"provisioning"`
+}
+
+// probePrefix is the file's prefix, whose id the API paths take.
+var probePrefix = netip.MustParsePrefix("192.0.2.0/24")
+
+func prefixPath() string { return "/v1/prefixes/" + bindingsPrefixID(probePrefix.String()) + "/bindings" }
+
+// steers asks addr's tcp/7000 from inside the node's namespace: the node's
+// name (spectrum), or echo.Refused (the cdn, which does not serve it).
+func (fn *fleetNode) steers(addr netip.Addr) string {
+	var got string
+	fn.NS.Do(func() error {
+		got, _ = echo.Ask("tcp", netip.AddrPortFrom(addr, 7000), time.Second)
+		return nil
+	})
+	return got
+}
+
+// waitSteers polls the node's data plane from inside its namespace until
+// addr goes to spectrum (toSpectrum) or refuses, and returns when it first
+// did, or false at the deadline.
+func (fn *fleetNode) waitSteers(addr netip.Addr, toSpectrum bool, deadline time.Time) (time.Time, bool) {
+	var at time.Time
+	ok := false
+	fn.NS.Do(func() error {
+		for time.Now().Before(deadline) {
+			got, _ := echo.Ask("tcp", netip.AddrPortFrom(addr, 7000), 500*time.Millisecond)
+			if (got == fn.id) == toSpectrum && (got == echo.Refused) != toSpectrum {
+				at, ok = time.Now(), true
+				return nil
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return nil
+	})
+	return at, ok
+}
+
+// convergence makes a change through writer and returns how long it took
+// until every node's data plane steered addr the new way, and checks that
+// provisioning read active only once every node did.
+func convergence(t *testing.T, nodes []*fleetNode, writer *fleetNode, addr netip.Addr, toSpectrum bool, change func() fleetBinding) time.Duration {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(10 * time.Second)
+	seen := make([]time.Time, len(nodes))
+	var wg sync.WaitGroup
+	for i, fn := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			at, ok := fn.waitSteers(addr, toSpectrum, deadline)
+			if !ok {
+				t.Errorf("%s: %s still does not steer to spectrum=%v after 10 s", fn.id, addr, toSpectrum)
+			}
+			seen[i] = at
+		}()
+	}
+	b := change()
+	// Provisioning: pending until the last node holds it, then active.
+	var activeAt time.Time
+	for time.Now().Before(deadline) {
+		var got fleetBinding
+		if code, raw := writer.api("GET", prefixPath()+"/"+b.ID, nil, &got); code != 200 {
+			t.Fatalf("GET the binding: %d %s", code, raw)
+		}
+		if got.Provisioning.State == "active" {
+			activeAt = time.Now()
+			if got.Provisioning.NodesApplied != len(nodes) || got.Provisioning.NodesTotal != len(nodes) {
+				t.Errorf("active with %d of %d nodes applied, want %d", got.Provisioning.NodesApplied, got.Provisioning.NodesTotal, len(nodes))
+			}
+			break
+		}
+		if got.Provisioning.State != "pending" {
+			t.Fatalf("provisioning %+v, want pending then active", got.Provisioning)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	// Active: every data plane holds it now.
+	for _, fn := range nodes {
+		if got := fn.steers(addr); (got == fn.id) != toSpectrum {
+			t.Errorf("provisioning read active, but %s's data plane answers %q for %s", fn.id, got, addr)
+		}
+	}
+	wg.Wait()
+	last := slices.MaxFunc(seen, func(a, b time.Time) int { return a.Compare(b) })
+	if activeAt.IsZero() {
+		t.Errorf("provisioning never read active")
+	}
+	return last.Sub(start)
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
+
+// TestFleetConvergence: ten nodes; 100 changes made through different
+// nodes' APIs (50 bindings created to the cdn, then moved back to
+// spectrum); for each, the time from the API call until every node's data
+// plane steers the new way, probed from inside each namespace.
+func TestFleetConvergence(t *testing.T) {
+	net := fleettest.NewNet(t)
+	etcd := fleettest.StartEtcd(t, net)
+	nodes := startFleet(t, net, 10, etcd.Endpoints(), nil)
+
+	var took []time.Duration
+	ids := map[int]string{}
+	for i := range 100 {
+		k := i % 50
+		addr := netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + k)})
+		writer := nodes[i%len(nodes)]
+		toSpectrum := i >= 50
+		d := convergence(t, nodes, writer, addr, toSpectrum, func() fleetBinding {
+			var b fleetBinding
+			var code int
+			var raw string
+			if !toSpectrum {
+				code, raw = writer.api("POST", prefixPath(), map[string]any{"cidr": addr.String() + "/32", "service_id": "cdn"}, &b)
+				ids[k] = b.ID
+			} else {
+				code, raw = writer.api("PATCH", prefixPath()+"/"+ids[k], map[string]any{"service_id": "spectrum"}, &b)
+			}
+			if code != 200 {
+				t.Fatalf("change %d through %s: %d %s", i, writer.id, code, raw)
+			}
+			return b
+		})
+		took = append(took, d)
+		if t.Failed() {
+			t.FailNow()
+		}
+	}
+	p50, p99 := percentile(took, 0.5), percentile(took, 0.99)
+	t.Logf("100 changes on 10 nodes: API call to every data plane steering the new way: p50 %v, p99 %v, max %v",
+		p50.Round(time.Microsecond), p99.Round(time.Microsecond), slices.Max(took).Round(time.Microsecond))
+	if p99 > time.Second {
+		t.Errorf("p99 %v, want under 1 s", p99)
+	}
+	// Every node ends with the same bindings.
+	want := nodeBindings(t, nodes[0])
+	for _, fn := range nodes[1:] {
+		if got := nodeBindings(t, fn); got != want {
+			t.Errorf("%s's bindings differ from %s's:\n%s\nvs\n%s", fn.id, nodes[0].id, got, want)
+		}
+	}
+}
+
+// nodeBindings lists a node's bindings of the prefix, sorted.
+func nodeBindings(t *testing.T, fn *fleetNode) string {
+	t.Helper()
+	var bs []fleetBinding
+	if code, raw := fn.api("GET", prefixPath(), nil, &bs); code != 200 {
+		t.Fatalf("%s: list: %d %s", fn.id, code, raw)
+	}
+	var lines []string
+	for _, b := range bs {
+		lines = append(lines, b.CIDR+" "+b.ServiceID)
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
