@@ -20,6 +20,8 @@ type Fleet interface {
 	// Provisioning says how far the fleet holds the change of key made at
 	// revision rev.
 	Provisioning(key string, rev int64) Provisioning
+	// Latest returns the revision of the fleet state's last change.
+	Latest(ctx context.Context) (int64, error)
 }
 
 // StaleError is a fleet write refused because what its validation read
@@ -104,11 +106,22 @@ func (m *Manager) run(ctx context.Context, plan func() (change, error)) (int64, 
 		m.audited(c.mut.Audit, m.revision)
 		return m.revision, nil
 	}
+	caughtUp := false
 	for attempt := 1; ; attempt++ {
 		m.mu.Lock()
 		c, err := plan()
 		base, held := m.revision, m.held
 		m.mu.Unlock()
+		if err != nil && held == nil && !caughtUp {
+			// Refused against what this node holds: it may be behind
+			// a change made through another node. Refuse only once it
+			// holds the fleet's latest state.
+			caughtUp = true
+			if m.catchUp(ctx) {
+				attempt--
+				continue
+			}
+		}
 		switch {
 		case held != nil:
 			return 0, held
@@ -145,6 +158,20 @@ func (m *Manager) run(ctx context.Context, plan func() (change, error)) (int64, 
 		m.audited(c.mut.Audit, rev)
 		return rev, nil
 	}
+}
+
+// catchUp waits (bounded) until the state is at the fleet's latest
+// revision. It reports whether the state moved on meanwhile.
+func (m *Manager) catchUp(ctx context.Context) bool {
+	before := m.Revision()
+	ctx, cancel := context.WithTimeout(ctx, catchUp)
+	defer cancel()
+	latest, err := m.fleet.Latest(ctx)
+	if err != nil || latest <= before {
+		return false
+	}
+	m.WaitRevision(ctx, latest)
+	return m.Revision() > before
 }
 
 // stamp fills in the audit entry's who, request id and time.

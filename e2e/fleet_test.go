@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/internal/echo"
 	"github.com/edgeproxy/edgeproxy/internal/fleettest"
 	"github.com/edgeproxy/edgeproxy/internal/testutil"
@@ -323,3 +324,217 @@ func nodeBindings(t *testing.T, fn *fleetNode) string {
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
 }
+
+// TestFleetConflicts: two nodes take a create of the same CIDR at the same
+// instant, 1000 times: exactly one wins each time (the other answers 409),
+// and every node ends identical.
+func TestFleetConflicts(t *testing.T) {
+	net := fleettest.NewNet(t)
+	etcd := fleettest.StartEtcd(t, net)
+	nodes := startFleet(t, net, 3, etcd.Endpoints(), nil)
+	a, b := nodes[0], nodes[1]
+	const rounds = 1000
+	var wins [2]int
+	for i := range rounds {
+		addr := fmt.Sprintf("192.0.2.%d/32", 10+i%200)
+		var codes [2]int
+		var raws [2]string
+		var got [2]fleetBinding
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for j, fn := range []*fleetNode{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				codes[j], raws[j] = fn.api("POST", prefixPath(), map[string]any{"cidr": addr, "service_id": "cdn"}, &got[j])
+			}()
+		}
+		close(start)
+		wg.Wait()
+		sorted := codes
+		slices.Sort(sorted[:])
+		if sorted != [2]int{200, 409} {
+			t.Fatalf("round %d: statuses %v, want one 200 and one 409:\n%s\n%s", i, codes, raws[0], raws[1])
+		}
+		for j := range 2 {
+			if codes[j] == 200 {
+				wins[j]++
+			} else if !strings.Contains(raws[j], `"code": 1003`) {
+				t.Fatalf("round %d: the loser's answer %s, want code 1003", i, raws[j])
+			}
+		}
+		id := got[0].ID + got[1].ID
+		if code, raw := nodes[i%3].api("DELETE", prefixPath()+"/"+id, nil, nil); code != 200 {
+			t.Fatalf("round %d: delete: %d %s", i, code, raw)
+		}
+	}
+	t.Logf("%d rounds: %s won %d, %s won %d", rounds, a.id, wins[0], b.id, wins[1])
+	// Two moves of one binding at once both succeed, one after the other.
+	var made fleetBinding
+	if code, raw := a.api("POST", prefixPath(), map[string]any{"cidr": "192.0.2.250/32", "service_id": "cdn"}, &made); code != 200 {
+		t.Fatalf("create: %d %s", code, raw)
+	}
+	var wg sync.WaitGroup
+	for j, fn := range []*fleetNode{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			svc := []string{"spectrum", "cdn"}[j]
+			if code, raw := fn.api("PATCH", prefixPath()+"/"+made.ID, map[string]any{"service_id": svc}, nil); code != 200 {
+				t.Errorf("concurrent move to %s: %d %s", svc, code, raw)
+			}
+		}()
+	}
+	wg.Wait()
+	waitIdentical(t, nodes)
+}
+
+// waitIdentical waits until every node lists the same bindings.
+func waitIdentical(t *testing.T, nodes []*fleetNode) {
+	t.Helper()
+	err := testutil.WaitFor(5*time.Second, func() error {
+		want := nodeBindings(t, nodes[0])
+		for _, fn := range nodes[1:] {
+			if got := nodeBindings(t, fn); got != want {
+				return fmt.Errorf("%s's bindings differ from %s's:\n%s\nvs\n%s", fn.id, nodes[0].id, got, want)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+}
+
+// fleetSummary is the part of GET /v1/fleet the tests read.
+type fleetSummary struct {
+	Revision int64 `json:"revision"`
+	Applied  int64 `json:"applied"`
+	Stale    bool  `json:"stale"`
+	Nodes    int   `json:"nodes"`
+}
+
+func (fn *fleetNode) summary() fleetSummary {
+	var s fleetSummary
+	if code, raw := fn.api("GET", "/v1/fleet", nil, &s); code != 200 {
+		fn.t.Fatalf("%s: GET /v1/fleet: %d %s", fn.id, code, raw)
+	}
+	return s
+}
+
+// waitAll waits until cond holds for every node, and returns how long it
+// took.
+func waitAll(t *testing.T, nodes []*fleetNode, d time.Duration, what string, cond func(*fleetNode) error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if err := testutil.WaitFor(d, func() error {
+		for _, fn := range nodes {
+			if err := cond(fn); err != nil {
+				return fmt.Errorf("%s: %w", fn.id, err)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("%s: not within %v: %v", what, d, err)
+	}
+	return time.Since(start)
+}
+
+// create makes a binding of addr to svc through fn and returns it.
+func (fn *fleetNode) create(addr, svc string) fleetBinding {
+	fn.t.Helper()
+	var b fleetBinding
+	if code, raw := fn.api("POST", prefixPath(), map[string]any{"cidr": addr, "service_id": svc}, &b); code != 200 {
+		fn.t.Fatalf("%s: create %s: %d %s", fn.id, addr, code, raw)
+	}
+	return b
+}
+
+// TestFleetOutage: etcd stops for 10 s. Every node keeps steering by its
+// last state, reports itself stale within 3 s, refuses writes with 503,
+// stays ready; a node restarted meanwhile serves its last applied state.
+// Within 2 s of etcd's return every node is live and at the latest
+// revision, and a change converges with every node counted. Then a node
+// killed drops out of nodes_total after its TTL, and a change turns active
+// without it.
+func TestFleetOutage(t *testing.T) {
+	net := fleettest.NewNet(t)
+	etcd := fleettest.StartEtcd(t, net)
+	nodes := startFleet(t, net, 5, etcd.Endpoints(), nil)
+	addr := netip.MustParseAddr("192.0.2.20")
+	convergence(t, nodes, nodes[0], addr, false, func() fleetBinding { return nodes[0].create("192.0.2.20/32", "cdn") })
+
+	etcd.Stop()
+	stopped := time.Now()
+	took := waitAll(t, nodes, 3*time.Second, "stale after etcd stopped", func(fn *fleetNode) error {
+		if !fn.summary().Stale {
+			return fmt.Errorf("not stale")
+		}
+		return nil
+	})
+	t.Logf("every node reported stale %v after etcd stopped", took.Round(time.Millisecond))
+	for _, fn := range nodes {
+		if got := fn.steers(addr); got != echo.Refused {
+			t.Errorf("%s while etcd is away: %s answers %q, want its last state (the cdn: refused)", fn.id, addr, got)
+		}
+		if code, _ := fn.api("GET", "/readyz", nil, nil); code != 200 {
+			t.Errorf("%s while etcd is away: readyz %d, want 200", fn.id, code)
+		}
+	}
+	start := time.Now()
+	code, raw := nodes[1].api("POST", prefixPath(), map[string]any{"cidr": "192.0.2.21/32", "service_id": "cdn"}, nil)
+	if code != 503 || time.Since(start) > 2*time.Second {
+		t.Errorf("a write while etcd is away: %d after %v (%s), want 503 within dial_timeout + 1 s", code, time.Since(start), raw)
+	}
+	// A node restarted while etcd is away serves its last applied state.
+	nodes[2].kill()
+	nodes[2].start()
+	nodes[2].waitUp()
+	if got := nodes[2].steers(addr); got != echo.Refused {
+		t.Errorf("%s restarted while etcd is away: %s answers %q, want its last state", nodes[2].id, addr, got)
+	}
+	time.Sleep(time.Until(stopped.Add(10 * time.Second)))
+
+	etcd.Start()
+	took = waitAll(t, nodes, 2*time.Second, "in sync after etcd returned", func(fn *fleetNode) error {
+		s := fn.summary()
+		if s.Stale || s.Applied < s.Revision || s.Nodes != len(nodes) {
+			return fmt.Errorf("%+v", s)
+		}
+		return nil
+	})
+	t.Logf("every node live and at the latest revision %v after etcd returned", took.Round(time.Millisecond))
+	convergence(t, nodes, nodes[3], addr, true, func() fleetBinding {
+		var b fleetBinding
+		if code, raw := nodes[3].api("PATCH", prefixPath()+"/"+bindingID("192.0.2.20/32"), map[string]any{"service_id": "spectrum"}, &b); code != 200 {
+			t.Fatalf("move after the return: %d %s", code, raw)
+		}
+		return b
+	})
+
+	// A node killed: the change is pending while its lease lives, then
+	// active without it.
+	nodes[4].kill()
+	killed := time.Now()
+	b := nodes[0].create("192.0.2.22/32", "cdn")
+	var got fleetBinding
+	for {
+		if code, raw := nodes[0].api("GET", prefixPath()+"/"+b.ID, nil, &got); code != 200 {
+			t.Fatalf("GET: %d %s", code, raw)
+		}
+		if got.Provisioning.State == "active" {
+			break
+		}
+		if time.Since(killed) > 10*time.Second {
+			t.Fatalf("still %+v 10 s after a node was killed (node_ttl 3s)", got.Provisioning)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if after := time.Since(killed); after < 2*time.Second || got.Provisioning.NodesTotal != 4 || got.Provisioning.NodesApplied != 4 {
+		t.Errorf("active %v after the kill with %d of %d nodes, want after its lease (3 s) with 4 of 4", after, got.Provisioning.NodesApplied, got.Provisioning.NodesTotal)
+	}
+}
+
+// bindingID is the id of an address binding.
+func bindingID(cidr string) string { return bindings.BindingID(netip.MustParsePrefix(cidr), 0, 0) }

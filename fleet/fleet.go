@@ -261,6 +261,19 @@ func (n *Node) Write(ctx context.Context, basedOn int64, mut bindings.Mutation) 
 	return rev, nil
 }
 
+// Latest returns the revision of the state's last change: a linearizable
+// read.
+func (n *Node) Latest(ctx context.Context) (int64, error) {
+	resp, err := n.cli.Get(ctx, n.key("meta/last-change"))
+	if err != nil {
+		return 0, err
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, nil
+	}
+	return resp.Kvs[0].ModRevision, nil
+}
+
 // maxTxnOps is etcd's default limit of operations in a transaction.
 const maxTxnOps = 128
 
