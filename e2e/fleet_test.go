@@ -166,7 +166,9 @@ type fleetBinding struct {
 // probePrefix is the file's prefix, whose id the API paths take.
 var probePrefix = netip.MustParsePrefix("192.0.2.0/24")
 
-func prefixPath() string { return "/v1/prefixes/" + bindingsPrefixID(probePrefix.String()) + "/bindings" }
+func prefixPath() string {
+	return "/v1/prefixes/" + bindingsPrefixID(probePrefix.String()) + "/bindings"
+}
 
 // steers asks addr's tcp/7000 from inside the node's namespace: the node's
 // name (spectrum), or echo.Refused (the cdn, which does not serve it).
