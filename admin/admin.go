@@ -108,23 +108,26 @@ func makeAPI(opts Options) *api {
 // routes are the /v1 routes by pattern; "/v1/" answers every other path.
 func (a *api) routes() map[string]handlerFunc {
 	return map[string]handlerFunc{
-		"GET /v1/services":                                      a.services,
-		"GET /v1/prefixes":                                      a.listPrefixes,
-		"POST /v1/prefixes":                                     a.createPrefix,
-		"GET /v1/prefixes/{prefix_id}":                          a.getPrefix,
-		"DELETE /v1/prefixes/{prefix_id}":                       a.deletePrefix,
-		"GET /v1/prefixes/{prefix_id}/bindings":                 a.listBindings,
-		"POST /v1/prefixes/{prefix_id}/bindings":                a.createBinding,
-		"GET /v1/prefixes/{prefix_id}/bindings/{binding_id}":    a.getBinding,
-		"PATCH /v1/prefixes/{prefix_id}/bindings/{binding_id}":  a.moveBinding,
-		"DELETE /v1/prefixes/{prefix_id}/bindings/{binding_id}": a.deleteBinding,
-		"GET /v1/lookup":                                        a.lookup,
-		"GET /v1/origins":                                       a.origins,
-		"GET /v1/status":                                        a.status,
-		"GET /v1/nodes":                                         a.nodes,
-		"GET /v1/fleet":                                         a.fleet,
-		"GET /v1/audit":                                         a.audit,
-		"/v1/":                                                  a.noRoute,
+		"GET /v1/services":                                             a.services,
+		"GET /v1/prefixes":                                             a.listPrefixes,
+		"POST /v1/prefixes":                                            a.createPrefix,
+		"GET /v1/prefixes/{prefix_id}":                                 a.getPrefix,
+		"DELETE /v1/prefixes/{prefix_id}":                              a.deletePrefix,
+		"GET /v1/prefixes/{prefix_id}/bindings":                        a.listBindings,
+		"POST /v1/prefixes/{prefix_id}/bindings":                       a.createBinding,
+		"GET /v1/prefixes/{prefix_id}/bindings/{binding_id}":           a.getBinding,
+		"PATCH /v1/prefixes/{prefix_id}/bindings/{binding_id}":         a.moveBinding,
+		"DELETE /v1/prefixes/{prefix_id}/bindings/{binding_id}":        a.deleteBinding,
+		"GET /v1/lookup":                                               a.lookup,
+		"GET /v1/origins":                                              a.origins,
+		"GET /v1/status":                                               a.status,
+		"POST /v1/prefixes/{prefix_id}/bindings/{binding_id}/promote":  a.promote,
+		"POST /v1/prefixes/{prefix_id}/bindings/{binding_id}/rollback": a.rollback,
+		"POST /v1/batch":                                               a.batch,
+		"GET /v1/nodes":                                                a.nodes,
+		"GET /v1/fleet":                                                a.fleet,
+		"GET /v1/audit":                                                a.audit,
+		"/v1/":                                                         a.noRoute,
 	}
 }
 
@@ -251,7 +254,12 @@ func (a *api) authorize(r *http.Request) error {
 
 // decode reads a JSON body strictly into v.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	return decodeLimit(w, r, v, maxBody)
+}
+
+// decodeLimit reads a JSON body of at most limit bytes strictly into v.
+func decodeLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	if err == nil && dec.More() {
@@ -268,7 +276,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	case errors.As(err, &te):
 		return badField(te.Field, "must be a JSON %s, not %s", jsonKind(te.Type.Kind().String()), te.Value)
 	case errors.As(err, &mbe):
-		return badBody(http.StatusRequestEntityTooLarge, "larger than %d bytes", maxBody)
+		return badBody(http.StatusRequestEntityTooLarge, "larger than %d bytes", limit)
 	case errors.Is(err, io.EOF):
 		return badBody(http.StatusBadRequest, "empty: send a JSON object")
 	}
@@ -315,11 +323,21 @@ type Binding struct {
 	CIDR         string       `json:"cidr"`
 	Protocol     string       `json:"protocol,omitempty"`
 	Port         uint16       `json:"port,omitempty"`
-	ServiceID    string       `json:"service_id"`
-	ServiceName  string       `json:"service_name"`
+	ServiceID    string       `json:"service_id,omitempty"` // absent for a canary create
+	ServiceName  string       `json:"service_name,omitempty"`
 	Default      bool         `json:"default"`
 	Source       string       `json:"source"`
 	Provisioning Provisioning `json:"provisioning"`
+	// Canary is the binding's pending canary change, if it has one.
+	Canary *Canary `json:"canary,omitempty"`
+}
+
+// Canary is a pending canary change: the service the nodes its labels
+// select steer the binding to, and its revision.
+type Canary struct {
+	ServiceID string            `json:"service_id"`
+	Labels    map[string]string `json:"labels"`
+	Revision  int64             `json:"revision"`
 }
 
 // App is the spectrum app a lookup found.
@@ -343,9 +361,14 @@ func toPrefix(p bindings.Prefix) Prefix {
 	return Prefix{ID: p.ID, CIDR: p.CIDR.String(), ServiceID: string(p.Service), ServiceName: p.Service.Name(), Source: string(p.Source)}
 }
 
-// binding returns b as the API shows it, with its provisioning.
+// binding returns b as the API shows it, with its provisioning and its
+// pending canary change: then in its stable form.
 func (a *api) binding(b bindings.Binding) Binding {
 	j := toBinding(b)
+	if c, ok := a.m.PendingOf(b.PrefixID, b.ID); ok && !b.Default {
+		j = toBinding(c.Stable)
+		j.Canary = &Canary{ServiceID: string(c.Canary.Service), Labels: c.Canary.Labels, Revision: a.m.Provisioning(b).Revision}
+	}
 	j.Provisioning = a.m.Provisioning(b)
 	return j
 }
@@ -354,8 +377,10 @@ func (a *api) binding(b bindings.Binding) Binding {
 func toBinding(b bindings.Binding) Binding {
 	j := Binding{
 		ID: b.ID, PrefixID: b.PrefixID, CIDR: b.CIDR.String(),
-		ServiceID: string(b.Service), ServiceName: b.Service.Name(),
-		Default: b.Default, Source: string(b.Source),
+		ServiceID: string(b.Service), Default: b.Default, Source: string(b.Source),
+	}
+	if b.Service != "" {
+		j.ServiceName = b.Service.Name()
 	}
 	if b.PortScoped() {
 		j.Protocol, j.Port = b.Protocol.String(), b.Port
@@ -467,8 +492,30 @@ func (a *api) getBinding(w http.ResponseWriter, r *http.Request) error {
 
 type createBindingBody struct {
 	createPrefixBody
-	Protocol *string `json:"protocol"`
-	Port     *int    `json:"port"`
+	Protocol *string     `json:"protocol"`
+	Port     *int        `json:"port"`
+	Canary   *canaryBody `json:"canary"`
+}
+
+// canaryBody scopes a change to the nodes whose labels match.
+type canaryBody struct {
+	Labels map[string]string `json:"labels"`
+}
+
+// canary returns the body's canary change to svc, or nil.
+func (c *canaryBody) canary(svc bindings.Service) (*bindings.Canary, error) {
+	if c == nil {
+		return nil, nil
+	}
+	if len(c.Labels) == 0 {
+		return nil, badField("canary.labels", "give at least one label of the canary nodes")
+	}
+	for k, v := range c.Labels {
+		if k == "" || len(k) > 63 || len(v) > 63 {
+			return nil, badField("canary.labels", "%q: %q: keys of 1 to 63 characters, values of at most 63", k, v)
+		}
+	}
+	return &bindings.Canary{Service: svc, Labels: c.Labels}, nil
 }
 
 func (a *api) createBinding(w http.ResponseWriter, r *http.Request) error {
@@ -490,7 +537,18 @@ func (a *api) createBinding(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	b, err := a.m.CreateBinding(a.request(r), r.PathValue("prefix_id"), cidr, proto, port, svc)
+	canary, err := body.Canary.canary(svc)
+	if err != nil {
+		return err
+	}
+	var b bindings.Binding
+	if canary != nil {
+		var st bindings.Staged
+		st, err = a.m.CreateCanary(a.request(r), r.PathValue("prefix_id"), bindings.NewBinding(cidr, proto, port, svc, bindings.FromAPI), *canary)
+		b = st.Stable
+	} else {
+		b, err = a.m.CreateBinding(a.request(r), r.PathValue("prefix_id"), cidr, proto, port, svc)
+	}
 	if err != nil {
 		return err
 	}
@@ -507,8 +565,9 @@ func value[T any](p *T) T {
 }
 
 type moveBody struct {
-	ServiceID *string `json:"service_id"`
-	Drain     *string `json:"drain"`
+	ServiceID *string     `json:"service_id"`
+	Drain     *string     `json:"drain"`
+	Canary    *canaryBody `json:"canary"`
 }
 
 // deleteBody is a DELETE's optional body.
@@ -555,7 +614,18 @@ func (a *api) moveBinding(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	b, err := a.m.MoveBinding(a.request(r), r.PathValue("prefix_id"), r.PathValue("binding_id"), svc)
+	canary, err := body.Canary.canary(svc)
+	if err != nil {
+		return err
+	}
+	var b bindings.Binding
+	if canary != nil {
+		var st bindings.Staged
+		st, err = a.m.MoveCanary(a.request(r), r.PathValue("prefix_id"), r.PathValue("binding_id"), *canary)
+		b = st.Stable
+	} else {
+		b, err = a.m.MoveBinding(a.request(r), r.PathValue("prefix_id"), r.PathValue("binding_id"), svc)
+	}
 	if err != nil {
 		return err
 	}

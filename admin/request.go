@@ -5,11 +5,15 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/bindings"
+	"github.com/edgeproxy/edgeproxy/dispatch"
 )
 
 // maxWait bounds ?wait=.
@@ -169,4 +173,104 @@ func (a *api) audit(w http.ResponseWriter, r *http.Request) error {
 		es = []bindings.AuditEntry{}
 	}
 	return writeResult(w, es)
+}
+
+func (a *api) promote(w http.ResponseWriter, r *http.Request) error {
+	wait, err := waitField(r)
+	if err != nil {
+		return err
+	}
+	b, err := a.m.Promote(a.request(r), r.PathValue("prefix_id"), r.PathValue("binding_id"))
+	if err != nil {
+		return err
+	}
+	return writeResult(w, a.waitFor(r, wait, b))
+}
+
+func (a *api) rollback(w http.ResponseWriter, r *http.Request) error {
+	wait, err := waitField(r)
+	if err != nil {
+		return err
+	}
+	b, rev, err := a.m.Rollback(a.request(r), r.PathValue("prefix_id"), r.PathValue("binding_id"))
+	if err != nil {
+		return err
+	}
+	if b.Service == "" {
+		// A rolled-back create is gone.
+		j := toBinding(b)
+		j.Provisioning = a.waitAt(r, wait, bindings.KeyOf(b), rev)
+		return writeResult(w, j)
+	}
+	return writeResult(w, a.waitFor(r, wait, b))
+}
+
+// maxBatch bounds a batch's bindings, and maxBatchBody its body.
+const (
+	maxBatch     = 1 << 20
+	maxBatchBody = 128 << 20
+)
+
+type batchBody struct {
+	Bindings []createBindingBody `json:"bindings"`
+}
+
+// Batch is the answer of POST /v1/batch.
+type Batch struct {
+	Revision     int64        `json:"revision"`
+	Count        int          `json:"count"`
+	Provisioning Provisioning `json:"provisioning"`
+}
+
+func (a *api) batch(w http.ResponseWriter, r *http.Request) error {
+	var body batchBody
+	if err := decodeLimit(w, r, &body, maxBatchBody); err != nil {
+		return err
+	}
+	if len(body.Bindings) > maxBatch {
+		return badField("bindings", "%d bindings: a batch holds at most %d", len(body.Bindings), maxBatch)
+	}
+	wait, err := waitField(r)
+	if err != nil {
+		return err
+	}
+	bs := make([]bindings.Binding, len(body.Bindings))
+	for i, b := range body.Bindings {
+		cidr, svc, err := b.fields()
+		if err == nil && b.Canary != nil {
+			err = badField("canary", "a batch takes no canary changes")
+		}
+		var proto dispatch.Protocol
+		var port uint16
+		if err == nil {
+			proto, port, err = dispatch.ParseScope(value(b.Protocol), value(b.Port))
+			if serr, ok := errors.AsType[*dispatch.ScopeError](err); ok {
+				err = badField(serr.Field, "%s", serr.Reason)
+			}
+		}
+		if err != nil {
+			return within(err, fmt.Sprintf("bindings[%d]", i))
+		}
+		bs[i] = bindings.NewBinding(cidr, proto, port, svc, bindings.FromAPI)
+	}
+	rev, err := a.m.Batch(a.request(r), bs)
+	if err != nil {
+		return err
+	}
+	// The batch's first binding stands for all: one change, one revision.
+	first := bs[0]
+	if p, ok := a.m.PrefixOf(first.CIDR); ok {
+		first.PrefixID = p.ID
+	}
+	return writeResult(w, Batch{Revision: rev, Count: len(bs), Provisioning: a.waitAt(r, wait, bindings.KeyOf(first), rev)})
+}
+
+// within names where in the body an error's fields are.
+func within(err error, where string) error {
+	e := *errorOf(err)
+	e.Errors = slices.Clone(e.Errors)
+	for i := range e.Errors {
+		e.Errors[i].Message = where + "." + e.Errors[i].Message
+	}
+	return &e
 }

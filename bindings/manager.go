@@ -68,6 +68,8 @@ type Manager struct {
 	revision   int64            // the store's revision the state is at
 	revs       map[string]int64 // store key of an API-made item -> revision of its last change
 	applied    *sync.Cond       // broadcast when revision grows
+	labels     map[string]string   // this node's, for canary changes
+	canaries   map[string]*Staged // store key -> the binding's pending canary change
 
 	// own is the ownership snapshot of the current state, replaced (never
 	// changed) at the end of every successful change. Readers take no lock.
@@ -77,7 +79,7 @@ type Manager struct {
 // NewManager returns a manager with an empty state, applying through a and
 // persisting API-made items in store (nil: not persisted).
 func NewManager(a Applier, store Store) *Manager {
-	m := &Manager{apply: a, store: store, revs: map[string]int64{}}
+	m := &Manager{apply: a, store: store, revs: map[string]int64{}, canaries: map[string]*Staged{}}
 	m.applied = sync.NewCond(&m.mu)
 	m.setStateLocked(&State{}, Services{}, nil)
 	return m
@@ -246,6 +248,11 @@ type change struct {
 func (m *Manager) commitLocked(c change) error {
 	if m.held != nil {
 		return m.held
+	}
+	if c.mutate == nil {
+		// A change planned as records alone (a batch): applied as a
+		// fleet's change is, the whole state validated at once.
+		return m.applyEventsLocked(m.revision+1, eventsOf(c.mut), c.mut.Audit)
 	}
 	start := time.Now()
 	am, amends := m.apply.(Amender)

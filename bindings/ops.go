@@ -58,6 +58,13 @@ func (m *Manager) Prefixes() []Prefix {
 	return out
 }
 
+// PrefixOf returns the prefix that contains cidr, if one does.
+func (m *Manager) PrefixOf(cidr netip.Prefix) (Prefix, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.idx.containing(cidr, cidr.Bits())
+}
+
 // Prefix returns the prefix with id.
 func (m *Manager) Prefix(id string) (Prefix, error) {
 	m.mu.Lock()
@@ -82,6 +89,15 @@ func (m *Manager) Bindings(prefixID string) ([]Binding, error) {
 	for _, b := range m.state.Bindings {
 		if b.PrefixID == prefixID {
 			out = append(out, b)
+		}
+	}
+	// A canary create is listed on every node, in its stable form (no
+	// service), also where it does not steer.
+	for _, c := range m.canaries {
+		if c.Stable.PrefixID == prefixID && c.Stable.Service == "" {
+			if _, ok := m.bindingPos[c.Stable.ID]; !ok {
+				out = append(out, c.Stable)
+			}
 		}
 	}
 	slices.SortFunc(out, func(a, b Binding) int {
@@ -240,6 +256,9 @@ func (m *Manager) planCreateBinding(b Binding) (change, error) {
 		o := m.state.Bindings[j]
 		return change{}, opErr(KindConflict, "cidr", "%s already exists (id %s, from %s)", describeBinding(o), o.ID, o.Source)
 	}
+	if err := m.refusePending(b.PrefixID, b.ID); err != nil {
+		return change{}, err
+	}
 	var e errList
 	checkBinding(&e, b, m.idx, m.svc)
 	if err := e.err(); err != nil {
@@ -271,6 +290,9 @@ func (m *Manager) planMove(prefixID, id string, svc Service) (Binding, change, e
 	}
 	if p := m.state.Prefixes[i]; p.DefaultBinding().ID == id {
 		return m.planMoveDefault(p, svc)
+	}
+	if err := m.refusePending(prefixID, id); err != nil {
+		return Binding{}, change{}, err
 	}
 	j, ok := m.bindingPos[id]
 	if !ok || m.state.Bindings[j].PrefixID != prefixID {
@@ -347,6 +369,9 @@ func (m *Manager) planDeleteBinding(prefixID, id string) (Binding, change, error
 	}
 	if p := m.state.Prefixes[i]; p.DefaultBinding().ID == id {
 		return Binding{}, change{}, opErr(KindConflict, "binding_id", "the default binding of %s cannot be deleted alone: delete the prefix", p.CIDR)
+	}
+	if err := m.refusePending(prefixID, id); err != nil {
+		return Binding{}, change{}, err
 	}
 	j, ok := m.bindingPos[id]
 	if !ok || m.state.Bindings[j].PrefixID != prefixID {

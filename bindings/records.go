@@ -125,11 +125,17 @@ func auditItem(b Binding) *AuditItem {
 
 // value is the encoded form of a prefix or binding.
 type value struct {
-	V        int     `json:"v"`
-	CIDR     string  `json:"cidr"`
-	Protocol string  `json:"protocol,omitempty"`
-	Port     uint16  `json:"port,omitempty"`
-	Service  Service `json:"service_id"`
+	V        int          `json:"v"`
+	CIDR     string       `json:"cidr"`
+	Protocol string       `json:"protocol,omitempty"`
+	Port     uint16       `json:"port,omitempty"`
+	Service  Service      `json:"service_id"` // "" only for a canary create
+	Canary   *valueCanary `json:"canary,omitempty"`
+}
+
+type valueCanary struct {
+	Service Service           `json:"service_id"`
+	Labels  map[string]string `json:"labels"`
 }
 
 // EncodePrefix returns p's record.
@@ -139,19 +145,30 @@ func EncodePrefix(p Prefix) Record {
 }
 
 // EncodeBinding returns b's record; b.PrefixID must be set.
-func EncodeBinding(b Binding) Record {
+func EncodeBinding(b Binding) Record { return encodeBinding(b, nil) }
+
+// EncodeCanary returns the record of binding b (its stable form: Service
+// "" for a canary create) with a pending canary change.
+func EncodeCanary(b Binding, c Canary) Record { return encodeBinding(b, &c) }
+
+func encodeBinding(b Binding, c *Canary) Record {
 	v := value{V: ValueVersion, CIDR: b.CIDR.String(), Service: b.Service}
 	if b.PortScoped() {
 		v.Protocol, v.Port = b.Protocol.String(), b.Port
+	}
+	if c != nil {
+		v.Canary = &valueCanary{Service: c.Service, Labels: c.Labels}
 	}
 	enc, _ := json.Marshal(v)
 	return Record{Key: BindingKey(b.PrefixID, b.ID), Value: enc}
 }
 
-// Decoded is a record read back: a prefix or a binding.
+// Decoded is a record read back: a prefix or a binding, and a binding's
+// pending canary change.
 type Decoded struct {
 	Prefix  *Prefix
-	Binding *Binding
+	Binding *Binding // Service "" for a canary create
+	Canary  *Canary
 }
 
 // DecodeRecord reads a record of either kind. A key of neither kind, a
@@ -169,11 +186,21 @@ func DecodeRecord(key string, val []byte) (Decoded, error) {
 	if err != nil {
 		return Decoded{}, fmt.Errorf("%s: cidr: %v", key, err)
 	}
-	if !v.Service.Known() {
+	if !v.Service.Known() && !(v.Service == "" && v.Canary != nil) {
 		return Decoded{}, fmt.Errorf("%s: service_id: unknown service %q", key, v.Service)
+	}
+	var canary *Canary
+	if v.Canary != nil {
+		if !v.Canary.Service.Known() || len(v.Canary.Labels) == 0 {
+			return Decoded{}, fmt.Errorf("%s: canary: want a known service_id and labels, have %q and %v", key, v.Canary.Service, v.Canary.Labels)
+		}
+		canary = &Canary{Service: v.Canary.Service, Labels: v.Canary.Labels}
 	}
 	switch {
 	case strings.HasPrefix(key, PrefixKeys):
+		if canary != nil {
+			return Decoded{}, fmt.Errorf("%s: a prefix takes no canary change", key)
+		}
 		p := NewPrefix(cidr, v.Service, FromAPI)
 		if key != PrefixKey(p.ID) {
 			return Decoded{}, fmt.Errorf("%s: holds prefix %s, whose key is %s", key, cidr, PrefixKey(p.ID))
@@ -190,7 +217,7 @@ func DecodeRecord(key string, val []byte) (Decoded, error) {
 		if key != BindingKey(prefixID, b.ID) {
 			return Decoded{}, fmt.Errorf("%s: holds %s, whose id is %s", key, b, b.ID)
 		}
-		return Decoded{Binding: &b}, nil
+		return Decoded{Binding: &b, Canary: canary}, nil
 	}
 	return Decoded{}, fmt.Errorf("%s: not a prefix's or a binding's key", key)
 }
@@ -253,4 +280,18 @@ func diffAPI(old, next *State) Mutation {
 type Event struct {
 	Key   string
 	Value []byte
+}
+
+// eventsOf returns the events of m.
+func eventsOf(m Mutation) []Event {
+	evs := make([]Event, 0, len(m.Create)+len(m.Update)+len(m.Delete))
+	for _, rs := range [][]Record{m.Create, m.Update} {
+		for _, r := range rs {
+			evs = append(evs, Event{Key: r.Key, Value: r.Value})
+		}
+	}
+	for _, k := range m.Delete {
+		evs = append(evs, Event{Key: k})
+	}
+	return evs
 }

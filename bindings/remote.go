@@ -3,6 +3,7 @@ package bindings
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -28,13 +29,23 @@ func (m *Manager) ApplyEvents(rev int64, evs []Event) error {
 	if rev <= m.revision {
 		return nil
 	}
-	st := m.state.Clone()
-	err := applyEvents(st, evs)
-	if err == nil {
-		err = m.takeLocked(st, rev)
-	}
+	err := m.applyEventsLocked(rev, evs, nil)
 	if err != nil {
 		m.seenLocked(rev)
+	}
+	return err
+}
+
+// applyEventsLocked applies the events of revision rev as one step, or
+// nothing.
+func (m *Manager) applyEventsLocked(rev int64, evs []Event, audit *AuditEntry) error {
+	st := m.state.Clone()
+	u, err := m.applyEvents(st, evs)
+	if err == nil {
+		err = m.takeLocked(st, rev, audit)
+	}
+	if err == nil {
+		m.keepCanaries(u)
 	}
 	return err
 }
@@ -51,8 +62,10 @@ func (m *Manager) Resync(rev int64, items []Event) error {
 	}
 	fromConfig, _ := Split(m.state)
 	st := fromConfig.Clone()
-	if err := applyEvents(st, items); err == nil {
-		if err := m.takeLocked(st, rev); err == nil {
+	if u, err := m.applyEvents(st, items); err == nil {
+		if err := m.takeLocked(st, rev, nil); err == nil {
+			clear(m.canaries)
+			m.keepCanaries(u)
 			return nil
 		}
 	}
@@ -62,9 +75,11 @@ func (m *Manager) Resync(rev int64, items []Event) error {
 	})
 	st = fromConfig.Clone()
 	var refused []error
+	kept := canaryUpdate{}
 	for _, ev := range items {
 		next := st.Clone()
-		if err := applyEvents(next, []Event{ev}); err != nil {
+		u, err := m.applyEvents(next, []Event{ev})
+		if err != nil {
 			refused = append(refused, err)
 			continue
 		}
@@ -74,11 +89,14 @@ func (m *Manager) Resync(rev int64, items []Event) error {
 			continue
 		}
 		st = next
+		maps.Copy(kept, u)
 	}
-	if err := m.takeLocked(st, rev); err != nil {
+	if err := m.takeLocked(st, rev, nil); err != nil {
 		m.seenLocked(rev)
 		return err
 	}
+	clear(m.canaries)
+	m.keepCanaries(kept)
 	return errors.Join(refused...)
 }
 
@@ -101,28 +119,38 @@ func (m *Manager) seenLocked(rev int64) {
 }
 
 // takeLocked validates st and makes it current at rev, persisting what
-// differs in the node's store.
-func (m *Manager) takeLocked(st *State, rev int64) error {
+// differs in the node's store (with audit, when it is the change's).
+func (m *Manager) takeLocked(st *State, rev int64, audit *AuditEntry) error {
 	st.AssignPrefixes()
 	if err := Validate(st, m.svc, m.guards); err != nil {
 		return err
 	}
-	return m.replaceLocked(st, m.svc, m.guards, rev, diffAPI(m.state, st))
+	mut := diffAPI(m.state, st)
+	mut.Audit = audit
+	return m.replaceLocked(st, m.svc, m.guards, rev, mut)
 }
 
+// canaryUpdate is a key's pending canary change after some events: nil
+// when it has none.
+type canaryUpdate map[string]*Staged
+
 // applyEvents puts and deletes the events' items in st: a put replaces the
-// item of its key or adds it, a delete removes it if it is there.
-func applyEvents(st *State, evs []Event) error {
+// item of its key or adds it, a delete removes it if it is there. A binding
+// with a pending canary change goes into st as this node steers it. The
+// canary changes are returned, for the caller to keep once st is taken.
+func (m *Manager) applyEvents(st *State, evs []Event) (canaryUpdate, error) {
 	drop := map[string]bool{}
+	canaries := canaryUpdate{}
 	var puts []Decoded
 	for _, ev := range evs {
 		drop[ev.Key] = true
+		canaries[ev.Key] = nil
 		if ev.Value == nil {
 			continue
 		}
 		d, err := DecodeRecord(ev.Key, ev.Value)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		puts = append(puts, d)
 	}
@@ -131,11 +159,27 @@ func applyEvents(st *State, evs []Event) error {
 	for _, d := range puts {
 		if d.Prefix != nil {
 			st.Prefixes = append(st.Prefixes, *d.Prefix)
-		} else {
-			st.Bindings = append(st.Bindings, *d.Binding)
+			continue
+		}
+		if d.Canary != nil {
+			canaries[KeyOf(*d.Binding)] = &Staged{Stable: *d.Binding, Canary: *d.Canary}
+		}
+		if b, ok := m.effective(*d.Binding, d.Canary); ok {
+			st.Bindings = append(st.Bindings, b)
 		}
 	}
-	return nil
+	return canaries, nil
+}
+
+// keepCanaries records the canary changes of a state just taken.
+func (m *Manager) keepCanaries(u canaryUpdate) {
+	for k, c := range u {
+		if c == nil {
+			delete(m.canaries, k)
+		} else {
+			m.canaries[k] = c
+		}
+	}
 }
 
 func boolInt(b bool) int {

@@ -18,8 +18,8 @@ type Fleet interface {
 	// is written and the error is a *StaleError.
 	Write(ctx context.Context, basedOn int64, m Mutation) (int64, error)
 	// Provisioning says how far the fleet holds the change of key made at
-	// revision rev.
-	Provisioning(key string, rev int64) Provisioning
+	// revision rev, among the nodes scope selects (nil: every node).
+	Provisioning(key string, rev int64, scope map[string]string) Provisioning
 	// Latest returns the revision of the fleet state's last change.
 	Latest(ctx context.Context) (int64, error)
 }
@@ -37,6 +37,9 @@ const (
 	Active  = "active"  // every live node in scope holds it
 	Pending = "pending" // the store holds it; some live node in scope does not yet
 	Failed  = "failed"  // a live node in scope refused it
+	// CanaryActive: every live node in a pending canary change's scope
+	// holds it.
+	CanaryActive = "canary"
 )
 
 // Provisioning says how far a change has reached: its revision, and how
@@ -218,10 +221,19 @@ func (m *Manager) Provisioning(b Binding) Provisioning {
 	if b.Source != FromAPI {
 		return Provisioning{State: Active, NodesTotal: 1, NodesApplied: 1, NodesFailed: []string{}}
 	}
+	key := KeyOf(b)
 	m.mu.Lock()
-	rev := m.revs[KeyOf(b)]
+	rev := m.revs[key]
+	c := m.canaries[key]
 	m.mu.Unlock()
-	return m.ProvisioningAt(KeyOf(b), rev)
+	if c == nil || m.fleet == nil {
+		return m.ProvisioningAt(key, rev)
+	}
+	p := m.fleet.Provisioning(key, rev, c.Canary.Labels)
+	if p.State == Active {
+		p.State = CanaryActive
+	}
+	return p
 }
 
 // ProvisioningAt says how far the change of key at revision rev has
@@ -230,5 +242,5 @@ func (m *Manager) ProvisioningAt(key string, rev int64) Provisioning {
 	if m.fleet == nil {
 		return Provisioning{State: Active, Revision: rev, NodesTotal: 1, NodesApplied: 1, NodesFailed: []string{}}
 	}
-	return m.fleet.Provisioning(key, rev)
+	return m.fleet.Provisioning(key, rev, nil)
 }

@@ -540,3 +540,107 @@ func TestFleetOutage(t *testing.T) {
 
 // bindingID is the id of an address binding.
 func bindingID(cidr string) string { return bindings.BindingID(netip.MustParsePrefix(cidr), 0, 0) }
+
+// waitPlanes waits until every node steers addr as want says (true:
+// spectrum), probed from inside each namespace.
+func waitPlanes(t *testing.T, nodes []*fleetNode, addr netip.Addr, want func(*fleetNode) bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, fn := range nodes {
+		if _, ok := fn.waitSteers(addr, want(fn), deadline); !ok {
+			t.Errorf("%s: %s does not steer to spectrum=%v", fn.id, addr, want(fn))
+		}
+	}
+}
+
+// waitState waits until the binding's provisioning reads state, through fn.
+func (fn *fleetNode) waitState(id, state string) fleetBinding {
+	fn.t.Helper()
+	var b fleetBinding
+	err := testutil.WaitFor(5*time.Second, func() error {
+		if code, raw := fn.api("GET", prefixPath()+"/"+id, nil, &b); code != 200 {
+			return fmt.Errorf("%d %s", code, raw)
+		}
+		if b.Provisioning.State != state {
+			return fmt.Errorf("provisioning %+v", b.Provisioning)
+		}
+		return nil
+	})
+	if err != nil {
+		fn.t.Fatalf("%s: binding %s never read %s: %v", fn.id, id, state, err)
+	}
+	return b
+}
+
+// TestFleetCanary: a change scoped to the nodes labelled stage=canary
+// applies there only (probed), promote spreads it, and a canary move is
+// rolled back on the canary nodes.
+func TestFleetCanary(t *testing.T) {
+	net := fleettest.NewNet(t)
+	etcd := fleettest.StartEtcd(t, net)
+	nodes := startFleet(t, net, 4, etcd.Endpoints(), func(i int) string {
+		if i < 2 {
+			return "{stage: canary}"
+		}
+		return "{stage: main}"
+	})
+	canary := func(fn *fleetNode) bool { return fn.id == "edge-1" || fn.id == "edge-2" }
+	addr := netip.MustParseAddr("192.0.2.30")
+	scope := map[string]any{"labels": map[string]string{"stage": "canary"}}
+
+	// A canary create: the canary nodes refuse (the cdn), the others keep
+	// spectrum; every node lists it, in its stable form (no service).
+	var b fleetBinding
+	if code, raw := nodes[3].api("POST", prefixPath(), map[string]any{"cidr": "192.0.2.30/32", "service_id": "cdn", "canary": scope}, &b); code != 200 {
+		t.Fatalf("canary create: %d %s", code, raw)
+	}
+	waitPlanes(t, nodes, addr, func(fn *fleetNode) bool { return !canary(fn) })
+	got := nodes[2].waitState(b.ID, "canary")
+	if got.ServiceID != "" || got.Provisioning.NodesTotal != 2 || got.Provisioning.NodesApplied != 2 {
+		t.Errorf("a canary create on a main node: %+v, want no service_id and 2 of 2 canary nodes", got)
+	}
+	// Any other write to it is refused while the canary is pending.
+	if code, raw := nodes[0].api("PATCH", prefixPath()+"/"+b.ID, map[string]any{"service_id": "spectrum"}, nil); code != 409 || !strings.Contains(raw, "pending") {
+		t.Errorf("a move with a canary pending: %d %s, want 409 naming the pending change", code, raw)
+	}
+	// Promote spreads it.
+	if code, raw := nodes[1].api("POST", prefixPath()+"/"+b.ID+"/promote", nil, nil); code != 200 {
+		t.Fatalf("promote: %d %s", code, raw)
+	}
+	waitPlanes(t, nodes, addr, func(*fleetNode) bool { return false })
+	if got := nodes[3].waitState(b.ID, "active"); got.ServiceID != "cdn" || got.Provisioning.NodesTotal != 4 {
+		t.Errorf("promoted: %+v, want cdn, active on 4 nodes", got)
+	}
+	// A canary move back to spectrum, then rolled back.
+	if code, raw := nodes[2].api("PATCH", prefixPath()+"/"+b.ID, map[string]any{"service_id": "spectrum", "canary": scope}, nil); code != 200 {
+		t.Fatalf("canary move: %d %s", code, raw)
+	}
+	waitPlanes(t, nodes, addr, canary)
+	if got := nodes[0].waitState(b.ID, "canary"); got.ServiceID != "cdn" {
+		t.Errorf("a canary move shows its stable form: %+v, want cdn", got)
+	}
+	if code, raw := nodes[0].api("POST", prefixPath()+"/"+b.ID+"/rollback", nil, nil); code != 200 {
+		t.Fatalf("rollback: %d %s", code, raw)
+	}
+	waitPlanes(t, nodes, addr, func(*fleetNode) bool { return false })
+	nodes[1].waitState(b.ID, "active")
+	// A rolled-back create is gone.
+	var c fleetBinding
+	if code, raw := nodes[0].api("POST", prefixPath(), map[string]any{"cidr": "192.0.2.31/32", "service_id": "cdn", "canary": scope}, &c); code != 200 {
+		t.Fatalf("canary create: %d %s", code, raw)
+	}
+	if code, raw := nodes[3].api("POST", prefixPath()+"/"+c.ID+"/rollback?wait=5s", nil, nil); code != 200 {
+		t.Fatalf("rollback of a create: %d %s", code, raw)
+	}
+	for _, fn := range nodes {
+		if err := testutil.WaitFor(5*time.Second, func() error {
+			if code, _ := fn.api("GET", prefixPath()+"/"+c.ID, nil, nil); code != 404 {
+				return fmt.Errorf("GET %d", code)
+			}
+			return nil
+		}); err != nil {
+			t.Errorf("%s: a rolled-back create: %v, want 404", fn.id, err)
+		}
+	}
+	waitIdentical(t, nodes)
+}

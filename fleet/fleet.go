@@ -349,14 +349,14 @@ func unavailable(format string, args ...any) error {
 
 // Provisioning says how far the change of key at revision rev has reached:
 // active once every live node holds it, failed when one refused it.
-func (n *Node) Provisioning(key string, rev int64) bindings.Provisioning {
+func (n *Node) Provisioning(key string, rev int64, scope map[string]string) bindings.Provisioning {
 	p := bindings.Provisioning{Revision: rev, NodesFailed: []string{}}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	now := time.Now()
 	for _, id := range slices.Sorted(maps.Keys(n.nodes)) {
 		mb := n.nodes[id]
-		if !mb.counts(now) {
+		if !mb.counts(now) || !bindings.Selects(scope, mb.Labels) {
 			continue
 		}
 		p.NodesTotal++

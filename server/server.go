@@ -378,6 +378,7 @@ func (s *Server) applyAndAttach(st *startState, sockets map[string]syscall.Conn)
 	s.Bindings = bindings.NewManager(d, st.store)
 	s.store = st.store
 	s.Bindings.Adopt(st.fromAPI, st.rev)
+	s.Bindings.SetLabels(s.cfg.Labels)
 	s.Bindings.OnAudit = s.auditLine
 	applySeconds := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "edgeproxy_bindings_apply_seconds",
