@@ -62,13 +62,13 @@ type Manager struct {
 	state      *State
 	svc        Services
 	guards     []Guard
-	idx        *index           // prefixes of state by CIDR
-	prefixPos  map[string]int   // prefix id -> index in state.Prefixes
-	bindingPos map[string]int   // binding id -> index in state.Bindings
-	revision   int64            // the store's revision the state is at
-	revs       map[string]int64 // store key of an API-made item -> revision of its last change
-	applied    *sync.Cond       // broadcast when revision grows
-	labels     map[string]string   // this node's, for canary changes
+	idx        *index             // prefixes of state by CIDR
+	prefixPos  map[string]int     // prefix id -> index in state.Prefixes
+	bindingPos map[string]int     // binding id -> index in state.Bindings
+	revision   int64              // the store's revision the state is at
+	revs       map[string]int64   // store key of an API-made item -> revision of its last change
+	applied    *sync.Cond         // broadcast when revision grows
+	labels     map[string]string  // this node's, for canary changes
 	canaries   map[string]*Staged // store key -> the binding's pending canary change
 
 	// own is the ownership snapshot of the current state, replaced (never
