@@ -43,8 +43,17 @@ type fleetNode struct {
 
 const fleetAdmin = "http://127.0.0.1:9180"
 
+// fleetOpts vary a fleet's nodes.
+type fleetOpts struct {
+	labels func(i int) string // a node's labels, in YAML
+	apps   string             // more spectrum apps, YAML flow mappings each followed by ", "
+	extra  string             // more of the file (a cdn section)
+	// origin, when set, starts in each node's namespace before it runs.
+	origin func(t *testing.T, fn *fleetNode)
+}
+
 // fleetConfig is a node's file.
-func fleetConfig(id, store string, endpoints []string, labels string) string {
+func fleetConfig(id, store string, endpoints []string, labels string, o fleetOpts) string {
 	eps, _ := json.Marshal(endpoints)
 	if labels == "" {
 		labels = "{}"
@@ -58,13 +67,13 @@ store:
   etcd: {endpoints: %s, dial_timeout: 1s, node_ttl: 3s}
 prefixes: [{cidr: 192.0.2.0/24, service: spectrum}]
 spectrum:
-  apps: [{name: probe, protocol: tcp, edge: 192.0.2.0/24, ports: "7000", origins: ["127.0.0.1:7001"]}]
-`, id, labels, store, eps)
+  apps: [%s{name: probe, protocol: tcp, edge: 192.0.2.0/24, ports: "7000", origins: ["127.0.0.1:7001"]}]
+%s`, id, labels, store, eps, o.apps, o.extra)
 }
 
 // startFleet starts n nodes on net, each with its own echo origin, and
 // waits until every one answers.
-func startFleet(t *testing.T, net *fleettest.Net, n int, endpoints []string, labels func(i int) string) []*fleetNode {
+func startFleet(t *testing.T, net *fleettest.Net, n int, endpoints []string, o fleetOpts) []*fleetNode {
 	t.Helper()
 	var nodes []*fleetNode
 	for i := range n {
@@ -75,12 +84,15 @@ func startFleet(t *testing.T, net *fleettest.Net, n int, endpoints []string, lab
 		if err := fn.NS.Do(func() error { echo.StartTCP(t, id, "127.0.0.1:7001", false); return nil }); err != nil {
 			t.Fatal(err)
 		}
+		if o.origin != nil {
+			o.origin(t, fn)
+		}
 		l := ""
-		if labels != nil {
-			l = labels(i)
+		if o.labels != nil {
+			l = o.labels(i)
 		}
 		fn.config = testutil.WriteConfig(t, fmt.Sprintf("dispatch: {pin_dir: \"\", netns: %s}\n", fn.NS.Path())+
-			fleetConfig(id, filepath.Join(t.TempDir(), "bindings.db"), endpoints, l))
+			fleetConfig(id, filepath.Join(t.TempDir(), "bindings.db"), endpoints, l, o))
 		fn.start()
 		nodes = append(nodes, fn)
 	}
@@ -268,7 +280,7 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 func TestFleetConvergence(t *testing.T) {
 	net := fleettest.NewNet(t)
 	etcd := fleettest.StartEtcd(t, net)
-	nodes := startFleet(t, net, 10, etcd.Endpoints(), nil)
+	nodes := startFleet(t, net, 10, etcd.Endpoints(), fleetOpts{})
 
 	var took []time.Duration
 	ids := map[int]string{}
@@ -333,7 +345,7 @@ func nodeBindings(t *testing.T, fn *fleetNode) string {
 func TestFleetConflicts(t *testing.T) {
 	net := fleettest.NewNet(t)
 	etcd := fleettest.StartEtcd(t, net)
-	nodes := startFleet(t, net, 3, etcd.Endpoints(), nil)
+	nodes := startFleet(t, net, 3, etcd.Endpoints(), fleetOpts{})
 	a, b := nodes[0], nodes[1]
 	const rounds = 1000
 	var wins [2]int
@@ -463,7 +475,7 @@ func (fn *fleetNode) create(addr, svc string) fleetBinding {
 func TestFleetOutage(t *testing.T) {
 	net := fleettest.NewNet(t)
 	etcd := fleettest.StartEtcd(t, net)
-	nodes := startFleet(t, net, 5, etcd.Endpoints(), nil)
+	nodes := startFleet(t, net, 5, etcd.Endpoints(), fleetOpts{})
 	addr := netip.MustParseAddr("192.0.2.20")
 	convergence(t, nodes, nodes[0], addr, false, func() fleetBinding { return nodes[0].create("192.0.2.20/32", "cdn") })
 
@@ -578,12 +590,12 @@ func (fn *fleetNode) waitState(id, state string) fleetBinding {
 func TestFleetCanary(t *testing.T) {
 	net := fleettest.NewNet(t)
 	etcd := fleettest.StartEtcd(t, net)
-	nodes := startFleet(t, net, 4, etcd.Endpoints(), func(i int) string {
+	nodes := startFleet(t, net, 4, etcd.Endpoints(), fleetOpts{labels: func(i int) string {
 		if i < 2 {
 			return "{stage: canary}"
 		}
 		return "{stage: main}"
-	})
+	}})
 	canary := func(fn *fleetNode) bool { return fn.id == "edge-1" || fn.id == "edge-2" }
 	addr := netip.MustParseAddr("192.0.2.30")
 	scope := map[string]any{"labels": map[string]string{"stage": "canary"}}
@@ -643,4 +655,87 @@ func TestFleetCanary(t *testing.T) {
 		}
 	}
 	waitIdentical(t, nodes)
+}
+
+// TestFleetMoveUnderLoad: a range moves between the cdn and spectrum and
+// back across five nodes, 20 times, under continuous HTTP load on every
+// node (a new connection per request, both services answering tcp/80
+// from the same origin): no request fails.
+func TestFleetMoveUnderLoad(t *testing.T) {
+	net := fleettest.NewNet(t)
+	etcd := fleettest.StartEtcd(t, net)
+	nodes := startFleet(t, net, 5, etcd.Endpoints(), fleetOpts{
+		apps: `{name: web, protocol: tcp, edge: 192.0.2.0/24, ports: "80", origins: ["127.0.0.1:7002"]}, `,
+		extra: `cdn:
+  http_ports: [80]
+  https_ports: []
+  http3: false
+  sites: [{hosts: ["*"], origins: ["http://127.0.0.1:7002"]}]
+`,
+		origin: func(t *testing.T, fn *fleetNode) {
+			if err := fn.NS.Do(func() error { testOrigin(t, fn.id, "127.0.0.1:7002"); return nil }); err != nil {
+				t.Fatal(err)
+			}
+		},
+	})
+	const target = "http://192.0.2.64/"
+	var (
+		mu       sync.Mutex
+		ok, fail int
+		errs     []string
+		stop     = make(chan struct{})
+		wg       sync.WaitGroup
+	)
+	for _, fn := range nodes {
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: fn.NS.DialContext}, Timeout: 5 * time.Second}
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					resp, err := hc.Get(target)
+					if err == nil {
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 {
+							err = fmt.Errorf("status %d", resp.StatusCode)
+						}
+					}
+					mu.Lock()
+					if err != nil {
+						fail++
+						if len(errs) < 5 {
+							errs = append(errs, fn.id+": "+err.Error())
+						}
+					} else {
+						ok++
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	var b fleetBinding
+	if code, raw := nodes[0].api("POST", prefixPath()+"?wait=5s", map[string]any{"cidr": "192.0.2.64/26", "service_id": "cdn"}, &b); code != 200 || b.Provisioning.State != "active" {
+		t.Fatalf("create: %d %s", code, raw)
+	}
+	for i := range 20 {
+		svc := []string{"spectrum", "cdn"}[i%2]
+		var got fleetBinding
+		if code, raw := nodes[i%len(nodes)].api("PATCH", prefixPath()+"/"+b.ID+"?wait=5s", map[string]any{"service_id": svc}, &got); code != 200 || got.Provisioning.State != "active" {
+			t.Fatalf("move %d to %s: %d %s", i, svc, code, raw)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("20 moves of 192.0.2.64/26 between the cdn and spectrum on 5 nodes: %d requests served, %d failed", ok, fail)
+	if fail > 0 || ok < 100 {
+		t.Errorf("%d requests failed (%v), %d served; want none failed", fail, errs, ok)
+	}
 }
