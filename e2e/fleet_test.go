@@ -739,3 +739,65 @@ func TestFleetMoveUnderLoad(t *testing.T) {
 		t.Errorf("%d requests failed (%v), %d served; want none failed", fail, errs, ok)
 	}
 }
+
+// TestFleetClusterAndLongOutage: on a three-member etcd cluster, a member
+// (the leader) is killed mid-way: changes still converge on every node.
+// Then the whole cluster stops for longer than node_ttl: on its return
+// every node registers again, and a change made then reads active only
+// once every node that was live before the outage holds it.
+func TestFleetClusterAndLongOutage(t *testing.T) {
+	net := fleettest.NewNet(t)
+	cluster := fleettest.StartCluster(t, net, 3)
+	nodes := startFleet(t, net, 4, cluster.Endpoints(), fleetOpts{})
+	addr := netip.MustParseAddr("192.0.2.40")
+	convergence(t, nodes, nodes[0], addr, false, func() fleetBinding { return nodes[0].create("192.0.2.40/32", "cdn") })
+
+	cluster.Leader().Kill()
+	killed := time.Now()
+	// The change may wait for the new leader; it still converges.
+	d := convergence(t, nodes, nodes[1], addr, true, func() fleetBinding {
+		var b fleetBinding
+		err := testutil.WaitFor(10*time.Second, func() error {
+			code, raw := nodes[1].api("PATCH", prefixPath()+"/"+bindingID("192.0.2.40/32"), map[string]any{"service_id": "spectrum"}, &b)
+			if code != 200 {
+				return fmt.Errorf("%d %s", code, raw)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("move with a member killed: %v", err)
+		}
+		return b
+	})
+	t.Logf("a member killed: the next change converged on every node %v after the kill (%v after its call)", time.Since(killed).Round(time.Millisecond), d.Round(time.Millisecond))
+
+	// The whole cluster away for longer than node_ttl (3 s).
+	for _, m := range cluster.Members() {
+		if m.Running() {
+			m.Stop()
+		}
+	}
+	time.Sleep(5 * time.Second)
+	for _, m := range cluster.Members() {
+		go m.Start()
+	}
+	returned := time.Now()
+	took := waitAll(t, nodes, 10*time.Second, "in sync after the cluster returned", func(fn *fleetNode) error {
+		s := fn.summary()
+		if s.Stale || s.Applied < s.Revision || s.Nodes != len(nodes) {
+			return fmt.Errorf("%+v", s)
+		}
+		return nil
+	})
+	t.Logf("the cluster back after 5 s away: every node live and in sync %v later", took.Round(time.Millisecond))
+	_ = returned
+	// A change now counts every node (convergence checks that active
+	// comes only once all four hold it, with nodes_total 4).
+	convergence(t, nodes, nodes[2], addr, false, func() fleetBinding {
+		var b fleetBinding
+		if code, raw := nodes[2].api("PATCH", prefixPath()+"/"+bindingID("192.0.2.40/32"), map[string]any{"service_id": "cdn"}, &b); code != 200 {
+			t.Fatalf("move after the return: %d %s", code, raw)
+		}
+		return b
+	})
+}
