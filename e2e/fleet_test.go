@@ -655,6 +655,38 @@ func TestFleetCanary(t *testing.T) {
 		}
 	}
 	waitIdentical(t, nodes)
+
+	// Every node lists every change in the fleet's audit log, in order.
+	var entries []struct {
+		Revision  int64           `json:"revision"`
+		Who       string          `json:"who"`
+		Action    string          `json:"action"`
+		BindingID string          `json:"binding_id"`
+		Before    json.RawMessage `json:"before"`
+		After     json.RawMessage `json:"after"`
+		RequestID string          `json:"request_id"`
+		Node      string          `json:"node"`
+	}
+	if code, raw := nodes[2].api("GET", "/v1/audit?since=0", nil, &entries); code != 200 {
+		t.Fatalf("audit: %d %s", code, raw)
+	}
+	var actions []string
+	for i, e := range entries {
+		actions = append(actions, e.Action)
+		if i > 0 && e.Revision <= entries[i-1].Revision || !strings.HasPrefix(e.Who, "127.0.0.1:") || e.RequestID == "" || e.Node == "" {
+			t.Errorf("audit entry %d: %+v, want a growing revision, who (the remote address), the request id and the node", i, e)
+		}
+	}
+	if want := "canary promote canary rollback canary rollback"; strings.Join(actions, " ") != want {
+		t.Errorf("audit actions %q, want %q", strings.Join(actions, " "), want)
+	}
+	if len(entries) > 2 && (string(entries[1].Before) != "null" || !strings.Contains(string(entries[1].After), `"cdn"`)) {
+		t.Errorf("the promote's entry: before %s after %s, want null (a canary create) and the cdn binding", entries[1].Before, entries[1].After)
+	}
+	var since []json.RawMessage
+	if code, raw := nodes[0].api("GET", fmt.Sprintf("/v1/audit?since=%d", entries[3].Revision), nil, &since); code != 200 || len(since) != 2 {
+		t.Errorf("audit since the 4th entry: %d, %d entries, want the last 2 (%s)", code, len(since), raw)
+	}
 }
 
 // TestFleetMoveUnderLoad: a range moves between the cdn and spectrum and

@@ -101,6 +101,7 @@ type Node struct {
 	nodes      map[string]*member // the fleet's node keys, as last read
 	lastChange int64              // the state's revision, as last read
 	writes     int
+	epoch      int // grows when the node key must be written again
 
 	metrics metrics
 }

@@ -237,7 +237,7 @@ func (n *Node) reporter() {
 		}
 		n.mu.Lock()
 		lease, stale := n.lease, n.stale
-		sig := fmt.Sprint(n.m.Revision(), len(n.refusals), n.lastError, lease)
+		sig := fmt.Sprint(n.m.Revision(), len(n.refusals), n.lastError, lease, n.epoch)
 		n.mu.Unlock()
 		if stale && lease != 0 || sig == last && lease != 0 {
 			continue
@@ -326,7 +326,13 @@ func (n *Node) followNodes() {
 				if mb := n.nodes[id]; mb != nil {
 					n.goneLocked(mb)
 				}
+				if id == n.opts.Node {
+					// Our key went with a lease not ours (the other
+					// process of a live upgrade): write it again.
+					n.epoch++
+				}
 				n.mu.Unlock()
+				n.wake()
 			}
 		}
 		wcancel()
