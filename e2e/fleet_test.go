@@ -833,3 +833,66 @@ func TestFleetClusterAndLongOutage(t *testing.T) {
 		return b
 	})
 }
+
+// TestFleetBatch: a batch of 2,100 bindings, beyond one etcd transaction,
+// is applied by every node as one step; a batch with one bad item changes
+// nothing; a batch's binding moves like any other afterwards.
+func TestFleetBatch(t *testing.T) {
+	net := fleettest.NewNet(t)
+	etcd := fleettest.StartEtcd(t, net)
+	nodes := startFleet(t, net, 3, etcd.Endpoints(), fleetOpts{})
+	if code, raw := nodes[0].api("POST", "/v1/prefixes", map[string]any{"cidr": "2001:db8:7::/48", "service_id": "spectrum"}, nil); code != 200 {
+		t.Fatalf("prefix: %d %s", code, raw)
+	}
+	var items []map[string]any
+	for i := range 100 {
+		items = append(items, map[string]any{"cidr": fmt.Sprintf("192.0.2.%d/32", 50+i), "service_id": "cdn"})
+	}
+	for i := range 2000 {
+		items = append(items, map[string]any{"cidr": fmt.Sprintf("2001:db8:7::%x/128", i+1), "service_id": "cdn"})
+	}
+	// One bad item: nothing is applied.
+	bad := append(slices.Clone(items), map[string]any{"cidr": "192.0.2.50/32", "service_id": "cdn"})
+	if code, raw := nodes[1].api("POST", "/v1/batch", map[string]any{"bindings": bad}, nil); code != 409 {
+		t.Fatalf("a batch with a duplicate: %d %s, want 409", code, raw)
+	}
+	var res struct {
+		Revision     int64 `json:"revision"`
+		Count        int   `json:"count"`
+		Provisioning struct {
+			State string `json:"state"`
+		} `json:"provisioning"`
+	}
+	start := time.Now()
+	if code, raw := nodes[1].api("POST", "/v1/batch?wait=10s", map[string]any{"bindings": items}, &res); code != 200 || res.Count != len(items) || res.Provisioning.State != "active" {
+		t.Fatalf("batch: %d %s", code, raw)
+	}
+	t.Logf("a batch of %d bindings, active on 3 nodes %v after the call", len(items), time.Since(start).Round(time.Millisecond))
+	for _, fn := range nodes {
+		for _, a := range []string{"192.0.2.50", "192.0.2.149"} {
+			if got := fn.steers(netip.MustParseAddr(a)); got != echo.Refused {
+				t.Errorf("%s: %s answers %q, want the batch's cdn binding (refused)", fn.id, a, got)
+			}
+		}
+		var bs []fleetBinding
+		if code, raw := fn.api("GET", "/v1/prefixes/"+bindingsPrefixID("2001:db8:7::/48")+"/bindings", nil, &bs); code != 200 || len(bs) != 2001 {
+			t.Errorf("%s: the v6 prefix lists %d bindings (%d), want 2001 (%.200s)", fn.id, len(bs), code, raw)
+		}
+	}
+	// Once the batch's records have their own keys, one moves as ever.
+	convergence(t, nodes, nodes[2], netip.MustParseAddr("192.0.2.77"), true, func() fleetBinding {
+		var b fleetBinding
+		err := testutil.WaitFor(10*time.Second, func() error {
+			code, raw := nodes[2].api("PATCH", prefixPath()+"/"+bindingID("192.0.2.77/32"), map[string]any{"service_id": "spectrum"}, &b)
+			if code != 200 {
+				return fmt.Errorf("%d %s", code, raw)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("move a batch's binding: %v", err)
+		}
+		return b
+	})
+	waitIdentical(t, nodes)
+}

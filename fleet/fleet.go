@@ -243,8 +243,10 @@ func (n *Node) Write(ctx context.Context, basedOn int64, mut bindings.Mutation) 
 		b, _ := json.Marshal(a)
 		ops = append(ops, clientv3.OpPut(n.key(fmt.Sprintf("audit/%020d-%s", time.Now().UnixNano(), n.opts.Node)), string(b)))
 	}
-	if len(ops) > maxTxnOps || len(cmps) > maxTxnOps {
-		return 0, &bindings.Error{Kind: bindings.KindInvalid, Reason: fmt.Sprintf("the change has %d items: a fleet's transaction holds at most %d", len(ops)-2, maxTxnOps-2)}
+	if len(ops) > maxTxnOps || len(cmps) > maxTxnOps || size(mut) > maxTxnBytes {
+		// Beyond one transaction's limits: staged, then committed by one
+		// marker (batch.go).
+		return n.writeBatch(ctx, basedOn, mut)
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.opts.DialTimeout)
 	defer cancel()

@@ -67,6 +67,9 @@ func (n *Node) resync() error {
 		items = append(items, bindings.Event{Key: strings.TrimPrefix(string(kv.Key), n.stateKeys()), Value: kv.Value})
 	}
 	rev := resp.Header.Revision
+	if items, err = n.expand(ctx, items, rev); err != nil {
+		return err
+	}
 	n.metrics.resyncs.Inc()
 	for {
 		err := n.m.Resync(rev, items)
@@ -117,6 +120,18 @@ func (n *Node) applyResponse(resp clientv3.WatchResponse) {
 				}
 			}
 			evs = append(evs, e)
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
+		evs, err := n.expand(ctx, evs, rev)
+		cancel()
+		if err != nil {
+			n.outcome(rev, fmt.Errorf("read the batch: %w", err))
+			n.m.Seen(rev)
+			continue
+		}
+		if len(evs) == 0 {
+			n.m.Seen(rev)
+			continue
 		}
 		for {
 			err := n.m.ApplyEvents(rev, evs)
