@@ -476,6 +476,19 @@ func TestFleetOutage(t *testing.T) {
 	net := fleettest.NewNet(t)
 	etcd := fleettest.StartEtcd(t, net)
 	nodes := startFleet(t, net, 5, etcd.Endpoints(), fleetOpts{})
+	var listed []struct {
+		ID    string `json:"id"`
+		Live  bool   `json:"live"`
+		State string `json:"state"`
+	}
+	if code, raw := nodes[4].api("GET", "/v1/nodes", nil, &listed); code != 200 || len(listed) != 5 {
+		t.Fatalf("GET /v1/nodes once every node is ready: %d %s, want all 5 listed", code, raw)
+	}
+	for _, l := range listed {
+		if !l.Live || l.State != "in_sync" {
+			t.Errorf("node %+v, want live and in_sync", l)
+		}
+	}
 	addr := netip.MustParseAddr("192.0.2.20")
 	convergence(t, nodes, nodes[0], addr, false, func() fleetBinding { return nodes[0].create("192.0.2.20/32", "cdn") })
 
@@ -489,6 +502,12 @@ func TestFleetOutage(t *testing.T) {
 	})
 	t.Logf("every node reported stale %v after etcd stopped", took.Round(time.Millisecond))
 	for _, fn := range nodes {
+		if code, raw := fn.api("GET", "/metrics", nil, nil); code != 200 || !strings.Contains(raw, "\nedgeproxy_fleet_stale 1\n") {
+			t.Errorf("%s while etcd is away: metrics want edgeproxy_fleet_stale 1", fn.id)
+		}
+		if code, raw := fn.api("GET", "/v1/nodes", nil, nil); code != 200 || !strings.Contains(raw, `"stale"`) {
+			t.Errorf("%s while etcd is away: /v1/nodes %d %.300s, want the nodes stale", fn.id, code, raw)
+		}
 		if got := fn.steers(addr); got != echo.Refused {
 			t.Errorf("%s while etcd is away: %s answers %q, want its last state (the cdn: refused)", fn.id, addr, got)
 		}
