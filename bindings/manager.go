@@ -199,6 +199,14 @@ func (m *Manager) touchedLocked(rev int64, mut Mutation) {
 	m.seenLocked(rev)
 }
 
+// SetStore replaces the store: a live upgrade that failed opens it again
+// after handing it to the new process. Call it while changes are held.
+func (m *Manager) SetStore(s Store) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.store = s
+}
+
 // Hold refuses every change from now on, with an error of KindUnavailable
 // saying why, until Release. It returns once no change is in progress: a
 // change either completed before it or is refused, none is lost. A live

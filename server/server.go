@@ -209,7 +209,7 @@ type startState struct {
 // state together.
 func (st *startState) load(cfg *config.Plan, log *slog.Logger) (err error) {
 	if cfg.Store.Path != "" {
-		if st.store, err = openStore(cfg); err != nil {
+		if st.store, err = openStore(cfg, log); err != nil {
 			return err
 		}
 		if st.fromAPI, st.rev, err = st.store.Load(); err != nil {
@@ -635,7 +635,7 @@ func (s *Server) Close() error {
 }
 
 // openStore opens the store at store.path.
-func openStore(cfg *config.Plan) (bindings.Store, error) {
+func openStore(cfg *config.Plan, log *slog.Logger) (bindings.Store, error) {
 	return bindings.NewStore(cfg.Store.Path).AsStore(), nil
 }
 

@@ -11,6 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sys/unix"
 
+	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/config"
 )
 
@@ -188,10 +189,17 @@ func (s *Server) BeginUpgrade() bool {
 }
 
 // GiveWriterRole holds every binding change (the API answers 503, a SIGHUP
-// is refused) and returns once none is in progress: the child may read the
-// store.
-func (s *Server) GiveWriterRole() {
+// is refused) and returns once none is in progress, and closes the store
+// (the database's file lock goes with it): the child may open it.
+func (s *Server) GiveWriterRole() error {
 	s.Bindings.Hold("an upgrade is in progress: a new process is taking the writer role")
+	if s.store == nil {
+		return nil
+	}
+	if err := s.store.Close(); err != nil {
+		return fmt.Errorf("close the %s for the new process: %w", s.store, err)
+	}
+	return nil
 }
 
 // UpgradeFailed ends an upgrade whose child failed: when it had the writer
@@ -201,7 +209,16 @@ func (s *Server) GiveWriterRole() {
 func (s *Server) UpgradeFailed(why error, hadWriterRole bool) error {
 	var err error
 	if hadWriterRole {
-		if err = s.disp.Reclaim(); err == nil {
+		err = s.disp.Reclaim()
+		if err == nil && s.store != nil {
+			// The store is ours again: the child has closed it, or died.
+			var st bindings.Store
+			if st, err = openStore(s.cfg, s.log); err == nil {
+				s.store = st
+				s.Bindings.SetStore(st)
+			}
+		}
+		if err == nil {
 			s.Bindings.Release()
 		}
 	}

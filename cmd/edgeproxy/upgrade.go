@@ -196,7 +196,11 @@ func startChild(s *server.Server, cfg *config.Plan, exe string, log *slog.Logger
 		case m.Failed != "":
 			failed = m.Failed
 		case m.Writer:
-			s.GiveWriterRole()
+			if err := s.GiveWriterRole(); err != nil {
+				// The new process's open of the store then fails, naming
+				// this process: the upgrade fails and this one serves on.
+				log.Error("upgrade: giving the store up", "error", err)
+			}
 			hadWriter = true
 			log.Info("upgrade: the new process has the writer role; binding changes are held", "child", child, "after", time.Since(start).Round(time.Millisecond).String())
 			if err := ch.send(upgradeMsg{Granted: true}); err != nil {
