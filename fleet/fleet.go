@@ -61,6 +61,9 @@ type Options struct {
 	Manager        *bindings.Manager
 	Logger         *slog.Logger
 	Registerer     prometheus.Registerer
+	// DialOptions are more options of the client's connections (a test's
+	// dialer inside a namespace).
+	DialOptions []grpc.DialOption
 }
 
 // Probe timing: staleness is found by a bounded read made every second.
@@ -150,10 +153,10 @@ func Start(opts Options) (*Node, error) {
 		Username:             opts.Username,
 		Password:             opts.Password,
 		Logger:               zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		DialOptions: append([]grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxBackoff},
 			MinConnectTimeout: opts.DialTimeout,
-		})},
+		})}, opts.DialOptions...),
 		BackoffWaitBetween: 50 * time.Millisecond,
 	})
 	if err != nil {
