@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -405,6 +406,10 @@ func (s *Bolt) Commit(rev int64, m bindings.Mutation) error {
 			return fmt.Errorf("store %s: audit entry: %v", s.path, err)
 		}
 	}
+	// bbolt splits its pages only when a transaction commits: keys put in
+	// order land at the end of a page, in any other order they shift it.
+	m.Create = sortedRecords(m.Create)
+	m.Update = sortedRecords(m.Update)
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta, items := tx.Bucket(metaBucket), tx.Bucket(itemsBucket)
 		cur, err := metaInt(s.path, meta, revisionKey)
@@ -422,7 +427,10 @@ func (s *Bolt) Commit(rev int64, m bindings.Mutation) error {
 				return fmt.Errorf("store %s: put %s: %v", s.path, r.Key, err)
 			}
 		}
-		for _, r := range m.Update {
+		for i, r := range m.Update {
+			if i > 0 && m.Update[i-1].Key == r.Key {
+				return fmt.Errorf("store %s: %w: update %s: the key is updated twice", s.path, ErrMismatch, r.Key)
+			}
 			if items.Get([]byte(r.Key)) == nil {
 				return fmt.Errorf("store %s: %w: update %s: the key is absent", s.path, ErrMismatch, r.Key)
 			}
@@ -453,6 +461,17 @@ func (s *Bolt) Commit(rev int64, m bindings.Mutation) error {
 		err = fmt.Errorf("store %s: commit: %w", s.path, err)
 	}
 	return err
+}
+
+// sortedRecords returns recs in key order (a copy, when they are not).
+func sortedRecords(recs []bindings.Record) []bindings.Record {
+	byKey := func(a, b bindings.Record) int { return strings.Compare(a.Key, b.Key) }
+	if slices.IsSortedFunc(recs, byKey) {
+		return recs
+	}
+	recs = slices.Clone(recs)
+	slices.SortFunc(recs, byKey)
+	return recs
 }
 
 // appendAudit adds the entry (when there is one) and removes at most
