@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -350,25 +351,63 @@ func (s *Bolt) Load() (*bindings.State, int64, error) {
 		if rev, err = metaInt(s.path, meta, revisionKey); err != nil {
 			return err
 		}
+		var recs []rawRecord
 		c := tx.Bucket(itemsBucket).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			d, err := bindings.DecodeRecord(string(k), v)
-			if err != nil {
-				return fmt.Errorf("store %s: %v", s.path, err)
-			}
-			if d.Prefix != nil {
-				st.Prefixes = append(st.Prefixes, *d.Prefix)
-			} else {
-				st.Bindings = append(st.Bindings, *d.Binding)
-			}
+			recs = append(recs, rawRecord{k, v})
 		}
-		return nil
+		st, err = s.decode(recs)
+		return err
 	})
 	if err != nil {
 		return nil, 0, err
 	}
 	return st, rev, nil
 }
+
+// rawRecord is a key and its value as the database holds them (valid in
+// their transaction only).
+type rawRecord struct{ key, value []byte }
+
+// decode decodes recs on every processor, each a run of them, into a state
+// in their order. The first value that cannot be decoded is the error.
+func (s *Bolt) decode(recs []rawRecord) (*bindings.State, error) {
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(recs)/decodeRun))
+	parts := make([]bindings.State, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		run := recs[w*len(recs)/workers : (w+1)*len(recs)/workers]
+		wg.Go(func() {
+			part := &parts[w]
+			for _, r := range run {
+				d, err := bindings.DecodeRecord(string(r.key), r.value)
+				if err != nil {
+					errs[w] = fmt.Errorf("store %s: %v", s.path, err)
+					return
+				}
+				if d.Prefix != nil {
+					part.Prefixes = append(part.Prefixes, *d.Prefix)
+				} else {
+					part.Bindings = append(part.Bindings, *d.Binding)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st := &bindings.State{}
+	for w := range parts {
+		if errs[w] != nil {
+			return nil, errs[w]
+		}
+		st.Prefixes = append(st.Prefixes, parts[w].Prefixes...)
+		st.Bindings = append(st.Bindings, parts[w].Bindings...)
+	}
+	return st, nil
+}
+
+// decodeRun is the fewest records worth a goroutine of their own.
+const decodeRun = 4096
 
 // ErrMismatch reports a mutation that does not fit what the store holds:
 // a key to create is present, one to update or delete is absent, or the
