@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/edgeproxy/edgeproxy/bindings"
 )
@@ -52,7 +53,7 @@ func commitForever(path string) {
 }
 
 // TestKillDuringCommits: a process killed (SIGKILL) in a burst of commits
-// loses none it acknowledged.
+// loses none it acknowledged. While it runs, an Open names its pid.
 func TestKillDuringCommits(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "bindings.db")
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -74,6 +75,11 @@ func TestKillDuringCommits(t *testing.T) {
 		if acked == 100 {
 			break
 		}
+	}
+	// The committer holds the lock: another process's Open names it.
+	_, err = Open(path, Options{Timeout: 50 * time.Millisecond})
+	if want := fmt.Sprintf("store %s is in use by pid %d", path, cmd.Process.Pid); err == nil || err.Error() != want {
+		t.Errorf("Open of the committer's store: %v, want %q", err, want)
 	}
 	cmd.Process.Kill()
 	for sc.Scan() { // acknowledged before the kill took
