@@ -140,6 +140,13 @@ func OpenReadOnly(path string, timeout time.Duration) (*Bolt, error) {
 	case err != nil:
 		return nil, err
 	case kind == missing:
+		// An import a stop interrupted between its renames: the next
+		// start takes the database it built.
+		if _, err := os.Stat(path + importSuffix); err == nil {
+			if s.db, err = s.openDB(path+importSuffix, true); err != nil {
+				return nil, err
+			}
+		}
 		return s, nil
 	case kind == jsonFile:
 		st, err := readJSON(path)

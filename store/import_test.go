@@ -87,6 +87,14 @@ func TestImportCrash(t *testing.T) {
 		os.WriteFile(path, []byte(oldStore), 0o600)
 		open(t, path, opts).Close() // imported: replay the crash from here
 		os.Rename(path, path+importSuffix)
+		ro, err := OpenReadOnly(path, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, rev, err := ro.Load(); err != nil || rev != 1 || len(st.Bindings) != 3 {
+			t.Errorf("OpenReadOnly between the renames: %v at %d, %v", st, rev, err)
+		}
+		ro.Close()
 		open(t, path, opts).Close()
 		checkImported(t, path)
 	})
