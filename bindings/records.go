@@ -2,6 +2,7 @@ package bindings
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -295,3 +296,8 @@ func eventsOf(m Mutation) []Event {
 	}
 	return evs
 }
+
+// ErrReadOnly reports a store that cannot be written (a read-only
+// filesystem, no permission, no space); the error wrapping it names the
+// store and the system's reason.
+var ErrReadOnly = errors.New("the store cannot be written")

@@ -21,7 +21,7 @@ dispatch:
   netns: ""
   pin_dir: /sys/fs/bpf/edgeproxy
 store:
-  path: /var/lib/edgeproxy/bindings.json
+  path: /var/lib/edgeproxy/bindings.db
 prefixes:
   - cidr: 192.0.2.0/24
     service: spectrum

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/bindings"
+	"github.com/edgeproxy/edgeproxy/store"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/dispatch"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
@@ -38,7 +39,7 @@ func storeWith(b *testing.B, n int) (string, bindings.Binding) {
 		st.Bindings = append(st.Bindings, bd)
 	}
 	path := filepath.Join(b.TempDir(), "bindings.json")
-	if err := bindings.NewStore(path).Save(st); err != nil {
+	if err := store.Seed(path, st); err != nil {
 		b.Fatal(err)
 	}
 	return path, st.Bindings[len(st.Bindings)/2]

@@ -18,6 +18,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/edgeproxy/edgeproxy/bindings"
+	estore "github.com/edgeproxy/edgeproxy/store"
 	"github.com/edgeproxy/edgeproxy/dispatch"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
 	"github.com/edgeproxy/edgeproxy/internal/selfsigned"
@@ -68,7 +69,7 @@ func h3Server(tb testing.TB, ns *netns.NS, n int) (*Server, *x509.CertPool) {
 		st.Bindings = append(st.Bindings, b)
 	}
 	store := filepath.Join(dir, "bindings.json")
-	if err := bindings.NewStore(store).Save(st); err != nil {
+	if err := estore.Seed(store, st); err != nil {
 		tb.Fatal(err)
 	}
 	cfg := writeConfig(tb, fmt.Sprintf(`admin: {listen: "127.0.0.1:0"}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net"
@@ -34,6 +35,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/spectrum"
+	"github.com/edgeproxy/edgeproxy/store"
 )
 
 // Options configure a Server.
@@ -634,9 +636,27 @@ func (s *Server) Close() error {
 	return s.Shutdown(ctx)
 }
 
-// openStore opens the store at store.path.
+// openStore opens the store at store.path. The default path, when it is
+// missing, takes the JSON store at the old default path, if there is one:
+// moved (one rename) and imported.
 func openStore(cfg *config.Plan, log *slog.Logger) (bindings.Store, error) {
-	return bindings.NewStore(cfg.Store.Path).AsStore(), nil
+	if cfg.Store.Path == config.DefaultStorePath {
+		if _, err := os.Stat(cfg.Store.Path); errors.Is(err, fs.ErrNotExist) {
+			if _, err := os.Stat(config.LegacyStorePath); err == nil {
+				if err := os.Rename(config.LegacyStorePath, cfg.Store.Path); err != nil {
+					return nil, fmt.Errorf("store.path: take the JSON store at %s, the old default: %w", config.LegacyStorePath, err)
+				}
+				log.Info("the JSON store at the old default path moves to the new one, to be imported", "from", config.LegacyStorePath, "to", cfg.Store.Path)
+			}
+		}
+	}
+	s, err := store.Open(cfg.Store.Path, store.Options{
+		AuditRetention: cfg.Store.AuditRetention, Logger: log.With("component", "store"), Prefixes: cfg.State.Prefixes,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // auditLine logs an applied change: one line, its fields as JSON.

@@ -618,7 +618,10 @@ func (s *Bolt) writable() error {
 		return s.readOnly
 	}
 	if s.json != nil {
-		return fmt.Errorf("store %s: %w: it holds a JSON store, imported at the next start where its directory can be written", s.path, bindings.ErrReadOnly)
+		if err := s.probe(); err != nil {
+			return fmt.Errorf("%w; it holds a JSON store, imported at the next start where its directory can be written", err)
+		}
+		return fmt.Errorf("store %s: %w: it holds a JSON store, imported at the next start", s.path, bindings.ErrReadOnly)
 	}
 	if err := s.probe(); err != nil {
 		s.readOnly = err
@@ -659,4 +662,29 @@ func (s *Bolt) Close() error {
 		return fmt.Errorf("store %s: close: %v", s.path, err)
 	}
 	return nil
+}
+
+// Seed writes st's API-made items into a new store at path, at revision 1:
+// for tests and benchmarks that start a node on a store of a given size.
+func Seed(path string, st *bindings.State) error {
+	s, err := Open(path, Options{})
+	if err != nil {
+		return err
+	}
+	var m bindings.Mutation
+	for _, p := range st.Prefixes {
+		if p.Source == bindings.FromAPI {
+			m.Create = append(m.Create, bindings.EncodePrefix(p))
+		}
+	}
+	for _, b := range st.Bindings {
+		if b.Source == bindings.FromAPI {
+			m.Create = append(m.Create, bindings.EncodeBinding(b))
+		}
+	}
+	if err := s.Commit(1, m); err != nil {
+		s.Close()
+		return err
+	}
+	return s.Close()
 }

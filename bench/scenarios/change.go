@@ -23,6 +23,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/bench/harness"
 	"github.com/edgeproxy/edgeproxy/bindings"
+	"github.com/edgeproxy/edgeproxy/store"
 	"github.com/edgeproxy/edgeproxy/dispatch"
 )
 
@@ -392,7 +393,7 @@ func runChangeSafety(c *harness.Ctx, r *harness.Result, sighup bool) error {
 		return err
 	}
 	defer stopOrigin()
-	ep, _, err := chgStartEdgeproxy(c, filepath.Join(c.Dir, "change-bindings.json"), 30*time.Second)
+	ep, _, err := chgStartEdgeproxy(c, filepath.Join(c.Dir, "change-bindings.db"), 30*time.Second)
 	if err != nil {
 		return err
 	}
@@ -537,7 +538,7 @@ func runChangeUpgrade(c *harness.Ctx, r *harness.Result) error {
 		return err
 	}
 	defer stopOrigin()
-	ep, _, err := chgStartEdgeproxy(c, filepath.Join(c.Dir, "change-bindings.json"), 30*time.Second)
+	ep, _, err := chgStartEdgeproxy(c, filepath.Join(c.Dir, "change-bindings.db"), 30*time.Second)
 	if err != nil {
 		return err
 	}
@@ -617,7 +618,7 @@ func chgStore(path string, n int) error {
 		bd.PrefixID = pfx.ID
 		st.Bindings = append(st.Bindings, bd)
 	}
-	return bindings.NewStore(path).Save(st)
+	return store.Seed(path, st)
 }
 
 // chgProbeOwner dials the probed address until it sees want: "cdn" when a
@@ -672,7 +673,7 @@ func runChangeLatency(c *harness.Ctx, r *harness.Result) error {
 	rounds := map[int]map[string]float64{}
 	for _, n := range sizes {
 		name := dispSizeNames[n]
-		store := filepath.Join(c.Dir, "change-latency-"+name+".json")
+		store := filepath.Join(c.Dir, "change-latency-"+name+".db")
 		c.Log("%s: writing a store of %s bindings", r.Scenario, name)
 		if err := chgStore(store, n); err != nil {
 			return err
