@@ -199,3 +199,13 @@ func Median(vs []float64) float64 {
 		return (s[n/2-1] + s[n/2]) / 2
 	}
 }
+
+// Percentile is the p-th quantile of vs, nearest rank (NaN for none).
+func Percentile(vs []float64, p float64) float64 {
+	if len(vs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(math.Ceil(p*float64(len(s))))-1)]
+}

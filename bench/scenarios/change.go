@@ -23,8 +23,8 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/bench/harness"
 	"github.com/edgeproxy/edgeproxy/bindings"
-	"github.com/edgeproxy/edgeproxy/store"
 	"github.com/edgeproxy/edgeproxy/dispatch"
+	"github.com/edgeproxy/edgeproxy/store"
 )
 
 // The change-safety group: edgeproxy alone (no peer changes its bindings
@@ -59,6 +59,7 @@ func init() {
 	}})
 	harness.Register(harness.Scenario{Name: "change-upgrade", Group: "change", Run: runChangeUpgrade})
 	harness.Register(harness.Scenario{Name: "change-latency", Group: "change", Run: runChangeLatency})
+	harness.Register(harness.Scenario{Name: "change-batch", Group: "change", Run: runChangeBatch})
 }
 
 const (
@@ -660,6 +661,7 @@ func runChangeLatency(c *harness.Ctx, r *harness.Result) error {
 	r.Notes = append(r.Notes,
 		"bindings loaded from the store file at start (API-made /128s in 1,000 /48s); one /32 of "+changePrefix+" moved cdn↔spectrum by PATCH, a /28 added by POST and deleted per round",
 		"patch_ms_N, post_ms_N: median round trip (the answer means the data plane holds the change and the store is on disk); dataplane_ms_N: median time from sending the PATCH to the first new connection that sees the new owner (accepted by the cdn, or refused where spectrum serves no app)",
+		"post_p99_ms_N: the 99th percentile of a burst of creates (each deleted after), per round",
 		"start_s_N: edgeproxy's start until /readyz with N bindings")
 	stopOrigin, err := chgStartOrigin()
 	if err != nil {
@@ -724,10 +726,24 @@ func runChangeLatency(c *harness.Ctx, r *harness.Result) error {
 						return err
 					}
 				}
+				// A burst of creates and deletes, for the tail.
+				var burst []float64
+				for i := range c.Mode.N(100, 10) {
+					cidr := fmt.Sprintf("198.51.100.%d/32", 200+i%40)
+					b, took, err := chgAddBinding(cidr, "spectrum")
+					if err != nil {
+						return err
+					}
+					burst = append(burst, float64(took.Microseconds())/1000)
+					if _, err := chgCallOK("DELETE", "/v1/prefixes/"+b.PrefixID+"/bindings/"+b.ID, "", nil); err != nil {
+						return err
+					}
+				}
 				if rounds[round] == nil {
 					rounds[round] = map[string]float64{}
 				}
 				m := rounds[round]
+				m["post_p99_ms_"+name] = harness.Percentile(burst, 0.99)
 				m["patch_ms_"+name] = harness.Median(patch)
 				m["dataplane_ms_"+name] = harness.Median(plane)
 				m["post_ms_"+name] = harness.Median(post)
@@ -743,6 +759,64 @@ func runChangeLatency(c *harness.Ctx, r *harness.Result) error {
 	}
 	for round := first; round <= c.Mode.Rounds(); round++ {
 		r.Add("edgeproxy", round, rounds[round])
+	}
+	return nil
+}
+
+// changeBatchPrefix holds change-batch's bindings.
+const changeBatchPrefix = "2001:db8:4600::/48"
+
+// runChangeBatch onboards 100k bindings through one POST /v1/batch on an
+// empty store, each round on a fresh one.
+func runChangeBatch(c *harness.Ctx, r *harness.Result) error {
+	n := 100_000
+	if c.Mode.Tiny {
+		n = 2_000
+	}
+	r.Title = fmt.Sprintf("onboarding: %d bindings in one POST /v1/batch", n)
+	r.Unit = "batch"
+	r.Primary = "batch_s"
+	r.Params["bindings"] = n
+	r.Notes = append(r.Notes, "batch_s: from sending the batch to its answer (the data plane holds all of them, the store is on disk); a fresh store each round")
+	var body bytes.Buffer
+	body.WriteString(`{"bindings":[`)
+	base := netip.MustParsePrefix(changeBatchPrefix).Addr().As16()
+	for i := range n {
+		a := base
+		a[12], a[13], a[14], a[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
+		if i > 0 {
+			body.WriteByte(',')
+		}
+		fmt.Fprintf(&body, `{"cidr":"%s/128","service_id":"cdn"}`, netip.AddrFrom16(a))
+	}
+	body.WriteString("]}")
+	first := 1
+	if c.Mode.Warmup() {
+		first = 0
+	}
+	for round := first; round <= c.Mode.Rounds(); round++ {
+		store := filepath.Join(c.Dir, fmt.Sprintf("change-batch-%d.db", round))
+		ep, _, err := chgStartEdgeproxy(c, store, 30*time.Second)
+		if err != nil {
+			return err
+		}
+		r.Versions["edgeproxy"] = harness.Version(c.Edgeproxy)
+		err = func() error {
+			defer ep.Stop()
+			if _, err := chgCallOK("POST", "/v1/prefixes", `{"cidr":"`+changeBatchPrefix+`","service_id":"spectrum"}`, nil); err != nil {
+				return err
+			}
+			took, err := chgCallOK("POST", "/v1/batch", body.String(), nil)
+			if err != nil {
+				return err
+			}
+			r.Add("edgeproxy", round, map[string]float64{"batch_s": took.Seconds(), "bindings_per_s": float64(n) / took.Seconds(), "rss_mb": ep.RSS() / 1024})
+			return nil
+		}()
+		os.Remove(store)
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }

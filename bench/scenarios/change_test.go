@@ -17,6 +17,7 @@ func TestChangeReloadTiny(t *testing.T) {
 }
 
 func TestChangeLatencyTiny(t *testing.T) { dispRunTiny(t, "change-latency", true) }
+func TestChangeBatchTiny(t *testing.T)   { dispRunTiny(t, "change-batch", true) }
 
 func TestChangeUpgradeTiny(t *testing.T) {
 	r := dispRunTiny(t, "change-upgrade", true)
