@@ -207,6 +207,18 @@ func (m *Manager) SetStore(s Store) {
 	m.store = s
 }
 
+// Writable says whether a change could be persisted now: nil without a
+// store, and while changes are held (they answer with the hold's reason),
+// else the store's Writable.
+func (m *Manager) Writable() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.store == nil || m.held != nil {
+		return nil
+	}
+	return m.store.Writable()
+}
+
 // Hold refuses every change from now on, with an error of KindUnavailable
 // saying why, until Release. It returns once no change is in progress: a
 // change either completed before it or is refused, none is lost. A live

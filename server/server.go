@@ -278,7 +278,7 @@ func (s *Server) openDispatcher(h *Handover, st *startState) (err error) {
 		Name: "edgeproxy_store_read_only",
 		Help: "1 while the store cannot be written: the node serves, API changes are refused with 503.",
 	}, func() float64 {
-		if st.store != nil && st.store.Writable() != nil {
+		if s.Bindings != nil && s.Bindings.Writable() != nil {
 			return 1
 		}
 		return 0
@@ -471,7 +471,7 @@ func (s *Server) writable(store bindings.Store) func() error {
 	if store == nil {
 		return nil
 	}
-	return store.Writable
+	return s.Bindings.Writable
 }
 
 // guards returns the addresses no prefix may contain: the configuration's
