@@ -291,7 +291,7 @@ func TestCLIToken(t *testing.T) {
 // restart every change that was acknowledged is there.
 func TestKill9LosesNoAcknowledgedChange(t *testing.T) {
 	ns := netns.New(t)
-	store := filepath.Join(t.TempDir(), "bindings.json")
+	store := filepath.Join(t.TempDir(), "bindings.db")
 	body := fmt.Sprintf("store: {path: %q}\n", store)
 	in := startInstance(t, ns, body)
 	hc := ns.HTTPClient()
