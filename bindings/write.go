@@ -86,7 +86,7 @@ const maxAttempts = 8
 // How long a fleet write waits for this node to catch up before it
 // validates again, and for this node to apply it once written.
 const (
-	catchUp  = time.Second
+	catchUp  = 2 * time.Second
 	ownApply = 5 * time.Second
 )
 
@@ -120,7 +120,11 @@ func (m *Manager) run(ctx context.Context, plan func() (change, error)) (int64, 
 			// a change made through another node. Refuse only once it
 			// holds the fleet's latest state.
 			caughtUp = true
-			if m.catchUp(ctx) {
+			moved, cerr := m.catchUp(ctx, base)
+			if cerr != nil {
+				return 0, cerr
+			}
+			if moved {
 				attempt--
 				continue
 			}
@@ -164,17 +168,21 @@ func (m *Manager) run(ctx context.Context, plan func() (change, error)) (int64, 
 }
 
 // catchUp waits (bounded) until the state is at the fleet's latest
-// revision. It reports whether the state moved on meanwhile.
-func (m *Manager) catchUp(ctx context.Context) bool {
-	before := m.Revision()
-	ctx, cancel := context.WithTimeout(ctx, catchUp)
+// revision. It reports whether the state moved on since the revision a
+// change was planned at, or an error
+// when this node could not catch up in time: a refusal against a state
+// that old would not be the fleet's answer.
+func (m *Manager) catchUp(ctx context.Context, planned int64) (bool, error) {
+	wctx, cancel := context.WithTimeout(ctx, catchUp)
 	defer cancel()
-	latest, err := m.fleet.Latest(ctx)
-	if err != nil || latest <= before {
-		return false
+	latest, err := m.fleet.Latest(wctx)
+	if err != nil {
+		return false, nil // etcd unreachable: the write would say so
 	}
-	m.WaitRevision(ctx, latest)
-	return m.Revision() > before
+	if err := m.WaitRevision(wctx, latest); err != nil {
+		return false, &Error{Kind: KindUnavailable, Reason: fmt.Sprintf("this node is behind the fleet (at revision %d, the fleet at %d): try again, or through another node", m.Revision(), latest)}
+	}
+	return m.Revision() > planned, nil
 }
 
 // stamp fills in the audit entry's who, request id and time.
