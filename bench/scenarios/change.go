@@ -661,7 +661,7 @@ func runChangeLatency(c *harness.Ctx, r *harness.Result) error {
 	r.Notes = append(r.Notes,
 		"bindings loaded from the store file at start (API-made /128s in 1,000 /48s); one /32 of "+changePrefix+" moved cdn↔spectrum by PATCH, a /28 added by POST and deleted per round",
 		"patch_ms_N, post_ms_N: median round trip (the answer means the data plane holds the change and the store is on disk); dataplane_ms_N: median time from sending the PATCH to the first new connection that sees the new owner (accepted by the cdn, or refused where spectrum serves no app)",
-		"post_p99_ms_N: the 99th percentile of a burst of creates (each deleted after), per round",
+		"post_p99_ms_N, patch_p99_ms_N: the 99th percentiles of a burst of creates, each moved once and deleted after, per round",
 		"start_s_N: edgeproxy's start until /readyz with N bindings")
 	stopOrigin, err := chgStartOrigin()
 	if err != nil {
@@ -726,8 +726,8 @@ func runChangeLatency(c *harness.Ctx, r *harness.Result) error {
 						return err
 					}
 				}
-				// A burst of creates and deletes, for the tail.
-				var burst []float64
+				// A burst of creates, moves and deletes, for the tail.
+				var burst, moved []float64
 				for i := range c.Mode.N(100, 10) {
 					cidr := fmt.Sprintf("198.51.100.%d/32", 200+i%40)
 					b, took, err := chgAddBinding(cidr, "spectrum")
@@ -735,6 +735,10 @@ func runChangeLatency(c *harness.Ctx, r *harness.Result) error {
 						return err
 					}
 					burst = append(burst, float64(took.Microseconds())/1000)
+					if took, err = chgMoveBinding(b, "cdn"); err != nil {
+						return err
+					}
+					moved = append(moved, float64(took.Microseconds())/1000)
 					if _, err := chgCallOK("DELETE", "/v1/prefixes/"+b.PrefixID+"/bindings/"+b.ID, "", nil); err != nil {
 						return err
 					}
@@ -744,6 +748,7 @@ func runChangeLatency(c *harness.Ctx, r *harness.Result) error {
 				}
 				m := rounds[round]
 				m["post_p99_ms_"+name] = harness.Percentile(burst, 0.99)
+				m["patch_p99_ms_"+name] = harness.Percentile(moved, 0.99)
 				m["patch_ms_"+name] = harness.Median(patch)
 				m["dataplane_ms_"+name] = harness.Median(plane)
 				m["post_ms_"+name] = harness.Median(post)
