@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,11 +14,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/internal/echo"
 	"github.com/edgeproxy/edgeproxy/internal/fleettest"
@@ -953,4 +956,64 @@ func TestFleetBatch(t *testing.T) {
 		return b
 	})
 	waitIdentical(t, nodes)
+}
+
+// TestFleetUpgrade: a node of a fleet upgrades by SIGUSR2. The new process
+// takes its store and its place in the fleet: it stays listed live once
+// the old one has gone, follows the fleet's changes, and takes changes
+// through its own API, each active on every node.
+func TestFleetUpgrade(t *testing.T) {
+	net := fleettest.NewNet(t)
+	etcd := fleettest.StartEtcd(t, net)
+	nodes := startFleet(t, net, 3, etcd.Endpoints(), fleetOpts{})
+	addr := netip.MustParseAddr("192.0.2.60")
+	convergence(t, nodes, nodes[1], addr, false, func() fleetBinding { return nodes[1].create("192.0.2.60/32", "cdn") })
+
+	old := nodes[0].cmd.Process.Pid
+	var st admin.Status
+	syscall.Kill(old, syscall.SIGUSR2)
+	if err := testutil.WaitFor(15*time.Second, func() error {
+		if code, raw := nodes[0].api("GET", "/v1/status", nil, &st); code != 200 || st.PID == old || st.State != "serving" {
+			return fmt.Errorf("%d %.200s", code, raw)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("no new process serves edge-1: %v", err)
+	}
+	t.Cleanup(func() { syscall.Kill(st.PID, syscall.SIGKILL) })
+	if err := testutil.WaitFor(10*time.Second, func() error {
+		if running(old) {
+			return errors.New("the old process still runs")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(4 * time.Second) // past the old process's lease (node_ttl 3s)
+	var listed []struct {
+		ID   string `json:"id"`
+		Live bool   `json:"live"`
+	}
+	if code, raw := nodes[2].api("GET", "/v1/nodes", nil, &listed); code != 200 || len(listed) != 3 {
+		t.Fatalf("/v1/nodes after the upgrade: %d %s", code, raw)
+	}
+	for _, l := range listed {
+		if !l.Live {
+			t.Errorf("after edge-1's upgrade: %+v, want every node live", l)
+		}
+	}
+	convergence(t, nodes, nodes[2], addr, true, func() fleetBinding {
+		var b fleetBinding
+		if code, raw := nodes[2].api("PATCH", prefixPath()+"/"+bindingID("192.0.2.60/32"), map[string]any{"service_id": "spectrum"}, &b); code != 200 {
+			t.Fatalf("move through edge-3: %d %s", code, raw)
+		}
+		return b
+	})
+	convergence(t, nodes, nodes[0], addr, false, func() fleetBinding {
+		var b fleetBinding
+		if code, raw := nodes[0].api("PATCH", prefixPath()+"/"+bindingID("192.0.2.60/32"), map[string]any{"service_id": "cdn"}, &b); code != 200 {
+			t.Fatalf("move through the upgraded edge-1: %d %s", code, raw)
+		}
+		return b
+	})
 }
