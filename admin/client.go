@@ -154,3 +154,44 @@ func (c *Client) Do(method, path string, body, out any) error {
 	}
 	return r.Decode(out)
 }
+
+// The fleet's shapes, as the CLI decodes them.
+
+// Node is a node of the fleet as GET /v1/nodes lists it.
+type Node struct {
+	ID       string            `json:"id"`
+	Labels   map[string]string `json:"labels"`
+	Live     bool              `json:"live"`
+	Revision int64             `json:"revision"`
+	// State is in_sync, behind, failed or stale.
+	State   string `json:"state"`
+	Error   string `json:"error"`
+	Version string `json:"version,omitempty"`
+}
+
+// Fleet is GET /v1/fleet: the fleet as the answering node sees it.
+type Fleet struct {
+	Node      string         `json:"node"`
+	Endpoints []string       `json:"endpoints"`
+	Revision  int64          `json:"revision"`
+	Applied   int64          `json:"applied"`
+	Stale     bool           `json:"stale"`
+	Nodes     int            `json:"nodes"`
+	States    map[string]int `json:"states"`
+}
+
+// Canary is a binding's canary change: the service the canary nodes
+// (those whose labels match) hold it to, at which revision.
+type Canary struct {
+	ServiceID string            `json:"service_id"`
+	Labels    map[string]string `json:"labels"`
+	Revision  int64             `json:"revision"`
+}
+
+// BatchResult is POST /v1/batch's result: the revision that made every
+// binding, how many, and their provisioning.
+type BatchResult struct {
+	Revision     int64        `json:"revision"`
+	Count        int          `json:"count"`
+	Provisioning Provisioning `json:"provisioning"`
+}

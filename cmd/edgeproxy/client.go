@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -28,6 +29,10 @@ type client struct {
 	tokenFile string
 	json      bool
 	stdout    io.Writer
+	stderr    io.Writer
+	// wait is --wait: how long a change's answer may wait for it to be
+	// active everywhere; 0: not at all.
+	wait time.Duration
 }
 
 // clientFlags adds the flags every client command takes.
@@ -53,7 +58,7 @@ func newClient(adminURL, tokenFile string, asJSON bool, stdout io.Writer) (*clie
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	return &client{api: admin.NewClient(adminURL, token), tokenFile: tokenFile, json: asJSON, stdout: stdout}, nil
+	return &client{api: admin.NewClient(adminURL, token), tokenFile: tokenFile, json: asJSON, stdout: stdout, stderr: io.Discard}, nil
 }
 
 // do calls the API and decodes the result into out (if not nil). Errors say
@@ -120,27 +125,59 @@ func (c *client) findBinding(id string) (admin.Binding, error) {
 	return admin.Binding{}, fmt.Errorf("no binding has id %q (see edgeproxy bindings list)", id)
 }
 
-func cmdBindings(args []string, stdout, stderr io.Writer) error {
-	const usage = "usage: edgeproxy bindings list | add [--port tcp/443] CIDR SERVICE | move [--drain 30s] ID SERVICE | delete [--drain 30s] ID  (flags: --admin URL --token-file F --json)"
-	if len(args) == 0 {
-		return usagef("%s", usage)
-	}
-	sub, rest := args[0], args[1:]
+const bindingsUsage = "usage: edgeproxy bindings list | add [--port tcp/443] [--wait 5s] [--canary k=v] CIDR SERVICE | move [--drain 30s] [--wait 5s] [--canary k=v] ID SERVICE | delete [--drain 30s] [--wait 5s] ID | promote [--wait 5s] ID | rollback [--wait 5s] ID | batch [--wait 5s] FILE  (flags: --admin URL --token-file F --json)"
+
+// bindingsFlags are the flags of a bindings command, those it takes set.
+type bindingsFlags struct {
+	adminURL, tokenFile *string
+	asJSON              *bool
+	port, drain, wait   *string
+	canary              labelsFlag
+}
+
+func newBindingsFlags(sub string, stderr io.Writer) (*flag.FlagSet, *bindingsFlags) {
 	fs := newFlags("bindings "+sub, stderr)
-	adminURL, tokenFile, asJSON := clientFlags(fs)
-	var port, drain *string
+	f := &bindingsFlags{}
+	f.adminURL, f.tokenFile, f.asJSON = clientFlags(fs)
+	empty := ""
+	f.port, f.drain, f.wait = &empty, &empty, &empty
 	switch sub {
 	case "add":
-		port = fs.String("port", "", "port scope as `PROTO/PORT` (e.g. tcp/443): only that protocol and port move")
+		f.port = fs.String("port", "", "port scope as `PROTO/PORT` (e.g. tcp/443): only that protocol and port move")
 	case "move", "delete":
-		drain = fs.String("drain", "", "close the connections still held on the addresses that left their service after `DURATION` (e.g. 30s); default: they stay until they end")
+		f.drain = fs.String("drain", "", "close the connections still held on the addresses that left their service after `DURATION` (e.g. 30s); default: they stay until they end")
 	}
+	switch sub {
+	case "add", "move", "delete", "promote", "rollback", "batch":
+		f.wait = fs.String("wait", "", "wait up to `DURATION` (at most 30s) for the change to be active on every node in its scope")
+	}
+	switch sub {
+	case "add", "move":
+		fs.Var(&f.canary, "canary", "make the change on the nodes whose labels match `KEY=VALUE` first (repeatable: all must match); promote or rollback it later")
+	}
+	return fs, f
+}
+
+func cmdBindings(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usagef("%s", bindingsUsage)
+	}
+	sub, rest := args[0], args[1:]
+	fs, f := newBindingsFlags(sub, stderr)
 	if err := parseFlags(fs, rest); err != nil {
 		return err
 	}
-	c, err := newClient(*adminURL, *tokenFile, *asJSON, stdout)
+	wait, err := waitFlag(*f.wait)
 	if err != nil {
 		return err
+	}
+	c, err := newClient(*f.adminURL, *f.tokenFile, *f.asJSON, stdout)
+	if err != nil {
+		return err
+	}
+	c.stderr, c.wait = stderr, wait
+	if wait > 0 {
+		c.api.HTTP = &http.Client{Timeout: wait + 30*time.Second}
 	}
 	args = fs.Args()
 	switch sub {
@@ -151,21 +188,161 @@ func cmdBindings(args []string, stdout, stderr io.Writer) error {
 		return c.list()
 	case "add":
 		if len(args) != 2 {
-			return usagef("usage: edgeproxy bindings add [--port tcp/443] CIDR SERVICE")
+			return usagef("usage: edgeproxy bindings add [--port tcp/443] [--wait 5s] [--canary k=v] CIDR SERVICE")
 		}
-		return c.add(args[0], args[1], *port)
+		return c.add(args[0], args[1], *f.port, f.canary)
 	case "move":
 		if len(args) != 2 {
-			return usagef("usage: edgeproxy bindings move [--drain 30s] ID SERVICE")
+			return usagef("usage: edgeproxy bindings move [--drain 30s] [--wait 5s] [--canary k=v] ID SERVICE")
 		}
-		return c.move(args[0], args[1], *drain)
+		return c.move(args[0], args[1], *f.drain, f.canary)
 	case "delete":
 		if len(args) != 1 {
-			return usagef("usage: edgeproxy bindings delete [--drain 30s] ID")
+			return usagef("usage: edgeproxy bindings delete [--drain 30s] [--wait 5s] ID")
 		}
-		return c.delete(args[0], *drain)
+		return c.delete(args[0], *f.drain)
+	case "promote", "rollback":
+		if len(args) != 1 {
+			return usagef("usage: edgeproxy bindings %s [--wait 5s] ID", sub)
+		}
+		return c.settleCanary(sub, args[0])
+	case "batch":
+		if len(args) != 1 {
+			return usagef("usage: edgeproxy bindings batch [--wait 5s] FILE  (- reads standard input; a line is CIDR SERVICE [PROTO/PORT])")
+		}
+		return c.batch(args[0])
 	}
-	return usagef("unknown bindings command %q; %s", sub, usage)
+	return usagef("unknown bindings command %q; %s", sub, bindingsUsage)
+}
+
+// maxWait is the API's bound on ?wait=.
+const maxWait = 30 * time.Second
+
+// waitFlag checks --wait: a duration above 0 and at most maxWait; empty: 0.
+func waitFlag(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	switch {
+	case err != nil:
+		return 0, usagef("--wait: %q is not a duration (such as 5s)", v)
+	case d <= 0 || d > maxWait:
+		return 0, usagef("--wait: %s is out of range: above 0 and at most %s", d, maxWait)
+	}
+	return d, nil
+}
+
+// labelsFlag is a repeatable KEY=VALUE flag.
+type labelsFlag map[string]string
+
+func (l *labelsFlag) String() string {
+	if l == nil {
+		return ""
+	}
+	return labelsText(*l)
+}
+
+func (l *labelsFlag) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || k == "" || val == "" {
+		return fmt.Errorf("%q is not KEY=VALUE (such as role=canary)", v)
+	}
+	if *l == nil {
+		*l = labelsFlag{}
+	}
+	if old, dup := (*l)[k]; dup && old != val {
+		return fmt.Errorf("%q: label %s is already %s", v, k, old)
+	}
+	(*l)[k] = val
+	return nil
+}
+
+// labelsText is labels as k=v,k=v, sorted; "-" for none.
+func labelsText(labels map[string]string) string {
+	if len(labels) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + labels[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+// binding is a binding with its canary change, if it has one.
+type binding struct {
+	admin.Binding
+	Canary *admin.Canary `json:"canary,omitempty"`
+}
+
+// path is the binding's path in the API.
+func (b binding) path() string { return "/v1/prefixes/" + b.PrefixID + "/bindings/" + b.ID }
+
+// query is ?wait= when --wait was given.
+func (c *client) query() string {
+	if c.wait == 0 {
+		return ""
+	}
+	return "?" + url.Values{"wait": {c.wait.String()}}.Encode()
+}
+
+// stateText says how far a change has reached: "active", "pending: 2/3
+// nodes hold it", "failed on n3 (reason)", "canary: 1/1 nodes hold it".
+func stateText(p admin.Provisioning) string {
+	switch p.State {
+	case bindings.Pending, "canary":
+		return fmt.Sprintf("%s: %d/%d nodes hold it", p.State, p.NodesApplied, p.NodesTotal)
+	case bindings.Failed:
+		failed := make([]string, len(p.NodesFailed))
+		for i, n := range p.NodesFailed {
+			failed[i] = n
+			if why := p.Errors[n]; why != "" {
+				failed[i] += " (" + why + ")"
+			}
+		}
+		return fmt.Sprintf("failed on %s; %d/%d nodes hold it", strings.Join(failed, ", "), p.NodesApplied, p.NodesTotal)
+	}
+	return p.State
+}
+
+// outcome turns the provisioning a change reached into the command's
+// result: a failed change is an error (exit 1; the store holds it, the
+// nodes named refused it); one still pending after --wait is a note on
+// stderr (exit 0: it is stored and reaches the others as they catch up).
+func (c *client) outcome(p admin.Provisioning) error {
+	switch {
+	case p.State == bindings.Failed:
+		return fmt.Errorf("revision %d is stored, but %d node(s) refused it: %s", p.Revision, len(p.NodesFailed), strings.Join(p.NodesFailed, ", "))
+	case p.State == bindings.Pending && c.wait > 0:
+		fmt.Fprintf(c.stderr, "edgeproxy: revision %d still pending after %s: it is stored; the nodes behind take it as they catch up (edgeproxy nodes)\n", p.Revision, c.wait)
+	}
+	return nil
+}
+
+// show prints a change's result: the JSON, or line; then its outcome.
+func (c *client) show(v any, p admin.Provisioning, line string) error {
+	if c.json {
+		if err := c.printJSON(v); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintln(c.stdout, line)
+	}
+	return c.outcome(p)
+}
+
+// canaryText is ", canary on k=v" for a binding with a canary change.
+func canaryText(b binding) string {
+	if b.Canary == nil {
+		return ""
+	}
+	return fmt.Sprintf(", canary %s on %s", b.Canary.ServiceID, labelsText(b.Canary.Labels))
 }
 
 func (c *client) list() error {
@@ -195,21 +372,34 @@ func (c *client) list() error {
 	return tw.Flush()
 }
 
-func (c *client) add(cidrArg, svcArg, portArg string) error {
+// bindingBody checks a new binding's CIDR, service and port scope and
+// returns its body.
+func bindingBody(cidrArg, svcArg, portArg string) (netip.Prefix, map[string]any, error) {
 	cidr, err := bindings.ParseCIDR(cidrArg)
 	if err != nil {
-		return usagef("CIDR: %v", err)
+		return netip.Prefix{}, nil, usagef("CIDR: %v", err)
 	}
 	if _, err := bindings.ParseService(svcArg); err != nil {
-		return usagef("SERVICE: %v", err)
+		return netip.Prefix{}, nil, usagef("SERVICE: %v", err)
 	}
 	body := map[string]any{"cidr": cidr.String(), "service_id": svcArg}
 	if portArg != "" {
 		proto, port, err := bindings.ParseProtoPort(portArg)
 		if err != nil {
-			return usagef("--port: %v", err)
+			return netip.Prefix{}, nil, usagef("--port: %v", err)
 		}
 		body["protocol"], body["port"] = proto.String(), port
+	}
+	return cidr, body, nil
+}
+
+func (c *client) add(cidrArg, svcArg, portArg string, canary labelsFlag) error {
+	cidr, body, err := bindingBody(cidrArg, svcArg, portArg)
+	if err != nil {
+		return err
+	}
+	if len(canary) > 0 {
+		body["canary"] = map[string]any{"labels": canary}
 	}
 	var ps []admin.Prefix
 	if err := c.do("GET", "/v1/prefixes", nil, &ps); err != nil {
@@ -225,18 +415,14 @@ func (c *client) add(cidrArg, svcArg, portArg string) error {
 	if prefix == nil {
 		return fmt.Errorf("%s is not inside any onboarded prefix (see edgeproxy bindings list)", cidr)
 	}
-	var b admin.Binding
-	if err := c.do("POST", "/v1/prefixes/"+prefix.ID+"/bindings", body, &b); err != nil {
+	var b binding
+	if err := c.do("POST", "/v1/prefixes/"+prefix.ID+"/bindings"+c.query(), body, &b); err != nil {
 		return err
 	}
-	if c.json {
-		return c.printJSON(b)
-	}
-	fmt.Fprintf(c.stdout, "added %s %s -> %s (id %s, in prefix %s; %s)\n", b.CIDR, scope(b), b.ServiceID, b.ID, prefix.CIDR, b.Provisioning.State)
-	return nil
+	return c.show(b, b.Provisioning, fmt.Sprintf("added %s %s -> %s (id %s, in prefix %s%s; %s)", b.CIDR, scope(b.Binding), b.ServiceID, b.ID, prefix.CIDR, canaryText(b), stateText(b.Provisioning)))
 }
 
-func (c *client) move(id, svcArg, drain string) error {
+func (c *client) move(id, svcArg, drain string, canary labelsFlag) error {
 	if _, err := bindings.ParseService(svcArg); err != nil {
 		return usagef("SERVICE: %v", err)
 	}
@@ -244,19 +430,22 @@ func (c *client) move(id, svcArg, drain string) error {
 	if err != nil {
 		return err
 	}
-	var moved admin.Binding
-	body := map[string]string{"service_id": svcArg}
+	var moved binding
+	body := map[string]any{"service_id": svcArg}
 	if drain != "" {
 		body["drain"] = drain
 	}
-	if err := c.do("PATCH", "/v1/prefixes/"+b.PrefixID+"/bindings/"+id, body, &moved); err != nil {
+	if len(canary) > 0 {
+		body["canary"] = map[string]any{"labels": canary}
+	}
+	if err := c.do("PATCH", "/v1/prefixes/"+b.PrefixID+"/bindings/"+id+c.query(), body, &moved); err != nil {
 		return err
 	}
-	if c.json {
-		return c.printJSON(moved)
+	line := fmt.Sprintf("moved %s %s from %s to %s (id %s; %s)", moved.CIDR, scope(moved.Binding), b.ServiceID, moved.ServiceID, moved.ID, stateText(moved.Provisioning))
+	if moved.Canary != nil {
+		line = fmt.Sprintf("moved %s %s from %s to %s on the canary nodes %s (id %s; %s)", moved.CIDR, scope(moved.Binding), b.ServiceID, moved.Canary.ServiceID, labelsText(moved.Canary.Labels), moved.ID, stateText(moved.Provisioning))
 	}
-	fmt.Fprintf(c.stdout, "moved %s %s from %s to %s (id %s; %s)\n", moved.CIDR, scope(moved), b.ServiceID, moved.ServiceID, moved.ID, moved.Provisioning.State)
-	return nil
+	return c.show(moved, moved.Provisioning, line)
 }
 
 func (c *client) delete(id, drain string) error {
@@ -269,14 +458,29 @@ func (c *client) delete(id, drain string) error {
 	if drain != "" {
 		body = map[string]string{"drain": drain}
 	}
-	if err := c.do("DELETE", "/v1/prefixes/"+b.PrefixID+"/bindings/"+id, body, &deleted); err != nil {
+	if err := c.do("DELETE", "/v1/prefixes/"+b.PrefixID+"/bindings/"+id+c.query(), body, &deleted); err != nil {
 		return err
 	}
-	if c.json {
-		return c.printJSON(deleted)
+	return c.show(deleted, deleted.Provisioning, fmt.Sprintf("deleted %s %s -> %s (id %s; %s)", deleted.CIDR, scope(deleted), deleted.ServiceID, deleted.ID, stateText(deleted.Provisioning)))
+}
+
+// settleCanary promotes a binding's canary change to every node or rolls
+// it back.
+func (c *client) settleCanary(action, id string) error {
+	found, err := c.findBinding(id)
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(c.stdout, "deleted %s %s -> %s (id %s)\n", deleted.CIDR, scope(deleted), deleted.ServiceID, deleted.ID)
-	return nil
+	b := binding{Binding: found}
+	var after binding
+	if err := c.do("POST", b.path()+"/"+action+c.query(), nil, &after); err != nil {
+		return err
+	}
+	line := fmt.Sprintf("promoted %s %s: %s on every node (id %s; %s)", after.CIDR, scope(after.Binding), after.ServiceID, after.ID, stateText(after.Provisioning))
+	if action == "rollback" {
+		line = fmt.Sprintf("rolled back the canary of %s %s: %s on every node (id %s; %s)", after.CIDR, scope(after.Binding), after.ServiceID, after.ID, stateText(after.Provisioning))
+	}
+	return c.show(after, after.Provisioning, line)
 }
 
 func cmdLookup(args []string, stdout, stderr io.Writer) error {

@@ -109,6 +109,13 @@ client commands (talk to a running instance's admin API):
   bindings add [--port tcp/443] CIDR SERVICE   (the prefix is found by containment)
   bindings move [--drain 30s] ID SERVICE      (--drain: then close what stays on the moved addresses)
   bindings delete [--drain 30s] ID
+  bindings promote ID | rollback ID            settle a binding's canary change
+  bindings batch FILE                          one binding a line: CIDR SERVICE [PROTO/PORT] (- is stdin)
+    --wait 5s (add, move, delete, promote, rollback, batch): wait for every node in scope
+    --canary KEY=VALUE (add, move; repeatable): the change goes first to the nodes so labelled
+  nodes                                        the fleet's nodes: labels, live, revision, state
+  fleet                                        the fleet's summary
+  audit [--since REV] [--limit N]              the changes, one a line
   lookup ADDR:PORT/PROTO                       (e.g. 192.0.2.1:443/tcp)
   status                                       the serving process: pid, version, start, state
   dial [--udp] ADDR:PORT [MESSAGE]             send a line, print the answer (try spectrum apps)
@@ -116,7 +123,8 @@ client commands (talk to a running instance's admin API):
   client flags, before the arguments: --admin URL (default $EDGEPROXY_ADMIN,
   else http://127.0.0.1:9180), --token-file FILE, --json (print the result alone)
 
-exit codes: 0 done, 1 the API refused or failed, 2 usage
+exit codes: 0 done (with --wait, also a change still pending, noted on stderr),
+1 the API refused or failed, or a node refused the change, 2 usage
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -135,6 +143,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdBindings(rest, stdout, stderr)
 	case "lookup":
 		return cmdLookup(rest, stdout, stderr)
+	case "nodes":
+		return cmdNodes(rest, stdout, stderr)
+	case "fleet":
+		return cmdFleet(rest, stdout, stderr)
+	case "audit":
+		return cmdAudit(rest, stdout, stderr)
 	case "status":
 		return cmdStatus(rest, stdout, stderr)
 	case "dial":
