@@ -22,6 +22,10 @@ build: ## build bin/edgeproxy
 run: build ## run edgeproxy on its embedded demo configuration (needs root)
 	./$(BIN) run
 
+.PHONY: demo-fleet
+demo-fleet: build ## a local fleet: etcd and three nodes, each in a namespace of its own; prints what to try, Ctrl-C cleans up (needs root, etcd; docs/fleet.md)
+	bash scripts/demo-fleet.sh $(BIN)
+
 .PHONY: test
 test: ## run every test under the race detector (kernel tests need root, CAP_BPF and iproute2)
 	$(GO) test $(TESTFLAGS) ./...

@@ -212,3 +212,33 @@ func cmdGet(args []string, stdout, stderr io.Writer) error {
 	_, err = io.Copy(stdout, resp.Body)
 	return err
 }
+
+// cmdDemoOrigin is the hidden "demo-origin ADDR NAME": a TCP origin that
+// answers every line with "NAME: line", until stopped. make demo-fleet
+// runs one in each node's namespace, so that a probe says which node's
+// spectrum answered.
+func cmdDemoOrigin(ctx context.Context, args []string) error {
+	if len(args) != 2 {
+		return usagef("usage: edgeproxy demo-origin ADDR NAME")
+	}
+	name := args[1]
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", args[0])
+	if err != nil {
+		return fmt.Errorf("demo origin: %w", err)
+	}
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	acceptLoop(ln, func(c net.Conn) {
+		defer c.Close()
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			if _, err := fmt.Fprintf(c, "%s: %s\n", name, sc.Text()); err != nil {
+				return
+			}
+		}
+	})
+	return nil
+}

@@ -143,6 +143,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdBindings(rest, stdout, stderr)
 	case "lookup":
 		return cmdLookup(rest, stdout, stderr)
+	case "demo-origin": // hidden: make demo-fleet's origins
+		return cmdDemoOrigin(ctx, rest)
 	case "nodes":
 		return cmdNodes(rest, stdout, stderr)
 	case "fleet":
