@@ -23,6 +23,9 @@ type Client struct {
 	Token string
 	// HTTP makes the calls; nil: one with a 30-second timeout.
 	HTTP *http.Client
+	// Header is sent with every call, beside what the call sets itself
+	// (such as X-Request-Id).
+	Header http.Header
 }
 
 // maxAnswer bounds the answer a client reads.
@@ -92,6 +95,11 @@ func (c *Client) NewRequest(method, path string, body io.Reader) (*http.Request,
 // status: the error is one of calling (an *UnreachableError) or of an
 // answer that is not the envelope.
 func (c *Client) Send(req *http.Request) (*Response, error) {
+	for k, vs := range c.Header {
+		if req.Header.Get(k) == "" {
+			req.Header[k] = vs
+		}
+	}
 	if c.Token != "" && req.Header.Get("Authorization") == "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}

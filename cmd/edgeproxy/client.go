@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -58,7 +60,23 @@ func newClient(adminURL, tokenFile string, asJSON bool, stdout io.Writer) (*clie
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	return &client{api: admin.NewClient(adminURL, token), tokenFile: tokenFile, json: asJSON, stdout: stdout, stderr: io.Discard}, nil
+	api := admin.NewClient(adminURL, token)
+	// One id for the command's change, so that the audit log can tell
+	// whether a change whose answer was lost was made.
+	api.Header = http.Header{"X-Request-Id": {newRequestID()}}
+	return &client{api: api, tokenFile: tokenFile, json: asJSON, stdout: stdout, stderr: io.Discard}, nil
+}
+
+// newRequestID returns a random request id: "cli-" and 16 hex characters.
+func newRequestID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return "cli-" + hex.EncodeToString(b[:])
+}
+
+// mutating reports whether method changes state.
+func mutating(method string) bool {
+	return method == http.MethodPost || method == http.MethodPatch || method == http.MethodDelete
 }
 
 // do calls the API and decodes the result into out (if not nil). Errors say
@@ -76,6 +94,8 @@ func (c *client) do(method, path string, body, out any) error {
 		return fmt.Errorf("the admin API needs a token for this call: pass --token-file FILE (%s)", ae.Message())
 	case ae.Status == http.StatusForbidden:
 		return fmt.Errorf("the admin API refused the token in %s (%s)", c.tokenFile, ae.Message())
+	case ae.Status == http.StatusServiceUnavailable && mutating(method):
+		return fmt.Errorf("%v (request id %s: if the change may have been made, edgeproxy audit shows it with that id)", err, c.api.Header.Get("X-Request-Id"))
 	}
 	return err
 }

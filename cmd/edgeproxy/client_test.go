@@ -23,6 +23,8 @@ type fakeAPI struct {
 	calls   []string         // "METHOD path?query"
 	bodies  []map[string]any // the bodies of the calls that had one
 	results map[string]any   // by "METHOD path" (without the query)
+	ids     []string         // the X-Request-Id of each call
+	down    bool             // answer every change 503, its outcome unknown
 }
 
 func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -30,6 +32,7 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer f.mu.Unlock()
 	call := r.Method + " " + r.URL.Path
 	f.calls = append(f.calls, call+"?"+r.URL.RawQuery)
+	f.ids = append(f.ids, r.Header.Get("X-Request-Id"))
 	if b, _ := io.ReadAll(r.Body); len(b) > 0 {
 		var m map[string]any
 		if err := json.Unmarshal(b, &m); err != nil {
@@ -38,6 +41,11 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.bodies = append(f.bodies, m)
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if f.down && r.Method != "GET" {
+		w.WriteHeader(503)
+		io.WriteString(w, `{"success":false,"errors":[{"code":1010,"message":"the fleet's store did not answer: the change may or may not have been made"}],"messages":[],"result":null}`)
+		return
+	}
 	res, ok := f.results[call]
 	if !ok {
 		w.WriteHeader(404)
@@ -297,5 +305,25 @@ func TestCLIErrors(t *testing.T) {
 	// An API error is not a usage error.
 	if _, _, err := runCLI(url, "bindings", "promote", "cccccccccccccccccccccccccccccccc"); err == nil || isUsage(err) || !strings.Contains(err.Error(), "no binding has id") {
 		t.Fatalf("promote of an unknown id: %v", err)
+	}
+}
+
+// TestCLIRequestID: every call of a command carries one X-Request-Id, and
+// a change answered 503 names it, so that the audit log can tell whether
+// the change was made.
+func TestCLIRequestID(t *testing.T) {
+	f, url := newFake(t, prov("active", 1, 1, nil))
+	f.down = true
+	_, _, err := runCLI(url, "bindings", "move", bid, "cdn")
+	if err == nil || len(f.ids) < 2 || f.ids[0] == "" || !strings.HasPrefix(f.ids[0], "cli-") {
+		t.Fatalf("move: %v, ids %v", err, f.ids)
+	}
+	for _, id := range f.ids {
+		if id != f.ids[0] {
+			t.Fatalf("the calls of one command carry different ids: %v", f.ids)
+		}
+	}
+	if !strings.Contains(err.Error(), "may or may not") || !strings.Contains(err.Error(), "request id "+f.ids[0]) {
+		t.Fatalf("the 503's error: %v", err)
 	}
 }
