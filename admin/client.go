@@ -188,18 +188,6 @@ type Fleet struct {
 	States    map[string]int `json:"states"`
 }
 
-// Canary is a binding's canary change: the service the canary nodes
-// (those whose labels match) hold it to, at which revision.
-type Canary struct {
-	ServiceID string            `json:"service_id"`
-	Labels    map[string]string `json:"labels"`
-	Revision  int64             `json:"revision"`
-}
-
 // BatchResult is POST /v1/batch's result: the revision that made every
 // binding, how many, and their provisioning.
-type BatchResult struct {
-	Revision     int64        `json:"revision"`
-	Count        int          `json:"count"`
-	Provisioning Provisioning `json:"provisioning"`
-}
+type BatchResult = Batch
