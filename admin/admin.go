@@ -183,6 +183,7 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 func (a *api) middleware(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		w.Header().Set("X-Request-Id", requestID(r))
 		sw := &statusWriter{ResponseWriter: w}
 		if err := a.admit(mux, r); err != nil {
 			a.fail(sw, r, err)
@@ -502,6 +503,17 @@ type canaryBody struct {
 	Labels map[string]string `json:"labels"`
 }
 
+// changeFields reads what a create and a move share: ?wait= and the
+// canary change to svc (nil: none).
+func changeFields(r *http.Request, c *canaryBody, svc bindings.Service) (time.Duration, *bindings.Canary, error) {
+	wait, err := waitField(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	canary, err := c.canary(svc)
+	return wait, canary, err
+}
+
 // canary returns the body's canary change to svc, or nil.
 func (c *canaryBody) canary(svc bindings.Service) (*bindings.Canary, error) {
 	if c == nil {
@@ -533,11 +545,7 @@ func (a *api) createBinding(w http.ResponseWriter, r *http.Request) error {
 	} else if err != nil {
 		return err
 	}
-	wait, err := waitField(r)
-	if err != nil {
-		return err
-	}
-	canary, err := body.Canary.canary(svc)
+	wait, canary, err := changeFields(r, body.Canary, svc)
 	if err != nil {
 		return err
 	}
@@ -610,11 +618,7 @@ func (a *api) moveBinding(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	wait, err := waitField(r)
-	if err != nil {
-		return err
-	}
-	canary, err := body.Canary.canary(svc)
+	wait, canary, err := changeFields(r, body.Canary, svc)
 	if err != nil {
 		return err
 	}

@@ -39,7 +39,7 @@ func tokenIDOf(token string) string {
 
 // requestID returns the request's id: X-Request-Id when it is a sane one
 // (at most 64 printable ASCII characters), else a new random one, set on
-// the request so that the answer carries it.
+// the request for the handler (the answer carries it too).
 func requestID(r *http.Request) string {
 	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 64 && printable(id) {
 		return id
@@ -111,7 +111,7 @@ func (a *api) waitAt(r *http.Request, wait time.Duration, key string, rev int64)
 
 func (a *api) nodes(w http.ResponseWriter, r *http.Request) error {
 	if a.opts.Fleet == nil {
-		return writeResult(w, []singleNode{a.single()})
+		return writeResult(w, []Node{a.single()})
 	}
 	return writeResult(w, a.opts.Fleet.Nodes())
 }
@@ -124,22 +124,13 @@ func (a *api) fleet(w http.ResponseWriter, r *http.Request) error {
 	return writeResult(w, a.opts.Fleet.Summary())
 }
 
-// singleNode is a single node as GET /v1/nodes lists it.
-type singleNode struct {
-	ID       string            `json:"id"`
-	Labels   map[string]string `json:"labels"`
-	Live     bool              `json:"live"`
-	Revision int64             `json:"revision"`
-	State    string            `json:"state"`
-	Error    string            `json:"error"`
-}
-
-func (a *api) single() singleNode {
+// single is this node as GET /v1/nodes lists it when it is no fleet's.
+func (a *api) single() Node {
 	id := ""
 	if a.opts.Status != nil {
 		id = a.opts.Status().Node
 	}
-	return singleNode{ID: id, Labels: map[string]string{}, Live: true, Revision: a.m.Revision(), State: "in_sync"}
+	return Node{ID: id, Labels: map[string]string{}, Live: true, Revision: a.m.Revision(), State: "in_sync"}
 }
 
 // maxAuditLimit bounds ?limit= of GET /v1/audit.

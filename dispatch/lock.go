@@ -131,15 +131,31 @@ func (l *Lock) Close() error {
 	return err
 }
 
-// holder returns the pid that holds an flock on f's inode, from
-// /proc/locks, or 0. When that process is gone (it handed the descriptor
-// to a child and exited), the holder is the process that has the
-// directory open with the lock, found in /proc/*/fdinfo.
+// LockHolder returns the pid of the process holding an exclusive flock on
+// the file or directory at path, or 0 when none can be found: for errors
+// that name who holds a lock (the pin dir's, the store's).
+func LockHolder(path string) int {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return 0
+	}
+	return holderOf(&st)
+}
+
+// holder returns the pid that holds an flock on f's inode, or 0.
 func holder(f *os.File) int {
 	var st unix.Stat_t
 	if unix.Fstat(int(f.Fd()), &st) != nil {
 		return 0
 	}
+	return holderOf(&st)
+}
+
+// holderOf returns the pid that holds an flock on st's inode, from
+// /proc/locks, or 0. When that process is gone (it handed the descriptor
+// to a child and exited), the holder is the process that has the file
+// open with the lock, found in /proc/*/fdinfo.
+func holderOf(st *unix.Stat_t) int {
 	id := fmt.Sprintf("%02x:%02x:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
 	pid := lockPID("/proc/locks", id)
 	if pid > 0 {
