@@ -367,3 +367,38 @@ func knownField(f string) bool {
 	}
 	return false
 }
+
+// TestRequestIDs: an answer carries the client's sane X-Request-Id, or one
+// made for it; and a single node's provisioning, nodes and batch answer as
+// a fleet of one.
+func TestRequestIDs(t *testing.T) {
+	h, _ := newAPI(t, "")
+	for sent, want := range map[string]string{"abc-123": "abc-123", "has space": "", strings.Repeat("x", 65): ""} {
+		req := httptest.NewRequest("GET", "/v1/services", nil)
+		req.Header.Set("X-Request-Id", sent)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		got := w.Header().Get("X-Request-Id")
+		if want != "" && got != want || want == "" && (got == sent || len(got) != 16) {
+			t.Errorf("sent %q: answered %q", sent, got)
+		}
+	}
+	req := httptest.NewRequest("POST", "/v1/batch", strings.NewReader(`{"bindings":[{"cidr":"198.51.100.200/32","service_id":"spectrum","protocol":"tcp","port":80},{"cidr":"198.51.100.201/32","service_id":"cdn","port":0}]}`))
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Code != 400 || !strings.Contains(w.Body.String(), "binding 198.51.100.200/32 tcp/80") {
+		t.Errorf("a batch whose first binding spectrum cannot serve: %d %s, want 400 naming the binding", w.Code, w.Body)
+	}
+	req = httptest.NewRequest("POST", "/v1/batch?wait=1s", strings.NewReader(`{"bindings":[{"cidr":"198.51.100.200/32","service_id":"cdn"},{"cidr":"198.51.100.201/32","service_id":"cdn"}]}`))
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Code != 200 || !strings.Contains(w.Body.String(), `"count": 2`) || !strings.Contains(w.Body.String(), `"state": "active"`) {
+		t.Errorf("a batch of two: %d %s", w.Code, w.Body)
+	}
+	req = httptest.NewRequest("GET", "/v1/nodes", nil)
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Code != 200 || !strings.Contains(w.Body.String(), `"in_sync"`) {
+		t.Errorf("a single node's /v1/nodes: %d %s", w.Code, w.Body)
+	}
+}
