@@ -89,13 +89,16 @@ func (a *api) waitFor(r *http.Request, wait time.Duration, b bindings.Binding) B
 // waitPoll is how often a waiting answer looks again.
 const waitPoll = 10 * time.Millisecond
 
-// waitAt returns the provisioning of key's change at rev once it is no
-// longer pending, or wait has passed, or the request ended.
+// waitAt returns the provisioning of key's change at rev once it has
+// settled (active, or failed and no node still pending), or wait has
+// passed, or the request ended.
 func (a *api) waitAt(r *http.Request, wait time.Duration, key string, rev int64) Provisioning {
 	deadline := time.Now().Add(wait)
 	for {
 		p := a.m.ProvisioningAt(key, rev)
-		if p.State != bindings.Pending || time.Now().After(deadline) || r.Context().Err() != nil {
+		// Settled: active, or failed with no node still on its way.
+		settled := p.State != bindings.Pending && (p.State != bindings.Failed || p.NodesApplied+len(p.NodesFailed) >= p.NodesTotal)
+		if settled || time.Now().After(deadline) || r.Context().Err() != nil {
 			return p
 		}
 		t := time.NewTimer(min(waitPoll, time.Until(deadline)))

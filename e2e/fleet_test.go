@@ -52,14 +52,14 @@ const fleetAdmin = "http://127.0.0.1:9180"
 // fleetOpts vary a fleet's nodes.
 type fleetOpts struct {
 	labels func(i int) string // a node's labels, in YAML
-	apps   string             // more spectrum apps, YAML flow mappings each followed by ", "
+	apps   func(i int) string // more spectrum apps of node i, YAML flow mappings each followed by ", "
 	extra  string             // more of the file (a cdn section)
 	// origin, when set, starts in each node's namespace before it runs.
 	origin func(t *testing.T, fn *fleetNode)
 }
 
 // fleetConfig is a node's file.
-func fleetConfig(id, store string, endpoints []string, labels string, o fleetOpts) string {
+func fleetConfig(id, store string, endpoints []string, labels, apps string, o fleetOpts) string {
 	eps, _ := json.Marshal(endpoints)
 	if labels == "" {
 		labels = "{}"
@@ -74,7 +74,7 @@ store:
 prefixes: [{cidr: 192.0.2.0/24, service: spectrum}]
 spectrum:
   apps: [%s{name: probe, protocol: tcp, edge: 192.0.2.0/24, ports: "7000", origins: ["127.0.0.1:7001"]}]
-%s`, id, labels, store, eps, o.apps, o.extra)
+%s`, id, labels, store, eps, apps, o.extra)
 }
 
 // startFleet starts n nodes on net, each with its own echo origin, and
@@ -93,12 +93,15 @@ func startFleet(t *testing.T, net *fleettest.Net, n int, endpoints []string, o f
 		if o.origin != nil {
 			o.origin(t, fn)
 		}
-		l := ""
+		l, apps := "", ""
 		if o.labels != nil {
 			l = o.labels(i)
 		}
+		if o.apps != nil {
+			apps = o.apps(i)
+		}
 		fn.config = testutil.WriteConfig(t, fmt.Sprintf("dispatch: {pin_dir: \"\", netns: %s}\n", fn.NS.Path())+
-			fleetConfig(id, filepath.Join(t.TempDir(), "bindings.db"), endpoints, l, o))
+			fleetConfig(id, filepath.Join(t.TempDir(), "bindings.db"), endpoints, l, apps, o))
 		fn.start()
 		nodes = append(nodes, fn)
 	}
@@ -722,7 +725,9 @@ func TestFleetMoveUnderLoad(t *testing.T) {
 	net := fleettest.NewNet(t)
 	etcd := fleettest.StartEtcd(t, net)
 	nodes := startFleet(t, net, 5, etcd.Endpoints(), fleetOpts{
-		apps: `{name: web, protocol: tcp, edge: 192.0.2.0/24, ports: "80", origins: ["127.0.0.1:7002"]}, `,
+		apps: func(int) string {
+			return `{name: web, protocol: tcp, edge: 192.0.2.0/24, ports: "80", origins: ["127.0.0.1:7002"]}, `
+		},
 		extra: `cdn:
   http_ports: [80]
   https_ports: []
@@ -1016,4 +1021,42 @@ func TestFleetUpgrade(t *testing.T) {
 		}
 		return b
 	})
+}
+
+// TestFleetRefused: a change one node cannot apply (its own file has no
+// app for the port) is failed there, naming the node and the reason; the
+// others apply it; the refusing node never counts as applied.
+func TestFleetRefused(t *testing.T) {
+	net := fleettest.NewNet(t)
+	etcd := fleettest.StartEtcd(t, net)
+	nodes := startFleet(t, net, 3, etcd.Endpoints(), fleetOpts{apps: func(i int) string {
+		if i == 2 {
+			return "" // edge-3 serves no tcp/9000
+		}
+		return `{name: extra, protocol: tcp, edge: 192.0.2.0/24, ports: "9000", origins: ["127.0.0.1:7001"]}, `
+	}})
+	// Make 192.0.2.90 the cdn's, then give its tcp/9000 back to spectrum.
+	nodes[0].create("192.0.2.90/32", "cdn")
+	var b fleetBinding
+	if code, raw := nodes[0].api("POST", prefixPath()+"?wait=5s", map[string]any{"cidr": "192.0.2.90/32", "service_id": "spectrum", "protocol": "tcp", "port": 9000}, &b); code != 200 {
+		t.Fatalf("create: %d %s", code, raw)
+	}
+	if b.Provisioning.State != "failed" || len(b.Provisioning.NodesFailed) != 1 || b.Provisioning.NodesFailed[0] != "edge-3" ||
+		!strings.Contains(b.Provisioning.Errors["edge-3"], "tcp/9000") || b.Provisioning.NodesApplied != 2 || b.Provisioning.NodesTotal != 3 {
+		t.Errorf("provisioning %+v, want failed naming edge-3 and why, 2 of 3 applied", b.Provisioning)
+	}
+	var listed []struct {
+		ID    string `json:"id"`
+		State string `json:"state"`
+		Error string `json:"error"`
+	}
+	nodes[1].api("GET", "/v1/nodes", nil, &listed)
+	for _, l := range listed {
+		if (l.ID == "edge-3") != (l.State == "failed") || l.ID == "edge-3" && l.Error == "" {
+			t.Errorf("/v1/nodes: %+v, want edge-3 alone failed, with its error", l)
+		}
+	}
+	if code, raw := nodes[2].api("GET", "/metrics", nil, nil); code != 200 || !strings.Contains(raw, "edgeproxy_fleet_refused_total 1") {
+		t.Errorf("edge-3's metrics: want edgeproxy_fleet_refused_total 1")
+	}
 }
