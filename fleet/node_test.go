@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
@@ -128,5 +129,49 @@ func TestNodes(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatalf("a after the return: %v", err)
+	}
+}
+
+// TestAuditBounded: the fleet's audit log keeps at most its retention.
+func TestAuditBounded(t *testing.T) {
+	net := fleettest.NewNet(t)
+	etcd := fleettest.StartEtcd(t, net)
+	node := net.Node(t, "a")
+	m := bindings.NewManager(&tables{}, nil)
+	st := &bindings.State{Prefixes: []bindings.Prefix{bindings.NewPrefix(pfx, bindings.Spectrum, bindings.FromConfig)}}
+	if err := m.Apply(st, bindings.Services{CDN: bindings.CDNPorts{HTTP: []uint16{80}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Start(Options{Node: "a", Endpoints: etcd.Endpoints(), Prefix: "/test/", DialTimeout: time.Second, NodeTTL: 2 * time.Second,
+		AuditRetention: 5, Manager: m, DialOptions: node.EtcdConfig(etcd.Endpoints()).DialOptions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close(true)
+	ctx := context.Background()
+	c := netip.MustParsePrefix("192.0.2.9/32")
+	for i := range 50 {
+		b, err := m.CreateBinding(ctx, bindings.PrefixID(pfx), c, 0, 0, bindings.CDN)
+		if err == nil {
+			_, _, err = m.DeleteBinding(ctx, b.PrefixID, b.ID)
+		}
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+	}
+	if err := testutil.WaitFor(5*time.Second, func() error {
+		es, err := n.Audit(ctx, 0, 1000)
+		if err != nil {
+			return err
+		}
+		if len(es) > 5 {
+			return fmt.Errorf("%d entries", len(es))
+		}
+		if len(es) == 0 || es[len(es)-1].Action != "delete" {
+			return fmt.Errorf("the newest entries gone: %+v", es)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("after 100 changes with a retention of 5: %v", err)
 	}
 }
