@@ -264,8 +264,10 @@ spectrum:
 
 func TestCLIToken(t *testing.T) {
 	ns := netns.New(t)
-	token := testutil.WriteConfig(t, "s3cret\n")
-	wrong := testutil.WriteConfig(t, "nope\n")
+	dir := t.TempDir()
+	token, wrong := filepath.Join(dir, "token"), filepath.Join(dir, "wrong")
+	os.WriteFile(token, []byte("s3cret\n"), 0o600)
+	os.WriteFile(wrong, []byte("nope\n"), 0o600)
 	in := startInstance(t, ns, fmt.Sprintf("admin: {listen: 127.0.0.1:9180, token_file: %q}\nstore: {path: \"\"}\nprefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n", token))
 	_, errOut, code := in.cli("bindings", "add", "--admin", in.admin, "192.0.2.0/25", "spectrum")
 	if code != 1 || !strings.Contains(errOut, "needs a token for this call: pass --token-file") {
