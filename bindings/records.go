@@ -288,7 +288,7 @@ func eventsOf(m Mutation) []Event {
 	evs := make([]Event, 0, len(m.Create)+len(m.Update)+len(m.Delete))
 	for _, rs := range [][]Record{m.Create, m.Update} {
 		for _, r := range rs {
-			evs = append(evs, Event{Key: r.Key, Value: r.Value})
+			evs = append(evs, Event(r))
 		}
 	}
 	for _, k := range m.Delete {

@@ -340,12 +340,12 @@ type Duration time.Duration
 
 // Defaults of the keys a file leaves out.
 const (
-	DefaultAdminListen   = "127.0.0.1:9180"
-	DefaultStorePath     = "/var/lib/edgeproxy/bindings.db"
+	DefaultAdminListen = "127.0.0.1:9180"
+	DefaultStorePath   = "/var/lib/edgeproxy/bindings.db"
 	// LegacyStorePath is where the store's file was by default while it
 	// was JSON: a node whose store.path is the default and missing takes
 	// it from there (imported).
-	LegacyStorePath = "/var/lib/edgeproxy/bindings.json"
+	LegacyStorePath      = "/var/lib/edgeproxy/bindings.json"
 	DefaultShutdownGrace = 30 * time.Second
 )
 

@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/bindings"
-	"github.com/edgeproxy/edgeproxy/store"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/dispatch"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/store"
 )
 
 // storeWith writes a store of n API-made /32 bindings to cdn in the /24s of

@@ -18,10 +18,10 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/edgeproxy/edgeproxy/bindings"
-	estore "github.com/edgeproxy/edgeproxy/store"
 	"github.com/edgeproxy/edgeproxy/dispatch"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
 	"github.com/edgeproxy/edgeproxy/internal/selfsigned"
+	estore "github.com/edgeproxy/edgeproxy/store"
 )
 
 // h3Target is the cdn address the handshakes go to: 192.0.2.0/24 is the
