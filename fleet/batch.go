@@ -94,26 +94,9 @@ func (n *Node) writeBatch(ctx context.Context, basedOn int64, mut bindings.Mutat
 		}
 	}
 	// 2. Commit: the marker, if nothing the validation read changed.
-	var cmps []clientv3.Cmp
-	for _, d := range mut.Depends {
-		c := clientv3.Compare(clientv3.ModRevision(n.stateKeys()+d), "<", basedOn+1)
-		if strings.HasSuffix(d, "/") {
-			c = c.WithPrefix()
-		}
-		cmps = append(cmps, c)
-	}
 	mk, _ := json.Marshal(marker{Chunks: len(chunks), Count: len(mut.Create), Node: n.opts.Node})
-	ops := []clientv3.Op{
-		clientv3.OpPut(n.stateKeys()+batchPrefix+id, string(mk)),
-		clientv3.OpPut(n.key("meta/last-change"), n.opts.Node),
-	}
-	if mut.Audit != nil {
-		a := *mut.Audit
-		a.Node = n.opts.Node
-		b, _ := json.Marshal(a)
-		ops = append(ops, clientv3.OpPut(n.key(fmt.Sprintf("audit/%020d-%s", time.Now().UnixNano(), n.opts.Node)), string(b)))
-	}
-	resp, err := n.cli.Txn(wctx).If(cmps...).Then(ops...).Commit()
+	ops := append([]clientv3.Op{clientv3.OpPut(n.stateKeys()+batchPrefix+id, string(mk))}, n.changeOps(mut.Audit)...)
+	resp, err := n.cli.Txn(wctx).If(n.unchangedSince(mut.Depends, basedOn)...).Then(ops...).Commit()
 	if err != nil {
 		return 0, unavailable("the fleet's store did not answer the batch's commit (%v): it may or may not have been made; GET /v1/audit says what happened", err)
 	}

@@ -218,15 +218,8 @@ func (n *Node) Write(ctx context.Context, basedOn int64, mut bindings.Mutation) 
 	if n.isStale() {
 		return 0, unavailable("the fleet's store (%s) cannot be reached: changes are refused until it can; this node serves its last applied state", strings.Join(n.opts.Endpoints, ", "))
 	}
-	var cmps []clientv3.Cmp
+	cmps := n.unchangedSince(mut.Depends, basedOn)
 	var ops []clientv3.Op
-	for _, d := range mut.Depends {
-		c := clientv3.Compare(clientv3.ModRevision(n.stateKeys()+d), "<", basedOn+1)
-		if strings.HasSuffix(d, "/") {
-			c = c.WithPrefix()
-		}
-		cmps = append(cmps, c)
-	}
 	for _, r := range mut.Create {
 		cmps = append(cmps, clientv3.Compare(clientv3.Version(n.stateKeys()+r.Key), "=", 0))
 		ops = append(ops, clientv3.OpPut(n.stateKeys()+r.Key, string(r.Value)))
@@ -239,13 +232,7 @@ func (n *Node) Write(ctx context.Context, basedOn int64, mut bindings.Mutation) 
 		cmps = append(cmps, clientv3.Compare(clientv3.Version(n.stateKeys()+k), ">", 0))
 		ops = append(ops, clientv3.OpDelete(n.stateKeys()+k))
 	}
-	ops = append(ops, clientv3.OpPut(n.key("meta/last-change"), n.opts.Node))
-	if mut.Audit != nil {
-		a := *mut.Audit
-		a.Node = n.opts.Node
-		b, _ := json.Marshal(a)
-		ops = append(ops, clientv3.OpPut(n.key(fmt.Sprintf("audit/%020d-%s", time.Now().UnixNano(), n.opts.Node)), string(b)))
-	}
+	ops = append(ops, n.changeOps(mut.Audit)...)
 	if len(ops) > maxTxnOps || len(cmps) > maxTxnOps || size(mut) > maxTxnBytes {
 		// Beyond one transaction's limits: staged, then committed by one
 		// marker (batch.go).
@@ -265,6 +252,33 @@ func (n *Node) Write(ctx context.Context, basedOn int64, mut bindings.Mutation) 
 	rev := resp.Header.Revision
 	n.afterWrite(rev)
 	return rev, nil
+}
+
+// unchangedSince returns the comparisons that hold while no key under
+// depends (a key, or a prefix ending with "/") changed after revision rev.
+func (n *Node) unchangedSince(depends []string, rev int64) []clientv3.Cmp {
+	cmps := make([]clientv3.Cmp, 0, len(depends))
+	for _, d := range depends {
+		c := clientv3.Compare(clientv3.ModRevision(n.stateKeys()+d), "<", rev+1)
+		if strings.HasSuffix(d, "/") {
+			c = c.WithPrefix()
+		}
+		cmps = append(cmps, c)
+	}
+	return cmps
+}
+
+// changeOps are what every change puts beside its items: the last-change
+// key, and its audit entry (when it has one).
+func (n *Node) changeOps(audit *bindings.AuditEntry) []clientv3.Op {
+	ops := []clientv3.Op{clientv3.OpPut(n.key("meta/last-change"), n.opts.Node)}
+	if audit != nil {
+		a := *audit
+		a.Node = n.opts.Node
+		b, _ := json.Marshal(a)
+		ops = append(ops, clientv3.OpPut(n.key(fmt.Sprintf("audit/%020d-%s", time.Now().UnixNano(), n.opts.Node)), string(b)))
+	}
+	return ops
 }
 
 // Latest returns the revision of the state's last change: a linearizable
