@@ -389,6 +389,9 @@ func TestFleetConflicts(t *testing.T) {
 		}
 		id := got[0].ID + got[1].ID
 		if code, raw := nodes[i%3].api("DELETE", prefixPath()+"/"+id, nil, nil); code != 200 {
+			for _, fn := range nodes {
+				t.Logf("%s: %+v", fn.id, fn.summary())
+			}
 			t.Fatalf("round %d: delete: %d %s", i, code, raw)
 		}
 	}

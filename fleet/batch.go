@@ -96,14 +96,13 @@ func (n *Node) writeBatch(ctx context.Context, basedOn int64, mut bindings.Mutat
 	// 2. Commit: the marker, if nothing the validation read changed.
 	mk, _ := json.Marshal(marker{Chunks: len(chunks), Count: len(mut.Create), Node: n.opts.Node})
 	ops := append([]clientv3.Op{clientv3.OpPut(n.stateKeys()+batchPrefix+id, string(mk))}, n.changeOps(mut.Audit)...)
-	resp, err := n.cli.Txn(wctx).If(n.unchangedSince(mut.Depends, basedOn)...).Then(ops...).Commit()
+	resp, err := n.cli.Txn(wctx).If(n.unchangedSince(mut.Depends, basedOn)...).Then(ops...).Else(clientv3.OpGet(n.key("meta/last-change"))).Commit()
 	if err != nil {
 		return 0, unavailable("the fleet's store did not answer the batch's commit (%v): it may or may not have been made; GET /v1/audit says what happened", err)
 	}
 	if !resp.Succeeded {
 		n.dropStaging(staging)
-		n.progress()
-		return 0, &bindings.StaleError{Revision: resp.Header.Revision}
+		return 0, &bindings.StaleError{Revision: lastChange(resp)}
 	}
 	rev := resp.Header.Revision
 	// 3. Materialize, in the background.

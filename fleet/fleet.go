@@ -240,14 +240,14 @@ func (n *Node) Write(ctx context.Context, basedOn int64, mut bindings.Mutation) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.opts.DialTimeout)
 	defer cancel()
-	resp, err := n.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	resp, err := n.cli.Txn(ctx).If(cmps...).Then(ops...).Else(clientv3.OpGet(n.key("meta/last-change"))).Commit()
 	if err != nil {
 		return 0, unavailable("the fleet's store did not answer (%v): the change may or may not have been made; GET /v1/audit says what happened", err)
 	}
 	if !resp.Succeeded {
-		// Something it read changed: catch up to now and validate again.
-		n.progress()
-		return 0, &bindings.StaleError{Revision: resp.Header.Revision}
+		// Something it read changed: catch up to the state's last change
+		// and validate again.
+		return 0, &bindings.StaleError{Revision: lastChange(resp)}
 	}
 	rev := resp.Header.Revision
 	n.afterWrite(rev)
@@ -292,6 +292,17 @@ func (n *Node) Latest(ctx context.Context) (int64, error) {
 		return 0, nil
 	}
 	return resp.Kvs[0].ModRevision, nil
+}
+
+// lastChange reads the revision of the state's last change from a refused
+// transaction's answer (its Else branch reads meta/last-change).
+func lastChange(resp *clientv3.TxnResponse) int64 {
+	for _, r := range resp.Responses {
+		if rr := r.GetResponseRange(); rr != nil && len(rr.Kvs) > 0 {
+			return rr.Kvs[0].ModRevision
+		}
+	}
+	return 0
 }
 
 // maxTxnOps is etcd's default limit of operations in a transaction.

@@ -88,7 +88,10 @@ func (n *Node) resync() error {
 func (n *Node) watch(from int64) error {
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(n.ctx))
 	defer cancel()
-	ch := n.cli.Watch(ctx, n.stateKeys(), clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithProgressNotify())
+	// No progress notifications: etcd 3.4 may send one to a watch that
+	// is still catching up, ahead of the events it has not delivered.
+	// The state's revision moves only with the events themselves.
+	ch := n.cli.Watch(ctx, n.stateKeys(), clientv3.WithPrefix(), clientv3.WithRev(from))
 	for resp := range ch {
 		if resp.CompactRevision != 0 {
 			return rpctypes.ErrCompacted
@@ -97,7 +100,6 @@ func (n *Node) watch(from int64) error {
 			return err
 		}
 		if resp.IsProgressNotify() {
-			n.m.Seen(resp.Header.Revision)
 			continue
 		}
 		n.applyResponse(resp)
@@ -177,14 +179,6 @@ func (n *Node) sleep(d time.Duration) bool {
 	case <-time.After(d):
 		return true
 	}
-}
-
-// progress asks the watch to say which revision it has seen everything
-// up to: a change refused as stale then waits for exactly that.
-func (n *Node) progress() {
-	ctx, cancel := context.WithTimeout(n.ctx, n.opts.DialTimeout)
-	defer cancel()
-	n.cli.RequestProgress(clientv3.WithRequireLeader(ctx))
 }
 
 // register grants a lease and writes the node key on it.
