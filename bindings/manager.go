@@ -66,7 +66,8 @@ type Manager struct {
 	prefixPos  map[string]int     // prefix id -> index in state.Prefixes
 	bindingPos map[string]int     // binding id -> index in state.Bindings
 	revision   int64              // the store's revision the state is at
-	revs       map[string]int64   // store key of an API-made item -> revision of its last change
+	revs       map[string]int64   // store key of an API-made item -> revision of its last change, since Adopt
+	adopted    int64              // the revision Adopt took the items at: theirs, when revs has none
 	applied    *sync.Cond         // broadcast when revision grows
 	labels     map[string]string  // this node's, for canary changes
 	canaries   map[string]*Staged // store key -> the binding's pending canary change
@@ -93,13 +94,9 @@ func (m *Manager) Adopt(st *State, rev int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.setStateLocked(st.Clone(), m.svc, m.guards)
-	m.revision = rev
-	for _, p := range st.Prefixes {
-		m.revs[PrefixKey(p.ID)] = rev
-	}
-	for _, b := range st.Bindings {
-		m.revs[BindingKey(b.PrefixID, b.ID)] = rev
-	}
+	// Items not changed since are at the store's revision: they take no
+	// entry of revs (a million of them would cost a map of a million).
+	m.revision, m.adopted = rev, rev
 }
 
 // Revision returns the revision of the store the state is at.

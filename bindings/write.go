@@ -231,7 +231,10 @@ func (m *Manager) Provisioning(b Binding) Provisioning {
 	}
 	key := KeyOf(b)
 	m.mu.Lock()
-	rev := m.revs[key]
+	rev, ok := m.revs[key]
+	if !ok {
+		rev = m.adopted
+	}
 	c := m.canaries[key]
 	m.mu.Unlock()
 	if c == nil || m.fleet == nil {
