@@ -263,13 +263,18 @@ type change struct {
 // state and its indexes, and the store persists it. On any error nothing
 // has changed. The caller holds m.mu and has validated the change.
 func (m *Manager) commitLocked(c change) error {
+	return m.commitAtLocked(c, m.revision+1)
+}
+
+// commitAtLocked is commitLocked at revision rev.
+func (m *Manager) commitAtLocked(c change, rev int64) error {
 	if m.held != nil {
 		return m.held
 	}
 	if c.mutate == nil {
 		// A change planned as records alone (a batch): applied as a
 		// fleet's change is, the whole state validated at once.
-		return m.applyEventsLocked(m.revision+1, eventsOf(c.mut), c.mut.Audit)
+		return m.applyEventsLocked(rev, eventsOf(c.mut), c.mut.Audit)
 	}
 	start := time.Now()
 	am, amends := m.apply.(Amender)
@@ -286,7 +291,6 @@ func (m *Manager) commitLocked(c change) error {
 		}
 	}
 	took := time.Since(start)
-	rev := m.revision + 1
 	if err := m.persistLocked(rev, c.mut); err != nil {
 		c.undo()
 		var rerr error

@@ -45,6 +45,11 @@ func (m *Manager) applyEventsLocked(rev int64, evs []Event, audit *AuditEntry) e
 		m.seenLocked(rev)
 		return nil
 	}
+	if audit == nil && len(evs) == 1 {
+		if c, ok := m.planEventLocked(evs[0]); ok && m.commitAtLocked(c, rev) == nil {
+			return nil
+		}
+	}
 	st := m.state.Clone()
 	u, err := m.applyEvents(st, evs)
 	if err == nil {
@@ -232,4 +237,50 @@ func (m *Manager) recordLocked(key string) ([]byte, bool) {
 		return nil, false
 	}
 	return EncodeBinding(m.state.Bindings[i]).Value, true
+}
+
+// planEventLocked plans one event as the API's single changes are
+// planned, so that it costs a few map writes instead of the whole state.
+// It reports false where the event is not one of those plain changes (a
+// canary, or an item this node does not hold as the event expects) or the
+// plan refuses it: the whole state then decides.
+func (m *Manager) planEventLocked(ev Event) (change, bool) {
+	if _, ok := m.canaries[ev.Key]; ok {
+		return change{}, false
+	}
+	var d Decoded
+	if ev.Value != nil {
+		var err error
+		if d, err = DecodeRecord(ev.Key, ev.Value); err != nil || d.Canary != nil {
+			return change{}, false
+		}
+	}
+	var c change
+	var err error
+	switch id, isPrefix := strings.CutPrefix(ev.Key, PrefixKeys); {
+	case isPrefix && d.Prefix == nil:
+		c, err = m.planDeletePrefix(id, false)
+	case isPrefix:
+		if i, ok := m.prefixPos[id]; ok {
+			_, c, err = m.planMoveDefault(m.state.Prefixes[i], d.Prefix.Service)
+		} else {
+			c, err = m.planCreatePrefix(*d.Prefix)
+		}
+	default:
+		pid, bid, _ := strings.Cut(strings.TrimPrefix(ev.Key, BindingKeys), "/")
+		_, held := m.bindingPos[bid]
+		switch {
+		case d.Binding == nil:
+			_, c, err = m.planDeleteBinding(pid, bid)
+		case held:
+			_, c, err = m.planMove(pid, bid, d.Binding.Service)
+		default:
+			c, err = m.planCreateBinding(*d.Binding)
+		}
+	}
+	if err != nil || c.mutate == nil {
+		return change{}, false
+	}
+	c.mut.Audit = nil // the writer's node keeps the fleet's audit log
+	return c, true
 }
