@@ -366,7 +366,7 @@ func toPrefix(p bindings.Prefix) Prefix {
 // pending canary change: then in its stable form.
 func (a *api) binding(b bindings.Binding) Binding {
 	j := toBinding(b)
-	if c, ok := a.m.PendingOf(b.PrefixID, b.ID); ok && !b.Default {
+	if c, ok := a.m.StagedOf(b.PrefixID, b.ID); ok && !b.Default {
 		j = toBinding(c.Stable)
 		j.Canary = &Canary{ServiceID: string(c.Canary.Service), Labels: c.Canary.Labels, Revision: a.m.Provisioning(b).Revision}
 	}

@@ -57,9 +57,9 @@ func (m *Manager) SetLabels(labels map[string]string) {
 	m.labels = labels
 }
 
-// PendingOf returns the pending canary change of binding id in prefix
+// StagedOf returns the pending canary change of binding id in prefix
 // prefixID, if it has one.
-func (m *Manager) PendingOf(prefixID, id string) (Staged, bool) {
+func (m *Manager) StagedOf(prefixID, id string) (Staged, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p, ok := m.canaries[BindingKey(prefixID, id)]

@@ -51,11 +51,8 @@ type Manager struct {
 	// before the first change.
 	OnAudit func(AuditEntry)
 
-	// OnRevision, when set, is called (under the manager's lock: it must
-	// not block or call back) whenever the state's revision grows.
-	OnRevision func()
-
-	fleet Fleet // nil: a single node
+	fleet      Fleet  // nil: a single node
+	onRevision func() // the fleet's, called under mu whenever revision grows
 
 	mu         sync.Mutex // serializes changes; guards the fields below
 	held       error      // non-nil: every change is refused with it (Hold)

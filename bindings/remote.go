@@ -123,8 +123,8 @@ func (m *Manager) seenLocked(rev int64) {
 	if rev > m.revision {
 		m.revision = rev
 		m.applied.Broadcast()
-		if m.OnRevision != nil {
-			m.OnRevision()
+		if m.onRevision != nil {
+			m.onRevision()
 		}
 	}
 }

@@ -53,12 +53,14 @@ type Provisioning struct {
 	Errors       map[string]string `json:"errors,omitempty"`
 }
 
-// SetFleet makes the manager a node of a fleet: the API's changes go to f.
-// Call it before the first change through the API.
-func (m *Manager) SetFleet(f Fleet) {
+// SetFleet makes the manager a node of a fleet: the API's changes go to f,
+// and onRevision (nil: none) is called whenever the state's revision grows,
+// under the manager's lock: it must not block or call back. Call it before
+// the first change through the API.
+func (m *Manager) SetFleet(f Fleet, onRevision func()) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.fleet = f
+	m.fleet, m.onRevision = f, onRevision
 }
 
 // Request is who asks for a change, for its audit entry.

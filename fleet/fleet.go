@@ -20,6 +20,7 @@
 package fleet
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -27,7 +28,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -179,8 +179,7 @@ func Start(opts Options) (*Node, error) {
 		n.log.Warn("the fleet's store cannot be reached: serving the last applied state", "endpoints", opts.Endpoints, "error", err)
 	}
 	cancel()
-	n.m.SetFleet(n)
-	n.m.OnRevision = n.wake
+	n.m.SetFleet(n, n.wake)
 	n.wg.Add(4)
 	go n.follow()
 	go n.followNodes()
@@ -543,7 +542,7 @@ func (n *Node) wake() {
 
 // sortedRefusals returns at most maxRefusals refusals, newest last.
 func sortedRefusals(rs []Refusal) []Refusal {
-	sort.Slice(rs, func(i, j int) bool { return rs[i].Revision < rs[j].Revision })
+	slices.SortFunc(rs, func(a, b Refusal) int { return cmp.Compare(a.Revision, b.Revision) })
 	if len(rs) > maxRefusals {
 		rs = rs[len(rs)-maxRefusals:]
 	}

@@ -191,7 +191,7 @@ func Start(opts Options) (_ *Server, err error) {
 	if err := s.joinFleet(); err != nil {
 		return nil, err
 	}
-	if err := s.serveAdmin(adminSock, opts.Handover != nil, token, st.store); err != nil {
+	if err := s.serveAdmin(adminSock, opts.Handover != nil, token); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -419,7 +419,7 @@ func (s *Server) applyAndAttach(st *startState, sockets map[string]syscall.Conn)
 
 // serveAdmin listens on the bound admin socket and serves the API; for a
 // live upgrade with binding changes held until the handover is confirmed.
-func (s *Server) serveAdmin(adminSock *os.File, upgrading bool, token string, store bindings.Store) (err error) {
+func (s *Server) serveAdmin(adminSock *os.File, upgrading bool, token string) (err error) {
 	if s.adminLn, err = listenAdmin(adminSock); err != nil {
 		return fmt.Errorf("admin.listen: %w", err)
 	}
@@ -435,7 +435,9 @@ func (s *Server) serveAdmin(adminSock *os.File, upgrading bool, token string, st
 		Handler: admin.Handler(admin.Options{
 			Bindings: s.Bindings, Token: token, Ready: s.ready, Registry: s.Registry,
 			Logger: s.log.With("component", "admin"), Origins: s.origins(),
-			Writable: s.writable(store), Status: s.status, Drain: s.drain,
+			// Not while the store cannot be written (a change could
+			// not be persisted): the manager knows its store.
+			Writable: s.Bindings.Writable, Status: s.status, Drain: s.drain,
 			Fleet: s.fleetView(), Audit: s.audit,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -463,15 +465,6 @@ func readToken(path string) (string, error) {
 		return "", fmt.Errorf("admin.token_file: %s is empty", path)
 	}
 	return tok, nil
-}
-
-// writable says whether the admin API may change the binding state: not
-// while the store cannot be written (a change could not be persisted).
-func (s *Server) writable(store bindings.Store) func() error {
-	if store == nil {
-		return nil
-	}
-	return s.Bindings.Writable
 }
 
 // guards returns the addresses no prefix may contain: the configuration's
