@@ -498,6 +498,22 @@ type createBindingBody struct {
 	Canary   *canaryBody `json:"canary"`
 }
 
+// binding checks a new binding's fields: cidr, service_id, and protocol
+// and port together.
+func (b *createBindingBody) binding() (bindings.Binding, error) {
+	cidr, svc, err := b.fields()
+	if err != nil {
+		return bindings.Binding{}, err
+	}
+	proto, port, err := dispatch.ParseScope(value(b.Protocol), value(b.Port))
+	if serr, ok := errors.AsType[*dispatch.ScopeError](err); ok {
+		return bindings.Binding{}, badField(serr.Field, "%s", serr.Reason)
+	} else if err != nil {
+		return bindings.Binding{}, err
+	}
+	return bindings.NewBinding(cidr, proto, port, svc, bindings.FromAPI), nil
+}
+
 // canaryBody scopes a change to the nodes whose labels match.
 type canaryBody struct {
 	Labels map[string]string `json:"labels"`
@@ -535,27 +551,21 @@ func (a *api) createBinding(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &body); err != nil {
 		return err
 	}
-	cidr, svc, err := body.fields()
+	nb, err := body.binding()
 	if err != nil {
 		return err
 	}
-	proto, port, err := dispatch.ParseScope(value(body.Protocol), value(body.Port))
-	if serr, ok := errors.AsType[*dispatch.ScopeError](err); ok {
-		return badField(serr.Field, "%s", serr.Reason)
-	} else if err != nil {
-		return err
-	}
-	wait, canary, err := changeFields(r, body.Canary, svc)
+	wait, canary, err := changeFields(r, body.Canary, nb.Service)
 	if err != nil {
 		return err
 	}
 	var b bindings.Binding
 	if canary != nil {
 		var st bindings.Staged
-		st, err = a.m.CreateCanary(a.request(r), r.PathValue("prefix_id"), bindings.NewBinding(cidr, proto, port, svc, bindings.FromAPI), *canary)
+		st, err = a.m.CreateCanary(a.request(r), r.PathValue("prefix_id"), nb, *canary)
 		b = st.Stable
 	} else {
-		b, err = a.m.CreateBinding(a.request(r), r.PathValue("prefix_id"), cidr, proto, port, svc)
+		b, err = a.m.CreateBinding(a.request(r), r.PathValue("prefix_id"), nb.CIDR, nb.Protocol, nb.Port, nb.Service)
 	}
 	if err != nil {
 		return err

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/bindings"
-	"github.com/edgeproxy/edgeproxy/dispatch"
 )
 
 // maxWait bounds ?wait=.
@@ -230,22 +228,14 @@ func (a *api) batch(w http.ResponseWriter, r *http.Request) error {
 	}
 	bs := make([]bindings.Binding, len(body.Bindings))
 	for i, b := range body.Bindings {
-		cidr, svc, err := b.fields()
+		nb, err := b.binding()
 		if err == nil && b.Canary != nil {
 			err = badField("canary", "a batch takes no canary changes")
-		}
-		var proto dispatch.Protocol
-		var port uint16
-		if err == nil {
-			proto, port, err = dispatch.ParseScope(value(b.Protocol), value(b.Port))
-			if serr, ok := errors.AsType[*dispatch.ScopeError](err); ok {
-				err = badField(serr.Field, "%s", serr.Reason)
-			}
 		}
 		if err != nil {
 			return within(err, fmt.Sprintf("bindings[%d]", i))
 		}
-		bs[i] = bindings.NewBinding(cidr, proto, port, svc, bindings.FromAPI)
+		bs[i] = nb
 	}
 	rev, err := a.m.Batch(a.request(r), bs)
 	if err != nil {
