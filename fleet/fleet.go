@@ -96,7 +96,6 @@ type Node struct {
 
 	mu         sync.Mutex // guards the fields below
 	stale      bool
-	staleSince time.Time
 	returnedAt time.Time // when etcd last came back
 	lease      clientv3.LeaseID
 	refusals   []Refusal
@@ -507,10 +506,7 @@ func (n *Node) setStale(stale bool) {
 	n.mu.Lock()
 	was := n.stale
 	n.stale = stale
-	switch {
-	case stale && !was:
-		n.staleSince = time.Now()
-	case !stale && was:
+	if !stale && was {
 		n.returnedAt = time.Now()
 		// Nodes whose keys went while etcd was away still count for a
 		// lease's time, until they are back.
