@@ -48,7 +48,22 @@ func joined(t *testing.T, node *fleettest.Node, endpoints []string) (*Node, *bin
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close(true) })
+	waitLive(t, n)
 	return n, m
+}
+
+// waitLive waits until the node has found etcd: a start on a loaded
+// machine may find it only at the next probe.
+func waitLive(t *testing.T, n *Node) {
+	t.Helper()
+	if err := testutil.WaitFor(5*time.Second, func() error {
+		if n.Summary().Stale {
+			return errors.New("stale")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestNodes runs two nodes of a fleet in process, under the race
@@ -148,6 +163,7 @@ func TestAuditBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close(true)
+	waitLive(t, n)
 	ctx := context.Background()
 	c := netip.MustParsePrefix("192.0.2.9/32")
 	for i := range 50 {
