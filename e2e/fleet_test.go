@@ -108,6 +108,14 @@ func startFleet(t *testing.T, net *fleettest.Net, n int, endpoints []string, o f
 	for _, fn := range nodes {
 		fn.waitUp()
 	}
+	// Ready, and each has found etcd (on a loaded machine a start may find
+	// it only at the next probe).
+	waitAll(t, nodes, 10*time.Second, "every node found etcd", func(fn *fleetNode) error {
+		if fn.summary().Stale {
+			return errors.New("stale")
+		}
+		return nil
+	})
 	return nodes
 }
 
