@@ -150,8 +150,9 @@ func rawDial(t *testing.T, f *h3Fixture, dst netip.AddrPort) *quic.Conn {
 func TestHTTP3Frames(t *testing.T) {
 	f := startH3(t, "")
 	dst := netip.MustParseAddrPort("192.0.2.10:443")
-	c := f.dial(t, dst, "a.example")
-	qc := c.qc
+	// A raw connection: an HTTP/3 client would take the server's control
+	// stream itself, racing the read below.
+	qc := rawDial(t, f, dst)
 
 	// The server's control stream: SETTINGS first, the field section
 	// limit in it.
