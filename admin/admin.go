@@ -59,6 +59,10 @@ type Options struct {
 	// Audit lists the audit log after a revision (GET /v1/audit); nil:
 	// there is none.
 	Audit func(ctx context.Context, since int64, limit int) ([]bindings.AuditEntry, error)
+	// Traffic returns what binding id's addresses saw since the node
+	// began counting them, and over the recent window (its span given);
+	// ok false where nothing counts it. Nil: no traffic is shown.
+	Traffic func(id string) (total, recent Traffic, window time.Duration, ok bool)
 }
 
 // FleetView is what the API shows of the fleet.
@@ -185,10 +189,10 @@ func (a *api) middleware(mux *http.ServeMux) http.Handler {
 		start := time.Now()
 		w.Header().Set("X-Request-Id", requestID(r))
 		sw := &statusWriter{ResponseWriter: w}
-		if err := a.admit(mux, r); err != nil {
+		if r2, err := a.admit(mux, r); err != nil {
 			a.fail(sw, r, err)
 		} else {
-			mux.ServeHTTP(sw, r)
+			mux.ServeHTTP(sw, r2)
 		}
 		route := r.Pattern
 		if route == "" {
@@ -200,22 +204,32 @@ func (a *api) middleware(mux *http.ServeMux) http.Handler {
 }
 
 // admit checks a mutating call before its route sees it: the bearer token,
-// then whether the binding state may change now.
-func (a *api) admit(mux *http.ServeMux, r *http.Request) error {
+// then whether it is a dry run, else whether the binding state may change
+// now. It returns the request the route is to see.
+func (a *api) admit(mux *http.ServeMux, r *http.Request) (*http.Request, error) {
 	if !mutating(r.Method) {
-		return nil
+		return r, nil
 	}
 	if a.opts.Token != "" {
 		if err := a.authorize(r); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	if a.opts.Writable != nil && changes(mux, r) {
+	if !changes(mux, r) {
+		return r, nil
+	}
+	switch dry, err := dryRunField(r, r.Pattern); {
+	case err != nil:
+		return nil, err
+	case dry:
+		return withDryRun(r), nil
+	}
+	if a.opts.Writable != nil {
 		if err := a.opts.Writable(); err != nil {
-			return unavailable(err.Error(), "60")
+			return nil, unavailable(err.Error(), "60")
 		}
 	}
-	return nil
+	return r, nil
 }
 
 // changes reports whether r is one of the /v1 routes that change the
@@ -331,6 +345,9 @@ type Binding struct {
 	Provisioning Provisioning `json:"provisioning"`
 	// Canary is the binding's pending canary change, if it has one.
 	Canary *Canary `json:"canary,omitempty"`
+	// Traffic is what the binding's addresses saw on this node, where
+	// the data plane counts it.
+	Traffic *BindingTraffic `json:"traffic,omitempty"`
 }
 
 // Canary is a pending canary change: the service the nodes its labels
@@ -371,6 +388,7 @@ func (a *api) binding(b bindings.Binding) Binding {
 		j.Canary = &Canary{ServiceID: string(c.Canary.Service), Labels: c.Canary.Labels, Revision: a.m.Provisioning(b).Revision}
 	}
 	j.Provisioning = a.m.Provisioning(b)
+	j.Traffic = a.traffic(b.ID)
 	return j
 }
 
@@ -448,7 +466,7 @@ func (a *api) createPrefix(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeResult(w, toPrefix(p))
+	return a.answer(w, r, toPrefix(p))
 }
 
 func (a *api) deletePrefix(w http.ResponseWriter, r *http.Request) error {
@@ -468,7 +486,7 @@ func (a *api) deletePrefix(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeResult(w, toPrefix(p))
+	return a.answer(w, r, toPrefix(p))
 }
 
 func (a *api) listBindings(w http.ResponseWriter, r *http.Request) error {
@@ -527,6 +545,9 @@ func changeFields(r *http.Request, c *canaryBody, svc bindings.Service) (time.Du
 		return 0, nil, err
 	}
 	canary, err := c.canary(svc)
+	if canary != nil && dryRunOf(r) != nil {
+		return 0, nil, badField("dry_run", "a canary change cannot be planned: plan the change without canary, as every node makes it once promoted")
+	}
 	return wait, canary, err
 }
 
@@ -570,7 +591,7 @@ func (a *api) createBinding(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeResult(w, a.waitFor(r, wait, b))
+	return a.answerBinding(w, r, wait, b)
 }
 
 // value is what p points to, or the zero value when p is nil.
@@ -643,8 +664,8 @@ func (a *api) moveBinding(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	a.drain(drain)
-	return writeResult(w, a.waitFor(r, wait, b))
+	a.drain(r, drain)
+	return a.answerBinding(w, r, wait, b)
 }
 
 func (a *api) deleteBinding(w http.ResponseWriter, r *http.Request) error {
@@ -666,15 +687,19 @@ func (a *api) deleteBinding(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	a.drain(drain)
+	if dryRunOf(r) != nil {
+		return a.answer(w, r, toBinding(b))
+	}
+	a.drain(r, drain)
 	j := toBinding(b)
 	j.Provisioning = a.waitAt(r, wait, bindings.KeyOf(b), rev)
 	return writeResult(w, j)
 }
 
-// drain starts the drain deadline a change asked for, if it asked.
-func (a *api) drain(d time.Duration) {
-	if d > 0 {
+// drain starts the drain deadline a change asked for, if it asked and the
+// change was made.
+func (a *api) drain(r *http.Request, d time.Duration) {
+	if d > 0 && dryRunOf(r) == nil {
 		a.opts.Drain(d)
 	}
 }

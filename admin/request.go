@@ -75,6 +75,15 @@ func waitField(r *http.Request) (time.Duration, error) {
 	return d, nil
 }
 
+// answerBinding writes b, the binding a create or move made, once its
+// change settled (or wait passed); for a dry run, the plan.
+func (a *api) answerBinding(w http.ResponseWriter, r *http.Request, wait time.Duration, b bindings.Binding) error {
+	if dryRunOf(r) != nil {
+		return a.answer(w, r, toBinding(b))
+	}
+	return writeResult(w, a.waitFor(r, wait, b))
+}
+
 // waitFor returns b as the API shows it once its change is no longer
 // pending, or wait has passed, or the request ended: whatever state it
 // reached.
@@ -240,6 +249,9 @@ func (a *api) batch(w http.ResponseWriter, r *http.Request) error {
 	rev, err := a.m.Batch(a.request(r), bs)
 	if err != nil {
 		return err
+	}
+	if dryRunOf(r) != nil {
+		return a.answer(w, r, Batch{Revision: rev, Count: len(bs)})
 	}
 	// The batch's first binding stands for all: one change, one revision.
 	first := bs[0]

@@ -97,6 +97,9 @@ const (
 // changes. It returns the revision the change is at; a plan that changes
 // nothing returns the current one.
 func (m *Manager) run(ctx context.Context, plan func() (change, error)) (int64, error) {
+	if d, ok := ctx.Value(dryRunKey{}).(*DryRun); ok {
+		return m.dryRun(ctx, plan, d)
+	}
 	if m.fleet == nil {
 		m.mu.Lock()
 		defer m.mu.Unlock()
@@ -167,6 +170,68 @@ func (m *Manager) run(ctx context.Context, plan func() (change, error)) (int64, 
 		m.audited(c.mut.Audit, rev)
 		return rev, nil
 	}
+}
+
+// DryRun receives what a change would do instead of its being made: the
+// views before and after it, at the revision it was planned against.
+type DryRun struct {
+	Before, After View
+	Revision      int64
+}
+
+type dryRunKey struct{}
+
+// WithDryRun returns ctx with which an operation plans its change, checks
+// it as it would be checked when made, and describes it in d instead of
+// making it. The operation answers as it would (its result, or its error);
+// nothing changes.
+func WithDryRun(ctx context.Context, d *DryRun) context.Context {
+	return context.WithValue(ctx, dryRunKey{}, d)
+}
+
+// dryRun plans a change and describes it in d. On a fleet, a change this
+// node refuses is planned again once the node holds the fleet's latest
+// state, as a real change would be.
+func (m *Manager) dryRun(ctx context.Context, plan func() (change, error), d *DryRun) (int64, error) {
+	for caughtUp := m.fleet == nil; ; caughtUp = true {
+		m.mu.Lock()
+		c, err := plan()
+		if err == nil {
+			err = m.describeLocked(c, d)
+		}
+		rev := m.revision
+		m.mu.Unlock()
+		if err == nil || caughtUp {
+			return rev, err
+		}
+		moved, cerr := m.catchUp(ctx, rev)
+		if cerr != nil {
+			return 0, cerr
+		}
+		if !moved {
+			return rev, err
+		}
+	}
+}
+
+// describeLocked fills d with the state before and after c, checked as
+// the commit would check it.
+func (m *Manager) describeLocked(c change, d *DryRun) error {
+	before := m.state.Clone()
+	after := m.state.Clone()
+	if !c.mut.Empty() {
+		if _, err := m.applyEvents(after, eventsOf(c.mut)); err != nil {
+			return err
+		}
+		after.AssignPrefixes()
+		if err := Validate(after, m.svc, m.guards); err != nil {
+			return err
+		}
+	}
+	d.Before = View{State: before, Services: m.svc}
+	d.After = View{State: after, Services: m.svc}
+	d.Revision = m.revision
+	return nil
 }
 
 // catchUp waits (bounded) until the state is at the fleet's latest
