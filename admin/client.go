@@ -191,3 +191,40 @@ type Fleet struct {
 // BatchResult is POST /v1/batch's result: the revision that made every
 // binding, how many, and their provisioning.
 type BatchResult = Batch
+
+// The codes of the envelope's errors, for a client to tell them apart
+// (docs/api.md lists them).
+const (
+	CodeInvalidJSON  = codeInvalidJSON
+	CodeInvalidField = codeInvalidField
+	CodeInvalidState = codeInvalidState
+	CodeConflict     = codeConflict
+	CodeConfigOwned  = codeConfigOwned
+	CodeNotFound     = codeNotFound
+	CodeHasBindings  = codeHasBindings
+	CodeUnauthorized = codeUnauthorized
+	CodeForbidden    = codeForbidden
+	CodeInternal     = codeInternal
+	CodeUnavailable  = codeUnavailable
+)
+
+// Field is the field a message is about: the name before its first ": "
+// ("cidr: 192.0.2.0/24 ..."), empty for a message about no one field.
+func (m Message) Field() string {
+	name, _, ok := strings.Cut(m.Message, ": ")
+	if !ok || name == "" || strings.ContainsAny(name, " \t") {
+		return ""
+	}
+	return name
+}
+
+// Has reports whether one of the errors has code and is about field
+// (empty: any field, or none).
+func (e *Error) Has(code int, field string) bool {
+	for _, m := range e.Errors {
+		if m.Code == code && (field == "" || m.Field() == field) {
+			return true
+		}
+	}
+	return false
+}
