@@ -248,7 +248,7 @@ spectrum:
 		t.Errorf("add magic-transit: %d %q", code, errOut)
 	}
 	_, errOut, code = in.cli("bindings", "move", "0123", "cdn")
-	if code != 1 || !strings.Contains(errOut, "no binding has id") {
+	if code != 1 || !strings.Contains(errOut, "no binding with id prefix 0123") {
 		t.Errorf("move unknown: %d %q", code, errOut)
 	}
 	for _, args := range [][]string{{"bindings"}, {"bindings", "add", "192.0.2.0/25"}, {"bindings", "add", "192.0.2.1/25", "cdn"}, {"lookup", "192.0.2.1/tcp"}, {"bindings", "list", "extra"}} {

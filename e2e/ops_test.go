@@ -36,8 +36,8 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	// The commands it runs exist, with those flags.
 	for _, args := range [][]string{{"run", "--help"}, {"check", "--help"}} {
-		if _, errOut, code := runBinary(t, args...); !strings.Contains(errOut, "-config") || code != 2 {
-			t.Errorf("edgeproxy %s: exit %d, %q: no --config flag", strings.Join(args, " "), code, errOut)
+		if out, _, code := runBinary(t, args...); !strings.Contains(out, "-config") || code != 0 {
+			t.Errorf("edgeproxy %s: exit %d, %q: no --config flag", strings.Join(args, " "), code, out)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/bindings"
+	"github.com/edgeproxy/edgeproxy/dispatch"
 )
 
 // defaultAdmin is the admin API's address unless --admin or EDGEPROXY_ADMIN
@@ -132,20 +134,99 @@ func (c *client) allBindings() ([]admin.Prefix, []admin.Binding, error) {
 	return ps, all, nil
 }
 
-func (c *client) findBinding(id string) (admin.Binding, error) {
+// minIDPrefix is the fewest characters of an id a command takes.
+const minIDPrefix = 4
+
+// idArg checks an ID argument: an id or a prefix of one, at least
+// minIDPrefix hex characters; it returns it in lower case.
+func idArg(kind, arg string) (string, error) {
+	id := strings.ToLower(arg)
+	if len(id) < minIDPrefix || len(id) > 32 || strings.Trim(id, "0123456789abcdef") != "" {
+		return "", usagef("ID: %q is not a %s id or a prefix of one: %d to 32 hex characters (see edgeproxy %s list)", arg, kind, minIDPrefix, plural(kind))
+	}
+	return id, nil
+}
+
+// plural is "bindings" for "binding", "prefixes" for "prefix".
+func plural(kind string) string {
+	if strings.HasSuffix(kind, "x") {
+		return kind + "es"
+	}
+	return kind + "s"
+}
+
+// maxCandidates bounds the ids an ambiguous prefix's error lists.
+const maxCandidates = 10
+
+// pickID returns the item whose id is prefix, else the one whose id
+// starts with it; none, or more than one (listed, each described), is an
+// error naming the kind.
+func pickID[T any](kind, prefix string, items []T, id func(T) string, describe func(T) string) (T, error) {
+	var zero T
+	var found []T
+	for _, it := range items {
+		switch {
+		case id(it) == prefix:
+			return it, nil
+		case strings.HasPrefix(id(it), prefix):
+			found = append(found, it)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return zero, fmt.Errorf("no %s with id prefix %s (see edgeproxy %s list)", kind, prefix, plural(kind))
+	case 1:
+		return found[0], nil
+	}
+	lines := make([]string, 0, maxCandidates+1)
+	for i, it := range found {
+		if i == maxCandidates {
+			lines = append(lines, fmt.Sprintf("  and %d more", len(found)-maxCandidates))
+			break
+		}
+		lines = append(lines, "  "+id(it)+"  "+describe(it))
+	}
+	return zero, fmt.Errorf("id prefix %s is ambiguous: %d %s have it (give more of the id):\n%s", prefix, len(found), plural(kind), strings.Join(lines, "\n"))
+}
+
+// bindingText is a binding as "CIDR SCOPE -> SERVICE".
+func bindingText(b admin.Binding) string {
+	return fmt.Sprintf("%s %s -> %s", b.CIDR, scope(b), b.ServiceID)
+}
+
+// findBinding resolves an ID argument to the binding it names, among every
+// prefix's (binding ids are unique across prefixes).
+func (c *client) findBinding(arg string) (admin.Binding, error) {
+	prefix, err := idArg("binding", arg)
+	if err != nil {
+		return admin.Binding{}, err
+	}
 	_, all, err := c.allBindings()
 	if err != nil {
 		return admin.Binding{}, err
 	}
-	for _, b := range all {
-		if b.ID == id {
-			return b, nil
-		}
-	}
-	return admin.Binding{}, fmt.Errorf("no binding has id %q (see edgeproxy bindings list)", id)
+	return pickID("binding", prefix, all, func(b admin.Binding) string { return b.ID }, bindingText)
 }
 
-const bindingsUsage = "usage: edgeproxy bindings list | add [--port tcp/443] [--wait 5s] [--canary k=v] CIDR SERVICE | move [--drain 30s] [--wait 5s] [--canary k=v] ID SERVICE | delete [--drain 30s] [--wait 5s] ID | promote [--wait 5s] ID | rollback [--wait 5s] ID | batch [--wait 5s] FILE  (flags: --admin URL --token-file F --json)"
+// hinted is an error of the API followed by the command that does what
+// its message asks for.
+type hinted struct {
+	err  error
+	hint string
+}
+
+func (h hinted) Error() string { return h.err.Error() + "\n  " + h.hint }
+
+func (h hinted) Unwrap() error { return h.err }
+
+// apiError is err's *admin.Error, nil if it is none.
+func apiError(err error) *admin.Error {
+	var ae *admin.Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	return nil
+}
 
 // bindingsFlags are the flags of a bindings command, those it takes set.
 type bindingsFlags struct {
@@ -178,11 +259,14 @@ func newBindingsFlags(sub string, stderr io.Writer) (*flag.FlagSet, *bindingsFla
 	return fs, f
 }
 
+// bindingsCommands are the subcommands of edgeproxy bindings.
+var bindingsCommands = []string{"list", "add", "move", "delete", "promote", "rollback", "batch"}
+
 func cmdBindings(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usagef("%s", bindingsUsage)
+	sub, rest, ok := splitWord(args)
+	if !ok || !slices.Contains(bindingsCommands, sub) {
+		return groupHelp("bindings", sub, args, stdout, stderr, bindingsCommands...)
 	}
-	sub, rest := args[0], args[1:]
 	fs, f := newBindingsFlags(sub, stderr)
 	if err := parseFlags(fs, rest); err != nil {
 		return err
@@ -200,39 +284,44 @@ func cmdBindings(args []string, stdout, stderr io.Writer) error {
 		c.api.HTTP = &http.Client{Timeout: wait + 30*time.Second}
 	}
 	args = fs.Args()
+	want := map[string]int{"list": 0, "add": 2, "move": 2, "delete": 1, "promote": 1, "rollback": 1, "batch": 1}
+	if len(args) != want[sub] {
+		line := usageLine("bindings " + sub)
+		if sub == "batch" {
+			line += "  (- reads standard input; a line is CIDR SERVICE [PROTO/PORT])"
+		}
+		return usagef("%s", line)
+	}
 	switch sub {
 	case "list":
-		if len(args) != 0 {
-			return usagef("bindings list takes no arguments")
-		}
 		return c.list()
 	case "add":
-		if len(args) != 2 {
-			return usagef("usage: edgeproxy bindings add [--port tcp/443] [--wait 5s] [--canary k=v] CIDR SERVICE")
-		}
 		return c.add(args[0], args[1], *f.port, f.canary)
 	case "move":
-		if len(args) != 2 {
-			return usagef("usage: edgeproxy bindings move [--drain 30s] [--wait 5s] [--canary k=v] ID SERVICE")
-		}
 		return c.move(args[0], args[1], *f.drain, f.canary)
 	case "delete":
-		if len(args) != 1 {
-			return usagef("usage: edgeproxy bindings delete [--drain 30s] [--wait 5s] ID")
-		}
 		return c.delete(args[0], *f.drain)
 	case "promote", "rollback":
-		if len(args) != 1 {
-			return usagef("usage: edgeproxy bindings %s [--wait 5s] ID", sub)
-		}
 		return c.settleCanary(sub, args[0])
-	case "batch":
-		if len(args) != 1 {
-			return usagef("usage: edgeproxy bindings batch [--wait 5s] FILE  (- reads standard input; a line is CIDR SERVICE [PROTO/PORT])")
-		}
+	default: // batch
 		return c.batch(args[0])
 	}
-	return usagef("unknown bindings command %q; %s", sub, bindingsUsage)
+}
+
+// groupHelp answers a command of subcommands given none, or one it does
+// not have: with -h or --help and none, its usage on stdout; else its
+// usage on stderr and a usage error.
+func groupHelp(group, sub string, args []string, stdout, stderr io.Writer, subs ...string) error {
+	u := groupUsage(group, subs...)
+	if sub == "" && hasFlag(args, "help", "h") {
+		fmt.Fprint(stdout, u)
+		return nil
+	}
+	fmt.Fprint(stderr, u)
+	if sub == "" {
+		return usagef("%s: no command (one of %s)", group, strings.Join(subs, ", "))
+	}
+	return usagef("unknown %s command %q (one of %s)", group, sub, strings.Join(subs, ", "))
 }
 
 // maxWait is the API's bound on ?wait=.
@@ -257,7 +346,7 @@ func waitFlag(v string) (time.Duration, error) {
 type labelsFlag map[string]string
 
 func (l *labelsFlag) String() string {
-	if l == nil {
+	if l == nil || len(*l) == 0 {
 		return ""
 	}
 	return labelsText(*l)
@@ -381,23 +470,36 @@ func (c *client) list() error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tCIDR\tPORT\tSERVICE\tSOURCE\tKIND")
+	fmt.Fprintln(tw, "ID\tPREFIX\tCIDR\tPORT\tSERVICE\tSOURCE\tKIND")
 	for _, b := range all {
 		kind := "binding"
 		if b.Default {
 			kind = "prefix default"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, b.CIDR, scope(b), b.ServiceID, b.Source, kind)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, b.PrefixID, b.CIDR, scope(b), b.ServiceID, b.Source, kind)
 	}
 	return tw.Flush()
+}
+
+// parseCIDR parses a CIDR argument; a bare address is its /32 or /128.
+func parseCIDR(arg string) (netip.Prefix, error) {
+	s := strings.TrimSpace(arg)
+	if a, err := netip.ParseAddr(s); err == nil && !strings.Contains(s, "/") && a.Zone() == "" {
+		s = netip.PrefixFrom(a, a.BitLen()).String()
+	}
+	cidr, err := bindings.ParseCIDR(s)
+	if err != nil {
+		return netip.Prefix{}, usagef("CIDR: %v", err)
+	}
+	return cidr, nil
 }
 
 // bindingBody checks a new binding's CIDR, service and port scope and
 // returns its body.
 func bindingBody(cidrArg, svcArg, portArg string) (netip.Prefix, map[string]any, error) {
-	cidr, err := bindings.ParseCIDR(cidrArg)
+	cidr, err := parseCIDR(cidrArg)
 	if err != nil {
-		return netip.Prefix{}, nil, usagef("CIDR: %v", err)
+		return netip.Prefix{}, nil, err
 	}
 	if _, err := bindings.ParseService(svcArg); err != nil {
 		return netip.Prefix{}, nil, usagef("SERVICE: %v", err)
@@ -437,9 +539,35 @@ func (c *client) add(cidrArg, svcArg, portArg string, canary labelsFlag) error {
 	}
 	var b binding
 	if err := c.do("POST", "/v1/prefixes/"+prefix.ID+"/bindings"+c.query(), body, &b); err != nil {
-		return err
+		return c.addHint(err, prefix.ID, cidr, portArg, svcArg)
 	}
 	return c.show(b, b.Provisioning, fmt.Sprintf("added %s %s -> %s (id %s, in prefix %s%s; %s)", b.CIDR, scope(b.Binding), b.ServiceID, b.ID, prefix.CIDR, canaryText(b), stateText(b.Provisioning)))
+}
+
+// addHint follows an add the API refused as a conflict on its cidr with
+// the command that moves the binding already there (the prefix's default
+// binding, or one of the same addresses and scope) to the service asked,
+// if the API made it (the file's are changed in the file).
+func (c *client) addHint(err error, prefixID string, cidr netip.Prefix, portArg, svc string) error {
+	if ae := apiError(err); ae == nil || !ae.Has(admin.CodeConflict, "cidr") {
+		return err
+	}
+	var proto dispatch.Protocol
+	var port uint16
+	if portArg != "" {
+		proto, port, _ = bindings.ParseProtoPort(portArg)
+	}
+	id := bindings.BindingID(cidr, proto, port)
+	var bs []admin.Binding
+	if c.do("GET", "/v1/prefixes/"+prefixID+"/bindings", nil, &bs) != nil {
+		return err
+	}
+	for _, b := range bs {
+		if b.ID == id && b.Source == string(bindings.FromAPI) {
+			return hinted{err, fmt.Sprintf("to steer it to %s: edgeproxy bindings move %s %s", svc, b.ID, svc)}
+		}
+	}
+	return err
 }
 
 func (c *client) move(id, svcArg, drain string, canary labelsFlag) error {
@@ -458,7 +586,7 @@ func (c *client) move(id, svcArg, drain string, canary labelsFlag) error {
 	if len(canary) > 0 {
 		body["canary"] = map[string]any{"labels": canary}
 	}
-	if err := c.do("PATCH", "/v1/prefixes/"+b.PrefixID+"/bindings/"+id+c.query(), body, &moved); err != nil {
+	if err := c.do("PATCH", "/v1/prefixes/"+b.PrefixID+"/bindings/"+b.ID+c.query(), body, &moved); err != nil {
 		return err
 	}
 	line := fmt.Sprintf("moved %s %s from %s to %s (id %s; %s)", moved.CIDR, scope(moved.Binding), b.ServiceID, moved.ServiceID, moved.ID, stateText(moved.Provisioning))
@@ -478,7 +606,10 @@ func (c *client) delete(id, drain string) error {
 	if drain != "" {
 		body = map[string]string{"drain": drain}
 	}
-	if err := c.do("DELETE", "/v1/prefixes/"+b.PrefixID+"/bindings/"+id+c.query(), body, &deleted); err != nil {
+	if err := c.do("DELETE", "/v1/prefixes/"+b.PrefixID+"/bindings/"+b.ID+c.query(), body, &deleted); err != nil {
+		if ae := apiError(err); ae != nil && b.Default && b.Source == string(bindings.FromAPI) && ae.Has(admin.CodeConflict, "binding_id") {
+			return hinted{err, "to delete the prefix and everything inside it: edgeproxy prefixes delete " + b.PrefixID + " --cascade"}
+		}
 		return err
 	}
 	return c.show(deleted, deleted.Provisioning, fmt.Sprintf("deleted %s %s -> %s (id %s; %s)", deleted.CIDR, scope(deleted), deleted.ServiceID, deleted.ID, stateText(deleted.Provisioning)))

@@ -5,14 +5,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/edgeproxy/edgeproxy/bindings"
 )
 
 // fakeAPI answers the admin API's routes with canned results and records
@@ -20,11 +25,18 @@ import (
 type fakeAPI struct {
 	t       *testing.T
 	mu      sync.Mutex
-	calls   []string         // "METHOD path?query"
-	bodies  []map[string]any // the bodies of the calls that had one
-	results map[string]any   // by "METHOD path" (without the query)
-	ids     []string         // the X-Request-Id of each call
-	down    bool             // answer every change 503, its outcome unknown
+	calls   []string              // "METHOD path?query"
+	bodies  []map[string]any      // the bodies of the calls that had one
+	results map[string]any        // by "METHOD path" (without the query)
+	ids     []string              // the X-Request-Id of each call
+	down    bool                  // answer every change 503, its outcome unknown
+	fail    map[string]apiFailure // by "METHOD path": answered with this error
+}
+
+// apiFailure is an error envelope the fake answers a call with.
+type apiFailure struct {
+	status, code int
+	message      string
 }
 
 func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -44,6 +56,12 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if f.down && r.Method != "GET" {
 		w.WriteHeader(503)
 		io.WriteString(w, `{"success":false,"errors":[{"code":1010,"message":"the fleet's store did not answer: the change may or may not have been made"}],"messages":[],"result":null}`)
+		return
+	}
+	if e, ok := f.fail[call]; ok {
+		w.WriteHeader(e.status)
+		msg, _ := json.Marshal(e.message)
+		fmt.Fprintf(w, `{"success":false,"errors":[{"code":%d,"message":%s}],"messages":[],"result":null}`, e.code, msg)
 		return
 	}
 	res, ok := f.results[call]
@@ -114,10 +132,7 @@ func newFake(t *testing.T, state map[string]any) (*fakeAPI, string) {
 // runCLI runs the command line against the API at url.
 func runCLI(url string, args ...string) (stdout, stderr string, err error) {
 	var out, errb bytes.Buffer
-	full := append([]string{args[0], "--admin", url}, args[1:]...)
-	if args[0] == "bindings" && len(args) > 1 {
-		full = append([]string{args[0], args[1], "--admin", url}, args[2:]...)
-	}
+	full := append([]string{"--admin", url}, args...)
 	err = run(context.Background(), full, &out, &errb)
 	return out.String(), errb.String(), err
 }
@@ -303,7 +318,7 @@ func TestCLIErrors(t *testing.T) {
 		t.Fatalf("usage errors called the API: %v", f.calls)
 	}
 	// An API error is not a usage error.
-	if _, _, err := runCLI(url, "bindings", "promote", "cccccccccccccccccccccccccccccccc"); err == nil || isUsage(err) || !strings.Contains(err.Error(), "no binding has id") {
+	if _, _, err := runCLI(url, "bindings", "promote", "cccccccccccccccccccccccccccccccc"); err == nil || isUsage(err) || !strings.Contains(err.Error(), "no binding with id prefix cccc") {
 		t.Fatalf("promote of an unknown id: %v", err)
 	}
 }
@@ -325,5 +340,288 @@ func TestCLIRequestID(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "may or may not") || !strings.Contains(err.Error(), "request id "+f.ids[0]) {
 		t.Fatalf("the 503's error: %v", err)
+	}
+}
+
+// TestCLIFlagsAnywhere: flags go before the command, between its words or
+// after them, global ones and the command's own alike.
+func TestCLIFlagsAnywhere(t *testing.T) {
+	f, url := newFake(t, prov("active", 1, 1, nil))
+	for _, args := range [][]string{
+		{"--json", "bindings", "list", "--admin", url},
+		{"bindings", "--json", "list", "--admin", url},
+		{"bindings", "list", "--json", "--admin=" + url},
+		{"--admin", url, "bindings", "list", "--json"},
+	} {
+		var out, errb bytes.Buffer
+		err := run(context.Background(), args, &out, &errb)
+		var bs []map[string]any
+		if err != nil || json.Unmarshal(out.Bytes(), &bs) != nil || len(bs) != 1 || bs[0]["id"] != bid {
+			t.Errorf("%v: %v %q %q", args, err, out.String(), errb.String())
+		}
+	}
+	// The command's own flags after its arguments, and between them.
+	if _, _, err := runCLI(url, "bindings", "add", "192.0.2.128/25", "spectrum", "--port", "tcp/443", "--wait", "5s"); err != nil {
+		t.Fatal(err)
+	}
+	if b := f.lastBody(); b["protocol"] != "tcp" || b["port"] != float64(443) || f.lastCall() != "POST /v1/prefixes/"+pid+"/bindings?wait=5s" {
+		t.Fatalf("add with flags after: %v %s", b, f.lastCall())
+	}
+	if _, _, err := runCLI(url, "bindings", "move", bid, "--drain", "30s", "cdn"); err != nil || f.lastBody()["drain"] != "30s" {
+		t.Fatalf("move with a flag between: %v %v", f.lastBody(), err)
+	}
+	// After --, what looks like a flag is an argument.
+	if _, _, err := runCLI(url, "bindings", "add", "--", "192.0.2.128/25", "--json"); !isUsage(err) || !strings.Contains(err.Error(), `"--json" is not`) {
+		t.Fatalf("add -- ... --json: %v", err)
+	}
+}
+
+// TestCLIHelpAndVersion: -h, --help and --version exit 0 printing to
+// stdout at every level; an unknown flag or command is a usage error with
+// the usage on stderr.
+func TestCLIHelpAndVersion(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-h"}, "client commands"},
+		{[]string{"--help"}, "client commands"},
+		{[]string{"help"}, "client commands"},
+		{[]string{"bindings", "-h"}, "edgeproxy bindings move"},
+		{[]string{"prefixes", "--help"}, "edgeproxy prefixes delete [--cascade] ID"},
+		{[]string{"--help", "bindings"}, "edgeproxy bindings batch"},
+		{[]string{"bindings", "list", "--help"}, "usage: edgeproxy bindings list\n"},
+		{[]string{"bindings", "add", "-h"}, "--port PROTO/PORT"},
+		{[]string{"prefixes", "delete", "-h"}, "--cascade"},
+		{[]string{"nodes", "-h"}, "--admin URL"},
+		{[]string{"lookup", "--help"}, "usage: edgeproxy lookup ADDR:PORT/PROTO"},
+		{[]string{"dial", "--help"}, "--wait duration"},
+		{[]string{"get", "-h"}, "-k\n"},
+		{[]string{"check", "--help"}, "--config"},
+		{[]string{"run", "--help"}, "--config"},
+		{[]string{"unload", "-h"}, "--pin-dir"},
+		{[]string{"--version"}, "edgeproxy " + version + "\n"},
+		{[]string{"bindings", "--version"}, "edgeproxy " + version + "\n"},
+		{[]string{"prefixes", "list", "--version"}, "edgeproxy " + version + "\n"},
+		{[]string{"version"}, "edgeproxy " + version + "\n"},
+	} {
+		var out, errb bytes.Buffer
+		err := run(context.Background(), c.args, &out, &errb)
+		if err != nil || !strings.Contains(out.String(), c.want) || errb.Len() != 0 {
+			t.Errorf("%v: %v, stdout %q, stderr %q; want %q on stdout", c.args, err, out.String(), errb.String(), c.want)
+		}
+	}
+	for _, c := range []struct {
+		args      []string
+		want, use string
+	}{
+		{[]string{}, "no command", "client commands"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`, "client commands"},
+		{[]string{"--bogus"}, "no command", "client commands"},
+		{[]string{"bindings"}, "bindings: no command", "edgeproxy bindings list"},
+		{[]string{"bindings", "frob"}, `unknown bindings command "frob"`, "edgeproxy bindings list"},
+		{[]string{"prefixes", "frob"}, `unknown prefixes command "frob"`, "edgeproxy prefixes add"},
+		{[]string{"bindings", "list", "--bogus"}, "flag provided but not defined: -bogus", "usage: edgeproxy bindings list"},
+		{[]string{"prefixes", "add", "--cascade", "192.0.2.0/24", "cdn"}, "flag provided but not defined: -cascade", "usage: edgeproxy prefixes add"},
+		{[]string{"get", "--bogus", "http://x/"}, "flag provided but not defined", "usage: edgeproxy get"},
+	} {
+		var out, errb bytes.Buffer
+		err := run(context.Background(), c.args, &out, &errb)
+		if !isUsage(err) || !strings.Contains(err.Error(), c.want) || !strings.Contains(errb.String(), c.use) || out.Len() != 0 {
+			t.Errorf("%v: %v, stdout %q, stderr %q; want a usage error %q and %q on stderr", c.args, err, out.String(), errb.String(), c.want, c.use)
+		}
+	}
+}
+
+// The ids of idFake's bindings that the API derives from them (its others
+// are made up).
+var (
+	defaultID = bindings.BindingID(netip.MustParsePrefix("192.0.2.0/24"), 0, 0)
+	derivedID = bindings.BindingID(netip.MustParsePrefix("192.0.2.128/26"), 0, 0)
+)
+
+// idFake is a fake API with two prefixes and bindings whose ids share
+// prefixes: 1234abcd… and 1234ef…; and in the first, its default binding
+// and 192.0.2.128/26, by the ids the API gives them, all of source api.
+func idFake(t *testing.T) (*fakeAPI, string) {
+	f, url := newFake(t, prov("active", 1, 1, nil))
+	const p2 = "cccc0000000000000000000000000000"
+	mk := func(id, prefix, cidr string, def bool) map[string]any {
+		return map[string]any{"id": id, "prefix_id": prefix, "cidr": cidr, "service_id": "cdn", "source": "api", "default": def, "provisioning": prov("active", 1, 1, nil)}
+	}
+	f.results["GET /v1/prefixes"] = []map[string]any{
+		{"id": pid, "cidr": "192.0.2.0/24", "service_id": "cdn", "source": "api"},
+		{"id": p2, "cidr": "198.51.100.0/24", "service_id": "cdn", "source": "api"},
+	}
+	f.results["GET /v1/prefixes/"+pid+"/bindings"] = []any{
+		mk("1234abcd000000000000000000000000", pid, "192.0.2.0/25", false),
+		mk(defaultID, pid, "192.0.2.0/24", true),
+		mk(derivedID, pid, "192.0.2.128/26", false),
+	}
+	f.results["GET /v1/prefixes/"+p2+"/bindings"] = []any{mk("1234ef00000000000000000000000000", p2, "198.51.100.0/25", false)}
+	f.results["PATCH /v1/prefixes/"+p2+"/bindings/1234ef00000000000000000000000000"] = mk("1234ef00000000000000000000000000", p2, "198.51.100.0/25", false)
+	f.results["DELETE /v1/prefixes/"+p2] = map[string]any{"id": p2, "cidr": "198.51.100.0/24", "service_id": "cdn", "source": "api"}
+	return f, url
+}
+
+// TestCLIIDPrefix: an id is taken by any unique prefix of it (4
+// characters or more), across prefixes; an ambiguous one lists the
+// candidates, an unknown one says so, and a malformed one is a usage
+// error that calls nothing.
+func TestCLIIDPrefix(t *testing.T) {
+	f, url := idFake(t)
+	out, _, err := runCLI(url, "bindings", "move", "1234EF", "spectrum")
+	if err != nil || f.lastCall() != "PATCH /v1/prefixes/cccc0000000000000000000000000000/bindings/1234ef00000000000000000000000000?" {
+		t.Fatalf("move by a prefix of the id: %q %s %v", out, f.lastCall(), err)
+	}
+	_, _, err = runCLI(url, "bindings", "delete", "1234")
+	if err == nil || isUsage(err) || !strings.Contains(err.Error(), "id prefix 1234 is ambiguous: 2 bindings have it") ||
+		!strings.Contains(err.Error(), "1234abcd000000000000000000000000  192.0.2.0/25 * -> cdn") ||
+		!strings.Contains(err.Error(), "1234ef00000000000000000000000000  198.51.100.0/25 * -> cdn") {
+		t.Fatalf("an ambiguous prefix: %v", err)
+	}
+	if _, _, err := runCLI(url, "bindings", "promote", "9999"); err == nil || isUsage(err) || !strings.Contains(err.Error(), "no binding with id prefix 9999") {
+		t.Fatalf("an unknown prefix: %v", err)
+	}
+	if _, _, err := runCLI(url, "prefixes", "delete", "cccc"); err != nil || f.lastCall() != "DELETE /v1/prefixes/cccc0000000000000000000000000000?" {
+		t.Fatalf("prefixes delete by a prefix of the id: %s %v", f.lastCall(), err)
+	}
+	if _, _, err := runCLI(url, "prefixes", "delete", "abcd"); err == nil || !strings.Contains(err.Error(), "no prefix with id prefix abcd (see edgeproxy prefixes list)") {
+		t.Fatalf("prefixes delete of an unknown prefix: %v", err)
+	}
+	n := len(f.calls)
+	for _, bad := range []string{"123", "12345g", "", strings.Repeat("a", 33), "../x"} {
+		if _, _, err := runCLI(url, "bindings", "move", bad, "cdn"); !isUsage(err) || !strings.Contains(err.Error(), "ID: ") {
+			t.Errorf("move %q: %v, want a usage error naming ID", bad, err)
+		}
+	}
+	if len(f.calls) != n {
+		t.Fatalf("malformed ids called the API: %v", f.calls[n:])
+	}
+}
+
+// TestCLIPrefixes: list prints each prefix with its count of bindings (the
+// default one aside), add sends the CIDR (a bare address: its /32) and
+// service, delete sends ?cascade=true with --cascade.
+func TestCLIPrefixes(t *testing.T) {
+	f, url := idFake(t)
+	out, _, err := runCLI(url, "prefixes", "list")
+	want := "ID                                CIDR             SERVICE  SOURCE  BINDINGS\n" +
+		pid + "  192.0.2.0/24     cdn      api     2\n" +
+		"cccc0000000000000000000000000000  198.51.100.0/24  cdn      api     1\n"
+	if err != nil || out != want {
+		t.Fatalf("prefixes list:\n%s\nwant:\n%s%v", out, want, err)
+	}
+	out, _, err = runCLI(url, "prefixes", "list", "--json")
+	var rows []map[string]any
+	if err != nil || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 2 || rows[0]["bindings"] != float64(2) || rows[0]["cidr"] != "192.0.2.0/24" {
+		t.Fatalf("prefixes list --json: %q %v", out, err)
+	}
+	f.results["POST /v1/prefixes"] = map[string]any{"id": "eeee0000000000000000000000000000", "cidr": "203.0.113.7/32", "service_id": "spectrum", "source": "api"}
+	out, _, err = runCLI(url, "prefixes", "add", "203.0.113.7", "spectrum")
+	if err != nil || out != "added prefix 203.0.113.7/32 -> spectrum (id eeee0000000000000000000000000000)\n" || !jsonEqual(f.lastBody(), map[string]any{"cidr": "203.0.113.7/32", "service_id": "spectrum"}) {
+		t.Fatalf("prefixes add: %q %v %v", out, f.lastBody(), err)
+	}
+	out, _, err = runCLI(url, "prefixes", "delete", "--cascade", "cccc0000000000000000000000000000")
+	if err != nil || f.lastCall() != "DELETE /v1/prefixes/cccc0000000000000000000000000000?cascade=true" || out != "deleted prefix 198.51.100.0/24 -> cdn (id cccc0000000000000000000000000000) and its 1 binding(s)\n" {
+		t.Fatalf("prefixes delete --cascade: %q %s %v", out, f.lastCall(), err)
+	}
+	n := len(f.calls)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"prefixes", "add", "203.0.113.1/24", "cdn"}, "CIDR: "},
+		{[]string{"prefixes", "add", "203.0.113.0/24", "magic"}, "SERVICE: "},
+		{[]string{"prefixes", "add", "203.0.113.0/24"}, "usage: edgeproxy prefixes add CIDR SERVICE"},
+		{[]string{"prefixes", "delete"}, "usage: edgeproxy prefixes delete"},
+		{[]string{"prefixes", "list", "extra"}, "usage: edgeproxy prefixes list"},
+	} {
+		if _, _, err := runCLI(url, c.args...); !isUsage(err) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want a usage error with %q", c.args, err, c.want)
+		}
+	}
+	if len(f.calls) != n {
+		t.Fatalf("usage errors called the API: %v", f.calls[n:])
+	}
+}
+
+// TestCLIBareAddress: wherever a CIDR is taken, a bare address is its /32
+// or /128.
+func TestCLIBareAddress(t *testing.T) {
+	f, url := newFake(t, prov("active", 1, 1, nil))
+	if _, _, err := runCLI(url, "bindings", "add", "192.0.2.200", "spectrum"); err != nil || f.lastBody()["cidr"] != "192.0.2.200/32" {
+		t.Fatalf("bindings add of an address: %v %v", f.lastBody(), err)
+	}
+	for arg, want := range map[string]string{"2001:db8::1": "2001:db8::1/128", " 192.0.2.9 ": "192.0.2.9/32", "192.0.2.0/24": "192.0.2.0/24"} {
+		if got, err := parseCIDR(arg); err != nil || got.String() != want {
+			t.Errorf("parseCIDR(%q) = %v, %v; want %s", arg, got, err, want)
+		}
+	}
+	for _, bad := range []string{"fe80::1%eth0", "::ffff:192.0.2.1", "192.0.2.300", "192.0.2.1/24", ""} {
+		if _, err := parseCIDR(bad); !isUsage(err) || !strings.Contains(err.Error(), "CIDR: ") {
+			t.Errorf("parseCIDR(%q): %v, want a usage error naming CIDR", bad, err)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "batch.txt")
+	os.WriteFile(file, []byte("192.0.2.7 cdn tcp/443\n"), 0o600)
+	if _, _, err := runCLI(url, "bindings", "batch", file); err != nil || !jsonEqual(f.lastBody(), map[string]any{"bindings": []any{map[string]any{"cidr": "192.0.2.7/32", "port": 443, "protocol": "tcp", "service_id": "cdn"}}}) {
+		t.Fatalf("batch of an address: %v %v", f.lastBody(), err)
+	}
+}
+
+// TestCLIHints: where the API's error asks for another change, keyed on
+// its code and field, the CLI names the command that makes it.
+func TestCLIHints(t *testing.T) {
+	f, url := idFake(t)
+	// Adding the prefix's own CIDR: the default binding is there; move it.
+	f.fail = map[string]apiFailure{"POST /v1/prefixes/" + pid + "/bindings": {409, 1003, "cidr: 192.0.2.0/24 is the prefix's default binding (id " + defaultID + "): PATCH it to change the prefix's service"}}
+	_, _, err := runCLI(url, "bindings", "add", "192.0.2.0/24", "spectrum")
+	if err == nil || !strings.Contains(err.Error(), "PATCH it") || !strings.HasSuffix(err.Error(), "\n  to steer it to spectrum: edgeproxy bindings move "+defaultID+" spectrum") {
+		t.Fatalf("add of the default binding: %v", err)
+	}
+	// A binding of the same addresses and scope: move it.
+	_, _, err = runCLI(url, "bindings", "add", "192.0.2.128/26", "spectrum")
+	if err == nil || !strings.HasSuffix(err.Error(), "edgeproxy bindings move "+derivedID+" spectrum") {
+		t.Fatalf("add of an existing binding: %v", err)
+	}
+	// Another code, or another field: no hint.
+	f.fail["POST /v1/prefixes/"+pid+"/bindings"] = apiFailure{400, 1001, "cidr: 192.0.2.0/25 is refused"}
+	if _, _, err = runCLI(url, "bindings", "add", "192.0.2.0/25", "spectrum"); err == nil || strings.Contains(err.Error(), "bindings move") {
+		t.Fatalf("another code: %v", err)
+	}
+	f.fail["POST /v1/prefixes/"+pid+"/bindings"] = apiFailure{409, 1003, "protocol: tcp/443 conflicts"}
+	if _, _, err = runCLI(url, "bindings", "add", "192.0.2.0/25", "spectrum"); err == nil || strings.Contains(err.Error(), "bindings move") {
+		t.Fatalf("another field: %v", err)
+	}
+	// Deleting a prefix's default binding: delete the prefix.
+	f.fail["DELETE /v1/prefixes/"+pid+"/bindings/"+defaultID] = apiFailure{409, 1003, "binding_id: the default binding of 192.0.2.0/24 cannot be deleted alone: delete the prefix"}
+	_, _, err = runCLI(url, "bindings", "delete", defaultID[:6])
+	if err == nil || !strings.Contains(err.Error(), "delete the prefix\n") || !strings.HasSuffix(err.Error(), "edgeproxy prefixes delete "+pid+" --cascade") {
+		t.Fatalf("delete of the default binding: %v", err)
+	}
+	// Deleting a prefix with bindings: --cascade.
+	f.fail["DELETE /v1/prefixes/"+pid] = apiFailure{409, 1006, "prefix 192.0.2.0/24 has 1 bindings: delete them first, or delete with ?cascade=true"}
+	_, _, err = runCLI(url, "prefixes", "delete", "aaaa")
+	if err == nil || !strings.HasSuffix(err.Error(), "to delete them with it: edgeproxy prefixes delete "+pid+" --cascade") {
+		t.Fatalf("delete of a prefix with bindings: %v", err)
+	}
+}
+
+// TestGetHintsK: a certificate no trusted authority signed fails the get
+// with a hint of -k, and -k fetches.
+func TestGetHintsK(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hi\n") }))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake
+	srv.StartTLS()
+	defer srv.Close()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), []string{"get", srv.URL}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "unknown authority") || !strings.Contains(err.Error(), "-k fetches without checking it") {
+		t.Fatalf("get of a self-signed server: %v", err)
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"get", srv.URL, "-k"}, &out, &errb); err != nil || !strings.HasSuffix(out.String(), "\nhi\n") {
+		t.Fatalf("get -k: %q %v", out.String(), err)
 	}
 }

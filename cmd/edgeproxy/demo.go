@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -127,12 +128,12 @@ func serveUDPEcho(pc net.PacketConn) {
 func cmdDial(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("dial", stderr)
 	udp := fs.Bool("udp", false, "use UDP (the answer must come from ADDR:PORT)")
-	wait := fs.Duration("wait", 2*time.Second, "how long to wait for answers")
+	wait := fs.Duration("wait", 2*time.Second, "how long to wait for the connection, and then for the answers")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() < 1 || fs.NArg() > 2 {
-		return usagef("usage: edgeproxy dial [--udp] [--wait 2s] ADDR:PORT [MESSAGE]")
+		return usagef("%s", usageLine("dial"))
 	}
 	msg := "hello"
 	if fs.NArg() == 2 {
@@ -186,7 +187,7 @@ func cmdGet(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return usagef("usage: edgeproxy get [--http3] [-k] [-I] URL")
+		return usagef("%s", usageLine("get"))
 	}
 	tlsConf := &tls.Config{InsecureSkipVerify: *insecure}
 	var rt http.RoundTripper = &http.Transport{TLSClientConfig: tlsConf, ForceAttemptHTTP2: true}
@@ -198,6 +199,9 @@ func cmdGet(args []string, stdout, stderr io.Writer) error {
 	c := &http.Client{Transport: rt, Timeout: 10 * time.Second}
 	resp, err := c.Get(fs.Arg(0))
 	if err != nil {
+		if !*insecure && unknownAuthority(err) {
+			return fmt.Errorf("%v\n  the server's certificate is not signed by an authority this machine trusts (the demo's is self-signed): -k fetches without checking it", err)
+		}
 		return err
 	}
 	defer resp.Body.Close()
@@ -211,6 +215,14 @@ func cmdGet(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stdout)
 	_, err = io.Copy(stdout, resp.Body)
 	return err
+}
+
+// unknownAuthority reports whether err is a certificate that no trusted
+// authority signed. Over HTTP/3 the TLS error reaches the client as the
+// QUIC connection's error text only.
+func unknownAuthority(err error) bool {
+	var ua x509.UnknownAuthorityError
+	return errors.As(err, &ua) || strings.Contains(err.Error(), "certificate signed by unknown authority")
 }
 
 // cmdDemoOrigin is the hidden "demo-origin ADDR NAME": a TCP origin that
