@@ -625,3 +625,34 @@ func TestGetHintsK(t *testing.T) {
 		t.Fatalf("get -k: %q %v", out.String(), err)
 	}
 }
+
+// TestDemoBanner: every command the demo prints runs this binary by its
+// path, or curl, and the id it moves is the one its add makes.
+func TestDemoBanner(t *testing.T) {
+	const exe = "/opt/x/edgeproxy"
+	text := demoBanner(exe, "127.0.0.1:9180")
+	_, try, ok := strings.Cut(text, "each line pastes as it is):\n")
+	if !ok {
+		t.Fatalf("no commands:\n%s", text)
+	}
+	n := 0
+	for _, line := range strings.Split(try, "\n") {
+		if !strings.HasPrefix(line, "  ") {
+			break
+		}
+		n++
+		cmd, _, _ := strings.Cut(strings.TrimSpace(line), "  #")
+		if !strings.HasPrefix(cmd, exe+" ") && !strings.HasPrefix(cmd, "curl ") {
+			t.Errorf("%q runs neither %s nor curl", cmd, exe)
+		}
+		if strings.Contains(cmd, "--admin") {
+			t.Errorf("%q: the demo's admin address is the default", cmd)
+		}
+	}
+	if id := bindings.BindingID(demoMoved, 0, 0)[:8]; n < 10 || !strings.Contains(text, "bindings move "+id+" cdn") {
+		t.Fatalf("%d commands, or no move of %s:\n%s", n, id, text)
+	}
+	if text := demoBanner(exe, "127.0.0.1:9999"); !strings.Contains(text, exe+" --admin http://127.0.0.1:9999 bindings list") {
+		t.Fatalf("another admin address is not passed:\n%s", text)
+	}
+}

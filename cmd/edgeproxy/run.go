@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
@@ -15,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/internal/sdnotify"
 	"github.com/edgeproxy/edgeproxy/internal/selfsigned"
@@ -44,7 +46,40 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 			}
 		}()
 	}
+	if err := checkPrivileges(); err != nil {
+		return err
+	}
 	return serve(ctx, *path, child, stdout, stderr)
+}
+
+// runCapabilities are the capabilities run needs: CAP_BPF to load the
+// dispatcher's program and maps, CAP_NET_ADMIN to attach it to the
+// network namespace.
+var runCapabilities = []struct {
+	bit  uint
+	name string
+}{{unix.CAP_BPF, "CAP_BPF"}, {unix.CAP_NET_ADMIN, "CAP_NET_ADMIN"}}
+
+// checkPrivileges says plainly that run needs root, or the capabilities
+// it uses, before the kernel refuses in its own words.
+func checkPrivileges() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return nil // the kernel will say what it lacks
+	}
+	has := func(bit uint) bool { return data[bit/32].Effective&(1<<(bit%32)) != 0 }
+	var missing []string
+	for _, c := range runCapabilities {
+		// Before CAP_BPF (Linux 5.8) CAP_SYS_ADMIN granted what it does.
+		if !has(c.bit) && !(c.bit == unix.CAP_BPF && has(unix.CAP_SYS_ADMIN)) {
+			missing = append(missing, c.name)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("run needs root, or the capabilities CAP_BPF and CAP_NET_ADMIN (it loads a BPF program and attaches it to the network namespace): this process (uid %d) lacks %s", os.Geteuid(), strings.Join(missing, " and "))
 }
 
 // serve runs the server on the file at path (empty: the embedded demo),
@@ -101,7 +136,7 @@ func serve(ctx context.Context, path string, child *upgradeChild, stdout, stderr
 		log.Info("upgrade: this process serves the node", "pid", os.Getpid())
 	}
 	if demo {
-		fmt.Fprintf(stdout, demoBanner, version, s.AdminAddr())
+		fmt.Fprint(stdout, demoBanner(exe, s.AdminAddr().String()))
 	}
 	notify(log, sdnotify.Ready("serving"))
 	handedOver := serveSignals(ctx, s, cfg, path, exe, log)
@@ -134,28 +169,54 @@ func loadPlan(path string) (cfg *config.Plan, cleanup func(), err error) {
 	return cfg, cleanup, nil
 }
 
-// demoBanner is what the demo prints at start: its version, then the
-// admin API's address.
-const demoBanner = `edgeproxy %s demo
-  cdn:      127.1.1.0/24: HTTP on tcp/8080, HTTPS and HTTP/2 on tcp/8443, HTTP/3 on udp/8443 (self-signed certificate)
-  spectrum: 127.1.2.0/24, apps echo-tcp (tcp/7), echo-udp (udp/7), whoami-proxy-v1 (tcp/1000-1999, PROXY v1)
-  admin API on http://%s
-try:
-  curl http://127.1.1.7:8080/                        any address of 127.1.1.0/24 answers, through the cdn to the demo origin
-  curl -k https://127.1.1.7:8443/api/hello           HTTPS; /api/ goes to another origin
-  curl -k --http2 https://127.1.1.7:8443/ -I         HTTP/2, with Alt-Svc announcing HTTP/3
-  edgeproxy get --http3 -k https://127.1.1.7:8443/   HTTP/3 (quic-go's client)
-  curl http://127.1.1.7:8081/                        refused: the cdn does not serve that port
-  curl http://%[2]s/v1/origins              the cdn's origins: health, connections, reuse
-  edgeproxy dial 127.1.2.3:7                         spectrum TCP echo
-  edgeproxy dial --udp 127.1.2.3:7                   spectrum UDP echo; the answer comes from 127.1.2.3:7
-  edgeproxy dial 127.1.2.3:1005                      the origin (port 17105) reads spectrum's PROXY v1 header
-  edgeproxy bindings list
-  edgeproxy bindings add 127.1.1.128/25 spectrum     spectrum has no app on tcp/8080 there: refused
-  edgeproxy lookup 127.1.1.200:8080/tcp
-  edgeproxy bindings move ID cdn                     ID from bindings add or list
-stop with Ctrl-C (open connections get 3 s, a second Ctrl-C stops at once); the program detaches (the demo is unpinned) and the machine is as it was
-`
+// demoMoved is the binding the demo's banner adds and moves back.
+var demoMoved = netip.MustParsePrefix("127.1.1.128/25")
+
+// demoBanner is what the demo prints at start: its version, the admin
+// API's address, and commands to try, each of which works pasted as it
+// is, from any directory: this binary by its absolute path, the id of
+// the binding they add by a prefix of it. A command that is meant to
+// fail says "refused".
+func demoBanner(exe, adminAddr string) string {
+	cli := exe
+	if adminAddr != strings.TrimPrefix(defaultAdmin, "http://") {
+		cli += " --admin http://" + adminAddr
+	}
+	id := bindings.BindingID(demoMoved, 0, 0)[:8]
+	try := [][2]string{
+		{"curl http://127.1.1.7:8080/", "any address of 127.1.1.0/24 answers, through the cdn to the demo origin"},
+		{"curl -k https://127.1.1.7:8443/api/hello", "HTTPS; /api/ goes to another origin"},
+		{"curl -k --http2 -I https://127.1.1.7:8443/", "HTTP/2, with Alt-Svc announcing HTTP/3"},
+		{exe + " get --http3 -k https://127.1.1.7:8443/", "HTTP/3 (quic-go's client; -k: the certificate is self-signed)"},
+		{"curl http://127.1.1.7:8081/", "refused: the cdn does not serve that port"},
+		{"curl http://" + adminAddr + "/v1/origins", "the cdn's origins: health, connections, reuse"},
+		{exe + " dial 127.1.2.3:7", "spectrum TCP echo"},
+		{exe + " dial --udp 127.1.2.3:7", "spectrum UDP echo; the answer comes from 127.1.2.3:7"},
+		{exe + " dial 127.1.2.3:1005", "the origin (port 17105) reads spectrum's PROXY v1 header"},
+		{cli + " prefixes list", "the two prefixes, their services and bindings"},
+		{cli + " bindings add " + demoMoved.String() + " spectrum", "half of the cdn's prefix to spectrum (id " + id + "…)"},
+		{"curl http://127.1.1.200:8080/", "refused now: spectrum has no app on tcp/8080"},
+		{cli + " lookup 127.1.1.200:8080/tcp", "says why"},
+		{cli + " bindings move " + id + " cdn", "back to the cdn, by a prefix of the binding's id"},
+		{"curl http://127.1.1.200:8080/", "answers again"},
+		{cli + " bindings list", "every binding, with its prefix's id"},
+	}
+	width := 0
+	for _, t := range try {
+		width = max(width, len(t[0]))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "edgeproxy %s demo\n", version)
+	b.WriteString("  cdn:      127.1.1.0/24: HTTP on tcp/8080, HTTPS and HTTP/2 on tcp/8443, HTTP/3 on udp/8443 (self-signed certificate)\n")
+	b.WriteString("  spectrum: 127.1.2.0/24, apps echo-tcp (tcp/7), echo-udp (udp/7), whoami-proxy-v1 (tcp/1000-1999, PROXY v1)\n")
+	fmt.Fprintf(&b, "  admin API on http://%s\n", adminAddr)
+	b.WriteString("try, in another terminal (each line pastes as it is):\n")
+	for _, t := range try {
+		fmt.Fprintf(&b, "  %-*s  # %s\n", width, t[0], t[1])
+	}
+	b.WriteString("stop with Ctrl-C (open connections get 3 s, a second Ctrl-C stops at once); the program detaches (the demo is unpinned) and the machine is as it was\n")
+	return b.String()
+}
 
 // serveSignals serves until ctx ends or an upgrade hands the node over,
 // which it reports: SIGHUP reloads path, SIGUSR2 starts an upgrade.
