@@ -309,11 +309,11 @@ func cmdBindings(args []string, stdout, stderr io.Writer) error {
 }
 
 // groupHelp answers a command of subcommands given none, or one it does
-// not have: with -h or --help and none, its usage on stdout; else its
-// usage on stderr and a usage error.
+// not have: with -h or --help and none, or "help", its usage on stdout;
+// else its usage on stderr and a usage error.
 func groupHelp(group, sub string, args []string, stdout, stderr io.Writer, subs ...string) error {
 	u := groupUsage(group, subs...)
-	if sub == "" && hasFlag(args, "help", "h") {
+	if sub == "help" || sub == "" && hasFlag(args, "help", "h") {
 		fmt.Fprint(stdout, u)
 		return nil
 	}

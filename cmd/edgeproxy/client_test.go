@@ -390,6 +390,7 @@ func TestCLIHelpAndVersion(t *testing.T) {
 		{[]string{"bindings", "-h"}, "edgeproxy bindings move"},
 		{[]string{"prefixes", "--help"}, "edgeproxy prefixes delete [--cascade] ID"},
 		{[]string{"--help", "bindings"}, "edgeproxy bindings batch"},
+		{[]string{"prefixes", "help"}, "edgeproxy prefixes list"},
 		{[]string{"bindings", "list", "--help"}, "usage: edgeproxy bindings list\n"},
 		{[]string{"bindings", "add", "-h"}, "--port PROTO/PORT"},
 		{[]string{"prefixes", "delete", "-h"}, "--cascade"},
@@ -417,7 +418,7 @@ func TestCLIHelpAndVersion(t *testing.T) {
 	}{
 		{[]string{}, "no command", "client commands"},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`, "client commands"},
-		{[]string{"--bogus"}, "no command", "client commands"},
+		{[]string{"--bogus"}, "no command, only flags: --bogus", "client commands"},
 		{[]string{"bindings"}, "bindings: no command", "edgeproxy bindings list"},
 		{[]string{"bindings", "frob"}, `unknown bindings command "frob"`, "edgeproxy bindings list"},
 		{[]string{"prefixes", "frob"}, `unknown prefixes command "frob"`, "edgeproxy prefixes add"},
@@ -654,5 +655,22 @@ func TestDemoBanner(t *testing.T) {
 	}
 	if text := demoBanner(exe, "127.0.0.1:9999"); !strings.Contains(text, exe+" --admin http://127.0.0.1:9999 bindings list") {
 		t.Fatalf("another admin address is not passed:\n%s", text)
+	}
+}
+
+// TestPickIDListsAtMostTen: an ambiguous prefix's error lists ten
+// candidates and counts the rest.
+func TestPickIDListsAtMostTen(t *testing.T) {
+	ids := make([]string, 15)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("abcd%028x", i)
+	}
+	self := func(s string) string { return s }
+	_, err := pickID("binding", "abcd", ids, self, self)
+	if err == nil || strings.Count(err.Error(), "\n  abcd") != 10 || !strings.HasSuffix(err.Error(), "\n  and 5 more") {
+		t.Fatalf("%v", err)
+	}
+	if got, err := pickID("binding", ids[3], ids, self, self); err != nil || got != ids[3] {
+		t.Fatalf("a whole id: %q %v", got, err)
 	}
 }

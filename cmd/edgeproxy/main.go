@@ -195,7 +195,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprint(stderr, usage)
 		if len(args) > 0 {
-			return usagef("no command (flags %s need one)", strings.Join(args, " "))
+			return usagef("no command, only flags: %s", strings.Join(args, " "))
 		}
 		return usagef("no command")
 	}
