@@ -37,6 +37,9 @@ type client struct {
 	// wait is --wait: how long a change's answer may wait for it to be
 	// active everywhere; 0: not at all.
 	wait time.Duration
+	// dryRun is --dry-run: changes are planned and their plans printed,
+	// not made.
+	dryRun bool
 }
 
 // clientFlags adds the flags every client command takes.
@@ -234,6 +237,7 @@ type bindingsFlags struct {
 	asJSON              *bool
 	port, drain, wait   *string
 	canary              labelsFlag
+	dryRun              *bool
 }
 
 func newBindingsFlags(sub string, stderr io.Writer) (*flag.FlagSet, *bindingsFlags) {
@@ -252,6 +256,11 @@ func newBindingsFlags(sub string, stderr io.Writer) (*flag.FlagSet, *bindingsFla
 	case "add", "move", "delete", "promote", "rollback", "batch":
 		f.wait = fs.String("wait", "", "wait up to `DURATION` (at most 30s) for the change to be active on every node in its scope")
 	}
+	f.dryRun = new(bool)
+	switch sub {
+	case "add", "move", "delete", "batch":
+		f.dryRun = fs.Bool("dry-run", false, "plan the change and print what it would do to traffic; change nothing")
+	}
 	switch sub {
 	case "add", "move":
 		fs.Var(&f.canary, "canary", "make the change on the nodes whose labels match `KEY=VALUE` first (repeatable: all must match); promote or rollback it later")
@@ -260,12 +269,23 @@ func newBindingsFlags(sub string, stderr io.Writer) (*flag.FlagSet, *bindingsFla
 }
 
 // bindingsCommands are the subcommands of edgeproxy bindings.
-var bindingsCommands = []string{"list", "add", "move", "delete", "promote", "rollback", "batch"}
+var bindingsCommands = []string{"list", "add", "move", "delete", "promote", "rollback", "batch", "plan"}
+
+// planCommands are the bindings commands edgeproxy bindings plan plans.
+var planCommands = []string{"add", "move", "delete", "batch"}
 
 func cmdBindings(args []string, stdout, stderr io.Writer) error {
 	sub, rest, ok := splitWord(args)
 	if !ok || !slices.Contains(bindingsCommands, sub) {
 		return groupHelp("bindings", sub, args, stdout, stderr, bindingsCommands...)
+	}
+	if sub == "plan" {
+		// bindings plan move ID SERVICE is bindings move --dry-run ID SERVICE.
+		what, more, ok := splitWord(rest)
+		if !ok || !slices.Contains(planCommands, what) {
+			return groupHelp("bindings plan", what, rest, stdout, stderr, planCommands...)
+		}
+		return cmdBindings(append([]string{what, "--dry-run"}, more...), stdout, stderr)
 	}
 	fs, f := newBindingsFlags(sub, stderr)
 	if err := parseFlags(fs, rest); err != nil {
@@ -279,7 +299,7 @@ func cmdBindings(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c.stderr, c.wait = stderr, wait
+	c.stderr, c.wait, c.dryRun = stderr, wait, *f.dryRun
 	if wait > 0 {
 		c.api.HTTP = &http.Client{Timeout: wait + 30*time.Second}
 	}
@@ -537,6 +557,12 @@ func (c *client) add(cidrArg, svcArg, portArg string, canary labelsFlag) error {
 	if prefix == nil {
 		return fmt.Errorf("%s is not inside any onboarded prefix (see edgeproxy bindings list)", cidr)
 	}
+	if c.dryRun {
+		if err := c.plan("POST", "/v1/prefixes/"+prefix.ID+"/bindings", body); err != nil {
+			return c.addHint(err, prefix.ID, cidr, portArg, svcArg)
+		}
+		return nil
+	}
 	var b binding
 	if err := c.do("POST", "/v1/prefixes/"+prefix.ID+"/bindings"+c.query(), body, &b); err != nil {
 		return c.addHint(err, prefix.ID, cidr, portArg, svcArg)
@@ -586,6 +612,9 @@ func (c *client) move(id, svcArg, drain string, canary labelsFlag) error {
 	if len(canary) > 0 {
 		body["canary"] = map[string]any{"labels": canary}
 	}
+	if c.dryRun {
+		return c.plan("PATCH", "/v1/prefixes/"+b.PrefixID+"/bindings/"+b.ID, body)
+	}
 	if err := c.do("PATCH", "/v1/prefixes/"+b.PrefixID+"/bindings/"+b.ID+c.query(), body, &moved); err != nil {
 		return err
 	}
@@ -605,6 +634,9 @@ func (c *client) delete(id, drain string) error {
 	var body any
 	if drain != "" {
 		body = map[string]string{"drain": drain}
+	}
+	if c.dryRun {
+		return c.plan("DELETE", "/v1/prefixes/"+b.PrefixID+"/bindings/"+b.ID, body)
 	}
 	if err := c.do("DELETE", "/v1/prefixes/"+b.PrefixID+"/bindings/"+b.ID+c.query(), body, &deleted); err != nil {
 		if ae := apiError(err); ae != nil && b.Default && b.Source == string(bindings.FromAPI) && ae.Has(admin.CodeConflict, "binding_id") {

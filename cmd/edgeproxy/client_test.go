@@ -388,7 +388,7 @@ func TestCLIHelpAndVersion(t *testing.T) {
 		{[]string{"--help"}, "client commands"},
 		{[]string{"help"}, "client commands"},
 		{[]string{"bindings", "-h"}, "edgeproxy bindings move"},
-		{[]string{"prefixes", "--help"}, "edgeproxy prefixes delete [--cascade] ID"},
+		{[]string{"prefixes", "--help"}, "edgeproxy prefixes delete [--cascade] [--dry-run] ID"},
 		{[]string{"--help", "bindings"}, "edgeproxy bindings batch"},
 		{[]string{"prefixes", "help"}, "edgeproxy prefixes list"},
 		{[]string{"bindings", "list", "--help"}, "usage: edgeproxy bindings list\n"},
@@ -534,7 +534,7 @@ func TestCLIPrefixes(t *testing.T) {
 	}{
 		{[]string{"prefixes", "add", "203.0.113.1/24", "cdn"}, "CIDR: "},
 		{[]string{"prefixes", "add", "203.0.113.0/24", "magic"}, "SERVICE: "},
-		{[]string{"prefixes", "add", "203.0.113.0/24"}, "usage: edgeproxy prefixes add CIDR SERVICE"},
+		{[]string{"prefixes", "add", "203.0.113.0/24"}, "usage: edgeproxy prefixes add [--dry-run] CIDR SERVICE"},
 		{[]string{"prefixes", "delete"}, "usage: edgeproxy prefixes delete"},
 		{[]string{"prefixes", "list", "extra"}, "usage: edgeproxy prefixes list"},
 	} {
@@ -672,5 +672,51 @@ func TestPickIDListsAtMostTen(t *testing.T) {
 	}
 	if got, err := pickID("binding", ids[3], ids, self, self); err != nil || got != ids[3] {
 		t.Fatalf("a whole id: %q %v", got, err)
+	}
+}
+
+// TestCLIPlan: bindings plan WORD and --dry-run ask for the plan and print
+// each row with the traffic of the binding that decides it now.
+func TestCLIPlan(t *testing.T) {
+	f, url := newFake(t, prov("active", 1, 1, nil))
+	plan := map[string]any{"dry_run": true, "revision": 4, "plan": []map[string]any{{
+		"ranges": []string{"192.0.2.128/25"}, "ports": []string{"tcp/80", "tcp/443"},
+		"before":  map[string]any{"outcome": "spectrum", "service": "spectrum", "binding_id": bid, "app": "web", "summary": `spectrum (app "web")`},
+		"after":   map[string]any{"outcome": "refuse", "service": "cdn", "binding_id": bid, "summary": "refuse (cdn does not serve it)"},
+		"summary": `192.0.2.128/25 tcp/22: spectrum (app "ssh") → refuse (cdn does not serve it)`,
+		"traffic": map[string]any{"total": map[string]any{"steered": 40, "refused": 1, "missed": 0}, "recent": map[string]any{"steered": 12}, "window": "5m0s"},
+	}}}
+	f.results["PATCH /v1/prefixes/"+pid+"/bindings/"+bid] = plan
+	want := "plan at revision 4 (nothing was changed; without --dry-run the change makes these):\n" +
+		`  192.0.2.128/25 tcp/22: spectrum (app "ssh") → refuse (cdn does not serve it)` + "\n" +
+		"      now by binding bbbbbbbb: 12 steered, 0 refused, 0 missed in the last 5m0s (40 steered, 1 refused, 0 missed since counted)\n"
+	for _, args := range [][]string{
+		{"bindings", "plan", "move", "bbbb", "cdn"},
+		{"bindings", "move", "bbbb", "cdn", "--dry-run"},
+		{"bindings", "plan", "--wait", "1s", "move", bid, "cdn"},
+	} {
+		out, _, err := runCLI(url, args...)
+		if err != nil || out != want {
+			t.Fatalf("%v: %q %v", args, out, err)
+		}
+		if c := f.lastCall(); c != "PATCH /v1/prefixes/"+pid+"/bindings/"+bid+"?dry_run=true" {
+			t.Fatalf("%v called %s", args, c)
+		}
+	}
+	out, _, err := runCLI(url, "--json", "bindings", "plan", "move", "bbbb", "cdn")
+	var back map[string]any
+	if err != nil || json.Unmarshal([]byte(out), &back) != nil || back["revision"] != float64(4) {
+		t.Fatalf("--json: %q %v", out, err)
+	}
+
+	f.results["POST /v1/prefixes"] = map[string]any{"dry_run": true, "revision": 4, "plan": []any{}}
+	out, _, err = runCLI(url, "prefixes", "add", "--dry-run", "198.51.100.0/24", "cdn")
+	if err != nil || out != "plan at revision 4: no destination changes its outcome (nothing was changed)\n" || f.lastCall() != "POST /v1/prefixes?dry_run=true" {
+		t.Fatalf("prefixes add --dry-run: %q %v (%s)", out, err, f.lastCall())
+	}
+	for _, args := range [][]string{{"bindings", "plan"}, {"bindings", "plan", "list"}, {"bindings", "promote", "--dry-run", bid}} {
+		if _, _, err := runCLI(url, args...); !isUsage(err) {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
 	}
 }

@@ -230,6 +230,9 @@ func (c *client) batch(file string) error {
 	if err != nil {
 		return err
 	}
+	if c.dryRun {
+		return c.plan("POST", "/v1/batch", map[string]any{"bindings": items})
+	}
 	var res admin.BatchResult
 	if err := c.do("POST", "/v1/batch"+c.query(), map[string]any{"bindings": items}, &res); err != nil {
 		return err

@@ -122,8 +122,10 @@ client commands (talk to a running instance's admin API):
   bindings delete [--drain 30s] ID
   bindings promote ID | rollback ID            settle a binding's canary change
   bindings batch FILE                          one binding a line: CIDR SERVICE [PROTO/PORT] (- is stdin)
+  bindings plan add|move|delete|batch ARGS     what the change would do to traffic, per port; changes nothing
     --wait 5s (add, move, delete, promote, rollback, batch): wait for every node in scope
     --canary KEY=VALUE (add, move; repeatable): the change goes first to the nodes so labelled
+    --dry-run (add, move, delete, batch; prefixes add, delete): print the change's plan instead
   nodes                                        the fleet's nodes: labels, live, revision, state
   fleet                                        the fleet's summary
   audit [--since REV] [--limit N]              the changes, one a line
@@ -143,26 +145,31 @@ exit codes: 0 done (with --wait, also a change still pending, noted on stderr),
 
 // synopses are the arguments of each command, for its usage line.
 var synopses = map[string]string{
-	"run":               "[--config FILE]",
-	"check":             "--config FILE",
-	"unload":            "[--pin-dir DIR]",
-	"prefixes list":     "",
-	"prefixes add":      "CIDR SERVICE",
-	"prefixes delete":   "[--cascade] ID",
-	"bindings list":     "",
-	"bindings add":      "[--port tcp/443] [--wait 5s] [--canary KEY=VALUE] CIDR SERVICE",
-	"bindings move":     "[--drain 30s] [--wait 5s] [--canary KEY=VALUE] ID SERVICE",
-	"bindings delete":   "[--drain 30s] [--wait 5s] ID",
-	"bindings promote":  "[--wait 5s] ID",
-	"bindings rollback": "[--wait 5s] ID",
-	"bindings batch":    "[--wait 5s] FILE",
-	"nodes":             "",
-	"fleet":             "",
-	"audit":             "[--since REV] [--limit N]",
-	"lookup":            "ADDR:PORT/PROTO",
-	"status":            "",
-	"dial":              "[--udp] [--wait 2s] ADDR:PORT [MESSAGE]",
-	"get":               "[--http3] [-k] [-I] URL",
+	"run":                  "[--config FILE]",
+	"check":                "--config FILE",
+	"unload":               "[--pin-dir DIR]",
+	"prefixes list":        "",
+	"prefixes add":         "[--dry-run] CIDR SERVICE",
+	"prefixes delete":      "[--cascade] [--dry-run] ID",
+	"bindings list":        "",
+	"bindings add":         "[--port tcp/443] [--wait 5s] [--canary KEY=VALUE] [--dry-run] CIDR SERVICE",
+	"bindings move":        "[--drain 30s] [--wait 5s] [--canary KEY=VALUE] [--dry-run] ID SERVICE",
+	"bindings delete":      "[--drain 30s] [--wait 5s] [--dry-run] ID",
+	"bindings promote":     "[--wait 5s] ID",
+	"bindings rollback":    "[--wait 5s] ID",
+	"bindings batch":       "[--wait 5s] [--dry-run] FILE",
+	"bindings plan":        "add|move|delete|batch ARGS  (the command with --dry-run)",
+	"bindings plan add":    "[--port tcp/443] CIDR SERVICE",
+	"bindings plan move":   "ID SERVICE",
+	"bindings plan delete": "ID",
+	"bindings plan batch":  "FILE",
+	"nodes":                "",
+	"fleet":                "",
+	"audit":                "[--since REV] [--limit N]",
+	"lookup":               "ADDR:PORT/PROTO",
+	"status":               "",
+	"dial":                 "[--udp] [--wait 2s] ADDR:PORT [MESSAGE]",
+	"get":                  "[--http3] [-k] [-I] URL",
 }
 
 // usageLine is "usage: edgeproxy NAME ARGS" for the command name.

@@ -23,9 +23,12 @@ func cmdPrefixes(args []string, stdout, stderr io.Writer) error {
 	}
 	fs := newFlags("prefixes "+sub, stderr)
 	adminURL, tokenFile, asJSON := clientFlags(fs)
-	cascade := new(bool)
+	cascade, dryRun := new(bool), new(bool)
 	if sub == "delete" {
 		cascade = fs.Bool("cascade", false, "delete the bindings inside the prefix too (without it, a prefix with bindings is refused)")
+	}
+	if sub == "add" || sub == "delete" {
+		dryRun = fs.Bool("dry-run", false, "plan the change and print what it would do to traffic; change nothing")
 	}
 	if err := parseFlags(fs, rest); err != nil {
 		return err
@@ -38,7 +41,7 @@ func cmdPrefixes(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c.stderr = stderr
+	c.stderr, c.dryRun = stderr, *dryRun
 	switch sub {
 	case "list":
 		return c.listPrefixes()
@@ -102,8 +105,12 @@ func (c *client) addPrefix(cidrArg, svcArg string) error {
 	if _, err := bindings.ParseService(svcArg); err != nil {
 		return usagef("SERVICE: %v", err)
 	}
+	body := map[string]any{"cidr": cidr.String(), "service_id": svcArg}
+	if c.dryRun {
+		return c.plan("POST", "/v1/prefixes", body)
+	}
 	var p admin.Prefix
-	if err := c.do("POST", "/v1/prefixes", map[string]any{"cidr": cidr.String(), "service_id": svcArg}, &p); err != nil {
+	if err := c.do("POST", "/v1/prefixes", body, &p); err != nil {
 		return err
 	}
 	if c.json {
@@ -136,6 +143,9 @@ func (c *client) deletePrefix(arg string, cascade bool) error {
 	path := "/v1/prefixes/" + p.ID
 	if cascade {
 		path += "?" + url.Values{"cascade": {"true"}}.Encode()
+	}
+	if c.dryRun {
+		return c.plan("DELETE", path, nil)
 	}
 	var gone admin.Prefix
 	if err := c.do("DELETE", path, nil, &gone); err != nil {
