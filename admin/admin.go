@@ -59,10 +59,10 @@ type Options struct {
 	// Audit lists the audit log after a revision (GET /v1/audit); nil:
 	// there is none.
 	Audit func(ctx context.Context, since int64, limit int) ([]bindings.AuditEntry, error)
-	// Traffic returns what binding id's addresses saw since the node
+	// Traffic returns what binding b's addresses saw since the node
 	// began counting them, and over the recent window (its span given);
 	// ok false where nothing counts it. Nil: no traffic is shown.
-	Traffic func(id string) (total, recent Traffic, window time.Duration, ok bool)
+	Traffic func(b bindings.Binding) (total, recent Traffic, window time.Duration, ok bool)
 }
 
 // FleetView is what the API shows of the fleet.
@@ -388,7 +388,7 @@ func (a *api) binding(b bindings.Binding) Binding {
 		j.Canary = &Canary{ServiceID: string(c.Canary.Service), Labels: c.Canary.Labels, Revision: a.m.Provisioning(b).Revision}
 	}
 	j.Provisioning = a.m.Provisioning(b)
-	j.Traffic = a.traffic(b.ID)
+	j.Traffic = a.traffic(b)
 	return j
 }
 

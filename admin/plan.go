@@ -142,7 +142,7 @@ func (a *api) plan(d *bindings.DryRun, result any) Plan {
 			j.Ports = append(j.Ports, s.String())
 		}
 		if row.Before.Binding != nil {
-			j.Traffic = a.traffic(row.Before.Binding.ID)
+			j.Traffic = a.traffic(*row.Before.Binding)
 		}
 		out.Rows = append(out.Rows, j)
 	}
@@ -157,12 +157,12 @@ func toEffect(e bindings.Effect) PlanEffect {
 	return j
 }
 
-// traffic is binding id's traffic, or nil where nothing counts it.
-func (a *api) traffic(id string) *BindingTraffic {
+// traffic is binding b's traffic, or nil where nothing counts it.
+func (a *api) traffic(b bindings.Binding) *BindingTraffic {
 	if a.opts.Traffic == nil {
 		return nil
 	}
-	total, recent, window, ok := a.opts.Traffic(id)
+	total, recent, window, ok := a.opts.Traffic(b)
 	if !ok {
 		return nil
 	}

@@ -82,7 +82,7 @@ func TestDryRun(t *testing.T) {
 // TestDryRunTraffic: a plan and a binding carry the traffic the node counts.
 func TestDryRunTraffic(t *testing.T) {
 	_, m := newAPI(t, "")
-	h := Handler(Options{Bindings: m, Traffic: func(id string) (Traffic, Traffic, time.Duration, bool) {
+	h := Handler(Options{Bindings: m, Traffic: func(bindings.Binding) (Traffic, Traffic, time.Duration, bool) {
 		return Traffic{Steered: 10, Refused: 2}, Traffic{Steered: 3}, 5 * time.Minute, true
 	}})
 	pid := bindings.PrefixID(netip.MustParsePrefix("198.51.100.0/24"))
