@@ -149,11 +149,29 @@ func (a *api) serve(h handlerFunc) http.HandlerFunc {
 	}
 }
 
-// fail answers err and logs it.
+// fail answers err; the middleware logs it.
 func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
-	e := errorOf(err)
-	a.opts.Logger.Info("admin request failed", "method", r.Method, "path", r.URL.Path, "status", e.Status, "error", e.Message())
-	writeError(w, e)
+	writeError(w, errorOf(err))
+}
+
+// logError writes the one log line of a request answered with an error
+// status: a refusal (4xx) at Info, a failure (5xx) at Warn, both as
+// "admin request failed" with the same attributes. An answer the API made
+// has its envelope's code and messages; one net/http made (a path outside
+// /v1 that no route serves) has code 0 and its status text.
+func (a *api) logError(r *http.Request, id string, sw *statusWriter) {
+	level := slog.LevelInfo
+	if sw.status >= 500 {
+		level = slog.LevelWarn
+	}
+	code, msg := 0, http.StatusText(sw.status)
+	if sw.err != nil {
+		code, msg = sw.err.Code(), sw.err.Message()
+	}
+	a.opts.Logger.LogAttrs(r.Context(), level, "admin request failed",
+		slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		slog.Int("status", sw.status), slog.Int("code", code),
+		slog.String("who", a.who(r)), slog.String("request_id", id), slog.String("error", msg))
 }
 
 type api struct {
@@ -164,10 +182,12 @@ type api struct {
 	latency  *prometheus.HistogramVec
 }
 
-// statusWriter records the status for the metrics.
+// statusWriter records the status for the metrics and the log, and the
+// API's error if it answered one.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	err    *Error
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -187,7 +207,8 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 func (a *api) middleware(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		w.Header().Set("X-Request-Id", requestID(r))
+		id := requestID(r)
+		w.Header().Set("X-Request-Id", id)
 		sw := &statusWriter{ResponseWriter: w}
 		if r2, err := a.admit(mux, r); err != nil {
 			a.fail(sw, r, err)
@@ -197,6 +218,10 @@ func (a *api) middleware(mux *http.ServeMux) http.Handler {
 		route := r.Pattern
 		if route == "" {
 			route = "unmatched"
+		}
+		// /readyz's 503 is its answer, not a refusal.
+		if sw.status >= 400 && route != "GET /readyz" {
+			a.logError(r, id, sw)
 		}
 		a.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
 		a.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
@@ -256,13 +281,13 @@ func mutating(method string) bool {
 func (a *api) authorize(r *http.Request) error {
 	h := r.Header.Get("Authorization")
 	if h == "" {
-		e := fieldError(http.StatusUnauthorized, codeUnauthorized, "", "this call changes state and needs \"Authorization: Bearer <token>\"")
+		e := fieldError(http.StatusUnauthorized, codeUnauthorized, fieldAuthorization, "missing: this call changes state and needs \"Authorization: Bearer <token>\"")
 		e.header = http.Header{"Www-Authenticate": {`Bearer realm="edgeproxy"`}}
 		return e
 	}
 	given, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok || subtle.ConstantTimeCompare([]byte(given), []byte(a.opts.Token)) != 1 {
-		return fieldError(http.StatusForbidden, codeForbidden, "", "the bearer token is wrong")
+		return fieldError(http.StatusForbidden, codeForbidden, fieldAuthorization, "the bearer token is wrong")
 	}
 	return nil
 }
@@ -410,7 +435,7 @@ func toBinding(b bindings.Binding) Binding {
 // Handlers.
 
 func (a *api) noRoute(w http.ResponseWriter, r *http.Request) error {
-	return fieldError(http.StatusNotFound, codeNotFound, "", fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
+	return fieldError(http.StatusNotFound, codeNotFound, fieldPath, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 }
 
 func (a *api) services(w http.ResponseWriter, r *http.Request) error {
@@ -749,7 +774,7 @@ func lookupQuery(q url.Values) (dispatch.Protocol, netip.AddrPort, error) {
 // origins lists the cdn's origin pools: state, load and reuse.
 func (a *api) origins(w http.ResponseWriter, r *http.Request) error {
 	if a.opts.Origins == nil {
-		return fieldError(http.StatusNotFound, codeNotFound, "", "the cdn does not run on this node")
+		return fieldError(http.StatusNotFound, codeNotFound, fieldPath, "the cdn does not run on this node")
 	}
 	return writeResult(w, a.opts.Origins())
 }
@@ -782,7 +807,7 @@ type Upgrades struct {
 
 func (a *api) status(w http.ResponseWriter, r *http.Request) error {
 	if a.opts.Status == nil {
-		return fieldError(http.StatusNotFound, codeNotFound, "", "no status on this node")
+		return fieldError(http.StatusNotFound, codeNotFound, fieldPath, "no status on this node")
 	}
 	return writeResult(w, a.opts.Status())
 }

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -73,12 +74,28 @@ func (e *Error) Code() int {
 	return e.Errors[0].Code
 }
 
-// fieldError is an error about one field (or none, when field is empty).
+// The fields of the errors that are not about a field of the request
+// body or query: the route itself, the Authorization header, and the node
+// (its data plane, its store, its fleet) when the node, not the request,
+// is why.
+const (
+	fieldPath          = "path"
+	fieldAuthorization = "authorization"
+	fieldNode          = "node"
+)
+
+// fieldError is an error about one field: its message is the field, ": "
+// and msg.
 func fieldError(status, code int, field, msg string) *Error {
-	if field != "" {
-		msg = field + ": " + msg
+	return &Error{Status: status, Errors: []Message{{Code: code, Message: field + ": " + msg}}}
+}
+
+// fieldOr is field, or the node's when the error names none.
+func fieldOr(field string) string {
+	if field == "" {
+		return fieldNode
 	}
-	return &Error{Status: status, Errors: []Message{{Code: code, Message: msg}}}
+	return field
 }
 
 // badField is a malformed or missing field of a request: 400.
@@ -93,7 +110,7 @@ func badBody(status int, format string, args ...any) *Error {
 
 // unavailable is a change refused for now; retryAfter is in seconds.
 func unavailable(why, retryAfter string) *Error {
-	e := fieldError(http.StatusServiceUnavailable, codeUnavailable, "", "changes are refused for now: "+why)
+	e := fieldError(http.StatusServiceUnavailable, codeUnavailable, fieldNode, "changes are refused for now: "+why)
 	e.header = http.Header{"Retry-After": {retryAfter}}
 	return e
 }
@@ -118,7 +135,7 @@ func errorOf(err error) *Error {
 	}
 	var be *bindings.Error
 	if !errors.As(err, &be) {
-		return fieldError(http.StatusInternalServerError, codeInternal, "", err.Error())
+		return fieldError(http.StatusInternalServerError, codeInternal, fieldNode, err.Error())
 	}
 	if len(be.Problems) > 0 {
 		return stateError(be)
@@ -130,7 +147,7 @@ func errorOf(err error) *Error {
 	if !ok {
 		ans = kindAnswers[bindings.KindInternal]
 	}
-	return fieldError(ans.status, ans.code, be.Field, be.Reason)
+	return fieldError(ans.status, ans.code, fieldOr(be.Field), be.Reason)
 }
 
 // stateError answers the rules a change breaks, one message each, naming
@@ -142,14 +159,26 @@ func stateError(be *bindings.Error) *Error {
 	}
 	e := &Error{Status: status, Errors: make([]Message, len(be.Problems))}
 	for i, p := range be.Problems {
-		e.Errors[i] = Message{Code: code, Message: p.Field + ": " + p.Item + ": " + p.Reason}
+		e.Errors[i] = Message{Code: code, Message: fieldOr(p.Field) + ": " + p.Item + ": " + p.Reason}
 	}
 	return e
 }
 
+// marshal is json.Marshal without HTML escaping: the API's text reads
+// "->", not "\u003e".
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
 // writeResult answers a success with result.
 func writeResult(w http.ResponseWriter, result any) error {
-	raw, err := json.Marshal(result)
+	raw, err := marshal(result)
 	if err != nil {
 		return fmt.Errorf("encode the result: %w", err)
 	}
@@ -157,8 +186,12 @@ func writeResult(w http.ResponseWriter, result any) error {
 	return nil
 }
 
-// writeError answers e, with its headers.
+// writeError answers e, with its headers, and hands e to the request's
+// log line.
 func writeError(w http.ResponseWriter, e *Error) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.err = e
+	}
 	for k, v := range e.header {
 		w.Header()[k] = v
 	}
@@ -169,6 +202,7 @@ func writeEnvelope(w http.ResponseWriter, status int, env Envelope) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	enc.Encode(env)
 }

@@ -22,11 +22,16 @@ const maxWait = 30 * time.Second
 // the remote address; the request id the client sent (X-Request-Id), else
 // one made here.
 func (a *api) request(r *http.Request) context.Context {
-	who := r.RemoteAddr
-	if a.opts.Token != "" {
-		who = "token:" + a.tokenID
+	return bindings.WithRequest(r.Context(), bindings.Request{Who: a.who(r), ID: requestID(r)})
+}
+
+// who names who asks: the token's id when the API has a token and the
+// request carries it, else the remote address.
+func (a *api) who(r *http.Request) string {
+	if a.opts.Token != "" && a.authorize(r) == nil {
+		return "token:" + a.tokenID
 	}
-	return bindings.WithRequest(r.Context(), bindings.Request{Who: who, ID: requestID(r)})
+	return r.RemoteAddr
 }
 
 // tokenIDOf names a token without revealing it: the start of its hash.
@@ -148,7 +153,7 @@ const maxAuditLimit = 10000
 
 func (a *api) audit(w http.ResponseWriter, r *http.Request) error {
 	if a.opts.Audit == nil {
-		return fieldError(http.StatusNotFound, codeNotFound, "", "this node keeps no audit log")
+		return fieldError(http.StatusNotFound, codeNotFound, fieldPath, "this node keeps no audit log")
 	}
 	q := r.URL.Query()
 	since, limit := int64(0), 1000

@@ -205,7 +205,7 @@ func (m *Manager) planDeletePrefix(id string, cascade bool) (change, error) {
 		}
 	}
 	if len(inside) > 0 && !cascade {
-		return change{}, opErr(KindHasBindings, "", "prefix %s has %d bindings: delete them first, or delete with ?cascade=true", p.CIDR, len(inside))
+		return change{}, opErr(KindHasBindings, "cascade", "prefix %s has %d bindings: delete them first, or delete with ?cascade=true", p.CIDR, len(inside))
 	}
 	def := p.DefaultBinding()
 	remove := []dispatch.Binding{dispatchBinding(def)}
