@@ -18,8 +18,9 @@ import (
 // TestPipelineSameAnswers: every engine runs its requests through the one
 // pipeline, so HTTP/1.1 (cleartext and TLS), HTTP/2 and HTTP/3 give the
 // same answer to each of its refusals and failures: the same status, the
-// edge's page with its request id, Alt-Svc on TCP but not on a 421 nor
-// over HTTP/3, and an access log line with the id, protocol and status.
+// edge's page with its request id and Server: edgeproxy, Alt-Svc over TLS
+// on TCP but not on a 421 nor in cleartext nor over HTTP/3, and an access
+// log line with the id, protocol and status.
 func TestPipelineSameAnswers(t *testing.T) {
 	f := startCDN(t)
 	h1TLS := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
@@ -87,11 +88,14 @@ func TestPipelineSameAnswers(t *testing.T) {
 			}
 			ids[id], statusOf[id] = answer{e.proto}, tc.status
 			alt := resp.Header.Get("Alt-Svc")
-			switch wantAlt := e.proto != "HTTP/3" && tc.status != 421; {
+			switch wantAlt := e.scheme == "https" && e.proto != "HTTP/3" && tc.status != 421; {
 			case wantAlt && alt != `h3=":443"; ma=86400`:
 				t.Errorf("%s: Alt-Svc %q", what, alt)
 			case !wantAlt && alt != "":
 				t.Errorf("%s: Alt-Svc %q, want none", what, alt)
+			}
+			if srv := resp.Header.Values("Server"); len(srv) != 1 || srv[0] != "edgeproxy" {
+				t.Errorf("%s: Server %q, want edgeproxy", what, srv)
 			}
 			if ct := resp.Header.Get("Content-Type"); ct != "text/plain; charset=utf-8" {
 				t.Errorf("%s: Content-Type %q", what, ct)

@@ -65,7 +65,7 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx) {
 		if status, _ := errorStatus(err); status == 413 || status == 400 || bodyRead != nil {
 			ctx.SetConnectionClose() // the rest of the body is unread
 		}
-		p.upstreamFailed(st, rec, err, &ctx.Response, false)
+		p.upstreamFailed(st, rec, err, &ctx.Response, isTLS)
 		p.done(rec)
 		return
 	}
@@ -78,7 +78,7 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx) {
 	resp.Header.SetNoDefaultContentType(true)
 	resp.Header.ResetConnectionClose()
 	resp.Header.SetProtocol([]byte("HTTP/1.1"))
-	p.clientResponse(st, rec, resp, false)
+	p.clientResponse(st, rec, resp, isTLS)
 	if bs := up.BodyStream(); bs != nil {
 		cl := up.Header.ContentLength()
 		if cl == -2 {
@@ -113,7 +113,7 @@ func (p *Proxy) failH1(ctx *fasthttp.RequestCtx, st *state, rec *record, status 
 // refuseH1 answers a request the edge refused (check.go, admit), counts
 // it, and ends it.
 func (p *Proxy) refuseH1(ctx *fasthttp.RequestCtx, st *state, rec *record, r *refusal) {
-	p.refuse(st, rec, r, &ctx.Response, false)
+	p.refuse(st, rec, r, &ctx.Response, ctx.IsTLS())
 	p.done(rec)
 }
 

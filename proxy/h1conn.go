@@ -357,7 +357,7 @@ func (hc *h1Conn) exchange(s *site, rt *route) bool {
 		}
 		return false
 	}
-	return hc.answer(func(resp *fasthttp.Response) { p.upstreamFailed(hc.st, &hc.rec, err, resp, false) })
+	return hc.answer(func(resp *fasthttp.Response) { p.upstreamFailed(hc.st, &hc.rec, err, resp, hc.isTLS) })
 }
 
 // closing reports whether the connection ends after this request.
@@ -533,7 +533,7 @@ func (hc *h1Conn) relay(conn net.Conn) (keep bool, err error) {
 		}
 		h1Bufs.Put(obp)
 	}()
-	out = appendClientHead(out, r, clientLength(isHead, r), hc.rec.id, st.altSvc, hc.closing())
+	out = appendClientHead(out, r, clientLength(isHead, r), hc.rec.id, st.altSvcOver(hc.isTLS), hc.closing())
 	switch {
 	case bodyless(isHead, r.status):
 		if err := hc.write(out); err != nil {
@@ -705,7 +705,7 @@ func (hc *h1Conn) answer(fill func(resp *fasthttp.Response)) bool {
 	if closing {
 		resp.SetConnectionClose()
 	}
-	resp.Header.SetServer("edgeproxy")
+	resp.Header.SetServer(serverName)
 	resp.Header.SetContentLength(len(resp.Body()))
 	obp := h1Bufs.Get().(*[]byte)
 	defer h1Bufs.Put(obp)
@@ -724,7 +724,7 @@ func (hc *h1Conn) refuseHead(r *refusal) {
 	p := hc.p
 	hc.closeRq = true
 	hc.rec = record{start: time.Now(), id: p.ids.next(), proto: "HTTP/1.1", edge: hc.edge, client: hc.client}
-	hc.answer(func(resp *fasthttp.Response) { p.refuse(p.state.Load(), &hc.rec, r, resp, false) })
+	hc.answer(func(resp *fasthttp.Response) { p.refuse(p.state.Load(), &hc.rec, r, resp, hc.isTLS) })
 	p.done(&hc.rec)
 }
 

@@ -302,7 +302,7 @@ func (c *h2Conn) openStream(strm *h2Stream, h *h2Head, s *site, rt *route, rec *
 func (c *h2Conn) answer(st *state, id uint32, rec *record, rf *refusal, endStream bool) {
 	p := c.p
 	resp := fasthttp.AcquireResponse()
-	p.refuse(st, rec, rf, resp, false)
+	p.refuse(st, rec, rf, resp, true)
 	c.mu.Lock()
 	c.appendResponseLocked(id, &upResp{fresp: resp}, resp.Body(), false)
 	if !endStream {
@@ -563,7 +563,7 @@ func (s *h2Stream) run() {
 	}
 	st := p.state.Load()
 	// A stream reset abandons its origin exchange (abort cuts s.x).
-	p.respond(s.ctx, st, s.site, s.rt, s.req, s.ohead, rec, bodyRead, &s.x, &s.u, &s.att, false)
+	p.respond(s.ctx, st, s.site, s.rt, s.req, s.ohead, rec, bodyRead, &s.x, &s.u, &s.att, true)
 	c.writeResponse(s, &s.u)
 	s.x.end()
 	s.u.finish(&p.pools.exchanges)

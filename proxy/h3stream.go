@@ -466,7 +466,7 @@ func (s *h3Stream) serve() {
 	xs := &p.pools.exchanges
 	s.x.ctx = ctx
 	xs.watch(&s.x)
-	p.respond(ctx, st, sv, rt, req, h.origin, rec, bodyRead, &s.x, &s.u, &s.att, true)
+	p.respond(ctx, st, sv, rt, req, h.origin, rec, bodyRead, &s.x, &s.u, &s.att, false)
 	s.writeResponse(&s.u, rec)
 	xs.unwatch(&s.x)
 	s.x.end()
@@ -635,7 +635,7 @@ func (s *h3Stream) finish() {
 func (s *h3Stream) refuseAndClose(st *state, rec *record, rf *refusal) {
 	p := s.c.p
 	resp := fasthttp.AcquireResponse()
-	p.refuse(st, rec, rf, resp, true)
+	p.refuse(st, rec, rf, resp, false)
 	s.writeResponse(&upResp{fresp: resp}, rec)
 	fasthttp.ReleaseResponse(resp)
 	s.finish()

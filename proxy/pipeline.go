@@ -67,31 +67,32 @@ func (p *Proxy) admit(st *state, req *fasthttp.Request, rec *record, isTLS bool)
 
 // refuse answers a request the edge refused: rf's status and message in
 // resp. A refusal with a reason (check.go) is counted by it.
-func (p *Proxy) refuse(st *state, rec *record, rf *refusal, resp *fasthttp.Response, h3 bool) {
+func (p *Proxy) refuse(st *state, rec *record, rf *refusal, resp *fasthttp.Response, overTLS bool) {
 	if rf.reason != "" {
 		rec.refused = rf.reason
 		p.m.refuse(rf.reason)
 	}
-	p.errorResponse(st, rec, rf.status, rf.msg, resp, h3)
+	p.errorResponse(st, rec, rf.status, rf.msg, resp, overTLS)
 }
 
 // upstreamFailed answers a request whose forwarding failed with err: the
 // status and page errorStatus gives it, and a log line unless the client
 // went away.
-func (p *Proxy) upstreamFailed(st *state, rec *record, err error, resp *fasthttp.Response, h3 bool) {
+func (p *Proxy) upstreamFailed(st *state, rec *record, err error, resp *fasthttp.Response, overTLS bool) {
 	status, msg := errorStatus(err)
 	if status != 499 {
 		p.log.Info("cdn upstream error", "request_id", rec.id, "upstream", rec.upstream, "error", err)
 	}
-	p.errorResponse(st, rec, status, msg, resp, h3)
+	p.errorResponse(st, rec, status, msg, resp, overTLS)
 }
 
 // errorResponse fills resp with the proxy's own answer: an error page that
-// carries the request id, and Alt-Svc on TCP where HTTP/3 is served (not on
-// a 421: the client asked the wrong address). It sets rec's status and
-// bytes; the engine writes resp and calls done. A response already set to
-// close its connection (HTTP/1.1) stays so.
-func (p *Proxy) errorResponse(st *state, rec *record, status int, msg string, resp *fasthttp.Response, h3 bool) {
+// carries the request id, Server: edgeproxy, and Alt-Svc over TLS on TCP
+// where HTTP/3 is served (not on a 421: the client asked the wrong
+// address). It sets rec's status and bytes; the engine writes resp and
+// calls done. A response already set to close its connection (HTTP/1.1)
+// stays so.
+func (p *Proxy) errorResponse(st *state, rec *record, status int, msg string, resp *fasthttp.Response, overTLS bool) {
 	rec.status = status
 	body := errorPage(status, rec.id, msg)
 	closing := resp.ConnectionClose()
@@ -101,24 +102,38 @@ func (p *Proxy) errorResponse(st *state, rec *record, status int, msg string, re
 	}
 	resp.SetStatusCode(status)
 	resp.Header.SetContentType("text/plain; charset=utf-8")
+	resp.Header.SetServer(serverName)
 	resp.Header.Set("X-Request-Id", rec.id)
-	if st.altSvc != "" && !h3 && status != 421 {
-		resp.Header.Set("Alt-Svc", st.altSvc)
+	if alt := st.altSvcOver(overTLS); alt != "" && status != 421 {
+		resp.Header.Set("Alt-Svc", alt)
 	}
 	resp.SetBody(body)
 	rec.bytes = int64(len(body))
 }
 
 // clientResponse rewrites an origin's answer for the client: hop-by-hop
-// headers out, the request id and Alt-Svc in (not over HTTP/3, which has
-// found it already). It sets rec's status.
-func (p *Proxy) clientResponse(st *state, rec *record, resp *fasthttp.Response, h3 bool) {
-	altSvc := st.altSvc
-	if h3 {
-		altSvc = ""
+// headers out, the request id and Alt-Svc in (over TLS on TCP only), the
+// origin's Server kept, else edgeproxy's. It sets rec's status.
+func (p *Proxy) clientResponse(st *state, rec *record, resp *fasthttp.Response, overTLS bool) {
+	rewriteResponse(&resp.Header, rec.id, st.altSvcOver(overTLS))
+	if len(resp.Header.Server()) == 0 {
+		resp.Header.SetServer(serverName)
 	}
-	rewriteResponse(&resp.Header, rec.id, altSvc)
 	rec.status = resp.StatusCode()
+}
+
+// serverName is the Server header of a response the origin sent none for,
+// and of the proxy's own.
+const serverName = "edgeproxy"
+
+// altSvcOver is the Alt-Svc a response carries: HTTP/3 is advertised over
+// TLS on TCP (HTTP/1.1 over TLS, HTTP/2) where it is served, never in
+// cleartext nor over HTTP/3 itself.
+func (st *state) altSvcOver(overTLS bool) string {
+	if !overTLS {
+		return ""
+	}
+	return st.altSvc
 }
 
 // limitedBody bounds a request body, counts what was read, and marks the

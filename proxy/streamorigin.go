@@ -112,7 +112,7 @@ func (u *upResp) finish(xs *exchanges) {
 // read: the rewriting of clientResponse (hop-by-hop headers and those
 // named in Connection dropped, the origin's X-Request-Id and look-alikes
 // out, the request id and Alt-Svc in), names in lower case. The origin's
-// Server is kept, its Date is the edge's (as the HTTP/1.1 engine sends
+// Server is kept (else edgeproxy's), its Date is the edge's (as the HTTP/1.1 engine sends
 // it), and Content-Length is bodyLen when it is known (bodyLen >= 0), else
 // the origin's when it sent one (a HEAD's, 304's or a streamed body's).
 func appendOriginFields(b []byte, r *h1Resp, bodyLen int, id, altSvc string, name *[]byte, num []byte, field func(b, name, value []byte) []byte) []byte {
@@ -129,6 +129,8 @@ func appendOriginFields(b []byte, r *h1Resp, bodyLen int, id, altSvc string, nam
 	}
 	if r.server != nil {
 		b = field(b, fServer, r.server)
+	} else {
+		b = field(b, fServer, fServerName)
 	}
 	if d := dateLine(); len(d) > len("Date: \r\n") {
 		b = field(b, fDate, d[len("Date: "):len(d)-2])
@@ -163,6 +165,7 @@ func appendOriginFields(b []byte, r *h1Resp, bodyLen int, id, altSvc string, nam
 // call would allocate: field is a function value).
 var (
 	fServer        = []byte("server")
+	fServerName    = []byte(serverName)
 	fDate          = []byte("date")
 	fContentLength = []byte("content-length")
 	fRequestID     = []byte("x-request-id")
@@ -530,23 +533,21 @@ func (p *Proxy) forwardStream(ctx context.Context, s *site, rt *route, req *fast
 // u the response to write: the origin's, rewritten for the client, or
 // the proxy's error page. The caller writes it, then calls u.finish,
 // a.release and x.end.
-func (p *Proxy) respond(ctx context.Context, st *state, s *site, rt *route, req *fasthttp.Request, head *reqOriginHead, rec *record, bodyRead func() int64, x *exchange, u *upResp, a *streamAttempt, h3 bool) {
+func (p *Proxy) respond(ctx context.Context, st *state, s *site, rt *route, req *fasthttp.Request, head *reqOriginHead, rec *record, bodyRead func() int64, x *exchange, u *upResp, a *streamAttempt, overTLS bool) {
 	if err := p.forwardStream(ctx, s, rt, req, head, rec, bodyRead, x, u, a); err != nil {
 		u.r, u.body, u.stream = nil, nil, nil
 		if u.fresp == nil {
 			u.fresp = fasthttp.AcquireResponse()
 		}
-		p.upstreamFailed(st, rec, err, u.fresp, h3)
+		p.upstreamFailed(st, rec, err, u.fresp, overTLS)
 		return
 	}
 	if u.r != nil {
 		rec.status = u.r.status
-		if !h3 {
-			u.altSvc = st.altSvc
-		}
+		u.altSvc = st.altSvcOver(overTLS)
 		return
 	}
-	p.clientResponse(st, rec, u.fresp, h3)
+	p.clientResponse(st, rec, u.fresp, overTLS)
 }
 
 // defaultReqType is the Content-Type fasthttp's Request.Write gives a

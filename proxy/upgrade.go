@@ -126,7 +126,7 @@ func (p *Proxy) upgradeDeclined(ctx *fasthttp.RequestCtx, st *state, rec *record
 		}
 	}
 	ctx.Response.SetStatusCode(resp.StatusCode)
-	rewriteResponse(&ctx.Response.Header, rec.id, st.altSvc)
+	rewriteResponse(&ctx.Response.Header, rec.id, st.altSvcOver(ctx.IsTLS()))
 	ctx.SetConnectionClose()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	oc.Close()
