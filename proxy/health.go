@@ -207,10 +207,12 @@ func (op *originPools) reconcileCheckers(want map[*origin]HealthCheck) {
 // stopCheckers stops every check.
 func (op *originPools) stopCheckers() { op.reconcileCheckers(nil) }
 
-// OriginStatus is an origin's state, for the admin API.
+// OriginStatus is an origin pool's state, for the admin API.
 type OriginStatus struct {
-	Origin      string    `json:"origin"`
-	State       string    `json:"state"` // up, down (active check), ejected (passive)
+	Origin      string    `json:"origin"` // scheme://host:port
+	Pool        string    `json:"pool"`   // the pool's name: the origin, and its TLS settings if a site sets them
+	Sites       []string  `json:"sites"`  // the sites whose routes forward to the pool (their first host), sorted
+	State       string    `json:"state"`  // up, down (active check), ejected (passive)
 	HealthCheck bool      `json:"health_check"`
 	Active      int64     `json:"active_requests"`
 	Requests    uint64    `json:"requests"`
@@ -222,16 +224,23 @@ type OriginStatus struct {
 	LastCheck   time.Time `json:"last_check,omitzero"`
 }
 
-// Origins returns the state of every origin pool.
+// Origins returns the state of every origin pool, and the sites that
+// forward to it.
 func (p *Proxy) Origins() []OriginStatus {
 	now := time.Now()
+	sites := p.state.Load().router.sitesOf()
 	out := []OriginStatus{}
 	for _, o := range p.pools.all() {
 		o.health.mu.Lock()
 		lastErr, lastCheck := o.health.lastError, o.health.lastCheck
 		o.health.mu.Unlock()
+		names := sites[o]
+		if names == nil {
+			names = []string{}
+		}
 		out = append(out, OriginStatus{
-			Origin: o.name, State: o.health.state(now), HealthCheck: lastCheck != time.Time{},
+			Origin: cdnconf.OriginKey(o.url), Pool: o.name, Sites: names,
+			State: o.health.state(now), HealthCheck: lastCheck != time.Time{},
 			Active: o.active.Load(), Requests: o.requests.Load(), Connects: o.connects.Load(),
 			ReuseRatio: reuseRatio(o.requests.Load(), o.connects.Load()),
 			Failures:   o.failures.Load(), Ejections: o.health.ejectedTotal.Load(),

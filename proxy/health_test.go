@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 )
@@ -62,5 +63,42 @@ func TestActiveHealth(t *testing.T) {
 	h.checked(now, nil, hc)
 	if !h.usable(now) {
 		t.Error("an origin whose check recovered is still ejected")
+	}
+}
+
+// TestOriginsNamePoolAndSites: GET /v1/origins's list names each pool's
+// origin, the pool (with the TLS settings that make it a pool of its own)
+// and the sites that forward to it, a pool shared by sites once.
+func TestOriginsNamePoolAndSites(t *testing.T) {
+	p, err := New(Options{Config: Config{Sites: []Site{
+		{Hosts: []string{"a.example", "www.a.example"}, Origins: origins("http://192.0.2.1"),
+			Routes: []Route{{Path: "/api/", Origins: origins("http://192.0.2.2:8080")}}},
+		{Hosts: []string{"b.example"}, Origins: origins("http://192.0.2.1:80")},
+		{Hosts: []string{"c.example"}, Origins: origins("https://192.0.2.3"), OriginTLS: OriginTLS{InsecureSkipVerify: true}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.tcp.Close()
+	got := map[string]OriginStatus{}
+	for _, o := range p.Origins() {
+		got[o.Pool] = o
+	}
+	want := []struct {
+		pool, origin string
+		sites        []string
+	}{
+		{"http://192.0.2.1:80", "http://192.0.2.1:80", []string{"a.example", "b.example"}},
+		{"http://192.0.2.2:8080", "http://192.0.2.2:8080", []string{"a.example"}},
+		{"https://192.0.2.3:443 (insecure_skip_verify)", "https://192.0.2.3:443", []string{"c.example"}},
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d pools, want %d: %+v", len(got), len(want), got)
+	}
+	for _, w := range want {
+		o, ok := got[w.pool]
+		if !ok || o.Origin != w.origin || !slices.Equal(o.Sites, w.sites) {
+			t.Errorf("pool %s: %+v, want origin %s, sites %v", w.pool, o, w.origin, w.sites)
+		}
 	}
 }

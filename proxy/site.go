@@ -50,6 +50,25 @@ type router struct {
 	sites    []*site
 }
 
+// sitesOf returns, for each origin pool, the names of the sites whose
+// routes forward to it, sorted and each once.
+func (r *router) sitesOf() map[*origin][]string {
+	out := map[*origin][]string{}
+	for _, s := range r.sites {
+		for _, rt := range s.routes {
+			for _, w := range rt.origins {
+				if !slices.Contains(out[w.o], s.name) {
+					out[w.o] = append(out[w.o], s.name)
+				}
+			}
+		}
+	}
+	for _, names := range out {
+		slices.Sort(names)
+	}
+	return out
+}
+
 type wildSite struct {
 	suffix string // ".example.com"
 	site   *site
