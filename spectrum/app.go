@@ -79,7 +79,7 @@ func newApp(a App, m *metrics) *app {
 	if a.Proxy == "" {
 		a.Proxy = ProxyOff
 	}
-	return &app{App: a, downTo: map[int]time.Time{}, metrics: m.forApp(a.Name, a.Protocol)}
+	return &app{App: a, downTo: map[int]time.Time{}, metrics: m.forApp(a)}
 }
 
 // acquire takes a connection slot of the app, or reports why it cannot:

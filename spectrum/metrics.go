@@ -1,6 +1,8 @@
 package spectrum
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -15,6 +17,7 @@ type metrics struct {
 	originDown  *prometheus.CounterVec
 	copied      *prometheus.CounterVec
 
+	copiedOnce                 sync.Once // the first TCP app makes the copied series
 	copiedBuffer, copiedSplice prometheus.Counter
 
 	logsSuppressed prometheus.Counter
@@ -64,7 +67,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Origin dials and flow sockets that failed with EMFILE or ENFILE: a local shortage, refused as limit, never an origin failure.",
 		}),
 	}
-	m.copiedBuffer, m.copiedSplice = m.copied.WithLabelValues("buffer"), m.copied.WithLabelValues("splice")
 	if reg != nil {
 		reg.MustRegister(m.connections, m.active, m.bytes, m.datagrams, m.refused, m.dropped, m.originDown,
 			m.copied, m.logsSuppressed, m.fdShortage)
@@ -72,7 +74,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-// appMetrics are one app's metrics, looked up once.
+// appMetrics are one app's metrics, looked up once: only the series its
+// protocol and mode can move, so that /metrics has no series that can
+// only ever be zero (no datagrams nor drops for a TCP app, no spp_missing
+// for a UDP app without Simple Proxy Protocol). The others are nil.
 type appMetrics struct {
 	m                               *metrics
 	name                            string
@@ -85,21 +90,31 @@ type appMetrics struct {
 	originDown                      prometheus.Counter
 }
 
-func (m *metrics) forApp(name string, proto Protocol) *appMetrics {
-	p := string(proto)
-	return &appMetrics{
-		m: m, name: name, proto: proto,
-		connections:       m.connections.WithLabelValues(name, p),
-		active:            m.active.WithLabelValues(name, p),
-		bytesToOrigin:     m.bytes.WithLabelValues(name, p, "to_origin"),
-		bytesToClient:     m.bytes.WithLabelValues(name, p, "to_client"),
-		datagramsToOrigin: m.datagrams.WithLabelValues(name, "to_origin"),
-		datagramsToC:      m.datagrams.WithLabelValues(name, "to_client"),
-		sppMissing:        m.dropped.WithLabelValues(name, "spp_missing"),
-		writeDrops:        m.dropped.WithLabelValues(name, "write"),
-		tooBig:            m.dropped.WithLabelValues(name, "too_big"),
-		originDown:        m.originDown.WithLabelValues(name),
+func (m *metrics) forApp(a App) *appMetrics {
+	name, p := a.Name, string(a.Protocol)
+	am := &appMetrics{
+		m: m, name: name, proto: a.Protocol,
+		connections:   m.connections.WithLabelValues(name, p),
+		active:        m.active.WithLabelValues(name, p),
+		bytesToOrigin: m.bytes.WithLabelValues(name, p, "to_origin"),
+		bytesToClient: m.bytes.WithLabelValues(name, p, "to_client"),
+		originDown:    m.originDown.WithLabelValues(name),
 	}
+	switch a.Protocol {
+	case TCP:
+		m.copiedOnce.Do(func() {
+			m.copiedBuffer, m.copiedSplice = m.copied.WithLabelValues("buffer"), m.copied.WithLabelValues("splice")
+		})
+	case UDP:
+		am.datagramsToOrigin = m.datagrams.WithLabelValues(name, "to_origin")
+		am.datagramsToC = m.datagrams.WithLabelValues(name, "to_client")
+		am.writeDrops = m.dropped.WithLabelValues(name, "write")
+		am.tooBig = m.dropped.WithLabelValues(name, "too_big")
+		if a.Proxy == ProxySimple {
+			am.sppMissing = m.dropped.WithLabelValues(name, "spp_missing")
+		}
+	}
+	return am
 }
 
 func (am *appMetrics) refuse(reason string) {

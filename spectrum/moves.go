@@ -49,32 +49,39 @@ func (p *Proxy) CloseUnowned() int {
 	return n
 }
 
-// unownedGauges are edgeproxy_spectrum_connections_unowned, by protocol.
-func (p *Proxy) unownedGauges() []prometheus.Collector {
-	count := func(udp bool) func() float64 {
-		return func() float64 {
-			n := 0
-			p.eachUnowned(func(*tcpPair) {
-				if !udp {
-					n++
-				}
-			}, func(*flow) {
-				if udp {
-					n++
-				}
-			})
-			return float64(n)
+// unownedCollector is edgeproxy_spectrum_connections_unowned, by protocol:
+// a protocol's series while an app of that protocol is configured or one
+// of its connections or flows is still held, so that a proxy of TCP apps
+// only has no udp series, which could only ever be zero.
+type unownedCollector struct {
+	p    *Proxy
+	desc *prometheus.Desc
+}
+
+func (p *Proxy) unownedGauges() prometheus.Collector {
+	return unownedCollector{p: p, desc: prometheus.NewDesc("edgeproxy_spectrum_connections_unowned",
+		"Connections (tcp) and flows (udp) held on addresses spectrum no longer owns: kept after a move until a drain deadline, or their end.",
+		[]string{"protocol"}, nil)}
+}
+
+func (c unownedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c unownedCollector) Collect(ch chan<- prometheus.Metric) {
+	tcp, udp := 0, 0
+	c.p.eachUnowned(func(*tcpPair) { tcp++ }, func(*flow) { udp++ })
+	hasTCP, hasUDP := false, false
+	if t := c.p.apps.Load(); t != nil {
+		for _, a := range t.apps {
+			hasTCP = hasTCP || a.Protocol == TCP
+			hasUDP = hasUDP || a.Protocol == UDP
 		}
 	}
-	var out []prometheus.Collector
-	for _, proto := range []string{"tcp", "udp"} {
-		out = append(out, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "edgeproxy_spectrum_connections_unowned",
-			Help:        "Connections (tcp) and flows (udp) held on addresses spectrum no longer owns: kept after a move until a drain deadline, or their end.",
-			ConstLabels: prometheus.Labels{"protocol": proto},
-		}, count(proto == "udp")))
+	if hasTCP || tcp > 0 {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(tcp), "tcp")
 	}
-	return out
+	if hasUDP || udp > 0 {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(udp), "udp")
+	}
 }
 
 // ownsFunc is Options.Owns.

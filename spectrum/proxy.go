@@ -168,7 +168,7 @@ func New(opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("spectrum: udp socket: %w", err)
 	}
 	if opts.Registerer != nil && opts.Owns != nil {
-		opts.Registerer.MustRegister(p.unownedGauges()...)
+		opts.Registerer.MustRegister(p.unownedGauges())
 	}
 	return p, nil
 }
