@@ -276,7 +276,8 @@ func (a *AccessLog) flush() {
 }
 
 // appendLine appends r's JSON line. The fields and their order are those
-// of the slog JSON lines before it, with duration_us for duration_ms.
+// of the slog JSON lines before it, the duration in seconds (duration_s)
+// as every log line gives durations.
 func (a *AccessLog) appendLine(b []byte, r *record, t time.Time, d time.Duration) []byte {
 	b = append(b, `{"time":"`...)
 	b = a.appendTime(b, t)
@@ -300,8 +301,8 @@ func (a *AccessLog) appendLine(b []byte, r *record, t time.Time, d time.Duration
 	b = strconv.AppendInt(b, int64(r.status), 10)
 	b = append(b, `,"bytes":`...)
 	b = strconv.AppendInt(b, r.bytes, 10)
-	b = append(b, `,"duration_us":`...)
-	b = strconv.AppendInt(b, d.Microseconds(), 10)
+	b = append(b, `,"duration_s":`...)
+	b = appendSeconds(b, d)
 	b = append(b, `,"upstream":"`...)
 	b = appendJSONChars(b, r.upstream)
 	if r.refused != "" {
@@ -309,6 +310,23 @@ func (a *AccessLog) appendLine(b []byte, r *record, t time.Time, d time.Duration
 		b = appendJSONChars(b, r.refused)
 	}
 	return append(b, "\"}\n"...)
+}
+
+// appendSeconds appends d as seconds, a JSON number with six decimals:
+// whole microseconds, without the cost of formatting a float.
+func appendSeconds(b []byte, d time.Duration) []byte {
+	us := d.Microseconds()
+	if us < 0 {
+		b = append(b, '-')
+		us = -us
+	}
+	b = strconv.AppendInt(b, us/1e6, 10)
+	b = append(b, '.')
+	frac := us % 1e6
+	for div := int64(1e5); div > 0; div /= 10 {
+		b = append(b, byte('0'+frac/div%10))
+	}
+	return b
 }
 
 // secondStamp is one second's time text: "2006-01-02T15:04:05." and the

@@ -53,24 +53,24 @@ func (l *lockedBuffer) Writes() int {
 
 // accessLine is a decoded line.
 type accessLine struct {
-	Time       string  `json:"time"`
-	Level      string  `json:"level"`
-	Msg        string  `json:"msg"`
-	Log        string  `json:"log"`
-	Node       *string `json:"node"`
-	RequestID  string  `json:"request_id"`
-	Site       string  `json:"site"`
-	Edge       string  `json:"edge"`
-	Client     string  `json:"client"`
-	Protocol   string  `json:"protocol"`
-	Method     string  `json:"method"`
-	Host       string  `json:"host"`
-	Path       string  `json:"path"`
-	Status     int     `json:"status"`
-	Bytes      int64   `json:"bytes"`
-	DurationUS *int64  `json:"duration_us"`
-	Upstream   string  `json:"upstream"`
-	Refused    *string `json:"refused"`
+	Time      string   `json:"time"`
+	Level     string   `json:"level"`
+	Msg       string   `json:"msg"`
+	Log       string   `json:"log"`
+	Node      *string  `json:"node"`
+	RequestID string   `json:"request_id"`
+	Site      string   `json:"site"`
+	Edge      string   `json:"edge"`
+	Client    string   `json:"client"`
+	Protocol  string   `json:"protocol"`
+	Method    string   `json:"method"`
+	Host      string   `json:"host"`
+	Path      string   `json:"path"`
+	Status    int      `json:"status"`
+	Bytes     int64    `json:"bytes"`
+	DurationS *float64 `json:"duration_s"`
+	Upstream  string   `json:"upstream"`
+	Refused   *string  `json:"refused"`
 }
 
 // decodeLine decodes one line strictly: valid JSON, known keys only.
@@ -139,7 +139,7 @@ func TestAccessLogLine(t *testing.T) {
 		t.Fatalf("%d lines, want 2:\n%s", len(ls), out.String())
 	}
 	want := []string{"time", "level", "msg", "log", "node", "request_id", "site", "edge", "client", "protocol",
-		"method", "host", "path", "status", "bytes", "duration_us", "upstream"}
+		"method", "host", "path", "status", "bytes", "duration_s", "upstream"}
 	if got := keys(t, []byte(ls[0])); !slicesEqual(got, want) {
 		t.Errorf("keys %v, want %v", got, want)
 	}
@@ -158,11 +158,11 @@ func TestAccessLogLine(t *testing.T) {
 		l.Host != "www.example.com" || l.Path != "/static/app.js" || l.Upstream != "http://192.0.2.20:8080" {
 		t.Errorf("fields: %+v", l)
 	}
-	if l.Status != 200 || l.Bytes != 12345 || l.DurationUS == nil || *l.DurationUS != 1234567 || l.Refused != nil {
-		t.Errorf("status %d bytes %d duration_us %v refused %v", l.Status, l.Bytes, l.DurationUS, l.Refused)
+	if l.Status != 200 || l.Bytes != 12345 || l.DurationS == nil || *l.DurationS != 1.234567 || l.Refused != nil {
+		t.Errorf("status %d bytes %d duration_s %v refused %v", l.Status, l.Bytes, l.DurationS, l.Refused)
 	}
 	l = decodeLine(t, []byte(ls[1]))
-	if l.Status != 421 || l.Bytes != 0 || *l.DurationUS != 3 || l.Refused == nil || *l.Refused != "unknown_host" ||
+	if l.Status != 421 || l.Bytes != 0 || *l.DurationS != 0.000003 || l.Refused == nil || *l.Refused != "unknown_host" ||
 		l.Time != "2026-12-01T11:45:27.000Z" {
 		t.Errorf("refused line: %+v", l)
 	}
@@ -175,7 +175,7 @@ func TestAccessLogLine(t *testing.T) {
 	a.log(r, time.Date(2026, 6, 1, 8, 0, 0, 5e6, time.FixedZone("", 2*3600)), 0)
 	a.Close()
 	l = decodeLine(t, bytes.TrimSuffix([]byte(out.String()), []byte("\n")))
-	if l.Node != nil || l.Time != "2026-06-01T08:00:00.005+02:00" || l.Edge != "" || *l.DurationUS != 0 {
+	if l.Node != nil || l.Time != "2026-06-01T08:00:00.005+02:00" || l.Edge != "" || *l.DurationS != 0 {
 		t.Errorf("no node, +02:00, zero edge: %+v (node %v)", l, l.Node)
 	}
 }
@@ -204,8 +204,7 @@ func TestAccessLogTime(t *testing.T) {
 }
 
 // TestAccessLogLikeSlog decodes a line and the slog JSON line of the same
-// request before it: the same keys and values but the time's precision and
-// the duration's unit.
+// request: the same keys and values but the time's precision.
 func TestAccessLogLikeSlog(t *testing.T) {
 	r := testRecord()
 	r.host = "h\"o\\st\x00\x1f\x7f\xff\xfe é \u2028 \u2029"
@@ -220,7 +219,7 @@ func TestAccessLogLikeSlog(t *testing.T) {
 		slog.String("protocol", r.proto), slog.String("method", r.method),
 		slog.String("host", r.host), slog.String("path", r.path),
 		slog.Int("status", r.status), slog.Int64("bytes", r.bytes),
-		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+		slog.Float64("duration_s", d.Seconds()),
 		slog.String("upstream", r.upstream), slog.String("refused", r.refused),
 	}
 	slog.New(slog.NewJSONHandler(&sb, nil)).With("log", "access").With("node", "n").
@@ -238,18 +237,16 @@ func TestAccessLogLikeSlog(t *testing.T) {
 	if err := json.Unmarshal([]byte(out.String()), &cur); err != nil {
 		t.Fatalf("%v: %s", err, out.String())
 	}
-	if old["duration_ms"] != 2.5 || cur["duration_us"] != 2500.0 {
-		t.Errorf("duration_ms %v, duration_us %v", old["duration_ms"], cur["duration_us"])
+	if old["duration_s"] != 0.0025 || cur["duration_s"] != 0.0025 {
+		t.Errorf("duration_s %v, ours %v", old["duration_s"], cur["duration_s"])
 	}
 	for _, m := range []map[string]any{old, cur} {
 		delete(m, "time")
-		delete(m, "duration_ms")
-		delete(m, "duration_us")
 	}
 	if fmt.Sprint(old) != fmt.Sprint(cur) {
 		t.Errorf("slog decoded:\n%v\nours decoded:\n%v", old, cur)
 	}
-	if ko, kc := keys(t, sb.Bytes()), keys(t, []byte(out.String())); strings.Replace(strings.Join(ko, ","), "duration_ms", "duration_us", 1) != strings.Join(kc, ",") {
+	if ko, kc := keys(t, sb.Bytes()), keys(t, []byte(out.String())); strings.Join(ko, ",") != strings.Join(kc, ",") {
 		t.Errorf("slog keys %v, ours %v", ko, kc)
 	}
 }
@@ -375,7 +372,7 @@ func TestAccessLogConcurrent(t *testing.T) {
 			t.Fatalf("bad or repeated id %q", l.RequestID)
 		}
 		seen[l.RequestID] = true
-		if l.Bytes != int64(g*1000+i) || len(l.Path) != i*7 || *l.DurationUS != int64(i) {
+		if l.Bytes != int64(g*1000+i) || len(l.Path) != i*7 || *l.DurationS != float64(i)/1e6 {
 			t.Errorf("line %s mixes requests: %s", l.RequestID, line)
 		}
 	}
@@ -545,7 +542,7 @@ func TestAccessLogServeH1(t *testing.T) {
 	l := decodeLine(t, []byte(ls[0]))
 	if l.Status != 200 || l.Bytes != int64(len("hello from the origin\n")) || l.Site != "www.example.com" ||
 		l.Client != "198.51.100.7:40000" || l.Path != "/path" || l.Host != "www.example.com" ||
-		l.Protocol != "HTTP/1.1" || *l.Node != "node-a" || l.Refused != nil || l.Upstream == "" || l.DurationUS == nil {
+		l.Protocol != "HTTP/1.1" || *l.Node != "node-a" || l.Refused != nil || l.Upstream == "" || l.DurationS == nil {
 		t.Errorf("served line: %s", ls[0])
 	}
 	if tm, err := time.Parse(time.RFC3339Nano, l.Time); err != nil || time.Since(tm) > time.Minute || time.Since(tm) < -time.Second {
@@ -595,8 +592,8 @@ func FuzzAccessLogLine(f *testing.F) {
 		if (refused == "") != (l.Refused == nil) || (l.Refused != nil && !same(*l.Refused, refused)) {
 			t.Errorf("refused %q decoded as %v", refused, l.Refused)
 		}
-		if l.Status != status || l.Bytes != n || *l.DurationUS != us {
-			t.Errorf("numbers %d %d %d decoded as %d %d %d", status, n, us, l.Status, l.Bytes, *l.DurationUS)
+		if l.Status != status || l.Bytes != n || *l.DurationS != float64(us)/1e6 {
+			t.Errorf("numbers %d %d %d decoded as %d %d %v", status, n, us, l.Status, l.Bytes, *l.DurationS)
 		}
 	})
 }

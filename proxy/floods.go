@@ -227,7 +227,7 @@ func (p *Proxy) streamReset(sc *streamConn) {
 	cut, ban := p.resets.reset(sc, time.Now())
 	if ban {
 		p.fm.resetCutoffs.WithLabelValues("client").Inc()
-		p.log.Warn("cdn client banned for resetting streams", "client", sc.client, "for", time.Duration(p.resets.ban.Load()))
+		p.log.Warn("cdn client banned for resetting streams", "client", sc.client, "for_s", time.Duration(p.resets.ban.Load()).Seconds())
 	}
 	if cut {
 		sc.once.Do(func() {

@@ -92,12 +92,12 @@ prefixes:
 		var l struct {
 			Node, Path, Upstream string
 			Status               int
-			DurationUS           *int64 `json:"duration_us"`
+			DurationS            *float64 `json:"duration_s"`
 		}
 		if err := json.Unmarshal([]byte(lines[i]), &l); err != nil {
 			t.Fatalf("line %d: %v: %s", i, err, lines[i])
 		}
-		if l.Node != "edge-7" || l.Path != want.path || l.Status != 502 || !strings.Contains(l.Upstream, want.upstream) || l.DurationUS == nil {
+		if l.Node != "edge-7" || l.Path != want.path || l.Status != 502 || !strings.Contains(l.Upstream, want.upstream) || l.DurationS == nil {
 			t.Errorf("line %d: %s; want node edge-7, path %s, status 502, upstream %s", i, lines[i], want.path, want.upstream)
 		}
 	}

@@ -578,7 +578,7 @@ func (s *Server) drain(d time.Duration) {
 			spec = s.Spectrum.CloseUnowned()
 		}
 		if cdn+spec > 0 {
-			s.log.Info("drain deadline passed: connections on moved addresses closed", "drain", d.String(), "cdn", cdn, "spectrum", spec)
+			s.log.Info("drain deadline passed: connections on moved addresses closed", "drain_s", d.Seconds(), "cdn", cdn, "spectrum", spec)
 		}
 	})
 }

@@ -105,7 +105,7 @@ func (p *Proxy) handleTCP(c *net.TCPConn) {
 	reason := pair.closedBy()
 	p.log.Info("spectrum connection", "app", a.Name, "protocol", "tcp", "client", client, "edge", edge,
 		"origin", originAddr, "bytes_to_origin", pair.toOrigin.Load(), "bytes_to_client", pair.toClient.Load(),
-		"duration", time.Since(pair.start).Round(time.Millisecond).String(), "end", reason)
+		"duration_s", time.Since(pair.start).Round(time.Millisecond).Seconds(), "end", reason)
 }
 
 // writeProxyHeader writes the PROXY protocol header that mode asks for

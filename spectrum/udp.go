@@ -437,6 +437,6 @@ func (f *flow) close(why string) {
 		f.p.log.Info("spectrum flow", "app", f.app.Name, "protocol", "udp", "client", f.key.client, "edge", f.key.edge,
 			"datagrams_to_origin", f.dgToOrigin.Load(), "datagrams_to_client", f.dgToClient.Load(),
 			"bytes_to_origin", f.toOrigin.Load(), "bytes_to_client", f.toClient.Load(),
-			"duration", time.Since(f.start).Round(time.Millisecond).String(), "end", why)
+			"duration_s", time.Since(f.start).Round(time.Millisecond).Seconds(), "end", why)
 	})
 }

@@ -269,7 +269,7 @@ func stop(ctx context.Context, s *server.Server, cfg *config.Plan, handedOver bo
 		notify(log, sdnotify.Stopping("draining"))
 	}
 	grace := time.Duration(cfg.ShutdownGrace)
-	attrs := []any{"grace", grace.String()}
+	attrs := []any{"grace_s", grace.Seconds()}
 	if sig, ok := context.Cause(ctx).(stopSignal); ok {
 		attrs = append(attrs, "signal", sig.sig.String())
 	} else if handedOver {
@@ -312,11 +312,11 @@ func drain(s *server.Server, grace time.Duration, again <-chan os.Signal, log *s
 			if err != nil && !cut {
 				log.Warn("shutdown", "error", err)
 			}
-			log.Info("stopped", "after", time.Since(start).Round(time.Millisecond).String(), "cut", cut)
+			log.Info("stopped", "after_s", time.Since(start).Round(time.Millisecond).Seconds(), "cut", cut)
 			return
 		case <-tick.C:
 			left := max(time.Until(deadline), 0).Round(time.Second)
-			log.Info("draining", append(openConnections(s), "left", left.String())...)
+			log.Info("draining", append(openConnections(s), "left_s", left.Seconds())...)
 		case sig := <-again:
 			cut, again = true, nil
 			log.Warn("drain cut by a second signal: closing the connections left", append([]any{"signal", sig.String()}, openConnections(s)...)...)
@@ -325,7 +325,7 @@ func drain(s *server.Server, grace time.Duration, again <-chan os.Signal, log *s
 		case <-hard:
 			// What is left ends with the process: its descriptors (sockets,
 			// the pin dir's lock) close, pinned state stays pinned.
-			log.Warn("stopped: the shutdown did not end within "+cutBound.String()+" of the cut", "after", time.Since(start).Round(time.Millisecond).String())
+			log.Warn("stopped: the shutdown did not end within its bound after the cut", "bound_s", cutBound.Seconds(), "after_s", time.Since(start).Round(time.Millisecond).Seconds())
 			return
 		}
 	}

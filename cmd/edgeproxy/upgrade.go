@@ -119,14 +119,14 @@ func upgrade(s *server.Server, cfg *config.Plan, exe string, log *slog.Logger) u
 	res, hadWriter := startChild(s, cfg, exe, log, start)
 	if res.err == nil {
 		s.HandedOver()
-		log.Info("upgraded: the new process serves the node; this one drains", "child", res.child, "took", time.Since(start).Round(time.Millisecond).String())
+		log.Info("upgraded: the new process serves the node; this one drains", "child", res.child, "took_s", time.Since(start).Round(time.Millisecond).Seconds())
 		return res
 	}
 	if err := s.UpgradeFailed(res.err, hadWriter); err != nil {
 		log.Error("upgrade failed, and taking the data plane back failed too", "child", res.child, "error", res.err, "takeback", err)
 		return res
 	}
-	log.Error("upgrade failed: this process serves on", "child", res.child, "error", res.err, "after", time.Since(start).Round(time.Millisecond).String())
+	log.Error("upgrade failed: this process serves on", "child", res.child, "error", res.err, "after_s", time.Since(start).Round(time.Millisecond).Seconds())
 	notify(log, sdnotify.Ready("serving (the last upgrade failed)"))
 	return res
 }
@@ -202,7 +202,7 @@ func startChild(s *server.Server, cfg *config.Plan, exe string, log *slog.Logger
 				log.Error("upgrade: giving the store up", "error", err)
 			}
 			hadWriter = true
-			log.Info("upgrade: the new process has the writer role; binding changes are held", "child", child, "after", time.Since(start).Round(time.Millisecond).String())
+			log.Info("upgrade: the new process has the writer role; binding changes are held", "child", child, "after_s", time.Since(start).Round(time.Millisecond).Seconds())
 			if err := ch.send(upgradeMsg{Granted: true}); err != nil {
 				return ended(nil)
 			}
