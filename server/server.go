@@ -5,6 +5,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -431,10 +432,11 @@ func (s *Server) serveAdmin(adminSock *os.File, upgrading bool, token string) (e
 		// may still take the data plane back: no change may land here.
 		s.Bindings.Hold("an upgrade is in progress: the new process waits for the old one to confirm the handover")
 	}
+	adminLog := s.log.With("component", "admin")
 	s.adminSrv = &http.Server{
 		Handler: admin.Handler(admin.Options{
 			Bindings: s.Bindings, Token: token, Ready: s.ready, Registry: s.Registry,
-			Logger: s.log.With("component", "admin"), Origins: s.origins(),
+			Logger: adminLog, Origins: s.origins(),
 			// Not while the store cannot be written (a change could
 			// not be persisted): the manager knows its store.
 			Writable: s.Bindings.Writable, Status: s.status, Drain: s.drain,
@@ -445,6 +447,9 @@ func (s *Server) serveAdmin(adminSock *os.File, upgrading bool, token string) (e
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
+		// net/http's own lines (a connection it could not serve) go
+		// where the API's go, as JSON, not to the standard logger.
+		ErrorLog: slog.NewLogLogger(adminLog.Handler(), slog.LevelWarn),
 	}
 	go s.adminSrv.Serve(s.adminLn)
 	s.log.Info("admin API listening", "addr", s.adminLn.Addr().String(), "token", token != "")
@@ -652,8 +657,12 @@ func openStore(cfg *config.Plan, log *slog.Logger) (bindings.Store, error) {
 	return s, nil
 }
 
-// auditLine logs an applied change: one line, its fields as JSON.
+// auditLine logs an applied change: one line, its fields as JSON, not
+// HTML-escaped ("->", as the API writes it).
 func (s *Server) auditLine(e bindings.AuditEntry) {
-	b, _ := json.Marshal(e)
-	s.log.Info("audit", "change", json.RawMessage(b))
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.Encode(e)
+	s.log.Info("audit", "change", json.RawMessage(bytes.TrimSuffix(b.Bytes(), []byte("\n"))))
 }
