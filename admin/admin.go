@@ -312,9 +312,9 @@ func decodeLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) err
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &te) && te.Field == "":
-		return badBody(http.StatusBadRequest, "must be a JSON object, not %s", te.Value)
+		return badBody(http.StatusBadRequest, "must be a JSON object, not %s", jsonValue(te.Value))
 	case errors.As(err, &te):
-		return badField(te.Field, "must be a JSON %s, not %s", jsonKind(te.Type.Kind().String()), te.Value)
+		return badField(te.Field, "must be a JSON %s, not %s", jsonKind(te.Type.Kind().String()), jsonValue(te.Value))
 	case errors.As(err, &mbe):
 		return badBody(http.StatusRequestEntityTooLarge, "larger than %d bytes", limit)
 	case errors.Is(err, io.EOF):
@@ -323,12 +323,28 @@ func decodeLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) err
 	return badBody(http.StatusBadRequest, "not valid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
 }
 
+// jsonValue names a JSON value as jsonKind does: encoding/json says
+// "bool".
+func jsonValue(v string) string {
+	if v == "bool" {
+		return "boolean"
+	}
+	return v
+}
+
+// jsonKind names in JSON's words what a Go kind decodes from.
 func jsonKind(goKind string) string {
 	switch {
 	case strings.HasPrefix(goKind, "int"), strings.HasPrefix(goKind, "uint"), strings.HasPrefix(goKind, "float"):
 		return "number"
 	case goKind == "string":
 		return "string"
+	case goKind == "bool":
+		return "boolean"
+	case goKind == "slice", goKind == "array":
+		return "array"
+	case goKind == "struct", goKind == "map":
+		return "object"
 	}
 	return goKind
 }

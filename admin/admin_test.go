@@ -365,22 +365,25 @@ func FuzzAPI(f *testing.F) {
 	})
 }
 
-// knownField reports whether f is a field docs/api.md names, or one
-// within a batch's binding (bindings[3].cidr).
+// knownField reports whether f is a field docs/api.md names, or a path of
+// them: one within a batch's binding (bindings[3].cidr, bindings.port), a
+// canary's labels (canary.labels, and a label's key after it).
 func knownField(f string) bool {
-	if rest, ok := strings.CutPrefix(f, "bindings["); ok {
-		_, f, ok = strings.Cut(rest, "].")
-		if !ok {
+	for seg := range strings.SplitSeq(f, ".") {
+		if i := strings.IndexByte(seg, '['); i > 0 && strings.HasSuffix(seg, "]") {
+			seg = seg[:i]
+		}
+		switch seg {
+		case "body", "cidr", "service_id", "protocol", "port", "prefix_id", "binding_id", "addr", "cascade",
+			"wait", "since", "limit", "canary", "bindings", "drain",
+			"path", "authorization", "node":
+		case "labels":
+			return true // what follows is a label's key
+		default:
 			return false
 		}
 	}
-	switch f {
-	case "body", "cidr", "service_id", "protocol", "port", "prefix_id", "binding_id", "addr", "cascade",
-		"wait", "since", "limit", "canary", "canary.labels", "bindings", "drain",
-		"path", "authorization", "node":
-		return true
-	}
-	return false
+	return true
 }
 
 // TestRequestIDs: an answer carries the client's sane X-Request-Id, or one

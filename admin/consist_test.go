@@ -152,6 +152,8 @@ func TestMessagesStartWithField(t *testing.T) {
 		{"POST", "/v1/prefixes", `{"cidr":"192.0.2.0/24","service_id":"cdn"} {}`},
 		{"POST", "/v1/prefixes", `{"x":1}`},
 		{"POST", "/v1/prefixes", `{"cidr":1}`},
+		{"POST", "/v1/prefixes", `{"cidr":true}`},
+		{"POST", "/v1/prefixes", `true`},
 		{"POST", "/v1/prefixes", `{"cidr":"x","service_id":"cdn"}`},
 		{"POST", "/v1/prefixes", `{"cidr":"0.0.0.0/4","service_id":"cdn"}`},
 		{"POST", "/v1/prefixes", `{"cidr":"192.0.2.0/23","service_id":"cdn"}`},
@@ -182,6 +184,13 @@ func TestMessagesStartWithField(t *testing.T) {
 		{"POST", "/v1/prefixes/" + pid + "/bindings/" + cfgB + "/promote", ""},
 		{"POST", "/v1/prefixes/" + pid + "/bindings/" + cfgB + "/rollback", ""},
 		{"POST", "/v1/batch", `{"bindings":[]}`},
+		{"POST", "/v1/batch", `{"bindings":{}}`},
+		{"POST", "/v1/batch", `{"bindings":[1]}`},
+		{"POST", "/v1/batch", `{"bindings":[{"port":"x"}]}`},
+		{"POST", "/v1/batch", `{"bindings":[{"canary":{"labels":{"a":1}}}]}`},
+		{"POST", "/v1/prefixes/" + pid + "/bindings", `{"canary":{"labels":[]}}`},
+		{"PATCH", "/v1/prefixes/" + pid + "/bindings/" + def, `{"service_id":"cdn","drain":30}`},
+		{"DELETE", "/v1/prefixes/" + pid + "/bindings/" + cfgB, `{"drain":true}`},
 		{"POST", "/v1/batch", `{"bindings":[{"cidr":"x","service_id":"cdn"}]}`},
 		{"POST", "/v1/batch", `{"bindings":[{"cidr":"198.51.100.200/32","service_id":"cdn","canary":{"labels":{"a":"b"}}}]}`},
 		{"POST", "/v1/batch", `{"bindings":[{"cidr":"198.18.5.0/32","service_id":"cdn"}]}`},
@@ -208,6 +217,11 @@ func TestMessagesStartWithField(t *testing.T) {
 			field, reason, ok := strings.Cut(e.Message, ": ")
 			if !ok || reason == "" || !knownField(field) {
 				t.Errorf("%s: %d %q does not start with a field", what, r.status, e.Message)
+			}
+			for _, goWord := range []string{"slice", "struct", "map", "bool", "int", "*"} {
+				if strings.Contains(reason, "JSON "+goWord) || strings.HasSuffix(reason, "not "+goWord) {
+					t.Errorf("%s: %q names a Go type, not a JSON one", what, e.Message)
+				}
 			}
 		}
 	}
