@@ -89,6 +89,23 @@ func ourPackages(t *testing.T, fn func(fset *token.FileSet, f *ast.File, info *t
 // slogCallee returns the name of the log/slog function or method a call
 // calls (Info, LogAttrs, Any, ...), or "".
 func slogCallee(info *types.Info, call *ast.CallExpr) string {
+	if fn := callee(info, call); fn != nil && fn.Pkg() != nil && fn.Pkg().Path() == "log/slog" {
+		return fn.Name()
+	}
+	return ""
+}
+
+// calleePackage returns the import path of the package whose function or
+// method a call calls, or "".
+func calleePackage(info *types.Info, call *ast.CallExpr) string {
+	if fn := callee(info, call); fn != nil && fn.Pkg() != nil {
+		return fn.Pkg().Path()
+	}
+	return ""
+}
+
+// callee returns the function or method a call calls, or nil.
+func callee(info *types.Info, call *ast.CallExpr) *types.Func {
 	var obj types.Object
 	switch fun := ast.Unparen(call.Fun).(type) {
 	case *ast.SelectorExpr:
@@ -100,10 +117,8 @@ func slogCallee(info *types.Info, call *ast.CallExpr) string {
 	case *ast.Ident:
 		obj = info.Uses[fun]
 	}
-	if fn, ok := obj.(*types.Func); ok && fn.Pkg() != nil && fn.Pkg().Path() == "log/slog" {
-		return fn.Name()
-	}
-	return ""
+	fn, _ := obj.(*types.Func)
+	return fn
 }
 
 // isAnySlice reports whether t is []any, the arguments a log call takes.
@@ -165,8 +180,17 @@ func TestLogDurations(t *testing.T) {
 			for i, a := range list {
 				value(a)
 				ast.Inspect(a, func(n ast.Node) bool {
-					if c, ok := n.(*ast.CallExpr); ok && isDurationString(info, c) {
+					c, ok := n.(*ast.CallExpr)
+					switch {
+					case !ok:
+					case isDurationString(info, c):
 						report(c, "a duration as text in a log line: give seconds, d.Seconds() under a key ending in _s")
+					case calleePackage(info, c) == "fmt":
+						for _, fa := range c.Args {
+							if isDuration(info.TypeOf(fa)) {
+								report(fa, "a duration formatted into a log line: give seconds, d.Seconds() under a key ending in _s")
+							}
+						}
 					}
 					return true
 				})
