@@ -375,7 +375,7 @@ func knownField(f string) bool {
 		}
 		switch seg {
 		case "body", "cidr", "service_id", "protocol", "port", "prefix_id", "binding_id", "addr", "cascade",
-			"wait", "since", "limit", "canary", "bindings", "drain",
+			"wait", "since", "limit", "canary", "bindings", "drain", "dry_run",
 			"path", "authorization", "node":
 		case "labels":
 			return true // what follows is a label's key
