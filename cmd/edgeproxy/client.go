@@ -105,9 +105,10 @@ func (c *client) do(method, path string, body, out any) error {
 	return err
 }
 
-// printJSON prints v indented.
+// printJSON prints v indented, as the API writes it (no HTML escaping).
 func (c *client) printJSON(v any) error {
 	enc := json.NewEncoder(c.stdout)
+	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }

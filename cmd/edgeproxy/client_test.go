@@ -720,3 +720,12 @@ func TestCLIPlan(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintJSONUnescaped: --json prints what the API wrote, "->" and all.
+func TestPrintJSONUnescaped(t *testing.T) {
+	var out bytes.Buffer
+	c := &client{stdout: &out, json: true}
+	if err := c.printJSON(map[string]string{"message": "binding 192.0.2.0/24 -> cdn & more"}); err != nil || !strings.Contains(out.String(), "192.0.2.0/24 -> cdn & more") {
+		t.Fatalf("%q %v", out.String(), err)
+	}
+}
