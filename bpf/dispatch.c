@@ -4,7 +4,7 @@
 //
 // For every TCP SYN and UDP datagram that finds no established or connected
 // socket, the kernel runs this program in the receiving network namespace.
-// It mirrors the binding rules of DESIGN.md step by step:
+// It mirrors the binding rules of docs/design.md step by step:
 //
 //  1. The owner of the destination: the longest match among address bindings
 //     and, for the packet's protocol and port, port-scoped bindings. A tie of
@@ -18,6 +18,10 @@
 //  3. The label's socket from the sockmap. No socket: drop and count a miss
 //     (fail closed). A socket that does not fit: drop and count an error.
 //
+// Every outcome after step 1 is also charged to the binding found there, in
+// its slot of binding_counters: steered (a socket was assigned, or a pass
+// owner handed the packet to the kernel), refused, or missed.
+//
 // Every table is keyed by a generation bit. The writer fills the inactive
 // generation, then flips state.gen with one store, so a lookup sees either
 // the old table or the new one, never a mix.
@@ -30,14 +34,19 @@
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 #define AF_INET 2
 #define AF_INET6 10
 
 #define MAX_LABELS 64
 #define MAX_OWNERS 256
-#define MAX_BINDINGS (1 << 21) /* per family, both generations */
+/* The bindings one table holds, both families together. The dispatcher
+ * sizes bind4, bind6 and binding_counters from its own capacity at load;
+ * these are the object's defaults. */
+#define BINDING_CAPACITY (1 << 17)
+#define MAX_BINDINGS (2 * BINDING_CAPACITY) /* per family, both generations */
+#define MAX_BINDING_SLOTS (2 * BINDING_CAPACITY) /* both generations */
 #define MAX_APP_ENTRIES (1 << 20) /* per family, both generations */
 #define MAX_PORT_ENTRIES (1 << 16) /* both generations */
 
@@ -86,6 +95,7 @@ struct bind6_key {
 struct bind_val {
 	__u32 owner;
 	__u32 plen; /* prefix length of the address part */
+	__u32 slot; /* the binding's counters in binding_counters */
 };
 
 struct app4_key {
@@ -135,6 +145,13 @@ struct label_counters {
 	__u64 lookups; /* the program chose this label */
 	__u64 misses; /* ... and no socket was registered */
 	__u64 errors; /* ... and the socket did not fit the packet */
+};
+
+/* One binding's outcomes, charged to the binding step 1 found. */
+struct binding_count {
+	__u64 steered; /* a socket was assigned, or a pass owner passed */
+	__u64 refused; /* the owner does not serve the port */
+	__u64 missed; /* a label without socket, or a socket that did not fit */
 };
 
 struct label_name {
@@ -241,13 +258,23 @@ struct {
 	__type(value, __u64);
 } verdicts SEC(".maps");
 
+/* Per binding slot (bind_val.slot) and per CPU. The dispatcher gives each
+ * binding identity (prefix, protocol, port) a slot while it is in either
+ * generation, and zeroes a slot before it gives it to another binding. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_BINDING_SLOTS);
+	__type(key, __u32);
+	__type(value, struct binding_count);
+} binding_counters SEC(".maps");
+
 #ifdef NEXT_LAYOUT
-/* A build of another layout: one map more and the next schema version, as
- * a later layout (per-binding counters, say) will have. The upgrade tests
- * build the binary with it (go build -tags edgeproxy_nextlayout) to prove
- * that a live upgrade moves across a layout change and back. */
+/* A build of the layout after this one: one map more and the next schema
+ * version. The upgrade tests build the binary with it (go build -tags
+ * edgeproxy_nextlayout) to prove that a live upgrade moves across a layout
+ * change and back. */
 #undef SCHEMA_VERSION
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -264,11 +291,21 @@ const enum kind *unused_kind __attribute__((unused));
 const enum app_kind *unused_app_kind __attribute__((unused));
 const enum verdict *unused_verdict __attribute__((unused));
 
-static __always_inline int count(__u32 v, int ret)
+/* count counts verdict v, and charges it to the binding's counters bc
+ * (NULL: no binding matched). */
+static __always_inline int count(struct binding_count *bc, __u32 v, int ret)
 {
 	__u64 *n = bpf_map_lookup_elem(&verdicts, &v);
 	if (n)
 		*n += 1;
+	if (bc) {
+		if (v == V_STEER || v == V_PASS)
+			bc->steered++;
+		else if (v == V_REFUSE)
+			bc->refused++;
+		else if (v == V_FAIL)
+			bc->missed++;
+	}
 #ifdef NEXT_LAYOUT
 	__u32 zero = 0;
 	__u64 *l = bpf_map_lookup_elem(&lookups, &zero);
@@ -278,7 +315,7 @@ static __always_inline int count(__u32 v, int ret)
 	return ret;
 }
 
-static __always_inline int assign(struct bpf_sk_lookup *ctx, __u32 label)
+static __always_inline int assign(struct bpf_sk_lookup *ctx, struct binding_count *bc, __u32 label)
 {
 	struct label_counters *c = bpf_map_lookup_elem(&counters, &label);
 	struct bpf_sock *sk;
@@ -290,16 +327,16 @@ static __always_inline int assign(struct bpf_sk_lookup *ctx, __u32 label)
 	if (!sk) {
 		if (c)
 			c->misses++;
-		return count(V_FAIL, SK_DROP);
+		return count(bc, V_FAIL, SK_DROP);
 	}
 	err = bpf_sk_assign(ctx, sk, 0);
 	bpf_sk_release(sk);
 	if (err) {
 		if (c)
 			c->errors++;
-		return count(V_FAIL, SK_DROP);
+		return count(bc, V_FAIL, SK_DROP);
 	}
-	return count(V_STEER, SK_PASS);
+	return count(bc, V_STEER, SK_PASS);
 }
 
 /* better reports whether candidate c beats the current best b. */
@@ -314,6 +351,7 @@ int edgeproxy_dispatch(struct bpf_sk_lookup *ctx)
 	const __u32 zero = 0;
 	struct state *st;
 	struct bind_val *b = NULL, *bp;
+	struct binding_count *bc;
 	struct app_val *a = NULL, *ac;
 	__u32 proto = ctx->protocol;
 	__u32 port = ctx->local_port;
@@ -370,18 +408,20 @@ int edgeproxy_dispatch(struct bpf_sk_lookup *ctx)
 		return SK_PASS;
 	}
 	if (!b)
-		return count(V_NO_MATCH, SK_PASS);
+		return count(NULL, V_NO_MATCH, SK_PASS);
+	idx = b->slot;
+	bc = bpf_map_lookup_elem(&binding_counters, &idx);
 
 	/* 2. The owner's verdict. */
 	owner = b->owner & (MAX_OWNERS - 1);
 	idx = gen * MAX_OWNERS + owner;
 	kind = bpf_map_lookup_elem(&owners, &idx);
 	if (!kind)
-		return count(V_REFUSE, SK_DROP);
+		return count(bc, V_REFUSE, SK_DROP);
 
 	switch (*kind) {
 	case KIND_PASS:
-		return count(V_PASS, SK_PASS);
+		return count(bc, V_PASS, SK_PASS);
 
 	case KIND_PORTS: {
 		struct port_key pk = {
@@ -392,8 +432,8 @@ int edgeproxy_dispatch(struct bpf_sk_lookup *ctx)
 		};
 		label = bpf_map_lookup_elem(&ports, &pk);
 		if (!label)
-			return count(V_REFUSE, SK_DROP);
-		return assign(ctx, *label);
+			return count(bc, V_REFUSE, SK_DROP);
+		return assign(ctx, bc, *label);
 	}
 
 	case KIND_APPS:
@@ -452,12 +492,12 @@ int edgeproxy_dispatch(struct bpf_sk_lookup *ctx)
 				a = ac;
 		}
 		if (!a)
-			return count(V_REFUSE, SK_DROP);
-		return assign(ctx, a->label);
+			return count(bc, V_REFUSE, SK_DROP);
+		return assign(ctx, bc, a->label);
 	}
 
 	/* An owner without a kind: fail closed. */
-	return count(V_REFUSE, SK_DROP);
+	return count(bc, V_REFUSE, SK_DROP);
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -71,6 +71,14 @@ type DispatchBindVal struct {
 	_     structs.HostLayout
 	Owner uint32
 	Plen  uint32
+	Slot  uint32
+}
+
+type DispatchBindingCount struct {
+	_       structs.HostLayout
+	Steered uint64
+	Refused uint64
+	Missed  uint64
 }
 
 type DispatchKind uint32
@@ -134,6 +142,7 @@ const (
 	DispatchMapApp6               = "app6"
 	DispatchMapBind4              = "bind4"
 	DispatchMapBind6              = "bind6"
+	DispatchMapBindingCounters    = "binding_counters"
 	DispatchMapCounters           = "counters"
 	DispatchMapLabels             = "labels"
 	DispatchMapMeta               = "meta"
@@ -199,19 +208,20 @@ type DispatchProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DispatchMapSpecs struct {
-	App4     *ebpf.MapSpec `ebpf:"app4"`
-	App6     *ebpf.MapSpec `ebpf:"app6"`
-	Bind4    *ebpf.MapSpec `ebpf:"bind4"`
-	Bind6    *ebpf.MapSpec `ebpf:"bind6"`
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Labels   *ebpf.MapSpec `ebpf:"labels"`
-	Meta     *ebpf.MapSpec `ebpf:"meta"`
-	Owners   *ebpf.MapSpec `ebpf:"owners"`
-	Portinfo *ebpf.MapSpec `ebpf:"portinfo"`
-	Ports    *ebpf.MapSpec `ebpf:"ports"`
-	Sockets  *ebpf.MapSpec `ebpf:"sockets"`
-	State    *ebpf.MapSpec `ebpf:"state"`
-	Verdicts *ebpf.MapSpec `ebpf:"verdicts"`
+	App4            *ebpf.MapSpec `ebpf:"app4"`
+	App6            *ebpf.MapSpec `ebpf:"app6"`
+	Bind4           *ebpf.MapSpec `ebpf:"bind4"`
+	Bind6           *ebpf.MapSpec `ebpf:"bind6"`
+	BindingCounters *ebpf.MapSpec `ebpf:"binding_counters"`
+	Counters        *ebpf.MapSpec `ebpf:"counters"`
+	Labels          *ebpf.MapSpec `ebpf:"labels"`
+	Meta            *ebpf.MapSpec `ebpf:"meta"`
+	Owners          *ebpf.MapSpec `ebpf:"owners"`
+	Portinfo        *ebpf.MapSpec `ebpf:"portinfo"`
+	Ports           *ebpf.MapSpec `ebpf:"ports"`
+	Sockets         *ebpf.MapSpec `ebpf:"sockets"`
+	State           *ebpf.MapSpec `ebpf:"state"`
+	Verdicts        *ebpf.MapSpec `ebpf:"verdicts"`
 }
 
 // DispatchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -244,19 +254,20 @@ func (o *DispatchObjects) Close() error {
 //
 // It can be passed to LoadDispatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DispatchMaps struct {
-	App4     *ebpf.Map `ebpf:"app4"`
-	App6     *ebpf.Map `ebpf:"app6"`
-	Bind4    *ebpf.Map `ebpf:"bind4"`
-	Bind6    *ebpf.Map `ebpf:"bind6"`
-	Counters *ebpf.Map `ebpf:"counters"`
-	Labels   *ebpf.Map `ebpf:"labels"`
-	Meta     *ebpf.Map `ebpf:"meta"`
-	Owners   *ebpf.Map `ebpf:"owners"`
-	Portinfo *ebpf.Map `ebpf:"portinfo"`
-	Ports    *ebpf.Map `ebpf:"ports"`
-	Sockets  *ebpf.Map `ebpf:"sockets"`
-	State    *ebpf.Map `ebpf:"state"`
-	Verdicts *ebpf.Map `ebpf:"verdicts"`
+	App4            *ebpf.Map `ebpf:"app4"`
+	App6            *ebpf.Map `ebpf:"app6"`
+	Bind4           *ebpf.Map `ebpf:"bind4"`
+	Bind6           *ebpf.Map `ebpf:"bind6"`
+	BindingCounters *ebpf.Map `ebpf:"binding_counters"`
+	Counters        *ebpf.Map `ebpf:"counters"`
+	Labels          *ebpf.Map `ebpf:"labels"`
+	Meta            *ebpf.Map `ebpf:"meta"`
+	Owners          *ebpf.Map `ebpf:"owners"`
+	Portinfo        *ebpf.Map `ebpf:"portinfo"`
+	Ports           *ebpf.Map `ebpf:"ports"`
+	Sockets         *ebpf.Map `ebpf:"sockets"`
+	State           *ebpf.Map `ebpf:"state"`
+	Verdicts        *ebpf.Map `ebpf:"verdicts"`
 }
 
 func (m *DispatchMaps) Close() error {
@@ -265,6 +276,7 @@ func (m *DispatchMaps) Close() error {
 		m.App6,
 		m.Bind4,
 		m.Bind6,
+		m.BindingCounters,
 		m.Counters,
 		m.Labels,
 		m.Meta,

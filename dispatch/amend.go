@@ -101,6 +101,25 @@ func (d *Dispatcher) amendInPlace(objs *bpf.DispatchObjects, c bindChange) error
 	pi := portIndex(c.b.Protocol, c.b.Port)
 	raise := c.b.PortScoped() && c.val != nil && !cur.hasBind(c.k)
 	lower := c.b.PortScoped() && c.val == nil
+	if c.val != nil && !cur.hasBind(c.k) {
+		n4, n6 := len(cur.bind4), len(cur.bind6)
+		if c.k.v4 {
+			n4++
+		} else {
+			n6++
+		}
+		if err := d.checkBindings(n4, n6); err != nil {
+			return fmt.Errorf("amend %s: %w", c.b, err)
+		}
+	}
+	fresh := false
+	if c.val != nil {
+		slot, isNew, err := d.slots.slotFor(objs, c.k)
+		if err != nil {
+			return fmt.Errorf("amend %s: %w", c.b, err)
+		}
+		c.val.Slot, fresh = slot, isNew
+	}
 	err := func() error {
 		if raise {
 			cur.portScoped[pi]++
@@ -112,6 +131,7 @@ func (d *Dispatcher) amendInPlace(objs *bpf.DispatchObjects, c bindChange) error
 			return err
 		}
 		cur.setBind(c.k, c.val)
+		d.slots.amended(gen, c.k, c.val != nil)
 		if lower {
 			cur.portScoped[pi]--
 			return d.writePortinfo(objs, cur, gen, pi)
@@ -119,6 +139,9 @@ func (d *Dispatcher) amendInPlace(objs *bpf.DispatchObjects, c bindChange) error
 		return nil
 	}()
 	if err != nil {
+		if fresh && !cur.hasBind(c.k) {
+			d.slots.release([]bindKey{c.k})
+		}
 		// Resynchronize the mirror with what the maps hold.
 		if e, rerr := d.readGen(gen); rerr == nil {
 			d.written[gen] = e

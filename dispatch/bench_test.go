@@ -43,6 +43,10 @@ func hostTable(n int, seed uint64) (*Table, []netip.Addr) {
 	return t, addrs
 }
 
+// benchCapacity is the binding capacity of the benchmarks' dispatchers:
+// their largest table.
+const benchCapacity = 1 << 20
+
 var benchSizes = []struct {
 	name string
 	n    int
@@ -55,7 +59,7 @@ var benchSizes = []struct {
 // assignment.
 func BenchmarkLookup(b *testing.B) {
 	netns.New(b)
-	d := openDispatcher(b, Options{})
+	d := openDispatcher(b, Options{BindingCapacity: benchCapacity})
 	ln, err := echo.ListenTCP("[::]:0", false)
 	if err != nil {
 		b.Fatal(err)
@@ -203,7 +207,7 @@ func BenchmarkReplace(b *testing.B) {
 		b.Run("bindings="+size.name+"/first", func(b *testing.B) {
 			for range b.N {
 				b.StopTimer()
-				d, err := Open(Options{})
+				d, err := Open(Options{BindingCapacity: benchCapacity})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -218,7 +222,7 @@ func BenchmarkReplace(b *testing.B) {
 			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/replace")
 		})
 		b.Run("bindings="+size.name+"/change", func(b *testing.B) {
-			d := openDispatcher(b, Options{})
+			d := openDispatcher(b, Options{BindingCapacity: benchCapacity})
 			// Fill both generations, so that every measured Replace
 			// turns n bindings into n others.
 			for _, t := range tables[:2] {

@@ -61,6 +61,15 @@ type Options struct {
 	// one step and replaces the pins with its maps. Until Attach the
 	// running process's program and maps steer every packet.
 	Link *os.File
+	// BindingCapacity is the most bindings one table holds, IPv4 and IPv6
+	// together; 0 means DefaultBindingCapacity. The binding tries and the
+	// per-binding counters (BindingCounters) are sized from it when the
+	// program loads: the counters take BindingCounterBytes(capacity) of
+	// memory on every CPU, whatever the table holds. A table of more
+	// bindings is refused (ErrInvalidTable). Pinned maps keep the capacity
+	// they were made with: a process that asks another takes them over only
+	// through a live upgrade (Options.Link), which loads maps of its own.
+	BindingCapacity int
 }
 
 // Dispatcher is a loaded sk_lookup program with its maps.
@@ -69,6 +78,7 @@ type Dispatcher struct {
 	lock   *Lock // the lock Open took, released by Close; nil when the caller holds it
 	schema uint32
 	limits limits
+	slots  *slotTable // the bindings' counter slots
 
 	// life is held for reading while objs is in use; Close takes it for
 	// writing. Readers (Probe, Counters) need nothing else, so they never
@@ -88,7 +98,8 @@ type Dispatcher struct {
 	quiesced chan struct{}
 }
 
-// limits are the capacities of the maps for one generation.
+// limits are the capacities of the maps for one generation: bind is the
+// binding capacity, both families together.
 type limits struct {
 	bind, apps, ports int
 }
@@ -105,6 +116,9 @@ func Open(opts Options) (_ *Dispatcher, err error) {
 	d := &Dispatcher{pinDir: opts.PinDir}
 	d.labels.Store(&map[string]uint32{})
 	if err := d.readSpec(spec); err != nil {
+		return nil, err
+	}
+	if err := d.sizeSpec(spec, opts.BindingCapacity); err != nil {
 		return nil, err
 	}
 	if d.pinDir != "" {
@@ -128,6 +142,7 @@ func Open(opts Options) (_ *Dispatcher, err error) {
 	if err := d.readState(); err != nil {
 		return nil, err
 	}
+	d.slots = newSlotTable(uint32(2*d.limits.bind), d.written, d.active)
 	switch {
 	case opts.Link != nil:
 		if err := d.adoptLink(opts.Link); err != nil {
@@ -153,10 +168,24 @@ func (d *Dispatcher) readSpec(spec *ebpf.CollectionSpec) error {
 		return fmt.Errorf("read schema_version: %w", err)
 	}
 	d.limits = limits{
-		bind:  int(spec.Maps[bpf.DispatchMapBind4].MaxEntries / 2),
 		apps:  int(spec.Maps[bpf.DispatchMapApp4].MaxEntries / 2),
 		ports: int(spec.Maps[bpf.DispatchMapPorts].MaxEntries / 2),
 	}
+	return nil
+}
+
+// sizeSpec sizes the maps of spec for binding capacity c (0: the default).
+func (d *Dispatcher) sizeSpec(spec *ebpf.CollectionSpec, c int) error {
+	if c == 0 {
+		c = DefaultBindingCapacity
+	}
+	if c < 1 || c > MaxBindingCapacity {
+		return fmt.Errorf("dispatch: binding capacity %d: must be between 1 and %d", c, MaxBindingCapacity)
+	}
+	for _, name := range capacityMaps {
+		spec.Maps[name].MaxEntries = uint32(2 * c)
+	}
+	d.limits.bind = c
 	return nil
 }
 
@@ -180,6 +209,9 @@ func (d *Dispatcher) load(spec *ebpf.CollectionSpec, pinned bool) error {
 	var copts ebpf.CollectionOptions
 	if pinned {
 		if err := d.checkPinned(); err != nil {
+			return err
+		}
+		if err := d.checkPinnedCapacity(spec); err != nil {
 			return err
 		}
 		for _, name := range pinnedMaps() {
@@ -280,6 +312,23 @@ func (d *Dispatcher) checkPinned() error {
 	case m.Schema != d.schema:
 		return fmt.Errorf("%w: %s has schema %d, this binary speaks %d (run `edgeproxy unload`, which opens bound prefixes to the kernel until the next start)",
 			ErrStale, d.pinDir, m.Schema, d.schema)
+	}
+	return nil
+}
+
+// checkPinnedCapacity refuses pinned maps made for another binding
+// capacity than this dispatcher's, naming both: they cannot be resized, and
+// taking them over would fail as maps of another layout.
+func (d *Dispatcher) checkPinnedCapacity(spec *ebpf.CollectionSpec) error {
+	path := filepath.Join(d.pinDir, bpf.DispatchMapBind4)
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if err != nil {
+		return nil // none pinned yet; anything else, loading reports
+	}
+	defer m.Close()
+	if got, want := m.MaxEntries(), spec.Maps[bpf.DispatchMapBind4].MaxEntries; got != want {
+		return fmt.Errorf("%w: %s holds maps made for a binding capacity of %d, this process asks %d: a live upgrade changes it, or `edgeproxy unload` first",
+			ErrForeign, d.pinDir, got/2, want/2)
 	}
 	return nil
 }
@@ -604,7 +653,11 @@ func checkLayout(dir string, des []os.DirEntry) error {
 		if err != nil {
 			return fmt.Errorf("%w: %s: %v: nothing removed", ErrForeign, filepath.Join(dir, de.Name()), err)
 		}
-		err = spec.Maps[de.Name()].Compatible(m)
+		ms := spec.Maps[de.Name()].Copy()
+		if slices.Contains(capacityMaps, de.Name()) {
+			ms.MaxEntries = m.MaxEntries() // made for any binding capacity
+		}
+		err = ms.Compatible(m)
 		m.Close()
 		if err != nil {
 			return fmt.Errorf("%w: %s is not edgeproxy's map: %v: nothing removed", ErrForeign, filepath.Join(dir, de.Name()), err)

@@ -51,10 +51,16 @@ func (d *Dispatcher) switchTo(objs *bpf.DispatchObjects, next *entries) error {
 		}
 		d.dirty[gen] = false
 	}
-	if err := d.writeGen(uint8(gen), d.written[gen], next); err != nil {
-		d.dirty[gen] = true
+	added, err := d.slots.place(objs, next)
+	if err != nil {
 		return err
 	}
+	if err := d.writeGen(uint8(gen), d.written[gen], next); err != nil {
+		d.dirty[gen] = true
+		d.slots.release(added)
+		return err
+	}
+	d.slots.wrote(uint8(gen), d.written[gen], next)
 	d.written[gen] = next
 
 	// Critical section: from this store on, every lookup uses the new table.
@@ -62,17 +68,27 @@ func (d *Dispatcher) switchTo(objs *bpf.DispatchObjects, next *entries) error {
 		return fmt.Errorf("switch generation: %w", err)
 	}
 	d.active = gen
+	d.slots.switched(uint8(gen))
 
 	d.quiesced = readersDone()
 	return nil
 }
 
+// checkBindings refuses a table of n4 IPv4 and n6 IPv6 bindings beyond the
+// binding capacity.
+func (d *Dispatcher) checkBindings(n4, n6 int) error {
+	if n4+n6 > d.limits.bind {
+		return fmt.Errorf("%w: %d bindings (%d IPv4, %d IPv6) exceed the binding capacity of %d", ErrInvalidTable,
+			n4+n6, n4, n6, d.limits.bind)
+	}
+	return nil
+}
+
 func (d *Dispatcher) checkLimits(e *entries) error {
+	if err := d.checkBindings(len(e.bind4), len(e.bind6)); err != nil {
+		return err
+	}
 	switch {
-	case len(e.bind4) > d.limits.bind:
-		return fmt.Errorf("%w: %d IPv4 bindings exceed the capacity of %d", ErrInvalidTable, len(e.bind4), d.limits.bind)
-	case len(e.bind6) > d.limits.bind:
-		return fmt.Errorf("%w: %d IPv6 bindings exceed the capacity of %d", ErrInvalidTable, len(e.bind6), d.limits.bind)
 	case len(e.app4) > d.limits.apps:
 		return fmt.Errorf("%w: %d IPv4 app entries exceed the capacity of %d", ErrInvalidTable, len(e.app4), d.limits.apps)
 	case len(e.app6) > d.limits.apps:

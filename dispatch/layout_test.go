@@ -27,9 +27,16 @@ func TestLayout(t *testing.T) {
 		{"meta value size", uint64(spec.Maps[bpf.DispatchMapMeta].ValueSize), uint64(metaSize)},
 		{"portinfo slot of udp/0 in generation 1", uint64(portinfoBase(1) + portIndex(UDP, 0)), 1<<17 | 1<<16},
 		{"owners slot 0 of generation 1", uint64(ownersBase(1)), 256},
+		{"binding counter value size", uint64(spec.Maps[bpf.DispatchMapBindingCounters].ValueSize), uint64(BindingCounterBytes(1) / 2)},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: %d, want %d", c.what, c.got, c.want)
+		}
+	}
+	// The object's own sizes are those of the default capacity.
+	for _, name := range capacityMaps {
+		if got := spec.Maps[name].MaxEntries; got != 2*DefaultBindingCapacity {
+			t.Errorf("%s: %d entries in the object, want 2 × DefaultBindingCapacity", name, got)
 		}
 	}
 }

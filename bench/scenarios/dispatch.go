@@ -420,7 +420,7 @@ func runDispatchConnRate(c *harness.Ctx, r *harness.Result) error {
 
 	undo := dispPinThread(harness.SUTCPU)
 	defer undo()
-	disp, err := dispatch.Open(dispatch.Options{})
+	disp, err := dispatch.Open(dispatch.Options{BindingCapacity: sizes[len(sizes)-1]})
 	if err != nil {
 		return fmt.Errorf("open dispatcher: %w", err)
 	}
