@@ -4,6 +4,7 @@ package dispatch
 
 import (
 	"errors"
+	"maps"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -205,7 +206,8 @@ func TestBindingCountersNotInherited(t *testing.T) {
 
 // TestBindingCountersSurvive: a binding's counts survive a Replace that
 // keeps it (given to another owner, among other changes), an Amend that
-// moves it in place, and a restart that takes the pinned maps over.
+// moves it in place, and a restart that takes the pinned maps over; the
+// pinned maps say the same to a reader from outside.
 func TestBindingCountersSurvive(t *testing.T) {
 	netns.New(t)
 	pin := filepath.Join(netns.BPFFS(t), "edgeproxy")
@@ -265,6 +267,10 @@ func TestBindingCountersSurvive(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("after a restart that takes the pinned maps over")
+	// Read from outside, while d holds the pin dir.
+	if got, err := PinnedBindingCounters(pin); err != nil || !maps.Equal(got, want) {
+		t.Errorf("PinnedBindingCounters: %v %v, want %v", got, err, want)
+	}
 	// The pinned maps keep their capacity; another is refused, naming both.
 	d.Close()
 	_, err = Open(Options{PinDir: pin, BindingCapacity: 1000})

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -353,3 +355,80 @@ func (k bindKey) binding() BindingKey {
 	return BindingKey{Prefix: netip.PrefixFrom(netip.AddrFrom16(a), int(k.k6.Prefixlen-bindKeyBits)),
 		Protocol: Protocol(k.k6.Proto), Port: k.k6.Port}
 }
+
+// PinnedBindingCounters reads the per-binding counters of the table the
+// pinned program in pinDir steers by, summed over CPUs, without taking
+// the pin dir's lock or changing anything: what BindingCounters of the
+// running process returns, for a process other than the writer (an
+// operator's tool, a test). A writer that changes the table meanwhile may
+// show a binding's counters just before or after the change. Pinned state
+// of another schema is ErrStale.
+func PinnedBindingCounters(pinDir string) (map[BindingKey]BindingCount, error) {
+	schema, err := objectSchema()
+	if err != nil {
+		return nil, err
+	}
+	m, err := readPinnedMeta(filepath.Join(pinDir, bpf.DispatchMapMeta))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("%w: %s holds no meta map", ErrNothingPinned, pinDir)
+	case err != nil:
+		return nil, err
+	case m.Magic != metaMagic:
+		return nil, fmt.Errorf("%w: %s has magic %#x", ErrForeign, pinDir, m.Magic)
+	case m.Schema != schema:
+		return nil, fmt.Errorf("%w: %s has schema %d, this binary reads %d", ErrStale, pinDir, m.Schema, schema)
+	}
+	maps := map[string]*ebpf.Map{}
+	defer func() {
+		for _, m := range maps {
+			m.Close()
+		}
+	}()
+	for _, name := range []string{bpf.DispatchMapState, bpf.DispatchMapBind4, bpf.DispatchMapBind6, bpf.DispatchMapBindingCounters} {
+		mm, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, name), &ebpf.LoadPinOptions{ReadOnly: true})
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", filepath.Join(pinDir, name), err)
+		}
+		maps[name] = mm
+	}
+	var st bpf.DispatchState
+	if err := maps[bpf.DispatchMapState].Lookup(uint32(0), &st); err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	e := newEntries()
+	gen := uint8(st.Gen & 1)
+	if err := readGenMap(maps[bpf.DispatchMapBind4], gen, bind4Gen, e.bind4); err != nil {
+		return nil, fmt.Errorf("read bind4: %w", err)
+	}
+	if err := readGenMap(maps[bpf.DispatchMapBind6], gen, bind6Gen, e.bind6); err != nil {
+		return nil, fmt.Errorf("read bind6: %w", err)
+	}
+	var hw uint32
+	each(e, func(_ bindKey, v bpf.DispatchBindVal) { hw = max(hw, v.Slot+1) })
+	hw = min(hw, maps[bpf.DispatchMapBindingCounters].MaxEntries())
+	sums, err := readSlots(maps[bpf.DispatchMapBindingCounters], hw)
+	if err != nil {
+		return nil, fmt.Errorf("read binding counters: %w", err)
+	}
+	out := map[BindingKey]BindingCount{}
+	each(e, func(k bindKey, v bpf.DispatchBindVal) {
+		if v.Slot < hw {
+			out[k.binding()] = sums[v.Slot]
+		}
+	})
+	return out, nil
+}
+
+// objectSchema is the schema version of the embedded object.
+var objectSchema = sync.OnceValues(func() (uint32, error) {
+	spec, err := bpf.LoadDispatch()
+	if err != nil {
+		return 0, fmt.Errorf("load dispatch spec: %w", err)
+	}
+	var d Dispatcher
+	if err := d.readSpec(spec); err != nil {
+		return 0, err
+	}
+	return d.schema, nil
+})
