@@ -55,51 +55,49 @@ func TestBindingCountersNested(t *testing.T) {
 		{"2001:db8::/64", "2001:db8::/65", netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::8000:0:0:1")},
 	} {
 		// No subtests: the namespace is this goroutine's thread's.
-		func() {
-			outer := Binding{Prefix: pfx(fam.outer), Owner: ownerCDN}
-			steer := Binding{Prefix: pfx(fam.inner), Protocol: TCP, Port: 80, Owner: ownerOther}
-			miss := Binding{Prefix: pfx(fam.inner), Protocol: TCP, Port: 81, Owner: ownerCDN}
-			refuse := Binding{Prefix: pfx(fam.inner), Protocol: TCP, Port: 22, Owner: ownerNone}
-			pass := Binding{Prefix: pfx(fam.inner), Protocol: TCP, Port: 9, Owner: ownerMT}
-			if err := d.Replace(&Table{Owners: counterPolicies(), Bindings: []Binding{outer, steer, miss, refuse, pass}}); err != nil {
-				t.Fatal(err)
+		outer := Binding{Prefix: pfx(fam.outer), Owner: ownerCDN}
+		steer := Binding{Prefix: pfx(fam.inner), Protocol: TCP, Port: 80, Owner: ownerOther}
+		miss := Binding{Prefix: pfx(fam.inner), Protocol: TCP, Port: 81, Owner: ownerCDN}
+		refuse := Binding{Prefix: pfx(fam.inner), Protocol: TCP, Port: 22, Owner: ownerNone}
+		pass := Binding{Prefix: pfx(fam.inner), Protocol: TCP, Port: 9, Owner: ownerMT}
+		if err := d.Replace(&Table{Owners: counterPolicies(), Bindings: []Binding{outer, steer, miss, refuse, pass}}); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			dst  netip.Addr
+			port uint16
+			want string
+		}{
+			{fam.lower, 80, "spectrum"}, {fam.lower, 80, "spectrum"}, // steer
+			{fam.lower, 81, "refuse"},                              // miss: gone/tcp has no socket
+			{fam.lower, 22, "refuse"},                              // refuse
+			{fam.lower, 9, "refuse"},                               // pass: the kernel, where nothing listens
+			{fam.lower, 23, "refuse"},                              // outer refuses
+			{fam.higher, 80, "cdn"},                                // outer steers
+			{fam.higher, 81, "refuse"}, {fam.higher, 81, "refuse"}, // outer misses
+		} {
+			if got := ask(t, "tcp", netip.AddrPortFrom(c.dst, c.port)); got != c.want {
+				t.Fatalf("tcp %s:%d: %s, want %s", c.dst, c.port, got, c.want)
 			}
-			for _, c := range []struct {
-				dst  netip.Addr
-				port uint16
-				want string
-			}{
-				{fam.lower, 80, "spectrum"}, {fam.lower, 80, "spectrum"}, // steer
-				{fam.lower, 81, "refuse"},                              // miss: gone/tcp has no socket
-				{fam.lower, 22, "refuse"},                              // refuse
-				{fam.lower, 9, "refuse"},                               // pass: the kernel, where nothing listens
-				{fam.lower, 23, "refuse"},                              // outer refuses
-				{fam.higher, 80, "cdn"},                                // outer steers
-				{fam.higher, 81, "refuse"}, {fam.higher, 81, "refuse"}, // outer misses
-			} {
-				if got := ask(t, "tcp", netip.AddrPortFrom(c.dst, c.port)); got != c.want {
-					t.Fatalf("tcp %s:%d: %s, want %s", c.dst, c.port, got, c.want)
-				}
+		}
+		got := bindingCounts(t, d)
+		for _, w := range []struct {
+			b    Binding
+			want BindingCount
+		}{
+			{outer, BindingCount{Steered: 1, Refused: 1, Missed: 2}},
+			{steer, BindingCount{Steered: 2}},
+			{miss, BindingCount{Missed: 1}},
+			{refuse, BindingCount{Refused: 1}},
+			{pass, BindingCount{Steered: 1}},
+		} {
+			if c, ok := got[w.b.Key()]; !ok || c != w.want {
+				t.Errorf("%s: %+v (listed: %v), want %+v", w.b, c, ok, w.want)
 			}
-			got := bindingCounts(t, d)
-			for _, w := range []struct {
-				b    Binding
-				want BindingCount
-			}{
-				{outer, BindingCount{Steered: 1, Refused: 1, Missed: 2}},
-				{steer, BindingCount{Steered: 2}},
-				{miss, BindingCount{Missed: 1}},
-				{refuse, BindingCount{Refused: 1}},
-				{pass, BindingCount{Steered: 1}},
-			} {
-				if c, ok := got[w.b.Key()]; !ok || c != w.want {
-					t.Errorf("%s: %+v (listed: %v), want %+v", w.b, c, ok, w.want)
-				}
-			}
-			if len(got) != 5 {
-				t.Errorf("%s: %d bindings counted, want the 5 of the table: %v", fam.outer, len(got), got)
-			}
-		}()
+		}
+		if len(got) != 5 {
+			t.Errorf("%s: %d bindings counted, want the 5 of the table: %v", fam.outer, len(got), got)
+		}
 	}
 }
 
