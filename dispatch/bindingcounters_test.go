@@ -4,6 +4,7 @@ package dispatch
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"net/netip"
 	"path/filepath"
@@ -277,5 +278,19 @@ func TestBindingCountersSurvive(t *testing.T) {
 	}
 	if d, err = Open(Options{PinDir: pin}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBindingCapacityBounds: a capacity out of bounds is refused before
+// anything loads, naming it; none set is the default.
+func TestBindingCapacityBounds(t *testing.T) {
+	for _, c := range []int{-1, MaxBindingCapacity + 1} {
+		if _, err := Open(Options{BindingCapacity: c}); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("binding capacity %d", c)) {
+			t.Errorf("capacity %d: %v, want an error naming it", c, err)
+		}
+	}
+	netns.New(t)
+	if d := openDispatcher(t, Options{}); d.BindingCapacity() != DefaultBindingCapacity {
+		t.Errorf("no capacity set: %d, want the default %d", d.BindingCapacity(), DefaultBindingCapacity)
 	}
 }

@@ -302,6 +302,10 @@ func (d *Dispatcher) BindingCounters() (map[BindingKey]BindingCount, error) {
 	return out, nil
 }
 
+// BindingCapacity returns the most bindings a table of this dispatcher
+// holds (Options.BindingCapacity, or the default).
+func (d *Dispatcher) BindingCapacity() int { return d.limits.bind }
+
 // readSlots reads slots [0, n) of binding_counters, summed over CPUs, in
 // batches.
 func readSlots(m *ebpf.Map, n uint32) ([]BindingCount, error) {
