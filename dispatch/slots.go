@@ -276,10 +276,10 @@ const counterBatch = 1 << 16
 // BindingCounters returns the counters of every binding of the table the
 // program steers by, summed over CPUs: one batched read of the counter
 // slots in use, whatever the number of bindings. A binding's counters
-// start at zero when it enters the table (or the table of the generation
-// before) and follow it through Replace and Amend while it stays, whatever
-// its owner. Over a live upgrade they start at zero in the new process,
-// which counts in maps of its own.
+// start at zero when it enters either generation and follow it through
+// Replace and Amend while it stays in one, whatever its owner. Over a live
+// upgrade they start at zero in the new process, which counts in maps of
+// its own.
 func (d *Dispatcher) BindingCounters() (map[BindingKey]BindingCount, error) {
 	objs, done, err := d.use()
 	if err != nil {
