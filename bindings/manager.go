@@ -149,7 +149,7 @@ func (m *Manager) changeLocked(st *State, svc Services, guards []Guard) error {
 func (m *Manager) replaceLocked(st *State, svc Services, guards []Guard, rev int64, mut Mutation) error {
 	start := time.Now()
 	if err := m.apply.Replace(Table(st, svc)); err != nil {
-		return internalErr("the data plane refused the change: %v", err)
+		return refusedErr(err)
 	}
 	took := time.Since(start)
 	if err := m.persistLocked(rev, mut); err != nil {
@@ -255,6 +255,15 @@ type change struct {
 	mut          Mutation
 }
 
+// refusedErr is the error of a change the data plane refused: past its
+// binding capacity a conflict naming the key that sets it, else internal.
+func refusedErr(err error) error {
+	if errors.Is(err, dispatch.ErrCapacity) {
+		return &Error{Kind: KindConflict, Field: "dispatch.binding_capacity", Reason: fmt.Sprintf("the data plane is full: %v; raise dispatch.binding_capacity in the configuration", err)}
+	}
+	return internalErr("the data plane refused the change: %v", err)
+}
+
 // commitLocked makes a single change at the next revision: the data plane
 // takes the bindings in remove out and those in add in, mutate changes the
 // state and its indexes, and the store persists it. On any error nothing
@@ -277,14 +286,14 @@ func (m *Manager) commitAtLocked(c change, rev int64) error {
 	am, amends := m.apply.(Amender)
 	if amends {
 		if err := am.Amend(c.remove, c.add); err != nil {
-			return internalErr("the data plane refused the change: %v", err)
+			return refusedErr(err)
 		}
 		c.mutate()
 	} else {
 		c.mutate()
 		if err := m.apply.Replace(Table(m.state, m.svc)); err != nil {
 			c.undo()
-			return internalErr("the data plane refused the change: %v", err)
+			return refusedErr(err)
 		}
 	}
 	took := time.Since(start)

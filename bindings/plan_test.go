@@ -2,6 +2,8 @@ package bindings_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -286,5 +288,39 @@ func TestPlanWords(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("plan:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// smallPlane is a data plane of a binding capacity of two.
+type smallPlane struct{}
+
+func (smallPlane) BindingCapacity() int { return 2 }
+
+func (smallPlane) Replace(t *dispatch.Table) error {
+	if len(t.Bindings) > 2 {
+		return fmt.Errorf("%w: %w: %d bindings exceed the binding capacity of 2", dispatch.ErrInvalidTable, dispatch.ErrCapacity, len(t.Bindings))
+	}
+	return nil
+}
+
+// TestCapacityRefused: a change past the data plane's capacity is a
+// conflict naming the key that sets it, in a dry run as in the change.
+func TestCapacityRefused(t *testing.T) {
+	m := bindings.NewManager(smallPlane{}, nil)
+	p := bindings.NewPrefix(netip.MustParsePrefix("192.0.2.0/24"), bindings.CDN, bindings.FromConfig)
+	if err := m.Apply(&bindings.State{Prefixes: []bindings.Prefix{p}}, bindings.Services{CDN: bindings.CDNPorts{HTTP: []uint16{80}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := m.CreateBinding(ctx, p.ID, netip.MustParsePrefix("192.0.2.0/25"), 0, 0, bindings.CDN); err != nil {
+		t.Fatal(err)
+	}
+	var d bindings.DryRun
+	for _, ctx := range []context.Context{bindings.WithDryRun(ctx, &d), ctx} {
+		_, err := m.CreateBinding(ctx, p.ID, netip.MustParsePrefix("192.0.2.128/25"), 0, 0, bindings.CDN)
+		var e *bindings.Error
+		if !errors.As(err, &e) || e.Kind != bindings.KindConflict || e.Field != "dispatch.binding_capacity" || !strings.Contains(err.Error(), "capacity of 2") {
+			t.Fatalf("past the capacity: %v", err)
+		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/dispatch"
 )
 
 // Fleet is the store a fleet of nodes shares. The manager validates the
@@ -226,6 +228,12 @@ func (m *Manager) describeLocked(c change, d *DryRun) error {
 		after.AssignPrefixes()
 		if err := Validate(after, m.svc, m.guards); err != nil {
 			return err
+		}
+		// The data plane's capacity, as its write would refuse it.
+		if c, ok := m.apply.(interface{ BindingCapacity() int }); ok {
+			if n := len(after.Prefixes) + len(after.Bindings); n > c.BindingCapacity() {
+				return refusedErr(fmt.Errorf("%w: %d bindings exceed the binding capacity of %d", dispatch.ErrCapacity, n, c.BindingCapacity()))
+			}
 		}
 	}
 	d.Before = View{State: before, Services: m.svc}

@@ -87,6 +87,9 @@ func TestDefaults(t *testing.T) {
 	if c.PinDir() != "" {
 		t.Error("pin_dir: \"\" is not unpinned")
 	}
+	if c.BindingCapacity() != dispatch.DefaultBindingCapacity {
+		t.Errorf("binding capacity %d, want the default", c.BindingCapacity())
+	}
 }
 
 // TestErrorsNameTheItem: every error names the key path and the reason.
@@ -106,6 +109,8 @@ func TestErrorsNameTheItem(t *testing.T) {
 		{"spectrum: {apps: [{name: a, protocol: udp, edge: 192.0.2.0/24, ports: \"1\", origins: [x], proxy_protocol: v1}]}", "v1 is for tcp"},
 		{"spectrum: {apps: [{name: a, protocol: tcp, edge: 192.0.2.0/24, ports: \"1\", origins: [x], idle_timeout: -1s}]}", "not a duration"},
 		{"spectrum: {max_datagram: 70000}", "spectrum.max_datagram"},
+		{"dispatch: {binding_capacity: -1}", "dispatch.binding_capacity: -1 is out of range"},
+		{"dispatch: {binding_capacity: 99999999}", "dispatch.binding_capacity: 99999999 is out of range"},
 		{"spectrum: {max_udp_flows: -1}", "spectrum.max_udp_flows"},
 		{"spectrum: {max_udp_flows_per_app: -1}", "spectrum.max_udp_flows_per_app"},
 		{"fd_budget: {reserve_dial: -1}", "fd_budget.reserve_dial"},

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/bindings"
+	"github.com/edgeproxy/edgeproxy/dispatch"
 	"github.com/edgeproxy/edgeproxy/proxy/cdnconf"
 	"github.com/edgeproxy/edgeproxy/spectrum/appconf"
 )
@@ -48,6 +49,9 @@ func (c *Config) Plan() (*Plan, error) {
 	b.spectrum()
 	b.fdBudget()
 	b.store()
+	if c := b.p.Dispatch.BindingCapacity; c < 0 || c > dispatch.MaxBindingCapacity {
+		b.fail("dispatch.binding_capacity: %d is out of range: 1 to %d (0 or absent: %d)", c, dispatch.MaxBindingCapacity, dispatch.DefaultBindingCapacity)
+	}
 	if err := errors.Join(b.errs...); err != nil {
 		return nil, err
 	}

@@ -78,7 +78,7 @@ func (d *Dispatcher) switchTo(objs *bpf.DispatchObjects, next *entries) error {
 // binding capacity.
 func (d *Dispatcher) checkBindings(n4, n6 int) error {
 	if n4+n6 > d.limits.bind {
-		return fmt.Errorf("%w: %d bindings (%d IPv4, %d IPv6) exceed the binding capacity of %d", ErrInvalidTable,
+		return fmt.Errorf("%w: %w: %d bindings (%d IPv4, %d IPv6) exceed the binding capacity of %d", ErrInvalidTable, ErrCapacity,
 			n4+n6, n4, n6, d.limits.bind)
 	}
 	return nil

@@ -193,6 +193,10 @@ const maxLabelLen = 31
 // ErrInvalidTable wraps every validation error of a Table.
 var ErrInvalidTable = errors.New("invalid dispatch table")
 
+// ErrCapacity wraps the error of a table with more bindings than the
+// dispatcher's binding capacity (Options.BindingCapacity).
+var ErrCapacity = errors.New("over the binding capacity")
+
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalidTable, fmt.Sprintf(format, args...))
 }

@@ -253,7 +253,7 @@ func (s *Server) lockPinDir(h *Handover) (err error) {
 // openDispatcher opens the dispatcher, then the descriptor budget, and
 // registers the process's own metrics.
 func (s *Server) openDispatcher(h *Handover, st *startState) (err error) {
-	dopts := dispatch.Options{PinDir: s.cfg.PinDir(), Lock: s.lock}
+	dopts := dispatch.Options{PinDir: s.cfg.PinDir(), Lock: s.lock, BindingCapacity: s.cfg.BindingCapacity()}
 	if h != nil {
 		dopts.Link = h.Link
 	}
