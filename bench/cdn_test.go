@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // buildEdgeproxy builds the binary under test.
@@ -27,7 +28,7 @@ func buildEdgeproxy(b *testing.B) string {
 // ratios to nginx, and the CPU time per request of each.
 func BenchmarkCDNHTTP1(b *testing.B) {
 	netns.New(b)
-	netns.RequireCommand(b, "taskset")
+	testutil.NeedTool(b, "taskset", "util-linux")
 	nginx(b, 1, `server { listen 127.0.0.1:18100; location / { return 200 "hello from the origin\n"; } }`)
 	// Access logs are off in both; BENCH_ACCESS_LOG=1 gives both a
 	// buffered access log file, to measure what a log line costs.

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/internal/netns"
 	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
@@ -57,7 +56,7 @@ func waitTCP(b *testing.B, addr string) {
 // worker, and returns the master's pid.
 func nginx(b *testing.B, cpu int, httpBody string) int {
 	b.Helper()
-	bin := netns.RequireCommand(b, "nginx")
+	bin := testutil.NeedTool(b, "nginx", "nginx")
 	dir := b.TempDir()
 	os.MkdirAll(filepath.Join(dir, "logs"), 0o755)
 	conf := filepath.Join(dir, "nginx.conf")
@@ -118,7 +117,7 @@ var wrkTotal = regexp.MustCompile(`([0-9]+) requests in`)
 // number of requests.
 func wrk(b *testing.B, cpu int, url string, conns int, d time.Duration, extra ...string) (float64, int64) {
 	b.Helper()
-	bin := netns.RequireCommand(b, "wrk")
+	bin := testutil.NeedTool(b, "wrk", "wrk")
 	args := append([]string{"-t1", fmt.Sprintf("-c%d", conns), fmt.Sprintf("-d%ds", int(d.Seconds()))}, extra...)
 	out, err := onCPU(cpu, bin, append(args, url)...).CombinedOutput()
 	if err != nil {

@@ -77,8 +77,8 @@ func (zeros) Read(p []byte) (int, error) {
 // same run, rounds alternating. It reports medians and ratios.
 func BenchmarkSpectrumTCPThroughput(b *testing.B) {
 	netns.New(b)
-	haproxy := netns.RequireCommand(b, "haproxy")
-	netns.RequireCommand(b, "taskset")
+	haproxy := testutil.NeedTool(b, "haproxy", "haproxy")
+	testutil.NeedTool(b, "taskset", "util-linux")
 	ln := sink(b, "127.0.0.1:19000")
 	defer ln.Close()
 
@@ -157,7 +157,7 @@ func medianOf(xs []float64) float64 {
 // 32 datagrams in flight to an echo origin and counts answers per second.
 func BenchmarkSpectrumUDPRate(b *testing.B) {
 	netns.New(b)
-	netns.RequireCommand(b, "taskset")
+	testutil.NeedTool(b, "taskset", "util-linux")
 	origin, err := net.ListenPacket("udp", "127.0.0.1:19002")
 	if err != nil {
 		b.Fatal(err)

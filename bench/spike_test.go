@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // TestMain runs the spike's proxy when the benchmark re-executes this test
@@ -41,7 +42,7 @@ func spikeProxy(addr, origin string) {
 // proxy spent per request.
 func BenchmarkSpikeHTTP1(b *testing.B) {
 	netns.New(b)
-	netns.RequireCommand(b, "taskset")
+	testutil.NeedTool(b, "taskset", "util-linux")
 	nginx(b, 1, `server { listen 127.0.0.1:18100; location / { return 200 "hello from the origin\n"; } }`)
 	nginxPID := nginx(b, 0, `upstream origin { server 127.0.0.1:18100; keepalive 256; }
   server { listen 127.0.0.1:18101; location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; } }`)

@@ -18,7 +18,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
-	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // h2conn opens an HTTP/2 connection to the cdn for hand-made frames.
@@ -141,7 +141,7 @@ func TestCDNH2Floods(t *testing.T) {
 // HTTP/2 and HTTP/3 finish, new connections are refused, the process exits 0.
 func TestCDNGracefulShutdown(t *testing.T) {
 	f := startCDN(t)
-	curlBin := netns.RequireCommand(t, "curl")
+	curlBin := testutil.NeedTool(t, "curl", "curl")
 	type result struct {
 		name, body string
 		err        error

@@ -27,6 +27,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/netns"
 	"github.com/edgeproxy/edgeproxy/internal/selfsigned"
 	"github.com/edgeproxy/edgeproxy/internal/srccheck"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // seen is what a test origin tells about the request it got.
@@ -176,7 +177,7 @@ spectrum:
 // curl runs curl inside the namespace and returns its output.
 func curl(t *testing.T, args ...string) string {
 	t.Helper()
-	curlBin := netns.RequireCommand(t, "curl")
+	curlBin := testutil.NeedTool(t, "curl", "curl")
 	out, err := exec.Command(curlBin, append([]string{"-sS", "--max-time", "5"}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("curl %v: %v\n%s", args, err, out)
@@ -489,7 +490,7 @@ var h2specKnown = map[string]bool{}
 // TestH2Spec runs h2spec against the TLS listener: every failure must be
 // one of h2specKnown.
 func TestH2Spec(t *testing.T) {
-	h2spec := netns.RequireCommand(t, "h2spec")
+	h2spec := testutil.NeedTool(t, "h2spec", "go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible")
 	startCDN(t)
 	// The catch-all site on 192.0.2.99 forwards h2spec's requests to an
 	// origin that reads their bodies, as real traffic does: a handler that

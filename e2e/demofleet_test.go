@@ -22,7 +22,7 @@ import (
 // demo with SIGINT and finds nothing left: no namespace, no process.
 func TestDemoFleet(t *testing.T) {
 	netns.Require(t)
-	netns.RequireCommand(t, fleettest.EtcdPath)
+	testutil.NeedTool(t, fleettest.EtcdPath, "etcd-server")
 	for _, n := range demoNamespaces() {
 		t.Fatalf("namespace %s exists before the demo: another demo runs", n)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // shBlocks returns the ```sh blocks of a markdown file, line by line.
@@ -67,7 +68,7 @@ func shell(t *testing.T, line string) (string, bool) {
 // but the one it says is refused, and the session of binding commands
 // prints what the README shows (ids and elided text aside).
 func TestREADMEExamples(t *testing.T) {
-	netns.RequireCommand(t, "curl")
+	testutil.NeedTool(t, "curl", "curl")
 	ns := netns.New(t)
 	startRun(t, ns, "", "127.0.0.1:9180") // the embedded demo
 
@@ -138,7 +139,7 @@ func TestREADMEExamples(t *testing.T) {
 // answering success, $PREFIX and $BINDING taken from the
 // results before them.
 func TestAPIExamples(t *testing.T) {
-	netns.RequireCommand(t, "curl")
+	testutil.NeedTool(t, "curl", "curl")
 	ns := netns.New(t)
 	startInstance(t, ns, `store: {path: ""}
 cdn:

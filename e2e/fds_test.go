@@ -19,6 +19,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/internal/echo"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // attack reports whether the full-size attacks run (make attack).
@@ -98,7 +99,7 @@ func startLimited(t *testing.T, ns *netns.NS, nofile int, body string) *limited 
 	t.Helper()
 	var wrap []string
 	if nofile > 0 {
-		wrap = []string{netns.RequireCommand(t, "prlimit"), fmt.Sprintf("--nofile=%d:%d", nofile, nofile)}
+		wrap = []string{testutil.NeedTool(t, "prlimit", "util-linux"), fmt.Sprintf("--nofile=%d:%d", nofile, nofile)}
 	}
 	return &limited{instance: startWrapped(t, ns, "store: {path: \"\"}\n"+body, wrap...), hc: ns.HTTPClient()}
 }

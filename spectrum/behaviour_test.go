@@ -300,7 +300,7 @@ func TestSpectrumFlowExpiry(t *testing.T) {
 // PROXY v1 and v2 headers spectrum writes and reports the client and edge
 // addresses it found.
 func TestSpectrumProxyProtocolHAProxy(t *testing.T) {
-	haproxy := netns.RequireCommand(t, "haproxy")
+	haproxy := testutil.NeedTool(t, "haproxy", "haproxy")
 	spectrumServer(t, spectrumPrefixes+`spectrum:
   apps:
     - {name: v1, protocol: tcp, edge: 192.0.2.0/24, ports: "81", origins: ["127.0.0.1:18080"], proxy_protocol: v1}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/bench/harness"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // dispRunTiny runs the named scenario in tiny mode in a fresh namespace and
@@ -16,7 +17,7 @@ import (
 func dispRunTiny(t *testing.T, name string, edgeproxy bool) *harness.Result {
 	t.Helper()
 	ns := netns.New(t)
-	netns.RequireCommand(t, "taskset")
+	testutil.NeedTool(t, "taskset", "util-linux")
 	prev := nsSpawn
 	nsSpawn = ns.Go
 	t.Cleanup(func() { nsSpawn = prev })

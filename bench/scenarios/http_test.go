@@ -12,7 +12,14 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/bench/harness"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
+
+// toolPackage is the Debian package of each program the scenarios run.
+var toolPackage = map[string]string{
+	"taskset": "util-linux", "nginx": "nginx", "haproxy": "haproxy", "wrk": "wrk",
+	"h2load": "nghttp2-client", "openssl": "openssl", "iperf3": "iperf3",
+}
 
 // TestHTTPScenariosTiny runs every http scenario in tiny mode, each in a
 // fresh network namespace, and checks that every system has a round with
@@ -20,7 +27,7 @@ import (
 func TestHTTPScenariosTiny(t *testing.T) {
 	netns.Require(t)
 	for _, p := range []string{"taskset", "nginx", "haproxy", "wrk", "h2load", "openssl"} {
-		netns.RequireCommand(t, p)
+		testutil.NeedTool(t, p, toolPackage[p])
 	}
 	bin := filepath.Join(t.TempDir(), "edgeproxy")
 	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/edgeproxy").CombinedOutput(); err != nil {
@@ -80,7 +87,7 @@ func checkResult(t *testing.T, r *harness.Result) {
 // next scenario rather than waiting for it); a Go system under test then
 // leaves its goroutines' stacks in a file.
 func TestRunLoadHung(t *testing.T) {
-	netns.RequireCommand(t, "taskset")
+	testutil.NeedTool(t, "taskset", "util-linux")
 	defer func(s time.Duration) { loadSlack = s }(loadSlack)
 	loadSlack = 200 * time.Millisecond
 	start := time.Now()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/bench/harness"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // TestL4Tiny runs the l4 scenarios in tiny mode in a namespace of their
@@ -18,7 +19,7 @@ import (
 // subtests: a subtest's goroutine would not be in the namespace.
 func TestL4Tiny(t *testing.T) {
 	netns.New(t)
-	netns.RequireCommand(t, "taskset")
+	testutil.NeedTool(t, "taskset", "util-linux")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "edgeproxy")
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/edgeproxy/edgeproxy/cmd/edgeproxy").CombinedOutput(); err != nil {
@@ -72,9 +73,9 @@ func l4Missing(needs []string) string {
 	var out []string
 	for _, p := range needs {
 		if _, err := exec.LookPath(p); err != nil {
-			out = append(out, p)
+			out = append(out, p+" ("+testutil.InstallHint(toolPackage[p])+")")
 		} else if p == "nginx" && harness.NginxStreamModule() == "" {
-			out = append(out, "nginx's stream module (libnginx-mod-stream)")
+			out = append(out, "nginx's stream module ("+testutil.InstallHint("libnginx-mod-stream")+")")
 		}
 	}
 	if len(out) == 0 {

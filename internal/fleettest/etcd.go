@@ -25,7 +25,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 
-	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // EtcdPath is Debian's etcd (the etcd-server package, 3.4), which CI
@@ -49,7 +49,7 @@ const (
 // EDGEPROXY_REQUIRE_PRIVILEGES=1, as netns.Require does for privileges.
 func RequireEtcd(tb testing.TB) {
 	tb.Helper()
-	netns.RequireCommand(tb, EtcdPath)
+	testutil.NeedTool(tb, EtcdPath, "etcd-server")
 }
 
 // An Option changes how etcd runs.

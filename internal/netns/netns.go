@@ -50,7 +50,7 @@ func missingPrivileges() string {
 		return "not root"
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		return "the ip command (iproute2) is not installed"
+		return "the ip command is not installed: apt-get install -y iproute2"
 	}
 	var hdr unix.CapUserHeader
 	var data [2]unix.CapUserData
@@ -327,19 +327,4 @@ func (ns *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, 
 // HTTPClient returns an HTTP client whose connections are made inside ns.
 func (ns *NS) HTTPClient() *http.Client {
 	return &http.Client{Transport: &http.Transport{DialContext: ns.DialContext, MaxIdleConnsPerHost: 16}, Timeout: 60 * time.Second}
-}
-
-// RequireCommand skips tb when an external program the test needs is not
-// installed, or fails it when EDGEPROXY_REQUIRE_PRIVILEGES=1 (CI installs
-// them all).
-func RequireCommand(tb testing.TB, name string) string {
-	tb.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("EDGEPROXY_REQUIRE_PRIVILEGES") == "1" {
-			tb.Fatalf("%s is not installed (EDGEPROXY_REQUIRE_PRIVILEGES=1)", name)
-		}
-		tb.Skipf("%s is not installed", name)
-	}
-	return path
 }
