@@ -75,7 +75,30 @@ func Parse(b []byte) (*Plan, error) {
 			return nil, fmt.Errorf("decode: %w", err)
 		}
 	}
-	return c.Plan()
+	p, err := c.Plan()
+	if err != nil {
+		return nil, err
+	}
+	p.empty = isEmpty(&doc)
+	return p, nil
+}
+
+// isEmpty reports whether a document declares nothing: no document at all
+// (nothing but comments), null, or an empty mapping.
+func isEmpty(doc *yaml.Node) bool {
+	n := doc
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	switch {
+	case n.Kind == 0, n.Kind == yaml.DocumentNode && len(n.Content) == 0:
+		return true
+	case n.Kind == yaml.ScalarNode && n.Tag == "!!null":
+		return true
+	case n.Kind == yaml.MappingNode && len(n.Content) == 0:
+		return true
+	}
+	return false
 }
 
 // maxNodes bounds the nodes checkNode visits, aliases followed: a file

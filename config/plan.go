@@ -36,6 +36,8 @@ type Plan struct {
 	Limits cdnconf.Limits
 	// Apps are the spectrum apps as the L4 proxy takes them.
 	Apps []appconf.App
+
+	empty bool // the file declares nothing: a warning
 }
 
 // Plan checks every key of c and builds its plan, in one pass. The error

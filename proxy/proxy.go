@@ -194,9 +194,6 @@ func New(opts Options) (*Proxy, error) {
 	if err := p.SetConfig(opts.Config); err != nil {
 		return nil, err
 	}
-	if c := opts.Config; len(c.HTTPSPorts) > 0 && len(c.Sites) > 0 && len(c.Certificates) == 0 {
-		p.log.Warn("cdn: https_ports serve TLS but no certificate is configured: every handshake fails", "https_ports", c.HTTPSPorts)
-	}
 
 	if err := p.listenTCP(); err != nil {
 		return nil, err

@@ -23,20 +23,13 @@ func (s *Server) joinFleet() error {
 	if !e.Enabled() {
 		return nil
 	}
-	if s.store == nil {
-		s.log.Warn("store.etcd without store.path: a restart while etcd cannot be reached starts with no API-made bindings")
-	}
 	tlsConf, err := etcdTLS(e.CAFile, e.CertFile, e.KeyFile, e.Endpoints)
 	if err != nil {
 		return err
 	}
-	password := ""
-	if e.PasswordFile != "" {
-		b, err := os.ReadFile(e.PasswordFile)
-		if err != nil {
-			return fmt.Errorf("store.etcd.password_file: %w", err)
-		}
-		password = strings.TrimSpace(string(b))
+	password, err := readPassword(e.PasswordFile)
+	if err != nil {
+		return err
 	}
 	s.fleet, err = fleet.Start(fleet.Options{
 		Node: s.cfg.Node, Labels: s.cfg.Labels, Endpoints: e.Endpoints, Prefix: e.Prefix,
@@ -46,6 +39,22 @@ func (s *Server) joinFleet() error {
 		Manager:        s.Bindings, Registerer: s.Registry, Logger: s.log.With("component", "fleet"),
 	})
 	return err
+}
+
+// readPassword reads etcd's password; an empty path means none.
+func readPassword(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("store.etcd.password_file: %w", err)
+	}
+	pw := strings.TrimSpace(string(b))
+	if pw == "" {
+		return "", fmt.Errorf("store.etcd.password_file: %s is empty", path)
+	}
+	return pw, nil
 }
 
 // etcdTLS builds the TLS configuration to etcd: nil for http:// endpoints

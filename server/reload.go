@@ -107,6 +107,8 @@ func (s *Server) reload(next *config.Plan) error {
 		rollback()
 		return err
 	}
+	st, _ := s.Bindings.Current()
+	logWarnings(s.log, next.Warnings(st))
 	if s.CDN != nil {
 		var closeOld func() error
 		if s.access != nil {

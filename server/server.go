@@ -229,6 +229,7 @@ func (st *startState) load(cfg *config.Plan, log *slog.Logger) (err error) {
 		}
 		return err
 	}
+	logWarnings(log, cfg.Warnings(st.initial))
 	return nil
 }
 
@@ -665,4 +666,12 @@ func (s *Server) auditLine(e bindings.AuditEntry) {
 	enc.SetEscapeHTML(false)
 	enc.Encode(e)
 	s.log.Info("audit", "change", json.RawMessage(bytes.TrimSuffix(b.Bytes(), []byte("\n"))))
+}
+
+// logWarnings logs the configuration's warnings, one line each, as
+// edgeproxy check prints them.
+func logWarnings(log *slog.Logger, ws []config.Warning) {
+	for _, w := range ws {
+		log.Warn(w.String())
+	}
 }
