@@ -1,15 +1,21 @@
 package e2e
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/bindings"
+	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/selfsigned"
 	"github.com/edgeproxy/edgeproxy/internal/testutil"
 	"github.com/edgeproxy/edgeproxy/store"
 )
@@ -53,5 +59,113 @@ func TestCheckStore(t *testing.T) {
 	_, errOut, code = runBinary(t, "check", "--config", bad)
 	if code != 1 || !strings.Contains(errOut, path) || !strings.Contains(errOut, "198.51.100.0/24") {
 		t.Errorf("items that break the rules: exit %d, %q", code, errOut)
+	}
+}
+
+// TestCheckLoadsWhatRunLoads: every file run reads before it serves, check
+// reads too: a file that stops run fails check, naming the same key, and
+// run fails on it the same way.
+func TestCheckLoadsWhatRunLoads(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cert, key, err := selfsigned.Write(dir, "site", "a.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	notPEM := write("not.pem", "not a certificate\n", 0o644)
+	empty := write("empty", "", 0o600)
+	openKey := write("reset-key", strings.Repeat("k", 32), 0o644)
+	const base = "admin: {listen: 127.0.0.1:9180}\ndispatch: {pin_dir: \"\"}\nprefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n"
+	site := func(extra string) string {
+		return base + "cdn: {sites: [{hosts: [a.example], origins: [\"https://127.0.0.1:8443\"]" + extra + "}]}\n"
+	}
+	certs := func(c, k string) string {
+		return base + fmt.Sprintf("cdn: {certificates: [{cert_file: %s, key_file: %s}], sites: [{hosts: [a.example], origins: [\"http://127.0.0.1:8080\"]}]}\n", c, k)
+	}
+	for _, c := range []struct{ name, file, want string }{
+		{"a missing certificate", certs(filepath.Join(dir, "missing.pem"), key), "cdn.certificates[0]: open " + filepath.Join(dir, "missing.pem")},
+		{"a key that is not one", certs(cert, notPEM), "cdn.certificates[0]: tls: "},
+		{"an origin CA file without a certificate", site(", origin_tls: {ca_file: " + notPEM + "}"), "origin_tls.ca_file: " + notPEM + ": no PEM certificate in it"},
+		{"an empty token file", base + "admin: {listen: 127.0.0.1:9180, token_file: " + empty + "}\n", "admin.token_file: " + empty + " is empty"},
+		{"a reset key others may read", site("") + "", "cdn.quic_reset_key_file " + openKey + ": mode -rw-r--r--: others may read it"},
+		{"an access log in no directory", site(""), "cdn.access_log: open " + filepath.Join(dir, "nodir", "access.log")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			body := c.file
+			switch c.name {
+			case "an empty token file":
+				body = strings.Replace(base, "admin: {listen: 127.0.0.1:9180}\n", "admin: {listen: 127.0.0.1:9180, token_file: "+empty+"}\n", 1)
+			case "a reset key others may read":
+				body = strings.Replace(site(""), "cdn: {", "cdn: {quic_reset_key_file: "+openKey+", ", 1)
+			case "an access log in no directory":
+				body = strings.Replace(site(""), "cdn: {", "cdn: {access_log: "+filepath.Join(dir, "nodir", "access.log")+", ", 1)
+			}
+			cfg := testutil.WriteConfig(t, body)
+			_, errOut, code := runBinary(t, "check", "--config", cfg)
+			if code != 1 || !strings.Contains(errOut, c.want) {
+				t.Errorf("check: exit %d, %q; want 1 and %q", code, errOut, c.want)
+			}
+			netns.New(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			var stderr testutil.Buffer
+			cmd := exec.CommandContext(ctx, binary, "run", "--config", cfg)
+			cmd.Stderr = &stderr
+			if err := cmd.Run(); err == nil || ctx.Err() != nil || !strings.Contains(stderr.String(), c.want) {
+				t.Errorf("run: %v, %q; want a failure and %q", err, stderr.String(), c.want)
+			}
+		})
+	}
+}
+
+// TestCheckWarnsAsRunLogs: check prints, on stderr, exactly the warnings
+// run logs at start, and exits 0 with them; --strict makes them fail.
+func TestCheckWarnsAsRunLogs(t *testing.T) {
+	cfg := testutil.WriteConfig(t, `admin: {listen: 127.0.0.1:9180}
+dispatch: {pin_dir: ""}
+prefixes: [{cidr: 192.0.2.0/24, service: cdn}, {cidr: 198.51.100.0/24, service: spectrum}]
+cdn:
+  https_ports: [443]
+  sites: [{hosts: [a.example], origins: ["http://127.0.0.1:8080"], edge_ips: [198.51.100.7]}]
+spectrum:
+  apps: [{name: lost, protocol: tcp, edge: 203.0.113.0/24, ports: "22", origins: ["127.0.0.1:2222"]}]
+`)
+	want := []string{
+		"cdn.certificates: none, and https_ports [443] serve TLS: every handshake fails",
+		"cdn.sites[0].edge_ips[0]: no address of 198.51.100.7/32 is bound to the cdn: the site is not served there, and its hosts answer 421 on the cdn's addresses",
+		"spectrum.apps[0].edge: 203.0.113.0/24 is inside no prefix: the app never receives traffic",
+	}
+	out, errOut, code := runBinary(t, "check", "--config", cfg)
+	var got []string
+	for _, l := range strings.Split(strings.TrimSpace(errOut), "\n") {
+		if w, ok := strings.CutPrefix(l, "warning: "); ok {
+			got = append(got, w)
+		}
+	}
+	if code != 0 || !strings.Contains(out, ": ok (") || !slices.Equal(got, want) {
+		t.Errorf("check: exit %d, %q %q; want 0 and the warnings %q", code, out, errOut, want)
+	}
+	_, errOut, code = runBinary(t, "check", "--strict", "--config", cfg)
+	if code != 1 || !strings.Contains(errOut, "3 warning(s), and --strict") {
+		t.Errorf("check --strict: exit %d, %q", code, errOut)
+	}
+
+	ns := netns.New(t)
+	in := startRun(t, ns, cfg, "127.0.0.1:9180")
+	var logged []string
+	for _, l := range strings.Split(in.stderr.String(), "\n") {
+		var rec struct{ Level, Msg string }
+		if json.Unmarshal([]byte(l), &rec) == nil && rec.Level == "WARN" {
+			logged = append(logged, rec.Msg)
+		}
+	}
+	if !slices.Equal(logged, want) {
+		t.Errorf("run logged the warnings %q, want %q", logged, want)
 	}
 }

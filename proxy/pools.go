@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -115,14 +114,11 @@ func (op *originPools) get(u *url.URL, ot OriginTLS) (*origin, error) {
 		tc.ServerName = ot.ServerName
 	}
 	if ot.CAFile != "" {
-		pem, err := os.ReadFile(ot.CAFile)
+		pool, err := cdnconf.LoadCAFile(ot.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("origin_tls.ca_file: %w", err)
 		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("origin_tls.ca_file %s: no PEM certificate in it", ot.CAFile)
-		}
+		tc.RootCAs = pool
 	}
 	o := &origin{url: u, name: key, scheme: []byte(u.Scheme)}
 	o.hc = &fasthttp.HostClient{

@@ -614,6 +614,45 @@ func newQUICSockMetrics(reg prometheus.Registerer) quicSockMetrics {
 	return m
 }
 
+// CheckResetKeyFile checks the stateless-reset key file as a start reads
+// it, when it exists: a start makes a missing one, edgeproxy check does
+// not.
+func CheckResetKeyFile(path string) error {
+	if path == "" {
+		return nil
+	}
+	_, err := readResetKey(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// readResetKey reads the stateless-reset key at path: 32 bytes that others
+// may not read.
+func readResetKey(path string) (*quic.StatelessResetKey, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("cdn.quic_reset_key_file %s: mode %v: others may read it (want 0600)", path, st.Mode().Perm())
+	}
+	var k quic.StatelessResetKey
+	b := make([]byte, len(k)+1)
+	n, err := io.ReadFull(f, b)
+	if n != len(k) || !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, fmt.Errorf("cdn.quic_reset_key_file %s: %d bytes, want %d", path, n, len(k))
+	}
+	copy(k[:], b)
+	return &k, nil
+}
+
 // loadResetKey reads the stateless-reset key from path, or makes it there
 // (32 random bytes, mode 0600, written to a temporary file and linked into
 // place, so two processes starting at once agree on one key). Empty path:
@@ -625,28 +664,7 @@ func loadResetKey(path string) (key *quic.StatelessResetKey, made bool, err erro
 		_, err := rand.Read(k[:])
 		return &k, false, err
 	}
-	read := func() (*quic.StatelessResetKey, error) {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		st, err := f.Stat()
-		if err != nil {
-			return nil, err
-		}
-		if st.Mode().Perm()&0o077 != 0 {
-			return nil, fmt.Errorf("cdn.quic_reset_key_file %s: mode %v: others may read it (want 0600)", path, st.Mode().Perm())
-		}
-		var k quic.StatelessResetKey
-		b := make([]byte, len(k)+1)
-		n, err := io.ReadFull(f, b)
-		if n != len(k) || !errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, fmt.Errorf("cdn.quic_reset_key_file %s: %d bytes, want %d", path, n, len(k))
-		}
-		copy(k[:], b)
-		return &k, nil
-	}
+	read := func() (*quic.StatelessResetKey, error) { return readResetKey(path) }
 	k, err := read()
 	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return k, false, err

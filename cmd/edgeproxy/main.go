@@ -108,7 +108,7 @@ const usage = `usage: edgeproxy COMMAND [flags] [args]   (flags go anywhere on t
 
 commands:
   run [--config FILE]   run the edge server (no --config: the embedded demo; needs root)
-  check --config FILE   validate a configuration file
+  check --config FILE   load a configuration file as run would (--strict: warnings fail too)
   unload [--pin-dir D]  remove pinned dispatcher state (default /sys/fs/bpf/edgeproxy)
   version               print the version (also --version, anywhere)
 

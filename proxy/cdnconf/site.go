@@ -1,8 +1,11 @@
 package cdnconf
 
 import (
+	"crypto/x509"
+	"fmt"
 	"net/netip"
 	"net/url"
+	"os"
 	"time"
 )
 
@@ -136,4 +139,18 @@ func (r *Retries) SetDefaults() {
 	if r.MinPerSecond <= 0 {
 		r.MinPerSecond = 10
 	}
+}
+
+// LoadCAFile reads a file of PEM CAs, an origin_tls.ca_file: the proxy at
+// start and reload, edgeproxy check before.
+func LoadCAFile(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate in it", path)
+	}
+	return pool, nil
 }
