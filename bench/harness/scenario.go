@@ -160,6 +160,10 @@ var peers = map[string]string{
 	"ip":      "iproute2",
 }
 
+// PackageOf returns the Debian package that brings program ("" for one
+// not listed): what a test that needs it says to install.
+func PackageOf(program string) string { return peers[program] }
+
 // Install makes sure the programs are on the PATH, installing the missing
 // ones from Debian's packages (nginx with its stream module). Packages
 // start no services: a policy-rc.d that refuses is in place meanwhile.

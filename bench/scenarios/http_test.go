@@ -15,19 +15,13 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
-// toolPackage is the Debian package of each program the scenarios run.
-var toolPackage = map[string]string{
-	"taskset": "util-linux", "nginx": "nginx", "haproxy": "haproxy", "wrk": "wrk",
-	"h2load": "nghttp2-client", "openssl": "openssl", "iperf3": "iperf3",
-}
-
 // TestHTTPScenariosTiny runs every http scenario in tiny mode, each in a
 // fresh network namespace, and checks that every system has a round with
 // its primary metric.
 func TestHTTPScenariosTiny(t *testing.T) {
 	netns.Require(t)
 	for _, p := range []string{"taskset", "nginx", "haproxy", "wrk", "h2load", "openssl"} {
-		testutil.NeedTool(t, p, toolPackage[p])
+		testutil.NeedTool(t, p, harness.PackageOf(p))
 	}
 	bin := filepath.Join(t.TempDir(), "edgeproxy")
 	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/edgeproxy").CombinedOutput(); err != nil {

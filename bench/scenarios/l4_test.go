@@ -73,7 +73,7 @@ func l4Missing(needs []string) string {
 	var out []string
 	for _, p := range needs {
 		if _, err := exec.LookPath(p); err != nil {
-			out = append(out, p+" ("+testutil.InstallHint(toolPackage[p])+")")
+			out = append(out, p+" ("+testutil.InstallHint(harness.PackageOf(p))+")")
 		} else if p == "nginx" && harness.NginxStreamModule() == "" {
 			out = append(out, "nginx's stream module ("+testutil.InstallHint("libnginx-mod-stream")+")")
 		}
