@@ -43,12 +43,18 @@ bench: ## run every benchmark scenario against its peers, installing them (resul
 bench-smoke: ## every benchmark scenario for about a second (what CI runs through go test ./bench/...)
 	$(GO) run ./bench/cmd/edgebench run -tiny -out $$(mktemp -d)
 
+# bpf2go runs clang and llvm-strip, and dispatch.c includes libbpf's headers.
+BPF_TOOLS = command -v clang >/dev/null && command -v llvm-strip >/dev/null && test -f /usr/include/bpf/bpf_helpers.h || \
+	{ echo "$@ needs clang, llvm-strip and libbpf's headers: apt-get install -y clang llvm libbpf-dev (the versions .ci/run pins)" >&2; exit 1; }
+
 .PHONY: generate
 generate: ## regenerate the BPF objects from bpf/dispatch.c (needs clang, llvm, libbpf-dev: the versions .ci/run pins)
+	@$(BPF_TOOLS)
 	cd bpf && $(GO) generate
 
 .PHONY: check-bpf
-check-bpf: ## check that the committed BPF objects match bpf/dispatch.c
+check-bpf: ## check that the committed BPF objects match bpf/dispatch.c (needs clang, llvm, libbpf-dev)
+	@$(BPF_TOOLS)
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
 	cp -r bpf go.mod go.sum $$tmp/ && \
 	(cd $$tmp/bpf && $(GO) generate >/dev/null) && \
