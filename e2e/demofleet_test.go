@@ -18,8 +18,8 @@ import (
 // TestDemoFleet runs make demo-fleet's script as an operator would: it
 // waits for what the demo prints, runs the printed probe from node 3 (the
 // range refuses), the printed move on node 1 and the probe again (node 3
-// now steers it to spectrum, whose origin names the node), then stops the
-// demo with SIGINT and finds nothing left: no namespace, no process.
+// now steers it to spectrum, whose origin names the node), docs/fleet.md's
+// sessions on node 1, then stops the demo with SIGINT and finds nothing left: no namespace, no process.
 func TestDemoFleet(t *testing.T) {
 	netns.Require(t)
 	testutil.NeedTool(t, fleettest.EtcdPath, "etcd-server")
@@ -65,6 +65,8 @@ func TestDemoFleet(t *testing.T) {
 	if got, err := runLine(probe); err != nil || got != "edge-3: hi\n" {
 		t.Fatalf("node 3's probe after the move: %q %v, want its origin's answer", got, err)
 	}
+	fields := strings.Fields(move)
+	runFleetExamples(t, fields[len(fields)-2])
 
 	cmd.Process.Signal(syscall.SIGINT)
 	select {
@@ -83,6 +85,32 @@ func TestDemoFleet(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("the demo's directory %s is left: %v", dir, err)
+	}
+}
+
+// runFleetExamples runs docs/fleet.md's sessions marked as this test runs
+// them on node 1 of the demo, in order, id the binding the demo made (5e7c…
+// in the doc): each command succeeds, and prints what the doc shows for
+// the lines that name the binding.
+func runFleetExamples(t *testing.T, id string) {
+	t.Helper()
+	for _, b := range examplesOf(t, "../docs/fleet.md", "TestDemoFleet") {
+		for i := 0; i < len(b.lines); i++ {
+			line, ok := strings.CutPrefix(b.lines[i], "$ edgeproxy ")
+			if !ok {
+				continue
+			}
+			cmdLine, _, _ := strings.Cut(strings.ReplaceAll(line, "5e7c…", id), "#")
+			got, err := runLine("ip netns exec edgeproxy-demo-1 " + binary + " " + cmdLine)
+			if err != nil {
+				t.Fatalf("%s: %q: %v\n%s", b, line, err, got)
+			}
+			for ; i+1 < len(b.lines) && !strings.HasPrefix(b.lines[i+1], "$ "); i++ {
+				if want := strings.ReplaceAll(b.lines[i+1], "5e7c…", id); strings.Contains(b.lines[i+1], "5e7c…") && !strings.Contains(got, want) {
+					t.Errorf("%s: %q printed %q, want %q", b, line, got, want)
+				}
+			}
+		}
 	}
 }
 
