@@ -95,6 +95,7 @@ func TestCheckLoadsWhatRunLoads(t *testing.T) {
 		{"an empty token file", base + "admin: {listen: 127.0.0.1:9180, token_file: " + empty + "}\n", "admin.token_file: " + empty + " is empty"},
 		{"a reset key others may read", site("") + "", "cdn.quic_reset_key_file " + openKey + ": mode -rw-r--r--: others may read it"},
 		{"an access log in no directory", site(""), "cdn.access_log: open " + filepath.Join(dir, "nodir", "access.log")},
+		{"a namespace that does not exist", base, "dispatch.netns: " + filepath.Join(dir, "no-netns") + ": no such file or directory"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			body := c.file
@@ -103,6 +104,8 @@ func TestCheckLoadsWhatRunLoads(t *testing.T) {
 				body = strings.Replace(base, "admin: {listen: 127.0.0.1:9180}\n", "admin: {listen: 127.0.0.1:9180, token_file: "+empty+"}\n", 1)
 			case "a reset key others may read":
 				body = strings.Replace(site(""), "cdn: {", "cdn: {quic_reset_key_file: "+openKey+", ", 1)
+			case "a namespace that does not exist":
+				body = strings.Replace(base, "dispatch: {pin_dir: \"\"}", "dispatch: {pin_dir: \"\", netns: "+filepath.Join(dir, "no-netns")+"}", 1)
 			case "an access log in no directory":
 				body = strings.Replace(site(""), "cdn: {", "cdn: {access_log: "+filepath.Join(dir, "nodir", "access.log")+", ", 1)
 			}

@@ -6,6 +6,8 @@ import (
 	"io"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/edgeproxy/edgeproxy/bindings"
 	"github.com/edgeproxy/edgeproxy/config"
 	"github.com/edgeproxy/edgeproxy/server"
@@ -34,7 +36,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := server.Check(cfg); err != nil {
+	if err := checkFiles(cfg); err != nil {
 		return fmt.Errorf("%s: %w", *path, err)
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d prefixes, %d bindings, %d spectrum apps)\n", *path, len(cfg.State.Prefixes), len(cfg.State.Bindings), len(cfg.Apps))
@@ -56,6 +58,20 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%s: %d warning(s), and --strict", *path, len(ws))
 	}
 	return nil
+}
+
+// checkFiles reads what run reads before it serves: the namespace it
+// enters, and what server.Check reads.
+func checkFiles(cfg *config.Plan) error {
+	var netnsErr error
+	if p := cfg.Dispatch.Netns; p != "" {
+		fd, err := openNetns(p)
+		if err == nil {
+			unix.Close(fd)
+		}
+		netnsErr = err
+	}
+	return errors.Join(netnsErr, server.Check(cfg))
 }
 
 // checkStore validates the store's items together with the file's, as a

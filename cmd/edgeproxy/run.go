@@ -366,6 +366,16 @@ func reload(s *server.Server, path string, log *slog.Logger) {
 // netnsEnv marks a process that re-executed itself inside dispatch.netns.
 const netnsEnv = "EDGEPROXY_NETNS"
 
+// openNetns opens the namespace of dispatch.netns, as run enters it and
+// check reads it.
+func openNetns(path string) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("dispatch.netns: %s: %w", path, err)
+	}
+	return fd, nil
+}
+
 // enterNetns moves the whole process into the network namespace at path
 // before any socket exists: a thread enters it, and the process re-executes
 // itself from that thread, so that every thread of the new image starts
@@ -374,9 +384,9 @@ func enterNetns(path string) error {
 	if os.Getenv(netnsEnv) == path {
 		return nil // already re-executed inside it
 	}
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := openNetns(path)
 	if err != nil {
-		return fmt.Errorf("dispatch.netns: %w", err)
+		return err
 	}
 	runtime.LockOSThread()
 	if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
