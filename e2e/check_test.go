@@ -81,35 +81,35 @@ func TestCheckLoadsWhatRunLoads(t *testing.T) {
 	notPEM := write("not.pem", "not a certificate\n", 0o644)
 	empty := write("empty", "", 0o600)
 	openKey := write("reset-key", strings.Repeat("k", 32), 0o644)
-	const base = "admin: {listen: 127.0.0.1:9180}\ndispatch: {pin_dir: \"\"}\nprefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n"
-	site := func(extra string) string {
-		return base + "cdn: {sites: [{hosts: [a.example], origins: [\"https://127.0.0.1:8443\"]" + extra + "}]}\n"
+	// file is a configuration: admin and dispatch with more keys, then the
+	// rest of the file.
+	file := func(adminKeys, dispatchKeys, rest string) string {
+		return "admin: {listen: 127.0.0.1:9180" + adminKeys + "}\ndispatch: {pin_dir: \"\"" + dispatchKeys + "}\n" +
+			"prefixes: [{cidr: 192.0.2.0/24, service: cdn}]\n" + rest
+	}
+	site := func(cdnKeys, siteKeys string) string {
+		return "cdn: {" + cdnKeys + "sites: [{hosts: [a.example], origins: [\"https://127.0.0.1:8443\"]" + siteKeys + "}]}\n"
 	}
 	certs := func(c, k string) string {
-		return base + fmt.Sprintf("cdn: {certificates: [{cert_file: %s, key_file: %s}], sites: [{hosts: [a.example], origins: [\"http://127.0.0.1:8080\"]}]}\n", c, k)
+		return site(fmt.Sprintf("certificates: [{cert_file: %s, key_file: %s}], ", c, k), "")
 	}
+	etcd := func(keys string) string {
+		return "node: n\nstore: {path: " + filepath.Join(dir, "b.db") + ", etcd: {" + keys + "}}\n"
+	}
+	missing := filepath.Join(dir, "missing")
 	for _, c := range []struct{ name, file, want string }{
-		{"a missing certificate", certs(filepath.Join(dir, "missing.pem"), key), "cdn.certificates[0]: open " + filepath.Join(dir, "missing.pem")},
-		{"a key that is not one", certs(cert, notPEM), "cdn.certificates[0]: tls: "},
-		{"an origin CA file without a certificate", site(", origin_tls: {ca_file: " + notPEM + "}"), "origin_tls.ca_file: " + notPEM + ": no PEM certificate in it"},
-		{"an empty token file", base + "admin: {listen: 127.0.0.1:9180, token_file: " + empty + "}\n", "admin.token_file: " + empty + " is empty"},
-		{"a reset key others may read", site("") + "", "cdn.quic_reset_key_file " + openKey + ": mode -rw-r--r--: others may read it"},
-		{"an access log in no directory", site(""), "cdn.access_log: open " + filepath.Join(dir, "nodir", "access.log")},
-		{"a namespace that does not exist", base, "dispatch.netns: " + filepath.Join(dir, "no-netns") + ": no such file or directory"},
+		{"a missing certificate", file("", "", certs(missing, key)), "cdn.certificates[0]: open " + missing},
+		{"a key that is not one", file("", "", certs(cert, notPEM)), "cdn.certificates[0]: tls: "},
+		{"an origin CA file without a certificate", file("", "", site("", ", origin_tls: {ca_file: "+notPEM+"}")), "origin_tls.ca_file: " + notPEM + ": no PEM certificate in it"},
+		{"an empty token file", file(", token_file: "+empty, "", ""), "admin.token_file: " + empty + " is empty"},
+		{"a reset key others may read", file("", "", site("quic_reset_key_file: "+openKey+", ", "")), "cdn.quic_reset_key_file " + openKey + ": mode -rw-r--r--: others may read it"},
+		{"an access log in no directory", file("", "", site("access_log: "+filepath.Join(missing, "access.log")+", ", "")), "cdn.access_log: open " + filepath.Join(missing, "access.log")},
+		{"a missing etcd CA file", file("", "", etcd(`endpoints: ["https://127.0.0.1:2379"], ca_file: `+missing)), "store.etcd.ca_file: open " + missing},
+		{"an empty etcd password file", file("", "", etcd(`endpoints: ["http://127.0.0.1:2379"], username: u, password_file: `+empty)), "store.etcd.password_file: " + empty + " is empty"},
+		{"a namespace that does not exist", file("", ", netns: "+missing, ""), "dispatch.netns: " + missing + ": no such file or directory"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			body := c.file
-			switch c.name {
-			case "an empty token file":
-				body = strings.Replace(base, "admin: {listen: 127.0.0.1:9180}\n", "admin: {listen: 127.0.0.1:9180, token_file: "+empty+"}\n", 1)
-			case "a reset key others may read":
-				body = strings.Replace(site(""), "cdn: {", "cdn: {quic_reset_key_file: "+openKey+", ", 1)
-			case "a namespace that does not exist":
-				body = strings.Replace(base, "dispatch: {pin_dir: \"\"}", "dispatch: {pin_dir: \"\", netns: "+filepath.Join(dir, "no-netns")+"}", 1)
-			case "an access log in no directory":
-				body = strings.Replace(site(""), "cdn: {", "cdn: {access_log: "+filepath.Join(dir, "nodir", "access.log")+", ", 1)
-			}
-			cfg := testutil.WriteConfig(t, body)
+			cfg := testutil.WriteConfig(t, c.file)
 			_, errOut, code := runBinary(t, "check", "--config", cfg)
 			if code != 1 || !strings.Contains(errOut, c.want) {
 				t.Errorf("check: exit %d, %q; want 1 and %q", code, errOut, c.want)
