@@ -19,7 +19,7 @@ import (
 // prints to try and runs each as pasted, in order, from a directory of
 // no significance: each succeeds, but those it says are refused.
 func TestDemoPrintedCommands(t *testing.T) {
-	netns.RequireCommand(t, "curl")
+	testutil.NeedTool(t, "curl", "curl")
 	ns := netns.New(t)
 	cmd := exec.Command(binary, "run")
 	var stdout, stderr testutil.Buffer
@@ -93,7 +93,7 @@ func printedTries(t *testing.T, banner string) []string {
 // words.
 func TestRunNeedsRoot(t *testing.T) {
 	netns.Require(t) // root, to drop to nobody
-	setpriv := netns.RequireCommand(t, "setpriv")
+	setpriv := testutil.NeedTool(t, "setpriv", "util-linux")
 	dir, err := os.MkdirTemp("", "edgeproxy-nobody")
 	if err != nil {
 		t.Fatal(err)
