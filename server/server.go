@@ -97,6 +97,9 @@ type Server struct {
 	reloadMu   sync.Mutex // one reload at a time
 	reloads    *prometheus.CounterVec
 	lastReload prometheus.Gauge
+
+	traffic     *traffic // the bindings' traffic, sampled
+	stopTraffic context.CancelFunc
 }
 
 // Start takes the pin dir's lock, opens the dispatcher (taking over pinned
@@ -395,7 +398,11 @@ func (s *Server) applyAndAttach(st *startState, sockets map[string]syscall.Conn)
 			s.CDN.Reowned() // connections on addresses that left the cdn go
 		}
 	}
-	s.Registry.MustRegister(s.Bindings.Collector(), applySeconds)
+	s.traffic = newTraffic(d.BindingCounters, s.Bindings)
+	var tctx context.Context
+	tctx, s.stopTraffic = context.WithCancel(context.Background())
+	go s.traffic.run(tctx)
+	s.Registry.MustRegister(s.Bindings.Collector(), applySeconds, s.traffic)
 	// The first write into the data plane: everything that could fail
 	// without touching it has run. (For a live upgrade these maps are our
 	// own until Attach swaps them in.)
@@ -441,7 +448,7 @@ func (s *Server) serveAdmin(adminSock *os.File, upgrading bool, token string) (e
 			// Not while the store cannot be written (a change could
 			// not be persisted): the manager knows its store.
 			Writable: s.Bindings.Writable, Status: s.status, Drain: s.drain,
-			Fleet: s.fleetView(), Audit: s.audit,
+			Fleet: s.fleetView(), Audit: s.audit, Traffic: s.traffic.of,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -561,6 +568,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		cancel()
 	} else if s.adminLn != nil {
 		s.adminLn.Close()
+	}
+	if s.stopTraffic != nil {
+		s.stopTraffic()
 	}
 	if s.disp != nil {
 		errs = append(errs, s.disp.Close())
