@@ -73,12 +73,16 @@ const (
 	changeProbe    = "198.51.100.77/32"  // change-latency's moved binding
 )
 
+// changeCapacity is the binding capacity the change scenarios need: their
+// largest store, with room.
+const changeCapacity = 1<<20 + 1<<16
+
 // changeConfig is edgeproxy's configuration for the change scenarios.
 func changeConfig(store string) string {
 	return fmt.Sprintf(`node: bench
 admin: {listen: %q}
 shutdown_grace: 2s
-dispatch: {pin_dir: ""}
+dispatch: {pin_dir: "", binding_capacity: %d}
 store: {path: %q}
 prefixes: [{cidr: %s, service: cdn}]
 cdn:
@@ -88,7 +92,7 @@ cdn:
       origins: ["http://%s"]
 spectrum:
   apps: [{name: bench, protocol: tcp, edge: %s, ports: "%d", origins: ["%s"]}]
-`, changeAdmin, store, changePrefix, changeHTTPPort, changeOrigin, changePrefix, changeSpectrum, changeOrigin)
+`, changeAdmin, changeCapacity, store, changePrefix, changeHTTPPort, changeOrigin, changePrefix, changeSpectrum, changeOrigin)
 }
 
 // chgStartOrigin serves 200 "ok" on changeOrigin.
