@@ -81,6 +81,9 @@ func Handler(opts Options) http.Handler {
 	for pattern, h := range a.routes() {
 		mux.HandleFunc(pattern, a.serve(h))
 	}
+	for pattern, h := range a.cloudflareRoutes() {
+		mux.HandleFunc(pattern, a.serve(h))
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.opts.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", a.readyz)
