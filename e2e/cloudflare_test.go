@@ -17,8 +17,10 @@ import (
 	"github.com/cloudflare/cloudflare-go/v6/addressing"
 	"github.com/cloudflare/cloudflare-go/v6/option"
 
+	"github.com/edgeproxy/edgeproxy/admin"
 	"github.com/edgeproxy/edgeproxy/internal/echo"
 	"github.com/edgeproxy/edgeproxy/internal/netns"
+	"github.com/edgeproxy/edgeproxy/internal/testutil"
 )
 
 // TestCloudflareSDK: Cloudflare's own Go client, pointed at the binary by
@@ -168,5 +170,48 @@ spectrum:
 	}
 	if e := audit.Result[1]; e.Action != "move" || e.RequestID != "cf-bind-whole" || !strings.HasPrefix(e.Who, "token:") {
 		t.Errorf("the prefix-wide binding's audit entry: %+v", e)
+	}
+}
+
+// TestCloudflareAPIExamples runs the curl examples of docs/api.md's
+// "Cloudflare's API" in order, on the configuration the doc gives them,
+// each answering success, $PREFIX and $BINDING taken from the results
+// before them.
+func TestCloudflareAPIExamples(t *testing.T) {
+	testutil.NeedTool(t, "curl", "curl")
+	var examples []string
+	var config docBlock
+	for _, b := range examplesOf(t, "../docs/api.md", "TestCloudflareAPIExamples") {
+		switch b.info {
+		case "yaml":
+			config = b
+		case "sh":
+			examples = b.lines
+		}
+	}
+	if config.lines == nil || examples == nil {
+		t.Fatal("docs/api.md marks no configuration and commands as run by TestCloudflareAPIExamples")
+	}
+	ns := netns.New(t)
+	startInstance(t, ns, configExample(t, t.TempDir(), config))
+	env := map[string]string{"ACCOUNT": "023e105f4ecef8ad9ca31a8372d0c353"}
+	for _, line := range examples {
+		out, ok := shell(t, os.Expand(line, func(k string) string { return env[k] }))
+		var resp admin.Envelope
+		if !ok || json.Unmarshal([]byte(out), &resp) != nil || !resp.Success {
+			t.Fatalf("docs/api.md: %q: %s", line, out)
+		}
+		var item struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(resp.Result, &item) != nil {
+			continue // a list
+		}
+		switch {
+		case env["PREFIX"] == "":
+			env["PREFIX"] = item.ID
+		case env["BINDING"] == "":
+			env["BINDING"] = item.ID
+		}
 	}
 }
