@@ -269,31 +269,21 @@ func split(v View, s netip.Prefix, outer *held, nodes map[netip.Prefix]*node, si
 		}
 		return side(n)
 	}
-	for _, p := range v.State.Prefixes {
-		switch {
-		case covers(p.CIDR, s):
-			outer.prefixes = append(outer.prefixes, p)
-		case covers(s, p.CIDR):
-			h := at(p.CIDR)
-			h.prefixes = append(h.prefixes, p)
-		}
-	}
-	for _, b := range v.State.Bindings {
-		switch {
-		case covers(b.CIDR, s):
-			outer.bindings = append(outer.bindings, b)
-		case covers(s, b.CIDR):
-			h := at(b.CIDR)
-			h.bindings = append(h.bindings, b)
-		}
-	}
-	for _, a := range v.Services.Apps {
-		switch {
-		case covers(a.Edge, s):
-			outer.apps = append(outer.apps, a)
-		case covers(s, a.Edge):
-			h := at(a.Edge)
-			h.apps = append(h.apps, a)
+	file(v.State.Prefixes, func(p Prefix) netip.Prefix { return p.CIDR }, s, &outer.prefixes, func(h *held) *[]Prefix { return &h.prefixes }, at)
+	file(v.State.Bindings, func(b Binding) netip.Prefix { return b.CIDR }, s, &outer.bindings, func(h *held) *[]Binding { return &h.bindings }, at)
+	file(v.Services.Apps, func(a App) netip.Prefix { return a.Edge }, s, &outer.apps, func(h *held) *[]App { return &h.apps }, at)
+}
+
+// file appends each item whose CIDR holds all of s to outer, and each
+// inside s to the list of its CIDR's node.
+func file[T any](items []T, cidr func(T) netip.Prefix, s netip.Prefix, outer *[]T, list func(*held) *[]T, at func(netip.Prefix) *held) {
+	for _, it := range items {
+		switch c := cidr(it); {
+		case covers(c, s):
+			*outer = append(*outer, it)
+		case covers(s, c):
+			l := list(at(c))
+			*l = append(*l, it)
 		}
 	}
 }
