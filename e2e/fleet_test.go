@@ -110,7 +110,7 @@ func startFleet(t *testing.T, net *fleettest.Net, n int, endpoints []string, o f
 	}
 	// Ready, and each has found etcd (on a loaded machine a start may find
 	// it only at the next probe).
-	waitAll(t, nodes, 10*time.Second, "every node found etcd", func(fn *fleetNode) error {
+	waitAll(t, nodes, 30*time.Second, "every node found etcd", func(fn *fleetNode) error {
 		if fn.summary().Stale {
 			return errors.New("stale")
 		}
