@@ -351,8 +351,8 @@ func (p *planner) region(region []netip.Prefix, before, after View) {
 		edges := portEdges(proto, before, after)
 		for i := 0; i+1 < len(edges); i++ {
 			first, last := uint16(edges[i]), uint16(edges[i+1]-1)
-			eb := EffectOf(Resolve(before.State, before.Services, proto, addr, first))
-			ea := EffectOf(Resolve(after.State, after.Services, proto, addr, first))
+			eb := EffectOf(resolveQuiet(before.State, before.Services, proto, addr, first))
+			ea := EffectOf(resolveQuiet(after.State, after.Services, proto, addr, first))
 			if eb.Same(ea) {
 				continue
 			}

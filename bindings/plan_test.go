@@ -324,3 +324,28 @@ func TestCapacityRefused(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkPlanMovePrefix: the plan of moving a prefix's default binding
+// with n bindings inside (the widest plan a single change makes).
+func BenchmarkPlanMovePrefix(b *testing.B) {
+	for _, n := range []int{1000, 100_000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			p := bindings.NewPrefix(netip.MustParsePrefix("10.0.0.0/8"), bindings.CDN, bindings.FromAPI)
+			st := &bindings.State{Prefixes: []bindings.Prefix{p}}
+			for i := range n {
+				a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+				st.Bindings = append(st.Bindings, bindings.NewBinding(netip.PrefixFrom(a, 32), 0, 0, bindings.Spectrum, bindings.FromAPI))
+			}
+			st.AssignPrefixes()
+			svc := bindings.Services{CDN: bindings.CDNPorts{HTTP: []uint16{80}, HTTPS: []uint16{443}, HTTP3: true, HTTP3Port: 443}}
+			after := st.Clone()
+			after.Prefixes[0].Service = bindings.MagicTransit
+			bv, av := bindings.View{State: st, Services: svc}, bindings.View{State: after, Services: svc}
+			for b.Loop() {
+				if rows := bindings.Plan(bv, av, bindings.Changed(bv, av)); len(rows) == 0 {
+					b.Fatal("no rows")
+				}
+			}
+		})
+	}
+}

@@ -34,28 +34,9 @@ type Resolution struct {
 // plane must agree with.
 func Resolve(st *State, svc Services, proto dispatch.Protocol, addr netip.Addr, port uint16) Resolution {
 	addr = addr.Unmap()
-	var owner *Binding
-	consider := func(b Binding) {
-		if !b.CIDR.Contains(addr) || (b.PortScoped() && (b.Protocol != proto || b.Port != port)) {
-			return
-		}
-		if owner == nil || b.CIDR.Bits() > owner.CIDR.Bits() || (b.CIDR.Bits() == owner.CIDR.Bits() && b.PortScoped()) {
-			owner = &b
-		}
-	}
-	for _, p := range st.Prefixes {
-		if p.CIDR.Contains(addr) {
-			consider(p.DefaultBinding())
-		}
-	}
+	owner := ownerOf(st, proto, addr, port)
 	if owner == nil {
 		// Bindings sit inside prefixes: none applies.
-		return Resolution{Outcome: OutcomeKernel, Reason: fmt.Sprintf("%s is outside every onboarded prefix, so the kernel's normal socket lookup decides.", addr)}
-	}
-	for _, b := range st.Bindings {
-		consider(b)
-	}
-	if owner == nil {
 		return Resolution{Outcome: OutcomeKernel, Reason: fmt.Sprintf("%s is outside every onboarded prefix, so the kernel's normal socket lookup decides.", addr)}
 	}
 	by := "the default binding of its prefix"
@@ -65,27 +46,84 @@ func Resolve(st *State, svc Services, proto dispatch.Protocol, addr netip.Addr, 
 	case !owner.Default:
 		by = fmt.Sprintf("the binding %s", owner.CIDR)
 	}
+	r := decide(owner, svc, proto, addr, port)
+	switch r.Outcome {
+	case OutcomeKernel:
+		r.Reason = fmt.Sprintf("%s belongs to magic-transit by %s, which passes every port to the kernel's normal lookup.", addr, by)
+	case OutcomeCDN:
+		r.Reason = fmt.Sprintf("%s belongs to cdn by %s, and cdn serves %s/%d.", addr, by, proto, port)
+	case OutcomeSpectrum:
+		r.Reason = fmt.Sprintf("%s belongs to spectrum by %s, and %s serves %s/%d there.", addr, by, r.App, proto, port)
+	case OutcomeRefuse:
+		if owner.Service == CDN {
+			r.Reason = fmt.Sprintf("%s belongs to cdn by %s, and cdn does not serve %s/%d (it serves %s).", addr, by, proto, port, svc.CDN)
+		} else {
+			r.Reason = fmt.Sprintf("%s belongs to spectrum by %s, and no spectrum app serves %s/%d there.", addr, by, proto, port)
+		}
+	}
+	return r
+}
+
+// resolveQuiet is Resolve without the reason, for the many destinations a
+// plan asks about.
+func resolveQuiet(st *State, svc Services, proto dispatch.Protocol, addr netip.Addr, port uint16) Resolution {
+	addr = addr.Unmap()
+	owner := ownerOf(st, proto, addr, port)
+	if owner == nil {
+		return Resolution{Outcome: OutcomeKernel}
+	}
+	return decide(owner, svc, proto, addr, port)
+}
+
+// ownerOf returns the binding that owns proto to addr and port: the
+// longest match, a tie going to the port-scoped binding; nil outside every
+// prefix.
+func ownerOf(st *State, proto dispatch.Protocol, addr netip.Addr, port uint16) *Binding {
+	prefix := -1
+	for i, p := range st.Prefixes {
+		if p.CIDR.Contains(addr) && (prefix < 0 || p.CIDR.Bits() > st.Prefixes[prefix].CIDR.Bits()) {
+			prefix = i
+		}
+	}
+	if prefix < 0 {
+		return nil // bindings sit inside prefixes: none applies
+	}
+	// The prefix's default binding holds its whole CIDR with no port: a
+	// binding beats it by a longer CIDR, or by a port at the same length.
+	best, bits, scoped := -1, st.Prefixes[prefix].CIDR.Bits(), false
+	for i := range st.Bindings {
+		b := &st.Bindings[i]
+		if !b.CIDR.Contains(addr) || (b.PortScoped() && (b.Protocol != proto || b.Port != port)) {
+			continue
+		}
+		if n := b.CIDR.Bits(); n > bits || (n == bits && b.PortScoped() && !scoped) {
+			best, bits, scoped = i, n, b.PortScoped()
+		}
+	}
+	if best < 0 {
+		def := st.Prefixes[prefix].DefaultBinding()
+		return &def
+	}
+	b := st.Bindings[best]
+	return &b
+}
+
+// decide is the outcome of proto to addr and port under owner, without
+// its reason.
+func decide(owner *Binding, svc Services, proto dispatch.Protocol, addr netip.Addr, port uint16) Resolution {
 	r := Resolution{Service: owner.Service, Binding: owner}
 	switch owner.Service {
 	case MagicTransit:
 		r.Outcome = OutcomeKernel
-		r.Reason = fmt.Sprintf("%s belongs to magic-transit by %s, which passes every port to the kernel's normal lookup.", addr, by)
 	case CDN:
+		r.Outcome = OutcomeRefuse
 		if svc.CDN.Serves(proto, port) {
 			r.Outcome = OutcomeCDN
-			r.Reason = fmt.Sprintf("%s belongs to cdn by %s, and cdn serves %s/%d.", addr, by, proto, port)
-		} else {
-			r.Outcome = OutcomeRefuse
-			r.Reason = fmt.Sprintf("%s belongs to cdn by %s, and cdn does not serve %s/%d (it serves %s).", addr, by, proto, port, svc.CDN)
 		}
 	case Spectrum:
+		r.Outcome = OutcomeRefuse
 		if a := appFor(svc.Apps, proto, addr, port); a != nil {
-			r.Outcome = OutcomeSpectrum
-			r.App = a
-			r.Reason = fmt.Sprintf("%s belongs to spectrum by %s, and %s serves %s/%d there.", addr, by, a, proto, port)
-		} else {
-			r.Outcome = OutcomeRefuse
-			r.Reason = fmt.Sprintf("%s belongs to spectrum by %s, and no spectrum app serves %s/%d there.", addr, by, proto, port)
+			r.Outcome, r.App = OutcomeSpectrum, a
 		}
 	}
 	return r
