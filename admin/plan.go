@@ -50,10 +50,13 @@ type Plan struct {
 
 // PlanRow is a set of destinations that a change moves the same way.
 type PlanRow struct {
-	Ranges []string   `json:"ranges"`
-	Ports  []string   `json:"ports"` // "tcp/443", "udp/1-442"
-	Before PlanEffect `json:"before"`
-	After  PlanEffect `json:"after"`
+	Ranges []string `json:"ranges"`
+	// RangesTotal is how many ranges the row has when there are more
+	// than the maxRowRanges listed.
+	RangesTotal int        `json:"ranges_total,omitempty"`
+	Ports       []string   `json:"ports"` // "tcp/443", "udp/1-442"
+	Before      PlanEffect `json:"before"`
+	After       PlanEffect `json:"after"`
 	// Summary is the row in one line:
 	// "127.1.1.128/25 tcp/80, tcp/443: cdn → refuse (no spectrum app)".
 	Summary string `json:"summary"`
@@ -72,8 +75,12 @@ type PlanEffect struct {
 	Summary   string `json:"summary"` // "refuse (no spectrum app)"
 }
 
-// maxPlanRows bounds a plan's rows.
-const maxPlanRows = 1000
+// maxPlanRows bounds a plan's rows, and maxRowRanges the ranges a row
+// lists.
+const (
+	maxPlanRows  = 1000
+	maxRowRanges = 256
+)
 
 // dryRunRoutes are the changes a dry run plans.
 var dryRunRoutes = map[string]bool{
@@ -135,7 +142,11 @@ func (a *api) plan(d *bindings.DryRun, result any) Plan {
 	}
 	for _, row := range rows {
 		j := PlanRow{Before: toEffect(row.Before), After: toEffect(row.After), Summary: row.String()}
-		for _, p := range row.Ranges {
+		for i, p := range row.Ranges {
+			if i == maxRowRanges {
+				j.RangesTotal = len(row.Ranges)
+				break
+			}
 			j.Ranges = append(j.Ranges, p.String())
 		}
 		for _, s := range row.Ports {

@@ -99,3 +99,34 @@ func TestDryRunTraffic(t *testing.T) {
 		t.Fatalf("binding %+v", b)
 	}
 }
+
+// TestPlanRangesBounded: a row lists at most maxRowRanges ranges and
+// says how many it has.
+func TestPlanRangesBounded(t *testing.T) {
+	m := bindings.NewManager(nopApplier{}, nil)
+	p := bindings.NewPrefix(netip.MustParsePrefix("10.0.0.0/16"), bindings.CDN, bindings.FromAPI)
+	st := &bindings.State{Prefixes: []bindings.Prefix{p}}
+	for i := range 600 { // every other /32: the rest is 600 ranges of one row
+		a := netip.AddrFrom4([4]byte{10, 0, byte(i >> 7), byte(i<<1) | 1})
+		st.Bindings = append(st.Bindings, bindings.NewBinding(netip.PrefixFrom(a, 32), 0, 0, bindings.CDN, bindings.FromAPI))
+	}
+	st.AssignPrefixes()
+	svc := bindings.Services{CDN: bindings.CDNPorts{HTTP: []uint16{80}}}
+	if err := m.Apply(st, svc, nil); err != nil {
+		t.Fatal(err)
+	}
+	h := Handler(Options{Bindings: m})
+	r := call(t, h, "PATCH", "/v1/prefixes/"+p.ID+"/bindings/"+p.DefaultBinding().ID+"?dry_run=true", `{"service_id":"magic-transit"}`)
+	var plan Plan
+	r.result(t, &plan)
+	// Two rows (tcp/80: cdn → kernel; the other ports: refuse → kernel),
+	// each of the same ranges.
+	if len(plan.Rows) != 2 {
+		t.Fatalf("%d rows", len(plan.Rows))
+	}
+	for _, row := range plan.Rows {
+		if len(row.Ranges) != maxRowRanges || row.RangesTotal <= maxRowRanges {
+			t.Errorf("row %s: ranges %d of %d", row.Summary, len(row.Ranges), row.RangesTotal)
+		}
+	}
+}
