@@ -145,20 +145,27 @@ func TestBindingCountersNotInherited(t *testing.T) {
 	dial(3, "192.0.2.1:80")
 	xs := slotOf(x)
 	replace(y)    // x stays in the other generation
-	replace(y, z) // x leaves both: its slot is free
+	replace(y, z) // x leaves both, the generation written first: z takes its slot
 	if _, ok := d.slots.of[bindKeyOf(x)]; ok {
 		t.Fatalf("x keeps its slot after leaving both generations")
 	}
-	replace(y, w) // w takes x's slot
-	if ws := slotOf(w); ws != xs {
-		t.Fatalf("w has slot %d, x had %d: the test does not reuse a slot", ws, xs)
+	if zs := slotOf(z); zs != xs {
+		t.Fatalf("z has slot %d, x had %d: the test does not reuse a slot", zs, xs)
 	}
 	got := bindingCounts(t, d)
-	if c := got[w.Key()]; c != (BindingCount{}) {
-		t.Errorf("w, in x's old slot: %+v, want zero", c)
+	if c := got[z.Key()]; c != (BindingCount{}) {
+		t.Errorf("z, in x's old slot: %+v, want zero", c)
 	}
 	if _, ok := got[x.Key()]; ok || len(got) != 2 {
-		t.Errorf("counted %v, want y and w only", got)
+		t.Errorf("counted %v, want y and z only", got)
+	}
+	dial(1, "203.0.113.1:80")
+	if c := bindingCounts(t, d)[z.Key()]; c != (BindingCount{Steered: 1}) {
+		t.Errorf("z after one connection: %+v", c)
+	}
+	replace(y, w) // w takes a fresh slot, zeroed
+	if c := bindingCounts(t, d)[w.Key()]; c != (BindingCount{}) {
+		t.Errorf("w, new: %+v, want zero", c)
 	}
 	dial(1, "[2001:db8::1]:80")
 	if c := bindingCounts(t, d)[w.Key()]; c != (BindingCount{Steered: 1}) {
@@ -292,5 +299,28 @@ func TestBindingCapacityBounds(t *testing.T) {
 	netns.New(t)
 	if d := openDispatcher(t, Options{}); d.BindingCapacity() != DefaultBindingCapacity {
 		t.Errorf("no capacity set: %d, want the default %d", d.BindingCapacity(), DefaultBindingCapacity)
+	}
+}
+
+// TestFullTablesReplaced: with both generations full of different
+// bindings, a third full table replaces the older: the generation written
+// gives its slots back first.
+func TestFullTablesReplaced(t *testing.T) {
+	netns.New(t)
+	const capacity = 64
+	d := openDispatcher(t, Options{BindingCapacity: capacity})
+	for round := range 5 {
+		tb := &Table{Owners: basePolicies()}
+		for i := range capacity {
+			a := netip.AddrFrom4([4]byte{10, byte(round), byte(i), 0})
+			tb.Bindings = append(tb.Bindings, Binding{Prefix: netip.PrefixFrom(a, 24), Owner: ownerCDN})
+		}
+		if err := d.Replace(tb); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		counts, err := d.BindingCounters()
+		if err != nil || len(counts) != capacity {
+			t.Fatalf("round %d: %d bindings counted, %v", round, len(counts), err)
+		}
 	}
 }

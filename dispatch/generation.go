@@ -51,7 +51,7 @@ func (d *Dispatcher) switchTo(objs *bpf.DispatchObjects, next *entries) error {
 		}
 		d.dirty[gen] = false
 	}
-	added, err := d.slots.place(objs, next)
+	added, err := d.slots.place(objs, uint8(gen), d.written[gen], next)
 	if err != nil {
 		return err
 	}

@@ -108,11 +108,20 @@ func (s *slotTable) alloc() (uint32, error) {
 }
 
 // place gives every binding of next, the table about to be written into
-// generation gen, its slot: the one it holds, or a new one, zeroed. It
-// returns the keys that got a new slot, for release if the write fails.
-func (s *slotTable) place(objs *bpf.DispatchObjects, next *entries) ([]bindKey, error) {
+// generation gen over old, its slot: the one it holds, or a new one,
+// zeroed. A binding of old that is in no other generation and not in next
+// gives its slot back first: nothing reads gen while it is written, so a
+// full table can be replaced by another as large. It returns the keys
+// that got a new slot, for release if the write fails.
+func (s *slotTable) place(objs *bpf.DispatchObjects, gen uint8, old, next *entries) ([]bindKey, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	each(old, func(k bindKey, _ bpf.DispatchBindVal) {
+		if u, ok := s.of[k]; ok && u.gens == 1<<gen && !next.hasBind(k) {
+			delete(s.of, k)
+			s.free = append(s.free, u.slot)
+		}
+	})
 	var added []bindKey
 	var fresh []uint32
 	slotOf := func(k bindKey) (uint32, error) {
