@@ -325,6 +325,7 @@ func (s *Server) startSpectrum(opts Options, sockets map[string]syscall.Conn) (e
 	if !haveUDP {
 		sockets[spectrumUDP] = s.Spectrum.UDPConn()
 	}
+	s.FDs.Use(fdlimit.Spectrum)
 	s.Spectrum.Start()
 	return nil
 }
@@ -369,6 +370,7 @@ func (s *Server) startCDN(opts Options, sockets map[string]syscall.Conn) error {
 	if !haveUDP && s.CDN.UDPConn() != nil {
 		sockets[cdnUDP] = s.CDN.UDPConn()
 	}
+	s.FDs.Use(fdlimit.CDN, fdlimit.Dial)
 	return s.CDN.Start()
 }
 

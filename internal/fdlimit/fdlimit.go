@@ -103,6 +103,7 @@ type Budget struct {
 	used                                   atomic.Int64
 	byClass                                [numClasses]atomic.Int64
 	refused                                [numClasses]atomic.Uint64
+	inUse                                  atomic.Uint32 // a bit per class a running service takes (Use)
 	limitDesc, ceilDesc, usedDesc, refDesc *prometheus.Desc
 }
 
@@ -218,6 +219,19 @@ func (b *Budget) String() string {
 		b.limit, b.base, b.accept, b.admin, b.dial, b.cdn, b.other, b.ceil[Spectrum], b.ceil[CDN], b.ceil[Dial])
 }
 
+// Use says that a running service takes descriptors of the classes cs:
+// the cdn CDN and Dial, spectrum Spectrum. /metrics has the series of
+// these classes only, so that a class no service takes (the cdn's, on a
+// node without the cdn) has none, which could only ever be zero.
+func (b *Budget) Use(cs ...Class) {
+	if b == nil {
+		return
+	}
+	for _, c := range cs {
+		b.inUse.Or(1 << c)
+	}
+}
+
 // AdminReserve is the admin API's reserve, which bounds its connections.
 func (b *Budget) AdminReserve() int { return b.admin }
 
@@ -229,10 +243,15 @@ func (b *Budget) Describe(ch chan<- *prometheus.Desc) {
 	ch <- b.refDesc
 }
 
-// Collect implements prometheus.Collector.
+// Collect implements prometheus.Collector: the limit, and the series of
+// the classes a service uses (Use).
 func (b *Budget) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(b.limitDesc, prometheus.GaugeValue, float64(b.limit))
+	inUse := b.inUse.Load()
 	for c := range numClasses {
+		if inUse&(1<<c) == 0 {
+			continue
+		}
 		ch <- prometheus.MustNewConstMetric(b.ceilDesc, prometheus.GaugeValue, float64(b.ceil[c]), c.String())
 		ch <- prometheus.MustNewConstMetric(b.usedDesc, prometheus.GaugeValue, float64(b.byClass[c].Load()), c.String())
 		ch <- prometheus.MustNewConstMetric(b.refDesc, prometheus.CounterValue, float64(b.refused[c].Load()), c.String())

@@ -3,9 +3,12 @@ package fdlimit
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestHostileBudgetReserves: spectrum cannot take the cdn's, the dial or
@@ -84,4 +87,41 @@ func TestBudgetOptions(t *testing.T) {
 
 func errorsContain(err error, s string) bool {
 	return err != nil && strings.Contains(err.Error(), s)
+}
+
+// TestSeriesOfClassesInUse: /metrics has a class's series only once a
+// service uses the class; before, only the limit.
+func TestSeriesOfClassesInUse(t *testing.T) {
+	b, err := New(Options{Limit: 1000, Accept: 10, Admin: 20, Dial: 30, CDN: 40, Other: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	classes := func() []string {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(b)
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					got = append(got, mf.GetName()+"{"+l.GetValue()+"}")
+				}
+				if len(m.GetLabel()) == 0 {
+					got = append(got, mf.GetName())
+				}
+			}
+		}
+		return got
+	}
+	if got := classes(); !slices.Equal(got, []string{"edgeproxy_fd_budget_limit"}) {
+		t.Errorf("no class in use: %v, want the limit only", got)
+	}
+	b.Use(Spectrum)
+	want := []string{"edgeproxy_fd_budget_ceiling{spectrum}", "edgeproxy_fd_budget_limit", "edgeproxy_fd_budget_refused_total{spectrum}", "edgeproxy_fd_budget_used{spectrum}"}
+	if got := classes(); !slices.Equal(got, want) {
+		t.Errorf("spectrum in use: %v, want %v", got, want)
+	}
 }

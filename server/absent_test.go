@@ -1,0 +1,75 @@
+package server
+
+import (
+	"io"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// scrape returns the series lines of s's /metrics whose name begins with
+// prefix.
+func scrape(t *testing.T, c apiClient, prefix string) []string {
+	t.Helper()
+	resp, err := c.ns.HTTPClient().Get(c.Base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/metrics: %d %v", resp.StatusCode, err)
+	}
+	var lines []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, prefix) {
+			lines = append(lines, line)
+		}
+	}
+	return lines
+}
+
+// TestFDBudgetSeriesOfRunningServices: the descriptor budget's series by
+// class are those of the services that run. A node whose services all have
+// sockets given has none; one that runs spectrum alone has spectrum's,
+// and not the cdn's nor the dials' (the cdn's origin dials).
+func TestFDBudgetSeriesOfRunningServices(t *testing.T) {
+	first, c := startWithAPI(t, "")
+	for _, line := range scrape(t, c, "edgeproxy_fd_budget_") {
+		if strings.Contains(line, "class=") {
+			t.Errorf("%s: no service runs", line)
+		}
+	}
+	first.Close() // one server attached to the namespace at a time
+
+	ns := c.ns
+	cfg := writeConfig(t, `admin: {listen: "127.0.0.1:0"}
+dispatch: {pin_dir: ""}
+store: {path: ""}
+prefixes:
+  - {cidr: 192.0.2.0/24, service: spectrum}
+spectrum:
+  apps:
+    - {name: ssh, protocol: tcp, edge: 192.0.2.0/24, ports: "22", origins: ["127.0.0.1:9"]}
+`)
+	s, err := Start(Options{Config: cfg, Sockets: map[string]syscall.Conn{"cdn/tcp": nil, "cdn/udp": nil}, Dial: ns.Dial, Socket: ns.Socket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c.Base = "http://" + s.AdminAddr().String()
+	seen := map[string]bool{}
+	for _, line := range scrape(t, c, "edgeproxy_fd_budget_") {
+		switch {
+		case strings.Contains(line, `class="spectrum"`):
+			seen[line[:strings.IndexByte(line, '{')]] = true
+		case strings.Contains(line, "class="):
+			t.Errorf("%s: only spectrum runs", line)
+		}
+	}
+	for _, name := range []string{"edgeproxy_fd_budget_ceiling", "edgeproxy_fd_budget_used", "edgeproxy_fd_budget_refused_total"} {
+		if !seen[name] {
+			t.Errorf("no %s{class=\"spectrum\"}", name)
+		}
+	}
+}
