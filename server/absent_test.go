@@ -73,3 +73,14 @@ spectrum:
 		}
 	}
 }
+
+// TestAuditWithoutStore: a node without a store (nor a fleet) keeps no
+// audit log; GET /v1/audit says so with 404 naming the path, as the API
+// does for other absent features, not a 500.
+func TestAuditWithoutStore(t *testing.T) {
+	_, c := startWithAPI(t, "")
+	status, errs := c.do("GET", "/v1/audit", "")
+	if status != 404 || !strings.Contains(string(errs), "path: this node keeps no audit log") {
+		t.Errorf("GET /v1/audit without a store: %d %s, want 404 path: this node keeps no audit log", status, errs)
+	}
+}

@@ -450,7 +450,7 @@ func (s *Server) serveAdmin(adminSock *os.File, upgrading bool, token string) (e
 			// Not while the store cannot be written (a change could
 			// not be persisted): the manager knows its store.
 			Writable: s.Bindings.Writable, Status: s.status, Drain: s.drain,
-			Fleet: s.fleetView(), Audit: s.audit, Traffic: s.traffic.of,
+			Fleet: s.fleetView(), Audit: s.auditLog(), Traffic: s.traffic.of,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
