@@ -127,11 +127,11 @@ func (p *Proxy) serveH2(c net.Conn) error {
 	// fasthttp's server counted the connection as http/1.1+tls when it
 	// was accepted (connState) and uncounts it when it closes: while it
 	// speaks h2, it is counted as h2 only.
-	tls := p.m.active.WithLabelValues("http/1.1+tls")
-	tls.Dec()
-	defer tls.Inc()
-	p.m.active.WithLabelValues("h2").Inc()
-	defer p.m.active.WithLabelValues("h2").Dec()
+	p.activeH1TLS.Dec()
+	defer p.activeH1TLS.Inc()
+	h2 := p.m.active.of(connH2)
+	h2.Inc()
+	defer h2.Dec()
 	hc := p.newH2Conn(c)
 	if !p.h2conns.add(hc, p.closing) {
 		c.Close() // shutting down

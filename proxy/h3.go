@@ -85,8 +85,9 @@ func (p *Proxy) serveH3Conn(c *quic.Conn) {
 		return
 	}
 	defer p.h3conns.remove(hc)
-	p.m.active.WithLabelValues("h3").Inc()
-	defer p.m.active.WithLabelValues("h3").Dec()
+	h3 := p.m.active.of(connH3)
+	h3.Inc()
+	defer h3.Dec()
 	hc.idle = time.AfterFunc(hc.lim.IdleTimeout, func() {
 		c.CloseWithError(quic.ApplicationErrorCode(h3NoError), "idle timeout")
 	})

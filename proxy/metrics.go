@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,7 +20,7 @@ type metrics struct {
 	requests     *prometheus.CounterVec
 	latency      *prometheus.HistogramVec
 	handshakes   *prometheus.CounterVec
-	active       *prometheus.GaugeVec
+	active       *activeConns
 	certExpiry   *prometheus.GaugeVec
 	refusedConns prometheus.Counter
 	refusedH3    prometheus.Counter
@@ -45,10 +46,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "edgeproxy_cdn_tls_handshakes_total",
 			Help: "Completed TLS handshakes by version, TCP and QUIC.",
 		}, []string{"version"}),
-		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "edgeproxy_cdn_connections_active",
-			Help: "Open client connections by protocol (http/1.1, http/1.1+tls, h2, h3).",
-		}, []string{"protocol"}),
+		active: &activeConns{desc: prometheus.NewDesc("edgeproxy_cdn_connections_active",
+			"Open client connections by protocol (http/1.1, http/1.1+tls, h2, h3): the protocols the configuration serves, and another while it holds connections.",
+			[]string{"protocol"}, nil)},
 		certExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "edgeproxy_cdn_certificate_expiry_timestamp_seconds",
 			Help: "When each certificate expires (Unix time), by its first name and source.",
@@ -90,6 +90,64 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		reg.MustRegister(m.requests, m.latency, m.handshakes, m.active, m.certExpiry, m.refusedConns, m.refusedH3, m.retries, m.upgrades, refused, m.spoofed, m.handoffs)
 	}
 	return m
+}
+
+// The protocols of edgeproxy_cdn_connections_active.
+const (
+	connH1    = iota // http/1.1
+	connH1TLS        // http/1.1+tls
+	connH2           // h2
+	connH3           // h3
+	numConnProtocols
+)
+
+var connProtocolNames = [numConnProtocols]string{"http/1.1", "http/1.1+tls", "h2", "h3"}
+
+// activeConns is edgeproxy_cdn_connections_active, a collector: a
+// protocol's series is there while the configuration serves it (serve),
+// or while it holds connections (those of ports a reload took away), so
+// that no series can only ever be zero: no http/1.1 without http_ports, no
+// http/1.1+tls nor h2 without https_ports, no h3 without http3.
+type activeConns struct {
+	desc   *prometheus.Desc
+	open   [numConnProtocols]connGauge
+	served atomic.Uint32 // a bit per protocol
+}
+
+// connGauge counts a protocol's open connections.
+type connGauge struct{ n atomic.Int64 }
+
+func (g *connGauge) Inc() { g.n.Add(1) }
+func (g *connGauge) Dec() { g.n.Add(-1) }
+
+// of returns the gauge of protocol i (connH1, ...).
+func (a *activeConns) of(i int) *connGauge { return &a.open[i] }
+
+// serve sets the protocols cfg serves.
+func (a *activeConns) serve(cfg Config) {
+	var bits uint32
+	if len(cfg.HTTPPorts) > 0 {
+		bits |= 1 << connH1
+	}
+	if len(cfg.HTTPSPorts) > 0 {
+		bits |= 1<<connH1TLS | 1<<connH2
+	}
+	if cfg.HTTP3 {
+		bits |= 1 << connH3
+	}
+	a.served.Store(bits)
+}
+
+func (a *activeConns) Describe(ch chan<- *prometheus.Desc) { ch <- a.desc }
+
+func (a *activeConns) Collect(ch chan<- prometheus.Metric) {
+	served := a.served.Load()
+	for i := range numConnProtocols {
+		n := a.open[i].n.Load()
+		if served&(1<<i) != 0 || n != 0 {
+			ch <- prometheus.MustNewConstMetric(a.desc, prometheus.GaugeValue, float64(n), connProtocolNames[i])
+		}
+	}
 }
 
 // refuse counts a refused request.

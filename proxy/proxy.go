@@ -152,7 +152,7 @@ type Proxy struct {
 	acceptors atomic.Int64
 	// The engine's edgeproxy_cdn_connections_active gauges, looked up
 	// once rather than at every connection.
-	activeH1, activeH1TLS prometheus.Gauge
+	activeH1, activeH1TLS *connGauge
 	quicHS                atomic.Int64 // QUIC handshakes in flight
 	closing               chan struct{}
 	once                  sync.Once
@@ -174,7 +174,7 @@ func New(opts Options) (*Proxy, error) {
 		closing: make(chan struct{}),
 	}
 	p.lim.Store(&opts.Limits)
-	p.activeH1, p.activeH1TLS = p.m.active.WithLabelValues("http/1.1"), p.m.active.WithLabelValues("http/1.1+tls")
+	p.activeH1, p.activeH1TLS = p.m.active.of(connH1), p.m.active.of(connH1TLS)
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -339,6 +339,7 @@ func (p *Proxy) SetConfig(cfg Config) error {
 	p.state.Store(st)
 	p.pools.reconcileCheckers(checks)
 	p.m.setCertificates(cfg.Certificates)
+	p.m.active.serve(cfg)
 	return nil
 }
 

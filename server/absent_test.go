@@ -1,10 +1,15 @@
 package server
 
 import (
+	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/edgeproxy/edgeproxy/admin"
+	"github.com/edgeproxy/edgeproxy/internal/netns"
 )
 
 // scrape returns the series lines of s's /metrics whose name begins with
@@ -82,5 +87,51 @@ func TestAuditWithoutStore(t *testing.T) {
 	status, errs := c.do("GET", "/v1/audit", "")
 	if status != 404 || !strings.Contains(string(errs), "path: this node keeps no audit log") {
 		t.Errorf("GET /v1/audit without a store: %d %s, want 404 path: this node keeps no audit log", status, errs)
+	}
+}
+
+// TestCDNActiveSeriesOfServedProtocols: edgeproxy_cdn_connections_active
+// has the protocols the cdn's configuration serves: http/1.1 alone on a
+// cdn without https_ports or http3; a reload that adds https_ports adds
+// http/1.1+tls and h2 (the registry stays across reloads).
+func TestCDNActiveSeriesOfServedProtocols(t *testing.T) {
+	ns := netns.New(t)
+	const base = `admin: {listen: "127.0.0.1:0"}
+dispatch: {pin_dir: ""}
+store: {path: ""}
+prefixes:
+  - {cidr: 192.0.2.0/24, service: cdn}
+cdn:
+  access_log: "off"
+  http3: false
+  http_ports: [80]
+  https_ports: %s
+  sites:
+    - {hosts: ["*"], origins: ["http://127.0.0.1:9"]}
+`
+	s, err := Start(Options{Config: writeConfig(t, fmt.Sprintf(base, "[]")), Sockets: map[string]syscall.Conn{"spectrum/tcp": nil, "spectrum/udp": nil}, Dial: ns.Dial, Socket: ns.Socket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := apiClient{t: t, ns: ns, Client: &admin.Client{Base: "http://" + s.AdminAddr().String(), HTTP: ns.HTTPClient()}}
+	protocols := func() []string {
+		var got []string
+		for _, line := range scrape(t, c, "edgeproxy_cdn_connections_active{") {
+			if m := labelPair.FindStringSubmatch(line); m != nil && m[1] == "protocol" {
+				got = append(got, m[2])
+			}
+		}
+		slices.Sort(got)
+		return got
+	}
+	if got := protocols(); !slices.Equal(got, []string{"http/1.1"}) {
+		t.Errorf("http_ports only: edgeproxy_cdn_connections_active of %v, want http/1.1 only", got)
+	}
+	if err := s.Reload(writeConfig(t, fmt.Sprintf(base, "[443]"))); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := protocols(), []string{"h2", "http/1.1", "http/1.1+tls"}; !slices.Equal(got, want) {
+		t.Errorf("after a reload that adds https_ports: edgeproxy_cdn_connections_active of %v, want %v", got, want)
 	}
 }
