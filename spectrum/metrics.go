@@ -117,6 +117,48 @@ func (m *metrics) forApp(a App) *appMetrics {
 	return am
 }
 
+// forget deletes the series of the apps of old that now no longer has, so
+// that an app a reload removed or renamed leaves none behind: every series
+// of a name no app of now has, the series of the protocol an app of that
+// name no longer has, spp_missing of an app that no longer speaks Simple
+// Proxy Protocol. A connection or flow of such an app that is still open
+// counts on in series no longer exported.
+func (m *metrics) forget(old, now []App) {
+	type nameProto struct {
+		name  string
+		proto Protocol
+	}
+	names, protos, spp := map[string]bool{}, map[nameProto]bool{}, map[string]bool{}
+	for _, a := range now {
+		names[a.Name] = true
+		protos[nameProto{a.Name, a.Protocol}] = true
+		spp[a.Name] = spp[a.Name] || a.Protocol == UDP && a.Proxy == ProxySimple
+	}
+	type partial interface{ DeletePartialMatch(prometheus.Labels) int }
+	byProtocol := []partial{m.connections, m.active, m.bytes, m.refused}
+	udpOnly := []partial{m.datagrams, m.dropped}
+	for _, a := range old {
+		app := prometheus.Labels{"app": a.Name}
+		switch {
+		case !names[a.Name]:
+			for _, v := range append(append(byProtocol, udpOnly...), m.originDown) {
+				v.DeletePartialMatch(app)
+			}
+		case !protos[nameProto{a.Name, a.Protocol}]:
+			for _, v := range byProtocol {
+				v.DeletePartialMatch(prometheus.Labels{"app": a.Name, "protocol": string(a.Protocol)})
+			}
+			if a.Protocol == UDP {
+				for _, v := range udpOnly {
+					v.DeletePartialMatch(app)
+				}
+			}
+		case a.Protocol == UDP && a.Proxy == ProxySimple && !spp[a.Name]:
+			m.dropped.DeleteLabelValues(a.Name, "spp_missing")
+		}
+	}
+}
+
 func (am *appMetrics) refuse(reason string) {
 	am.m.refused.WithLabelValues(am.name, string(am.proto), reason).Inc()
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgeproxy/edgeproxy/internal/netns"
 )
@@ -105,5 +106,58 @@ func TestNoSeriesOnlyZero(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSetAppsForgetsSeries: an app that SetApps removes, renames or gives
+// another protocol leaves no series behind, and an app that no longer
+// speaks Simple Proxy Protocol no spp_missing; the apps that stay keep
+// theirs, counts included.
+func TestSetAppsForgetsSeries(t *testing.T) {
+	ns := netns.New(t)
+	edge := netip.MustParsePrefix("192.0.2.0/24")
+	origin := []Origin{{Host: "127.0.0.1", Port: 9}}
+	app := func(name string, proto Protocol, port uint16, mode ProxyProtocol) App {
+		return App{Name: name, Protocol: proto, Edge: edge, Ports: Ports{First: port, Last: port}, Origins: origin, Proxy: mode}
+	}
+	reg := prometheus.NewRegistry()
+	p, err := New(Options{Dial: ns.Dial, Registerer: reg, Owns: func(bool, netip.AddrPort) bool { return true },
+		Apps: []App{app("ssh", TCP, 22, ProxyOff), app("dns", UDP, 53, ProxyOff), app("game", UDP, 7777, ProxySimple), app("web", TCP, 8080, ProxyOff)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { p.tcp.Close(); p.udp.Close() }()
+	p.RefusedCounter("ssh", "tcp", "firewall").Inc()
+	p.RefusedCounter("dns", "udp", "limit").Inc()
+	p.ConnectionsCounter("dns", "udp").Inc()
+	// ssh goes, dns is renamed, game speaks no Simple Proxy Protocol now,
+	// web is UDP now.
+	if err := p.SetApps([]App{app("resolver", UDP, 53, ProxyOff), app("game", UDP, 7777, ProxyOff), app("web", UDP, 8080, ProxyOff)}); err != nil {
+		t.Fatal(err)
+	}
+	kept := 0
+	for name, ss := range series(t, reg) {
+		for _, l := range ss {
+			switch a := l["app"]; {
+			case a == "ssh" || a == "dns":
+				t.Errorf("%s%v: the app went", name, l)
+			case a == "game" && l["reason"] == "spp_missing":
+				t.Errorf("%s%v: game speaks no Simple Proxy Protocol now", name, l)
+			case a == "web" && l["protocol"] == "tcp":
+				t.Errorf("%s%v: web is UDP now", name, l)
+			case a == "game" || a == "web" || a == "resolver":
+				kept++
+			}
+		}
+	}
+	if kept == 0 {
+		t.Error("no series of the apps that stay")
+	}
+	// An app that comes back starts from zero.
+	if err := p.SetApps([]App{app("dns", UDP, 53, ProxyOff)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(p.ConnectionsCounter("dns", "udp")); got != 0 {
+		t.Errorf("dns's connections after it came back: %v, want 0", got)
 	}
 }

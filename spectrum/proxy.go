@@ -179,7 +179,8 @@ func dialDirect(ctx context.Context, d *net.Dialer, network, address string) (ne
 }
 
 // SetApps replaces the applications. Connections and flows already open
-// keep the app they started with.
+// keep the app they started with. The series of an app that went (removed,
+// renamed, or of another protocol now) are deleted.
 func (p *Proxy) SetApps(apps []App) error {
 	t := &table{}
 	for i, a := range apps {
@@ -205,7 +206,9 @@ func (p *Proxy) SetApps(apps []App) error {
 		}
 	}
 	p.flowShare.Store(int64(share))
-	p.apps.Store(t)
+	if prev := p.apps.Swap(t); prev != nil {
+		p.m.forget(prev.src, apps)
+	}
 	return nil
 }
 
