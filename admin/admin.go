@@ -260,12 +260,13 @@ func (a *api) admit(mux *http.ServeMux, r *http.Request) (*http.Request, error) 
 	return r, nil
 }
 
-// changes reports whether r is one of the /v1 routes that change the
-// binding state, and sets r.Pattern for the metrics.
+// changes reports whether r is one of the routes that change the binding
+// state (of /v1, or the Cloudflare-compatible ones), and sets r.Pattern
+// for the metrics.
 func changes(mux *http.ServeMux, r *http.Request) bool {
 	_, pattern := mux.Handler(r)
-	if !strings.Contains(pattern, " /v1/") {
-		return false // unknown routes answer 404, as ever
+	if !strings.Contains(pattern, " /v1/") && !strings.Contains(pattern, " "+cfBase+"/") {
+		return false // unknown and unsupported routes answer 404 or 501, as ever
 	}
 	r.Pattern = pattern
 	return true

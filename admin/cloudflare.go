@@ -32,13 +32,13 @@ func (a *api) cloudflareRoutes() map[string]handlerFunc {
 	return map[string]handlerFunc{
 		"GET " + cfBase + "/services":                 a.cfRoute(a.services),
 		"GET " + cfBase + "/prefixes":                 a.cfRoute(a.cfListPrefixes),
-		"POST " + cfBase + "/prefixes":                a.cfChange(a.cfCreatePrefix),
+		"POST " + cfBase + "/prefixes":                a.cfRoute(a.cfCreatePrefix),
 		"GET " + prefix:                               a.cfRoute(a.cfGetPrefix),
-		"DELETE " + prefix:                            a.cfChange(a.deletePrefix),
+		"DELETE " + prefix:                            a.cfRoute(a.deletePrefix),
 		"GET " + prefix + "/bindings":                 a.cfRoute(a.cfListBindings),
-		"POST " + prefix + "/bindings":                a.cfChange(a.cfCreateBinding),
+		"POST " + prefix + "/bindings":                a.cfRoute(a.cfCreateBinding),
 		"GET " + prefix + "/bindings/{binding_id}":    a.cfRoute(a.cfGetBinding),
-		"DELETE " + prefix + "/bindings/{binding_id}": a.cfChange(a.cfDeleteBinding),
+		"DELETE " + prefix + "/bindings/{binding_id}": a.cfRoute(a.cfDeleteBinding),
 		cfBase + "/":                                  a.cfRoute(a.cfUnsupported),
 		"/client/v4/":                                 a.noRoute,
 	}
@@ -53,24 +53,6 @@ func (a *api) cfRoute(h handlerFunc) handlerFunc {
 		}
 		return cfError(h(w, r))
 	}
-}
-
-// cfChange is cfRoute for a route that changes the binding state: refused
-// while the state may not change, as every /v1 change is (the middleware
-// asks only of /v1 routes). A dry run, which Cloudflare's API has not, is
-// refused rather than made as a change.
-func (a *api) cfChange(h handlerFunc) handlerFunc {
-	return a.cfRoute(func(w http.ResponseWriter, r *http.Request) error {
-		if r.URL.Query().Has("dry_run") {
-			return badField("dry_run", "the Cloudflare routes take no dry run: plan the change with ?dry_run=true on its /v1 route")
-		}
-		if a.opts.Writable != nil {
-			if err := a.opts.Writable(); err != nil {
-				return unavailable(err.Error(), "60")
-			}
-		}
-		return h(w, r)
-	})
 }
 
 // cfError is err as the API answers it, told not to be retried when it is

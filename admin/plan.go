@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/bindings"
@@ -103,6 +104,8 @@ func dryRunField(r *http.Request, pattern string) (bool, error) {
 	switch {
 	case err != nil:
 		return false, badField("dry_run", "%q is not true or false", v)
+	case dry && strings.Contains(pattern, cfBase):
+		return false, badField("dry_run", "the Cloudflare routes take no dry run: plan the change with ?dry_run=true on its /v1 route")
 	case dry && !dryRunRoutes[pattern]:
 		return false, badField("dry_run", "%s cannot be planned: dry runs plan creating and deleting prefixes, creating, moving and deleting bindings, and batches", pattern)
 	}
