@@ -66,3 +66,7 @@ func Table(st *State, svc Services) *dispatch.Table {
 func dispatchBinding(b Binding) dispatch.Binding {
 	return dispatch.Binding{Prefix: b.CIDR, Protocol: b.Protocol, Port: b.Port, Owner: owners[b.Service]}
 }
+
+// Key is b's identity in the data plane, under which its traffic is
+// counted whatever its service.
+func (b Binding) Key() dispatch.BindingKey { return dispatchBinding(b).Key() }

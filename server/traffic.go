@@ -109,10 +109,6 @@ func (t *traffic) latest(fresh bool) (cur, base trafficSample) {
 	return cur, base
 }
 
-func keyOf(b bindings.Binding) dispatch.BindingKey {
-	return dispatch.BindingKey{Prefix: b.CIDR, Protocol: b.Protocol, Port: b.Port}
-}
-
 // since is what n counted after base; a binding whose counters began
 // again (removed and made anew) counts from zero.
 func since(n, base dispatch.BindingCount) dispatch.BindingCount {
@@ -129,15 +125,15 @@ func toTraffic(n dispatch.BindingCount) admin.Traffic {
 // of is admin.Options.Traffic.
 func (t *traffic) of(b bindings.Binding) (total, recent admin.Traffic, window time.Duration, ok bool) {
 	cur, base := t.latest(false)
-	n, ok := cur.counts[keyOf(b)]
+	n, ok := cur.counts[b.Key()]
 	if !ok {
 		// Made since the counts were read?
 		cur, base = t.latest(true)
-		if n, ok = cur.counts[keyOf(b)]; !ok {
+		if n, ok = cur.counts[b.Key()]; !ok {
 			return admin.Traffic{}, admin.Traffic{}, 0, false
 		}
 	}
-	return toTraffic(n), toTraffic(since(n, base.counts[keyOf(b)])), cur.at.Sub(base.at), true
+	return toTraffic(n), toTraffic(since(n, base.counts[b.Key()])), cur.at.Sub(base.at), true
 }
 
 var (
@@ -182,7 +178,7 @@ func (t *traffic) Collect(ch chan<- prometheus.Metric) {
 	st, _ := t.m.Current()
 	byKey := make(map[dispatch.BindingKey]bindings.Binding, len(top))
 	for _, b := range st.AllBindings() {
-		byKey[keyOf(b)] = b
+		byKey[b.Key()] = b
 	}
 	for _, r := range top {
 		b, ok := byKey[r.key]
