@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"context"
 	"net/http"
 	"strconv"
 	"strings"
@@ -112,20 +111,13 @@ func dryRunField(r *http.Request, pattern string) (bool, error) {
 	return dry, nil
 }
 
-type dryRunKey struct{}
-
 // withDryRun returns r planning, not making, its change.
 func withDryRun(r *http.Request) *http.Request {
-	d := &bindings.DryRun{}
-	ctx := bindings.WithDryRun(r.Context(), d)
-	return r.WithContext(context.WithValue(ctx, dryRunKey{}, d))
+	return r.WithContext(bindings.WithDryRun(r.Context(), &bindings.DryRun{}))
 }
 
 // dryRunOf returns r's dry run, or nil when r makes its change.
-func dryRunOf(r *http.Request) *bindings.DryRun {
-	d, _ := r.Context().Value(dryRunKey{}).(*bindings.DryRun)
-	return d
-}
+func dryRunOf(r *http.Request) *bindings.DryRun { return bindings.DryRunOf(r.Context()) }
 
 // answer writes a change's result, or its plan when r is a dry run.
 func (a *api) answer(w http.ResponseWriter, r *http.Request, result any) error {

@@ -99,7 +99,7 @@ const (
 // changes. It returns the revision the change is at; a plan that changes
 // nothing returns the current one.
 func (m *Manager) run(ctx context.Context, plan func() (change, error)) (int64, error) {
-	if d, ok := ctx.Value(dryRunKey{}).(*DryRun); ok {
+	if d := DryRunOf(ctx); d != nil {
 		return m.dryRun(ctx, plan, d)
 	}
 	if m.fleet == nil {
@@ -189,6 +189,12 @@ type dryRunKey struct{}
 // nothing changes.
 func WithDryRun(ctx context.Context, d *DryRun) context.Context {
 	return context.WithValue(ctx, dryRunKey{}, d)
+}
+
+// DryRunOf returns the dry run ctx carries, or nil.
+func DryRunOf(ctx context.Context) *DryRun {
+	d, _ := ctx.Value(dryRunKey{}).(*DryRun)
+	return d
 }
 
 // dryRun plans a change and describes it in d. On a fleet, a change this
