@@ -187,3 +187,50 @@ func (p *Proc) WaitReady(admin string) error {
 	}
 	return fmt.Errorf("%s: /readyz on %s never answered 200:\n%s", p.Name, admin, p.Tail())
 }
+
+// CPUTimes are one CPU's counters from /proc/stat, in clock ticks.
+type CPUTimes struct{ Busy, Softirq, Total float64 }
+
+// ReadCPU returns cpu's counters now: busy is every state but idle and
+// iowait (softirq included: the kernel's network work, which no process is
+// charged for).
+func ReadCPU(cpu int) (CPUTimes, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return CPUTimes{}, err
+	}
+	prefix := "cpu" + strconv.Itoa(cpu) + " "
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(l, prefix) {
+			continue
+		}
+		var t CPUTimes
+		for i, f := range strings.Fields(l)[1:] {
+			v, _ := strconv.ParseFloat(f, 64)
+			if i >= 8 { // guest and guest_nice are counted in user already
+				break
+			}
+			t.Total += v
+			switch i {
+			case 3, 4: // idle, iowait
+			case 6:
+				t.Softirq += v
+				t.Busy += v
+			default:
+				t.Busy += v
+			}
+		}
+		return t, nil
+	}
+	return CPUTimes{}, fmt.Errorf("/proc/stat: no %q line", strings.TrimSpace(prefix))
+}
+
+// Since returns the busy share (0..1), the busy seconds and the softirq
+// seconds of the CPU since t was read.
+func (t CPUTimes) Since(cpu int) (share, busy, softirq float64) {
+	now, err := ReadCPU(cpu)
+	if err != nil || now.Total <= t.Total {
+		return 0, 0, 0
+	}
+	return (now.Busy - t.Busy) / (now.Total - t.Total), (now.Busy - t.Busy) / clkTck, (now.Softirq - t.Softirq) / clkTck
+}

@@ -3,6 +3,7 @@ package harness
 import (
 	"math"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -40,5 +41,28 @@ func TestTreeCPU(t *testing.T) {
 	}
 	if TreeCPU(os.Getpid()) <= 0 {
 		t.Fatal("no CPU time read for this process")
+	}
+}
+
+// TestReadCPU reads CPU 0's counters twice around some work: the counters
+// grow, the busy share is a share, and a CPU that does not exist is an
+// error naming it.
+func TestReadCPU(t *testing.T) {
+	before, err := ReadCPU(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Total <= 0 || before.Busy > before.Total || before.Softirq > before.Busy {
+		t.Fatalf("ReadCPU(0) = %+v: want 0 <= softirq <= busy <= total, total > 0", before)
+	}
+	deadline := time.Now().Add(50 * time.Millisecond)
+	for time.Now().Before(deadline) {
+	}
+	share, busy, softirq := before.Since(0)
+	if share < 0 || share > 1 || busy < 0 || softirq < 0 || softirq > busy {
+		t.Errorf("Since = %v, %v, %v: want a share in [0, 1] and softirq <= busy", share, busy, softirq)
+	}
+	if _, err := ReadCPU(1 << 20); err == nil || !strings.Contains(err.Error(), "cpu1048576") {
+		t.Errorf("ReadCPU(1<<20) = %v, want an error naming cpu1048576", err)
 	}
 }

@@ -60,6 +60,9 @@ func TestL4Tiny(t *testing.T) {
 				t.Errorf("%s: %s's %s = %v (%v): want a finite positive number", s.Name, sys, metric, v, r.Summary[sys])
 			}
 		}
+		if s.Name == "l4-tcp-bulk" {
+			checkBulkAccount(t, r)
+		}
 		t.Logf("%s (%.1f s): %v", s.Name, r.Seconds, r.Summary)
 	}
 	if n != 4 {
@@ -82,4 +85,33 @@ func l4Missing(needs []string) string {
 		return ""
 	}
 	return "not installed: " + strings.Join(out, ", ")
+}
+
+// checkBulkAccount holds the bulk scenario's account of the CPUs: every
+// system's load CPU busy share in (0, 100], every proxy's CPU-0 time per
+// GB at least its own process's, and the note that says what bound it.
+func checkBulkAccount(t *testing.T, r *harness.Result) {
+	t.Helper()
+	for _, sys := range r.Systems {
+		m := r.Summary[sys]
+		if b := m[l4LoadBusy]; !(b > 0 && b <= 100) {
+			t.Errorf("l4-tcp-bulk: %s's %s = %v, want (0, 100]", sys, l4LoadBusy, b)
+		}
+		if sys == "direct" {
+			continue
+		}
+		// Both count 10 ms ticks: a tiny round's 256 MB allows some slack.
+		if sut, own := m[l4SUTPerGB], m[harness.CPUPerGB]; !(sut > 0) || sut+0.1 < own {
+			t.Errorf("l4-tcp-bulk: %s's %s = %v below its process's %v", sys, l4SUTPerGB, sut, own)
+		}
+	}
+	found := false
+	for _, n := range r.Notes {
+		if strings.HasPrefix(n, "load CPU busy, medians of the rounds: edgeproxy ") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("l4-tcp-bulk: no load CPU note in %q", r.Notes)
+	}
 }
