@@ -72,7 +72,7 @@ func (e *l4Env) minCPU(system string, cpu func() time.Duration) func() time.Dura
 
 // l4-tcp-bulk: iperf3 through each proxy; CPU per GB and throughput.
 func l4RunTCPBulk(c *harness.Ctx, r *harness.Result) error {
-	systems := []string{"edgeproxy", "haproxy", "nginx", "direct"}
+	systems := []string{"edgeproxy", "haproxy", "nginx", "direct", "ceiling"}
 	d := 3 * time.Second
 	r.Title = "TCP bulk through the L4 proxy (iperf3, one stream)"
 	r.Unit = "GB"
@@ -83,7 +83,8 @@ func l4RunTCPBulk(c *harness.Ctx, r *harness.Result) error {
 	} else {
 		r.Params["seconds"] = d.Seconds()
 	}
-	r.Notes = append(r.Notes, "direct: iperf3 to its server without a proxy, a reference: throughput only, no proxy CPU")
+	r.Notes = append(r.Notes, "direct: iperf3 to its server without a proxy, a reference: throughput only, no proxy CPU",
+		"ceiling: an estimate of the most a proxy on CPU 0 could move, a reference: the load CPU's busy time per GB as the sender to a receiver on CPU 0 plus as the receiver from a sender on CPU 0 (what iperf3's client and server cost it behind a proxy that costs it nothing more), its inverse at 100% busy")
 	e, err := l4Start(c, r, systems, func(e *l4Env) error { return e.iperf3Server() })
 	if err != nil {
 		return err
@@ -96,6 +97,9 @@ func l4RunTCPBulk(c *harness.Ctx, r *harness.Result) error {
 		"direct":    l4Loopback(l4OriginBulk),
 	}
 	err = harness.Alternate(c, r, systems, func(sys string, round int) (map[string]float64, error) {
+		if sys == "ceiling" {
+			return l4BulkCeiling(c.Mode.Tiny, d)
+		}
 		cpu := e.cpuOf(sys)
 		sut, _ := harness.ReadCPU(harness.SUTCPU)
 		load, _ := harness.ReadCPU(harness.LoadCPU)
@@ -124,6 +128,45 @@ func l4RunTCPBulk(c *harness.Ctx, r *harness.Result) error {
 	return err
 }
 
+// l4BulkCeiling measures what the load CPU spends per GB at each end of a
+// proxied transfer when the proxy adds nothing: iperf3's client there
+// sending to a server on the SUT CPU, and its server there receiving from a
+// client on the SUT CPU. A proxy in between makes the load CPU do at least
+// both, so 1/(sum) at 100% busy bounds every proxy's throughput here.
+func l4BulkCeiling(tiny bool, d time.Duration) (map[string]float64, error) {
+	var perGB [2]float64
+	for i, run := range []struct {
+		client int
+		addr   string
+	}{{harness.LoadCPU, l4Loopback(l4BulkSink)}, {harness.SUTCPU, l4Loopback(l4OriginBulk)}} {
+		load, err := harness.ReadCPU(harness.LoadCPU)
+		if err != nil {
+			return nil, err
+		}
+		bytes, _, err := l4Iperf3On(run.client, tiny, run.addr, d)
+		if err != nil {
+			return nil, err
+		}
+		_, busy, _ := load.Since(harness.LoadCPU)
+		perGB[i] = busy / (bytes / 1e9)
+	}
+	if perGB[0]+perGB[1] <= 0 {
+		return nil, fmt.Errorf("ceiling: no load CPU time counted (%v)", perGB)
+	}
+	return map[string]float64{
+		harness.Throughput: 8 / (perGB[0] + perGB[1]),
+		l4SendPerGB:        perGB[0],
+		l4RecvPerGB:        perGB[1],
+	}, nil
+}
+
+// The ceiling's parts: the load CPU's busy time per GB as the sender and
+// as the receiver.
+const (
+	l4SendPerGB = "load_send_s_per_gb"
+	l4RecvPerGB = "load_recv_s_per_gb"
+)
+
 // The bulk scenario's account of where the time went, per round: the load
 // CPU's busy share, and the system-under-test CPU's busy time per GB with
 // the kernel's softirq work, which no process is charged for (cpu_s_per_gb
@@ -137,31 +180,41 @@ const (
 // l4BulkBound says, from the rounds' medians, how busy the load CPU was
 // under each system: where it is all but saturated, the throughput is the
 // generator's and the origin's limit (they share that CPU) more than the
-// proxy's, and the proxy's cost is better read from its CPU per GB.
+// proxy's, and the proxy's cost is better read from its CPU per GB. It ends
+// with the ceiling that bounds any proxy.
 func l4BulkBound(r *harness.Result, systems []string) string {
+	median := func(sys, metric string) (float64, bool) {
+		var vs []float64
+		for _, rd := range r.Rounds {
+			if v, ok := rd.Metrics[metric]; ok && rd.System == sys && rd.Round > 0 {
+				vs = append(vs, v)
+			}
+		}
+		if len(vs) == 0 {
+			return 0, false
+		}
+		return harness.Median(vs), true
+	}
 	var parts []string
 	for _, sys := range systems {
-		var busy, sut []float64
-		for _, rd := range r.Rounds {
-			if rd.System != sys || rd.Round == 0 {
-				continue
-			}
-			busy = append(busy, rd.Metrics[l4LoadBusy])
-			if v, ok := rd.Metrics[l4SUTPerGB]; ok {
-				sut = append(sut, v)
-			}
-		}
-		if len(busy) == 0 {
+		busy, ok := median(sys, l4LoadBusy)
+		if !ok {
 			continue
 		}
-		p := fmt.Sprintf("%s %.0f%%", sys, harness.Median(busy))
-		if len(sut) > 0 {
-			p += fmt.Sprintf(" (CPU %d busy %.2f s per GB, softirq included)", harness.SUTCPU, harness.Median(sut))
+		p := fmt.Sprintf("%s %.0f%%", sys, busy)
+		if sut, ok := median(sys, l4SUTPerGB); ok {
+			p += fmt.Sprintf(" (CPU %d busy %.2f s per GB, softirq included)", harness.SUTCPU, sut)
 		}
 		parts = append(parts, p)
 	}
-	return "load CPU busy, medians of the rounds: " + strings.Join(parts, ", ") +
+	note := "load CPU busy, medians of the rounds: " + strings.Join(parts, ", ") +
 		"; at 95% or more the generator and the origin, which share that CPU, bound the throughput more than the proxy does"
+	if g, ok := median("ceiling", harness.Throughput); ok {
+		send, _ := median("ceiling", l4SendPerGB)
+		recv, _ := median("ceiling", l4RecvPerGB)
+		note += fmt.Sprintf("; ceiling %.1f Gbit/s (the load CPU's %.3f s per GB as the sender and %.3f as the receiver)", g, send, recv)
+	}
+	return note
 }
 
 // l4-tcp-rr: 64-byte messages echoed back to back on 8 connections.

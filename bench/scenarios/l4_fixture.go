@@ -47,6 +47,7 @@ const (
 	l4OriginBulk = 18310 // iperf3 -s
 	l4OriginRR   = 18311 // TCP echo
 	l4OriginUDP  = 18312 // UDP echo
+	l4BulkSink   = 18313 // iperf3 -s on the SUT CPU: the ceiling's receiver
 	l4HAProxy    = 18320 // +0 bulk, +1 rr
 	l4Nginx      = 18330 // +0 bulk, +1 rr, +2 udp
 	l4Admin      = 18340 // edgeproxy's admin API
@@ -88,13 +89,19 @@ func (e *l4Env) write(name, body string) (string, error) {
 	return p, os.WriteFile(p, []byte(body), 0o600)
 }
 
-// iperf3Server runs `iperf3 -s` on LoadCPU at the bulk origin's port.
+// iperf3Server runs `iperf3 -s` on LoadCPU at the bulk origin's port, and
+// another on SUTCPU at the sink's port (the ceiling's receiver).
 func (e *l4Env) iperf3Server() error {
-	p, err := e.start("iperf3 -s", harness.LoadCPU, "iperf3", "-s", "-B", "127.0.0.1", "-p", strconv.Itoa(l4OriginBulk))
-	if err != nil {
-		return err
+	for _, s := range []struct{ cpu, port int }{{harness.LoadCPU, l4OriginBulk}, {harness.SUTCPU, l4BulkSink}} {
+		p, err := e.start("iperf3 -s", s.cpu, "iperf3", "-s", "-B", "127.0.0.1", "-p", strconv.Itoa(s.port))
+		if err != nil {
+			return err
+		}
+		if err := p.WaitTCP(l4Loopback(s.port)); err != nil {
+			return err
+		}
 	}
-	return p.WaitTCP(l4Loopback(l4OriginBulk))
+	return nil
 }
 
 // edgeproxy runs the binary under test on SUTCPU with spectrum apps for
@@ -289,10 +296,15 @@ func (e *l4Env) udpEcho(addr string) error {
 // fixed size in tiny mode, iperf3's -t being whole seconds) and returns the
 // bytes the server received and their rate in Gbit/s.
 func l4Iperf3(tiny bool, addr string, d time.Duration) (bytes, gbits float64, err error) {
+	return l4Iperf3On(harness.LoadCPU, tiny, addr, d)
+}
+
+// l4Iperf3On is l4Iperf3 with the client on cpu.
+func l4Iperf3On(cpu int, tiny bool, addr string, d time.Duration) (bytes, gbits float64, err error) {
 	// The server takes one test at a time and may still be ending the
 	// previous one: "the server is busy", try again shortly.
 	for try := 0; ; try++ {
-		bytes, gbits, err = l4Iperf3Once(tiny, addr, d)
+		bytes, gbits, err = l4Iperf3Once(cpu, tiny, addr, d)
 		if err == nil || !strings.Contains(err.Error(), "server is busy") || try == 50 {
 			return bytes, gbits, err
 		}
@@ -300,7 +312,7 @@ func l4Iperf3(tiny bool, addr string, d time.Duration) (bytes, gbits float64, er
 	}
 }
 
-func l4Iperf3Once(tiny bool, addr string, d time.Duration) (bytes, gbits float64, err error) {
+func l4Iperf3Once(cpu int, tiny bool, addr string, d time.Duration) (bytes, gbits float64, err error) {
 	host, port, _ := net.SplitHostPort(addr)
 	args := []string{"iperf3", "-c", host, "-p", port, "-J"}
 	if tiny {
@@ -308,7 +320,7 @@ func l4Iperf3Once(tiny bool, addr string, d time.Duration) (bytes, gbits float64
 	} else {
 		args = append(args, "-t", strconv.Itoa(max(1, int(d.Seconds()))))
 	}
-	p, err := harness.Start("iperf3 -c", harness.LoadCPU, nil, args...)
+	p, err := harness.Start("iperf3 -c", cpu, nil, args...)
 	if err != nil {
 		return 0, 0, err
 	}
