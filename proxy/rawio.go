@@ -6,7 +6,8 @@ import (
 	"os"
 	"sync"
 	"syscall"
-	"unsafe"
+
+	"github.com/edgeproxy/edgeproxy/internal/rawsys"
 )
 
 // rawIO reads and writes a non-blocking TCP socket with raw system calls
@@ -50,10 +51,10 @@ func (r *rawIO) init(tc socket, owner *lazyConn) {
 
 func (r *rawIO) readOnce(fd uintptr) bool {
 	for {
-		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.rbuf[0])), uintptr(len(r.rbuf)), 0, 0, 0)
+		n, e := rawsys.Recv(fd, r.rbuf, 0)
 		switch e {
 		case 0:
-			r.rn = int(n)
+			r.rn = n
 			return true
 		case syscall.EINTR:
 		case syscall.EAGAIN:
@@ -70,10 +71,10 @@ func (r *rawIO) readOnce(fd uintptr) bool {
 
 func (r *rawIO) writeAll(fd uintptr) bool {
 	for r.wn < len(r.wbuf) {
-		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&r.wbuf[r.wn])), uintptr(len(r.wbuf)-r.wn), syscall.MSG_NOSIGNAL, 0, 0)
+		n, e := rawsys.Send(fd, r.wbuf[r.wn:], syscall.MSG_NOSIGNAL)
 		switch e {
 		case 0:
-			r.wn += int(n)
+			r.wn += n
 		case syscall.EINTR:
 		case syscall.EAGAIN:
 			if r.owner != nil {

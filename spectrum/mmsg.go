@@ -3,9 +3,10 @@ package spectrum
 import (
 	"slices"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/edgeproxy/edgeproxy/internal/rawsys"
 )
 
 // Datagram batches: recvmmsg and sendmmsg on connected UDP sockets, with
@@ -35,11 +36,10 @@ func newRecvBatch(n, size int) *recvBatch {
 // recv reads up to a batch of datagrams without waiting.
 func (b *recvBatch) recv(fd int) (int, error) {
 	for {
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&b.hs[0])), uintptr(len(b.hs)),
-			unix.MSG_DONTWAIT, 0, 0)
+		n, e := rawsys.RecvMmsg(uintptr(fd), b.hs, unix.MSG_DONTWAIT)
 		switch e {
 		case 0:
-			return int(n), nil
+			return n, nil
 		case unix.EINTR:
 			continue
 		}
@@ -131,9 +131,9 @@ func (b *sendBatch) sendmmsg(fd uintptr) bool {
 		if b.next == b.n-1 && b.one[b.next] != nil {
 			// One datagram of one part: write(2) skips the message
 			// header's copy-in.
-			_, err := unix.Write(int(fd), b.one[b.next])
+			_, err := rawsys.Send(fd, b.one[b.next], 0)
 			switch err {
-			case nil:
+			case 0:
 				b.next++
 				continue
 			case unix.EINTR:
@@ -144,10 +144,10 @@ func (b *sendBatch) sendmmsg(fd uintptr) bool {
 			b.serr = err
 			return true
 		}
-		m, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hs[b.next])), uintptr(b.n-b.next), 0, 0, 0)
+		m, e := rawsys.SendMmsg(fd, b.hs[b.next:b.n], 0)
 		switch e {
 		case 0:
-			b.next += int(m)
+			b.next += m
 			continue
 		case unix.EINTR:
 			continue

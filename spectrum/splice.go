@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeproxy/edgeproxy/internal/fdlimit"
+	"github.com/edgeproxy/edgeproxy/internal/rawsys"
 )
 
 // Splice pipes. io.Copy between two *net.TCPConn splices, but each waiting
@@ -188,7 +189,12 @@ func (c *tcpCopy) bufferRound() (bulk, done bool, err error) {
 			if bp == nil {
 				bp = buffers.Get().(*[]byte)
 			}
-			n, rerr = unix.Read(int(fd), *bp)
+			var e syscall.Errno
+			n, e = rawsys.Recv(fd, *bp, 0)
+			rerr = nil
+			if e != 0 {
+				rerr = e
+			}
 			switch {
 			case rerr == unix.EINTR:
 				continue
@@ -241,8 +247,19 @@ func peekWait(rs syscall.RawConn) error {
 	var perr error
 	if err := rs.Read(func(fd uintptr) bool {
 		var b [1]byte
-		_, _, perr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		return perr != unix.EAGAIN && perr != unix.EINTR
+		for {
+			switch _, e := rawsys.Recv(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT); e {
+			case 0:
+				perr = nil
+				return true
+			case unix.EINTR:
+			case unix.EAGAIN:
+				return false
+			default:
+				perr = e
+				return true
+			}
+		}
 	}); err != nil {
 		return err
 	}
@@ -268,9 +285,9 @@ func newFDWriter(rc syscall.RawConn) *fdWriter {
 
 func (w *fdWriter) write(fd uintptr) bool {
 	for w.done < len(w.b) {
-		m, err := unix.Write(int(fd), w.b[w.done:])
+		m, err := rawsys.Send(fd, w.b[w.done:], unix.MSG_NOSIGNAL)
 		switch err {
-		case nil:
+		case 0:
 			w.done += m
 		case unix.EINTR:
 		case unix.EAGAIN:
@@ -302,8 +319,12 @@ func (pool *pipePool) splice(ws, rs syscall.RawConn, pp pipe) (total int64, end 
 		var serr error
 		if err := rs.Read(func(fd uintptr) bool {
 			for {
-				in, serr = unix.Splice(int(fd), nil, pp.w, nil, spliceChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-				if serr != unix.EINTR {
+				m, e := rawsys.Splice(fd, uintptr(pp.w), spliceChunk)
+				if e != unix.EINTR {
+					in, serr = int64(m), nil
+					if e != 0 {
+						in, serr = 0, e
+					}
 					return true // EAGAIN too: wait without the pipe
 				}
 			}
@@ -326,18 +347,17 @@ func (pool *pipePool) splice(ws, rs syscall.RawConn, pp pipe) (total int64, end 
 		var werr error
 		err := ws.Write(func(fd uintptr) bool {
 			for left > 0 {
-				m, err := unix.Splice(pp.r, nil, int(fd), nil, int(left), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-				if err == unix.EAGAIN {
+				m, err := rawsys.Splice(uintptr(pp.r), fd, int(left))
+				switch err {
+				case 0:
+					left -= int64(m)
+				case unix.EINTR:
+				case unix.EAGAIN:
 					return false
-				}
-				if err == unix.EINTR {
-					continue
-				}
-				if err != nil {
+				default:
 					werr = err
 					return true
 				}
-				left -= m
 			}
 			return true
 		})
