@@ -191,10 +191,7 @@ func (c *tcpCopy) bufferRound() (bulk, done bool, err error) {
 			}
 			var e syscall.Errno
 			n, e = rawsys.Recv(fd, *bp, 0)
-			rerr = nil
-			if e != 0 {
-				rerr = e
-			}
+			rerr = rawsys.Err(e)
 			switch {
 			case rerr == unix.EINTR:
 				continue
@@ -321,10 +318,7 @@ func (pool *pipePool) splice(ws, rs syscall.RawConn, pp pipe) (total int64, end 
 			for {
 				m, e := rawsys.Splice(fd, uintptr(pp.w), spliceChunk)
 				if e != unix.EINTR {
-					in, serr = int64(m), nil
-					if e != 0 {
-						in, serr = 0, e
-					}
+					in, serr = int64(max(m, 0)), rawsys.Err(e)
 					return true // EAGAIN too: wait without the pipe
 				}
 			}

@@ -19,6 +19,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Err is e as an error: nil for 0 (a zero Errno in an error is not nil).
+func Err(e syscall.Errno) error {
+	if e == 0 {
+		return nil
+	}
+	return e
+}
+
 // Recv is recvfrom(fd, b, flags) without an address: the socket's own
 // read, without the file layer's position lock that read(2) takes.
 func Recv(fd uintptr, b []byte, flags int) (int, syscall.Errno) {

@@ -111,3 +111,13 @@ func TestMmsg(t *testing.T) {
 		t.Errorf("RecvMmsg on an empty socket: %v, want EAGAIN", e)
 	}
 }
+
+// TestErr: a zero Errno is no error, any other is itself.
+func TestErr(t *testing.T) {
+	if err := Err(0); err != nil {
+		t.Errorf("Err(0) = %v, want nil", err)
+	}
+	if err := Err(syscall.EAGAIN); err != syscall.EAGAIN {
+		t.Errorf("Err(EAGAIN) = %v", err)
+	}
+}
