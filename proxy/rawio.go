@@ -11,18 +11,10 @@ import (
 )
 
 // rawIO reads and writes a non-blocking TCP socket with raw system calls
-// under the runtime's poller (syscall.RawConn): the same reads and writes
-// as net's, waiting in the poller when the socket is not ready, but
-// without telling the scheduler that the goroutine entered a system call.
-// Such a call never blocks, and on the proxy's sockets it is short; told
-// of it, the scheduler wakes its monitor (sysmon) at the first call after
-// an idle period, and the monitor hands the processor to another thread
-// when a write to a local peer runs long (loopback delivers inline):
-// futexes and thread switches at every request at moderate load.
-//
-// The calls are recvfrom and sendto rather than read and write: the
-// socket's own calls, without the file layer's position lock; sendto with
-// MSG_NOSIGNAL, so a peer that reset raises no SIGPIPE.
+// (internal/rawsys, which says why) under the runtime's poller
+// (syscall.RawConn): the same reads and writes as net's, waiting in the
+// poller when the socket is not ready. The calls are recvfrom and sendto,
+// sendto with MSG_NOSIGNAL, so a peer that reset raises no SIGPIPE.
 type rawIO struct {
 	owner   *lazyConn // told before a read or write waits (its deadlines)
 	rc      syscall.RawConn

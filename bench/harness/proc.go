@@ -189,7 +189,10 @@ func (p *Proc) WaitReady(admin string) error {
 }
 
 // CPUTimes are one CPU's counters from /proc/stat, in clock ticks.
-type CPUTimes struct{ Busy, Softirq, Total float64 }
+type CPUTimes struct {
+	CPU                  int
+	Busy, Softirq, Total float64
+}
 
 // ReadCPU returns cpu's counters now: busy is every state but idle and
 // iowait (softirq included: the kernel's network work, which no process is
@@ -204,7 +207,7 @@ func ReadCPU(cpu int) (CPUTimes, error) {
 		if !strings.HasPrefix(l, prefix) {
 			continue
 		}
-		var t CPUTimes
+		t := CPUTimes{CPU: cpu}
 		for i, f := range strings.Fields(l)[1:] {
 			v, _ := strconv.ParseFloat(f, 64)
 			if i >= 8 { // guest and guest_nice are counted in user already
@@ -226,9 +229,9 @@ func ReadCPU(cpu int) (CPUTimes, error) {
 }
 
 // Since returns the busy share (0..1), the busy seconds and the softirq
-// seconds of the CPU since t was read.
-func (t CPUTimes) Since(cpu int) (share, busy, softirq float64) {
-	now, err := ReadCPU(cpu)
+// seconds of t's CPU since t was read.
+func (t CPUTimes) Since() (share, busy, softirq float64) {
+	now, err := ReadCPU(t.CPU)
 	if err != nil || now.Total <= t.Total {
 		return 0, 0, 0
 	}

@@ -102,6 +102,22 @@ func (r *Result) Add(system string, round int, m map[string]float64) {
 	}
 }
 
+// MedianOf is the median of a system's metric over the measured rounds
+// recorded so far (Summary's figure, before Finish computes it), and
+// whether any round has it.
+func (r *Result) MedianOf(system, metric string) (float64, bool) {
+	var vs []float64
+	for _, rd := range r.Rounds {
+		if v, ok := rd.Metrics[metric]; ok && rd.System == system && rd.Round > 0 {
+			vs = append(vs, v)
+		}
+	}
+	if len(vs) == 0 {
+		return 0, false
+	}
+	return Median(vs), true
+}
+
 // Finish computes the summary and the ratios against Systems[0].
 func (r *Result) Finish() {
 	r.Seconds = time.Since(r.Started).Seconds()

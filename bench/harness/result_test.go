@@ -58,11 +58,30 @@ func TestReadCPU(t *testing.T) {
 	deadline := time.Now().Add(50 * time.Millisecond)
 	for time.Now().Before(deadline) {
 	}
-	share, busy, softirq := before.Since(0)
+	share, busy, softirq := before.Since()
 	if share < 0 || share > 1 || busy < 0 || softirq < 0 || softirq > busy {
 		t.Errorf("Since = %v, %v, %v: want a share in [0, 1] and softirq <= busy", share, busy, softirq)
 	}
 	if _, err := ReadCPU(1 << 20); err == nil || !strings.Contains(err.Error(), "cpu1048576") {
 		t.Errorf("ReadCPU(1<<20) = %v, want an error naming cpu1048576", err)
+	}
+}
+
+// TestMedianOf: the warm-up round is left out, a metric no round has is
+// reported absent, and the figure is Finish's.
+func TestMedianOf(t *testing.T) {
+	r := &Result{Scenario: "x", Started: time.Now()}
+	for round, v := range []float64{100, 3, 1, 2} {
+		r.Add("edgeproxy", round, map[string]float64{Rate: v})
+	}
+	if v, ok := r.MedianOf("edgeproxy", Rate); !ok || v != 2 {
+		t.Errorf("MedianOf = %v, %v; want 2, true", v, ok)
+	}
+	if _, ok := r.MedianOf("edgeproxy", CPUPerUnit); ok {
+		t.Error("MedianOf a metric no round has: reported present")
+	}
+	r.Finish()
+	if v, _ := r.MedianOf("edgeproxy", Rate); v != r.Summary["edgeproxy"][Rate] {
+		t.Errorf("MedianOf %v, Summary %v", v, r.Summary["edgeproxy"][Rate])
 	}
 }
